@@ -1,0 +1,1 @@
+"""DOLPHIN importable core: alpha engine, bus contracts, venue clients, configs, backtest."""

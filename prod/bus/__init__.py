@@ -1,0 +1,1 @@
+"""Hazelcast bus: map names and payload schemas (``maps``), client factory and listeners (``client``)."""

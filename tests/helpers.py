@@ -1,0 +1,78 @@
+"""Shared test helpers: bounded condition waits, free ports, subprocess services."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
+               what: str = "condition") -> object:
+    """Poll ``pred`` until it returns a truthy value (returned) or raise AssertionError at timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as exc:  # noqa: BLE001
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Proc:
+    """A service started as ``python -m module args`` from the repository root, logs to a file."""
+
+    def __init__(self, module: str, args: list[str], log_path: Path, env: dict | None = None):
+        self.module, self.args, self.log_path = module, args, log_path
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.p: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        self._log = open(self.log_path, "ab")
+        self.p = subprocess.Popen([sys.executable, "-m", self.module, *self.args], cwd=REPO_ROOT,
+                                  stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def kill(self) -> None:
+        if self.p and self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(10)
+
+    def stop(self) -> None:
+        if self.p and self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(10)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
