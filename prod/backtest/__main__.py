@@ -1,0 +1,64 @@
+"""Command line of the backtest: parse flags, then call :func:`prod.backtest.runner.run_backtest`.
+
+    python -m prod.backtest --config prod/configs/blue.yml --data data/vbt_cache_klines \\
+        [--from 2026-01-01] [--to 2026-01-31] [--summary PATH] [--exf FILE] [--survival]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from pathlib import Path
+
+from prod.backtest.runner import BacktestError, BacktestOptions, run_backtest
+from prod.configs import ConfigError
+
+
+def _date(s: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r}: expected YYYY-MM-DD") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m prod.backtest",
+                                 description="Replay daily Parquet files through NDAlphaEngine.")
+    ap.add_argument("--config", required=True, type=Path, help="strategy YAML (prod/configs/blue.yml)")
+    ap.add_argument("--data", required=True, type=Path, help="directory of YYYY-MM-DD.parquet files")
+    ap.add_argument("--from", dest="date_from", type=_date, help="first date (inclusive)")
+    ap.add_argument("--to", dest="date_to", type=_date, help="last date (inclusive)")
+    ap.add_argument("--summary", type=Path, help="summary JSON path (default run_logs/summary_<ts>.json)")
+    ap.add_argument("--out-dir", type=Path, default=Path("run_logs"), help="where default outputs go")
+    ap.add_argument("--exf", type=Path, help="external factors JSON (default <data>/exf_daily.json)")
+    ap.add_argument("--survival", action="store_true", help="drive posture from the drawdown survival stack")
+    ap.add_argument("--no-png", action="store_true", help="skip the equity-curve PNG")
+    ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ap.add_argument("--allow-drift", action="store_true", help="research only: run a drifted blue config")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    opts = BacktestOptions(config=args.config, data=args.data, date_from=args.date_from,
+                           date_to=args.date_to, summary=args.summary, out_dir=args.out_dir,
+                           exf=args.exf, png=not args.no_png, progress=not args.no_progress,
+                           survival=args.survival, allow_drift=args.allow_drift)
+    if opts.date_from and opts.date_to and opts.date_from > opts.date_to:
+        print(f"backtest: --from {opts.date_from} is after --to {opts.date_to}", file=sys.stderr)
+        return 2
+    try:
+        res = run_backtest(opts)
+    except (BacktestError, ConfigError) as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return 2
+    s = res.summary
+    pf = "n/a" if s["profit_factor"] is None else f"{s['profit_factor']:.3f}"
+    sh = "n/a" if s["sharpe"] is None else f"{s['sharpe']:.2f}"
+    wr = "n/a" if s["win_rate_pct"] is None else f"{s['win_rate_pct']:.1f}%"
+    print(f"ROI {s['roi_pct']:+.2f}% | PF {pf} | Sharpe {sh} | Max DD {s['max_drawdown_pct']:.2f}% | "
+          f"WR {wr} | Trades {s['trades']} | days {s['days']} | hash {s['config_hash']}")
+    print(f"summary: {res.summary_path}" + (f"\nequity:  {res.png_path}" if res.png_path else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

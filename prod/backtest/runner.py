@@ -1,0 +1,276 @@
+"""Replay daily Parquet files through NDAlphaEngine — the same ``begin_day`` / ``step_bar`` /
+``end_day`` the live trader calls — and write the summary JSON and the equity-curve PNG.
+
+Replay rules (written down because the bible leaves them to the caller):
+
+* Days are the ``YYYY-MM-DD.parquet`` files of the data directory in date order (``--from`` /
+  ``--to`` inclusive). Capital, the open position, price histories and the learning state carry
+  across days inside one engine; ``bar_idx`` is global across the replay.
+* ``vol_regime_ok`` is ``bar index within the day >= 100`` (the actor's replay mode, §14.4).
+* ACB v6 (§10, §13.1): one :class:`prod.alpha.acb.AdaptiveCircuitBreaker` is attached with
+  ``engine.set_acb``; ``begin_day`` asks it for the day's ``(boost, beta)``. External factors come from
+  ``exf_daily.json`` (default: inside the data directory; ``--exf`` to point elsewhere). Without
+  it every day has signals 0 → **boost 1.0**, and beta still follows the w750 switch. A date's w750
+  velocity is the median of its first 10 bars' ``v750_lambda_max_velocity``; the 60th-percentile
+  threshold is taken over all replayed days (the bible preloads it over the data set). The
+  backtest has no sub-day ACB feed, so ``update_acb_boost`` is not called mid-day.
+* Posture is APEX for every day (the reference run), or with ``--survival`` it follows the survival
+  stack fed with healthy sensors and the realised drawdown (Cat5), updated at each day start.
+* Bad input: an unreadable day file or one without the required columns is logged and skipped
+  (listed under ``skipped_days``); bad bars go to the engine, which skips them with a reason
+  (counted under ``skip_reasons``). Assets missing from a day are NaN (never selected).
+* The position still open after the last bar is closed at the last valid price
+  (reason ``END_OF_DATA``) so the final capital is realised.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from prod.alpha.acb import AdaptiveCircuitBreaker, daily_w750
+from prod.alpha.engine import NDAlphaEngine
+from prod.alpha.survival import SensorReadings, SurvivalStack
+from prod.backtest.data import EXF_FILENAME, DayData, DayFileError, list_day_files, load_day, load_exf
+from prod.backtest.report import compute_metrics, write_equity_png, write_json_atomic
+from prod.configs import CHAMPION_HASH, load_config
+
+log = logging.getLogger("dolphin.backtest")
+
+SUMMARY_VERSION = 1
+VOL_WARMUP_BARS = 100
+_PROGRESS_CHUNK = 2_880
+
+
+class BacktestError(RuntimeError):
+    """The replay cannot run (no data, bad config); the message names what to fix."""
+
+
+@dataclass(frozen=True)
+class BacktestOptions:
+    """Everything one replay needs; built by ``main()`` from the command line."""
+
+    config: Path
+    data: Path
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    summary: Path | None = None
+    out_dir: Path = Path("run_logs")
+    exf: Path | None = None
+    png: bool = True
+    progress: bool = False
+    survival: bool = False
+    allow_drift: bool = False
+
+
+@dataclass
+class BacktestResult:
+    """The summary written to disk plus where it went."""
+
+    summary: dict[str, Any]
+    summary_path: Path
+    png_path: Path | None
+    trades: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _w750_by_date(files: list[tuple[str, Path]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for date, path in files:
+        try:
+            t = pq.read_table(path, columns=["v750_lambda_max_velocity"])
+            out[date] = daily_w750(t.column(0).slice(0, 10).to_pylist())
+        except Exception:  # noqa: BLE001 - the day is reported when it is loaded
+            out[date] = None
+    return out
+
+
+def _aligned_prices(day: DayData, assets: tuple[str, ...], warned: set[str]) -> np.ndarray:
+    if day.assets == assets:
+        return np.ascontiguousarray(day.prices)
+    idx = {a: j for j, a in enumerate(day.assets)}
+    out = np.full((day.n_bars, len(assets)), np.nan)
+    for i, a in enumerate(assets):
+        j = idx.get(a)
+        if j is not None:
+            out[:, i] = day.prices[:, j]
+    missing = [a for a in assets if a not in idx]
+    extra = [a for a in day.assets if a not in set(assets)]
+    if (missing or extra) and day.date not in warned:
+        warned.add(day.date)
+        log.warning("backtest: %s: asset columns differ from the first day (missing %s, ignored %s)",
+                    day.path, missing[:5], extra[:5])
+    return out
+
+
+def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> BacktestResult:
+    """Run one replay and write its summary JSON (and PNG); return the summary.
+
+    Raises :class:`BacktestError` when there is nothing to replay, and
+    ``prod.configs.ConfigError`` for a bad or drifted config.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    cfg = load_config(opts.config, allow_drift=opts.allow_drift)
+    files = list_day_files(opts.data, opts.date_from, opts.date_to)
+    if not files:
+        raise BacktestError(f"no YYYY-MM-DD.parquet files in {opts.data}"
+                            f" between {opts.date_from or 'start'} and {opts.date_to or 'end'}")
+    exf_path = opts.exf if opts.exf is not None else Path(opts.data) / EXF_FILENAME
+    exf = load_exf(exf_path)
+    acb = AdaptiveCircuitBreaker(exf, _w750_by_date(files), cfg.acb)
+    log.info("backtest: config=%s strategy=%s hash=%s champion=%s data=%s days=%d exf=%s (%d dates) "
+             "w750_threshold=%s survival=%s", cfg.source, cfg.strategy, cfg.champion_hash,
+             cfg.champion_hash == CHAMPION_HASH, opts.data, len(files),
+             exf_path if exf else "none (boost 1.0)", len(exf), acb.w750_threshold, opts.survival)
+
+    engine: NDAlphaEngine | None = None
+    assets: tuple[str, ...] = ()
+    stack = SurvivalStack() if opts.survival else None
+    warned: set[str] = set()
+    per_day: list[dict[str, Any]] = []
+    skipped_days: list[dict[str, str]] = []
+    skip_reasons: Counter[str] = Counter()
+    equity_t: list[float] = []
+    equity: list[float] = []
+    daily_returns: list[float] = []
+    peak = 0.0
+    gbar = 0
+    total_bars = 0
+    t_start = time.perf_counter()
+    bar_time = 0.0
+
+    pbar = None
+    if opts.progress:
+        from tqdm import tqdm
+        pbar = tqdm(total=len(files), unit="day", desc="backtest", dynamic_ncols=True)
+
+    last_row: np.ndarray | None = None
+    for k, (date, path) in enumerate(files):
+        try:
+            day = load_day(date, path)
+        except DayFileError as exc:
+            log.error("backtest: skipping day %s: %s", date, exc)
+            skipped_days.append({"date": date, "reason": str(exc)})
+            if pbar:
+                pbar.update(1)
+            continue
+        if engine is None:
+            assets = day.assets
+            engine = NDAlphaEngine(cfg.engine, assets)
+            engine.set_acb(acb)
+            peak = engine.capital
+            equity_t.append(0.0)
+            equity.append(engine.capital)
+        prices = _aligned_prices(day, assets, warned)
+        posture = "APEX"
+        if stack is not None:
+            dd = 0.0 if peak <= 0 else max(0.0, (peak - engine.capital) / peak)
+            posture = stack.update(SensorReadings(drawdown=dd), 1440.0).posture.value
+        start_cap = engine.capital
+        engine.begin_day(date, posture=posture, direction=cfg.direction)
+        info = acb.last
+        vd, v50, v750 = day.vel_div.tolist(), day.v50.tolist(), day.v750.tolist()
+        n = day.n_bars
+        t0 = time.perf_counter()
+        step = engine.step_bar
+        for i in range(n):
+            r = step(gbar, vd[i], prices[i], v50[i], v750[i], i >= VOL_WARMUP_BARS)
+            gbar += 1
+            if r.skipped is not None:
+                skip_reasons[r.skipped] += 1
+            elif r.exited is not None:
+                cap = r.exited.capital_after
+                equity_t.append(k + i / max(n, 1))
+                equity.append(cap)
+                peak = max(peak, cap)
+        bar_time += time.perf_counter() - t0
+        total_bars += n
+        if n:
+            last_row = prices[n - 1]
+        if k == len(files) - 1 and engine.position is not None and last_row is not None:
+            rec = engine.close_position(gbar - 1, last_row)
+            if rec is not None:
+                equity_t.append(float(k + 1))
+                equity.append(rec.capital_after)
+        res = engine.end_day()
+        ret = (engine.capital / start_cap - 1.0) if start_cap > 0 else 0.0
+        daily_returns.append(ret)
+        peak = max(peak, engine.capital)
+        equity_t.append(float(k + 1))
+        equity.append(engine.capital)
+        per_day.append({
+            "date": date, "bars": n, "trades": res.trades, "pnl": res.pnl, "capital": res.capital,
+            "return_pct": ret * 100.0, "boost": res.boost, "beta": res.beta,
+            "signals": info.signals if info is not None else 0.0, "posture": res.posture,
+            "mc_status": res.mc_status, "skipped_bars": res.skipped_bars,
+            "open_position": res.open_position,
+        })
+        if pbar:
+            pbar.update(1)
+            pbar.set_postfix(capital=f"{engine.capital:,.0f}", trades=len(engine.trades))
+    if pbar:
+        pbar.close()
+    if engine is None:
+        raise BacktestError(f"every day file in {opts.data} was unreadable; see the log")
+
+    trades = [t.to_dict() for t in engine.trades]
+    m = compute_metrics(cfg.engine.initial_capital, engine.capital, [t["net_pnl"] for t in trades],
+                        daily_returns, equity)
+    wall = time.perf_counter() - t_start
+    stamp = now.strftime("%Y%m%d_%H%M%S")
+    summary_path = Path(opts.summary) if opts.summary else Path(opts.out_dir) / f"summary_{stamp}.json"
+    png_path = summary_path.with_suffix(".png") if opts.png else None
+    summary: dict[str, Any] = {
+        "kind": "dolphin_backtest_summary",
+        "version": SUMMARY_VERSION,
+        "created_utc": now.isoformat(),
+        "config": str(opts.config),
+        "strategy": cfg.strategy,
+        "direction": "SHORT" if cfg.direction < 0 else "LONG",
+        "config_hash": cfg.champion_hash,
+        "champion_config": cfg.champion_hash == CHAMPION_HASH,
+        "data_dir": str(opts.data),
+        "date_from": files[0][0],
+        "date_to": files[-1][0],
+        "days": len(per_day),
+        "bars": total_bars,
+        "initial_capital": m.initial_capital,
+        "final_capital": m.final_capital,
+        "roi_pct": m.roi_pct,
+        "profit_factor": m.profit_factor,
+        "sharpe": m.sharpe,
+        "max_drawdown_pct": m.max_drawdown_pct,
+        "win_rate_pct": m.win_rate_pct,
+        "trades": m.trades,
+        "exit_reasons": dict(sorted(Counter(t["reason"] for t in trades).items())),
+        "skip_reasons": dict(sorted(skip_reasons.items())),
+        "skipped_days": skipped_days,
+        "acb": {"exf_file": str(exf_path) if exf else None, "exf_dates": len(exf),
+                "w750_threshold": acb.w750_threshold},
+        "survival": opts.survival,
+        "per_day": per_day,
+        "trade_list": trades,
+        "equity_png": str(png_path) if png_path else None,
+        "timing": {"wall_s": wall, "step_bar_s": bar_time,
+                   "bars_per_s": total_bars / bar_time if bar_time > 0 else None},
+    }
+    write_json_atomic(summary, summary_path)
+    if png_path is not None:
+        title = (f"DOLPHIN {cfg.strategy} {files[0][0]}..{files[-1][0]}  ROI {m.roi_pct:+.2f}%  "
+                 f"DD {m.max_drawdown_pct:.2f}%  trades {m.trades}")
+        write_equity_png(equity_t, equity, png_path, title)
+    log.info("backtest: %d days, %d bars, %d trades, ROI %+.2f%%, PF %s, Sharpe %s, max DD %.2f%%, "
+             "WR %s -> %s", len(per_day), total_bars, m.trades, m.roi_pct, _fmt(m.profit_factor),
+             _fmt(m.sharpe), m.max_drawdown_pct, _fmt(m.win_rate_pct), summary_path)
+    return BacktestResult(summary, summary_path, png_path, trades)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3f}"
