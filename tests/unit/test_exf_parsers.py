@@ -1,0 +1,51 @@
+"""Unit tests of exf_fetcher's body parsers and per-indicator status (no I/O)."""
+from __future__ import annotations
+
+import pytest
+
+from prod.bus import maps
+from prod.settings import load_settings
+from prod.venue import DvolCandle, FearGreed, PremiumIndex, TakerRatio
+from services.exf_fetcher import (ExfConfig, FetchError, build_indicators, build_payload, pick_dvol, pick_fng,
+                                  pick_funding, pick_taker)
+
+
+def test_pickers_take_the_newest_value_of_each_source():
+    assert pick_funding([PremiumIndex("ETHUSDT", 1, 1, 0.3, 0, 0),
+                         PremiumIndex("BTCUSDT", 1, 1, -0.00012, 0, 1700000000000)]) == (-0.00012, 1700000000.0)
+    assert pick_dvol([DvolCandle(2000, 50, 62, 49, 61.25), DvolCandle(1000, 50, 51, 49, 50.5)]) == (61.25, 2.0)
+    assert pick_fng([FearGreed(23, "Extreme Fear", 1700000000)]) == (23.0, 1700000000.0)
+    assert pick_taker([TakerRatio(0.75, 1, 1, 1000), TakerRatio(0.9, 1, 1, 2000)]) == (0.9, 2.0)
+
+
+@pytest.mark.parametrize("fn,items", [
+    (pick_funding, [PremiumIndex("ETHUSDT", 1, 1, 0.0, 0, 0)]),          # no BTC row
+    (pick_funding, [PremiumIndex("BTCUSDT", 1, 1, float("nan"), 0, 0)]),
+    (pick_funding, [PremiumIndex("BTCUSDT", 1, 1, 0.5, 0, 0)]),           # 50 % per 8 h: insane
+    (pick_dvol, []), (pick_dvol, [DvolCandle(1, 1, 1, 1, -3.0)]),
+    (pick_fng, []), (pick_fng, [FearGreed(250, "?", 1)]),
+    (pick_taker, []), (pick_taker, [TakerRatio(float("inf"), 1, 1, 1)]),
+])
+def test_insane_or_missing_values_are_fetch_errors(fn, items):
+    with pytest.raises(FetchError):
+        fn(items)
+
+
+def test_status_ok_degraded_stale_missing_and_nulls_in_payload():
+    cfg = ExfConfig(settings=load_settings(env={}))
+    inds = {i.name: i for i in build_indicators(cfg)}
+    now = 10_000.0
+    inds["funding_btc"].value, inds["funding_btc"].fetched_at = -0.0002, now - 1
+    inds["dvol_btc"].value, inds["dvol_btc"].fetched_at, inds["dvol_btc"].failures = 70.0, now - 1, 2
+    inds["taker"].value, inds["taker"].fetched_at = 0.8, now - 3 * cfg.taker_interval_s - 1
+    p = build_payload(list(inds.values()), now, cfg.stale_factor)
+    st = {k: v["status"] for k, v in p["indicators"].items()}
+    assert st == {"funding_btc": "OK", "dvol_btc": "DEGRADED", "fng": "MISSING", "taker": "STALE"}
+    assert (p["funding_btc"], p["dvol_btc"], p["fng"], p["taker"]) == (-0.0002, 70.0, None, None)
+    assert p["indicators"]["taker"]["value"] == 0.8 and p["n_ok"] == 2
+    maps.decode(maps.FEATURES, maps.KEY_EXF, maps.encode(maps.FEATURES, maps.KEY_EXF, p))
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError):
+        ExfConfig(settings=load_settings(env={}), push_s=0)
