@@ -116,6 +116,9 @@ EIGEN_SCAN = Schema("eigen_scan", (
     _f("assets", list), _f("asset_prices", list),
     _f("warm_windows", list, required=False),
     _f("schema_version", str, required=False),
+    _f("regime_signal", *_NUM, required=False, nullable=True),
+    _f("instability_composite", *_NUM, required=False, nullable=True),
+    _f("eigenvalue_gradients", dict, required=False), _f("multi_window_results", dict, required=False),
 ))
 ACB_BOOST = Schema("acb_boost", (
     _f("boost", *_NUM), _f("beta", *_NUM), _f("computed_at", *_NUM, required=False),

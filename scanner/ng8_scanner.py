@@ -1,0 +1,445 @@
+"""NG8 eigenscan service: sample venue prices every scan, run one ``enhance()`` pass, publish once.
+
+Run ``python -m scanner.ng8_scanner`` (venue URLs, bus members, data dir, cadence and symbols from
+:mod:`prod.settings`; flags override). Per scan, exactly one Arrow file
+(``data/arrow_scans/YYYY-MM-DD/scan_NNNNNN_HHMMSS.arrow``) and one ``DOLPHIN_FEATURES
+[latest_eigen_scan]`` write, with consecutive scan numbers resumed from the archive after a restart.
+
+Exact definitions (schema 5.0.0; full list in :mod:`scanner.engine`):
+
+* windows W ∈ {50, 150, 300, 750} scan returns; ``λ_W`` = top eigenvalue / N of the Pearson
+  correlation of the included assets; ``velocity_W(t) = λ_W(t) − λ_W(t−1)``;
+  ``vel_div = velocity_50 − velocity_750``; ``eigengap_W = (λ1 − λ2)/N``.
+* **instability window**: ``instability_W`` is the population standard deviation of the last
+  **20 consecutive scans** of ``λ_W`` (100 s at the 5 s cadence), computed only when those 20 values
+  share the same included-asset set; ``instability_composite`` = mean of the non-null ``instability_W``.
+* **regime_signal rule**: ``d = λ_50 − λ_750``; **+1** if d > 0.05 (short-horizon correlation spike:
+  stress / liquidity withdrawal), **−1** if d < −0.05 (short-horizon dispersion), **0** otherwise;
+  null while either window is cold.
+* λ is refined at 512 bits with python-flint (:mod:`scanner.precision`); float64 is the guard.
+
+Prices: one mark price per asset per scan from ``<symbol>@markPrice@1s`` (through
+:class:`prod.venue.stream.VenueStreamClient`), the latest accepted update at the scan instant.
+
+* **Bad tick** (zero, negative, NaN/inf, or more than 50 % away from the price the asset had at the
+  previous scan): rejected with a rate-limited log line naming the symbol and source; the asset keeps
+  its last accepted price.
+* **Missing / stale price**: an asset with no accepted update yet, or whose last accepted update is
+  older than ``stale_after_s`` (default 3 × scan interval, at least 15 s), gets price null in that
+  scan. Null prices are never filled: the asset drops out of every window whose returns span the gap
+  (a window only includes assets with all W returns) until it has W fresh returns again. When an asset
+  turns stale its jump reference is cleared, so a venue re-quote at a new level is accepted.
+* No scan is produced before the first price arrives (no empty scan numbers).
+
+Cold start: a window's fields are null until it has W returns; the payload's ``warm_windows`` names
+the warm ones; ``vel_div`` is null until both w50 and w750 are warm. Backfill: the most recent
+archived scans (their ``prices`` column) are replayed into the history when the newest one is at most
+``backfill_max_gap_s`` old and consecutive archived scans are no further apart than that (the
+contiguous suffix is used). Venue klines are not used: their 1-minute spacing is not the scan cadence
+and would mix return horizons inside a window, so they would not be the numbers this scanner defines.
+"""
+from __future__ import annotations
+
+import os
+
+# One BLAS thread: the scan's LAPACK calls are small, and on a shared host threaded BLAS spin-waits.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from prod.bus import maps
+from prod.settings import ConfigError, Settings, load_settings
+from scanner import arrow_io
+from scanner.engine import HISTORY_ROWS, INSTABILITY_SCANS, WINDOWS, EigenEngine, ScanResult
+
+log = logging.getLogger("scanner")
+
+SERVICE = "scanner"
+MAX_JUMP = 0.5
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    """Effective configuration of the scanner process."""
+
+    settings: Settings
+    precision: str = "arb512"
+    stale_after_s: float | None = None
+    backfill_max_gap_s: float | None = None
+    heartbeat_s: float = 5.0
+    max_scans: int | None = None   # stop after this many scans (tests, smoke runs)
+    bus: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("arb512", "float64"):
+            raise ConfigError(f"--precision {self.precision!r}: expected arb512 or float64")
+        if self.stale_after_s is not None and not self.stale_after_s > 0:
+            raise ConfigError(f"--stale-after-s {self.stale_after_s}: must be > 0")
+        if self.backfill_max_gap_s is not None and not self.backfill_max_gap_s >= 0:
+            raise ConfigError(f"--backfill-max-gap-s {self.backfill_max_gap_s}: must be >= 0")
+        if self.max_scans is not None and self.max_scans < 1:
+            raise ConfigError(f"--max-scans {self.max_scans}: must be >= 1")
+
+    @property
+    def stale_s(self) -> float:
+        if self.stale_after_s is not None:
+            return self.stale_after_s
+        return max(3.0 * self.settings.scan_interval_s, 15.0)
+
+    @property
+    def backfill_gap_s(self) -> float:
+        if self.backfill_max_gap_s is not None:
+            return self.backfill_max_gap_s
+        return max(6.0 * self.settings.scan_interval_s, 30.0)
+
+    def log_dict(self) -> dict:
+        return {"precision": self.precision, "stale_after_s": self.stale_s,
+                "backfill_max_gap_s": self.backfill_gap_s, "heartbeat_s": self.heartbeat_s,
+                "max_scans": self.max_scans, "bus": self.bus, **self.settings.as_log_dict()}
+
+
+class Clock:
+    """Wall and monotonic time plus the scan-loop sleep (replaceable in tests)."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def time_ns(self) -> int:
+        return time.time_ns()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, s: float) -> None:
+        await asyncio.sleep(max(0.0, s))
+
+
+class PriceBook:
+    """Latest accepted price per symbol with the bad-tick and staleness rules of this module."""
+
+    def __init__(self, symbols: tuple[str, ...], stale_s: float, clock: Callable[[], float]):
+        self.symbols = symbols
+        self.index = {s: i for i, s in enumerate(symbols)}
+        self.stale_s = stale_s
+        self.clock = clock
+        self.price: list[float | None] = [None] * len(symbols)
+        self.at: list[float] = [-math.inf] * len(symbols)
+        self.ref: list[float | None] = [None] * len(symbols)   # price at the previous scan
+        self.rejected = 0
+        self._last_log: dict[str, float] = {}
+
+    def _reject(self, sym: str, why: str, source: str) -> None:
+        self.rejected += 1
+        now = self.clock()
+        if now - self._last_log.get(sym, -1e18) >= 10.0:
+            self._last_log[sym] = now
+            log.warning("bad tick rejected: %s %s (source %s)", sym, why, source)
+
+    def offer(self, sym: str, price: float, source: str) -> bool:
+        """Accept or reject one price update; return True if accepted."""
+        i = self.index.get(sym)
+        if i is None:
+            return False
+        if not isinstance(price, (int, float)) or isinstance(price, bool) or not math.isfinite(price):
+            self._reject(sym, f"non-finite price {price!r}", source)
+            return False
+        if price <= 0:
+            self._reject(sym, f"non-positive price {price!r}", source)
+            return False
+        ref = self.ref[i]
+        if ref is not None and abs(price / ref - 1.0) > MAX_JUMP:
+            self._reject(sym, f"price {price!r} jumps {100 * (price / ref - 1):+.1f}% from {ref!r} "
+                              f"within one scan", source)
+            return False
+        self.price[i] = float(price)
+        self.at[i] = self.clock()
+        return True
+
+    def sample(self) -> list[float | None]:
+        """Return this scan's prices (None = missing or stale) and move the jump references."""
+        now = self.clock()
+        out: list[float | None] = []
+        for i in range(len(self.symbols)):
+            p = self.price[i]
+            if p is None or now - self.at[i] > self.stale_s:
+                out.append(None)
+                self.ref[i] = None
+            else:
+                out.append(p)
+                self.ref[i] = p
+        return out
+
+    def seed_reference(self, prices: list[float | None]) -> None:
+        for i, p in enumerate(prices):
+            self.ref[i] = p
+
+
+def build_record(scan_number: int, res: ScanResult) -> dict:
+    """Turn an engine result into the 27-field Arrow record (JSON columns still as Python objects)."""
+    rec: dict = {"scan_number": scan_number, "timestamp_ns": res.timestamp_ns,
+                 "timestamp_iso": arrow_io.iso_from_ns(res.timestamp_ns)}
+    for w in WINDOWS:
+        r = res.windows[w]
+        rec[f"w{w}_lambda_max"] = r.lambda_max
+        rec[f"w{w}_velocity"] = r.velocity
+        rec[f"w{w}_eigengap"] = r.eigengap
+        rec[f"w{w}_instability"] = r.instability
+    rec.update(vel_div=res.vel_div, regime_signal=res.regime_signal,
+               instability_composite=res.instability_composite, n_assets=res.n_assets,
+               assets=list(res.assets), prices=list(res.prices),
+               loadings={f"w{w}": res.windows[w].loadings for w in WINDOWS},
+               schema_version=arrow_io.SCHEMA_VERSION)
+    return rec
+
+
+def backfill(engine: EigenEngine, arrow_dir: Path, symbols: tuple[str, ...], now_s: float,
+             max_gap_s: float) -> list[float | None] | None:
+    """Replay the recent contiguous archive into ``engine``; return the last prices used or None."""
+    recs = arrow_io.latest_scans(arrow_dir, HISTORY_ROWS + INSTABILITY_SCANS)
+    if not recs:
+        return None
+    if now_s - recs[-1]["timestamp_ns"] / 1e9 > max_gap_s:
+        log.info("backfill: newest archived scan is %.1fs old (> %.1fs); cold start",
+                 now_s - recs[-1]["timestamp_ns"] / 1e9, max_gap_s)
+        return None
+    start = len(recs) - 1
+    while start > 0 and 0 < (recs[start]["timestamp_ns"] - recs[start - 1]["timestamp_ns"]) / 1e9 <= max_gap_s:
+        start -= 1
+    recs = recs[start:]
+    rows = []
+    for r in recs:
+        pos = {a: p for a, p in zip(r["assets"], r["prices"])}
+        rows.append([pos.get(s) for s in symbols])
+    quiet = max(0, len(rows) - (INSTABILITY_SCANS + 1))
+    for row in rows[:quiet]:
+        engine.append(row)
+    for r, row in zip(recs[quiet:], rows[quiet:]):
+        engine.enhance(row, r["timestamp_ns"])
+    log.info("backfill: %d archived scans (scan %d..%d) loaded into the price history",
+             len(rows), recs[0]["scan_number"], recs[-1]["scan_number"])
+    return rows[-1]
+
+
+class _Bus:
+    """Hazelcast connection made in the background; writes are skipped (logged) while it is down."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.client = None
+        self.map = None
+        self.failures = 0
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._last_warn = -math.inf
+        self.connected = threading.Event()
+        self._t = threading.Thread(target=self._connect, name="scanner-hz", daemon=True)
+        self._t.start()
+
+    def _connect(self) -> None:
+        from prod.bus.client import make_client
+        delay = 0.5
+        while not self._stopped:
+            try:
+                c = make_client(self.settings, name="scanner")
+            except Exception as exc:  # noqa: BLE001 - keep scanning; the Arrow archive is the record
+                log.warning("bus: cannot connect to %s (%s); retrying in %.1fs", self.settings.hz_members, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            with self._lock:
+                if self._stopped:
+                    c.shutdown()
+                    return
+                self.client = c
+                self.map = c.get_map(maps.FEATURES)
+            self.connected.set()
+            log.info("bus: connected to %s", self.settings.hz_members)
+            return
+
+    def put_scan(self, value: str, scan_number: int) -> bool:
+        m = self.map
+        if m is None:
+            self.failures += 1
+            if time.monotonic() - self._last_warn >= 10.0:
+                self._last_warn = time.monotonic()
+                log.warning("bus: not connected; scan %d not written to the map (Arrow file kept; "
+                            "%d scans missed so far)", scan_number, self.failures)
+            return False
+        fut = m.set(maps.KEY_EIGEN_SCAN, value)
+
+        def _done(f, n=scan_number):
+            try:
+                f.result()
+            except Exception as exc:  # noqa: BLE001
+                self.failures += 1
+                log.warning("bus: map write of scan %d failed: %s", n, exc)
+        fut.add_done_callback(_done)
+        return True
+
+    def heartbeat(self, **fields) -> None:
+        c = self.client
+        if c is None:
+            return
+        try:
+            from prod.bus.client import write_heartbeat
+            write_heartbeat(c, SERVICE, **fields)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("bus: heartbeat failed: %s", exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopped = True
+            c = self.client
+        if c is not None:
+            try:
+                c.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Event | None = None) -> int:
+    """Run the scanner until ``stop`` is set (or ``max_scans`` scans); return the number of scans."""
+    from prod.venue.schemas import MarkPriceArrayEvent, MarkPriceEvent
+    from prod.venue.stream import VenueStreamClient
+
+    clock = clock or Clock()
+    stop = stop or asyncio.Event()
+    s = cfg.settings
+    symbols = tuple(s.symbols)
+    arrow_dir = s.arrow_dir
+    engine = EigenEngine(symbols, precision_mode=cfg.precision)
+    book = PriceBook(symbols, cfg.stale_s, clock.monotonic)
+    last = backfill(engine, arrow_dir, symbols, clock.time(), cfg.backfill_gap_s)
+    if last is not None:
+        book.seed_reference(last)
+    scan_number = arrow_io.last_scan_number(arrow_dir)
+    log.info("scan numbering resumes after %d (archive %s)", scan_number, arrow_dir)
+    bus = _Bus(s) if cfg.bus else None
+    loop = asyncio.get_running_loop()
+    if bus is not None:
+        # one map write per scan: do not start scanning before the bus is there (bounded wait)
+        if not await loop.run_in_executor(None, bus.connected.wait, s.hz_connect_timeout_s):
+            log.warning("bus: not connected after %.1fs; scanning anyway (Arrow only until it is)",
+                        s.hz_connect_timeout_s)
+
+    source = f"{s.venue_ws} markPrice@1s"
+
+    def on_event(ev) -> None:
+        if isinstance(ev, MarkPriceEvent):
+            book.offer(ev.symbol, ev.mark_price, source)
+        elif isinstance(ev, MarkPriceArrayEvent):
+            for it in ev.items:
+                book.offer(it.symbol, it.mark_price, source)
+
+    feed = VenueStreamClient(s.venue_ws, [f"{x.lower()}@markPrice@1s" for x in symbols], on_event=on_event,
+                             name="scanner-venue", stall_timeout_s=max(10.0, cfg.stale_s))
+    feed_task = asyncio.create_task(feed.run())
+    interval = s.scan_interval_s
+    produced = 0
+    next_t = clock.monotonic()
+    last_hb = -math.inf
+    waiting_logged = False
+    try:
+        while not stop.is_set():
+            now = clock.monotonic()
+            if now < next_t:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=next_t - now)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            behind = int((now - next_t) / interval)
+            if behind > 0:
+                log.warning("scan loop %d interval(s) behind; skipping them", behind)
+            next_t += (behind + 1) * interval
+            prices = book.sample()
+            if all(p is None for p in prices):
+                if not waiting_logged:
+                    log.info("waiting for the first venue prices (%s)", source)
+                    waiting_logged = True
+                continue
+            scan_number += 1
+            ts_ns = clock.time_ns()
+            res = await loop.run_in_executor(None, engine.enhance, prices, ts_ns)
+            rec = build_record(scan_number, res)
+            try:
+                path = arrow_io.write_scan(arrow_dir, rec)
+            except OSError as exc:
+                log.error("scan %d: Arrow write failed (%s); scan dropped", scan_number, exc)
+                continue
+            if bus is not None:
+                payload = arrow_io.payload_from_record(rec, clock.time())
+                bus.put_scan(maps.encode(maps.FEATURES, maps.KEY_EIGEN_SCAN, payload), scan_number)
+            produced += 1
+            log.debug("scan %d -> %s vel_div=%s warm=%s", scan_number, path.name, res.vel_div, res.warm_windows)
+            if bus is not None and clock.monotonic() - last_hb >= cfg.heartbeat_s:
+                last_hb = clock.monotonic()
+                bus.heartbeat(scan_number=scan_number, warm_windows=res.warm_windows,
+                              n_assets=res.n_assets, rejected_ticks=book.rejected,
+                              precision_fallbacks=engine.fallbacks)
+            if cfg.max_scans is not None and produced >= cfg.max_scans:
+                break
+    finally:
+        await feed.stop()
+        feed_task.cancel()
+        try:
+            await feed_task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            pass
+        if bus is not None:
+            bus.close()
+        log.info("scanner stopped after %d scans (last scan number %d)", produced, scan_number)
+    return produced
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m scanner.ng8_scanner", description=__doc__.splitlines()[0])
+    ap.add_argument("--hz-members", default=None, help="comma-separated host:port (DOLPHIN_HZ_MEMBERS)")
+    ap.add_argument("--venue-ws", default=None, help="venue websocket base (DOLPHIN_VENUE_WS)")
+    ap.add_argument("--data-dir", default=None, help="data directory (DOLPHIN_DATA_DIR)")
+    ap.add_argument("--interval", type=float, default=None, help="scan interval s (DOLPHIN_SCAN_INTERVAL_S)")
+    ap.add_argument("--precision", default="arb512", choices=("arb512", "float64"))
+    ap.add_argument("--stale-after-s", type=float, default=None)
+    ap.add_argument("--backfill-max-gap-s", type=float, default=None)
+    ap.add_argument("--max-scans", type=int, default=None)
+    ap.add_argument("--no-bus", action="store_true", help="write Arrow files only")
+    ap.add_argument("--log-level", default="INFO")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(
+            hz_members=tuple(x.strip() for x in a.hz_members.split(",")) if a.hz_members else None,
+            venue_ws=a.venue_ws, data_dir=a.data_dir, scan_interval_s=a.interval)
+        cfg = ScannerConfig(settings=settings, precision=a.precision, stale_after_s=a.stale_after_s,
+                            backfill_max_gap_s=a.backfill_max_gap_s, max_scans=a.max_scans, bus=not a.no_bus)
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    log.info("scanner starting, schema %s, config %s", arrow_io.SCHEMA_VERSION, json.dumps(cfg.log_dict()))
+
+    async def _main() -> int:
+        stop = asyncio.Event()
+        lp = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            lp.add_signal_handler(sig, stop.set)
+        return await run(cfg, stop=stop)
+
+    asyncio.run(_main())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

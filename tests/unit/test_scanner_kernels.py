@@ -1,0 +1,165 @@
+"""Unit tests of the NG8 scanner's numeric core: kernels, engine definitions, 512-bit refinement."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from scanner import kernels, precision
+from scanner.engine import INSTABILITY_SCANS, MIN_ASSETS, EigenEngine
+
+
+def _returns(n=12, t=400, seed=0, market=0.5):
+    rng = np.random.default_rng(seed)
+    f = rng.standard_normal(t)
+    e = rng.standard_normal((n, t))
+    return np.ascontiguousarray(math.sqrt(market) * f + math.sqrt(1 - market) * e) * 1e-3
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "python"])
+def test_nested_correlations_equal_numpy_corrcoef(jit):
+    rt = _returns()
+    windows = np.array([50, 150, 300], dtype=np.int64)
+    fn = kernels.nested_correlations if jit else kernels.nested_correlations.py_func
+    corr, valid = fn(rt, windows)
+    for k, w in enumerate(windows):
+        assert valid[k].all()
+        np.testing.assert_allclose(corr[k], np.corrcoef(rt[:, -w:]), atol=1e-12)
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "python"])
+def test_asset_with_nan_or_constant_returns_is_excluded_only_where_it_overlaps(jit):
+    rt = _returns()
+    rt[3, -100] = np.nan          # inside w150 and w300, outside w50
+    rt[5, :] = 0.0                # constant: correlation undefined everywhere
+    fn = kernels.nested_correlations if jit else kernels.nested_correlations.py_func
+    corr, valid = fn(rt, np.array([50, 150, 300], dtype=np.int64))
+    assert valid[0, 3] and not valid[1, 3] and not valid[2, 3]
+    assert not valid[:, 5].any()
+    assert corr[1, 3].sum() == 0.0 and corr[1, :, 3].sum() == 0.0
+    keep = [i for i in range(12) if i not in (3, 5)]
+    np.testing.assert_allclose(corr[1][np.ix_(keep, keep)], np.corrcoef(rt[keep, -150:]), atol=1e-12)
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "python"])
+def test_log_returns_mark_missing_prices_nan(jit):
+    p = np.array([[100.0, 10.0], [110.0, np.nan], [121.0, 12.0]])
+    fn = kernels.log_returns if jit else kernels.log_returns.py_func
+    r = fn(p)
+    np.testing.assert_allclose(r[0], [math.log(1.1), math.log(1.1)])
+    assert np.isnan(r[1]).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.just(0.0), st.floats(min_value=1e-140, max_value=1e3), st.floats(min_value=-1e3, max_value=-1e-140)))
+def test_exact_square_parts_sum_to_the_exact_square(x):
+    # domain of log returns: 0 or 1e-140 < |x| (below that the square's low part underflows)
+    from fractions import Fraction
+    hi, lo = precision.exact_square_parts(np.array([x]))
+    assert Fraction(float(hi[0])) + Fraction(float(lo[0])) == Fraction(x) * Fraction(x)
+
+
+def test_refined_lambda_matches_eigh_and_is_a_tight_512_bit_ball():
+    rt = _returns(n=20, t=300, seed=3)
+    c = np.corrcoef(rt)
+    evals, evecs = np.linalg.eigh(c)
+    out = precision.refine_windows(rt, [(300, np.arange(20), np.ascontiguousarray(evecs[:, ::-1][:, :2]))])
+    l1, l2 = out[300]
+    assert abs(precision.to_float(l1) - evals[-1] / 20) < 1e-13
+    assert abs(precision.to_float(l2) - evals[-2] / 20) < 1e-13
+    assert float(l1.rad()) < 1e-100
+
+
+def _prices(n, t, seed, stress_at=None):
+    rng = np.random.default_rng(seed)
+    p = np.full(n, 100.0)
+    out = []
+    for k in range(t):
+        m = 0.85 if stress_at and stress_at[0] <= k < stress_at[1] else 0.1
+        f = rng.standard_normal()
+        r = (math.sqrt(m) * f + math.sqrt(1 - m) * rng.standard_normal(n)) * 5e-4
+        p = p * np.exp(r)
+        out.append(p.tolist())
+    return out
+
+
+def test_cold_start_fields_are_null_until_each_window_is_warm():
+    eng = EigenEngine([f"A{i}USDT" for i in range(MIN_ASSETS)], precision_mode="float64")
+    rows = _prices(MIN_ASSETS, 152, 1)
+    res = [eng.enhance(r, k) for k, r in enumerate(rows)]
+    assert res[49].warm_windows == [] and res[49].windows[50].lambda_max is None
+    assert res[50].warm_windows == [50] and res[50].windows[50].velocity is None
+    assert res[51].windows[50].velocity is not None
+    assert res[50 + INSTABILITY_SCANS - 2].windows[50].instability is None
+    assert res[50 + INSTABILITY_SCANS - 1].windows[50].instability is not None
+    assert res[150].warm_windows == [50, 150]
+    assert all(r.vel_div is None and r.regime_signal is None for r in res)
+    lam = res[-1].windows[50].lambda_max
+    assert 1.0 / MIN_ASSETS <= lam <= 1.0
+
+
+def test_missing_price_drops_asset_from_windows_spanning_the_gap():
+    n = 12
+    eng = EigenEngine([f"A{i}USDT" for i in range(n)], precision_mode="float64")
+    rows = _prices(n, 60, 2)
+    rows[30][4] = None
+    for k, r in enumerate(rows):
+        res = eng.enhance(r, k)
+    w = res.windows[50]
+    assert w.n_assets == n - 1 and w.loadings[4] is None
+    assert res.prices[4] is not None and res.n_assets == n
+
+
+def test_float64_and_512_bit_paths_make_identical_decisions_on_a_long_run():
+    n = 12
+    rows = _prices(n, 900, 7, stress_at=(780, 850))
+    a = EigenEngine([f"A{i}USDT" for i in range(n)], precision_mode="float64")
+    b = EigenEngine([f"A{i}USDT" for i in range(n)], precision_mode="arb512")
+    va, vb = [], []
+    for k, r in enumerate(rows):
+        ra, rb = a.enhance(r, k), b.enhance(r, k)
+        va.append(ra.vel_div)
+        vb.append(rb.vel_div)
+        assert ra.regime_signal == rb.regime_signal
+    assert b.fallbacks == 0
+    assert [x is None for x in va] == [x is None for x in vb]
+    fa = np.array([x for x in va if x is not None])
+    fb = np.array([x for x in vb if x is not None])
+    assert fa.size >= 140
+    np.testing.assert_array_equal(np.sign(fa), np.sign(fb))
+    np.testing.assert_array_equal(fa < -0.02, fb < -0.02)
+    assert (fa < -0.02).sum() > 0, "the stress burst should produce threshold crossings"
+    assert np.max(np.abs(fa - fb)) < 1e-12
+
+
+def test_product_accumulator_python_and_jit_agree_including_the_ragged_last_row_block():
+    rt = _returns(n=11, t=80, seed=5)   # 11 rows: two blocks of 4 and a ragged block of 3
+    bad = np.zeros(11, dtype=np.bool_)
+    bad[6] = True
+    a = np.zeros((11, 11))
+    b = np.zeros((11, 11))
+    kernels._accumulate_products(rt, a, bad, 10, 80)
+    kernels._accumulate_products.py_func(rt, b, bad, 10, 80)
+    np.testing.assert_allclose(a, b, rtol=1e-13)
+    ref = rt[:, 10:80] @ rt[:, 10:80].T
+    keep = [i for i in range(11) if i != 6]
+    np.testing.assert_allclose(np.triu(a)[np.ix_(keep, keep)], np.triu(ref)[np.ix_(keep, keep)], rtol=1e-12)
+    assert not a[6].any() and not a[:, 6].any()
+
+
+def test_refinement_with_an_asset_missing_from_the_long_windows_matches_eigvalsh():
+    rt = _returns(n=14, t=751, seed=9)
+    rt[3, :500] = np.nan   # asset 3 only has the last 251 returns
+    jobs = []
+    for w in (50, 150, 300, 750):
+        idx = np.arange(14) if w <= 251 else np.array([i for i in range(14) if i != 3])
+        _, vecs = np.linalg.eigh(np.corrcoef(rt[idx][:, -w:]))
+        jobs.append((w, idx, np.ascontiguousarray(vecs[:, ::-1][:, :2])))
+    out = precision.refine_windows(rt, jobs)
+    assert sorted(out) == [50, 150, 300, 750]
+    for w, idx, _ in jobs:
+        ev = np.linalg.eigvalsh(np.corrcoef(rt[idx][:, -w:]))[::-1][:2] / idx.size
+        assert abs(precision.to_float(out[w][0]) - ev[0]) < 1e-13
+        assert abs(precision.to_float(out[w][1]) - ev[1]) < 1e-13
