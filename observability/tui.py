@@ -1,0 +1,212 @@
+"""TUI v3: the live observability terminal (Textual), fed only by Hazelcast entry listeners (bible §28).
+
+Run ``python -m observability.tui`` (``--members host:port,...`` / ``--cluster NAME`` override the
+``DOLPHIN_HZ_MEMBERS`` / ``DOLPHIN_HZ_CLUSTER`` settings). Keys: ``q`` quit, ``r`` force a refresh
+(one read of every key).
+
+Threading: :class:`observability.feed.BusFeed` decodes values on the Hazelcast event threads and
+drops them into a small coalescing buffer (latest value per map/key) without blocking. A pump worker
+thread hands each batch to the Textual loop with ``App.call_from_thread``, where the pure
+:class:`observability.state.TuiState` is updated and only the touched panels are redrawn; a 1 s
+timer redraws ages and stale colours. So a burst of heartbeats never blocks the client's event
+threads and never floods the UI loop. The model lives in ``state.py``; this module only draws it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.containers import Grid
+from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
+
+from observability.feed import BusFeed
+from observability.state import PANELS, TITLES, Decoded, Line, TuiConfig, TuiState
+from prod.settings import Settings, load_settings
+
+log = logging.getLogger("observability.tui")
+
+STYLES = {"ok": "green", "warn": "yellow", "bad": "bold red", "dim": "grey50", "": ""}
+
+
+def _text(lines: list[Line]) -> Text:
+    t = Text()
+    for i, line in enumerate(lines):
+        if i:
+            t.append("\n")
+        t.append(line.text, style=STYLES.get(line.style, ""))
+    return t
+
+
+class PanelView(Static):
+    """One bordered panel; keeps the plain text it shows in :attr:`plain` (read by tests)."""
+
+    def __init__(self, panel: str):
+        super().__init__("", id=f"panel-{panel}", classes="panel")
+        self.panel = panel
+        self.border_title = TITLES[panel]
+        self.plain = ""
+
+    def show(self, lines: list[Line]) -> None:
+        plain = "\n".join(line.text for line in lines)
+        if plain != self.plain:
+            self.plain = plain
+            self.update(_text(lines))
+
+
+class BusLine(Static):
+    """The bus status line at the top."""
+
+    plain = ""
+
+    def show(self, line: Line) -> None:
+        if line.text != self.plain:
+            self.plain = line.text
+            self.update(Text(line.text, style=STYLES.get(line.style, "")))
+
+
+class _Inbox:
+    """Thread-safe coalescing buffer between the bus threads and the UI loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, str], Decoded] = {}
+        self._status: tuple[bool, str] | None = None
+        self.ready = threading.Event()
+
+    def put(self, d: Decoded) -> None:
+        with self._lock:
+            self._values[(d.map_name, d.key)] = d
+        self.ready.set()
+
+    def put_status(self, connected: bool, detail: str) -> None:
+        with self._lock:
+            self._status = (connected, detail)
+        self.ready.set()
+
+    def take(self) -> tuple[list[Decoded], tuple[bool, str] | None]:
+        with self._lock:
+            values, status = list(self._values.values()), self._status
+            self._values, self._status = {}, None
+            self.ready.clear()
+        return values, status
+
+
+class DolphinTui(App):
+    """The live observability terminal."""
+
+    TITLE = "DOLPHIN TUI v3"
+    CSS = """
+    #bus { height: 1; padding: 0 1; }
+    #grid { grid-size: 3; grid-gutter: 0 1; }
+    .panel { border: round $accent; padding: 0 1; height: 100%; overflow-y: auto; }
+    """
+    BINDINGS = [("q", "quit", "Quit"), ("r", "force_refresh", "Refresh")]
+
+    def __init__(self, settings: Settings, cfg: TuiConfig | None = None, *,
+                 clock: Callable[[], float] = time.time, connect_timeout: float = 3.0, retry_s: float = 1.0):
+        super().__init__()
+        self.settings = settings
+        self.state = TuiState(cfg)
+        self.clock = clock
+        self.inbox = _Inbox()
+        self.feed = BusFeed(settings, self.inbox.put, self.inbox.put_status,
+                            connect_timeout=connect_timeout, retry_s=retry_s)
+        self.views: dict[str, PanelView] = {}
+        self.batches = 0
+
+    def compose(self) -> ComposeResult:
+        yield BusLine("bus: connecting", id="bus")
+        with Grid(id="grid"):
+            for p in PANELS:
+                self.views[p] = PanelView(p)
+                yield self.views[p]
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.redraw_all()
+        self.set_interval(1.0, self.redraw_all)
+        self.feed.start()
+        self.run_worker(self._pump, thread=True, exclusive=False, name="bus-pump")
+
+    def on_unmount(self) -> None:
+        self.feed.stop()
+        self.inbox.ready.set()
+
+    # ── bus -> UI ────────────────────────────────────────────────────────────────────────────
+    def _pump(self) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled and not self.feed.stopped:
+            if not self.inbox.ready.wait(0.5):
+                continue
+            values, status = self.inbox.take()
+            if not values and status is None:
+                continue
+            try:
+                self.call_from_thread(self.apply_batch, values, status)
+            except RuntimeError:      # the app is closing
+                return
+
+    def apply_batch(self, values: list[Decoded], status: tuple[bool, str] | None) -> None:
+        """Apply one batch of bus values (UI loop only) and redraw what changed."""
+        now = self.clock()
+        self.batches += 1
+        if status is not None:
+            self.state.set_bus(status[0], status[1], now)
+        touched = {p for d in values if (p := self.state.apply(d, now)) is not None}
+        for p in touched:
+            self.views[p].show(self.state.lines(p, now))
+        self.query_one("#bus", BusLine).show(self.state.header(now))
+
+    def redraw_all(self) -> None:
+        now = self.clock()
+        self.query_one("#bus", BusLine).show(self.state.header(now))
+        for p, view in self.views.items():
+            view.show(self.state.lines(p, now))
+
+    # ── keys ─────────────────────────────────────────────────────────────────────────────────
+    def action_force_refresh(self) -> None:
+        self.feed.request_refresh()
+        self.notify("refresh requested: reading every key once", timeout=2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, load settings, run the terminal."""
+    ap = argparse.ArgumentParser(prog="python -m observability.tui", description=__doc__.splitlines()[0])
+    ap.add_argument("--members", help="comma-separated host:port list (default: DOLPHIN_HZ_MEMBERS)")
+    ap.add_argument("--cluster", help="cluster name (default: DOLPHIN_HZ_CLUSTER)")
+    ap.add_argument("--log-file", help="log file (default: <run_logs>/tui.log); the terminal itself shows no logs")
+    ap.add_argument("--hb-warn-s", type=float, default=TuiConfig.hb_warn_s)
+    ap.add_argument("--hb-stale-s", type=float, default=TuiConfig.hb_stale_s)
+    args = ap.parse_args(argv)
+    over: dict = {}
+    if args.members:
+        over["hz_members"] = tuple(m.strip() for m in args.members.split(",") if m.strip())
+    if args.cluster:
+        over["hz_cluster"] = args.cluster
+    settings = load_settings(env=os.environ, **over)
+    log_file = args.log_file or os.path.join(settings.run_logs, "tui.log")
+    os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+    # the hazelcast client logs reconnect warnings; they go to the file, never over the screen
+    logging.basicConfig(filename=log_file, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    try:
+        cfg = TuiConfig(hb_warn_s=args.hb_warn_s, hb_stale_s=args.hb_stale_s)
+    except ValueError as exc:
+        ap.error(str(exc))
+    log.info("TUI start: members=%s cluster=%s cfg=%s log=%s", settings.hz_members, settings.hz_cluster, cfg, log_file)
+    app = DolphinTui(settings, cfg)
+    app.run()
+    app.feed.stop()
+    app.feed.join(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

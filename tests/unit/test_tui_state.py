@@ -1,0 +1,202 @@
+"""The TUI state model: stale heartbeat colours, garbage payloads as error lines, panel rendering."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from observability import state as S
+from observability.state import Decoded, TuiConfig, TuiState
+from prod.bus import maps
+
+NOW = 1_790_000_000.0
+
+
+def _hb(state: TuiState, name: str, ts: float) -> None:
+    state.ingest(maps.HEARTBEAT, name, json.dumps({"service": name, "ts": ts}), NOW)
+
+
+def _styles(state: TuiState, panel: str, now: float = NOW) -> dict[str, str]:
+    return {ln.text.split()[0]: ln.style for ln in state.lines(panel, now)}
+
+
+def test_heartbeat_colour_goes_ok_warn_bad_with_age():
+    s = TuiState(TuiConfig(hb_warn_s=15, hb_stale_s=60))
+    _hb(s, "fresh", NOW - 2)
+    _hb(s, "late", NOW - 30)
+    _hb(s, "dead", NOW - 600)
+    assert _styles(s, S.HEARTBEAT) == {"dead": S.BAD, "fresh": S.OK, "late": S.WARN}
+    # the same heartbeat turns stale as time passes, without any new event
+    assert _styles(s, S.HEARTBEAT, NOW + 100)["fresh"] == S.BAD
+
+
+def test_heartbeat_thresholds_are_inclusive_and_unknown_age_is_bad():
+    s = TuiState(TuiConfig(hb_warn_s=10, hb_stale_s=20))
+    assert [s.heartbeat_style(a) for a in (0, 10, 10.01, 20, 20.01, None)] == \
+        [S.OK, S.OK, S.WARN, S.WARN, S.BAD, S.BAD]
+
+
+def test_heartbeat_age_text_uses_writer_timestamp():
+    s = TuiState()
+    _hb(s, "scanner", NOW - 300)
+    assert "age 5m" in s.text(S.HEARTBEAT, NOW)
+
+
+def test_garbage_payload_becomes_an_error_line_naming_the_source_and_keeps_last_good():
+    s = TuiState()
+    good = maps.encode(maps.FEATURES, maps.KEY_ACB_BOOST, {"boost": 1.25, "beta": 0.5, "computed_at": NOW})
+    assert s.ingest(maps.FEATURES, maps.KEY_ACB_BOOST, good, NOW) == S.ACB
+    assert s.ingest(maps.FEATURES, maps.KEY_ACB_BOOST, "{garbage", NOW + 1) == S.ACB
+    lines = s.lines(S.ACB, NOW + 1)
+    assert lines[0].style == S.BAD
+    assert lines[0].text.startswith("ERROR DOLPHIN_FEATURES['acb_boost']: malformed JSON")
+    assert "boost 1.2500" in s.text(S.ACB, NOW + 1)
+    assert s.errors == 1
+    s.ingest(maps.FEATURES, maps.KEY_ACB_BOOST, good, NOW + 2)
+    assert "ERROR" not in s.text(S.ACB, NOW + 2)
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ('{"posture": "APEX", "Rm": NaN}', "non-finite"),
+    ('["a", "list"]', "expected a JSON object"),
+    ('{"posture": "APEX"}', "missing field 'Rm'"),
+    (b"\xff\xfe", "not UTF-8"),
+    (12345, "expected a JSON string"),
+])
+def test_each_kind_of_bad_safety_payload_is_reported_not_raised(raw, needle):
+    s = TuiState()
+    s.ingest(maps.SAFETY, maps.KEY_LATEST, raw, NOW)
+    text = s.text(S.SAFETY, NOW)
+    assert "ERROR DOLPHIN_SAFETY['latest']" in text and needle in text
+    assert "waiting for DOLPHIN_SAFETY latest" in text
+
+
+def test_odd_shapes_inside_a_payload_are_shown_or_reported_never_raised():
+    s = TuiState()
+    # assets of obf is a dict of non-dicts here (the schema allows it): rendered as "no spreads"
+    s.ingest(maps.FEATURES, maps.KEY_OBF_UNIVERSE,
+             json.dumps({"_snapshot_utc": NOW, "_n_assets": 2, "assets": {"A": 3, "B": [1]}}), NOW)
+    assert "assets 2" in s.text(S.OBF, NOW) and "no spreads yet" in s.text(S.OBF, NOW)
+    s.ingest(maps.SAFETY, maps.KEY_LATEST, json.dumps({"posture": "APEX", "Rm": 1.0, "sensors": [1, 2]}), NOW)
+    assert "safety.sensors must be dict, got list" in s.text(S.SAFETY, NOW)
+    s.ingest(maps.FEATURES, maps.KEY_EXF, json.dumps({"_pushed_at": NOW, "indicators": {"dvol": 5, "fng": None}}), NOW)
+    assert "dvol" in s.text(S.EXF, NOW) and "fng" in s.text(S.EXF, NOW)
+
+
+def test_keys_the_tui_does_not_show_are_ignored():
+    s = TuiState()
+    assert s.ingest(maps.FEATURES, "something_else", "{garbage", NOW) is None
+    assert s.ingest(maps.SHARD_MAPS[0], "BTCUSDT", "{}", NOW) is None
+    assert s.updates == 0 and s.errors == 0
+
+
+def test_removed_entry_disappears_from_its_panel():
+    s = TuiState()
+    _hb(s, "scanner", NOW)
+    s.apply(Decoded(maps.HEARTBEAT, "scanner", None, None), NOW)
+    assert "no heartbeats yet" in s.text(S.HEARTBEAT, NOW)
+
+
+def test_scan_panel_shows_number_vel_div_lambdas_warm_windows_and_age():
+    s = TuiState()
+    mwr = {"w50": {"lambda_max": 0.5}, "w150": {"lambda_max": 0.25}, "w300": {"lambda_max": None}, "w750": {}}
+    payload = {"scan_number": 77, "timestamp_ns": int((NOW - 7) * 1e9), "timestamp": "t", "bridge_ts": NOW - 7,
+               "vel_div": -0.025, "w50_velocity": 0.01, "w150_velocity": None, "w300_velocity": None,
+               "w750_velocity": None, "instability_50": None, "instability_150": None,
+               "assets": ["A", "B"], "asset_prices": [1, 2], "warm_windows": [50, 150], "multi_window_results": mwr}
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, json.dumps(payload), NOW)
+    lines = s.lines(S.SCAN, NOW)
+    text = "\n".join(ln.text for ln in lines)
+    assert "scan #77" in text and "age 7s" in text
+    assert "vel_div -0.025000" in text and lines[1].style == S.BAD   # below the -0.02 entry threshold
+    assert "w50 0.5000" in text and "w150 0.2500" in text and "w300 —" in text
+    assert "warm windows 50,150 (2/4)" in text and lines[4].style == S.WARN
+
+
+def test_scan_panel_reads_ng7_nested_results():
+    s = TuiState()
+    payload = {"scan_number": 1, "timestamp_ns": 1, "timestamp": "t", "bridge_ts": NOW, "vel_div": 0.0,
+               "w50_velocity": 0, "w150_velocity": 0, "w300_velocity": 0, "w750_velocity": 0,
+               "instability_50": 0, "instability_150": 0, "assets": [], "asset_prices": [],
+               "result": {"multi_window_results": {"50": {"lambda_max": 0.125}}}}
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, json.dumps(payload), NOW)
+    assert "w50 0.1250" in s.text(S.SCAN, NOW)
+
+
+def test_stale_panel_payload_is_flagged():
+    s = TuiState(TuiConfig(panel_stale_s=120))
+    s.ingest(maps.META_HEALTH, maps.KEY_LATEST,
+             json.dumps({"rm_meta": 0.9, "status": "GREEN", "timestamp": NOW - 600}), NOW)
+    assert "meta health report is stale" in s.text(S.META, NOW)
+    assert "stale" not in s.text(S.META, NOW - 590)
+
+
+def test_pnl_shows_today_and_falls_back_to_latest_day():
+    s = TuiState()
+    today = time.strftime("%Y-%m-%d", time.gmtime(NOW))
+    s.ingest(maps.PNL_BLUE, "2020-01-01", json.dumps({"capital": 100.0, "pnl": -5.0, "trades": 2}), NOW)
+    assert f"no entry for {today} yet" in s.text(S.PNL, NOW)
+    s.ingest(maps.PNL_BLUE, today, json.dumps({"capital": 110.0, "pnl": 10.0, "trades": 3}), NOW)
+    text = s.text(S.PNL, NOW)
+    assert text.startswith(today) and "pnl +10.00" in text and "trades 3" in text
+
+
+def test_open_position_and_flat_state():
+    s = TuiState()
+    base = {"strategy": "blue", "capital": 1000.0, "updated_at": NOW}
+    s.ingest(maps.STATE_BLUE, maps.KEY_LATEST, json.dumps({**base, "paper": {"position": None}}), NOW)
+    assert "position: flat" in s.text(S.POSITION, NOW)
+    pos = {"symbol": "SOLUSDT", "direction": -1, "entry_price": 150.5, "notional": 250.0, "entry_ts": NOW - 90}
+    s.ingest(maps.STATE_BLUE, maps.KEY_LATEST, json.dumps({**base, "paper": {"position": pos}}), NOW)
+    assert "position: SHORT SOLUSDT @ 150.5  notional 250.00  held 90s" in s.text(S.POSITION, NOW)
+
+
+def test_bus_header_reports_disconnection_and_its_duration():
+    s = TuiState()
+    s.set_bus(True, "127.0.0.1:5701", NOW)
+    assert s.header(NOW).text.startswith("bus: connected") and s.header(NOW).style == S.OK
+    s.set_bus(False, "lost 127.0.0.1:5701", NOW + 1)
+    s.set_bus(False, "connecting to 127.0.0.1:5701", NOW + 2)   # still down: duration counts from the loss
+    h = s.header(NOW + 11)
+    assert h.text.startswith("bus: disconnected for 10s") and h.style == S.BAD
+
+
+def test_config_rejects_inverted_thresholds():
+    with pytest.raises(ValueError, match="hb_warn_s"):
+        TuiConfig(hb_warn_s=60, hb_stale_s=15)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                     max_leaves=12)
+_sources = st.sampled_from(sorted(S.KEY_ROUTES) + [(maps.HEARTBEAT, "svc"), (maps.PNL_BLUE, "2026-01-01")])
+
+
+@settings(max_examples=150, deadline=None)
+@given(src=_sources, value=st.one_of(_json.map(json.dumps), st.binary(max_size=20), st.text(max_size=20)))
+def test_any_value_on_any_source_never_crashes_the_model(src, value):
+    s = TuiState()
+    s.ingest(src[0], src[1], value, NOW)
+    for p in S.PANELS:
+        assert isinstance(s.text(p, NOW), str)
+
+
+def test_a_payload_that_bypassed_the_schema_renders_as_an_error_line():
+    s = TuiState()
+    s.apply(Decoded(maps.SAFETY, maps.KEY_LATEST, {"posture": "APEX", "Rm": 1.0, "sensors": [1, 2]}, None), NOW)
+    lines = s.lines(S.SAFETY, NOW)
+    assert lines[-1].style == S.BAD and lines[-1].text.startswith("ERROR cannot render safety")
+
+
+def test_mc_forewarner_line_sits_in_the_safety_panel():
+    s = TuiState()
+    s.ingest(maps.SAFETY, maps.KEY_LATEST, json.dumps({"posture": "APEX", "Rm": 1.0}), NOW)
+    assert "MC-Forewarner: awaiting HZ data" in s.text(S.SAFETY, NOW)
+    s.ingest(maps.FEATURES, maps.KEY_MC_FOREWARNER, json.dumps(
+        {"status": "ORANGE", "catastrophic_prob": 0.2, "envelope_score": 0.8, "source": "FALLBACK_NO_DATA"}), NOW)
+    lines = s.lines(S.SAFETY, NOW)
+    assert lines[0].text == "posture APEX  Rm 1.000" and lines[0].style == S.OK
+    mc = [ln for ln in lines if ln.text.startswith("MC-Forewarner")]
+    assert mc == [S.Line("MC-Forewarner: ORANGE  prob 0.20  envelope 0.80  FALLBACK_NO_DATA", S.WARN)]
