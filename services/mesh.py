@@ -1,0 +1,255 @@
+"""Drive the whole mesh under supervisord: ``python -m services.mesh up|down|status`` (``make run/stop/status``).
+
+``up`` starts supervisord daemonised with ``supervisor/dolphin-supervisord.conf``, waits until
+``run_logs/meta_health.json`` reads GREEN (or times out with a message naming what is not healthy),
+then prints ``supervisorctl status`` and where to look. ``down`` shuts supervisord and every program
+down. ``status`` prints both views.
+
+By default the committed config is used as is (embedded profile, ports 5701/8765, socket under
+``run/``, logs under ``run_logs/supervisor/``). Giving ``--instance-dir`` (tests, a second mesh on the
+same machine) or ``--profile cluster`` renders a copy of the config into that directory with its own
+socket, logs, data dir, ports and environment; the program commands stay the same.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prod.settings import REPO_ROOT
+
+CONF = REPO_ROOT / "supervisor" / "dolphin-supervisord.conf"
+DEFAULT_HZ_PORT = 5701
+DEFAULT_VENUE_PORT = 8765
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class MeshPaths:
+    conf: Path
+    socket: Path
+    pidfile: Path
+    logdir: Path
+    run_logs: Path
+    env: dict = field(default_factory=dict)
+    ports: tuple = (DEFAULT_HZ_PORT, DEFAULT_VENUE_PORT)   # ports the embedded profile must find free
+
+    @property
+    def health_file(self) -> Path:
+        return self.run_logs / "meta_health.json"
+
+
+def default_paths() -> MeshPaths:
+    return MeshPaths(conf=CONF, socket=REPO_ROOT / "run" / "supervisor.sock", pidfile=REPO_ROOT / "run" / "supervisord.pid",
+                     logdir=REPO_ROOT / "run_logs" / "supervisor",
+                     run_logs=Path(os.environ.get("DOLPHIN_RUN_LOGS") or REPO_ROOT / "run_logs"))
+
+
+def _set_in_section(text: str, section: str, key: str, value: str) -> str:
+    """Set ``key=value`` inside ``[section]`` of an ini text (the key must already exist there)."""
+    out, cur = [], None
+    for line in text.splitlines():
+        m = re.match(r"^\[(.+)\]\s*$", line)
+        if m:
+            cur = m.group(1)
+        elif cur == section and re.match(rf"^{re.escape(key)}\s*=", line):
+            line = f"{key}={value}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def render_conf(text: str, *, instance_dir: Path, hz_port: int, venue_port: int, profile: str = "embedded",
+                mhs_interval: float | None = None, env: dict | None = None, trader_autostart: bool | None = None) -> str:
+    """Return the committed config rewritten for one instance directory (socket, logs, ports, env)."""
+    inst = str(instance_dir)
+    text = text.replace("%(here)s/../run/supervisor.sock", f"{inst}/sv.sock")
+    text = text.replace("%(here)s/../run/supervisord.pid", f"{inst}/supervisord.pid")
+    text = text.replace("%(here)s/../run_logs/supervisor", f"{inst}/logs")
+    text = text.replace("%(here)s/../data/", f"{inst}/data/")
+    text = text.replace("%(here)s/..", str(REPO_ROOT))
+    text = text.replace(f"--port {DEFAULT_HZ_PORT} ", f"--port {hz_port} ")
+    text = text.replace(f"--port {DEFAULT_VENUE_PORT} ", f"--port {venue_port} ")
+    if mhs_interval is not None:
+        text = re.sub(r"--check-interval \S+", f"--check-interval {mhs_interval:g}", text)
+    envs = {"PYTHONUNBUFFERED": "1", "DOLPHIN_PROFILE": profile, **(env or {})}
+    env_line = ",".join(f'{k}="{v}"' for k, v in envs.items())
+    text = _set_in_section(text, "supervisord", "environment", env_line)
+    if profile == "cluster":
+        for prog in ("hz_member", "venue_sim", "event_trader"):
+            text = _set_in_section(text, f"program:{prog}", "autostart", "false")
+    if trader_autostart is not None:
+        text = _set_in_section(text, "program:event_trader", "autostart", "true" if trader_autostart else "false")
+    return text
+
+
+def instance_paths(instance_dir: Path, hz_port: int, venue_port: int, profile: str, mhs_interval: float | None,
+                   extra_env: dict, trader_autostart: bool | None = None) -> MeshPaths:
+    """Render the config into ``instance_dir`` and return its paths and child environment."""
+    instance_dir = instance_dir.resolve()
+    for d in (instance_dir, instance_dir / "logs", instance_dir / "run_logs"):
+        d.mkdir(parents=True, exist_ok=True)
+    env = {"DOLPHIN_HZ_MEMBERS": f"127.0.0.1:{hz_port}",
+           "DOLPHIN_VENUE_WS": f"ws://127.0.0.1:{venue_port}",
+           "DOLPHIN_VENUE_REST": f"http://127.0.0.1:{venue_port}",
+           "DOLPHIN_DATA_DIR": str(instance_dir / "data"),
+           "DOLPHIN_RUN_LOGS": str(instance_dir / "run_logs"), **extra_env}
+    conf = instance_dir / "dolphin-supervisord.conf"
+    conf.write_text(render_conf(CONF.read_text(), instance_dir=instance_dir, hz_port=hz_port, venue_port=venue_port,
+                                profile=profile, mhs_interval=mhs_interval, env=env,
+                                trader_autostart=trader_autostart))
+    return MeshPaths(conf=conf, socket=instance_dir / "sv.sock", pidfile=instance_dir / "supervisord.pid",
+                     logdir=instance_dir / "logs", run_logs=instance_dir / "run_logs", env=env,
+                     ports=(hz_port, venue_port) if profile == "embedded" else ())
+
+
+def _port_in_use(port: int) -> bool:
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def supervisorctl(paths: MeshPaths, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "supervisorctl"), "-c", str(paths.conf), *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def is_up(paths: MeshPaths) -> bool:
+    if not paths.socket.exists():
+        return False
+    res = supervisorctl(paths, "pid", timeout=10)
+    return res.returncode == 0 and res.stdout.strip().isdigit()
+
+
+def read_health(paths: MeshPaths) -> dict | None:
+    try:
+        return json.loads(paths.health_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True) -> int:
+    """Start supervisord (daemonised) and wait for meta_health GREEN; return a process exit code."""
+    for d in (paths.socket.parent, paths.logdir, paths.run_logs, paths.pidfile.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    if is_up(paths):
+        print(f"mesh already running (supervisord socket {paths.socket})")
+        print(supervisorctl(paths, "status").stdout)
+        return 0
+    if paths.socket.exists():
+        paths.socket.unlink()  # stale socket of a dead supervisord
+    busy = [p for p in paths.ports if _port_in_use(p)]
+    if busy:
+        print(f"ERROR: port(s) {busy} already in use on 127.0.0.1 (another mesh or service?); stop it, or start "
+              f"this mesh elsewhere: python -m services.mesh up --instance-dir DIR --hz-port N --venue-port M",
+              file=sys.stderr)
+        return 2
+    t_start = time.time()
+    env = {**os.environ, **paths.env}
+    res = subprocess.run([str(BIN / "supervisord"), "-c", str(paths.conf)], capture_output=True, text=True, env=env,
+                         cwd=str(REPO_ROOT), timeout=60)
+    if res.returncode != 0:
+        print(f"ERROR: supervisord failed to start (exit {res.returncode}):\n{res.stdout}{res.stderr}", file=sys.stderr)
+        return 2
+    print(f"supervisord started with {paths.conf}")
+    if not wait:
+        return 0
+    print(f"waiting up to {timeout:.0f}s for meta_health GREEN ({paths.health_file}) ...", flush=True)
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        rep = read_health(paths)
+        if rep and rep.get("timestamp", 0) >= t_start:
+            last = rep
+            if rep.get("status") == "GREEN":
+                break
+        time.sleep(0.5)
+    status = supervisorctl(paths, "status").stdout
+    print(status)
+    where = (f"logs: {paths.logdir}/<program>.log | health: {paths.health_file} | "
+             f"control: {BIN / 'supervisorctl'} -c {paths.conf} status")
+    if last and last.get("status") == "GREEN":
+        print(f"mesh is GREEN (rm_meta={last['rm_meta']:.3f}) after {time.time() - t_start:.1f}s")
+        print(where)
+        return 0
+    if last is None:
+        print(f"ERROR: no meta_health report within {timeout:.0f}s: is dolphin_data:meta_health running? "
+              f"see {paths.logdir}/meta_health.log", file=sys.stderr)
+    else:
+        bad = {p: s for p, s in last.get("services", {}).items() if s != "RUNNING"}
+        print(f"ERROR: mesh not GREEN within {timeout:.0f}s: status={last.get('status')} rm_meta={last.get('rm_meta')} "
+              f"sensors={last.get('sensors')} not running={bad} data={last.get('data_sources')}", file=sys.stderr)
+    print(where, file=sys.stderr)
+    return 1
+
+
+def down(paths: MeshPaths, timeout: float = 60.0) -> int:
+    """Stop every program and supervisord; return 0 when it is gone."""
+    if not is_up(paths):
+        print("mesh is not running")
+        return 0
+    pid = supervisorctl(paths, "pid", timeout=10).stdout.strip()
+    print(supervisorctl(paths, "shutdown", timeout=timeout).stdout.strip())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except (OSError, ValueError):
+            print("mesh stopped")
+            return 0
+        time.sleep(0.2)
+    print(f"ERROR: supervisord pid {pid} still alive after {timeout:.0f}s", file=sys.stderr)
+    return 1
+
+
+def status(paths: MeshPaths) -> int:
+    if not is_up(paths):
+        print(f"mesh is not running (no supervisord on {paths.socket}); start it with `make run`")
+        return 3
+    print(supervisorctl(paths, "status").stdout)
+    rep = read_health(paths)
+    if rep:
+        print(f"meta_health: {rep.get('status')} rm_meta={rep.get('rm_meta')} at {rep.get('timestamp_iso')} "
+              f"sensors={rep.get('sensors')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="DOLPHIN mesh driver (supervisord)")
+    ap.add_argument("command", choices=("up", "down", "status"))
+    ap.add_argument("--instance-dir", type=Path, default=None,
+                    help="render the config into this directory (own socket, logs, data, ports)")
+    ap.add_argument("--hz-port", type=int, default=DEFAULT_HZ_PORT)
+    ap.add_argument("--venue-port", type=int, default=DEFAULT_VENUE_PORT)
+    ap.add_argument("--profile", choices=("embedded", "cluster"), default=os.environ.get("DOLPHIN_PROFILE", "embedded"))
+    ap.add_argument("--mhs-interval", type=float, default=None)
+    ap.add_argument("--no-trader", action="store_true", help="do not autostart the trader")
+    ap.add_argument("--env", action="append", default=[], metavar="K=V", help="extra DOLPHIN_* for every program")
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--no-wait", action="store_true")
+    args = ap.parse_args(argv)
+    extra = dict(kv.split("=", 1) for kv in args.env)
+    custom = (args.instance_dir is not None or args.profile != "embedded" or args.hz_port != DEFAULT_HZ_PORT
+              or args.venue_port != DEFAULT_VENUE_PORT or args.mhs_interval is not None or extra or args.no_trader)
+    if custom:
+        paths = instance_paths(args.instance_dir or REPO_ROOT / "run" / "instance", args.hz_port, args.venue_port,
+                               args.profile, args.mhs_interval, extra, False if args.no_trader else None)
+    else:
+        paths = default_paths()
+    if args.command == "up":
+        return up(paths, timeout=args.timeout, wait=not args.no_wait)
+    if args.command == "down":
+        return down(paths)
+    return status(paths)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,657 @@
+"""Meta Health Service v3 (MHS): score the mesh's health and revive stopped critical data services.
+
+Bible §24.5 and §26.3, shared/ARCHITECTURE.md §7. Every cycle (``CHECK_INTERVAL_S``) the service
+reads five sensors, combines four of them into ``rm_meta`` as a *weighted sum* (never a product: one
+dead sensor cannot zero the score), maps it to GREEN / DEGRADED / CRITICAL / DEAD, and writes the
+report to ``DOLPHIN_META_HEALTH["latest"]`` and, atomically, ``run_logs/meta_health.json``.
+
+Sensors
+-------
+- **M4 control plane** (0.35): Hazelcast member port reachable (0.8) + Prefect API port (0.2).
+- **M1 data infra** (0.35): fraction of the critical data programs that supervisord reports RUNNING
+  (``supervisorctl -c <conf> status``; when supervisord cannot be reached the fallback looks for the
+  service processes with psutil).
+- **M3 data freshness** (0.20): mean freshness score of the monitored ``DOLPHIN_FEATURES`` keys:
+  age ≤ 30 s → 1.0, ≤ 120 s → 0.5, older or absent → 0.0; ``acb_boost`` is scored on presence only.
+  A timestamp more than ``DATA_STALE_S`` in the future is a clock problem and scores 0.5 (decision
+  of ours: the bible names the case but not the score).
+- **M5 coherence** (0.10): mean of (ACB boost in [1.0, 2.0] and beta in [0, 1]; absent → 0.5) and
+  OBF universe coverage (≥ ``min_obf_assets`` → 1.0, fewer → 0.5, absent or empty → 0.0).
+- **M1 trader** and **M2 heartbeat**: reported, never part of ``rm_meta`` (the trader may be
+  stopped on purpose).
+
+Recovery
+--------
+A critical data program in STOPPED or FATAL is restarted with ``supervisorctl -c <conf> restart
+<program>`` whatever rm_meta's status (ARCHITECTURE §7). The per-program cooldown timestamp is
+committed under a lock *before* the daemon thread that runs supervisorctl is spawned, so concurrent
+triggers fire once. Informational programs (trader, scan bridge) are never restarted, and this
+module never calls systemctl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from prod.bus import maps
+from prod.settings import REPO_ROOT, Settings, load_settings
+
+log = logging.getLogger("meta_health")
+
+SERVICE_NAME = "meta_health"
+
+# ── constants (bible §26.3.1) ────────────────────────────────────────────────────────────────
+CHECK_INTERVAL_S = 10.0
+DATA_STALE_S = 30.0
+DATA_DEAD_S = 120.0
+RECOVERY_COOLDOWN_CRITICAL_S = 10.0
+RECOVERY_COOLDOWN_DEFAULT_S = 300.0
+
+SENSOR_WEIGHTS: dict[str, float] = {
+    "m4_control_plane": 0.35,
+    "m1_data_infra": 0.35,
+    "m3_data_freshness": 0.20,
+    "m5_coherence": 0.10,
+}
+HZ_PORT_WEIGHT = 0.8
+PREFECT_PORT_WEIGHT = 0.2
+MIN_OBF_ASSETS = 200
+ACB_BOOST_RANGE = (1.0, 2.0)
+ACB_BETA_RANGE = (0.0, 1.0)
+
+STATUS_GREEN, STATUS_DEGRADED, STATUS_CRITICAL, STATUS_DEAD = "GREEN", "DEGRADED", "CRITICAL", "DEAD"
+STATUSES = (STATUS_GREEN, STATUS_DEGRADED, STATUS_CRITICAL, STATUS_DEAD)
+
+CRITICAL_DATA_PROGRAMS: tuple[str, ...] = (
+    "dolphin_data:exf_fetcher",
+    "dolphin_data:acb_processor",
+    "dolphin_data:obf_universe",
+    "dolphin_data:scanner",
+    "dolphin_data:safety_watchdog",
+)
+TRADER_PROGRAM = "dolphin:event_trader"
+INFORMATIONAL_PROGRAMS: tuple[str, ...] = (TRADER_PROGRAM, "dolphin:scan_bridge")
+RESTARTABLE_STATES = frozenset({"STOPPED", "FATAL"})
+SUPERVISOR_STATES = frozenset({"STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED",
+                               "FATAL", "UNKNOWN"})
+
+# HZ keys whose age feeds M3: key → timestamp field (None = presence only)
+FRESHNESS_KEYS: dict[str, str | None] = {
+    maps.KEY_EXF: "_pushed_at",
+    maps.KEY_ACB_BOOST: None,
+    maps.KEY_EIGEN_SCAN: "timestamp",
+    maps.KEY_OBF_UNIVERSE: "_snapshot_utc",
+}
+
+
+# ── status parsing ───────────────────────────────────────────────────────────────────────────
+_STATUS_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)?)\s+(?P<state>[A-Z]+)\b(?P<rest>.*)$")
+_PID = re.compile(r"\bpid\s+(\d+)")
+
+
+@dataclass(frozen=True)
+class ProgramStatus:
+    name: str
+    state: str
+    pid: int | None = None
+    detail: str = ""
+
+
+def parse_supervisorctl_status(text: str) -> dict[str, ProgramStatus]:
+    """Parse ``supervisorctl status`` output into ``{"group:program": ProgramStatus}``.
+
+    Lines that are not status lines (connection errors, ``ERROR (no such process)``, blank or
+    garbage lines) are ignored, so an unreachable supervisord yields an empty dict.
+    """
+    out: dict[str, ProgramStatus] = {}
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        m = _STATUS_LINE.match(line)
+        if not m or m.group("state") not in SUPERVISOR_STATES:
+            continue
+        rest = m.group("rest").strip()
+        pm = _PID.search(rest)
+        out[m.group("name")] = ProgramStatus(m.group("name"), m.group("state"),
+                                             int(pm.group(1)) if pm else None, rest)
+    return out
+
+
+# ── sensor scoring (pure) ────────────────────────────────────────────────────────────────────
+def _clamp01(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    if not math.isfinite(v):
+        return 0.0
+    return min(1.0, max(0.0, v))
+
+
+def score_m1_data(states: Mapping[str, str], critical: Sequence[str] = CRITICAL_DATA_PROGRAMS) -> float:
+    """Return the fraction of ``critical`` programs whose state is RUNNING (0.0 if none listed)."""
+    if not critical:
+        return 0.0
+    return sum(1 for p in critical if states.get(p) == "RUNNING") / len(critical)
+
+
+def score_m1_trader(states: Mapping[str, str]) -> float:
+    return 1.0 if states.get(TRADER_PROGRAM) == "RUNNING" else 0.0
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """Return unix seconds from a float/int (s, ms or ns) or an ISO-8601 string; None if unusable."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        v = float(value)
+        if not math.isfinite(v) or v <= 0:
+            return None
+        if v > 1e17:
+            return v / 1e9
+        if v > 1e11:
+            return v / 1e3
+        return v
+    if isinstance(value, str):
+        s = value.strip()
+        if not s:
+            return None
+        try:
+            return parse_timestamp(float(s))
+        except ValueError:
+            pass
+        try:
+            dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            from datetime import timezone
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    return None
+
+
+def freshness_score(age_s: float | None) -> float:
+    """Score one data age: ≤ DATA_STALE_S → 1.0, ≤ DATA_DEAD_S → 0.5, older/unknown → 0.0.
+
+    Negative ages (future timestamps) within ``DATA_STALE_S`` count as fresh clock skew; further in
+    the future scores 0.5 (suspect clock).
+    """
+    if age_s is None or not math.isfinite(age_s):
+        return 0.0
+    if age_s < -DATA_STALE_S:
+        return 0.5
+    if age_s <= DATA_STALE_S:
+        return 1.0
+    if age_s <= DATA_DEAD_S:
+        return 0.5
+    return 0.0
+
+
+def score_source(payload: Mapping[str, Any] | None, ts_field: str | None, now: float) -> tuple[float, float | None]:
+    """Return (score, age_s) of one monitored key's payload (None payload = absent)."""
+    if payload is None:
+        return 0.0, None
+    if ts_field is None:
+        return 1.0, None
+    ts = parse_timestamp(payload.get(ts_field))
+    if ts is None and ts_field == "timestamp":
+        ts = parse_timestamp(payload.get("timestamp_ns"))
+    if ts is None:
+        return 0.0, None
+    age = now - ts
+    return freshness_score(age), age
+
+
+def score_m3(scores: Iterable[float]) -> float:
+    vals = [_clamp01(s) for s in scores]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def score_m4(hz_up: bool, prefect_up: bool) -> float:
+    return HZ_PORT_WEIGHT * bool(hz_up) + PREFECT_PORT_WEIGHT * bool(prefect_up)
+
+
+def score_acb(acb: Mapping[str, Any] | None) -> float:
+    if acb is None:
+        return 0.5
+    try:
+        boost, beta = float(acb.get("boost")), float(acb.get("beta", 0.0))
+    except (TypeError, ValueError):
+        return 0.0
+    if not (math.isfinite(boost) and math.isfinite(beta)):
+        return 0.0
+    ok = ACB_BOOST_RANGE[0] <= boost <= ACB_BOOST_RANGE[1] and ACB_BETA_RANGE[0] <= beta <= ACB_BETA_RANGE[1]
+    return 1.0 if ok else 0.0
+
+
+def score_obf(obf: Mapping[str, Any] | None, min_assets: int = MIN_OBF_ASSETS) -> float:
+    if obf is None:
+        return 0.0
+    n = obf.get("_n_assets")
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n):
+        assets = obf.get("assets")
+        n = len(assets) if isinstance(assets, dict) else 0
+    if n <= 0:
+        return 0.0
+    return 1.0 if n >= min_assets else 0.5
+
+
+def score_m5(acb: Mapping[str, Any] | None, obf: Mapping[str, Any] | None, min_obf_assets: int = MIN_OBF_ASSETS) -> float:
+    return (score_acb(acb) + score_obf(obf, min_obf_assets)) / 2.0
+
+
+def compute_rm_meta(sensors: Mapping[str, Any], weights: Mapping[str, float] = SENSOR_WEIGHTS) -> float:
+    """Return the weighted sum of the rm sensors divided by the sum of weights (each clamped to [0,1])."""
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    return _clamp01(sum(w * _clamp01(sensors.get(k, 0.0)) for k, w in weights.items()) / total)
+
+
+def status_for(rm: float) -> str:
+    """Map rm_meta to GREEN (> 0.85), DEGRADED (> 0.60), CRITICAL (> 0.30) or DEAD."""
+    rm = _clamp01(rm)
+    if rm > 0.85:
+        return STATUS_GREEN
+    if rm > 0.60:
+        return STATUS_DEGRADED
+    if rm > 0.30:
+        return STATUS_CRITICAL
+    return STATUS_DEAD
+
+
+def programs_to_restart(states: Mapping[str, str], critical: Sequence[str] = CRITICAL_DATA_PROGRAMS) -> list[str]:
+    """Return the critical programs in STOPPED or FATAL; informational programs are never listed."""
+    return [p for p in critical if states.get(p) in RESTARTABLE_STATES and p not in INFORMATIONAL_PROGRAMS]
+
+
+# ── recovery ─────────────────────────────────────────────────────────────────────────────────
+Runner = Callable[[list[str]], Any]
+
+
+def _default_runner(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def supervisorctl_path() -> str:
+    """Return the supervisorctl next to this interpreter (the project's .venv), else from PATH."""
+    cand = Path(sys.executable).with_name("supervisorctl")
+    if cand.exists():
+        return str(cand)
+    return shutil.which("supervisorctl") or "supervisorctl"
+
+
+class Recovery:
+    """Restart programs with ``supervisorctl -c <conf> restart`` under per-program cooldowns."""
+
+    def __init__(self, conf: str | os.PathLike, runner: Runner | None = None,
+                 clock: Callable[[], float] = time.monotonic, supervisorctl: str | None = None,
+                 cooldown_critical_s: float = RECOVERY_COOLDOWN_CRITICAL_S,
+                 cooldown_default_s: float = RECOVERY_COOLDOWN_DEFAULT_S):
+        self.conf = str(conf)
+        self.runner = runner or _default_runner
+        self.clock = clock
+        self.supervisorctl = supervisorctl or supervisorctl_path()
+        self.cooldown_critical_s = cooldown_critical_s
+        self.cooldown_default_s = cooldown_default_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self.fired: list[tuple[str, float]] = []
+        self.threads: list[threading.Thread] = []
+
+    def cooldown_for(self, program: str) -> float:
+        return self.cooldown_critical_s if program in CRITICAL_DATA_PROGRAMS else self.cooldown_default_s
+
+    def restart(self, program: str) -> bool:
+        """Trigger one restart of ``program`` unless it is informational or cooling down.
+
+        The cooldown timestamp is committed before the worker thread starts; returns True if a
+        restart was spawned.
+        """
+        if program in INFORMATIONAL_PROGRAMS or program not in CRITICAL_DATA_PROGRAMS:
+            log.warning("recovery refused for %s: not a critical data service (never auto-restarted)", program)
+            return False
+        with self._lock:
+            now = self.clock()
+            last = self._last.get(program)
+            if last is not None and now - last < self.cooldown_for(program):
+                return False
+            self._last[program] = now
+            self.fired.append((program, now))
+        argv = [self.supervisorctl, "-c", self.conf, "restart", program]
+        t = threading.Thread(target=self._run, args=(argv, program), name=f"mhs-restart-{program}", daemon=True)
+        self.threads.append(t)
+        t.start()
+        return True
+
+    def _run(self, argv: list[str], program: str) -> None:
+        log.warning("RECOVERY: %s", " ".join(argv))
+        try:
+            res = self.runner(argv)
+            out = getattr(res, "stdout", "") or ""
+            log.info("RECOVERY %s done: %s", program, out.strip()[:300])
+        except Exception as exc:  # noqa: BLE001 - a hung/failed supervisorctl must not kill MHS
+            log.error("RECOVERY %s failed: %r", program, exc)
+
+    def last_restarts(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._last)
+
+
+# ── probes (I/O) ─────────────────────────────────────────────────────────────────────────────
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def supervisor_status(conf: str, supervisorctl: str, timeout: float = 10.0) -> tuple[dict[str, ProgramStatus], bool]:
+    """Run ``supervisorctl -c conf status``; return (statuses, reachable)."""
+    try:
+        res = subprocess.run([supervisorctl, "-c", conf, "status"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("supervisorctl status failed: %r", exc)
+        return {}, False
+    parsed = parse_supervisorctl_status(res.stdout)
+    return parsed, bool(parsed)
+
+
+def psutil_states(programs: Sequence[str]) -> dict[str, str]:
+    """Fallback: a program is RUNNING if a process runs ``-m services.<name>`` / ``scanner...<name>``."""
+    import psutil
+    cmdlines: list[str] = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmdlines.append(" ".join(p.info["cmdline"] or []))
+        except (psutil.Error, TypeError):
+            continue
+    out: dict[str, str] = {}
+    for prog in programs:
+        name = prog.split(":")[-1]
+        pat = re.compile(rf"-m\s+\S*\b{re.escape(name)}\b")
+        out[prog] = "RUNNING" if any(pat.search(c) for c in cmdlines) else "STOPPED"
+    return out
+
+
+def _wait_future(fut: Any, timeout: float) -> Any:
+    done = threading.Event()
+    fut.add_done_callback(lambda _f: done.set())
+    if not done.wait(timeout):
+        raise TimeoutError("hazelcast call timed out")
+    return fut.result()
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` via temp file + fsync + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ── service ──────────────────────────────────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class MHSConfig:
+    settings: Settings
+    supervisor_conf: str = str(REPO_ROOT / "supervisor" / "dolphin-supervisord.conf")
+    check_interval_s: float = CHECK_INTERVAL_S
+    prefect_host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    min_obf_assets: int = MIN_OBF_ASSETS
+    hz_timeout_s: float = 2.0
+    once: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.check_interval_s <= 15.0:
+            raise ValueError(f"--check-interval {self.check_interval_s}: must be in [0.05, 15] s (§26.3.4)")
+
+    @property
+    def report_path(self) -> Path:
+        return Path(self.settings.run_logs) / "meta_health.json"
+
+
+class MetaHealthService:
+    """One MHS instance: sensors → report → outputs → recovery, once per :meth:`check`."""
+
+    def __init__(self, cfg: MHSConfig, recovery: Recovery | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.clock = clock
+        self.supervisorctl = supervisorctl_path()
+        self.recovery = recovery or Recovery(cfg.supervisor_conf, supervisorctl=self.supervisorctl)
+        self._client = None
+        self._client_lock = threading.Lock()
+        self._connecting = False
+        self._closed = threading.Event()
+        self.cycles = 0
+        hz = cfg.settings.hz_members[0]
+        host, _, port = hz.rpartition(":")
+        self.hz_host, self.hz_port = host, int(port)
+
+    # Hazelcast connection is made in the background so MHS reports even when HZ is down.
+    def _ensure_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        with self._client_lock:
+            if self._client is None and not self._connecting:
+                self._connecting = True
+                threading.Thread(target=self._connect, daemon=True, name="mhs-hz-connect").start()
+        return self._client
+
+    def _connect(self) -> None:
+        from prod.bus.client import make_client
+        while not self._closed.is_set():
+            try:
+                client = make_client(self.cfg.settings, name="meta_health", cluster_connect_timeout=5.0)
+                if self._closed.is_set():
+                    client.shutdown()
+                    return
+                self._client = client
+                log.info("connected to Hazelcast %s", self.cfg.settings.hz_members)
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.warning("Hazelcast not reachable (%r); M4 degraded, retrying", exc)
+                self._closed.wait(2.0)
+
+    def _read(self, map_name: str, key: str) -> dict | None:
+        client = self._client
+        if client is None:
+            return None
+        try:
+            raw = _wait_future(client.get_map(map_name).get(key), self.cfg.hz_timeout_s)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("read %s[%s] failed: %r", map_name, key, exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            return maps.decode(map_name, key, raw)
+        except maps.PayloadError as exc:
+            log.warning("MHS: %s", exc)
+            return {"_invalid": True}
+
+    def _heartbeats(self, now: float) -> tuple[float, dict[str, float]]:
+        client = self._client
+        if client is None:
+            return 0.0, {}
+        try:
+            entries = _wait_future(client.get_map(maps.HEARTBEAT).entry_set(), self.cfg.hz_timeout_s)
+        except Exception:  # noqa: BLE001
+            return 0.0, {}
+        ages: dict[str, float] = {}
+        for k, v in entries:
+            try:
+                hb = maps.decode(maps.HEARTBEAT, k, v)
+                ages[k] = round(now - float(hb["ts"]), 3)
+            except (maps.PayloadError, TypeError, ValueError):
+                continue
+        if not ages:
+            return 0.0, ages
+        return sum(1 for a in ages.values() if a <= DATA_STALE_S) / len(ages), ages
+
+    def check(self) -> dict:
+        """Run one health cycle: read sensors, write the report, trigger recovery; return the report."""
+        now = self.clock()
+        self._ensure_client()
+        st, reachable = supervisor_status(self.cfg.supervisor_conf, self.supervisorctl)
+        all_programs = CRITICAL_DATA_PROGRAMS + INFORMATIONAL_PROGRAMS
+        if reachable:
+            states = {p: s.state for p, s in st.items()}
+            source = "supervisorctl"
+        else:
+            states = psutil_states(all_programs)
+            source = "psutil"
+        m1_data = score_m1_data(states)
+        m1_trader = score_m1_trader(states)
+
+        hz_up = port_open(self.hz_host, self.hz_port)
+        prefect_up = port_open(self.cfg.prefect_host, self.cfg.prefect_port) if self.cfg.prefect_port else False
+        m4 = score_m4(hz_up, prefect_up)
+
+        data_sources: dict[str, dict] = {}
+        payloads: dict[str, dict | None] = {}
+        for key, ts_field in FRESHNESS_KEYS.items():
+            payload = self._read(maps.FEATURES, key) if hz_up else None
+            if payload is not None and payload.get("_invalid"):
+                payloads[key] = None
+                data_sources[key] = {"score": 0.0, "age_s": None, "present": True, "valid": False}
+                continue
+            payloads[key] = payload
+            score, age = score_source(payload, ts_field, now)
+            data_sources[key] = {"score": score, "age_s": None if age is None else round(age, 3),
+                                 "present": payload is not None}
+        m3 = score_m3(d["score"] for d in data_sources.values())
+        m5 = score_m5(payloads.get(maps.KEY_ACB_BOOST), payloads.get(maps.KEY_OBF_UNIVERSE), self.cfg.min_obf_assets)
+        m2, hb_ages = self._heartbeats(now) if hz_up else (0.0, {})
+
+        sensors = {"m4_control_plane": m4, "m1_data_infra": m1_data, "m3_data_freshness": m3,
+                   "m5_coherence": m5, "m1_trader": m1_trader, "m2_heartbeat": m2}
+        rm = compute_rm_meta(sensors)
+        status = status_for(rm)
+
+        actions: list[str] = []
+        for prog in programs_to_restart(states):
+            if self.recovery.restart(prog):
+                actions.append(f"restart {prog} (was {states.get(prog)})")
+        if states.get(TRADER_PROGRAM) != "RUNNING":
+            actions.append(f"info: {TRADER_PROGRAM} is {states.get(TRADER_PROGRAM, 'UNKNOWN')} (never auto-restarted)")
+
+        report = {
+            "rm_meta": round(rm, 6), "status": status, "timestamp": now,
+            "timestamp_iso": datetime.fromtimestamp(now).astimezone().isoformat(),
+            "sensors": {k: round(v, 6) for k, v in sensors.items()},
+            "weights": SENSOR_WEIGHTS,
+            "services": {p: states.get(p, "UNKNOWN") for p in all_programs},
+            "status_source": source,
+            "control_plane": {"hz": f"{self.hz_host}:{self.hz_port}", "hz_up": hz_up,
+                              "prefect": f"{self.cfg.prefect_host}:{self.cfg.prefect_port}", "prefect_up": prefect_up},
+            "data_sources": data_sources,
+            "heartbeat_ages_s": hb_ages,
+            "actions": actions,
+            "recovery_last_monotonic": self.recovery.last_restarts(),
+            "cycle": self.cycles,
+            "pid": os.getpid(),
+        }
+        self.cycles += 1
+        self._publish(report, now)
+        log.info("rm_meta=%.3f [%s] m4=%.2f m1=%.2f m3=%.2f m5=%.2f trader=%.0f%s", rm, status, m4, m1_data, m3, m5,
+                 m1_trader, (" | " + "; ".join(actions)) if actions else "")
+        return report
+
+    def _publish(self, report: dict, now: float) -> None:
+        try:
+            atomic_write_json(self.cfg.report_path, report)
+        except (OSError, ValueError) as exc:
+            log.error("cannot write %s: %r", self.cfg.report_path, exc)
+        client = self._client
+        if client is None:
+            return
+        try:
+            client.get_map(maps.META_HEALTH).set(maps.KEY_LATEST, maps.encode(maps.META_HEALTH, maps.KEY_LATEST, report))
+            from prod.bus.client import write_heartbeat
+            write_heartbeat(client, SERVICE_NAME, now=now)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot publish to Hazelcast: %r", exc)
+
+    def shutdown(self) -> None:
+        self._closed.set()
+        if self._client is not None:
+            try:
+                self._client.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def run(cfg: MHSConfig, stop: threading.Event | None = None) -> None:
+    """Run health cycles every ``cfg.check_interval_s`` until ``stop`` is set (or once)."""
+    stop = stop or threading.Event()
+    svc = MetaHealthService(cfg)
+    try:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                svc.check()
+            except Exception:  # noqa: BLE001 - one bad cycle must not kill the watchdog
+                log.exception("health cycle failed")
+            if cfg.once:
+                break
+            stop.wait(max(0.0, cfg.check_interval_s - (time.monotonic() - t0)))
+    finally:
+        svc.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="DOLPHIN Meta Health Service v3")
+    ap.add_argument("--supervisor-conf", default=str(REPO_ROOT / "supervisor" / "dolphin-supervisord.conf"))
+    ap.add_argument("--check-interval", type=float, default=CHECK_INTERVAL_S)
+    ap.add_argument("--prefect-port", type=int, default=4200)
+    ap.add_argument("--min-obf-assets", type=int, default=MIN_OBF_ASSETS)
+    ap.add_argument("--hz-members", default=None)
+    ap.add_argument("--run-logs", default=None)
+    ap.add_argument("--once", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(hz_members=tuple(args.hz_members.split(",")) if args.hz_members else None,
+                             run_logs=args.run_logs)
+    cfg = MHSConfig(settings=settings, supervisor_conf=os.path.abspath(args.supervisor_conf),
+                    check_interval_s=args.check_interval, prefect_port=args.prefect_port,
+                    min_obf_assets=args.min_obf_assets, once=args.once)
+    log.info("meta_health starting: %s", json.dumps({**asdict(cfg), "settings": settings.as_log_dict()}, default=str))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run(cfg, stop)
+    log.info("meta_health stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

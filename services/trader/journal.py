@@ -1,0 +1,213 @@
+"""Durable trade journal (SQLite, WAL) with a hash-chained audit log anchored in the journal.
+
+Every trade event is written twice: a line in the append-only audit log (``audit.log``) and a row in
+the journal, in that order. Each audit line is ``seq|ts|prev_hash|event|payload_json|hash`` with
+``hash = sha256(seq|ts|prev_hash|event|payload_json)``; the journal's ``meta`` table keeps the hash
+and sequence of the last line it committed (the *anchor*), in the same SQLite transaction as the
+event row and the state snapshot.
+
+At start :meth:`Journal.open` re-walks the whole chain. An edited line (broken hash or link), a
+truncated log (the anchor is missing) or a log with lines the journal never committed beyond one
+(a crash between the two writes leaves at most one) raises :class:`JournalIntegrityError`, and the
+trader refuses to trade. The single crash leftover is closed by an ``UNCOMMITTED_TAIL`` line, so the
+chain records that the event never took effect.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL,
+    scan_number INTEGER, audit_seq INTEGER NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 1), ts REAL NOT NULL, last_scan_number INTEGER,
+    engine_state TEXT, paper_state TEXT);
+"""
+
+
+class JournalIntegrityError(RuntimeError):
+    """The audit chain or its anchor does not check out: trading must not start."""
+
+
+def line_hash(seq: int, ts: str, prev: str, event: str, payload: str) -> str:
+    return hashlib.sha256(f"{seq}|{ts}|{prev}|{event}|{payload}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    seq: int
+    ts: str
+    prev: str
+    event: str
+    payload: str
+    hash: str
+
+    def render(self) -> str:
+        return f"{self.seq}|{self.ts}|{self.prev}|{self.event}|{self.payload}|{self.hash}\n"
+
+
+def parse_audit(path: Path) -> list[AuditLine]:
+    """Read and verify every line of the audit log; raise JournalIntegrityError at the first fault."""
+    out: list[AuditLine] = []
+    if not path.exists():
+        return out
+    prev = GENESIS
+    with open(path, "r", encoding="utf-8") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.endswith("\n"):
+                raise JournalIntegrityError(f"{path}:{n}: partial last line (torn write or truncation)")
+            parts = raw[:-1].split("|")
+            if len(parts) < 6:
+                raise JournalIntegrityError(f"{path}:{n}: malformed audit line")
+            seq_s, ts, p, event, h = parts[0], parts[1], parts[2], parts[3], parts[-1]
+            payload = "|".join(parts[4:-1])
+            try:
+                seq = int(seq_s)
+            except ValueError:
+                raise JournalIntegrityError(f"{path}:{n}: bad sequence number {seq_s!r}") from None
+            if seq != len(out) + 1:
+                raise JournalIntegrityError(f"{path}:{n}: sequence {seq} where {len(out) + 1} expected (lines removed?)")
+            if p != prev:
+                raise JournalIntegrityError(f"{path}:{n}: prev_hash does not link to line {seq - 1} (tampered)")
+            if line_hash(seq, ts, p, event, payload) != h:
+                raise JournalIntegrityError(f"{path}:{n}: hash mismatch (line edited)")
+            out.append(AuditLine(seq, ts, p, event, payload, h))
+            prev = h
+    return out
+
+
+class Journal:
+    """Trade journal + audit log of one trader; every write is one crash-safe step."""
+
+    def __init__(self, db_path: str | os.PathLike, audit_path: str | os.PathLike):
+        self.db_path, self.audit_path = Path(db_path), Path(audit_path)
+        self._lock = threading.Lock()
+        self.db: sqlite3.Connection | None = None
+        self.seq = 0
+        self.tail = GENESIS
+
+    @classmethod
+    def open(cls, db_path: str | os.PathLike, audit_path: str | os.PathLike) -> "Journal":
+        """Open (creating on first use) and verify chain + anchor; raise JournalIntegrityError if bad."""
+        j = cls(db_path, audit_path)
+        j._open()
+        return j
+
+    def _open(self) -> None:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        fresh_db = not self.db_path.exists()
+        self.db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        anchor_hash = self._meta("anchor_hash")
+        anchor_seq = int(self._meta("anchor_seq") or 0)
+        lines = parse_audit(self.audit_path)
+        if anchor_hash is None:
+            if lines:
+                raise JournalIntegrityError(
+                    f"{self.audit_path} has {len(lines)} lines but journal {self.db_path} has no anchor "
+                    f"({'journal was deleted' if fresh_db else 'journal reset'})")
+            self.seq, self.tail = 0, GENESIS
+            self.append("JOURNAL_CREATED", {"db": str(self.db_path)})
+            return
+        if len(lines) < anchor_seq:
+            raise JournalIntegrityError(
+                f"{self.audit_path}: audit log truncated: {len(lines)} lines, journal anchor is line {anchor_seq}")
+        if lines[anchor_seq - 1].hash != anchor_hash:
+            raise JournalIntegrityError(f"{self.audit_path}: line {anchor_seq} does not match the journal anchor")
+        extra = len(lines) - anchor_seq
+        if extra > 1:
+            raise JournalIntegrityError(
+                f"{self.audit_path}: {extra} audit lines beyond the journal anchor (journal rolled back?)")
+        self.seq, self.tail = len(lines), lines[-1].hash
+        if extra == 1:
+            self.append("UNCOMMITTED_TAIL", {"seq": lines[-1].seq, "event": lines[-1].event})
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def append(self, kind: str, payload: dict, scan_number: int | None = None,
+               snapshot: tuple[int | None, dict | None, dict | None] | None = None) -> int:
+        """Write one event: audit line (fsync), then journal row + anchor (+ snapshot) in one txn."""
+        with self._lock:
+            body = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).replace("\n", " ")
+            seq = self.seq + 1
+            ts = f"{time.time():.6f}"
+            h = line_hash(seq, ts, self.tail, kind, body)
+            line = AuditLine(seq, ts, self.tail, kind, body, h)
+            with open(self.audit_path, "a", encoding="utf-8") as fh:
+                fh.write(line.render())
+                fh.flush()
+                os.fsync(fh.fileno())
+            cur = self.db
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute("INSERT INTO events(ts, kind, scan_number, audit_seq, payload) VALUES (?,?,?,?,?)",
+                            (float(ts), kind, scan_number, seq, body))
+                if snapshot is not None:
+                    self._write_snapshot(*snapshot)
+                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('anchor_hash', ?)", (h,))
+                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('anchor_seq', ?)", (str(seq),))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self.seq, self.tail = seq, h
+            return seq
+
+    def _write_snapshot(self, last_scan: int | None, engine_state: dict | None, paper_state: dict | None) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO snapshot(id, ts, last_scan_number, engine_state, paper_state) VALUES (1,?,?,?,?)",
+            (time.time(), last_scan, None if engine_state is None else json.dumps(engine_state, allow_nan=False),
+             None if paper_state is None else json.dumps(paper_state, allow_nan=False)))
+
+    def save_snapshot(self, last_scan: int | None, engine_state: dict | None, paper_state: dict | None) -> bool:
+        """Persist the state between trade events (no audit line: nothing was decided).
+
+        A snapshot older (by scan number) than the stored one is skipped, so a periodic snapshot that
+        was queued before a trade can never overwrite the trade's snapshot; returns whether it wrote.
+        """
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self.db.execute("SELECT last_scan_number FROM snapshot WHERE id=1").fetchone()
+                if row is not None and row[0] is not None and last_scan is not None and row[0] > last_scan:
+                    self.db.execute("ROLLBACK")
+                    return False
+                self._write_snapshot(last_scan, engine_state, paper_state)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            return True
+
+    def load_snapshot(self) -> tuple[int | None, dict | None, dict | None]:
+        """Return (last_scan_number, engine_state, paper_state) of the last snapshot, or Nones."""
+        row = self.db.execute("SELECT last_scan_number, engine_state, paper_state FROM snapshot WHERE id=1").fetchone()
+        if row is None:
+            return None, None, None
+        return row[0], (json.loads(row[1]) if row[1] else None), (json.loads(row[2]) if row[2] else None)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT id, ts, kind, scan_number, audit_seq, payload FROM events"
+        rows = self.db.execute(q + (" WHERE kind=?" if kind else "") + " ORDER BY id", (kind,) if kind else ()).fetchall()
+        return [{"id": r[0], "ts": r[1], "kind": r[2], "scan_number": r[3], "audit_seq": r[4],
+                 "payload": json.loads(r[5])} for r in rows]
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None

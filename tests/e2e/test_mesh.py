@@ -1,0 +1,314 @@
+"""The whole mesh under real supervisord (``python -m services.mesh up`` on free ports, own instance dir).
+
+Select with ``-m e2e``. One mesh serves the module; the tests run in file order, the disruptive ones last.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prod.bus import maps
+from prod.bus.client import make_client
+from prod.settings import load_settings
+from tests.helpers import REPO_ROOT, free_port, port_open, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+BIN = Path(sys.executable).parent
+AUTOSTART = ("dolphin_core:hz_member", "dolphin_core:venue_sim", "dolphin_data:exf_fetcher",
+             "dolphin_data:acb_processor", "dolphin_data:obf_universe", "dolphin_data:scanner",
+             "dolphin_data:safety_watchdog", "dolphin_data:meta_health", "dolphin:event_trader")
+
+
+class Mesh:
+    def __init__(self, root: Path):
+        self.root = root
+        self.hz_port, self.venue_port = free_port(), free_port()
+        self.args = ["--instance-dir", str(root), "--hz-port", str(self.hz_port), "--venue-port",
+                     str(self.venue_port), "--mhs-interval", "5"]
+        self.conf = root / "dolphin-supervisord.conf"
+        self.health = root / "run_logs" / "meta_health.json"
+        self.up_seconds: float | None = None
+        self.up_output = ""
+
+    def driver(self, cmd: str, *extra: str, timeout: float = 200) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "services.mesh", cmd, *self.args, *extra], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def sv(self, *args: str) -> str:
+        return subprocess.run([str(BIN / "supervisorctl"), "-c", str(self.conf), *args], capture_output=True,
+                              text=True, timeout=60).stdout
+
+    def status(self) -> dict[str, tuple[str, int | None]]:
+        out = {}
+        for line in self.sv("status").splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                pid = None
+                if "pid" in parts:
+                    pid = int(parts[parts.index("pid") + 1].rstrip(","))
+                out[parts[0]] = (parts[1], pid)
+        return out
+
+    def report(self) -> dict:
+        return json.loads(self.health.read_text())
+
+    def log(self, program: str) -> str:
+        p = self.root / "logs" / f"{program}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+
+def publish_mc_green(port: int) -> None:
+    """Stand in for the MC-forewarner flow (not part of the mesh): a GREEN assessment (§28.6)."""
+    c = make_client(load_settings(env={}, hz_members=(f"127.0.0.1:{port}",)), name="e2e-mc")
+    try:
+        c.get_map(maps.FEATURES).blocking().set(maps.KEY_MC_FOREWARNER, json.dumps(
+            {"status": "GREEN", "catastrophic_prob": 0.05, "envelope_score": 0.95, "source": "E2E_FIXTURE",
+             "ts": time.time()}))
+    finally:
+        c.shutdown()
+
+
+def hold_calm(port: int) -> None:
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/sim/admin/regime", method="POST",
+                                 data=json.dumps({"regime": "calm", "hold_s": None}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    m = Mesh(tmp_path_factory.mktemp("mesh"))
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *m.args, "--timeout", "150"], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # while `up` waits for GREEN, publish what the MC-forewarner flow would (before the watchdog warms up)
+        wait_until(lambda: port_open(m.hz_port) or proc.poll() is not None, 60, what="member port")
+        publish_mc_green(m.hz_port)
+        # hold the simulator in its calm regime: a random switch to stress lifts DVOL to ~95, which the
+        # survival stack reads as a spike (HIBERNATE for an hour) and would make the trading test flaky
+        wait_until(lambda: port_open(m.venue_port) or proc.poll() is not None, 60, what="venue port")
+        hold_calm(m.venue_port)
+        out, _ = proc.communicate(timeout=200)
+        m.up_seconds = time.monotonic() - t0
+        m.up_output = out
+        assert proc.returncode == 0, m.up_output
+        yield m
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        down = m.driver("down", timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+@pytest.fixture(scope="module")
+def bus(mesh):
+    c = make_client(load_settings(env={}, hz_members=(f"127.0.0.1:{mesh.hz_port}",)), name="e2e-test")
+    yield c
+    c.shutdown()
+
+
+def test_mesh_up_every_program_running_and_green_within_120s(mesh):
+    assert mesh.up_seconds <= 120 + 5, mesh.up_output   # driver overhead aside
+    st = mesh.status()
+    for prog in AUTOSTART:
+        assert st[prog][0] == "RUNNING", (prog, st)
+    assert st["dolphin:scan_bridge"][0] == "STOPPED"          # manual in every profile
+    rep = mesh.report()
+    assert rep["status"] == "GREEN" and rep["rm_meta"] > 0.85
+    assert "mesh is GREEN" in mesh.up_output and "supervisorctl" in mesh.up_output
+
+
+def test_garbage_on_the_bus_is_logged_and_ignored(mesh, bus):
+    before = mesh.status()
+    journal = mesh.root / "data" / "trader" / "journal.sqlite"
+
+    def entries():
+        con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT COUNT(*) FROM events WHERE kind='ENTRY'").fetchone()[0]
+        finally:
+            con.close()
+
+    n0 = entries()
+    fm = bus.get_map(maps.FEATURES).blocking()
+    good_acb = fm.get(maps.KEY_ACB_BOOST)
+    fm.set(maps.KEY_EIGEN_SCAN, "{this is not json")
+    fm.set(maps.KEY_ACB_BOOST, '{"boost": "lots", "beta": null}')
+    bus.get_map(maps.shard_map("ETHUSDT")).blocking().set("ETHUSDT", "[1, 2, garbage")
+    wait_until(lambda: mesh.log("event_trader").count("dropped bad payload") >= 3, 30, what="trader drop lines")
+    after = mesh.status()
+    for prog in AUTOSTART:
+        assert after[prog] == before[prog], (prog, before[prog], after[prog])   # same pid: nothing crashed
+    assert entries() == n0
+    if good_acb is not None:   # the ACB processor rewrites only on change; put its value back
+        fm.set(maps.KEY_ACB_BOOST, good_acb)
+
+
+def _entries(journal: Path, kind: str = "ENTRY") -> int:
+    con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT COUNT(*) FROM events WHERE kind=?", (kind,)).fetchone()[0]
+    finally:
+        con.close()
+
+
+class BridgeScans:
+    """Scans published into latest_eigen_scan the way scan_bridge does (numbers above the live scanner's).
+
+    The live scanner's vel_div needs 750 scans of warm-up (w750), which does not fit the e2e budget, so
+    the stress episode is published here: prices start at the venue's current books and then walk
+    (calm with rising vol, then a falling, volatile stress leg with vel_div −0.06).
+    """
+
+    def __init__(self, bus, offset: int = 100_000):
+        self.fm = bus.get_map(maps.FEATURES)
+        try:   # the key may still hold another test's garbage
+            live = int(json.loads(self.fm.blocking().get(maps.KEY_EIGEN_SCAN))["scan_number"])
+        except (TypeError, ValueError, KeyError):
+            live = 0
+        try:
+            live = max(live, int(json.loads(bus.get_map(maps.HEARTBEAT).blocking().get("event_trader"))["last_scan"]))
+        except (TypeError, ValueError, KeyError):
+            pass
+        self.n = live + offset
+        self.prices = {}
+        for sym in load_settings(env={}).symbols:
+            raw = bus.get_map(maps.shard_map(sym)).blocking().get(sym)
+            try:
+                b = json.loads(raw)
+                self.prices[sym] = (float(b["best_bid"]) + float(b["best_ask"])) / 2
+            except (TypeError, ValueError, KeyError):
+                self.prices[sym] = 100.0
+        self.rng = __import__("random").Random(5)
+
+    def push(self, vd: float, drift: float = 0.0, noise: float = 0.001) -> int:
+        import math
+        for a in self.prices:
+            self.prices[a] *= math.exp(drift + self.rng.gauss(0, noise))
+        self.n += 1
+        scan = {"scan_number": self.n, "timestamp_ns": time.time_ns(), "timestamp": "", "bridge_ts": time.time(),
+                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0, "w750_velocity": 0.0,
+                "instability_50": 0.0, "instability_150": 0.0, "assets": list(self.prices),
+                "asset_prices": list(self.prices.values())}
+        self.fm.set(maps.KEY_EIGEN_SCAN, json.dumps(scan)).result()
+        return self.n
+
+
+def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_double_entry(mesh, bus):
+    hb = bus.get_map(maps.HEARTBEAT).blocking()
+    wait_until(lambda: json.loads(hb.get("event_trader"))["posture"] in ("APEX", "STALKER"), 60, interval=0.5,
+               what="a trading posture (safety watchdog warmed up with MC GREEN)")
+    journal = mesh.root / "data" / "trader" / "journal.sqlite"
+    n_entries0 = _entries(journal)
+    src = BridgeScans(bus)
+    for i in range(159):
+        src.push(0.0, 0.0, 0.001 + i * 0.00002)
+    closed = False
+    for _ in range(120):
+        src.push(-0.06, -0.002, 0.003)
+        if _entries(journal, "EXIT") > 0:
+            closed = True
+        if closed and _entries(journal) > _entries(journal, "EXIT"):
+            break
+        time.sleep(0.02)  # scan cadence of the episode (the trader consumes in order)
+    assert closed, mesh.log("event_trader")[-3000:]
+    wait_until(lambda: _entries(journal) > _entries(journal, "EXIT"), 10, what="a position open again")
+    pnl_map = bus.get_map(maps.PNL_BLUE).blocking()
+    state_map = bus.get_map(maps.STATE_BLUE).blocking()
+    day = json.loads(state_map.get(maps.KEY_LATEST))["paper"]["day"]
+    wait_until(lambda: json.loads(pnl_map.get(day))["open_position"] is not None, 10, what="position in PNL_BLUE")
+    pnl = json.loads(pnl_map.get(day))
+    assert pnl["total_trades"] >= 1 and pnl["last_trades"], pnl
+    st = json.loads(state_map.get(maps.KEY_LATEST))
+    cap, pos = st["capital"], st["paper"]["position"]
+    entries = _entries(journal)
+    assert entries > n_entries0
+
+    pid = mesh.status()["dolphin:event_trader"][1]
+    os.kill(pid, signal.SIGKILL)          # kill -9 mid-position; supervisord restarts it (unexpected exit)
+    wait_until(lambda: mesh.status()["dolphin:event_trader"][0] == "RUNNING"
+               and mesh.status()["dolphin:event_trader"][1] != pid, 60, what="trader restarted by supervisord")
+    wait_until(lambda: mesh.log("event_trader").count("RESTORED from journal") >= 1, 30, what="restore log line")
+    wait_until(lambda: json.loads(state_map.get(maps.KEY_LATEST))["updated_at"] > 0 and
+               json.loads(state_map.get(maps.KEY_LATEST))["paper"]["position"] == pos, 30, what="restored position")
+    assert json.loads(state_map.get(maps.KEY_LATEST))["capital"] == cap
+    src.n -= 1
+    src.push(-0.06, 0.0, 0.0005)          # the last scan again: deduplicated
+    for _ in range(3):
+        last = src.push(0.0, 0.0, 0.0005)
+    wait_until(lambda: json.loads(hb.get("event_trader"))["last_scan"] == last, 30, what="post-restart scans")
+    assert _entries(journal) == entries   # never a second entry
+
+
+def test_mhs_restarts_a_stopped_data_service_and_never_touches_the_trader(mesh):
+    trader_pid = mesh.status()["dolphin:event_trader"][1]
+    mesh.sv("stop", "dolphin_data:exf_fetcher")
+    t_stop = time.monotonic()
+    assert mesh.status()["dolphin_data:exf_fetcher"][0] == "STOPPED"
+    wait_until(lambda: mesh.status()["dolphin_data:exf_fetcher"][0] == "RUNNING", 30,
+               what="MHS revives exf_fetcher")
+    revive_s = time.monotonic() - t_stop
+    assert "restart dolphin_data:exf_fetcher" in mesh.log("meta_health")
+    assert "dolphin:event_trader" not in [l.split()[-1] for l in mesh.log("meta_health").splitlines() if "RECOVERY:" in l]
+    assert mesh.status()["dolphin:event_trader"] == ("RUNNING", trader_pid)
+    out = mesh.root / "e2e_revive_seconds.txt"
+    out.write_text(f"{revive_s:.2f}\n")
+
+
+def test_a_stopped_trader_is_reported_and_not_restarted(mesh):
+    mesh.sv("stop", "dolphin:event_trader")
+    t0 = time.time()
+    wait_until(lambda: mesh.report()["timestamp"] > t0 and mesh.report()["services"]["dolphin:event_trader"] == "STOPPED",
+               30, what="MHS reports the stopped trader")
+    rep = mesh.report()
+    assert rep["sensors"]["m1_trader"] == 0.0
+    assert any("never auto-restarted" in a for a in rep["actions"])
+    cycles = rep["cycle"]
+    wait_until(lambda: mesh.report()["cycle"] >= cycles + 3, 40, what="three more MHS cycles")
+    assert mesh.status()["dolphin:event_trader"][0] == "STOPPED"
+    assert mesh.report()["status"] == "GREEN"               # the trader is informational only
+    mesh.sv("start", "dolphin:event_trader")
+    wait_until(lambda: mesh.status()["dolphin:event_trader"][0] == "RUNNING", 30, what="manual trader start")
+
+
+def test_kill9_of_the_member_heals_without_manual_action(mesh, bus):
+    hb = bus.get_map(maps.HEARTBEAT).blocking()
+    writers = {k for k, v in hb.entry_set() if json.loads(v)["ts"] > time.time() - 30} - {"hz_member"}
+    assert {"meta_health", "safety_watchdog", "event_trader"} <= writers, writers
+    pid = mesh.status()["dolphin_core:hz_member"][1]
+    t_kill = time.time()
+    os.kill(pid, signal.SIGKILL)
+    # supervisord's autorestart brings the member back; every service must reconnect by itself
+    wait_until(lambda: mesh.status()["dolphin_core:hz_member"][0] == "RUNNING"
+               and mesh.status()["dolphin_core:hz_member"][1] != pid, 30, what="member restarted")
+
+    def fresh_writers():
+        now = {k: json.loads(v)["ts"] for k, v in hb.entry_set()}
+        return {k for k in writers if now.get(k, 0) > t_kill + 1}
+
+    wait_until(lambda: fresh_writers() == writers, 120, interval=1.0, what=f"heartbeats from all of {writers}")
+    wait_until(lambda: mesh.report()["timestamp"] > t_kill + 5 and mesh.report()["status"] == "GREEN", 120,
+               interval=1.0, what="meta_health GREEN after member restart")
+    st = mesh.status()
+    for prog in AUTOSTART:
+        assert st[prog][0] == "RUNNING", (prog, st)
+    # the trader's scan listener came back with the reconnect: a new scan reaches a decision
+    src = BridgeScans(bus, offset=1_000_000)
+    first = src.push(0.0)
+
+    def decided() -> bool:
+        src.push(0.0)
+        return (json.loads(hb.get("event_trader")).get("last_scan") or 0) >= first
+
+    wait_until(decided, 30, interval=1.0, what="trader decides on a scan published after the member restart")

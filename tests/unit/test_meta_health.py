@@ -1,0 +1,495 @@
+"""MHS v3 unit tests (bible §26.3.4): status parsing, sensors, weighted formula, recovery gating, races."""
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from prod.settings import load_settings
+from services import meta_health as mh
+from tests.helpers import free_port, wait_until
+
+SAMPLE_STATUS = """\
+dolphin:event_trader             STOPPED   Not started
+dolphin:scan_bridge              STOPPED   Nov 22 12:00 AM
+dolphin_core:hz_member           RUNNING   pid 4242, uptime 0:10:11
+dolphin_core:venue_sim           RUNNING   pid 4243, uptime 0:10:11
+dolphin_data:acb_processor       RUNNING   pid 4250, uptime 0:10:01
+dolphin_data:exf_fetcher         FATAL     Exited too quickly (process log may have details)
+dolphin_data:meta_health         RUNNING   pid 4252, uptime 0:10:01
+dolphin_data:obf_universe        BACKOFF   Exited too quickly (process log may have details)
+dolphin_data:safety_watchdog     STARTING
+dolphin_data:scanner             EXITED    Nov 22 12:01 AM
+"""
+
+ALL_RUNNING = {p: "RUNNING" for p in mh.CRITICAL_DATA_PROGRAMS + mh.INFORMATIONAL_PROGRAMS}
+
+
+class Recorder:
+    """A recovery runner that records argv (the real supervisorctl is exercised in tests/e2e)."""
+
+    def __init__(self, block: threading.Event | None = None):
+        self.calls: list[list[str]] = []
+        self.lock = threading.Lock()
+        self.block = block
+
+    def __call__(self, argv):
+        with self.lock:
+            self.calls.append(list(argv))
+        if self.block is not None:
+            self.block.wait(10)
+        return subprocess.CompletedProcess(argv, 0, "ok", "")
+
+
+class FakeClock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ── TestSupervisordStatusParsing ──────────────────────────────────────────────────────────────
+class TestSupervisordStatusParsing:
+    def test_parses_every_program_and_state(self):
+        st_ = mh.parse_supervisorctl_status(SAMPLE_STATUS)
+        assert len(st_) == 10
+        assert st_["dolphin_core:hz_member"].state == "RUNNING"
+        assert st_["dolphin_core:hz_member"].pid == 4242
+        assert st_["dolphin_data:exf_fetcher"].state == "FATAL"
+        assert st_["dolphin_data:safety_watchdog"].state == "STARTING"
+        assert st_["dolphin:event_trader"].pid is None
+
+    def test_unreachable_supervisord_yields_empty(self):
+        text = "unix:///tmp/x.sock no such file\n"
+        assert mh.parse_supervisorctl_status(text) == {}
+
+    def test_refused_connection_message_ignored(self):
+        text = "unix:///work/run/sv.sock refused connection\n"
+        assert mh.parse_supervisorctl_status(text) == {}
+
+    def test_error_no_such_process_ignored(self):
+        text = "dolphin_data:nope: ERROR (no such process)\ndolphin_data:scanner RUNNING pid 1, uptime 0:00:01\n"
+        out = mh.parse_supervisorctl_status(text)
+        assert list(out) == ["dolphin_data:scanner"]
+
+    def test_program_without_group(self):
+        out = mh.parse_supervisorctl_status("standalone   RUNNING   pid 77, uptime 1 day, 0:00:01\n")
+        assert out["standalone"].state == "RUNNING" and out["standalone"].pid == 77
+
+    def test_empty_and_none(self):
+        assert mh.parse_supervisorctl_status("") == {}
+        assert mh.parse_supervisorctl_status(None) == {}
+
+    def test_unknown_state_word_is_ignored(self):
+        assert mh.parse_supervisorctl_status("dolphin_data:scanner   BANANA   x\n") == {}
+
+
+# ── TestM1ProcessIntegrity ────────────────────────────────────────────────────────────────────
+class TestM1ProcessIntegrity:
+    def test_all_running_scores_one(self):
+        assert mh.score_m1_data(ALL_RUNNING) == 1.0
+
+    def test_fraction_of_critical_running(self):
+        states = {p: s.state for p, s in mh.parse_supervisorctl_status(SAMPLE_STATUS).items()}
+        # acb_processor only of the 5 critical → 1/5
+        assert mh.score_m1_data(states) == pytest.approx(0.2)
+
+    def test_trader_not_in_data_score(self):
+        states = dict(ALL_RUNNING, **{mh.TRADER_PROGRAM: "STOPPED"})
+        assert mh.score_m1_data(states) == 1.0
+        assert mh.score_m1_trader(states) == 0.0
+
+    def test_missing_programs_count_as_down(self):
+        assert mh.score_m1_data({}) == 0.0
+
+    def test_starting_is_not_running(self):
+        states = dict(ALL_RUNNING, **{"dolphin_data:scanner": "STARTING"})
+        assert mh.score_m1_data(states) == pytest.approx(0.8)
+
+    def test_empty_critical_list(self):
+        assert mh.score_m1_data(ALL_RUNNING, critical=()) == 0.0
+
+    def test_psutil_fallback_sees_a_real_process(self):
+        p = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "0"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            got = wait_until(lambda: mh.psutil_states(["x:server"])["x:server"] == "RUNNING", 10,
+                             what="psutil sees the process")
+            assert got
+            assert mh.psutil_states(["x:definitely_not_running_zz"])["x:definitely_not_running_zz"] == "STOPPED"
+        finally:
+            p.terminate()
+            p.wait(10)
+
+
+# ── TestM3DataFreshnessScoring ────────────────────────────────────────────────────────────────
+class TestM3DataFreshnessScoring:
+    NOW = 1_800_000_000.0
+
+    @pytest.mark.parametrize("age,score", [(0, 1.0), (30, 1.0), (30.01, 0.5), (120, 0.5), (120.5, 0.0), (1e6, 0.0)])
+    def test_thresholds(self, age, score):
+        assert mh.freshness_score(age) == score
+
+    def test_iso_timestamp(self):
+        iso = datetime.fromtimestamp(self.NOW - 45, timezone.utc).isoformat()
+        score, age = mh.score_source({"timestamp": iso}, "timestamp", self.NOW)
+        assert score == 0.5 and age == pytest.approx(45, abs=1e-3)
+
+    def test_naive_iso_is_utc(self):
+        iso = datetime.fromtimestamp(self.NOW - 5, timezone.utc).replace(tzinfo=None).isoformat()
+        score, age = mh.score_source({"timestamp": iso}, "timestamp", self.NOW)
+        assert score == 1.0 and age == pytest.approx(5, abs=1e-3)
+
+    def test_unix_float_and_ms_and_ns(self):
+        assert mh.score_source({"_pushed_at": self.NOW - 10}, "_pushed_at", self.NOW)[0] == 1.0
+        assert mh.parse_timestamp((self.NOW - 10) * 1e3) == pytest.approx(self.NOW - 10)
+        assert mh.parse_timestamp(int((self.NOW - 10) * 1e9)) == pytest.approx(self.NOW - 10)
+
+    def test_absent_and_presence_only(self):
+        assert mh.score_source(None, "_pushed_at", self.NOW) == (0.0, None)
+        assert mh.score_source({"boost": 1.2}, None, self.NOW) == (1.0, None)
+
+    def test_garbage_timestamp_scores_zero(self):
+        for bad in ("yesterday", "", None, float("nan"), True, [1], -5):
+            assert mh.score_source({"ts": bad}, "ts", self.NOW)[0] == 0.0
+
+    def test_future_timestamps(self):
+        assert mh.score_source({"ts": self.NOW + 10}, "ts", self.NOW)[0] == 1.0   # clock skew
+        assert mh.score_source({"ts": self.NOW + 3600}, "ts", self.NOW)[0] == 0.5  # suspect clock
+
+    def test_mean(self):
+        assert mh.score_m3([1.0, 0.5, 0.0, 0.5]) == 0.5
+        assert mh.score_m3([]) == 0.0
+
+
+# ── TestRmMetaFormula ─────────────────────────────────────────────────────────────────────────
+class TestRmMetaFormula:
+    def test_weights_sum_to_one_and_match_bible(self):
+        assert mh.SENSOR_WEIGHTS == {"m4_control_plane": 0.35, "m1_data_infra": 0.35,
+                                     "m3_data_freshness": 0.20, "m5_coherence": 0.10}
+        assert sum(mh.SENSOR_WEIGHTS.values()) == pytest.approx(1.0)
+
+    def test_all_ones_is_one(self):
+        assert mh.compute_rm_meta({k: 1.0 for k in mh.SENSOR_WEIGHTS}) == pytest.approx(1.0)
+
+    def test_weighted_sum_example(self):
+        s = {"m4_control_plane": 0.8, "m1_data_infra": 1.0, "m3_data_freshness": 0.875, "m5_coherence": 0.75}
+        assert mh.compute_rm_meta(s) == pytest.approx(0.35 * 0.8 + 0.35 + 0.2 * 0.875 + 0.1 * 0.75)
+
+    def test_product_formula_regression_one_zero_sensor_does_not_zero_rm(self):
+        s = {"m4_control_plane": 1.0, "m1_data_infra": 1.0, "m3_data_freshness": 1.0, "m5_coherence": 0.0}
+        assert mh.compute_rm_meta(s) == pytest.approx(0.9)
+        assert mh.status_for(mh.compute_rm_meta(s)) == "GREEN"
+
+    def test_informational_sensors_do_not_move_rm(self):
+        base = {k: 1.0 for k in mh.SENSOR_WEIGHTS}
+        assert mh.compute_rm_meta({**base, "m1_trader": 0.0, "m2_heartbeat": 0.0}) == pytest.approx(1.0)
+
+    def test_nan_and_out_of_range_sensors_are_clamped(self):
+        s = {"m4_control_plane": float("nan"), "m1_data_infra": 7.0, "m3_data_freshness": -3, "m5_coherence": "x"}
+        assert mh.compute_rm_meta(s) == pytest.approx(0.35)
+
+    @pytest.mark.parametrize("rm,status", [(1.0, "GREEN"), (0.851, "GREEN"), (0.85, "DEGRADED"), (0.61, "DEGRADED"),
+                                           (0.60, "CRITICAL"), (0.31, "CRITICAL"), (0.30, "DEAD"), (0.0, "DEAD")])
+    def test_status_thresholds(self, rm, status):
+        assert mh.status_for(rm) == status
+
+    def test_status_of_nan_is_dead(self):
+        assert mh.status_for(float("nan")) == "DEAD"
+
+    def test_prefect_down_alone_stays_green(self):
+        s = {"m4_control_plane": mh.score_m4(True, False), "m1_data_infra": 1.0, "m3_data_freshness": 1.0,
+             "m5_coherence": 1.0}
+        assert mh.status_for(mh.compute_rm_meta(s)) == "GREEN"
+
+    def test_hz_down_is_degraded_not_green(self):
+        s = {"m4_control_plane": mh.score_m4(False, False), "m1_data_infra": 1.0, "m3_data_freshness": 0.0,
+             "m5_coherence": 0.0}
+        assert mh.status_for(mh.compute_rm_meta(s)) == "CRITICAL"
+
+
+# ── TestM4ControlPlane ────────────────────────────────────────────────────────────────────────
+class TestM4ControlPlane:
+    def test_weights(self):
+        assert mh.score_m4(True, True) == pytest.approx(1.0)
+        assert mh.score_m4(True, False) == pytest.approx(0.8)
+        assert mh.score_m4(False, True) == pytest.approx(0.2)
+        assert mh.score_m4(False, False) == 0.0
+
+    def test_port_probe_against_a_real_listener(self):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        try:
+            assert mh.port_open("127.0.0.1", srv.getsockname()[1])
+        finally:
+            srv.close()
+
+    def test_closed_port(self):
+        assert not mh.port_open("127.0.0.1", free_port(), timeout=0.2)
+
+
+# ── TestM5Coherence ───────────────────────────────────────────────────────────────────────────
+class TestM5Coherence:
+    def test_valid_boost(self):
+        assert mh.score_acb({"boost": 1.347, "beta": 0.8}) == 1.0
+
+    @pytest.mark.parametrize("acb", [{"boost": 0.5, "beta": 0.2}, {"boost": 3.0, "beta": 0.2},
+                                     {"boost": 1.2, "beta": 1.5}, {"boost": float("nan"), "beta": 0.2},
+                                     {"boost": "x", "beta": 0.2}])
+    def test_invalid_boost(self, acb):
+        assert mh.score_acb(acb) == 0.0
+
+    def test_absent_boost_is_half(self):
+        assert mh.score_acb(None) == 0.5
+
+    def test_obf_coverage(self):
+        assert mh.score_obf({"_n_assets": 540}) == 1.0
+        assert mh.score_obf({"_n_assets": 199}) == 0.5
+        assert mh.score_obf({"_n_assets": 0}) == 0.0
+        assert mh.score_obf(None) == 0.0
+        assert mh.score_obf({"assets": {f"S{i}": {} for i in range(50)}}, min_assets=40) == 1.0
+
+    def test_m5_mean(self):
+        assert mh.score_m5({"boost": 1.0, "beta": 0.2}, {"_n_assets": 100}) == pytest.approx(0.75)
+
+
+# ── TestRecoveryGating / TestRecoveryNeverKillsRunning / TestRaceConditions ───────────────────
+class TestRecovery:
+    def test_only_stopped_or_fatal_critical_selected(self):
+        states = {p: s.state for p, s in mh.parse_supervisorctl_status(SAMPLE_STATUS).items()}
+        assert mh.programs_to_restart(states) == ["dolphin_data:exf_fetcher"]  # FATAL; BACKOFF/EXITED left to supervisord
+        states["dolphin_data:scanner"] = "STOPPED"
+        assert mh.programs_to_restart(states) == ["dolphin_data:exf_fetcher", "dolphin_data:scanner"]
+
+    def test_running_services_never_restarted(self):
+        assert mh.programs_to_restart(ALL_RUNNING) == []
+
+    def test_trader_and_bridge_never_restarted_even_when_stopped(self):
+        rec = Recorder()
+        r = mh.Recovery("/x.conf", runner=rec)
+        states = dict(ALL_RUNNING, **{p: "STOPPED" for p in mh.INFORMATIONAL_PROGRAMS})
+        assert mh.programs_to_restart(states) == []
+        assert not r.restart(mh.TRADER_PROGRAM)
+        assert not r.restart("dolphin:scan_bridge")
+        assert not r.restart("dolphin_core:hz_member")
+        assert rec.calls == []
+
+    def test_uses_supervisorctl_restart_never_systemctl(self):
+        rec = Recorder()
+        r = mh.Recovery("/etc/dolphin.conf", runner=rec)
+        assert r.restart("dolphin_data:exf_fetcher")
+        for t in r.threads:
+            t.join(5)
+        assert len(rec.calls) == 1
+        argv = rec.calls[0]
+        assert Path(argv[0]).name == "supervisorctl"
+        assert argv[1:] == ["-c", "/etc/dolphin.conf", "restart", "dolphin_data:exf_fetcher"]
+        assert not any("systemctl" == Path(a).name for a in argv)
+
+    def test_module_never_invokes_systemctl(self):
+        src = Path(mh.__file__).read_text()
+        code_lines = [l for l in src.splitlines() if "systemctl" in l and "supervisorctl" not in l]
+        # the word appears only in prose (docstring/comments/log text), never in an argv
+        assert all('"systemctl"' not in l and "'systemctl'" not in l for l in code_lines)
+
+    def test_cooldown_per_service(self):
+        rec, clock = Recorder(), FakeClock()
+        r = mh.Recovery("/c", runner=rec, clock=clock)
+        assert r.restart("dolphin_data:exf_fetcher")
+        assert not r.restart("dolphin_data:exf_fetcher")           # within 10 s
+        assert r.restart("dolphin_data:acb_processor")             # independent bucket
+        clock.t += mh.RECOVERY_COOLDOWN_CRITICAL_S - 0.01
+        assert not r.restart("dolphin_data:exf_fetcher")
+        clock.t += 0.02
+        assert r.restart("dolphin_data:exf_fetcher")
+        assert [p for p, _ in r.fired] == ["dolphin_data:exf_fetcher", "dolphin_data:acb_processor",
+                                            "dolphin_data:exf_fetcher"]
+
+    def test_hung_supervisorctl_does_not_block_caller(self):
+        gate = threading.Event()
+        rec = Recorder(block=gate)
+        r = mh.Recovery("/c", runner=rec)
+        t0 = time.monotonic()
+        assert r.restart("dolphin_data:scanner")
+        assert time.monotonic() - t0 < 0.5
+        assert r.threads[0].daemon
+        gate.set()
+        r.threads[0].join(5)
+
+    def test_ten_concurrent_restarts_fire_once(self):
+        gate = threading.Event()
+        rec = Recorder(block=gate)
+        r = mh.Recovery("/c", runner=rec)
+        barrier = threading.Barrier(10)
+        results: list[bool] = []
+        lock = threading.Lock()
+
+        def go():
+            barrier.wait()
+            ok = r.restart("dolphin_data:obf_universe")
+            with lock:
+                results.append(ok)
+
+        ts = [threading.Thread(target=go) for _ in range(10)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(5)
+        gate.set()
+        for t in r.threads:
+            t.join(5)
+        assert sorted(results) == [False] * 9 + [True]
+        assert len(rec.calls) == 1
+
+    def test_concurrent_restarts_of_different_services_each_fire_once(self):
+        rec = Recorder()
+        r = mh.Recovery("/c", runner=rec)
+        ts = [threading.Thread(target=r.restart, args=(p,)) for p in mh.CRITICAL_DATA_PROGRAMS for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(5)
+        for t in r.threads:
+            t.join(5)
+        assert sorted(c[-1] for c in rec.calls) == sorted(mh.CRITICAL_DATA_PROGRAMS)
+
+    def test_runner_exception_is_contained(self):
+        def boom(argv):
+            raise OSError("supervisorctl missing")
+        r = mh.Recovery("/c", runner=boom)
+        assert r.restart("dolphin_data:scanner")
+        r.threads[0].join(5)
+        assert not r.threads[0].is_alive()
+
+
+# ── TestServiceRegistry ───────────────────────────────────────────────────────────────────────
+class TestServiceRegistry:
+    def test_constants(self):
+        assert mh.CHECK_INTERVAL_S == 10.0 and mh.CHECK_INTERVAL_S <= 15
+        assert mh.DATA_STALE_S == 30.0 and mh.DATA_DEAD_S == 120.0
+        assert mh.RECOVERY_COOLDOWN_CRITICAL_S == 10.0 and mh.RECOVERY_COOLDOWN_CRITICAL_S <= 10
+        assert mh.RECOVERY_COOLDOWN_DEFAULT_S == 300.0
+
+    def test_registry_disjoint(self):
+        assert not set(mh.CRITICAL_DATA_PROGRAMS) & set(mh.INFORMATIONAL_PROGRAMS)
+        assert mh.TRADER_PROGRAM in mh.INFORMATIONAL_PROGRAMS
+
+    def test_programs_exist_in_supervisor_conf(self):
+        conf = Path(mh.REPO_ROOT) / "supervisor" / "dolphin-supervisord.conf"
+        text = conf.read_text()
+        for prog in mh.CRITICAL_DATA_PROGRAMS + mh.INFORMATIONAL_PROGRAMS:
+            assert f"[program:{prog.split(':')[1]}]" in text
+            group = prog.split(":")[0]
+            assert f"[group:{group}]" in text
+
+    def test_check_interval_config_bounds(self, tmp_path):
+        s = load_settings(env={}, run_logs=str(tmp_path))
+        with pytest.raises(ValueError):
+            mh.MHSConfig(settings=s, check_interval_s=60)
+
+
+# ── TestHypothesisProperties ──────────────────────────────────────────────────────────────────
+unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+anyf = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(), st.none(), st.text(max_size=3))
+
+
+class TestHypothesisProperties:
+    @hsettings(max_examples=300, deadline=None)
+    @given(st.fixed_dictionaries({k: anyf for k in mh.SENSOR_WEIGHTS}))
+    def test_rm_always_in_unit_interval(self, sensors):
+        rm = mh.compute_rm_meta(sensors)
+        assert 0.0 <= rm <= 1.0 and not math.isnan(rm)
+        assert mh.status_for(rm) in mh.STATUSES
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(st.fixed_dictionaries({k: unit for k in mh.SENSOR_WEIGHTS}), st.sampled_from(list(mh.SENSOR_WEIGHTS)), unit)
+    def test_rm_monotone_in_every_sensor(self, sensors, key, bump):
+        hi = dict(sensors, **{key: max(sensors[key], bump)})
+        assert mh.compute_rm_meta(hi) >= mh.compute_rm_meta(sensors) - 1e-12
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(st.fixed_dictionaries({k: unit for k in mh.SENSOR_WEIGHTS}), st.sampled_from(list(mh.SENSOR_WEIGHTS)))
+    def test_single_zero_sensor_never_zeroes_rm(self, sensors, key):
+        s = dict({k: 1.0 for k in sensors}, **{key: 0.0})
+        assert mh.compute_rm_meta(s) >= 1.0 - max(mh.SENSOR_WEIGHTS.values()) - 1e-12
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(unit, unit)
+    def test_status_monotone(self, a, b):
+        order = {s: i for i, s in enumerate(mh.STATUSES)}
+        lo, hi = min(a, b), max(a, b)
+        assert order[mh.status_for(hi)] <= order[mh.status_for(lo)]
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(st.text(max_size=400))
+    def test_parser_never_raises(self, text):
+        out = mh.parse_supervisorctl_status(text)
+        assert all(v.state in mh.SUPERVISOR_STATES for v in out.values())
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), st.floats(min_value=0, max_value=1e6, allow_nan=False))
+    def test_freshness_non_increasing_with_age(self, a, d):
+        if a >= -mh.DATA_STALE_S:
+            assert mh.freshness_score(a + d) <= mh.freshness_score(a)
+        assert mh.freshness_score(a) in (0.0, 0.5, 1.0)
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.sampled_from(mh.CRITICAL_DATA_PROGRAMS + mh.INFORMATIONAL_PROGRAMS),
+                           st.sampled_from(sorted(mh.SUPERVISOR_STATES))))
+    def test_restart_selection_properties(self, states):
+        chosen = mh.programs_to_restart(states)
+        assert all(p in mh.CRITICAL_DATA_PROGRAMS for p in chosen)
+        assert all(states[p] in ("STOPPED", "FATAL") for p in chosen)
+        assert 0.0 <= mh.score_m1_data(states) <= 1.0
+
+    @hsettings(max_examples=200, deadline=None)
+    @given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), min_size=1, max_size=30))
+    def test_cooldown_fires_at_most_once_per_window(self, gaps):
+        rec, clock = Recorder(), FakeClock(0.0)
+        r = mh.Recovery("/c", runner=rec, clock=clock)
+        for g in gaps:
+            clock.t += g
+            r.restart("dolphin_data:scanner")
+        times = [t for _, t in r.fired]
+        assert all(b - a >= mh.RECOVERY_COOLDOWN_CRITICAL_S for a, b in zip(times, times[1:]))
+        for t in r.threads:
+            t.join(5)
+
+
+# ── TestEdgeCases: a whole cycle with no supervisord and no Hazelcast ─────────────────────────
+class TestEdgeCases:
+    def test_cycle_without_supervisord_or_hz_reports_and_writes_json(self, tmp_path):
+        s = load_settings(env={}, run_logs=str(tmp_path / "rl"), hz_members=(f"127.0.0.1:{free_port()}",))
+        rec = Recorder()
+        cfg = mh.MHSConfig(settings=s, supervisor_conf=str(tmp_path / "missing.conf"), prefect_port=free_port())
+        svc = mh.MetaHealthService(cfg, recovery=mh.Recovery(cfg.supervisor_conf, runner=rec))
+        try:
+            rep = svc.check()
+        finally:
+            svc.shutdown()
+        on_disk = json.loads((tmp_path / "rl" / "meta_health.json").read_text())
+        assert on_disk["status"] == rep["status"]
+        assert rep["status_source"] == "psutil"
+        assert rep["sensors"]["m4_control_plane"] == 0.0
+        assert rep["status"] in ("CRITICAL", "DEAD")
+        assert 0.0 <= rep["rm_meta"] <= 1.0
+        assert not list((tmp_path / "rl").glob(".meta_health.json.*"))  # no temp left behind
+
+    def test_atomic_write_refuses_nan_and_keeps_old_file(self, tmp_path):
+        p = tmp_path / "x.json"
+        mh.atomic_write_json(p, {"a": 1})
+        with pytest.raises(ValueError):
+            mh.atomic_write_json(p, {"a": float("nan")})
+        assert json.loads(p.read_text()) == {"a": 1}
+        assert [q.name for q in tmp_path.iterdir()] == ["x.json"]

@@ -1,0 +1,294 @@
+"""Trader building blocks: lock, journal + audit chain, paper fills, 512-bit vol regime, decision loop."""
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prod.settings import PRIORITY_SYMBOLS, load_settings
+from services.event_trader import EventTrader, TraderConfig, load_engine_params
+from services.trader.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
+from services.trader.lock import InstanceLock, LockBusy
+from services.trader.paper import TAKER_FEE, Book, PaperAccount, fill_price
+from services.trader.vol import VolRegime
+
+
+
+# ── lock ──────────────────────────────────────────────────────────────────────────────────────
+class TestInstanceLock:
+    def test_second_holder_refused_with_pid_and_freed_after_kill9(self, tmp_path):
+        path = tmp_path / "t.lock"
+        code = ("import sys,time; from services.trader.lock import InstanceLock; "
+                f"InstanceLock({str(path)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             cwd=str(Path(__file__).resolve().parents[2]))
+        try:
+            assert p.stdout.readline().strip() == "locked"
+            with pytest.raises(LockBusy, match=str(p.pid)):
+                InstanceLock(path).acquire()
+        finally:
+            p.kill()
+            p.wait(10)
+        with InstanceLock(path):
+            assert path.read_text().strip() == str(__import__("os").getpid())
+
+
+# ── journal ───────────────────────────────────────────────────────────────────────────────────
+def _journal(tmp_path) -> Journal:
+    return Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
+
+
+class TestJournal:
+    def test_chain_and_snapshot_round_trip(self, tmp_path):
+        j = _journal(tmp_path)
+        j.append("ENTRY", {"trade_id": 1, "note": "a|b"}, 7, snapshot=(7, {"x": 1}, {"y": [1, 2]}))
+        j.append("EXIT", {"trade_id": 1}, 9, snapshot=(9, {"x": 2}, {"y": []}))
+        j.close()
+        j2 = _journal(tmp_path)
+        assert j2.load_snapshot() == (9, {"x": 2}, {"y": []})
+        lines = parse_audit(tmp_path / "audit.log")
+        assert [l.event for l in lines] == ["JOURNAL_CREATED", "ENTRY", "EXIT"]
+        assert lines[0].prev == GENESIS and lines[1].prev == lines[0].hash
+        assert [e["kind"] for e in j2.events()] == ["JOURNAL_CREATED", "ENTRY", "EXIT"]
+
+    def test_older_periodic_snapshot_never_overwrites_a_trade_snapshot(self, tmp_path):
+        j = _journal(tmp_path)
+        j.append("ENTRY", {"trade_id": 1}, 101, snapshot=(101, {"pos": 1}, {}))
+        assert j.save_snapshot(100, {"pos": None}, {}) is False     # queued before the trade
+        assert j.load_snapshot() == (101, {"pos": 1}, {})
+        assert j.save_snapshot(102, {"pos": 1, "bar": 2}, {}) is True
+        assert j.load_snapshot()[0] == 102
+
+    def test_edited_line_refuses(self, tmp_path):
+        j = _journal(tmp_path)
+        j.append("ENTRY", {"notional": 1000.0}, 1)
+        j.close()
+        p = tmp_path / "audit.log"
+        p.write_text(p.read_text().replace("1000.0", "9000.0"))
+        with pytest.raises(JournalIntegrityError, match="hash mismatch"):
+            _journal(tmp_path)
+
+    def test_truncated_log_refuses(self, tmp_path):
+        j = _journal(tmp_path)
+        j.append("ENTRY", {"a": 1}, 1)
+        j.append("EXIT", {"a": 2}, 2)
+        j.close()
+        p = tmp_path / "audit.log"
+        lines = p.read_text().splitlines(keepends=True)
+        p.write_text("".join(lines[:-1]))
+        with pytest.raises(JournalIntegrityError, match="truncated"):
+            _journal(tmp_path)
+
+    def test_torn_last_line_refuses(self, tmp_path):
+        j = _journal(tmp_path)
+        j.append("ENTRY", {"a": 1}, 1)
+        j.close()
+        p = tmp_path / "audit.log"
+        p.write_text(p.read_text()[:-5])
+        with pytest.raises(JournalIntegrityError):
+            _journal(tmp_path)
+
+    def test_deleted_journal_with_existing_audit_refuses(self, tmp_path):
+        _journal(tmp_path).close()
+        for f in tmp_path.glob("j.sqlite*"):
+            f.unlink()
+        with pytest.raises(JournalIntegrityError, match="no anchor"):
+            _journal(tmp_path)
+
+    def test_one_uncommitted_tail_line_is_closed_by_a_recovery_event(self, tmp_path):
+        j = _journal(tmp_path)
+        j.append("ENTRY", {"a": 1}, 1)
+        # simulate a crash after the audit append but before the journal commit
+        from services.trader.journal import AuditLine, line_hash
+        h = line_hash(j.seq + 1, "1.0", j.tail, "EXIT", "{}")
+        with open(tmp_path / "audit.log", "a") as fh:
+            fh.write(AuditLine(j.seq + 1, "1.0", j.tail, "EXIT", "{}", h).render())
+        j.close()
+        j2 = _journal(tmp_path)
+        assert parse_audit(tmp_path / "audit.log")[-1].event == "UNCOMMITTED_TAIL"
+        assert [e["kind"] for e in j2.events()][-1] == "UNCOMMITTED_TAIL"
+
+
+# ── paper ─────────────────────────────────────────────────────────────────────────────────────
+class TestPaper:
+    NOW = 1000.0
+
+    def test_short_opens_at_bid_and_covers_at_ask_with_taker_fees(self):
+        acct = PaperAccount.new(10_000.0)
+        book = Book(99.0, 101.0, self.NOW)
+        o = acct.open(1, "BTCUSDT", -1, 5_000.0, book, 100.0, self.NOW, 1)
+        assert o["price"] == 99.0 and o["source"] == "book" and o["fee"] == pytest.approx(TAKER_FEE * 5000)
+        c = acct.close("FIXED_TP", Book(89.0, 90.0, self.NOW + 1), 89.5, self.NOW + 1, 2)
+        assert c["price"] == 90.0
+        gross = (99.0 - 90.0) / 99.0 * 5000.0
+        assert c["gross"] == pytest.approx(gross)
+        assert acct.capital == pytest.approx(10_000.0 + gross - 2 * TAKER_FEE * 5000.0)
+        assert acct.position is None and acct.trades == 1
+
+    def test_stale_or_crossed_book_falls_back_to_scan_price_with_slippage(self):
+        stale = Book(99.0, 101.0, self.NOW - 100)
+        crossed = Book(101.0, 99.0, self.NOW)
+        for b in (stale, crossed, None):
+            px, src = fill_price(-1, True, b, 100.0, self.NOW)
+            assert src == "scan+slip" and px == pytest.approx(100.0 * (1 - 0.0002))
+        px, _ = fill_price(-1, False, None, 100.0, self.NOW, slip=0.0005)
+        assert px == pytest.approx(100.05)
+
+    def test_second_entry_refused_and_state_round_trip(self):
+        acct = PaperAccount.new(1000.0)
+        acct.open(1, "ETHUSDT", -1, 100.0, None, 10.0, self.NOW, 3)
+        with pytest.raises(RuntimeError, match="already open"):
+            acct.open(2, "ETHUSDT", -1, 100.0, None, 10.0, self.NOW, 4)
+        again = PaperAccount.from_dict(acct.to_dict())
+        assert again == acct
+
+    def test_bad_price_never_fills(self):
+        with pytest.raises(ValueError):
+            fill_price(-1, True, None, float("nan"), self.NOW)
+
+
+# ── vol regime at 512 bits ────────────────────────────────────────────────────────────────────
+class TestVolRegime:
+    def test_arb_and_float64_give_the_same_decisions(self):
+        rng = random.Random(7)
+        a, f = VolRegime(use_arb=True), VolRegime(use_arb=False)
+        p = 60_000.0
+        da, df = [], []
+        for i in range(600):
+            p *= math.exp(rng.gauss(0, 0.001 * (1 + (i // 100) % 3)))
+            da.append(a.update(p))
+            df.append(f.update(p))
+        assert da == df
+        assert any(da) and not all(da)
+        assert a.last_vol == pytest.approx(f.last_vol, rel=1e-12)
+
+    def test_bad_prices_are_ignored(self):
+        v = VolRegime()
+        for bad in (None, "x", float("nan"), -1.0, 0.0, float("inf")):
+            assert v.update(bad) is False
+        assert v.state()["last_price"] is None
+
+    def test_warmup_is_false(self):
+        v = VolRegime()
+        assert not any(v.update(100 + i) for i in range(50))
+
+
+# ── the decision loop without a bus ───────────────────────────────────────────────────────────
+class Market:
+    def __init__(self, t0: float):
+        self.rng = random.Random(1)
+        self.prices = {a: 100.0 + i for i, a in enumerate(PRIORITY_SYMBOLS)}
+        self.t = t0
+
+    def scan(self, n, vd, drift=0.0, noise=0.001):
+        for a in self.prices:
+            self.prices[a] *= math.exp(drift + self.rng.gauss(0, noise))
+        self.t += 5
+        return {"scan_number": n, "timestamp_ns": int(self.t * 1e9), "timestamp": "", "bridge_ts": self.t,
+                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0,
+                "w750_velocity": 0.0, "instability_50": 0.0, "instability_150": 0.0,
+                "assets": list(self.prices), "asset_prices": list(self.prices.values())}
+
+
+def _trader(tmp_path, market):
+    s = load_settings(env={}, data_dir=str(tmp_path))
+    j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
+    return EventTrader(TraderConfig(settings=s), j, load_engine_params(), clock=lambda: market.t), j
+
+
+def _run_until_entry(tr, m, start=1):
+    n = start
+    for n in range(start, start + 159):
+        tr.process(m.scan(n, 0.0, 0, 0.001 + n * 0.00002))
+    for n in range(n + 1, n + 60):
+        r = tr.process(m.scan(n, -0.06, -0.002, 0.003))
+        if r and r.get("entered"):
+            return n, r
+    raise AssertionError("no entry")
+
+
+class TestDecisionLoop:
+    def test_dedup_staleness_and_bad_prices(self, tmp_path):
+        m = Market(time.time())
+        tr, _ = _trader(tmp_path, m)
+        s = m.scan(1, 0.0)
+        assert tr.process(s) is not None
+        assert tr.process(dict(s)) is None and tr.scans_dup == 1
+        old = m.scan(2, 0.0)
+        m.t += 11
+        assert tr.process(old) is None and tr.scans_stale == 1
+        bad = m.scan(3, 0.0)
+        bad["asset_prices"] = bad["asset_prices"][:-1]
+        assert tr.process(bad) is None and tr.scans_bad == 1
+
+    def test_acb_pending_flag_is_applied_on_the_next_bar(self, tmp_path):
+        m = Market(time.time())
+        tr, _ = _trader(tmp_path, m)
+        tr.process(m.scan(1, 0.0))
+        tr.on_acb("acb_boost", {"boost": 1.35, "beta": 0.8})
+        tr.on_acb("acb_boost", {"boost": float("nan"), "beta": 0.8})   # dropped, keeps the valid one
+        tr.on_acb("acb_boost", {"boost": "x"})                          # dropped
+        assert tr._pending_acb == {"boost": 1.35, "beta": 0.8}
+        tr.process(m.scan(2, 0.0))
+        assert tr._pending_acb is None
+        assert tr.engine.day_base_boost == 1.35 and tr.engine.day_beta == 0.8
+
+    def test_hibernate_blocks_entries(self, tmp_path):
+        m = Market(time.time())
+        tr, _ = _trader(tmp_path, m)
+        tr._set_posture("HIBERNATE", "test")
+        with pytest.raises(AssertionError, match="no entry"):
+            _run_until_entry(tr, m)
+        assert tr.paper.trades == 0 and tr.paper.position is None
+
+    def test_restart_mid_position_restores_and_never_double_enters(self, tmp_path):
+        m = Market(time.time())
+        tr, j = _trader(tmp_path, m)
+        n, r = _run_until_entry(tr, m)
+        cap, pos = tr.paper.capital, tr.paper.position
+        last_scan = m.scan(n, -0.06)  # the same scan number delivered again after restart
+        j.close()
+        tr2, j2 = _trader(tmp_path, m)
+        assert tr2.paper.capital == cap and tr2.paper.position == pos
+        assert tr2.engine.position is not None and tr2.engine.position.trade_id == pos.trade_id
+        assert tr2.process(last_scan) is None               # dedup across the restart
+        r2 = tr2.process(m.scan(n + 1, -0.06, 0.0, 0.0005))
+        assert "entered" not in r2
+        entries = [e for e in j2.events("ENTRY")]
+        assert len(entries) == 1
+
+    def test_paper_trades_change_capital_exactly_by_fills(self, tmp_path):
+        m = Market(time.time())
+        tr, j = _trader(tmp_path, m)
+        n, _ = _run_until_entry(tr, m)
+        for k in range(n + 1, n + 40):
+            r = tr.process(m.scan(k, -0.06, -0.002, 0.003))
+            if r and r.get("exited"):
+                break
+        exits = j.events("EXIT")
+        assert exits, "expected the position to close on the falling market"
+        x = exits[0]["payload"]
+        e = j.events("ENTRY")[0]["payload"]
+        assert x["capital_after"] == pytest.approx(25_000.0 - e["fee"] + x["gross"] - x["fee"])
+        assert tr.engine.capital == tr.paper.capital
+
+    def test_gate_change_during_step_bar_is_flagged_stale(self, tmp_path):
+        m = Market(time.time())
+        tr, _ = _trader(tmp_path, m)
+        tr.process(m.scan(1, 0.0))
+        original = tr.engine.step_bar
+
+        def step_while_the_safety_listener_fires(*a, **kw):
+            tr.on_safety("latest", {"posture": "STALKER", "Rm": 0.8})   # listener thread, mid-evaluation
+            return original(*a, **kw)
+
+        tr.engine.step_bar = step_while_the_safety_listener_fires
+        r = tr.process(m.scan(2, 0.0))
+        assert r["stale_state"] is True and tr.stale_state_events == 1
+        tr.engine.step_bar = original
+        assert tr.process(m.scan(3, 0.0))["stale_state"] is False
