@@ -278,10 +278,10 @@ class EventTrader:
             pending, self._pending_acb = self._pending_acb, None
         if pending is not None:
             self.acb = pending
-            if self.engine._date is not None:
+            if self.engine.date is not None:
                 self.engine.update_acb_boost(pending["boost"], pending["beta"])
         day = datetime.fromtimestamp(scan_ts, timezone.utc).strftime("%Y-%m-%d")
-        if self.engine._date != day:
+        if self.engine.date != day:
             self._roll_day(day)
         if self.engine.posture != self.posture:
             self.engine.set_posture(self.posture)
@@ -351,7 +351,7 @@ class EventTrader:
 
     def _roll_day(self, day: str) -> None:
         eng = self.engine
-        if eng._date is not None:
+        if eng.date is not None:
             res = eng.end_day()
             self._journal("DAY_END", {"date": res.date, "capital": self.paper.capital, "trades": self.paper.day_trades},
                           self.last_scan)
