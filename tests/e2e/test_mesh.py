@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
 AUTOSTART = ("dolphin_core:hz_member", "dolphin_core:venue_sim", "dolphin_data:exf_fetcher",
              "dolphin_data:acb_processor", "dolphin_data:obf_universe", "dolphin_data:scanner",
-             "dolphin_data:safety_watchdog", "dolphin_data:meta_health", "dolphin:event_trader")
+             "dolphin_data:safety_watchdog", "dolphin_data:meta_health", "dolphin_data:mc_forewarner",
+             "dolphin:event_trader")
 
 
 class Mesh:

@@ -29,8 +29,10 @@ def test_committed_config_has_the_groups_and_relative_paths(tmp_path):
     opts = _parse(conf)
     progs = _programs(opts)
     for name in CRITICAL_DATA_PROGRAMS + INFORMATIONAL_PROGRAMS + ("dolphin_data:meta_health",
-                                                                   "dolphin_core:hz_member", "dolphin_core:venue_sim"):
+                                                                   "dolphin_core:hz_member", "dolphin_core:venue_sim",
+                                                                   "dolphin_data:mc_forewarner"):
         assert name in progs, name
+    assert "dolphin_data:mc_forewarner" not in CRITICAL_DATA_PROGRAMS   # autostart, but MHS never revives it
     for name, p in progs.items():
         assert p.command.startswith(f"{tmp_path}/supervisor/../.venv/bin/python -m "), p.command
         assert Path(p.stdout_logfile).resolve().parent == (tmp_path / "run_logs" / "supervisor").resolve()
@@ -47,6 +49,8 @@ def test_rendered_instance_config(tmp_path):
     assert "--port 15555 " in progs["dolphin_core:hz_member"].command
     assert "--port 16666 " in progs["dolphin_core:venue_sim"].command
     assert "--check-interval 2 " in progs["dolphin_data:meta_health"].command + " "
+    assert progs["dolphin_data:mc_forewarner"].command.endswith("-m services.mc_forewarner --interval-s 14400")
+    assert progs["dolphin_data:mc_forewarner"].autostart is True
     assert opts.server_configs[0]["file"] == str((tmp_path / "inst" / "sv.sock").resolve())
     env = progs["dolphin:event_trader"].environment   # [supervisord] environment= reaches every program
     assert env["DOLPHIN_HZ_MEMBERS"] == "127.0.0.1:15555" and env["DOLPHIN_SCAN_INTERVAL_S"] == "1"
