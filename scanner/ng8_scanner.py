@@ -35,8 +35,14 @@ Cold start: a window's fields are null until it has W returns; the payload's ``w
 the warm ones; ``vel_div`` is null until both w50 and w750 are warm. Backfill: the most recent
 archived scans (their ``prices`` column) are replayed into the history when the newest one is at most
 ``backfill_max_gap_s`` old and consecutive archived scans are no further apart than that (the
-contiguous suffix is used). Venue klines are not used: their 1-minute spacing is not the scan cadence
-and would mix return horizons inside a window, so they would not be the numbers this scanner defines.
+contiguous suffix is used). If that leaves the history short, the last 772 scan steps of venue 1s
+kline closes, sampled at the scan cadence in market time (``scan_interval_s`` × the venue's speed,
+aligned to its ``serverTime``), are run through the same engine (:mod:`scanner.venue_backfill`, which
+states the sampling, stale and fallback rules); those rows are history, never written as scans.
+While that history loads, live prices are sampled on the scan grid without publishing; the samples
+taken after the history's market "now" are appended as history too (the *bridge*), so the first
+published scan's return spans one scan step, not the fetch time. A
+venue without 1s klines (the real USDT-M venue: ``-1120``) leaves today's archive/cold behaviour.
 """
 from __future__ import annotations
 
@@ -62,7 +68,7 @@ from typing import Callable
 from prod.bus import maps
 from prod.settings import ConfigError, Settings, load_settings
 from scanner import arrow_io
-from scanner.engine import HISTORY_ROWS, INSTABILITY_SCANS, WINDOWS, EigenEngine, ScanResult
+from scanner.engine import HISTORY_ROWS, INSTABILITY_SCANS, MIN_ASSETS, WINDOWS, EigenEngine, ScanResult
 
 log = logging.getLogger("scanner")
 
@@ -81,6 +87,7 @@ class ScannerConfig:
     heartbeat_s: float = 5.0
     max_scans: int | None = None   # stop after this many scans (tests, smoke runs)
     bus: bool = True
+    venue_backfill: bool = True    # cold start from venue 1s klines when the archive is short
 
     def __post_init__(self) -> None:
         if self.precision not in ("arb512", "float64"):
@@ -107,7 +114,8 @@ class ScannerConfig:
     def log_dict(self) -> dict:
         return {"precision": self.precision, "stale_after_s": self.stale_s,
                 "backfill_max_gap_s": self.backfill_gap_s, "heartbeat_s": self.heartbeat_s,
-                "max_scans": self.max_scans, "bus": self.bus, **self.settings.as_log_dict()}
+                "max_scans": self.max_scans, "bus": self.bus, "venue_backfill": self.venue_backfill,
+                **self.settings.as_log_dict()}
 
 
 class Clock:
@@ -204,6 +212,69 @@ def build_record(scan_number: int, res: ScanResult) -> dict:
     return rec
 
 
+def warm(engine: EigenEngine, rows: list[list[float | None]], timestamps_ns: list[int]) -> ScanResult | None:
+    """Feed history rows through ``engine`` (the last INSTABILITY_SCANS + 1 with full scans); return the last result."""
+    quiet = max(0, len(rows) - (INSTABILITY_SCANS + 1))
+    for row in rows[:quiet]:
+        engine.append(row)
+    res = None
+    for ts, row in zip(timestamps_ns[quiet:], rows[quiet:]):
+        res = engine.enhance(row, ts)
+    return res
+
+
+VENUE_ROWS = max(WINDOWS) + INSTABILITY_SCANS + 2
+
+
+async def venue_backfill(cfg: "ScannerConfig", symbols: tuple[str, ...]):
+    """Build an engine warmed from venue 1s klines; return (engine, last row, history) or None."""
+    from prod.venue.rest import VenueRestClient
+    from scanner import venue_backfill as vb
+    s = cfg.settings
+    t0 = time.monotonic()
+    async with VenueRestClient(s.venue_rest, timeout_s=10.0, retries=2) as rest:
+        hist = await vb.fetch_history(rest, symbols, VENUE_ROWS, s.scan_interval_s, cfg.stale_s)
+    if hist is None:
+        return None
+    last = hist.rows[-1]
+    if sum(p is not None for p in last) < MIN_ASSETS:
+        log.warning("venue backfill: only %d of %d symbols have a price at market now; not used (cold start)",
+                    sum(p is not None for p in last), len(symbols))
+        return None
+    engine = EigenEngine(symbols, precision_mode=cfg.precision)
+    loop = asyncio.get_running_loop()
+    res = await loop.run_in_executor(None, warm, engine, hist.rows, [t * 1_000_000 for t in hist.times_ms])
+    lam = {w: res.windows[w].lambda_max for w in WINDOWS} if res is not None else {}
+    log.info("backfilled %d scans from venue 1s klines (market time %d..%d ms, step %d ms = interval %gs x speed %g, "
+             "%d/%d symbols complete, %d requests, %.1fs; warm %s; lambda %s)", len(hist.rows), hist.times_ms[0],
+             hist.anchor_ms, hist.step_ms, s.scan_interval_s, hist.speed, len(hist.full), len(symbols),
+             hist.requests, time.monotonic() - t0, res.warm_windows if res else [], json.dumps(lam))
+    return engine, last, hist
+
+
+VENUE_BACKFILL_TIMEOUT_S = 90.0
+
+
+async def _bounded_venue_backfill(cfg: "ScannerConfig", symbols: tuple[str, ...], stop: asyncio.Event):
+    """Run :func:`venue_backfill` bounded in time and interruptible by ``stop``; never raises."""
+    task = asyncio.create_task(venue_backfill(cfg, symbols))
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({task, stopper}, timeout=VENUE_BACKFILL_TIMEOUT_S,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            log.warning("venue backfill: %s; cold start", "stopped" if stop.is_set() else
+                        f"no result after {VENUE_BACKFILL_TIMEOUT_S:.0f}s")
+            task.cancel()
+            return None
+        return task.result()
+    except Exception as exc:  # noqa: BLE001 - history is optional; the live scan must still start
+        log.error("venue backfill failed (%s: %s); cold start", type(exc).__name__, exc)
+        return None
+    finally:
+        stopper.cancel()
+
+
 def backfill(engine: EigenEngine, arrow_dir: Path, symbols: tuple[str, ...], now_s: float,
              max_gap_s: float) -> list[float | None] | None:
     """Replay the recent contiguous archive into ``engine``; return the last prices used or None."""
@@ -222,11 +293,7 @@ def backfill(engine: EigenEngine, arrow_dir: Path, symbols: tuple[str, ...], now
     for r in recs:
         pos = {a: p for a, p in zip(r["assets"], r["prices"])}
         rows.append([pos.get(s) for s in symbols])
-    quiet = max(0, len(rows) - (INSTABILITY_SCANS + 1))
-    for row in rows[:quiet]:
-        engine.append(row)
-    for r, row in zip(recs[quiet:], rows[quiet:]):
-        engine.enhance(row, r["timestamp_ns"])
+    warm(engine, rows, [r["timestamp_ns"] for r in recs])
     log.info("backfill: %d archived scans (scan %d..%d) loaded into the price history",
              len(rows), recs[0]["scan_number"], recs[-1]["scan_number"])
     return rows[-1]
@@ -321,19 +388,6 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
     arrow_dir = s.arrow_dir
     engine = EigenEngine(symbols, precision_mode=cfg.precision)
     book = PriceBook(symbols, cfg.stale_s, clock.monotonic)
-    last = backfill(engine, arrow_dir, symbols, clock.time(), cfg.backfill_gap_s)
-    if last is not None:
-        book.seed_reference(last)
-    scan_number = arrow_io.last_scan_number(arrow_dir)
-    log.info("scan numbering resumes after %d (archive %s)", scan_number, arrow_dir)
-    bus = _Bus(s) if cfg.bus else None
-    loop = asyncio.get_running_loop()
-    if bus is not None:
-        # one map write per scan: do not start scanning before the bus is there (bounded wait)
-        if not await loop.run_in_executor(None, bus.connected.wait, s.hz_connect_timeout_s):
-            log.warning("bus: not connected after %.1fs; scanning anyway (Arrow only until it is)",
-                        s.hz_connect_timeout_s)
-
     source = f"{s.venue_ws} markPrice@1s"
 
     def on_event(ev) -> None:
@@ -343,12 +397,61 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
             for it in ev.items:
                 book.offer(it.symbol, it.mark_price, source)
 
+    # the price feed runs while history loads, so the first scan after the backfill has prices
     feed = VenueStreamClient(s.venue_ws, [f"{x.lower()}@markPrice@1s" for x in symbols], on_event=on_event,
                              name="scanner-venue", stall_timeout_s=max(10.0, cfg.stale_s))
     feed_task = asyncio.create_task(feed.run())
+    last = backfill(engine, arrow_dir, symbols, clock.time(), cfg.backfill_gap_s)
+    scan_number = arrow_io.last_scan_number(arrow_dir)
+    log.info("scan numbering resumes after %d (archive %s)", scan_number, arrow_dir)
+    bus = _Bus(s) if cfg.bus else None
+    loop = asyncio.get_running_loop()
     interval = s.scan_interval_s
+    need_venue = engine.rows < HISTORY_ROWS and cfg.venue_backfill
+    if engine.rows < HISTORY_ROWS and not cfg.venue_backfill:
+        log.info("venue backfill disabled; windows stay null until live scans fill them")
+
+    async def prepare():
+        got = await _bounded_venue_backfill(cfg, symbols, stop) if need_venue else None
+        if bus is not None:
+            # one map write per scan: do not start scanning before the bus is there (bounded wait)
+            if not await loop.run_in_executor(None, bus.connected.wait, s.hz_connect_timeout_s):
+                log.warning("bus: not connected after %.1fs; scanning anyway (Arrow only until it is)",
+                            s.hz_connect_timeout_s)
+        return got
+
+    # While history loads, the book is sampled on the scan grid (no scan numbers, nothing published):
+    # the samples after the venue history's market "now" bridge it to the first published scan, so
+    # every return in the windows spans one scan step however long the fetch took (market time runs
+    # speed x faster than wall time on the simulator).
+    t0 = clock.monotonic()
+    k = 1
+    pending: list[tuple[float, list[float | None]]] = []
+    prep = asyncio.create_task(prepare())
+    while not prep.done():
+        delay = t0 + k * interval - clock.monotonic()
+        if delay > 0:
+            await asyncio.wait({prep}, timeout=delay)
+            if prep.done():
+                break
+        k += 1 + max(0, int((clock.monotonic() - (t0 + k * interval)) / interval))
+        prices = book.sample()
+        if any(p is not None for p in prices):
+            pending.append((time.monotonic(), prices))
+    got = prep.result()
+    if got is not None:
+        engine, vlast, hist = got
+        bridge = [(t, p) for t, p in pending if t >= hist.anchor_wall + interval / 2]
+        if bridge:
+            await loop.run_in_executor(None, warm, engine, [p for _, p in bridge],
+                                       [clock.time_ns() - int((time.monotonic() - t) * 1e9) for t, _ in bridge])
+            log.info("bridged %d live samples (scan cadence, not published) between the venue history and the "
+                     "first scan", len(bridge))
+        last = vlast
+    if last is not None and not pending:      # with samples taken, the book's jump references are current
+        book.seed_reference(last)
     produced = 0
-    next_t = clock.monotonic()
+    next_t = t0 + k * interval
     last_hb = -math.inf
     waiting_logged = False
     try:
@@ -408,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m scanner.ng8_scanner", description=__doc__.splitlines()[0])
     ap.add_argument("--hz-members", default=None, help="comma-separated host:port (DOLPHIN_HZ_MEMBERS)")
     ap.add_argument("--venue-ws", default=None, help="venue websocket base (DOLPHIN_VENUE_WS)")
+    ap.add_argument("--venue-rest", default=None, help="venue REST base (DOLPHIN_VENUE_REST; cold-start backfill)")
+    ap.add_argument("--no-venue-backfill", action="store_true",
+                    help="do not load venue 1s klines at a cold start (archive backfill only)")
     ap.add_argument("--data-dir", default=None, help="data directory (DOLPHIN_DATA_DIR)")
     ap.add_argument("--interval", type=float, default=None, help="scan interval s (DOLPHIN_SCAN_INTERVAL_S)")
     ap.add_argument("--precision", default="arb512", choices=("arb512", "float64"))
@@ -419,12 +525,21 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    venue_rest = a.venue_rest
+    if venue_rest is None and a.venue_ws and not os.environ.get("DOLPHIN_VENUE_REST"):
+        # the simulator serves REST and websockets on one port: same host, http(s) scheme
+        venue_rest = "http" + a.venue_ws[2:] if a.venue_ws.startswith(("ws://", "wss://")) else None
+        if venue_rest:
+            venue_rest = venue_rest.split("/ws")[0].split("/stream")[0].rstrip("/")
+            log.info("venue REST base derived from --venue-ws: %s (set --venue-rest for a separate REST host)",
+                     venue_rest)
     try:
         settings = load_settings(
             hz_members=tuple(x.strip() for x in a.hz_members.split(",")) if a.hz_members else None,
-            venue_ws=a.venue_ws, data_dir=a.data_dir, scan_interval_s=a.interval)
+            venue_ws=a.venue_ws, venue_rest=venue_rest, data_dir=a.data_dir, scan_interval_s=a.interval)
         cfg = ScannerConfig(settings=settings, precision=a.precision, stale_after_s=a.stale_after_s,
-                            backfill_max_gap_s=a.backfill_max_gap_s, max_scans=a.max_scans, bus=not a.no_bus)
+                            backfill_max_gap_s=a.backfill_max_gap_s, max_scans=a.max_scans, bus=not a.no_bus,
+                            venue_backfill=not a.no_venue_backfill)
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
         return 2

@@ -21,13 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stream-cap", type=int, default=200, help="max streams per websocket connection")
     ap.add_argument("--symbols", type=int, default=560, help="universe size (>= 540 by default)")
     ap.add_argument("--start-ms", type=int, default=None, help="market time origin (default: now)")
+    ap.add_argument("--klines-1s", type=int, default=4096,
+                    help="seconds of 1s klines served (simulator extension; 0 = off, as on USDT-M)")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = SimConfig(host=a.host, port=a.port, seed=a.seed, speed=a.speed, replay=a.replay,
-                        stream_cap=a.stream_cap, n_symbols=a.symbols, start_ms=a.start_ms)
+                        stream_cap=a.stream_cap, n_symbols=a.symbols, start_ms=a.start_ms,
+                        klines_1s=a.klines_1s)
     except ValueError as exc:
         logging.getLogger("venue_sim").error("bad configuration: %s", exc)
         return 2

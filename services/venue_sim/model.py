@@ -18,6 +18,17 @@ market time, so a forced regime shows in funding/DVOL/F&G within ~10 s).
 Regimes switch as a Markov chain with exponential holding times (calm 20 min, trending 10 min,
 stress 5 min mean, market time) unless forced by :meth:`force_regime`. A price driver other than
 the factor model (replay of recorded klines) can be plugged in through ``driver``.
+
+1s klines (a simulator extension; Binance USDT-M has no ``1s`` interval): live seconds are
+accumulated from the same per-tick trades as the 1m klines (close = last trade, a second without
+trades repeats the previous close with zero volume) into a ring of ``kline_1s_s`` seconds. The
+``kline_1s_s`` seconds *before* start are the same factor model aggregated to 1 s (the sum of ten
+100-ms tick returns: identical loadings, sector map, variance shares and drift of the initial
+regime; no cascades), generated lazily per symbol on first request and cached, built backward so the
+path ends at the start mid, with its own seed streams (deterministic per seed, never perturbing the
+live path). Pre-start closes are trade prices at the bid or ask around that path (trade probability
+and side from the trade model); open = previous close, high/low = max/min(open, close), volumes are
+drawn from the trade model.
 """
 from __future__ import annotations
 
@@ -35,6 +46,7 @@ BASE_SIGMA_TICK = 5e-4 / math.sqrt(50.0)   # 5-s return std ~5 bp in calm for vo
 KLINE_CAP = 1500                            # 1m klines kept per symbol (>= Binance max limit 1500)
 TAKER_CAP = 500                             # 5m taker-volume buckets kept
 BACKFILL_MIN = 600                          # synthetic 1m history before start (minutes)
+KLINE_1S_CAP = 4096                         # seconds of 1s klines served (simulator extension; 0 = off)
 LEVELS = 5
 
 
@@ -75,7 +87,8 @@ class MarketModel:
     """State of the simulated market; advance it with :meth:`step`."""
 
     def __init__(self, universe: tuple[SymbolSpec, ...], seed: int, start_ms: int,
-                 driver: PriceDriver | None = None, initial_regime: str = "calm") -> None:
+                 driver: PriceDriver | None = None, initial_regime: str = "calm",
+                 kline_1s_s: int = KLINE_1S_CAP) -> None:
         self.universe = universe
         self.symbols = tuple(s.symbol for s in universe)
         self.index = {s: i for i, s in enumerate(self.symbols)}
@@ -142,6 +155,7 @@ class MarketModel:
         self._init_klines(bf_rng)
         self._init_taker(bf_rng)
         self._init_indicator_history(bf_rng)
+        self._init_klines_1s(int(kline_1s_s))
 
     # ------------------------------------------------------------------ regime
     def _draw_hold(self, regime: str) -> int:
@@ -307,6 +321,18 @@ class MarketModel:
         ko["Q"][idx] += notional * is_buy
         self.taker_buy_cur[idx] += qty * is_buy
         self.taker_sell_cur[idx] += qty * ~is_buy
+        if self.k1_cap:
+            k1 = self.k1o
+            first = k1["n"][idx] == 0
+            k1["o"][idx] = np.where(first, px, k1["o"][idx])
+            k1["h"][idx] = np.where(first, px, np.maximum(k1["h"][idx], px))
+            k1["l"][idx] = np.where(first, px, np.minimum(k1["l"][idx], px))
+            k1["c"][idx] = px
+            k1["n"][idx] += fills
+            k1["v"][idx] += qty
+            k1["q"][idx] += notional
+            k1["V"][idx] += qty * is_buy
+            k1["Q"][idx] += notional * is_buy
 
     # ------------------------------------------------------------------ klines
     def _init_klines(self, rng: np.random.Generator) -> None:
@@ -372,6 +398,8 @@ class MarketModel:
             ko["h"][idx] = np.maximum(ko["h"][idx], px)
             ko["l"][idx] = np.minimum(ko["l"][idx], px)
         self.kline_closed = False
+        if self.k1_cap and self.t_ms >= self.k1_open_t + 1000:
+            self._k1_store()
         if self.t_ms >= self.k_open_t + 60_000:
             self._store_kline(self.k_open_t, ko["o"], ko["h"], ko["l"], ko["c"], ko["v"], ko["q"],
                               ko["V"], ko["Q"], ko["n"])
@@ -390,6 +418,133 @@ class MarketModel:
         fields = {f: np.append(self.k_hist[f][i, pos], self.k_open[f][i]) for f in self.k_hist}
         fields["n"] = np.append(self.k_hist_n[i, pos], self.k_open["n"][i])
         return times, fields
+
+    # ------------------------------------------------------------------ 1s klines (extension)
+    def _init_klines_1s(self, cap: int) -> None:
+        self.k1_cap = max(0, cap)
+        self.k1_count = 0
+        if not self.k1_cap:
+            return
+        n = self.n
+        self.k1_start = self.t_ms - self.t_ms % 1000        # open time of the first live second
+        # ring of closed live seconds, time-major; prices in half ticks (exact for trades and mids)
+        self.k1_ring = {f: np.zeros((self.k1_cap, n), dtype=np.int32) for f in ("o", "h", "l", "c", "n")}
+        self.k1_ring.update({f: np.zeros((self.k1_cap, n), dtype=np.float32) for f in ("v", "q", "V", "Q")})
+        self._k1_pre: dict[int, dict[str, np.ndarray]] = {}
+        self._k1_fac: tuple[np.ndarray, np.ndarray] | None = None
+        self._k1_initial = self.regime
+        self._k1_start_px = self._last_px().copy()      # the pre-start path ends here (lazy generation)
+        self._k1_new(self.k1_start, self._last_px())
+
+    def _k1_new(self, t0: int, px: np.ndarray) -> None:
+        n = self.n
+        self.k1_open_t = t0
+        self.k1o = {"o": px.copy(), "h": px.copy(), "l": px.copy(), "c": px.copy(),
+                    "v": np.zeros(n), "q": np.zeros(n), "V": np.zeros(n), "Q": np.zeros(n),
+                    "n": np.zeros(n, dtype=np.int64)}
+
+    def _k1_store(self) -> None:
+        pos = self.k1_count % self.k1_cap
+        half = 2.0 / self.tick_size
+        for f in ("o", "h", "l", "c"):
+            self.k1_ring[f][pos] = np.rint(self.k1o[f] * half)
+        for f in ("v", "q", "V", "Q", "n"):
+            self.k1_ring[f][pos] = self.k1o[f]
+        self.k1_count += 1
+        self._k1_new(self.k1_open_t + 1000, self.k1o["c"])
+
+    def _k1_prestart(self, i: int) -> dict[str, np.ndarray] | None:
+        """Return (and cache) the ``k1_cap`` pre-start 1s klines of symbol ``i`` (None under replay)."""
+        if self.driver is not None:
+            return None
+        got = self._k1_pre.get(i)
+        if got is not None:
+            return got
+        h = self.k1_cap
+        if self._k1_fac is None:
+            fr = np.random.default_rng(np.random.SeedSequence([self.seed, 11]))
+            self._k1_fac = (fr.standard_normal(h), fr.standard_normal((h, len(SECTORS))))
+        f_m, f_s = self._k1_fac
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 12, i]))
+        p = PARAMS[self._k1_initial]
+        sig = BASE_SIGMA_TICK * math.sqrt(1000 / TICK_MS) * self.vol_scale[i] * p.vol_mult
+        idio = max(0.0, 1.0 - p.market_share - p.sector_share)
+        r = sig * (math.sqrt(p.market_share) * self.beta[i] * f_m
+                   + math.sqrt(p.sector_share) * f_s[:, self.sector[i]] + math.sqrt(idio) * rng.standard_normal(h))
+        ticks_per_s = 1000 // TICK_MS
+        if self._k1_initial == "stress":
+            r -= ticks_per_s * 0.03 * sig / math.sqrt(ticks_per_s)
+        log_start = math.log(float(self._k1_start_px[i]))
+        tail = np.cumsum(r[::-1])[::-1]
+        mid = np.exp(log_start - tail + r)                 # mid at the end of each pre-start second
+        tick = float(self.tick_size[i])
+        spread = np.maximum(1, np.round(self.base_spread[i] * p.spread_mult * (1.0 + 0.3 * rng.random(h))))
+        bid = np.maximum(np.floor(mid / tick - spread / 2.0), 1)
+        lam = min(p.trade_rate * math.sqrt(self.liquidity[i]), 0.95)
+        trades = rng.binomial(ticks_per_s, lam, h)
+        buy = rng.random(h) < p.buy_prob
+        px_half = np.where(buy, bid + spread, bid) * 2
+        traded = trades > 0
+        # close = last trade; a second without trades repeats the previous close
+        idx = np.where(traded, np.arange(h), -1)
+        idx = np.maximum.accumulate(idx)
+        first_half = np.rint(mid[0] / tick * 2)
+        c = np.where(idx >= 0, px_half[np.maximum(idx, 0)], first_half)
+        o = np.concatenate(([first_half], c[:-1]))
+        fills = trades + rng.poisson(1.5 * trades)
+        qty = self.depth_usd[i] / mid * 0.025 * rng.lognormal(0.0, 1.0, h) * fills
+        st = float(self.step_size[i])
+        qty = np.where(fills > 0, np.maximum(np.round(qty / st), 1) * st, 0.0)
+        q = qty * c * tick / 2
+        bshare = np.where(buy, 0.7, 0.3)
+        got = {"o": o.astype(np.int32), "c": c.astype(np.int32), "h": np.maximum(o, c).astype(np.int32),
+               "l": np.minimum(o, c).astype(np.int32), "n": fills.astype(np.int32),
+               "v": qty.astype(np.float32), "q": q.astype(np.float32),
+               "V": (qty * bshare).astype(np.float32), "Q": (q * bshare).astype(np.float32)}
+        self._k1_pre[i] = got
+        return got
+
+    def klines_1s(self, i: int, start_ms: int | None, end_ms: int | None, limit: int
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Return (open_times, fields) of up to ``limit`` 1s klines of symbol ``i`` (prices in units).
+
+        Served window: the last ``k1_cap`` seconds before the open second, plus the open second.
+        With ``start_ms`` the oldest ``limit`` rows from it, else the newest ``limit`` rows up to ``end_ms``.
+        """
+        if not self.k1_cap:
+            raise ValueError("1s klines are disabled")
+        lo = self.k1_open_t - self.k1_cap * 1000
+        if self.driver is not None:
+            lo = max(lo, self.k1_start)
+        hi = self.k1_open_t
+        if end_ms is not None:
+            hi = min(hi, end_ms - end_ms % 1000)
+        if start_ms is not None:
+            lo = max(lo, -(-start_ms // 1000) * 1000)
+            hi = min(hi, lo + (limit - 1) * 1000)
+        else:
+            lo = max(lo, hi - (limit - 1) * 1000)
+        if hi < lo:
+            return np.zeros(0, dtype=np.int64), {f: np.zeros(0) for f in ("o", "h", "l", "c", "v", "q", "V", "Q", "n")}
+        times = np.arange(lo, hi + 1000, 1000, dtype=np.int64)
+        out = {f: np.zeros(times.size) for f in ("o", "h", "l", "c", "v", "q", "V", "Q", "n")}
+        tick_half = float(self.tick_size[i]) / 2.0
+        pre = times < self.k1_start
+        if pre.any():
+            pd = self._k1_prestart(i)
+            j = (times[pre] - (self.k1_start - self.k1_cap * 1000)) // 1000
+            for f in out:
+                out[f][pre] = pd[f][j] * (tick_half if f in "ohlc" else 1.0)
+        live = (times >= self.k1_start) & (times < self.k1_open_t)
+        if live.any():
+            pos = ((times[live] - self.k1_start) // 1000) % self.k1_cap
+            for f in out:
+                out[f][live] = self.k1_ring[f][pos, i] * (tick_half if f in "ohlc" else 1.0)
+        cur = times == self.k1_open_t
+        if cur.any():
+            for f in out:
+                out[f][cur] = self.k1o[f][i]
+        return times, out
 
     # ------------------------------------------------------------------ taker ratio
     def _init_taker(self, rng: np.random.Generator) -> None:

@@ -70,11 +70,11 @@ class RestApi:
             ra = self.rest_error["retry_after"]
             if self.rest_error["count"] == 0:
                 self.rest_error = None
-            body = {"code": -1003, "msg": ("Too many requests; current limit of IP(%s) is %d requests per "
-                                           "minute. Please use the websocket for live updates to avoid "
-                                           "polling the API." % (request.remote, WEIGHT_LIMIT))
+            body = ({"code": -1003, "msg": ("Too many requests; current limit of IP(%s) is %d requests per "
+                                            "minute. Please use the websocket for live updates to avoid "
+                                            "polling the API." % (request.remote, WEIGHT_LIMIT))}
                     if st in (418, 429) else {"code": -1000, "msg": "An unknown error occurred while "
-                                              "processing the request."}}
+                                              "processing the request."})
             return web.Response(body=orjson.dumps(body), status=st, content_type="application/json",
                                 headers={"Retry-After": str(ra),
                                          "X-MBX-USED-WEIGHT-1M": str(self._used_weight(request))})
@@ -155,6 +155,8 @@ class RestApi:
             return self._bad(-1102, "Mandatory parameter 'interval' was not sent, was empty/null, or "
                                     "malformed.", request)
         iv = _INTERVAL_MIN.get(interval)
+        if interval == "1s" and self.model.k1_cap:
+            iv = 0          # simulator extension (Binance spot has 1s klines, USDT-M does not)
         if iv is None:
             return self._bad(-1120, "Invalid interval.", request)
         limit = self._int_param(request, "limit", 500, 1, 1500)
@@ -168,7 +170,21 @@ class RestApi:
         w = 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
         if (r := self._over_limit(request, w)) is not None:
             return r
+        if iv == 0:
+            return self._json(self._klines_1s_rows(i, limit, st, et), request=request)
         return self._json(self._klines_rows(i, iv, limit, st, et), request=request)
+
+    def _klines_1s_rows(self, i: int, limit: int, st: int | None, et: int | None) -> list:
+        m = self.model
+        times, f = m.klines_1s(i, st, et, limit)
+        pd, qd = m.price_dec[i], m.qty_dec[i]
+        rows = []
+        for k in range(times.size):
+            t0 = int(times[k])
+            rows.append([t0, f"{f['o'][k]:.{pd}f}", f"{f['h'][k]:.{pd}f}", f"{f['l'][k]:.{pd}f}",
+                         f"{f['c'][k]:.{pd}f}", f"{f['v'][k]:.{qd}f}", t0 + 999, f"{f['q'][k]:.5f}",
+                         int(f["n"][k]), f"{f['V'][k]:.{qd}f}", f"{f['Q'][k]:.5f}", "0"])
+        return rows
 
     def _klines_rows(self, i: int, iv: int, limit: int, st: int | None, et: int | None) -> list:
         m = self.model

@@ -50,6 +50,7 @@ class SimConfig:
     stream_cap: int = 200
     n_symbols: int = 560
     start_ms: int | None = None     # market time origin; None = wall clock at start
+    klines_1s: int = 4096           # seconds of 1s klines served (extension); 0 = off, like USDT-M
 
     def __post_init__(self) -> None:
         if not 0.01 <= self.speed <= 1000:
@@ -58,6 +59,8 @@ class SimConfig:
             raise ValueError(f"--stream-cap {self.stream_cap}: must be >= 1")
         if not 50 <= self.n_symbols <= 5000:
             raise ValueError(f"--symbols {self.n_symbols}: must be in [50, 5000]")
+        if self.klines_1s != 0 and not 60 <= self.klines_1s <= 86_400:
+            raise ValueError(f"--klines-1s {self.klines_1s}: must be 0 (off) or in [60, 86400]")
         if not 0 < self.port < 65536:
             raise ValueError(f"--port {self.port}: out of range")
 
@@ -102,7 +105,7 @@ class VenueSim(RestApi):
         else:
             universe = build_universe(cfg.seed, cfg.n_symbols)
             start = cfg.start_ms if cfg.start_ms is not None else int(time.time() * 1000)
-        self.model = MarketModel(universe, cfg.seed, start, driver=driver)
+        self.model = MarketModel(universe, cfg.seed, start, driver=driver, kline_1s_s=cfg.klines_1s)
         self.replay_driver = driver
         self.lower_index = {s.lower(): i for i, s in enumerate(self.model.symbols)}
         self.conns: set[Conn] = set()
@@ -407,7 +410,7 @@ class VenueSim(RestApi):
         m = self.model
         return web.json_response({
             "market_time_ms": m.t_ms, "ticks": m.tick_no, "speed": self.cfg.speed, "seed": self.cfg.seed,
-            "n_symbols": m.n, "replay": self.cfg.replay, "regime": m.regime,
+            "n_symbols": m.n, "replay": self.cfg.replay, "regime": m.regime, "klines_1s_s": m.k1_cap,
             "connections": len(self.conns), "streams": sum(len(c.streams) for c in self.conns),
             "messages_sent": self.msgs_sent, "bytes_sent": self.bytes_sent, "garbage_sent": self.garbage_sent,
             "faults": self.active_faults()})

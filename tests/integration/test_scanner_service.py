@@ -30,7 +30,8 @@ def fast_venue(tmp_path):
 
 
 def _scanner(tmp_path, venue_port, hz_port=None, *extra, name="scanner"):
-    args = ["--venue-ws", f"ws://127.0.0.1:{venue_port}", "--data-dir", str(tmp_path / "data"), *extra]
+    args = ["--venue-ws", f"ws://127.0.0.1:{venue_port}", "--venue-rest", f"http://127.0.0.1:{venue_port}",
+            "--data-dir", str(tmp_path / "data"), *extra]
     if hz_port:
         args += ["--hz-members", f"127.0.0.1:{hz_port}"]
     else:
@@ -61,7 +62,8 @@ def test_n_scans_give_n_files_and_n_map_writes_and_restart_resumes_numbering(tmp
                             updated_func=on_event)
     arrow_dir = tmp_path / "data" / "arrow_scans"
     try:
-        p1 = _scanner(tmp_path, v_port, hz_port, "--interval", "0.1", "--max-scans", "12", name="scan1")
+        p1 = _scanner(tmp_path, v_port, hz_port, "--interval", "0.1", "--max-scans", "12", "--no-venue-backfill",
+                     name="scan1")
         assert p1.p.wait(60) == 0, p1.log_text()
         assert _numbers(arrow_dir) == list(range(1, 13))
         wait_until(lambda: len(seen) >= 12, 10, what="12 map writes")
@@ -71,7 +73,8 @@ def test_n_scans_give_n_files_and_n_map_writes_and_restart_resumes_numbering(tmp
         hb = maps.decode(maps.HEARTBEAT, "scanner", client.get_map(maps.HEARTBEAT).blocking().get("scanner"))
         assert hb["service"] == "scanner" and hb["scan_number"] >= 1
 
-        p2 = _scanner(tmp_path, v_port, hz_port, "--interval", "0.1", "--max-scans", "5", name="scan2")
+        p2 = _scanner(tmp_path, v_port, hz_port, "--interval", "0.1", "--max-scans", "5", "--no-venue-backfill",
+                     name="scan2")
         assert p2.p.wait(60) == 0, p2.log_text()
         assert "backfill: 12 archived scans" in p2.log_text()
         assert _numbers(arrow_dir) == list(range(1, 18))
@@ -120,10 +123,11 @@ def test_stress_regime_drives_lambda_up_and_vel_div_below_threshold_while_calm_d
     _, v_port = fast_venue
     _regime(v_port, "calm")
     arrow_dir = tmp_path / "data" / "arrow_scans"
+    # cold start from the simulator's 1s klines (772 scan steps of 2 market seconds): warm at the first scan
     p = _scanner(tmp_path, v_port, None, "--interval", "0.04", "--precision", "float64", name="regimes")
     try:
         first_warm = wait_until(lambda: (r := _last_record(arrow_dir)) and r["vel_div"] is not None and r,
-                                120, interval=0.5, what="vel_div warm (750 scans)")
+                                120, interval=0.5, what="vel_div warm (venue backfill)")
         s0 = first_warm["scan_number"]
         wait_until(lambda: _last_record(arrow_dir)["scan_number"] >= s0 + 120, 60, interval=0.2,
                    what="120 calm scans")
@@ -152,6 +156,8 @@ def test_stress_regime_drives_lambda_up_and_vel_div_below_threshold_while_calm_d
     print("scanner regime crossings:", json.dumps(summary), file=sys.stderr)
     (tmp_path / "crossings.json").write_text(json.dumps(summary))
     assert len(calm) >= 110 and len(stress) >= 290
+    assert "backfilled 772 scans from venue 1s klines" in p.log_text()
+    assert recs[0]["scan_number"] == 1 and recs[0]["vel_div"] is not None, "warm from the first scan"
     assert lam_stress > lam_calm + 0.2, summary
     # observed over seven runs: calm 0-2 crossings per ~120-155 scans (0-1.6 per 100; calm λ_50 with
     # W = N = 50 is noisy), stress 5-15 per ~200-300 scans (1.7-5.1 per 100)
