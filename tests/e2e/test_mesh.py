@@ -224,7 +224,19 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
             break
         time.sleep(0.02)  # scan cadence of the episode (the trader consumes in order)
     assert closed, mesh.log("event_trader")[-3000:]
-    wait_until(lambda: _entries(journal) > _entries(journal, "EXIT"), 10, what="a position open again")
+
+    def consumed(n: int) -> bool:
+        return json.loads(hb.get("event_trader"))["last_scan"] == n
+
+    # let the trader drain its backlog before reading the position it holds (it may exit and re-enter)
+    last = src.push(-0.06, -0.002, 0.003)
+    wait_until(lambda: consumed(last), 30, interval=0.2, what="trader caught up with the episode")
+    for _ in range(60):
+        if _entries(journal) > _entries(journal, "EXIT"):
+            break
+        last = src.push(-0.06, -0.002, 0.003)
+        wait_until(lambda: consumed(last), 30, interval=0.1, what="trader consumed the scan")
+    assert _entries(journal) > _entries(journal, "EXIT"), "no position open again after the episode"
     pnl_map = bus.get_map(maps.PNL_BLUE).blocking()
     state_map = bus.get_map(maps.STATE_BLUE).blocking()
     day = json.loads(state_map.get(maps.KEY_LATEST))["paper"]["day"]
