@@ -13,7 +13,10 @@ top eigenvalue share of the correlation matrix jumps in stress. Stress also mult
 by 3, thins books (x0.25 size, bids a further x0.6) and widens spreads (x4 ticks), starts liquidation cascades on whole
 sectors (extra sell pressure and a downward jump for ~3 s), pushes funding negative, taker buy
 share down, DVOL up and fear & greed down (slow variables relax toward regime targets, tau 5 s of
-market time, so a forced regime shows in funding/DVOL/F&G within ~10 s).
+market time, so a forced regime shows in funding/F&G within ~10 s). DVOL, a 30-day implied-volatility
+index, lags: it relaxes with tau ``DVOL_TAU_S`` = 20 min of market time, so the correlation break that
+the scanner sees comes first and DVOL follows over tens of minutes (a 5-minute stress episode lifts it
+by ~10 points; a long one takes it to the stress target).
 
 Regimes switch as a Markov chain with exponential holding times (calm 20 min, trending 10 min,
 stress 5 min mean, market time) unless forced by :meth:`force_regime`. A price driver other than
@@ -74,6 +77,7 @@ _NEXT = {"calm": (("trending", 0.6), ("stress", 0.4)),
          "trending": (("calm", 0.5), ("stress", 0.5)),
          "stress": (("calm", 0.7), ("trending", 0.3))}
 SLOW_TAU_S = 5.0
+DVOL_TAU_S = 1200.0
 
 
 class PriceDriver(Protocol):
@@ -234,8 +238,9 @@ class MarketModel:
         a = 1.0 - math.exp(-TICK_MS / 1000.0 / SLOW_TAU_S)
         fund_t = p.funding if self.regime != "trending" else (0.0002 if self.trend_sign > 0 else -0.00005)
         self.funding += a * (fund_t - self.funding) + rng.normal(0, 1e-6, n)
+        a_dvol = 1.0 - math.exp(-TICK_MS / 1000.0 / DVOL_TAU_S)
         for cur, k in (("BTC", 1.0), ("ETH", 1.1)):
-            self.dvol[cur] += a * (p.dvol * k - self.dvol[cur]) + rng.normal(0, 0.05)
+            self.dvol[cur] += a_dvol * (p.dvol * k - self.dvol[cur]) + rng.normal(0, 0.01)
         fng_t = p.fng if self.regime != "trending" else (64.0 if self.trend_sign > 0 else 38.0)
         self.fng += a * (fng_t - self.fng)
         self.basis += 0.05 * (-self.basis) + rng.normal(0, 2e-5, n)

@@ -1,6 +1,7 @@
 """Unit tests of the venue simulator's market model, universe, serialisers and replay driver (in-process)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from prod.settings import PRIORITY_SYMBOLS
 from services.venue_sim import messages as M
-from services.venue_sim.model import MarketModel
+from services.venue_sim.model import DVOL_TAU_S, PARAMS, MarketModel
 from services.venue_sim.replay import ReplayDriver, ReplayError
 from services.venue_sim.universe import build_universe
 
@@ -119,7 +120,11 @@ def test_stress_turns_funding_negative_raises_dvol_lowers_fng_and_buy_share(univ
         m.step()
     buys_stress = m.taker_buy_cur.sum() / (m.taker_buy_cur.sum() + m.taker_sell_cur.sum())
     assert float(np.median(m.funding)) < -0.0001 < calm[0]
-    assert m.dvol["BTC"] > 80 > calm[1]
+    STRESS_DVOL = PARAMS["stress"].dvol
+    # DVOL lags (tau DVOL_TAU_S): after 30 s of stress it has started to rise toward its target
+    expected = calm[1] + (STRESS_DVOL - calm[1]) * (1 - math.exp(-30.0 / DVOL_TAU_S))
+    assert m.dvol["BTC"] > calm[1] + 0.5 * (expected - calm[1])
+    assert m.dvol["BTC"] < 80 < STRESS_DVOL
     assert m.fng < 25 < calm[2]
     assert buys_stress < buys_calm - 0.1
     assert (m.bid_qty[:50] * m.mid[:50, None]).sum() < 0.6 * depth_calm
