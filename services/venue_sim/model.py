@@ -16,7 +16,9 @@ share down, DVOL up and fear & greed down (slow variables relax toward regime ta
 market time, so a forced regime shows in funding/F&G within ~10 s). DVOL, a 30-day implied-volatility
 index, lags: it relaxes with tau ``DVOL_TAU_S`` = 20 min of market time, so the correlation break that
 the scanner sees comes first and DVOL follows over tens of minutes (a 5-minute stress episode lifts it
-by ~10 points; a long one takes it to the stress target).
+by ~10 points; a long one takes it to the stress target). Liquidity withdrawal lags the break too: the
+book shape (size, spread, bid thinning, level gap) moves toward the stress shape with tau
+``LIQ_TAU_S`` = 90 s of market time and recovers at the same pace after it.
 
 Regimes switch as a Markov chain with exponential holding times (calm 20 min, trending 10 min,
 stress 5 min mean, market time) unless forced by :meth:`force_regime`. A price driver other than
@@ -78,6 +80,7 @@ _NEXT = {"calm": (("trending", 0.6), ("stress", 0.4)),
          "stress": (("calm", 0.7), ("trending", 0.3))}
 SLOW_TAU_S = 5.0
 DVOL_TAU_S = 1200.0
+LIQ_TAU_S = 90.0
 
 
 class PriceDriver(Protocol):
@@ -136,6 +139,8 @@ class MarketModel:
         self.basis = self.rng.normal(0, 1e-4, n)
         self.dvol = {"BTC": p.dvol, "ETH": p.dvol * 1.1}
         self.fng = p.fng
+        # liquidity stress in [0, 1]: how far books have thinned toward the stress shape (lags the regime)
+        self.liq_stress = 1.0 if initial_regime == "stress" else 0.0
         # book state
         self.update_id = (self.rng.integers(1_000_000, 9_000_000, n).astype(np.int64) * 1000)
         self.prev_update_id = self.update_id.copy()
@@ -176,11 +181,17 @@ class MarketModel:
         if regime == "trending":
             self.trend_sign = 1.0 if self.rng_regime.random() < 0.5 else -1.0
 
-    def force_regime(self, regime: str, hold_s: float | None = None) -> None:
-        """Switch to ``regime`` now and hold it ``hold_s`` seconds of market time (None: until released)."""
+    def force_regime(self, regime: str, hold_s: float | None = None, settle: bool = False) -> None:
+        """Switch to ``regime`` now and hold it ``hold_s`` seconds of market time (None: until released).
+
+        ``settle`` puts the lagging book shape (``liq_stress``) at the regime's target at once, as if the
+        regime had already lasted several ``LIQ_TAU_S`` (tests of order-book stress use it).
+        """
         if regime not in REGIMES:
             raise ValueError(f"unknown regime {regime!r}; expected one of {REGIMES}")
         self._set_regime(regime, True)
+        if settle:
+            self.liq_stress = 1.0 if regime == "stress" else 0.0
         self.forced = True
         self.forced_until = -1 if hold_s is None else self.t_ms + int(hold_s * 1000)
 
@@ -239,6 +250,8 @@ class MarketModel:
         fund_t = p.funding if self.regime != "trending" else (0.0002 if self.trend_sign > 0 else -0.00005)
         self.funding += a * (fund_t - self.funding) + rng.normal(0, 1e-6, n)
         a_dvol = 1.0 - math.exp(-TICK_MS / 1000.0 / DVOL_TAU_S)
+        a_liq = 1.0 - math.exp(-TICK_MS / 1000.0 / LIQ_TAU_S)
+        self.liq_stress += a_liq * ((1.0 if self.regime == "stress" else 0.0) - self.liq_stress)
         for cur, k in (("BTC", 1.0), ("ETH", 1.1)):
             self.dvol[cur] += a_dvol * (p.dvol * k - self.dvol[cur]) + rng.normal(0, 0.01)
         fng_t = p.fng if self.regime != "trending" else (64.0 if self.trend_sign > 0 else 38.0)
@@ -257,23 +270,31 @@ class MarketModel:
         self._klines_tick()
         self.record_indicators()
 
+    def _book_shape(self) -> tuple[float, float, float, int]:
+        """Return (spread_mult, depth_mult, bid_thinning, gap_mult) of the books now (lagged, see LIQ_TAU_S)."""
+        base = PARAMS["calm"] if self.regime == "stress" else PARAMS[self.regime]
+        st, ls = PARAMS["stress"], self.liq_stress
+        return (base.spread_mult + (st.spread_mult - base.spread_mult) * ls,
+                base.depth_mult + (st.depth_mult - base.depth_mult) * ls,
+                1.0 - 0.4 * ls, 2 if ls > 0.5 else 1)
+
     def _rebuild_books(self, refresh: np.ndarray) -> None:
-        p = PARAMS[self.regime]
         n = self.n
         rng = self.rng
-        spread = np.maximum(1, np.round(self.base_spread * p.spread_mult
+        spread_mult, depth_mult, bid_thin, gap_mult = self._book_shape()
+        spread = np.maximum(1, np.round(self.base_spread * spread_mult
                                         * (1.0 + 0.3 * rng.random(n)))).astype(np.int64)
         center = self.mid / self.tick_size
         best_bid = np.floor(center - spread / 2.0).astype(np.int64)
         best_bid = np.maximum(best_bid, 1)
         best_ask = best_bid + spread
-        gap = self.level_gap * (1 if self.regime != "stress" else 2)
+        gap = self.level_gap * gap_mult
         steps = np.arange(LEVELS, dtype=np.int64)
         self.bid_idx = best_bid[:, None] - gap[:, None] * steps[None, :]
         self.ask_idx = best_ask[:, None] + gap[:, None] * steps[None, :]
         self.bid_idx = np.maximum(self.bid_idx, 1)
         # sizes in base units, rounded to the lot step, at least one step
-        base_qty = self.depth_usd * p.depth_mult / self.mid
+        base_qty = self.depth_usd * depth_mult / self.mid
         k = int(refresh.sum())
         if k:
             shape = np.array([0.5, 0.8, 1.0, 1.3, 1.6])
@@ -281,8 +302,7 @@ class MarketModel:
             ra = rng.lognormal(0.0, 0.5, (k, LEVELS)) * shape
             bq = base_qty[refresh, None] * rb
             aq = base_qty[refresh, None] * ra
-            if self.regime == "stress":       # sellers dominate: bids thinner than asks
-                bq *= 0.6
+            bq *= bid_thin                     # in stress sellers dominate: bids thinner than asks
             casc = (self.cascade_left[self.sector] > 0)[refresh]
             bq[casc] *= 0.3
             st = self.step_size[refresh, None]

@@ -430,7 +430,8 @@ class VenueSim(RestApi):
                 self.model.release_regime()
             else:
                 hold = body.get("hold_s")
-                self.model.force_regime(str(body.get("regime")), None if hold is None else float(hold))
+                self.model.force_regime(str(body.get("regime")), None if hold is None else float(hold),
+                                        settle=bool(body.get("settle", False)))
         except (ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         log.info("venue_sim: regime -> %s (forced=%s)", self.model.regime, self.model.forced)

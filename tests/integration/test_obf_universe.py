@@ -108,7 +108,7 @@ def test_universe_features_faults_stall_and_stress(hz_member, venue, tmp_path, s
         calm = wait_until(lambda: (s := _stats(tmp_path))["n_macro_assets"] >= n_venue // 2 and s, 20,
                           what="macro warm")
         assert calm["regime_signal"] <= 0
-        _admin(vport, "/sim/admin/regime", {"regime": "stress", "hold_s": 60})
+        _admin(vport, "/sim/admin/regime", {"regime": "stress", "hold_s": 60, "settle": True})
         stressed = wait_until(lambda: (s := _stats(tmp_path))["regime_signal"] == 1 and s["cascade_count"] > 0
                               and s["withdrawal_stress"] > 0.5 and s, 20, what="regime_signal +1 under stress")
         assert calm["withdrawal_stress"] < 0.25

@@ -118,6 +118,10 @@ def test_stress_turns_funding_negative_raises_dvol_lowers_fng_and_buy_share(univ
     m.force_regime("stress")
     for _ in range(300):    # 30 s of market time (slow variables relax with tau 5 s)
         m.step()
+    # books thin with a lag (LIQ_TAU_S): after 30 s they have begun to thin, after 3 min they are thin
+    assert 0.6 * depth_calm < (m.bid_qty[:50] * m.mid[:50, None]).sum() < 0.97 * depth_calm
+    for _ in range(1500):
+        m.step()
     buys_stress = m.taker_buy_cur.sum() / (m.taker_buy_cur.sum() + m.taker_sell_cur.sum())
     assert float(np.median(m.funding)) < -0.0001 < calm[0]
     STRESS_DVOL = PARAMS["stress"].dvol
