@@ -339,10 +339,12 @@ def build_flow():
 
 
 # ---------------------------------------------------------------- supervised loop
-def _heartbeat(client: Any, **fields: Any) -> None:
+def _heartbeat(client: Any, wait: bool = False, **fields: Any) -> None:
     from prod.bus.client import write_heartbeat
     try:
-        write_heartbeat(client, SERVICE_NAME, **fields)
+        fut = write_heartbeat(client, SERVICE_NAME, **fields)
+        if wait:      # the last heartbeat before exiting must reach the member (bounded by the invocation timeout)
+            fut.result()
     except Exception as exc:  # noqa: BLE001
         log.warning("heartbeat failed (%r)", exc)
 
@@ -366,7 +368,7 @@ def run(fc: ForewarnerConfig, stop: threading.Event, once: bool = False) -> int:
         while not stop.is_set():
             payload = run_once(fc, client)
             last = {"last_status": payload["status"], "last_run": payload["ts"]} if payload else {"last_error": True}
-            _heartbeat(client, **last)
+            _heartbeat(client, wait=once, **last)
             if once:
                 rc = 0 if payload else 1
                 break

@@ -47,10 +47,15 @@ def make_client(settings: Settings, *, name: str | None = None, near_cache: dict
 
 
 def write_heartbeat(client: hazelcast.HazelcastClient, service: str, now: float | None = None,
-                    **fields: Any) -> None:
-    """Write ``DOLPHIN_HEARTBEAT[service]`` = {service, ts, pid, ...} (fire-and-forget)."""
+                    **fields: Any):
+    """Write ``DOLPHIN_HEARTBEAT[service]`` = {service, ts, pid, ...} without waiting.
+
+    Returns the write's future: a process about to exit waits on it (``.result(timeout)``) so its
+    last heartbeat is not lost with the connection (the invocation timeout bounds the wait).
+    ``.result()`` of a hazelcast future takes no timeout argument.
+    """
     payload = {"service": service, "ts": time.time() if now is None else now, "pid": os.getpid(), **fields}
-    client.get_map(maps.HEARTBEAT).set(service, maps.encode(maps.HEARTBEAT, service, payload))
+    return client.get_map(maps.HEARTBEAT).set(service, maps.encode(maps.HEARTBEAT, service, payload))
 
 
 def decoding_listener(map_name: str, on_value: Callable[[str, dict], None],

@@ -72,7 +72,7 @@ class TestWatchdogOnTheBus:
     def test_absent_mc_gives_orange_fallback_and_publishes_both_views(self, client):
         c, settings = client
         now = time.time()
-        write_heartbeat(c, "scanner", now=now)
+        write_heartbeat(c, "scanner", now=now).result()
         c.get_map(maps.FEATURES).blocking().set(maps.KEY_OBF_UNIVERSE, json.dumps(_good_obf(now)))
         wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1), c)
         p = wd.tick()
@@ -88,7 +88,7 @@ class TestWatchdogOnTheBus:
     def test_dvol_from_the_exf_payload_shape(self, client):
         c, settings = client
         now = time.time()
-        write_heartbeat(c, "scanner", now=now)
+        write_heartbeat(c, "scanner", now=now).result()
         fm = c.get_map(maps.FEATURES).blocking()
         fm.set(maps.KEY_OBF_UNIVERSE, json.dumps(_good_obf(now)))
         fm.set(maps.KEY_MC_FOREWARNER, json.dumps({"status": "GREEN", "ts": now}))
@@ -104,7 +104,7 @@ class TestWatchdogOnTheBus:
     def test_healthy_sensors_give_apex_and_garbage_mc_is_ignored(self, client):
         c, settings = client
         now = time.time()
-        write_heartbeat(c, "scanner", now=now)
+        write_heartbeat(c, "scanner", now=now).result()
         fm = c.get_map(maps.FEATURES).blocking()
         fm.set(maps.KEY_OBF_UNIVERSE, json.dumps(_good_obf(now)))
         fm.set(maps.KEY_MC_FOREWARNER, json.dumps({"status": "GREEN", "ts": now, "source": "REAL_MODEL"}))
@@ -122,7 +122,7 @@ class TestWatchdogOnTheBus:
         p = wd.tick()     # no obf snapshot yet → warming up
         assert p["warming_up"] and p["posture"] == "HIBERNATE" and wd.stack.rm is None
         now = time.time()
-        write_heartbeat(c, "scanner", now=now)
+        write_heartbeat(c, "scanner", now=now).result()
         c.get_map(maps.FEATURES).blocking().set(maps.KEY_OBF_UNIVERSE, json.dumps(_good_obf(now)))
         c.get_map(maps.FEATURES).blocking().set(maps.KEY_MC_FOREWARNER, json.dumps({"status": "GREEN", "ts": now}))
         p = wd.tick()     # ready: the fresh stack takes the first real reading directly
@@ -143,7 +143,7 @@ class TestWatchdogOnTheBus:
     def test_restart_resumes_stack_state(self, client):
         c, settings = client
         now = time.time()
-        write_heartbeat(c, "scanner", now=now)
+        write_heartbeat(c, "scanner", now=now).result()
         cfg = sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=0)
         wd = sw.SafetyWatchdog(cfg, c)
         wd.tick()
