@@ -4,18 +4,16 @@ from __future__ import annotations
 import pytest
 
 from prod.settings import load_settings
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import free_port, running_venue, start_listening
 
 
 @pytest.fixture
 def hz_member(tmp_path):
     """Start ``python -m services.hz_member`` on a free port; yields (Proc, port)."""
     port = free_port()
-    proc = Proc("services.hz_member", ["--host", "127.0.0.1", "--port", str(port),
-                                       "--cluster-name", "dolphin"], tmp_path / "hz_member.log").start()
+    proc = start_listening("services.hz_member", ["--host", "127.0.0.1", "--port", str(port),
+                                                  "--cluster-name", "dolphin"], tmp_path / "hz_member.log", port, 30)
     try:
-        wait_until(lambda: port_open(port) or proc.p.poll() is not None, 30, what="hz_member port")
-        assert proc.p.poll() is None, proc.log_text()
         yield proc, port
     finally:
         proc.stop()
@@ -23,16 +21,9 @@ def hz_member(tmp_path):
 
 @pytest.fixture
 def venue(tmp_path):
-    """Start ``python -m services.venue_sim`` on a free port (seed 42); yields (Proc, port)."""
-    port = free_port()
-    proc = Proc("services.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "42",
-                                       "--speed", "1"], tmp_path / "venue_sim.log").start()
-    try:
-        wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim port")
-        assert proc.p.poll() is None, proc.log_text()
-        yield proc, port
-    finally:
-        proc.stop()
+    """Start ``python -m services.venue_sim`` on a free port (seed 42, speed 1); yields (Proc, port)."""
+    with running_venue(tmp_path, "--speed", "1") as pv:
+        yield pv
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Shared test helpers: bounded condition waits, free ports, subprocess services."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -76,3 +77,34 @@ class Proc:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def start_listening(module: str, args: list[str], log_path: Path, port: int, timeout: float = 60.0,
+                    env: dict | None = None) -> Proc:
+    """Start ``python -m module args`` and wait until it listens on ``port`` (fail with its log if it dies)."""
+    proc = Proc(module, args, log_path, env=env).start()
+    try:
+        wait_until(lambda: port_open(port) or proc.p.poll() is not None, timeout, what=f"{module} port {port}")
+        assert proc.p.poll() is None, proc.log_text()
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+def start_venue(tmp_dir: Path, *extra: str, name: str = "venue_sim", seed: int = 42) -> tuple[Proc, int]:
+    """Start the venue simulator on a free loopback port; returns (Proc, port). Extra flags are appended."""
+    port = free_port()
+    proc = start_listening("services.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", str(seed),
+                                                  *extra], tmp_dir / f"{name}.log", port)
+    return proc, port
+
+
+@contextlib.contextmanager
+def running_venue(tmp_dir: Path, *extra: str, name: str = "venue_sim"):
+    """Context manager around :func:`start_venue` that stops the simulator on exit."""
+    proc, port = start_venue(tmp_dir, *extra, name=name)
+    try:
+        yield proc, port
+    finally:
+        proc.stop()

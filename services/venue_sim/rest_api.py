@@ -254,7 +254,6 @@ class RestApi:
         out = []
         uniq, first = np.unique(keys, return_index=True)
         bounds = list(first) + [len(keys)]
-        dec = self.model.qty_dec[i]
         for k, t0 in enumerate(uniq):
             a, b = bounds[k], bounds[k + 1]
             bv, sv = float(buy[a:b].sum()), float(sell[a:b].sum())

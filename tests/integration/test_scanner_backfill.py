@@ -15,7 +15,7 @@ from scanner import arrow_io
 from scanner.engine import INSTABILITY_SCANS, WINDOWS, EigenEngine
 from services.venue_sim.model import MarketModel
 from services.venue_sim.universe import build_universe
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import Proc, start_venue
 
 START = 1_700_000_000_000
 BACKFILL_RE = re.compile(r"backfilled (\d+) scans from venue 1s klines \(market time (\d+)\.\.(\d+) ms, "
@@ -23,12 +23,7 @@ BACKFILL_RE = re.compile(r"backfilled (\d+) scans from venue 1s klines \(market 
 
 
 def _sim(tmp_path, *extra, name="venue_bf"):
-    port = free_port()
-    proc = Proc("services.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "42",
-                                       "--symbols", "60", *extra], tmp_path / f"{name}.log").start()
-    wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim port")
-    assert proc.p.poll() is None, proc.log_text()
-    return proc, port
+    return start_venue(tmp_path, "--symbols", "60", *extra, name=name)
 
 
 def _scan_once(tmp_path, port, *extra, name="scanner_bf"):

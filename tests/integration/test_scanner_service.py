@@ -12,21 +12,14 @@ import pytest
 from prod.bus import maps
 from prod.bus.client import make_client
 from scanner import arrow_io
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import Proc, running_venue, wait_until
 
 
 @pytest.fixture
 def fast_venue(tmp_path):
     """Venue simulator at 50x market speed (~2 s of market time per 40 ms scan)."""
-    port = free_port()
-    proc = Proc("services.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "42",
-                                       "--speed", "50"], tmp_path / "venue_fast.log").start()
-    try:
-        wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim port")
-        assert proc.p.poll() is None, proc.log_text()
-        yield proc, port
-    finally:
-        proc.stop()
+    with running_venue(tmp_path, "--speed", "50", name="venue_fast") as pv:
+        yield pv
 
 
 def _scanner(tmp_path, venue_port, hz_port=None, *extra, name="scanner"):
