@@ -120,6 +120,8 @@ class DolphinTui(App):
                             connect_timeout=connect_timeout, retry_s=retry_s)
         self.views: dict[str, PanelView] = {}
         self.batches = 0
+        self._busline: BusLine | None = None
+        self._closing = False
 
     def compose(self) -> ComposeResult:
         yield BusLine("bus: connecting", id="bus")
@@ -130,12 +132,14 @@ class DolphinTui(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._busline = self.query_one("#bus", BusLine)
         self.redraw_all()
         self.set_interval(1.0, self.redraw_all)
         self.feed.start()
         self.run_worker(self._pump, thread=True, exclusive=False, name="bus-pump")
 
     def on_unmount(self) -> None:
+        self._closing = True
         self.feed.stop()
         self.inbox.ready.set()
 
@@ -153,8 +157,15 @@ class DolphinTui(App):
             except RuntimeError:      # the app is closing
                 return
 
+    def _can_draw(self) -> bool:
+        # a batch handed over by the pump thread can arrive while the app is shutting down and its
+        # widgets are already gone (seen in CI as NoMatches('#bus')): drawing is then skipped
+        return not self._closing and self._busline is not None and self._busline.is_attached
+
     def apply_batch(self, values: list[Decoded], status: tuple[bool, str] | None) -> None:
         """Apply one batch of bus values (UI loop only) and redraw what changed."""
+        if not self._can_draw():
+            return
         now = self.clock()
         self.batches += 1
         if status is not None:
@@ -162,11 +173,13 @@ class DolphinTui(App):
         touched = {p for d in values if (p := self.state.apply(d, now)) is not None}
         for p in touched:
             self.views[p].show(self.state.lines(p, now))
-        self.query_one("#bus", BusLine).show(self.state.header(now))
+        self._busline.show(self.state.header(now))
 
     def redraw_all(self) -> None:
+        if not self._can_draw():
+            return
         now = self.clock()
-        self.query_one("#bus", BusLine).show(self.state.header(now))
+        self._busline.show(self.state.header(now))
         for p, view in self.views.items():
             view.show(self.state.lines(p, now))
 
