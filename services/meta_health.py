@@ -37,19 +37,19 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from prod.bus import maps
+from services.lifecycle import serve, setup_logging
 from prod.settings import REPO_ROOT, Settings, load_settings
 
 log = logging.getLogger("meta_health")
@@ -638,19 +638,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-logs", default=None)
     ap.add_argument("--once", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     settings = load_settings(hz_members=tuple(args.hz_members.split(",")) if args.hz_members else None,
                              run_logs=args.run_logs)
     cfg = MHSConfig(settings=settings, supervisor_conf=os.path.abspath(args.supervisor_conf),
                     check_interval_s=args.check_interval, prefect_port=args.prefect_port,
                     min_obf_assets=args.min_obf_assets, once=args.once)
-    log.info("meta_health starting: %s", json.dumps({**asdict(cfg), "settings": settings.as_log_dict()}, default=str))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run(cfg, stop)
-    log.info("meta_health stopped")
-    return 0
+    return serve("meta_health", cfg, run)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ Sensors (decisions of ours where the bible leaves the source open):
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import signal
 import sys
 import threading
 import time
@@ -33,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 from prod.alpha.survival import SensorReadings, SurvivalStack
 from prod.bus import maps
+from services.lifecycle import serve, setup_logging
 from prod.settings import PRIORITY_SYMBOLS, Settings, load_settings
 
 log = logging.getLogger("safety_watchdog")
@@ -289,17 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ob-stale-s", type=float, default=180.0)
     ap.add_argument("--hz-members", default=None)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     settings = load_settings(hz_members=tuple(args.hz_members.split(",")) if args.hz_members else None)
     cfg = WatchdogConfig(settings=settings, interval_s=args.interval, ob_stale_s=args.ob_stale_s)
-    log.info("safety_watchdog starting: %s", json.dumps({**asdict(cfg), "settings": settings.as_log_dict()},
-                                                         default=str))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run(cfg, stop)
-    log.info("safety_watchdog stopped")
-    return 0
+    return serve("safety_watchdog", cfg, run)
 
 
 if __name__ == "__main__":

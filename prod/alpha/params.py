@@ -26,9 +26,31 @@ class ParamError(ValueError):
     """A parameter is unknown, mistyped or out of range (contract error: fix the config)."""
 
 
+class _DictParams:
+    """``to_dict``/``from_dict`` shared by the frozen parameter sets (unknown keys are refused)."""
+
+    _kind = "parameter"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>"):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ParamError(f"{source}: unknown {cls._kind}(s) {unknown}")
+        try:
+            return cls(**dict(d))
+        except ParamError as e:
+            raise ParamError(f"{source}: {e}") from None
+
+
 @dataclass(frozen=True)
-class EngineParams:
+class EngineParams(_DictParams):
     """Every parameter of NDAlphaEngine; defaults are the blue champion (§19.1)."""
+
+    _kind = "engine parameter"
 
     # direction: -1 SHORT (champion), +1 LONG (green)
     direction: int = SHORT
@@ -155,20 +177,6 @@ class EngineParams:
         need(self.initial_capital > 0, "initial_capital", "must be > 0")
 
     # --- helpers -------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> "EngineParams":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ParamError(f"{source}: unknown engine parameter(s) {unknown}")
-        try:
-            return cls(**dict(d))
-        except ParamError as e:
-            raise ParamError(f"{source}: {e}") from None
-
     def signed_gate(self) -> tuple[float, float]:
         """Return (threshold, extreme) in the SHORT-oriented frame x = -direction*... (see signal.py)."""
         if self.direction == SHORT:
@@ -177,8 +185,10 @@ class EngineParams:
 
 
 @dataclass(frozen=True)
-class AcbParams:
+class AcbParams(_DictParams):
     """ACB v6 constants (§10, §19.2); consumed by prod/alpha/acb.py."""
+
+    _kind = "acb parameter"
 
     beta_high: float = 0.8
     beta_low: float = 0.2
@@ -204,19 +214,6 @@ class AcbParams:
         if not 0 < self.w750_threshold_pct < 100:
             raise ParamError(f"w750_threshold_pct: must be in (0, 100) (got {self.w750_threshold_pct!r})")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> "AcbParams":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ParamError(f"{source}: unknown acb parameter(s) {unknown}")
-        try:
-            return cls(**dict(d))
-        except ParamError as e:
-            raise ParamError(f"{source}: {e}") from None
 
 
 #: frozen champion values (§19.1 + §19.2) that a blue config must match exactly
