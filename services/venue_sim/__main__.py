@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 
 from services.venue_sim.server import SimConfig, run
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-ms", type=int, default=None, help="market time origin (default: now)")
     ap.add_argument("--klines-1s", type=int, default=4096,
                     help="seconds of 1s klines served (simulator extension; 0 = off, as on USDT-M)")
+    ap.add_argument("--liq-tau-s", type=float, default=float(os.environ.get("DOLPHIN_SIM_LIQ_TAU_S") or 90.0),
+                    help="seconds of market time the books take to follow a regime (env DOLPHIN_SIM_LIQ_TAU_S)")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = SimConfig(host=a.host, port=a.port, seed=a.seed, speed=a.speed, replay=a.replay,
                         stream_cap=a.stream_cap, n_symbols=a.symbols, start_ms=a.start_ms,
-                        klines_1s=a.klines_1s)
+                        klines_1s=a.klines_1s, liq_tau_s=a.liq_tau_s)
     except ValueError as exc:
         logging.getLogger("venue_sim").error("bad configuration: %s", exc)
         return 2

@@ -18,7 +18,7 @@ index, lags: it relaxes with tau ``DVOL_TAU_S`` = 20 min of market time, so the 
 the scanner sees comes first and DVOL follows over tens of minutes (a 5-minute stress episode lifts it
 by ~10 points; a long one takes it to the stress target). Liquidity withdrawal lags the break too: the
 book shape (size, spread, bid thinning, level gap) moves toward the stress shape with tau
-``LIQ_TAU_S`` = 90 s of market time and recovers at the same pace after it.
+``LIQ_TAU_S`` = 90 s of market time (``liq_tau_s``, ``--liq-tau-s``) and recovers at the same pace after it.
 
 Regimes switch as a Markov chain with exponential holding times (calm 20 min, trending 10 min,
 stress 5 min mean, market time) unless forced by :meth:`force_regime`. A price driver other than
@@ -95,7 +95,10 @@ class MarketModel:
 
     def __init__(self, universe: tuple[SymbolSpec, ...], seed: int, start_ms: int,
                  driver: PriceDriver | None = None, initial_regime: str = "calm",
-                 kline_1s_s: int = KLINE_1S_CAP) -> None:
+                 kline_1s_s: int = KLINE_1S_CAP, liq_tau_s: float = LIQ_TAU_S) -> None:
+        if not (math.isfinite(liq_tau_s) and liq_tau_s > 0):
+            raise ValueError(f"liq_tau_s {liq_tau_s!r}: must be a positive number of seconds")
+        self.liq_tau_s = float(liq_tau_s)
         self.universe = universe
         self.symbols = tuple(s.symbol for s in universe)
         self.index = {s: i for i, s in enumerate(self.symbols)}
@@ -250,7 +253,7 @@ class MarketModel:
         fund_t = p.funding if self.regime != "trending" else (0.0002 if self.trend_sign > 0 else -0.00005)
         self.funding += a * (fund_t - self.funding) + rng.normal(0, 1e-6, n)
         a_dvol = 1.0 - math.exp(-TICK_MS / 1000.0 / DVOL_TAU_S)
-        a_liq = 1.0 - math.exp(-TICK_MS / 1000.0 / LIQ_TAU_S)
+        a_liq = 1.0 - math.exp(-TICK_MS / 1000.0 / self.liq_tau_s)
         self.liq_stress += a_liq * ((1.0 if self.regime == "stress" else 0.0) - self.liq_stress)
         for cur, k in (("BTC", 1.0), ("ETH", 1.1)):
             self.dvol[cur] += a_dvol * (p.dvol * k - self.dvol[cur]) + rng.normal(0, 0.01)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class SimConfig:
     n_symbols: int = 560
     start_ms: int | None = None     # market time origin; None = wall clock at start
     klines_1s: int = 4096           # seconds of 1s klines served (extension); 0 = off, like USDT-M
+    liq_tau_s: float = 90.0         # lag of the books' response to a regime (model.LIQ_TAU_S)
 
     def __post_init__(self) -> None:
         if not 0.01 <= self.speed <= 1000:
@@ -61,6 +63,8 @@ class SimConfig:
             raise ValueError(f"--symbols {self.n_symbols}: must be in [50, 5000]")
         if self.klines_1s != 0 and not 60 <= self.klines_1s <= 86_400:
             raise ValueError(f"--klines-1s {self.klines_1s}: must be 0 (off) or in [60, 86400]")
+        if not (math.isfinite(self.liq_tau_s) and 1.0 <= self.liq_tau_s <= 86_400):
+            raise ValueError(f"--liq-tau-s {self.liq_tau_s}: must be in [1, 86400] seconds")
         if not 0 < self.port < 65536:
             raise ValueError(f"--port {self.port}: out of range")
 
@@ -105,7 +109,8 @@ class VenueSim(RestApi):
         else:
             universe = build_universe(cfg.seed, cfg.n_symbols)
             start = cfg.start_ms if cfg.start_ms is not None else int(time.time() * 1000)
-        self.model = MarketModel(universe, cfg.seed, start, driver=driver, kline_1s_s=cfg.klines_1s)
+        self.model = MarketModel(universe, cfg.seed, start, driver=driver, kline_1s_s=cfg.klines_1s,
+                                 liq_tau_s=cfg.liq_tau_s)
         self.replay_driver = driver
         self.lower_index = {s.lower(): i for i, s in enumerate(self.model.symbols)}
         self.conns: set[Conn] = set()

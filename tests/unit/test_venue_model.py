@@ -205,3 +205,17 @@ def test_replay_driver_reads_parquet_with_microsecond_times(tmp_path):
     for _ in range(20):
         m.step()
     assert 98.0 < m.mid[0] < 103.0 and m.bid_idx[0, 0] < m.ask_idx[0, 0]
+
+
+def test_liq_tau_sets_how_fast_books_follow_a_stress_regime(universe):
+    fast, slow = MarketModel(universe, 5, START), MarketModel(universe, 5, START, liq_tau_s=3600.0)
+    for m in (fast, slow):
+        m.force_regime("stress")
+        for _ in range(900):    # 90 s of market time
+            m.step()
+    # 1 - exp(-90/90) ≈ 0.63 of the way to the stress book shape; with tau 1 h only ≈ 0.025
+    assert 0.55 < fast.liq_stress < 0.7
+    assert slow.liq_stress < 0.05
+    assert fast._book_shape()[1] < slow._book_shape()[1]     # depth multiplier: fast books are thinner
+    with pytest.raises(ValueError, match="liq_tau_s"):
+        MarketModel(universe, 5, START, liq_tau_s=0.0)
