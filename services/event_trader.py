@@ -286,7 +286,8 @@ class EventTrader:
         if self.engine.posture != self.posture:
             self.engine.set_posture(self.posture)
         eng = self.engine
-        before = _GateSnap(eng.day_base_boost, eng.day_beta, self.posture, eng.mc_gate_open)
+        # the gates this bar is evaluated under (a pending ACB update is applied by step_bar itself)
+        before = _GateSnap(*eng.next_acb, self.posture, eng.mc_gate_open)
         res = eng.step_bar(self.bar_idx, vd, prices, v50, v750, vol_ok)
         self.bar_idx += 1
         after = _GateSnap(eng.day_base_boost, eng.day_beta, self.posture, eng.mc_gate_open)

@@ -300,6 +300,11 @@ class NDAlphaEngine:
         return self._beta
 
     @property
+    def next_acb(self) -> tuple[float, float]:
+        """(boost, beta) the next ``step_bar`` will use: a pending ACB update, else the current values."""
+        return self._pending_acb if self._pending_acb is not None else (self._base_boost, self._beta)
+
+    @property
     def mc_status(self) -> str:
         return self._mc_status
 

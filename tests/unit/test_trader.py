@@ -292,3 +292,13 @@ class TestDecisionLoop:
         assert r["stale_state"] is True and tr.stale_state_events == 1
         tr.engine.step_bar = original
         assert tr.process(m.scan(3, 0.0))["stale_state"] is False
+
+    def test_an_acb_update_between_scans_is_applied_and_not_flagged_stale(self, tmp_path):
+        m = Market(time.time())
+        tr, _ = _trader(tmp_path, m)
+        tr.process(m.scan(1, 0.0))
+        beta0 = tr.engine.day_beta
+        tr.on_acb("acb_boost", {"boost": 1.5, "beta": 0.8 if beta0 != 0.8 else 0.2})   # listener, before the scan
+        r = tr.process(m.scan(2, 0.0))
+        assert r["stale_state"] is False and tr.stale_state_events == 0
+        assert tr.engine.day_beta != beta0 and tr.engine.day_base_boost == pytest.approx(1.5)
