@@ -17,7 +17,9 @@ Bible §14, §24.3, shared/ARCHITECTURE.md §4/§6. No polling on the hot path: 
    syncs the engine's capital to the paper account (capital sync), journals the event (SQLite WAL +
    hash-chained audit log) and publishes ``DOLPHIN_PNL_BLUE[date]`` and ``DOLPHIN_STATE_BLUE[latest]``;
 7. records the scan-to-decision latency (scanner ``timestamp_ns`` → decision) per scan, in the
-   heartbeat (p50/p99) and in ``<data>/trader/latency.csv``. Snapshots between trades (every 5 s)
+   heartbeat (p50/p99) and in ``<data>/trader/latency.csv``, with its publish-to-decision part
+   (``bridge_ts``, the time the scan was put on the bus, → decision; for the live scanner the
+   difference is the scan's computation). Snapshots between trades (every 5 s)
    are written and published by a persist thread, off the decision path.
 
 Posture comes from a cache kept by a poller of the CP AtomicReference ``DOLPHIN_SAFETY`` (map
@@ -300,7 +302,9 @@ class EventTrader:
         latency_ms = (t_dec - scan_ts) * 1e3
         self.latencies.append(latency_ms)
         bus_ms = (t_recv - scan_ts) * 1e3 if t_recv is not None else float("nan")
-        self._lat_buf.append(f"{sn},{latency_ms:.4f},{bus_ms:.4f}\n")
+        pub_ts = scan.get("bridge_ts")
+        pub_ms = (t_dec - pub_ts) * 1e3 if isinstance(pub_ts, (int, float)) and pub_ts > 0 else float("nan")
+        self._lat_buf.append(f"{sn},{latency_ms:.4f},{bus_ms:.4f},{pub_ms:.4f}\n")
         self.scans_processed += 1
         decision = {"scan_number": sn, "latency_ms": latency_ms, "vol_ok": vol_ok, "note": res.note,
                     "skipped": res.skipped, "stale_state": stale, "posture": self.posture}
@@ -486,7 +490,7 @@ class EventTrader:
             self.read_posture()
 
     def flush_latency_log(self) -> None:
-        """Append buffered ``scan_number,latency_ms,bus_ms`` lines to ``<data>/trader/latency.csv``.
+        """Append buffered ``scan_number,latency_ms,bus_ms,publish_to_decision_ms`` lines to ``<data>/trader/latency.csv``.
 
         ``bus_ms`` is the part from the scan timestamp to the listener callback (publish + member +
         event delivery); the rest is queueing and the decision itself.
