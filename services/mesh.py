@@ -5,10 +5,11 @@
 then prints ``supervisorctl status`` and where to look. ``down`` shuts supervisord and every program
 down. ``status`` prints both views.
 
-By default the committed config is used as is (embedded profile, ports 5701/8765, socket under
-``run/``, logs under ``run_logs/supervisor/``). Giving ``--instance-dir`` (tests, a second mesh on the
-same machine) or ``--profile cluster`` renders a copy of the config into that directory with its own
-socket, logs, data dir, ports and environment; the program commands stay the same.
+By default the committed config is used as is (embedded profile, ports 5701/8765 and Prefect 4200,
+socket under ``run/``, logs under ``run_logs/supervisor/``, Prefect state under ``data/prefect/``).
+Giving ``--instance-dir`` (tests, a second mesh on the same machine) or ``--profile cluster`` renders a
+copy of the config into that directory with its own socket, logs, data dir (Prefect's included), ports
+and environment; the program commands stay the same.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from prod.settings import REPO_ROOT
 CONF = REPO_ROOT / "supervisor" / "dolphin-supervisord.conf"
 DEFAULT_HZ_PORT = 5701
 DEFAULT_VENUE_PORT = 8765
+DEFAULT_PREFECT_PORT = 4200
 BIN = Path(sys.executable).parent
 
 
@@ -38,7 +40,8 @@ class MeshPaths:
     logdir: Path
     run_logs: Path
     env: dict = field(default_factory=dict)
-    ports: tuple = (DEFAULT_HZ_PORT, DEFAULT_VENUE_PORT)   # ports the embedded profile must find free
+    ports: tuple = (DEFAULT_HZ_PORT, DEFAULT_VENUE_PORT, DEFAULT_PREFECT_PORT)   # must be free (embedded profile)
+    prefect_home: Path | None = None   # PREFECT_HOME of the prefect program: created by up() (prefect makes no parents)
 
     @property
     def health_file(self) -> Path:
@@ -48,7 +51,8 @@ class MeshPaths:
 def default_paths() -> MeshPaths:
     return MeshPaths(conf=CONF, socket=REPO_ROOT / "run" / "supervisor.sock", pidfile=REPO_ROOT / "run" / "supervisord.pid",
                      logdir=REPO_ROOT / "run_logs" / "supervisor",
-                     run_logs=Path(os.environ.get("DOLPHIN_RUN_LOGS") or REPO_ROOT / "run_logs"))
+                     run_logs=Path(os.environ.get("DOLPHIN_RUN_LOGS") or REPO_ROOT / "run_logs"),
+                     prefect_home=REPO_ROOT / "data" / "prefect")
 
 
 def _set_in_section(text: str, section: str, key: str, value: str) -> str:
@@ -64,8 +68,22 @@ def _set_in_section(text: str, section: str, key: str, value: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _sub_in_section(text: str, section: str, pattern: str, repl: str) -> str:
+    """``re.sub(pattern, repl)`` on the lines of ``[section]`` only."""
+    out, cur = [], None
+    for line in text.splitlines():
+        m = re.match(r"^\[(.+)\]\s*$", line)
+        if m:
+            cur = m.group(1)
+        elif cur == section:
+            line = re.sub(pattern, repl, line)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def render_conf(text: str, *, instance_dir: Path, hz_port: int, venue_port: int, profile: str = "embedded",
-                mhs_interval: float | None = None, env: dict | None = None, trader_autostart: bool | None = None) -> str:
+                mhs_interval: float | None = None, env: dict | None = None, trader_autostart: bool | None = None,
+                prefect_port: int = DEFAULT_PREFECT_PORT) -> str:
     """Return the committed config rewritten for one instance directory (socket, logs, ports, env)."""
     inst = str(instance_dir)
     text = text.replace("%(here)s/../run/supervisor.sock", f"{inst}/sv.sock")
@@ -75,13 +93,15 @@ def render_conf(text: str, *, instance_dir: Path, hz_port: int, venue_port: int,
     text = text.replace("%(here)s/..", str(REPO_ROOT))
     text = text.replace(f"--port {DEFAULT_HZ_PORT} ", f"--port {hz_port} ")
     text = text.replace(f"--port {DEFAULT_VENUE_PORT} ", f"--port {venue_port} ")
+    text = _sub_in_section(text, "program:prefect", rf"--port {DEFAULT_PREFECT_PORT}\b", f"--port {prefect_port}")
+    text = _sub_in_section(text, "program:meta_health", r"--prefect-port \d+", f"--prefect-port {prefect_port}")
     if mhs_interval is not None:
         text = re.sub(r"--check-interval \S+", f"--check-interval {mhs_interval:g}", text)
     envs = {"PYTHONUNBUFFERED": "1", "DOLPHIN_PROFILE": profile, **(env or {})}
     env_line = ",".join(f'{k}="{v}"' for k, v in envs.items())
     text = _set_in_section(text, "supervisord", "environment", env_line)
     if profile == "cluster":
-        for prog in ("hz_member", "venue_sim", "event_trader"):
+        for prog in ("hz_member", "venue_sim", "prefect", "event_trader"):
             text = _set_in_section(text, f"program:{prog}", "autostart", "false")
     if trader_autostart is not None:
         text = _set_in_section(text, "program:event_trader", "autostart", "true" if trader_autostart else "false")
@@ -89,7 +109,8 @@ def render_conf(text: str, *, instance_dir: Path, hz_port: int, venue_port: int,
 
 
 def instance_paths(instance_dir: Path, hz_port: int, venue_port: int, profile: str, mhs_interval: float | None,
-                   extra_env: dict, trader_autostart: bool | None = None) -> MeshPaths:
+                   extra_env: dict, trader_autostart: bool | None = None,
+                   prefect_port: int = DEFAULT_PREFECT_PORT) -> MeshPaths:
     """Render the config into ``instance_dir`` and return its paths and child environment."""
     instance_dir = instance_dir.resolve()
     for d in (instance_dir, instance_dir / "logs", instance_dir / "run_logs"):
@@ -102,10 +123,11 @@ def instance_paths(instance_dir: Path, hz_port: int, venue_port: int, profile: s
     conf = instance_dir / "dolphin-supervisord.conf"
     conf.write_text(render_conf(CONF.read_text(), instance_dir=instance_dir, hz_port=hz_port, venue_port=venue_port,
                                 profile=profile, mhs_interval=mhs_interval, env=env,
-                                trader_autostart=trader_autostart))
+                                trader_autostart=trader_autostart, prefect_port=prefect_port))
     return MeshPaths(conf=conf, socket=instance_dir / "sv.sock", pidfile=instance_dir / "supervisord.pid",
                      logdir=instance_dir / "logs", run_logs=instance_dir / "run_logs", env=env,
-                     ports=(hz_port, venue_port) if profile == "embedded" else ())
+                     ports=(hz_port, venue_port, prefect_port) if profile == "embedded" else (),
+                     prefect_home=instance_dir / "data" / "prefect")
 
 
 def _port_in_use(port: int) -> bool:
@@ -138,8 +160,9 @@ def read_health(paths: MeshPaths) -> dict | None:
 
 def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True) -> int:
     """Start supervisord (daemonised) and wait for meta_health GREEN; return a process exit code."""
-    for d in (paths.socket.parent, paths.logdir, paths.run_logs, paths.pidfile.parent):
-        d.mkdir(parents=True, exist_ok=True)
+    for d in (paths.socket.parent, paths.logdir, paths.run_logs, paths.pidfile.parent, paths.prefect_home):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
     if is_up(paths):
         print(f"mesh already running (supervisord socket {paths.socket})")
         print(supervisorctl(paths, "status").stdout)
@@ -149,7 +172,8 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True) -> int:
     busy = [p for p in paths.ports if _port_in_use(p)]
     if busy:
         print(f"ERROR: port(s) {busy} already in use on 127.0.0.1 (another mesh or service?); stop it, or start "
-              f"this mesh elsewhere: python -m services.mesh up --instance-dir DIR --hz-port N --venue-port M",
+              f"this mesh elsewhere: python -m services.mesh up --instance-dir DIR --hz-port N --venue-port M "
+              f"--prefect-port P",
               file=sys.stderr)
         return 2
     t_start = time.time()
@@ -222,26 +246,38 @@ def status(paths: MeshPaths) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="DOLPHIN mesh driver (supervisord)")
     ap.add_argument("command", choices=("up", "down", "status"))
     ap.add_argument("--instance-dir", type=Path, default=None,
                     help="render the config into this directory (own socket, logs, data, ports)")
     ap.add_argument("--hz-port", type=int, default=DEFAULT_HZ_PORT)
     ap.add_argument("--venue-port", type=int, default=DEFAULT_VENUE_PORT)
+    ap.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT,
+                    help="port of the supervised Prefect server (and of MHS's M4 check)")
     ap.add_argument("--profile", choices=("embedded", "cluster"), default=os.environ.get("DOLPHIN_PROFILE", "embedded"))
     ap.add_argument("--mhs-interval", type=float, default=None)
     ap.add_argument("--no-trader", action="store_true", help="do not autostart the trader")
     ap.add_argument("--env", action="append", default=[], metavar="K=V", help="extra DOLPHIN_* for every program")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--no-wait", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def is_custom(args: argparse.Namespace) -> bool:
+    """True when the options differ from the committed config's, i.e. a rendered instance is needed."""
+    return (args.instance_dir is not None or args.profile != "embedded" or args.hz_port != DEFAULT_HZ_PORT
+            or args.venue_port != DEFAULT_VENUE_PORT or args.prefect_port != DEFAULT_PREFECT_PORT
+            or args.mhs_interval is not None or bool(args.env) or args.no_trader)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     extra = dict(kv.split("=", 1) for kv in args.env)
-    custom = (args.instance_dir is not None or args.profile != "embedded" or args.hz_port != DEFAULT_HZ_PORT
-              or args.venue_port != DEFAULT_VENUE_PORT or args.mhs_interval is not None or extra or args.no_trader)
-    if custom:
+    if is_custom(args):
         paths = instance_paths(args.instance_dir or REPO_ROOT / "run" / "instance", args.hz_port, args.venue_port,
-                               args.profile, args.mhs_interval, extra, False if args.no_trader else None)
+                               args.profile, args.mhs_interval, extra, False if args.no_trader else None,
+                               prefect_port=args.prefect_port)
     else:
         paths = default_paths()
     if args.command == "up":

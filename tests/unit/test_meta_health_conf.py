@@ -34,20 +34,39 @@ def test_committed_config_has_the_groups_and_relative_paths(tmp_path):
         assert name in progs, name
     assert "dolphin_data:mc_forewarner" not in CRITICAL_DATA_PROGRAMS   # autostart, but MHS never revives it
     for name, p in progs.items():
-        assert p.command.startswith(f"{tmp_path}/supervisor/../.venv/bin/python -m "), p.command
+        exe = "prefect server start " if name == "dolphin_core:prefect" else "python -m "
+        assert p.command.startswith(f"{tmp_path}/supervisor/../.venv/bin/{exe}"), p.command
         assert Path(p.stdout_logfile).resolve().parent == (tmp_path / "run_logs" / "supervisor").resolve()
         assert Path(p.directory).resolve() == tmp_path.resolve()
         assert p.autostart == (name != "dolphin:scan_bridge"), name   # trader autostarts (embedded)
     assert Path(opts.server_configs[0]["file"]).resolve() == (tmp_path / "run" / "supervisor.sock").resolve()
     assert "systemctl" not in mesh.CONF.read_text().replace("; ", "")
+    # the Prefect server: supervised in dolphin_core, state under data/, port 4200 where MHS's M4 looks
+    pf = progs["dolphin_core:prefect"]
+    assert pf.priority == 10 and pf.autorestart is not False
+    assert "--host 127.0.0.1 --port 4200 " in pf.command + " " and "--no-ui" in pf.command
+    assert Path(pf.environment["PREFECT_HOME"]).resolve() == (tmp_path / "data" / "prefect").resolve()
+    assert pf.environment["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert "--prefect-port 4200" in progs["dolphin_data:meta_health"].command
+    assert mesh.default_paths().prefect_home == mesh.REPO_ROOT / "data" / "prefect"
+    assert mesh.DEFAULT_PREFECT_PORT in mesh.default_paths().ports
 
 
 def test_rendered_instance_config(tmp_path):
-    paths = mesh.instance_paths(tmp_path / "inst", 15555, 16666, "embedded", 2.0, {"DOLPHIN_SCAN_INTERVAL_S": "1"})
+    paths = mesh.instance_paths(tmp_path / "inst", 15555, 16666, "embedded", 2.0, {"DOLPHIN_SCAN_INTERVAL_S": "1"},
+                                prefect_port=17777)
     opts = _parse(paths.conf)
     progs = _programs(opts)
     assert "--port 15555 " in progs["dolphin_core:hz_member"].command
     assert "--port 16666 " in progs["dolphin_core:venue_sim"].command
+    assert "--port 17777 " in progs["dolphin_core:prefect"].command + " "
+    assert "4200" not in progs["dolphin_core:prefect"].command
+    assert "--prefect-port 17777" in progs["dolphin_data:meta_health"].command
+    assert progs["dolphin_core:prefect"].autostart is True
+    inst = (tmp_path / "inst").resolve()
+    assert progs["dolphin_core:prefect"].environment["PREFECT_HOME"] == str(inst / "data" / "prefect")
+    assert paths.prefect_home == inst / "data" / "prefect"
+    assert paths.ports == (15555, 16666, 17777)
     assert "--check-interval 2 " in progs["dolphin_data:meta_health"].command + " "
     assert progs["dolphin_data:mc_forewarner"].command.endswith("-m services.mc_forewarner --interval-s 14400")
     assert progs["dolphin_data:mc_forewarner"].autostart is True
@@ -61,9 +80,38 @@ def test_rendered_instance_config(tmp_path):
 def test_cluster_profile_keeps_core_and_trader_manual(tmp_path):
     paths = mesh.instance_paths(tmp_path / "c", 5701, 8765, "cluster", None, {})
     progs = _programs(_parse(paths.conf))
-    for name in ("dolphin_core:hz_member", "dolphin_core:venue_sim", "dolphin:event_trader", "dolphin:scan_bridge"):
+    for name in ("dolphin_core:hz_member", "dolphin_core:venue_sim", "dolphin_core:prefect", "dolphin:event_trader",
+                 "dolphin:scan_bridge"):
         assert progs[name].autostart is False, name
     assert progs["dolphin_data:meta_health"].autostart is True
+    assert "--prefect-port 4200" in progs["dolphin_data:meta_health"].command   # the cluster's own Prefect
+    assert paths.ports == ()
+
+
+def test_a_non_default_prefect_port_means_a_rendered_instance():
+    parse = mesh.build_parser().parse_args
+    assert mesh.is_custom(parse(["up"])) is False
+    assert mesh.is_custom(parse(["up", "--prefect-port", "4200"])) is False
+    assert mesh.is_custom(parse(["up", "--prefect-port", "14200"])) is True
+    assert mesh.is_custom(parse(["status", "--hz-port", "15701"])) is True
+
+
+def test_cli_prefect_port_reaches_the_rendering_and_the_port_check(tmp_path, capsys):
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    try:
+        taken = srv.getsockname()[1]
+        assert mesh.main(["up", "--instance-dir", str(tmp_path / "q"), "--prefect-port", str(taken),
+                          "--timeout", "1"]) == 2
+        assert str(taken) in capsys.readouterr().err
+        conf = (tmp_path / "q" / "dolphin-supervisord.conf").read_text()
+        assert f"--prefect-port {taken}" in conf and f"--host 127.0.0.1 --port {taken} " in conf
+        assert (tmp_path / "q" / "data" / "prefect").is_dir()   # PREFECT_HOME made before supervisord starts
+        assert not (tmp_path / "q" / "sv.sock").exists()
+    finally:
+        srv.close()
 
 
 def test_status_of_a_mesh_that_is_not_running(tmp_path, capsys):
