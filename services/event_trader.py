@@ -137,6 +137,7 @@ class EventTrader:
         self.vol = VolRegime()
         self.bar_idx = 0
         self.last_scan: int | None = None
+        self.signals_not_taken = 0
         self._last_snapshot = 0.0
         self._persist_q: queue.Queue = queue.Queue()
         self._pub_lock = threading.Lock()
@@ -333,6 +334,10 @@ class EventTrader:
             log.info("EXIT #%d %s %s net=%.4f capital=%.4f", x.trade_id, x.asset, x.reason, fill.get("net", 0.0),
                      self.paper.capital)
         else:
+            if res.note not in ("in_position", "no_signal") and not res.skipped and eng.signal_fires(vd):
+                # the signal fired but a gate held it back: say which (operators ask "why no trade?")
+                self.signals_not_taken += 1
+                log.info("signal at scan %s (vel_div=%.4f) not taken: %s", sn, vd, res.note)
             if t_dec - self._last_snapshot >= self.cfg.snapshot_every_s:
                 # persisted and published by the persist thread, off the decision path
                 self._last_snapshot = t_dec
@@ -511,6 +516,7 @@ class EventTrader:
             try:
                 write_heartbeat(self.client, SERVICE_NAME, now=self.clock(), posture=self.posture,
                                 scans=self.scans_processed, last_scan=self.last_scan, dup=self.scans_dup, stale=self.scans_stale,
+                                signals_not_taken=self.signals_not_taken,
                                 latency=self.latency_stats(), capital=self.paper.capital,
                                 open_position=self.paper.position is not None)
             except Exception as exc:  # noqa: BLE001

@@ -299,6 +299,10 @@ class NDAlphaEngine:
     def day_beta(self) -> float:
         return self._beta
 
+    def signal_fires(self, vd: float) -> bool:
+        """True when ``vd`` passes the entry threshold in the engine's trade direction."""
+        return (vd if self._direction < 0 else -vd) < self._thr
+
     @property
     def next_acb(self) -> tuple[float, float]:
         """(boost, beta) the next ``step_bar`` will use: a pending ACB update, else the current values."""

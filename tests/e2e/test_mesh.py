@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from tests.helpers import REPO_ROOT, free_port, port_open, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
-AUTOSTART = ("dolphin_core:hz_member", "dolphin_core:venue_sim", "dolphin_data:exf_fetcher",
+AUTOSTART = ("dolphin_core:hz_member", "dolphin_core:venue_sim", "dolphin_core:prefect", "dolphin_data:exf_fetcher",
              "dolphin_data:acb_processor", "dolphin_data:obf_universe", "dolphin_data:scanner",
              "dolphin_data:safety_watchdog", "dolphin_data:meta_health", "dolphin_data:mc_forewarner",
              "dolphin:event_trader")
@@ -31,9 +32,9 @@ AUTOSTART = ("dolphin_core:hz_member", "dolphin_core:venue_sim", "dolphin_data:e
 class Mesh:
     def __init__(self, root: Path):
         self.root = root
-        self.hz_port, self.venue_port = free_port(), free_port()
+        self.hz_port, self.venue_port, self.prefect_port = free_port(), free_port(), free_port()
         self.args = ["--instance-dir", str(root), "--hz-port", str(self.hz_port), "--venue-port",
-                     str(self.venue_port), "--mhs-interval", "5"]
+                     str(self.venue_port), "--prefect-port", str(self.prefect_port), "--mhs-interval", "5"]
         self.conf = root / "dolphin-supervisord.conf"
         self.health = root / "run_logs" / "meta_health.json"
         self.up_seconds: float | None = None
@@ -77,18 +78,26 @@ def publish_mc_green(port: int) -> None:
         c.shutdown()
 
 
-def hold_calm(port: int) -> None:
-    import urllib.request
+def set_regime(port: int, regime: str, hold_s: float | None) -> None:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/sim/admin/regime", method="POST",
-                                 data=json.dumps({"regime": "calm", "hold_s": None}).encode(),
+                                 data=json.dumps({"regime": regime, "hold_s": hold_s}).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200
 
 
+# 1 s scans: the trader's 100-bar lookback fills in under two minutes, so the live path can trade within
+# the test budget. The books' response to a regime is slowed (tau 1 h of market time instead of 90 s): the
+# stress test checks the signal path (correlation break → vel_div → entry), not a race against thinning
+# books, which push the survival stack to TURTLE (no entries) about two minutes into a stress episode.
+LIVE_ENV = ("DOLPHIN_SCAN_INTERVAL_S=1", "DOLPHIN_SIM_LIQ_TAU_S=3600")
+
+
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     m = Mesh(tmp_path_factory.mktemp("mesh"))
+    for kv in LIVE_ENV:
+        m.args += ["--env", kv]
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *m.args, "--timeout", "150"], cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -99,7 +108,7 @@ def mesh(tmp_path_factory):
         # hold the simulator in its calm regime: a random switch to stress lifts DVOL to ~95, which the
         # survival stack reads as a spike (HIBERNATE for an hour) and would make the trading test flaky
         wait_until(lambda: port_open(m.venue_port) or proc.poll() is not None, 60, what="venue port")
-        hold_calm(m.venue_port)
+        set_regime(m.venue_port, "calm", None)
         out, _ = proc.communicate(timeout=200)
         m.up_seconds = time.monotonic() - t0
         m.up_output = out
@@ -127,21 +136,27 @@ def test_mesh_up_every_program_running_and_green_within_120s(mesh):
     assert st["dolphin:scan_bridge"][0] == "STOPPED"          # manual in every profile
     rep = mesh.report()
     assert rep["status"] == "GREEN" and rep["rm_meta"] > 0.85
+    assert rep["sensors"]["m4_control_plane"] == 1.0, rep["control_plane"]   # member and Prefect ports reachable
     assert "mesh is GREEN" in mesh.up_output and "supervisorctl" in mesh.up_output
+
+
+def _journal_rows(journal: Path, sql: str, *args) -> list:
+    con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def _scanner_numbers(mesh) -> set[int]:
+    """Scan numbers the live scanner wrote (one Arrow file per scan, ``scan_NNNNNN_...``)."""
+    return {int(p.name.split("_")[1]) for p in (mesh.root / "data").rglob("scan_*.arrow")}
 
 
 def test_garbage_on_the_bus_is_logged_and_ignored(mesh, bus):
     before = mesh.status()
     journal = mesh.root / "data" / "trader" / "journal.sqlite"
-
-    def entries():
-        con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
-        try:
-            return con.execute("SELECT COUNT(*) FROM events WHERE kind='ENTRY'").fetchone()[0]
-        finally:
-            con.close()
-
-    n0 = entries()
+    id0 = _journal_rows(journal, "SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
     fm = bus.get_map(maps.FEATURES).blocking()
     good_acb = fm.get(maps.KEY_ACB_BOOST)
     fm.set(maps.KEY_EIGEN_SCAN, "{this is not json")
@@ -151,7 +166,9 @@ def test_garbage_on_the_bus_is_logged_and_ignored(mesh, bus):
     after = mesh.status()
     for prog in AUTOSTART:
         assert after[prog] == before[prog], (prog, before[prog], after[prog])   # same pid: nothing crashed
-    assert entries() == n0
+    # the trader may trade the live market meanwhile (1 s scans), but only on scans the scanner wrote
+    traded = [sn for (sn,) in _journal_rows(journal, "SELECT scan_number FROM events WHERE kind='ENTRY' AND id > ?", id0)]
+    assert set(traded) <= _scanner_numbers(mesh), traded
     if good_acb is not None:   # the ACB processor rewrites only on change; put its value back
         fm.set(maps.KEY_ACB_BOOST, good_acb)
 
@@ -162,6 +179,48 @@ def _entries(journal: Path, kind: str = "ENTRY") -> int:
         return con.execute("SELECT COUNT(*) FROM events WHERE kind=?", (kind,)).fetchone()[0]
     finally:
         con.close()
+
+
+def test_a_stress_regime_in_the_simulator_produces_paper_trades(mesh, bus):
+    """The real path: simulator stress → books/klines → scanner (λ, vel_div) → bus → trader → DOLPHIN_PNL_BLUE."""
+    hb = bus.get_map(maps.HEARTBEAT).blocking()
+    lookback = 100   # prod/configs/blue.yml engine.lookback: bars before the first possible entry
+
+    def trader() -> dict:
+        return json.loads(hb.get("event_trader"))
+
+    wait_until(lambda: trader()["scans"] >= lookback and trader()["posture"] in ("APEX", "STALKER"), 240,
+               interval=1.0, what=f"trader warmed up on {lookback} live scans in a trading posture")
+    journal = mesh.root / "data" / "trader" / "journal.sqlite"
+    id0 = _journal_rows(journal, "SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+    onset_scan = trader()["last_scan"]
+    set_regime(mesh.venue_port, "stress", 1800)
+    try:
+        def stress_entry():
+            rows = _journal_rows(journal, "SELECT scan_number, payload FROM events WHERE kind='ENTRY' AND id > ?", id0)
+            return rows[0] if rows else None
+
+        wait_until(lambda: stress_entry() is not None, 420, interval=1.0,
+                   what="a paper entry on a live scan during the stress regime")
+        sn, payload = stress_entry()
+        fill = json.loads(payload)
+        assert sn > onset_scan and sn in _scanner_numbers(mesh), (sn, onset_scan)
+        assert fill["side"] == "SELL", fill              # SHORT-only config: a sell opens the position
+        with urllib.request.urlopen(f"http://127.0.0.1:{mesh.venue_port}/sim/regime", timeout=10) as resp:
+            regime = json.loads(resp.read())
+        assert regime["current"] == "stress" and regime["forced"], regime
+        pnl_map = bus.get_map(maps.PNL_BLUE).blocking()
+        day = json.loads(bus.get_map(maps.STATE_BLUE).blocking().get(maps.KEY_LATEST))["paper"]["day"]
+
+        def in_pnl() -> bool:
+            pnl = json.loads(pnl_map.get(day) or "null") or {}
+            seen = [t.get("trade_id") for t in pnl.get("last_trades", [])]
+            pos = pnl.get("open_position") or {}
+            return fill["trade_id"] in seen or pos.get("trade_id") == fill["trade_id"]
+
+        wait_until(in_pnl, 30, interval=0.5, what=f"trade {fill['trade_id']} in DOLPHIN_PNL_BLUE[{day}]")
+    finally:
+        set_regime(mesh.venue_port, "calm", None)
 
 
 class BridgeScans:
@@ -211,14 +270,14 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
     wait_until(lambda: json.loads(hb.get("event_trader"))["posture"] in ("APEX", "STALKER"), 60, interval=0.5,
                what="a trading posture (safety watchdog warmed up with MC GREEN)")
     journal = mesh.root / "data" / "trader" / "journal.sqlite"
-    n_entries0 = _entries(journal)
+    n_entries0, n_exits0 = _entries(journal), _entries(journal, "EXIT")
     src = BridgeScans(bus)
     for i in range(159):
         src.push(0.0, 0.0, 0.001 + i * 0.00002)
     closed = False
     for _ in range(120):
         src.push(-0.06, -0.002, 0.003)
-        if _entries(journal, "EXIT") > 0:
+        if _entries(journal, "EXIT") > n_exits0:
             closed = True
         if closed and _entries(journal) > _entries(journal, "EXIT"):
             break

@@ -246,6 +246,16 @@ class TestDecisionLoop:
             _run_until_entry(tr, m)
         assert tr.paper.trades == 0 and tr.paper.position is None
 
+    def test_a_signal_held_back_by_a_gate_is_counted_and_logged_with_the_gate(self, tmp_path, caplog):
+        m = Market(time.time())
+        tr, _ = _trader(tmp_path, m)
+        tr._set_posture("TURTLE", "test")          # TURTLE halts entries (§11.7)
+        with caplog.at_level("INFO", logger="event_trader"):
+            with pytest.raises(AssertionError, match="no entry"):
+                _run_until_entry(tr, m)
+        assert tr.signals_not_taken > 0
+        assert any("not taken: halted" in r.getMessage() for r in caplog.records)
+
     def test_restart_mid_position_restores_and_never_double_enters(self, tmp_path):
         m = Market(time.time())
         tr, j = _trader(tmp_path, m)
