@@ -224,6 +224,7 @@ def warm(engine: EigenEngine, rows: list[list[float | None]], timestamps_ns: lis
 
 
 VENUE_ROWS = max(WINDOWS) + INSTABILITY_SCANS + 2
+VENUE_WAIT_S = 45.0     # how long a cold start waits for an unreachable venue before starting without its history
 
 
 async def venue_backfill(cfg: "ScannerConfig", symbols: tuple[str, ...]):
@@ -233,6 +234,9 @@ async def venue_backfill(cfg: "ScannerConfig", symbols: tuple[str, ...]):
     s = cfg.settings
     t0 = time.monotonic()
     async with VenueRestClient(s.venue_rest, timeout_s=10.0, retries=2) as rest:
+        # the venue may be starting beside us: wait for it (bounded) rather than cold-start for good
+        if not await vb.wait_reachable(rest, VENUE_WAIT_S):
+            return None
         hist = await vb.fetch_history(rest, symbols, VENUE_ROWS, s.scan_interval_s, cfg.stale_s)
     if hist is None:
         return None

@@ -124,6 +124,40 @@ def sample(klines, times_ms: list[int], stale_ms: int) -> tuple[list[float | Non
     return out, rejected
 
 
+async def wait_reachable(rest, timeout_s: float, first_delay_s: float = 0.25, max_delay_s: float = 5.0,
+                         clock=time.monotonic) -> bool:
+    """Wait until the venue answers ``/fapi/v1/time``; False after ``timeout_s`` of transient failures.
+
+    A scanner often starts next to its venue (supervisord starts both at once; a venue restart, a
+    network blip): no HTTP answer at all (refused, reset, timed out) is retried with exponential backoff
+    instead of giving up the cold-start history for good. Any answer, an error status included (a 5xx,
+    a 4xx, a malformed body), returns True at once: :func:`fetch_history` then reports it.
+    """
+    from prod.venue.errors import VenueError, VenueUnreachableError
+    deadline = clock() + timeout_s
+    delay, tries = first_delay_s, 0
+    while True:
+        tries += 1
+        try:
+            await server_time(rest)
+            if tries > 1:
+                log.info("venue backfill: venue REST %s answers after %d tries", rest.rest_base, tries)
+            return True
+        except VenueUnreachableError as exc:
+            left = deadline - clock()
+            if left <= 0:
+                log.warning("venue backfill: venue REST %s unreachable for %.0fs (%s); no venue backfill", rest.rest_base,
+                            timeout_s, exc)
+                return False
+            if tries == 1:
+                log.info("venue backfill: venue REST %s not reachable yet (%s); retrying for up to %.0fs",
+                         rest.rest_base, exc, timeout_s)
+            await asyncio.sleep(min(delay, left))
+            delay = min(max_delay_s, delay * 2)
+        except (VenueError, ValueError):
+            return True
+
+
 async def fetch_history(rest, symbols: tuple[str, ...], n_rows: int, interval_s: float, stale_s: float,
                         weight_budget: int = 1500, clock=time.monotonic) -> VenueHistory | None:
     """Fetch and sample ``n_rows`` scan rows of venue history ending at market now; None if unavailable."""

@@ -7,7 +7,7 @@ Public API::
 See :mod:`prod.venue.stream`, :mod:`prod.venue.rest` and :mod:`prod.venue.schemas`.
 """
 from prod.venue.errors import (MalformedMessage, RateLimitedError, TransientVenueError, VenueError,
-                               VenueRequestError)
+                               VenueRequestError, VenueUnreachableError)
 from prod.venue.rest import VenueRestClient
 from prod.venue.schemas import (AggTradeEvent, BookTickerEvent, CrossedBook, DepthEvent, DepthSnapshot,
                                 DvolCandle, FearGreed, Kline, KlineEvent, MarkPriceArrayEvent, MarkPriceEvent,
@@ -30,6 +30,6 @@ __all__ = [
     "VenueStreamClient", "VenueRestClient", "StreamStats", "StreamEvent", "DepthEvent", "BookTickerEvent",
     "AggTradeEvent", "MarkPriceEvent", "MarkPriceArrayEvent", "KlineEvent", "SymbolInfo", "DepthSnapshot",
     "Kline", "PremiumIndex", "TakerRatio", "DvolCandle", "FearGreed", "VenueError", "TransientVenueError",
-    "RateLimitedError", "VenueRequestError", "MalformedMessage", "CrossedBook", "parse_stream_payload",
-    "parse_raw_payload", "depth_stream", "stream_name",
+    "VenueUnreachableError", "RateLimitedError", "VenueRequestError", "MalformedMessage", "CrossedBook",
+    "parse_stream_payload", "parse_raw_payload", "depth_stream", "stream_name",
 ]

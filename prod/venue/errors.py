@@ -10,6 +10,10 @@ class TransientVenueError(VenueError):
     """Network failure, timeout, 5xx or rate limit: retry later with backoff and jitter."""
 
 
+class VenueUnreachableError(TransientVenueError):
+    """No HTTP answer at all (connection refused or reset, DNS failure, timeout): the venue is not there yet."""
+
+
 class RateLimitedError(TransientVenueError):
     """HTTP 429/418 from the venue; ``retry_after_s`` is the venue's Retry-After (seconds)."""
 

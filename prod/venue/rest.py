@@ -22,7 +22,8 @@ import aiohttp
 import orjson
 
 from prod.venue import schemas as S
-from prod.venue.errors import MalformedMessage, RateLimitedError, TransientVenueError, VenueRequestError
+from prod.venue.errors import (MalformedMessage, RateLimitedError, TransientVenueError, VenueRequestError,
+                               VenueUnreachableError)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class VenueRestClient:
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                err: Exception = TransientVenueError(f"GET {url}: {type(exc).__name__}: {exc}")
+                err: Exception = VenueUnreachableError(f"GET {url}: {type(exc).__name__}: {exc}")
             else:
                 if status == 200:
                     try:

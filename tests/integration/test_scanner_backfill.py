@@ -15,7 +15,7 @@ from scanner import arrow_io
 from scanner.engine import INSTABILITY_SCANS, WINDOWS, EigenEngine
 from services.venue_sim.model import MarketModel
 from services.venue_sim.universe import build_universe
-from tests.helpers import Proc, start_venue
+from tests.helpers import Proc, free_port, start_listening, start_venue, wait_until
 
 START = 1_700_000_000_000
 BACKFILL_RE = re.compile(r"backfilled (\d+) scans from venue 1s klines \(market time (\d+)\.\.(\d+) ms, "
@@ -112,6 +112,35 @@ def test_fresh_scanner_first_scan_is_warm_and_lambda_matches_engine_on_kline_clo
         assert not bridged, "at 5 s x speed 1 the history ends one scan step before the first scan"
     finally:
         sim.stop()
+
+
+def test_a_venue_that_comes_up_after_the_scanner_still_gives_a_warm_first_scan(tmp_path):
+    # supervisord starts the scanner and the venue together; the venue may answer a moment later
+    port = free_port()
+    p = Proc("scanner.ng8_scanner", ["--venue-ws", f"ws://127.0.0.1:{port}", "--venue-rest",
+                                     f"http://127.0.0.1:{port}", "--data-dir", str(tmp_path / "scanner_late"),
+                                     "--no-bus", "--max-scans", "1", "--precision", "float64", "--interval", "5"],
+             tmp_path / "scanner_late.log").start()
+    sim = None
+    try:
+        wait_until(lambda: "not reachable yet" in p.log_text() or p.p.poll() is not None, 30,
+                   what="the scanner to find the venue down")
+        assert p.p.poll() is None, p.log_text()
+        sim = start_listening("services.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "42",
+                                                     "--symbols", "60"], tmp_path / "venue_late.log", port)
+        assert p.p.wait(90) == 0, p.log_text()
+        log = p.log_text()
+        assert re.search(r"venue REST \S+ answers after \d+ tries", log), log
+        assert BACKFILL_RE.search(log) and "no venue backfill" not in log, log
+        files = list(arrow_io.iter_scan_files(tmp_path / "scanner_late" / "arrow_scans"))
+        assert len(files) == 1
+        rec = arrow_io.read_scan(files[0])
+        assert rec["scan_number"] == 1 and rec["vel_div"] is not None
+        assert all(rec[f"w{w}_lambda_max"] is not None for w in WINDOWS)
+    finally:
+        p.stop()
+        if sim is not None:
+            sim.stop()
 
 
 def test_speed_above_one_samples_market_time_at_interval_times_speed(tmp_path):

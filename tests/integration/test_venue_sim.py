@@ -13,7 +13,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from prod.venue import (BookTickerEvent, DepthEvent, RateLimitedError, TransientVenueError, VenueRequestError,
-                        VenueRestClient, VenueStreamClient)
+                        VenueRestClient, VenueStreamClient, VenueUnreachableError)
 from tests.helpers import Proc, free_port, port_open, wait_until
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "venue"
@@ -137,6 +137,11 @@ def test_rest_client_typed_results_retry_after_and_timeouts(sim):
             http_json(port, "/sim/admin/fault", {"kind": "rest_error", "status": 503, "count": 2, "retry_after": 0})
             assert (await rest.premium_index("BTCUSDT"))[0].symbol == "BTCUSDT"
             assert rest.retried == before + 2
+            # 5xx beyond the retries: transient, but the venue answered (not "unreachable")
+            http_json(port, "/sim/admin/fault", {"kind": "rest_error", "status": 500, "count": 3, "retry_after": 0})
+            with pytest.raises(TransientVenueError) as e5:
+                await rest.premium_index("BTCUSDT")
+            assert not isinstance(e5.value, VenueUnreachableError) and "HTTP 500" in str(e5.value)
             # 418 with a Retry-After beyond the client's patience: raised, not waited
             rest.max_retry_after_s = 5
             http_json(port, "/sim/admin/fault", {"kind": "rest_error", "status": 418, "count": 1, "retry_after": 600})
@@ -147,9 +152,13 @@ def test_rest_client_typed_results_retry_after_and_timeouts(sim):
         http_json(port, "/sim/admin/fault", {"kind": "rest_delay", "delay_ms": 1500, "duration_s": 30})
         async with VenueRestClient(f"http://127.0.0.1:{port}", timeout_s=0.3, retries=1,
                                    backoff_initial_s=0.01) as slow:
-            with pytest.raises(TransientVenueError):
+            with pytest.raises(VenueUnreachableError):       # no answer in time: a TransientVenueError
                 await slow.depth("BTCUSDT", 5)
             assert slow.retried == 1
+        # nothing listening: unreachable
+        async with VenueRestClient(f"http://127.0.0.1:{free_port()}", retries=0) as gone:
+            with pytest.raises(VenueUnreachableError):
+                await gone.depth("BTCUSDT", 5)
 
     asyncio.run(body())
 
