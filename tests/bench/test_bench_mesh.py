@@ -49,9 +49,13 @@ def test_bench_mesh(tmp_path):
         return [l.split(",") for l in lat_file.read_text().splitlines()]
 
     try:
-        # first the live scanner's own scans (5 s cadence): scan timestamp → decision includes the scan's
-        # computation (λ at 512 bits); publish → decision is the bus and the trader
-        wait_until(lambda: len(rows()) >= N_LIVE, 300, interval=1.0, what=f"{N_LIVE} live scans decided")
+        # measure the settled mesh, not its start-up (Prefect creating its DB, OBF warm-up, backfills):
+        # wait for rm_meta 1.0 (every sensor healthy), then take the live scanner's own scans (5 s cadence):
+        # scan timestamp → decision includes the scan's computation (λ at 512 bits); publish → decision
+        # is the bus and the trader
+        wait_until(lambda: (m.report().get("rm_meta") or 0) >= 0.999, 240, interval=1.0, what="rm_meta 1.0")
+        n_startup = len(rows())
+        wait_until(lambda: len(rows()) >= n_startup + N_LIVE, 300, interval=1.0, what=f"{N_LIVE} live scans decided")
         fm = client.get_map(maps.FEATURES)
         rng = random.Random(3)
         prices = {a: 100.0 + i for i, a in enumerate(PRIORITY_SYMBOLS)}
@@ -71,7 +75,7 @@ def test_bench_mesh(tmp_path):
         lats = [float(r[1]) for r in bench_rows]
         bus = [float(r[2]) for r in bench_rows]
         decide = [a - b for a, b in zip(lats, bus)]
-        live_rows = [r for r in rows() if int(r[0]) < BASE]
+        live_rows = [r for r in rows()[n_startup:] if int(r[0]) < BASE]
         live = [float(r[1]) for r in live_rows]
         live_pub = [float(r[3]) for r in live_rows if len(r) > 3 and r[3] != "nan"]
 
