@@ -230,9 +230,10 @@ def test_a_stress_regime_in_the_simulator_produces_paper_trades(mesh, bus):
 class BridgeScans:
     """Scans published into latest_eigen_scan the way scan_bridge does (numbers above the live scanner's).
 
-    The live scanner's vel_div needs 750 scans of warm-up (w750), which does not fit the e2e budget, so
-    the stress episode is published here: prices start at the venue's current books and then walk
-    (calm with rising vol, then a falling, volatile stress leg with vel_div −0.06).
+    The live path has its own test above; the kill -9 test needs a position open at a moment it chooses,
+    which the simulator's stress regime gives only at random times, so its episode is published here:
+    prices start at the venue's current books and then walk (calm with rising vol, then a falling,
+    volatile stress leg with vel_div −0.06).
     """
 
     def __init__(self, bus, offset: int = 100_000):
