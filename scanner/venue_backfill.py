@@ -126,7 +126,7 @@ def sample(klines, times_ms: list[int], stale_ms: int) -> tuple[list[float | Non
 
 async def wait_reachable(rest, timeout_s: float, first_delay_s: float = 0.25, max_delay_s: float = 5.0,
                          clock=time.monotonic) -> bool:
-    """Wait until the venue answers ``/fapi/v1/time``; False after ``timeout_s`` of transient failures.
+    """Wait until the venue answers ``/fapi/v1/time``; False after ``timeout_s`` without any answer.
 
     A scanner often starts next to its venue (supervisord starts both at once; a venue restart, a
     network blip): no HTTP answer at all (refused, reset, timed out) is retried with exponential backoff
@@ -146,8 +146,8 @@ async def wait_reachable(rest, timeout_s: float, first_delay_s: float = 0.25, ma
         except VenueUnreachableError as exc:
             left = deadline - clock()
             if left <= 0:
-                log.warning("venue backfill: venue REST %s unreachable for %.0fs (%s); no venue backfill", rest.rest_base,
-                            timeout_s, exc)
+                log.warning("venue backfill: venue REST %s unreachable for %.0fs (%s); no venue backfill",
+                            rest.rest_base, timeout_s, exc)
                 return False
             if tries == 1:
                 log.info("venue backfill: venue REST %s not reachable yet (%s); retrying for up to %.0fs",
