@@ -9,9 +9,9 @@ from tests.helpers import free_port, running_venue, start_listening
 
 @pytest.fixture
 def hz_member(tmp_path):
-    """Start ``python -m services.hz_member`` on a free port; yields (Proc, port)."""
+    """Start ``python -m standins.hz_member`` on a free port; yields (Proc, port)."""
     port = free_port()
-    proc = start_listening("services.hz_member", ["--host", "127.0.0.1", "--port", str(port),
+    proc = start_listening("standins.hz_member", ["--host", "127.0.0.1", "--port", str(port),
                                                   "--cluster-name", "dolphin"], tmp_path / "hz_member.log", port, 30)
     try:
         yield proc, port
@@ -21,7 +21,7 @@ def hz_member(tmp_path):
 
 @pytest.fixture
 def venue(tmp_path):
-    """Start ``python -m services.venue_sim`` on a free port (seed 42, speed 1); yields (Proc, port)."""
+    """Start ``python -m standins.venue_sim`` on a free port (seed 42, speed 1); yields (Proc, port)."""
     with running_venue(tmp_path, "--speed", "1") as pv:
         yield pv
 

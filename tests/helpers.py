@@ -95,7 +95,7 @@ def start_listening(module: str, args: list[str], log_path: Path, port: int, tim
 def start_venue(tmp_dir: Path, *extra: str, name: str = "venue_sim", seed: int = 42) -> tuple[Proc, int]:
     """Start the venue simulator on a free loopback port; returns (Proc, port). Extra flags are appended."""
     port = free_port()
-    proc = start_listening("services.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", str(seed),
+    proc = start_listening("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", str(seed),
                                                   *extra], tmp_dir / f"{name}.log", port)
     return proc, port
 

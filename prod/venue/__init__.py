@@ -1,4 +1,4 @@
-"""Market-data clients for Binance USDT-M (real venue or services.venue_sim): streams, REST, typed events.
+"""Market-data clients for Binance USDT-M (real venue or standins.venue_sim): streams, REST, typed events.
 
 Public API::
 

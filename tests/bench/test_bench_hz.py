@@ -116,7 +116,7 @@ def _latency(port: int, rate: float = 200.0, seconds: float = 10.0) -> dict:
 
 def test_bench_hz(tmp_path):
     port = free_port()
-    proc = Proc("services.hz_member", ["--host", "127.0.0.1", "--port", str(port), "--cluster-name", "dolphin"],
+    proc = Proc("standins.hz_member", ["--host", "127.0.0.1", "--port", str(port), "--cluster-name", "dolphin"],
                 tmp_path / "hz.log").start()
     try:
         wait_until(lambda: port_open(port), 30, what="hz_member port")

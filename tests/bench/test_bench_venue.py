@@ -29,7 +29,7 @@ def _p99(xs):
 
 def test_bench_venue_full_universe(tmp_path):
     port = free_port()
-    proc = Proc("services.venue_sim", ["--port", str(port), "--seed", "42", "--speed", "1", "--stream-cap", "400",
+    proc = Proc("standins.venue_sim", ["--port", str(port), "--seed", "42", "--speed", "1", "--stream-cap", "400",
                                        "--log-level", "WARNING"], tmp_path / "sim.log").start()
     try:
         wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim")

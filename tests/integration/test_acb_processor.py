@@ -111,14 +111,14 @@ def test_processor_recovers_when_a_member_returns_on_the_same_port(tmp_path, set
     from tests.helpers import free_port, port_open
     port = free_port()
     args = ["--host", "127.0.0.1", "--port", str(port), "--cluster-name", "dolphin"]
-    m1 = Proc("services.hz_member", args, tmp_path / "hz1.log").start()
+    m1 = Proc("standins.hz_member", args, tmp_path / "hz1.log").start()
     wait_until(lambda: port_open(port), 30, what="member 1")
     proc = _start(tmp_path, port, "acb", "--heartbeat-s", "1")
     m2 = None
     try:
         wait_until(lambda: "lock released" in proc.log_text(), 30, what="processor up")
         m1.kill()
-        m2 = Proc("services.hz_member", args, tmp_path / "hz2.log").start()
+        m2 = Proc("standins.hz_member", args, tmp_path / "hz2.log").start()
         wait_until(lambda: port_open(port), 30, what="member 2")
         client = make_client(settings_for(hz_port=port))
         try:

@@ -59,7 +59,7 @@ def start_worker(*args: str) -> subprocess.Popen:
 
 
 def start_member(tmp_path, port: int, *extra: str, env: dict | None = None, tag: str = "m") -> Proc:
-    proc = Proc("services.hz_member", ["--host", "127.0.0.1", "--port", str(port), "--cluster-name", "dolphin",
+    proc = Proc("standins.hz_member", ["--host", "127.0.0.1", "--port", str(port), "--cluster-name", "dolphin",
                                        *extra], tmp_path / f"hz_member_{tag}.log", env=env).start()
     wait_until(lambda: port_open(port) or proc.p.poll() is not None, 30, what="hz_member port")
     assert proc.p.poll() is None, proc.log_text()

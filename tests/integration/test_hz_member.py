@@ -26,7 +26,7 @@ def _client(port: int, **kw) -> hazelcast.HazelcastClient:
 
 
 def _start_member(port: int, log_path, *extra: str) -> Proc:
-    proc = Proc("services.hz_member", ["--host", "127.0.0.1", "--port", str(port), "--cluster-name", "dolphin",
+    proc = Proc("standins.hz_member", ["--host", "127.0.0.1", "--port", str(port), "--cluster-name", "dolphin",
                                        *extra], log_path).start()
     wait_until(lambda: port_open(port) or proc.p.poll() is not None, 30, what="hz_member port")
     assert proc.p.poll() is None, proc.log_text()
@@ -409,7 +409,7 @@ def test_inspect_lists_maps_with_sizes_and_prints_entries(member, client):
     client.get_map(name).blocking().put_all({"BTCUSDT": '{"px": 1}', "ETHUSDT": "plain"})
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "services.hz_member.inspect", "--members",
+        return subprocess.run([sys.executable, "-m", "prod.bus.inspect", "--members",
                                f"127.0.0.1:{member[1]}", *args], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=60)
     listing = run()

@@ -10,7 +10,7 @@ import pytest
 
 from prod.bus import maps
 from prod.bus.client import make_client
-from services import safety_watchdog as sw
+from services.safety_watchdog import main as sw
 from tests.helpers import REPO_ROOT, Proc, wait_until
 
 pytestmark = pytest.mark.timeout(60)

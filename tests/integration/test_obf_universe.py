@@ -135,7 +135,7 @@ def test_breaker_opens_when_member_dies_and_closes_when_it_returns(venue, tmp_pa
     _, vport = venue
     hz_port = free_port()
     member_args = ["--host", "127.0.0.1", "--port", str(hz_port), "--cluster-name", "dolphin"]
-    member = Proc("services.hz_member", member_args, tmp_path / "hz1.log").start()
+    member = Proc("standins.hz_member", member_args, tmp_path / "hz1.log").start()
     wait_until(lambda: port_open(hz_port), 30, what="member 1")
     proc = _obf(tmp_path, hz_port, vport, "--max-symbols", "60", "--breaker-base-s", "0.5", "--breaker-max-s", "2",
                 "--write-timeout-s", "1", "--warmup-s", "4")
@@ -159,7 +159,7 @@ def test_breaker_opens_when_member_dies_and_closes_when_it_returns(venue, tmp_pa
         wait_until(lambda: _file(tmp_path)["_snapshot_utc"] > t_open + 1, 10, what="file fallback keeps updating")
         assert _file(tmp_path)["_n_assets"] == 60
         assert "circuit breaker OPENED" in proc.log_text()
-        member2 = Proc("services.hz_member", member_args, tmp_path / "hz2.log").start()
+        member2 = Proc("standins.hz_member", member_args, tmp_path / "hz2.log").start()
         wait_until(lambda: port_open(hz_port), 30, what="member 2 on the same port")
         wait_until(lambda: (s := _stats(tmp_path))["breaker"]["state"] == "CLOSED" and s["breaker"]["closed"] >= 1,
                    60, what="breaker closed again")

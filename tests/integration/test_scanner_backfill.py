@@ -13,8 +13,8 @@ from prod.venue.errors import VenueRequestError
 from prod.venue.rest import VenueRestClient
 from scanner import arrow_io
 from scanner.engine import INSTABILITY_SCANS, WINDOWS, EigenEngine
-from services.venue_sim.model import MarketModel
-from services.venue_sim.universe import build_universe
+from standins.venue_sim.model import MarketModel
+from standins.venue_sim.universe import build_universe
 from tests.helpers import Proc, free_port, start_listening, start_venue, wait_until
 
 START = 1_700_000_000_000
@@ -126,7 +126,7 @@ def test_a_venue_that_comes_up_after_the_scanner_still_gives_a_warm_first_scan(t
         wait_until(lambda: "not reachable yet" in p.log_text() or p.p.poll() is not None, 30,
                    what="the scanner to find the venue down")
         assert p.p.poll() is None, p.log_text()
-        sim = start_listening("services.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "42",
+        sim = start_listening("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "42",
                                                      "--symbols", "60"], tmp_path / "venue_late.log", port)
         assert p.p.wait(90) == 0, p.log_text()
         log = p.log_text()

@@ -140,7 +140,7 @@ def test_member_loss_shows_disconnected_and_recovers(hz_member, settings_for, tm
             await asyncio.to_thread(proc.kill)
             await _wait_for(pilot, lambda: _bus(app).startswith("bus: disconnected"), 10, "bus: disconnected")
             assert app.is_running
-            again = Proc("services.hz_member", ["--host", "127.0.0.1", "--port", str(port),
+            again = Proc("standins.hz_member", ["--host", "127.0.0.1", "--port", str(port),
                                                 "--cluster-name", "dolphin"], tmp_path / "hz_member2.log").start()
             try:
                 await asyncio.to_thread(wait_until, lambda: port_open(port), 20, 0.05, "member restarted")
@@ -169,7 +169,7 @@ def test_started_before_the_member_it_waits_then_connects_by_itself(settings_for
         async with app.run_test(size=(200, 60)) as pilot:
             await _wait_for(pilot, lambda: "unreachable" in _bus(app), 10, "first connect attempt failed")
             assert _bus(app).startswith("bus: disconnected")
-            member = Proc("services.hz_member", ["--host", "127.0.0.1", "--port", str(port),
+            member = Proc("standins.hz_member", ["--host", "127.0.0.1", "--port", str(port),
                                                  "--cluster-name", "dolphin"], tmp_path / "late_member.log").start()
             try:
                 await _wait_for(pilot, lambda: _bus(app).startswith("bus: connected"), 20, "bus connected")

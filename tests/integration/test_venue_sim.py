@@ -23,7 +23,7 @@ CAP = 6
 
 def _start(tmp: Path, name: str, *args: str) -> tuple[Proc, int]:
     port = free_port()
-    proc = Proc("services.venue_sim", ["--host", "127.0.0.1", "--port", str(port), *args], tmp / f"{name}.log").start()
+    proc = Proc("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), *args], tmp / f"{name}.log").start()
     wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what=f"{name} port")
     assert proc.p.poll() is None, proc.log_text()
     return proc, port
@@ -419,7 +419,7 @@ def test_replay_serves_the_recorded_sample_at_speed(tmp_path):
 
 
 def test_bad_replay_dir_exits_nonzero_with_a_clear_line(tmp_path):
-    proc = Proc("services.venue_sim", ["--port", str(free_port()), "--replay", str(tmp_path / "none")],
+    proc = Proc("standins.venue_sim", ["--port", str(free_port()), "--replay", str(tmp_path / "none")],
                 tmp_path / "bad.log").start()
     assert proc.p.wait(60) != 0
     assert "does not exist" in proc.log_text()

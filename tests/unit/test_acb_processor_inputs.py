@@ -7,7 +7,7 @@ import pytest
 
 from prod.alpha import acb
 from prod.settings import load_settings
-from services.acb_processor import AcbConfig, AcbInputs
+from services.acb_processor.main import AcbConfig, AcbInputs
 
 
 def _cfg(**kw):

@@ -6,7 +6,7 @@ import pytest
 from prod.bus import maps
 from prod.settings import load_settings
 from prod.venue import DvolCandle, FearGreed, PremiumIndex, TakerRatio
-from services.exf_fetcher import (ExfConfig, FetchError, build_indicators, build_payload, pick_dvol, pick_fng,
+from services.exf_fetcher.main import (ExfConfig, FetchError, build_indicators, build_payload, pick_dvol, pick_fng,
                                   pick_funding, pick_taker)
 
 

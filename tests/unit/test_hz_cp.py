@@ -26,9 +26,9 @@ from hazelcast.protocol.codec import (
 from hazelcast.serialization.bits import LE_INT, LE_UINT16
 from hazelcast.serialization.data import Data
 
-from services.hz_member import cp_codec
-from services.hz_member.base import HandlerError
-from services.hz_member.cp import CPConfig, CPService, LOCK_SERVICE, ATOMIC_LONG_SERVICE
+from standins.hz_member import cp_codec
+from standins.hz_member.base import HandlerError
+from standins.hz_member.cp import CPConfig, CPService, LOCK_SERVICE, ATOMIC_LONG_SERVICE
 
 
 class Clock:

@@ -13,10 +13,10 @@ from hazelcast.protocol.codec import (map_add_entry_listener_codec, map_add_entr
                                       map_set_ttl_codec, map_size_codec)
 from hazelcast.serialization.data import Data
 
-from services.hz_member import protocol as P
-from services.hz_member.imap import MapService
-from services.hz_member.snapshot import SnapshotStore
-from services.hz_member.values import data_string, string_data
+from standins.hz_member import protocol as P
+from standins.hz_member.imap import MapService
+from standins.hz_member.snapshot import SnapshotStore
+from standins.hz_member.values import data_string, string_data
 
 
 def frames(buf: bytes) -> list[InboundMessage]:
@@ -174,7 +174,7 @@ def test_fetch_near_cache_metadata_reports_per_partition_sequences(svc):
     from hazelcast.protocol.builtin import EntryListCodec, FixSizedTypesCodec, ListMultiFrameCodec, StringCodec
     from hazelcast.protocol.client_message import OutboundMessage, REQUEST_HEADER_SIZE, create_initial_buffer
     from hazelcast.protocol.codec import map_add_near_cache_invalidation_listener_codec as inval
-    from services.hz_member.imap import FETCH_NC_METADATA_REQUEST, partition_of
+    from standins.hz_member.imap import FETCH_NC_METADATA_REQUEST, partition_of
     call(svc, inval.encode_request("m", 256, True))
     for _ in range(3):
         call(svc, map_put_codec.encode_request("m", d("k"), d("x"), 1, -1))

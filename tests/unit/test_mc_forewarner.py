@@ -10,9 +10,9 @@ import pytest
 from prod.bus import maps
 from prod.configs import load_blue
 from prod.settings import load_settings
-from services import mc_forewarner as mf
-from services import safety_watchdog as sw
-from services.trader.journal import Journal
+from services.mc_forewarner import main as mf
+from services.safety_watchdog import main as sw
+from services.event_trader.journal import Journal
 
 NOW = 1_800_000_000.0
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from prod.settings import load_settings
-from services import meta_health as mh
+from services.meta_health import main as mh
 from tests.helpers import free_port, wait_until
 
 SAMPLE_STATUS = """\

@@ -6,7 +6,7 @@ from pathlib import Path
 from supervisor.options import ServerOptions
 
 from services import mesh
-from services.meta_health import CRITICAL_DATA_PROGRAMS, INFORMATIONAL_PROGRAMS
+from services.meta_health.main import CRITICAL_DATA_PROGRAMS, INFORMATIONAL_PROGRAMS
 
 
 # CPU priority (nice) of the programs off the latency-critical path; hz_member, scanner, event_trader and

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from services.obf.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from services.obf.features import AssetRolling, BookError, FeatureParams, book_features, macro, parse_depth
+from services.obf_universe.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from services.obf_universe.features import AssetRolling, BookError, FeatureParams, book_features, macro, parse_depth
 from prod.settings import load_settings
-from services.obf_universe import Feed, ObfConfig, State
+from services.obf_universe.main import Feed, ObfConfig, State
 
 FIXED = {"e": "depthUpdate", "E": 1700000000123, "T": 1700000000120, "s": "BTCUSDT",
          "b": [["100.0", "2"], ["99.5", "1"], ["98.0", "10"]],

@@ -9,7 +9,7 @@ import pytest
 from prod.bus import maps
 from prod.bus.client import make_client, write_heartbeat
 from prod.settings import PRIORITY_SYMBOLS
-from services import safety_watchdog as sw
+from services.safety_watchdog import main as sw
 
 NOW = 1_800_000_000.0
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from prod.settings import PRIORITY_SYMBOLS, load_settings
-from services.event_trader import EventTrader, TraderConfig, load_engine_params
-from services.trader.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
-from services.trader.lock import InstanceLock, LockBusy
-from services.trader.paper import TAKER_FEE, Book, PaperAccount, fill_price
-from services.trader.vol import VolRegime
+from services.event_trader.main import EventTrader, TraderConfig, load_engine_params
+from services.event_trader.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
+from services.event_trader.lock import InstanceLock, LockBusy
+from services.event_trader.paper import TAKER_FEE, Book, PaperAccount, fill_price
+from services.event_trader.vol import VolRegime
 
 
 
@@ -23,7 +23,7 @@ from services.trader.vol import VolRegime
 class TestInstanceLock:
     def test_second_holder_refused_with_pid_and_freed_after_kill9(self, tmp_path):
         path = tmp_path / "t.lock"
-        code = ("import sys,time; from services.trader.lock import InstanceLock; "
+        code = ("import sys,time; from services.event_trader.lock import InstanceLock; "
                 f"InstanceLock({str(path)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                              cwd=str(Path(__file__).resolve().parents[2]))
@@ -104,7 +104,7 @@ class TestJournal:
         j = _journal(tmp_path)
         j.append("ENTRY", {"a": 1}, 1)
         # simulate a crash after the audit append but before the journal commit
-        from services.trader.journal import AuditLine, line_hash
+        from services.event_trader.journal import AuditLine, line_hash
         h = line_hash(j.seq + 1, "1.0", j.tail, "EXIT", "{}")
         with open(tmp_path / "audit.log", "a") as fh:
             fh.write(AuditLine(j.seq + 1, "1.0", j.tail, "EXIT", "{}", h).render())

@@ -117,8 +117,8 @@ def test_trader_lifecycle_garbage_lock_kill9_restart(hz_member, settings_for, tm
 
 
 def test_posture_reads_atomic_reference_then_map_then_defaults_to_apex(hz_member, settings_for, tmp_path):
-    from services.event_trader import EventTrader, TraderConfig, load_engine_params
-    from services.trader.journal import Journal
+    from services.event_trader.main import EventTrader, TraderConfig, load_engine_params
+    from services.event_trader.journal import Journal
     _, port = hz_member
     settings = settings_for(hz_port=port)
     client = make_client(settings, name="test-posture")

@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from prod.settings import PRIORITY_SYMBOLS
-from services.venue_sim import messages as M
-from services.venue_sim.model import DVOL_TAU_S, PARAMS, MarketModel
-from services.venue_sim.replay import ReplayDriver, ReplayError
-from services.venue_sim.universe import build_universe
+from standins.venue_sim import messages as M
+from standins.venue_sim.model import DVOL_TAU_S, PARAMS, MarketModel
+from standins.venue_sim.replay import ReplayDriver, ReplayError
+from standins.venue_sim.universe import build_universe
 
 START = 1_700_000_000_000
 REPLAY_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "venue" / "replay"

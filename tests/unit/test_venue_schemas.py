@@ -10,9 +10,9 @@ import pytest
 
 from prod.venue import schemas as S
 from prod.venue.errors import MalformedMessage
-from services.venue_sim import messages as M
-from services.venue_sim.model import MarketModel
-from services.venue_sim.universe import build_universe
+from standins.venue_sim import messages as M
+from standins.venue_sim.model import MarketModel
+from standins.venue_sim.universe import build_universe
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "venue"
 # shared/ sits beside the repository in CI and on developer machines; a user's clone has none (tests skip)

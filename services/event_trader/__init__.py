@@ -1,0 +1,1 @@
+"""event_trader: the event-driven trader (listener on scans → NDAlphaEngine → fills, journal)."""

@@ -1,0 +1,1 @@
+"""exf_fetcher: external factors (funding, DVOL, fear & greed, taker ratio) onto the bus."""

@@ -1,0 +1,1 @@
+"""safety_watchdog: the survival stack on live sensors → posture in DOLPHIN_SAFETY."""

@@ -1,1 +1,0 @@
-"""Helpers of the event trader: trade journal + audit chain, single-instance lock, paper execution."""

@@ -1,0 +1,549 @@
+"""Network core of the embedded Hazelcast member: sockets, framing, authentication, cluster view, dispatch.
+
+One asyncio TCP server speaks the Hazelcast Open Binary Client Protocol well enough for the unmodified
+hazelcast-python-client (smart routing on) to treat it as a one-member cluster owning all 271
+partitions. Data services (IMap, CP) plug in through :mod:`standins.hz_member.base`. Responses and
+events are queued per connection and written once per event-loop iteration (after the group commit
+of ``--snapshot-dir``), so a burst of pipelined requests costs one ``write`` per socket.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import struct
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from hazelcast.core import Address, DistributedObjectInfo, MemberInfo, MemberVersion
+from hazelcast.protocol.builtin import (EntryListUUIDListIntegerCodec, FixSizedTypesCodec, ListMultiFrameCodec,
+                                        SetUUIDCodec, StringCodec)
+from hazelcast.protocol.client_message import Frame, InboundMessage, OutboundMessage, _IS_FINAL_FLAG
+from hazelcast.protocol.codec import (
+    client_add_cluster_view_listener_codec as c_view, client_add_distributed_object_listener_codec as c_dol,
+    client_authentication_codec as c_auth, client_create_proxy_codec as c_create,
+    client_destroy_proxy_codec as c_destroy, client_get_distributed_objects_codec as c_objects,
+    client_local_backup_listener_codec as c_backup, client_ping_codec as c_ping,
+    client_remove_distributed_object_listener_codec as c_rdol, client_send_all_schemas_codec as c_all_schemas,
+    client_send_schema_codec as c_schema, client_statistics_codec as c_stats,
+)
+from hazelcast.protocol.codec.custom.address_codec import AddressCodec
+from hazelcast.protocol.codec.custom.distributed_object_info_codec import DistributedObjectInfoCodec
+from hazelcast.protocol.codec.custom.member_info_codec import MemberInfoCodec
+
+from standins.hz_member import protocol as P
+from standins.hz_member.base import HandlerError
+from standins.hz_member.imap import MAP_SERVICE_NAME, MapService
+from standins.hz_member.snapshot import SnapshotStore
+
+log = logging.getLogger("hz_member")
+
+PARTITION_COUNT = 271
+SERVER_VERSION = "5.3.0"
+MAX_FRAME = 64 * 1024 * 1024          # a bigger frame is garbage, not a value
+MAX_MESSAGE = 128 * 1024 * 1024
+MAX_OUT_BUFFER = 256 * 1024 * 1024    # a client that stops reading is disconnected
+HEARTBEAT_S = 5.0
+_HEAD = struct.Struct("<iH")
+_REQ_HEAD = struct.Struct("<iqi")      # message type, correlation id, partition id
+_I32 = struct.Struct("<i")
+_I64 = struct.Struct("<q")
+_AUTH = c_auth._REQUEST_MESSAGE_TYPE
+_PROTOCOL = b"CP2"
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    """Effective configuration of the member process."""
+
+    host: str = "127.0.0.1"
+    port: int = 5701
+    cluster_name: str = "dolphin"
+    snapshot_dir: Path | None = None
+    tick_interval_s: float = 0.1
+    heartbeat_map: str | None = None
+
+    @property
+    def advertised_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+
+
+class _Ctx:
+    """RequestContext handed to service handlers."""
+
+    __slots__ = ("correlation_id", "partition_id", "client_uuid", "connection_id", "_conn", "_member")
+
+    def __init__(self, conn: "Connection", correlation_id: int, partition_id: int):
+        self.correlation_id = correlation_id
+        self.partition_id = partition_id
+        self.client_uuid = conn.client_uuid
+        self.connection_id = conn.id
+        self._conn = conn
+        self._member = conn.member
+
+    def send_event(self, msg: OutboundMessage) -> None:
+        self._conn.send(msg.buf)
+
+    def send_to_connection(self, connection_id: int, msg: OutboundMessage) -> None:
+        self._member.send_to(connection_id, msg.buf)
+
+
+class Connection(asyncio.Protocol):
+    """One client socket: incremental frame parser and batched writer."""
+
+    def __init__(self, member: "Member", conn_id: int):
+        self.member = member
+        self.id = conn_id
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.buf = bytearray()
+        self.started = False
+        self.msg: InboundMessage | None = None
+        self.msg_size = 0
+        self.out: list = []
+        self.pending = False
+        self.closed = False
+        self.authenticated = False
+        self.client_uuid: uuid.UUID | None = None
+        self.client_name = ""
+
+    # asyncio callbacks
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.member.connections[self.id] = self
+        log.debug("connection %d from %s", self.id, self.peer)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.member.on_connection_lost(self, exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        buf = self.buf
+        buf += data
+        pos = 0
+        if not self.started:
+            if len(buf) < 3:
+                if not _PROTOCOL.startswith(bytes(buf)):
+                    self.abort(f"bad protocol header {bytes(buf)!r} (expected b'CP2')")
+                return
+            if buf[:3] != _PROTOCOL:
+                self.abort(f"bad protocol header {bytes(buf[:3])!r} (expected b'CP2')")
+                return
+            self.started = True
+            pos = 3
+        n = len(buf)
+        on_message = self.member.on_message
+        mv = memoryview(buf)
+        while n - pos >= 6:
+            length, flags = _HEAD.unpack_from(buf, pos)
+            if length < 6 or length > MAX_FRAME:
+                self.abort(f"malformed frame: length {length}")
+                return
+            if n - pos < length:
+                break
+            frame = Frame(bytes(mv[pos + 6:pos + length]), flags)
+            pos += length
+            self.msg_size += length
+            if self.msg is None:
+                self.msg = InboundMessage(frame)
+            else:
+                if self.msg_size > MAX_MESSAGE:
+                    self.abort(f"message larger than {MAX_MESSAGE} bytes")
+                    return
+                self.msg.add_frame(frame)
+            if flags & _IS_FINAL_FLAG:
+                msg, self.msg, self.msg_size = self.msg, None, 0
+                on_message(self, msg)
+                if self.closed:
+                    mv.release()
+                    return
+        mv.release()
+        if pos:
+            del buf[:pos]
+
+    # writing
+    def send(self, data) -> None:
+        if self.closed:
+            return
+        self.out.append(data)
+        if not self.pending:
+            self.pending = True
+            self.member.mark_pending(self)
+
+    def flush(self) -> None:
+        self.pending = False
+        if self.closed or not self.out:
+            self.out.clear()
+            return
+        out = self.out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > MAX_OUT_BUFFER:
+            self.abort("client is not reading its socket (output buffer overflow)")
+
+    def abort(self, reason: str) -> None:
+        if self.closed:
+            return
+        log.warning("closing connection %d from %s (client %s): %s", self.id, self.peer,
+                    self.client_name or "unauthenticated", reason)
+        self.closed = True
+        self.out.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Member:
+    """The member: connection registry, dispatch table, services, tick loop and durability."""
+
+    def __init__(self, cfg: MemberConfig):
+        self.cfg = cfg
+        self.member_uuid = uuid.uuid4()
+        self.cluster_id = uuid.uuid4()
+        self.address = Address(cfg.advertised_host, cfg.port)
+        self.connections: dict[int, Connection] = {}
+        self._next_conn_id = 0
+        self._pending: list[Connection] = []
+        self._flush_scheduled = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.proxies: set[tuple[str, str]] = set()
+        self.map_service = MapService(self.member_uuid, self._send_raw)
+        self.services: list[Any] = [self.map_service]
+        try:
+            from standins.hz_member.cp import CPService  # noqa: WPS433 - optional sibling service
+            self.services.append(CPService())
+        except ImportError as exc:
+            log.warning("CP subsystem not available (%s); CP requests will be refused", exc)
+        except Exception:  # noqa: BLE001 - a broken CP module must not take the IMap down with it
+            log.exception("CP subsystem failed to load; CP requests will be refused")
+        self.handlers: dict[int, Callable] = {}
+        self._handler_owner: dict[int, Any] = {}
+        for svc in self.services:
+            for t, h in svc.handlers().items():
+                self.handlers[t] = h
+                self._handler_owner[t] = svc
+        core = {
+            _AUTH: self.h_auth, c_view._REQUEST_MESSAGE_TYPE: self.h_cluster_view,
+            c_ping._REQUEST_MESSAGE_TYPE: self.h_empty(c_ping), c_stats._REQUEST_MESSAGE_TYPE: self.h_empty(c_stats),
+            c_create._REQUEST_MESSAGE_TYPE: self.h_create_proxy, c_destroy._REQUEST_MESSAGE_TYPE: self.h_destroy_proxy,
+            c_objects._REQUEST_MESSAGE_TYPE: self.h_objects, c_backup._REQUEST_MESSAGE_TYPE: self.h_uuid(c_backup),
+            c_dol._REQUEST_MESSAGE_TYPE: self.h_uuid(c_dol), c_rdol._REQUEST_MESSAGE_TYPE: self.h_true(c_rdol),
+            c_all_schemas._REQUEST_MESSAGE_TYPE: self.h_empty(c_all_schemas),
+            c_schema._REQUEST_MESSAGE_TYPE: self.h_send_schema,
+        }
+        self.handlers.update(core)
+        self._dirty_services: set[int] = set()
+        self.store: SnapshotStore | None = None
+        if cfg.snapshot_dir is not None:
+            self.store = SnapshotStore(Path(cfg.snapshot_dir))
+            self._restore()
+            self.map_service.track_dirty = True
+        self._server: asyncio.AbstractServer | None = None
+        self.stats = {"messages": 0, "connections": 0, "unsupported": 0}
+
+    # ---- durability ----------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        assert self.store is not None
+        map_state, svc_states = self.store.load()
+        self.map_service.restore(map_state)
+        for svc in self.services[1:]:
+            name = type(svc).__name__
+            if name in svc_states:
+                try:
+                    svc.restore(svc_states[name])
+                    log.info("restored state of %s", name)
+                except Exception:  # noqa: BLE001
+                    log.exception("restore of %s from %s failed; starting it empty", name, self.store.path)
+
+    def _commit(self) -> None:
+        if self.store is None:
+            return
+        dirty = {type(s).__name__: s for s in self.services[1:] if id(s) in self._dirty_services}
+        self._dirty_services.clear()
+        if dirty or self.map_service.dirty or self.map_service.cleared:
+            try:
+                self.store.commit(self.map_service, dirty)
+            except Exception:  # noqa: BLE001
+                log.exception("snapshot commit to %s failed", self.store.path)
+
+    # ---- output --------------------------------------------------------------------------------
+
+    def _send_raw(self, conn_id: int, data) -> None:
+        conn = self.connections.get(conn_id)
+        if conn is not None:
+            conn.send(data)
+
+    def send_to(self, conn_id: int, data) -> None:
+        self._send_raw(conn_id, data)
+
+    def mark_pending(self, conn: Connection) -> None:
+        self._pending.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        self._commit()
+        pending, self._pending = self._pending, []
+        for conn in pending:
+            conn.flush()
+
+    # ---- connections ---------------------------------------------------------------------------
+
+    def new_connection(self) -> Connection:
+        self._next_conn_id += 1
+        self.stats["connections"] += 1
+        return Connection(self, self._next_conn_id)
+
+    def on_connection_lost(self, conn: Connection, exc) -> None:
+        self.connections.pop(conn.id, None)
+        if conn.authenticated:
+            log.info("client %s (%s) disconnected from %s%s", conn.client_name, conn.client_uuid, conn.peer,
+                     f": {exc}" if exc else "")
+        for svc in self.services:
+            try:
+                svc.on_connection_closed(conn.id, conn.client_uuid)
+            except Exception:  # noqa: BLE001
+                log.exception("%s.on_connection_closed failed", type(svc).__name__)
+        self._dirty_services.update(id(s) for s in self.services[1:])
+        self.schedule_flush()
+
+    def schedule_flush(self) -> None:
+        if not self._flush_scheduled and self.loop is not None:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    # ---- dispatch ------------------------------------------------------------------------------
+
+    def on_message(self, conn: Connection, msg: InboundMessage) -> None:
+        start = msg.start_frame
+        if len(start.buf) < 16:
+            conn.abort(f"malformed message: initial frame of {len(start.buf)} bytes")
+            return
+        if not start.has_unfragmented_message_flags():
+            conn.abort("fragmented client messages are not supported")
+            return
+        mtype, corr, pid = _REQ_HEAD.unpack_from(start.buf, 0)
+        self.stats["messages"] += 1
+        if not conn.authenticated and mtype != _AUTH:
+            out = P.error_response("com.hazelcast.client.AuthenticationException",
+                                   "hz_member: authenticate first (message type 0x%06X)" % mtype)
+        else:
+            handler = self.handlers.get(mtype)
+            if handler is None:
+                self.stats["unsupported"] += 1
+                name = P.codec_name(mtype)
+                log.warning("unsupported request %s (0x%06X) from %s", name, mtype, conn.client_name)
+                out = P.error_response("java.lang.UnsupportedOperationException",
+                                       "hz_member does not support %s (message type 0x%06X)" % (name, mtype))
+            else:
+                ctx = _Ctx(conn, corr, pid)
+                try:
+                    out = handler(ctx, msg)
+                except HandlerError as e:
+                    out = P.error_response(e.class_name, e.message)
+                except Exception as e:  # noqa: BLE001 - a bad request must not kill the member
+                    log.exception("handler for %s (0x%06X) failed on a request from %s",
+                                  P.codec_name(mtype), mtype, conn.client_name)
+                    out = P.error_response("com.hazelcast.core.HazelcastException",
+                                           "hz_member: %s failed: %s: %s" % (P.codec_name(mtype), type(e).__name__, e))
+                owner = self._handler_owner.get(mtype)
+                if owner is not None and owner is not self.map_service:
+                    self._dirty_services.add(id(owner))
+        if out is not None:
+            out.set_correlation_id(corr)
+            conn.send(out.buf)
+
+    # ---- core handlers -------------------------------------------------------------------------
+
+    def h_empty(self, codec):
+        t = codec._RESPONSE_MESSAGE_TYPE
+        return lambda ctx, msg: P.empty_response(t)
+
+    def h_uuid(self, codec):
+        t = codec._RESPONSE_MESSAGE_TYPE
+        return lambda ctx, msg: P.uuid_response(t, uuid.uuid4())
+
+    def h_true(self, codec):
+        t = codec._RESPONSE_MESSAGE_TYPE
+        return lambda ctx, msg: P.bool_response(t, True)
+
+    def h_auth(self, ctx: _Ctx, msg: InboundMessage) -> OutboundMessage:
+        f = P.initial(msg)
+        client_uuid = P.req_uuid(f, 0)
+        cluster_name = P.read_str(msg)
+        for _ in range(2):                      # username, password (nullable)
+            if not P.CodecUtil.next_frame_is_null_frame(msg):
+                msg.next_frame()
+        client_type = P.read_str(msg)
+        client_version = P.read_str(msg)
+        client_name = P.read_str(msg)
+        conn = ctx._conn
+        ok = cluster_name == self.cfg.cluster_name
+        buf = P.response(c_auth._RESPONSE_MESSAGE_TYPE, 1 + P.UUID_SIZE + 1 + 4 + P.UUID_SIZE + 1, final=False)
+        o = P.RESP_OFF
+        # AUTHENTICATED, or NOT_ALLOWED_IN_CLUSTER: the client stops retrying at once (CREDENTIALS_FAILED
+        # would make it retry until its cluster-connect timeout, i.e. look like a hang)
+        buf[o] = 0 if ok else 3
+        FixSizedTypesCodec.encode_uuid(buf, o + 1, self.member_uuid if ok else None)
+        buf[o + 1 + P.UUID_SIZE] = 1             # serialization version
+        _I32.pack_into(buf, o + 2 + P.UUID_SIZE, PARTITION_COUNT if ok else -1)
+        FixSizedTypesCodec.encode_uuid(buf, o + 6 + P.UUID_SIZE, self.cluster_id if ok else None)
+        buf[o + 6 + 2 * P.UUID_SIZE] = 0         # failover not supported
+        if ok:
+            AddressCodec.encode(buf, self.address)
+        else:
+            buf += P.NULL
+        StringCodec.encode(buf, SERVER_VERSION, True)
+        if ok:
+            conn.authenticated = True
+            conn.client_uuid = client_uuid
+            conn.client_name = client_name
+            ctx.client_uuid = client_uuid
+            log.info("client %s (%s %s, uuid %s) authenticated from %s", client_name, client_type,
+                     client_version, client_uuid, conn.peer)
+        else:
+            log.warning("authentication refused for client %s from %s: cluster name %r != %r",
+                        client_name, conn.peer, cluster_name, self.cfg.cluster_name)
+        return OutboundMessage(buf, False)
+
+    def h_cluster_view(self, ctx: _Ctx, msg) -> None:
+        conn = ctx._conn
+        resp = P.empty_response(c_view._RESPONSE_MESSAGE_TYPE)
+        resp.set_correlation_id(ctx.correlation_id)
+        conn.send(resp.buf)
+        member = MemberInfo(self.address, self.member_uuid, {}, False, MemberVersion(5, 3, 0), False, {})
+        ev = P.event(c_view._EVENT_MEMBERS_VIEW_MESSAGE_TYPE, 4, final=False)
+        _I32.pack_into(ev, P.EVENT_OFF, 1)
+        ListMultiFrameCodec.encode(ev, [member], MemberInfoCodec.encode, True)
+        _I64.pack_into(ev, P.HDR + 4, ctx.correlation_id)
+        conn.send(ev)
+        ev = P.event(c_view._EVENT_PARTITIONS_VIEW_MESSAGE_TYPE, 4, final=False)
+        _I32.pack_into(ev, P.EVENT_OFF, 1)
+        EntryListUUIDListIntegerCodec.encode(ev, [(self.member_uuid, list(range(PARTITION_COUNT)))], True)
+        _I64.pack_into(ev, P.HDR + 4, ctx.correlation_id)
+        conn.send(ev)
+        return None
+
+    def h_create_proxy(self, ctx, msg):
+        P.initial(msg)
+        name = P.read_str(msg)
+        service = P.read_str(msg)
+        self.proxies.add((service, name))
+        return P.empty_response(c_create._RESPONSE_MESSAGE_TYPE)
+
+    def h_destroy_proxy(self, ctx, msg):
+        P.initial(msg)
+        name = P.read_str(msg)
+        service = P.read_str(msg)
+        self.proxies.discard((service, name))
+        if service == MAP_SERVICE_NAME:
+            self.map_service.destroy_map(name)
+        return P.empty_response(c_destroy._RESPONSE_MESSAGE_TYPE)
+
+    def h_objects(self, ctx, msg):
+        objs = set(self.proxies) | {(MAP_SERVICE_NAME, n) for n in self.map_service.map_names()}
+        buf = P.response(c_objects._RESPONSE_MESSAGE_TYPE, final=False)
+        ListMultiFrameCodec.encode(buf, [DistributedObjectInfo(s, n) for s, n in sorted(objs)],
+                                   DistributedObjectInfoCodec.encode, True)
+        return OutboundMessage(buf, False)
+
+    def h_send_schema(self, ctx, msg):
+        buf = P.response(c_schema._RESPONSE_MESSAGE_TYPE, final=False)
+        SetUUIDCodec.encode(buf, {self.member_uuid}, True)
+        return OutboundMessage(buf, False)
+
+    # ---- time-driven work ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = time.monotonic()      # services keep their own wall-clock needs (MapService TTLs use time.time)
+        for svc in self.services:
+            try:
+                svc.tick(now)
+            except Exception:  # noqa: BLE001
+                log.exception("%s.tick failed", type(svc).__name__)
+        self._dirty_services.update(id(s) for s in self.services[1:])
+        self.schedule_flush()
+
+    def write_heartbeat(self) -> None:
+        if not self.cfg.heartbeat_map:
+            return
+        from standins.hz_member.values import string_data
+        payload = json.dumps({"service": "hz_member", "ts": time.time(), "pid": os.getpid(),
+                              "clients": sum(1 for c in self.connections.values() if c.authenticated)})
+        self.map_service.local_set(self.cfg.heartbeat_map, string_data("hz_member"), string_data(payload))
+        self.schedule_flush()
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(self.new_connection, self.cfg.host, self.cfg.port,
+                                                     reuse_address=True)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run the tick loop until ``stop`` is set, then close sockets and the snapshot store."""
+        next_hb = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), self.cfg.tick_interval_s)
+                except asyncio.TimeoutError:
+                    pass
+                self.tick()
+                if time.monotonic() >= next_hb:
+                    next_hb = time.monotonic() + HEARTBEAT_S
+                    self.write_heartbeat()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        self.flush()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                pass
+        if self.store is not None:
+            self._dirty_services.update(id(s) for s in self.services[1:])
+            self._commit()
+            self.store.close()
+            self.store = None              # late callbacks (connection_lost) must not touch the closed file
+
+
+async def run(cfg: MemberConfig, stop: asyncio.Event | None = None,
+              ready: Callable[[Member], None] | None = None) -> None:
+    """Serve the member until SIGTERM/SIGINT (or ``stop`` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    member = Member(cfg)
+    await member.start()
+    log.info("hz_member listening on %s:%d cluster=%s member=%s services=%s snapshot=%s",
+             cfg.host, cfg.port, cfg.cluster_name, member.member_uuid,
+             [type(s).__name__ for s in member.services], cfg.snapshot_dir)
+    if ready is not None:
+        ready(member)
+    await member.serve(stop)
+    log.info("hz_member stopped (messages=%d connections=%d)", member.stats["messages"],
+             member.stats["connections"])

@@ -1,0 +1,50 @@
+"""Command line of the venue simulator: parse flags, log the effective config, call :func:`server.run`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+
+from standins.venue_sim.server import SimConfig, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m standins.venue_sim",
+                                 description="Binance-USDT-M-compatible venue simulator")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--speed", type=float, default=1.0, help="market time / wall time")
+    ap.add_argument("--replay", default=None, help="directory of recorded 1m klines (see docs/venue.md)")
+    ap.add_argument("--stream-cap", type=int, default=200, help="max streams per websocket connection")
+    ap.add_argument("--symbols", type=int, default=560, help="universe size (>= 540 by default)")
+    ap.add_argument("--start-ms", type=int, default=None, help="market time origin (default: now)")
+    ap.add_argument("--klines-1s", type=int, default=4096,
+                    help="seconds of 1s klines served (simulator extension; 0 = off, as on USDT-M)")
+    ap.add_argument("--liq-tau-s", type=float, default=float(os.environ.get("DOLPHIN_SIM_LIQ_TAU_S") or 90.0),
+                    help="seconds of market time the books take to follow a regime (env DOLPHIN_SIM_LIQ_TAU_S)")
+    ap.add_argument("--log-level", default="INFO")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = SimConfig(host=a.host, port=a.port, seed=a.seed, speed=a.speed, replay=a.replay,
+                        stream_cap=a.stream_cap, n_symbols=a.symbols, start_ms=a.start_ms,
+                        klines_1s=a.klines_1s, liq_tau_s=a.liq_tau_s)
+    except ValueError as exc:
+        logging.getLogger("venue_sim").error("bad configuration: %s", exc)
+        return 2
+    logging.getLogger("venue_sim").info("venue_sim starting with config %s", json.dumps(dataclasses.asdict(cfg)))
+    try:
+        run(cfg)
+    except Exception as exc:  # noqa: BLE001 - e.g. bad replay dir: one clear line, non-zero exit
+        logging.getLogger("venue_sim").error("venue_sim failed: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
