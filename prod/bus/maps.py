@@ -1,16 +1,22 @@
-"""The single home of every map name, key format and JSON payload schema on the DOLPHIN bus.
+"""The single home of every map name, key format and typed topic on the DOLPHIN bus.
 
-Values on the bus are UTF-8 JSON strings, one schema per key (shared/ARCHITECTURE.md §4). Writers
-build payloads with :func:`encode`, readers decode with :func:`decode`, which rejects malformed
-payloads with a :class:`PayloadError` naming the map, the key and the problem. Nothing else in the
-project types a map name.
+Values on the bus are UTF-8 JSON strings, one payload type per key (shared/ARCHITECTURE.md §4). A
+:class:`Topic` binds a map (and a fixed key, or a key chosen per write) to its frozen payload type
+(:mod:`prod.bus.payloads`), the one field that holds the writer's timestamp, and a schema version.
+Writers publish through a topic (:meth:`Topic.encode`, or :class:`prod.runtime.Bus.publish`), readers
+decode through it (:meth:`Topic.decode`), which validates every declared field and rejects a payload
+of another major version with a :class:`PayloadError` naming the map, the key and the problem.
+Nothing else in the project types a map name.
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Generic, Mapping, TypeVar
+
+from prod.bus import payloads as pl
+from prod.bus.payloads import Payload, PayloadError
 
 # ── map names ────────────────────────────────────────────────────────────────────────────────
 FEATURES = "DOLPHIN_FEATURES"
@@ -53,10 +59,8 @@ def state_key(strategy: str, date: str) -> str:
     return f"state_{strategy}_{date}"
 
 
-class PayloadError(ValueError):
-    """A map value does not match its schema; the message names map, key and the problem."""
-
-
+# ── legacy dict schemas (being replaced by the typed topics below; removed once every
+#    reader and writer uses a Topic) ──────────────────────────────────────────────────────
 _NUM = (int, float)
 
 
@@ -159,10 +163,6 @@ def schema_for(map_name: str, key: str) -> Schema | None:
     return _BY_KEY.get((map_name, key)) or _BY_MAP.get(map_name)
 
 
-def _reject_nonfinite(token: str):
-    raise ValueError(f"non-finite number {token}")
-
-
 def decode(map_name: str, key: str, raw: Any) -> dict:
     """Parse and validate the JSON value of ``map_name[key]``; raise :class:`PayloadError` if bad."""
     source = f"{map_name}[{key!r}]"
@@ -197,3 +197,147 @@ def encode(map_name: str, key: str, payload: Mapping[str, Any]) -> str:
         return json.dumps(obj, allow_nan=False, separators=(",", ":"))
     except ValueError as exc:
         raise PayloadError(f"{map_name}[{key!r}]: cannot encode ({exc})") from exc
+
+
+# ── typed topics ─────────────────────────────────────────────────────────────────────────────
+T = TypeVar("T", bound=Payload)
+
+
+def _reject_nonfinite(token: str):
+    raise ValueError(f"non-finite number {token}")
+
+
+def _loads(raw: Any, source: str) -> Any:
+    if raw is None:
+        raise PayloadError(f"{source}: no value")
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PayloadError(f"{source}: value is not UTF-8 ({exc})") from exc
+    if not isinstance(raw, str):
+        raise PayloadError(f"{source}: expected a JSON string, got {type(raw).__name__}")
+    try:
+        return json.loads(raw, parse_constant=_reject_nonfinite)
+    except ValueError as exc:
+        raise PayloadError(f"{source}: malformed JSON ({exc})") from exc
+
+
+def dumps(obj: Any, source: str = "payload") -> str:
+    """Serialise a JSON object for the bus (compact; NaN and infinity refused)."""
+    try:
+        return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"{source}: cannot encode ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class Topic(Generic[T]):
+    """One kind of value on the bus: map, key (None = chosen per write), type, writer-timestamp field.
+
+    ``version`` is the payload's schema version, written as ``_v``; a reader refuses a payload whose
+    major version differs (an older payload without ``_v`` is read as this version).
+    """
+
+    map: str
+    key: str | None
+    type: type[T]
+    ts_field: str
+    version: str = "1.0"
+
+    def source(self, key: str | None = None) -> str:
+        return f"{self.map}[{(key if key is not None else self.key)!r}]"
+
+    def key_for(self, key: str | None) -> str:
+        k = self.key if key is None else key
+        if k is None:
+            raise ValueError(f"{self.map}: this topic needs a key per write")
+        if self.key is not None and k != self.key:
+            raise ValueError(f"{self.map}: topic key is {self.key!r}, not {k!r}")
+        return k
+
+    def build(self, key: str | None = None, **fields: Any) -> T:
+        """Construct and validate a payload of this topic from keyword fields (extras kept)."""
+        return self.coerce(fields, key)
+
+    def coerce(self, payload: T | Mapping[str, Any], key: str | None = None) -> T:
+        """Return ``payload`` as this topic's validated type (a dict is validated field by field)."""
+        src = self.source(key)
+        if isinstance(payload, self.type):
+            payload.validate(src)
+            return payload
+        if isinstance(payload, Payload):
+            raise PayloadError(f"{src}: expected {self.type.__name__}, got {type(payload).__name__}")
+        return self.type.from_dict(dict(payload), src)
+
+    def encode(self, payload: T | Mapping[str, Any], key: str | None = None) -> str:
+        """Validate ``payload`` and serialise it with the topic's ``_v``."""
+        obj = self.coerce(payload, key).to_dict()
+        obj["_v"] = self.version
+        return dumps(obj, self.source(key))
+
+    def decode(self, raw: Any, key: str | None = None) -> T:
+        """Parse and validate a raw map value; raise :class:`PayloadError` when it is bad."""
+        src = self.source(key)
+        obj = _loads(raw, src)
+        if isinstance(obj, dict):
+            v = obj.pop("_v", None)
+            if v is not None and (not isinstance(v, str) or v.split(".")[0] != self.version.split(".")[0]):
+                raise PayloadError(f"{src}: schema version {v!r} is not compatible with {self.version}")
+        return self.type.from_dict(obj, src)
+
+    def written_at(self, payload: T) -> float | None:
+        """Return the writer's timestamp of ``payload`` (epoch seconds), None when absent."""
+        v = getattr(payload, self.ts_field, None)
+        if v is None:
+            v = payload.extra.get(self.ts_field)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+# ── topics ───────────────────────────────────────────────────────────────────────────────────
+EIGEN_SCAN = Topic(FEATURES, KEY_EIGEN_SCAN, pl.EigenScan, "bridge_ts", SCHEMA_VERSION)
+ACB_BOOST = Topic(FEATURES, KEY_ACB_BOOST, pl.AcbBoost, "computed_at")
+ACB_STATE = Topic(FEATURES, KEY_ACB_STATE, pl.AcbState, "computed_at")
+EXF = Topic(FEATURES, KEY_EXF, pl.Exf, "_pushed_at")
+OBF_UNIVERSE = Topic(FEATURES, KEY_OBF_UNIVERSE, pl.ObfUniverse, "_snapshot_utc")
+MC_FOREWARNER = Topic(FEATURES, KEY_MC_FOREWARNER, pl.McForewarner, "ts")
+SAFETY_LATEST = Topic(SAFETY, KEY_LATEST, pl.Safety, "ts")
+META_HEALTH_LATEST = Topic(META_HEALTH, KEY_LATEST, pl.MetaHealth, "timestamp")
+STATE_LATEST = Topic(STATE_BLUE, KEY_LATEST, pl.EngineState, "updated_at")
+STATE_DAY = Topic(STATE_BLUE, None, pl.EngineState, "updated_at")          # key: state_key(strategy, date)
+PNL_BLUE_DAY = Topic(PNL_BLUE, None, pl.Pnl, "updated_at")                 # key: YYYY-MM-DD
+PNL_GREEN_DAY = Topic(PNL_GREEN, None, pl.Pnl, "updated_at")
+HEARTBEATS = Topic(HEARTBEAT, None, pl.Heartbeat, "ts")                    # key: service name
+OB_SHARDS = tuple(Topic(m, None, pl.ObFeatures, "ts") for m in SHARD_MAPS)  # key: symbol
+
+_TOPIC_BY_KEY: dict[tuple[str, str], Topic] = {
+    (t.map, t.key): t for t in (EIGEN_SCAN, ACB_BOOST, ACB_STATE, EXF, OBF_UNIVERSE, MC_FOREWARNER,
+                                SAFETY_LATEST, META_HEALTH_LATEST, STATE_LATEST) if t.key is not None}
+_TOPIC_BY_MAP: dict[str, Topic] = {STATE_BLUE: STATE_DAY, PNL_BLUE: PNL_BLUE_DAY, PNL_GREEN: PNL_GREEN_DAY,
+                             HEARTBEAT: HEARTBEATS}
+_TOPIC_BY_MAP.update({t.map: t for t in OB_SHARDS})
+
+
+def ob_topic(symbol: str) -> Topic:
+    """Return the feature-shard topic that holds ``symbol``."""
+    return OB_SHARDS[shard_index(symbol)]
+
+
+def topic_for(map_name: str, key: str) -> Topic | None:
+    """Return the topic of ``map_name[key]``, or None when the key carries free-form JSON."""
+    return _TOPIC_BY_KEY.get((map_name, key)) or _TOPIC_BY_MAP.get(map_name)
+
+
+def decode_value(map_name: str, key: str, raw: Any) -> Any:
+    """Decode ``map_name[key]``: its topic's typed payload, or a plain dict for a free-form key."""
+    t = topic_for(map_name, key)
+    if t is not None:
+        return t.decode(raw, key)
+    obj = _loads(raw, f"{map_name}[{key!r}]")
+    if not isinstance(obj, dict):
+        raise PayloadError(f"{map_name}[{key!r}]: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+__all__ = ["Topic", "Payload", "PayloadError", "topic_for", "ob_topic", "decode_value", "dumps",
+           "shard_index", "shard_map", "state_key"]

@@ -187,6 +187,7 @@ def test_boost_payload_passes_the_bus_schema():
     from prod.bus.maps import ACB_BOOST
 
     body = compute_acb({"dvol_btc": 99.0}, 0.2, 0.1).boost_payload(1_767_225_600.0)
-    assert ACB_BOOST.validate(body, "test") is body
+    typed = ACB_BOOST.coerce(body)
+    assert typed.boost == body["boost"] and typed.beta == body["beta"] and typed.computed_at == 1_767_225_600.0
     assert body["boost"] == pytest.approx(1.347, abs=5e-4) and body["signals"] == 1.0 and body["beta"] == 0.8
     assert body["inputs"]["factor_weights"]["dvol_btc"] == 1.0

@@ -1,0 +1,389 @@
+"""The frozen type of every payload on the DOLPHIN bus, with full validation on decode.
+
+Each payload kind is a frozen, keyword-only dataclass. :meth:`Payload.from_dict` checks every
+declared field against its annotation — type (``bool`` is not a number), finiteness of every
+number, element types of ``list[...]``, nullability (``X | None``) and presence (a field without a
+default is required) — and raises :class:`PayloadError` naming the source and the field. Fields a
+writer adds beyond the declared ones are kept, unchecked, in ``extra`` and written back by
+:meth:`Payload.to_dict`, so a reader never loses what a newer writer sent.
+
+This module is low level: it imports nothing else from the project (map names and keys live in
+:mod:`prod.bus.maps`, which binds these types to topics).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, TypeVar
+
+
+class PayloadError(ValueError):
+    """A map value does not match its schema; the message names map, key and the problem."""
+
+
+P = TypeVar("P", bound="Payload")
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    """Validate ``value`` against annotation ``tp``; return the value (ints widened for float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise PayloadError(f"{where} is null")
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check(value, a, where)
+            except PayloadError as exc:
+                errors.append(str(exc))
+        raise PayloadError(errors[0] if len(errors) == 1 else f"{where} must be {_type_name(tp)}")
+    if tp is Any:
+        _check_finite_deep(value, where)
+        return value
+    if value is None:
+        raise PayloadError(f"{where} is null")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PayloadError(f"{where} must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise PayloadError(f"{where} is not finite ({value})")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PayloadError(f"{where} must be an integer, got {type(value).__name__}")
+        return value
+    if tp is str or tp is bool:
+        if not isinstance(value, tp):
+            raise PayloadError(f"{where} must be {tp.__name__}, got {type(value).__name__}")
+        return value
+    if origin is list or tp is list:
+        if not isinstance(value, list):
+            raise PayloadError(f"{where} must be a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp) or (Any,)
+        for i, v in enumerate(value):
+            _check(v, item, f"{where}[{i}]")
+        return value
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise PayloadError(f"{where} must be an object, got {type(value).__name__}")
+        args = typing.get_args(tp)
+        item = args[1] if len(args) == 2 else Any
+        for k, v in value.items():
+            _check(v, item, f"{where}.{k}")
+        return value
+    raise PayloadError(f"{where}: unsupported schema type {_type_name(tp)}")
+
+
+def _check_finite_deep(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PayloadError(f"{where} is not finite ({value})")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite_deep(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite_deep(v, f"{where}[{i}]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Payload:
+    """Base of every bus payload: validated construction from a dict and back."""
+
+    KIND: ClassVar[str] = "payload"
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def _hints(cls) -> dict[str, Any]:
+        h = _HINTS.get(cls)
+        if h is None:
+            allh = typing.get_type_hints(cls)
+            h = {f.name: allh[f.name] for f in dataclasses.fields(cls) if f.name != "extra"}
+            _HINTS[cls] = h
+        return h
+
+    @classmethod
+    def from_dict(cls: type[P], obj: Any, source: str = "payload") -> P:
+        """Validate ``obj`` (a decoded JSON object) and return the typed payload."""
+        if not isinstance(obj, dict):
+            raise PayloadError(f"{source}: expected a JSON object for {cls.KIND}, got {type(obj).__name__}")
+        hints = cls._hints()
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for name, tp in hints.items():
+            f = fields[name]
+            if name not in obj:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise PayloadError(f"{source}: {cls.KIND} is missing field {name!r}")
+                continue
+            values[name] = _check(obj[name], tp, f"{source}: {cls.KIND}.{name}")
+        extra = {k: v for k, v in obj.items() if k not in hints}
+        _check_finite_deep(extra, f"{source}: {cls.KIND}")
+        return cls(**values, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the payload as a JSON-ready dict (declared fields win over ``extra``)."""
+        out = dict(self.extra)
+        for name in self._hints():
+            out[name] = getattr(self, name)
+        return out
+
+    def validate(self, source: str = "payload") -> "Payload":
+        """Re-check the declared fields of an instance built in code; return it."""
+        type(self).from_dict(self.to_dict(), source)
+        return self
+
+
+Num = float   # ints are accepted wherever a float is declared
+
+
+# ── payload kinds ────────────────────────────────────────────────────────────────────────────
+@dataclass(frozen=True, kw_only=True)
+class EigenScan(Payload):
+    """``DOLPHIN_FEATURES[latest_eigen_scan]``: one NG8 scan (ARCHITECTURE §5, bible §27.5)."""
+
+    KIND: ClassVar[str] = "eigen_scan"
+    scan_number: int
+    timestamp_ns: int
+    timestamp: str
+    bridge_ts: float                       # writer timestamp: when the scan was put on the bus
+    vel_div: float | None
+    w50_velocity: float | None
+    w150_velocity: float | None
+    w300_velocity: float | None
+    w750_velocity: float | None
+    instability_50: float | None
+    instability_150: float | None
+    assets: list[str]
+    asset_prices: list[float | None]
+    warm_windows: list[int] = field(default_factory=list)
+    schema_version: str = "5.0.0"
+    regime_signal: float | None = None
+    instability_composite: float | None = None
+    n_assets: int | None = None
+    eigenvalue_gradients: dict[str, float | None] = field(default_factory=dict)
+    multi_window_results: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.assets) != len(self.asset_prices):
+            raise PayloadError(f"eigen_scan {self.scan_number}: {len(self.assets)} assets but "
+                               f"{len(self.asset_prices)} prices")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcbBoost(Payload):
+    """``DOLPHIN_FEATURES[acb_boost]``: ACB v6 boost and beta (bible §10)."""
+
+    KIND: ClassVar[str] = "acb_boost"
+    boost: float
+    beta: float
+    computed_at: float
+    signals: float | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    factor_weights: dict[str, Any] = field(default_factory=dict)
+    fence: int | None = None
+    writer_pid: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.boost > 0 or self.beta < 0:
+            raise PayloadError(f"acb_boost out of range: boost={self.boost} beta={self.beta}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcbState(Payload):
+    """``DOLPHIN_FEATURES[acb_state_latest]``: the processor's state beside the boost."""
+
+    KIND: ClassVar[str] = "acb_state"
+    boost: float
+    beta: float
+    computed_at: float
+    signals: float | None = None
+    fence: int | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exf(Payload):
+    """``DOLPHIN_FEATURES[exf_latest]``: external factors, one value per indicator (None when stale)."""
+
+    KIND: ClassVar[str] = "exf_latest"
+    _pushed_at: float
+    indicators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    n_ok: int | None = None
+
+    @property
+    def pushed_at(self) -> float:
+        return self._pushed_at
+
+    def value(self, name: str) -> Any:
+        """Return the published value of indicator ``name`` (None when absent or unusable)."""
+        return self.extra.get(name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObfUniverse(Payload):
+    """``DOLPHIN_FEATURES[obf_universe_latest]``: the 60 s universe snapshot (bible §26.2)."""
+
+    KIND: ClassVar[str] = "obf_universe"
+    _snapshot_utc: float
+    _n_assets: int
+    assets: dict[str, dict[str, Any]]
+    _stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def snapshot_utc(self) -> float:
+        return self._snapshot_utc
+
+    @property
+    def n_assets(self) -> int:
+        return self._n_assets
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self._stats
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObFeatures(Payload):
+    """``DOLPHIN_FEATURES_SHARD_nn[symbol]``: one asset's order-book features (bible §9)."""
+
+    KIND: ClassVar[str] = "ob_features"
+    symbol: str
+    ts: float
+    written_at: float | None = None
+    imbalance: float
+    fill_probability: float
+    depth_quality: float
+    spread_bps: float
+    best_bid: float
+    best_ask: float
+    imbalance_ma5: float | None = None
+    imbalance_persistence: float | None = None
+    withdrawal_velocity: float | None = None
+    stale: bool | None = None
+    cascade_count: int | None = None
+    regime_signal: float | None = None
+    withdrawal_stress: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Safety(Payload):
+    """``DOLPHIN_SAFETY[latest]`` (and the CP AtomicReference): posture and Rm (bible §11)."""
+
+    KIND: ClassVar[str] = "safety"
+    POSTURES: ClassVar[tuple[str, ...]] = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
+    posture: str
+    Rm: float
+    ts: float
+    sensors: dict[str, Any] = field(default_factory=dict)
+    warming_up: bool = False
+    r_target: float | None = None
+    candidate: str | None = None
+    categories: dict[str, Any] = field(default_factory=dict)
+    degraded: list[Any] = field(default_factory=list)
+    stack_state: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.posture not in self.POSTURES:
+            raise PayloadError(f"safety.posture {self.posture!r} is not one of {self.POSTURES}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat(Payload):
+    """``DOLPHIN_HEARTBEAT[service]``: liveness of one process; service fields ride in ``extra``."""
+
+    KIND: ClassVar[str] = "heartbeat"
+    service: str
+    ts: float
+    pid: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetaHealth(Payload):
+    """``DOLPHIN_META_HEALTH[latest]``: the MHS v3 report (bible §26.3)."""
+
+    KIND: ClassVar[str] = "meta_health"
+    rm_meta: float
+    status: str
+    timestamp: float
+    sensors: dict[str, float] = field(default_factory=dict)
+    services: dict[str, str] = field(default_factory=dict)
+    data_sources: dict[str, Any] = field(default_factory=dict)
+    actions: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pnl(Payload):
+    """``DOLPHIN_PNL_BLUE/GREEN[YYYY-MM-DD]``: the day's result of one strategy."""
+
+    KIND: ClassVar[str] = "pnl"
+    date: str
+    strategy: str
+    capital: float
+    pnl: float
+    trades: int
+    updated_at: float
+    total_trades: int = 0
+    peak_capital: float | None = None
+    open_position: dict[str, Any] | None = None
+    last_trades: list[dict[str, Any]] = field(default_factory=list)
+    boost: float | None = None
+    beta: float | None = None
+    mc_status: str | None = None
+    posture: str | None = None
+    stale_state_events: int = 0
+    fees_paid: float = 0.0
+    day_end: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineState(Payload):
+    """``DOLPHIN_STATE_BLUE[latest]`` and ``[state_<strategy>_<date>]``: the trader's state."""
+
+    KIND: ClassVar[str] = "engine_state"
+    strategy: str
+    capital: float
+    updated_at: float
+    peak_capital: float | None = None
+    last_scan_number: int | None = None
+    posture: str | None = None
+    posture_source: str | None = None
+    paper: dict[str, Any] = field(default_factory=dict)
+    engine_state: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    stale_state_events: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class McForewarner(Payload):
+    """``DOLPHIN_FEATURES[mc_forewarner_latest]``: envelope assessment of the active config (§12)."""
+
+    KIND: ClassVar[str] = "mc_forewarner"
+    STATUSES: ClassVar[tuple[str, ...]] = ("GREEN", "ORANGE", "RED")
+    status: str
+    ts: float
+    catastrophic_prob: float | None = None
+    envelope_score: float | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in self.STATUSES:
+            raise PayloadError(f"mc_forewarner.status {self.status!r} is not one of {self.STATUSES}")
+
+
+__all__ = ["PayloadError", "Payload", "EigenScan", "AcbBoost", "AcbState", "Exf", "ObfUniverse", "ObFeatures",
+           "Safety", "Heartbeat", "MetaHealth", "Pnl", "EngineState", "McForewarner"]

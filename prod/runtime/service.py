@@ -1,0 +1,119 @@
+"""``Service.main``: the one way a supervised DOLPHIN process starts, runs and stops.
+
+Order of events (each step before the next, so a stuck cluster can never swallow a SIGTERM):
+
+1. flags and ``DOLPHIN_*`` variables → the frozen config (:mod:`prod.runtime.config`); a bad value
+   prints one ``<service>: configuration error: …`` line and exits :data:`EXIT_CONFIG`;
+2. logging in the project's format;
+3. SIGTERM / SIGINT set the ``stop`` event;
+4. the effective configuration (and pid) is logged as one JSON line;
+5. the :class:`~prod.runtime.bus.Bus` starts connecting in the background;
+6. ``run(cfg, bus, clock, stop)`` does the work and returns the exit code;
+7. the bus is closed and the exit code returned.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, Callable, Mapping, Sequence
+
+from prod.runtime.bus import Bus
+from prod.runtime.clock import Clock, SystemClock
+from prod.runtime.config import build_config, config_log_dict
+from prod.settings import ConfigError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+EXIT_CONFIG = 2
+
+RunFn = Callable[[Any, Bus, Clock, threading.Event], int | None]
+
+
+class _OneLineConnectionLog(logging.Filter):
+    """Keep hazelcast's connection log to one line per attempt: no tracebacks, no duplicate line.
+
+    The client logs "Error during initial connection to …" with a traceback *and* "Unable to get live
+    cluster connection, retry in …" for every failed attempt; the second says it all.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Error during initial connection"):
+            return False
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def setup_logging(level: str | int = "INFO") -> None:
+    """Configure the root logger with the format every DOLPHIN service uses.
+
+    hazelcast's connection manager logs at WARNING and above only, one line per attempt.
+    """
+    if isinstance(level, str):
+        lvl = logging.getLevelName(level.upper())
+        if not isinstance(lvl, int):
+            raise ConfigError(f"--log-level={level!r}: expected DEBUG, INFO, WARNING or ERROR")
+        level = lvl
+    logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+    conn = logging.getLogger("hazelcast.connection")
+    conn.setLevel(max(logging.WARNING, level))
+    if not any(isinstance(f, _OneLineConnectionLog) for f in conn.filters):
+        conn.addFilter(_OneLineConnectionLog())
+
+
+class Service:
+    """Namespace of the service entry point (see the module docstring)."""
+
+    @staticmethod
+    def main(name: str, config_cls: type, run: RunFn, argv: Sequence[str] | None = None, *,
+             description: str | None = None, env: Mapping[str, str] | None = None,
+             connect: bool = True, bus_factory: Callable[[Any], Bus] | None = None,
+             clock: Clock | None = None) -> int:
+        """Parse, log, install signals, connect in the background, run; return ``run``'s exit code.
+
+        Parameters
+        ----------
+        name : str
+            Service name: logger, heartbeat key, ``DOLPHIN_<NAME>_*`` variable prefix by default.
+        config_cls : type
+            Frozen dataclass with ``settings: Settings`` first (see :mod:`prod.runtime.config`).
+        run : callable
+            ``run(cfg, bus, clock, stop) -> int | None`` (None counts as 0).
+        connect : bool
+            False for a process that never talks to the bus (the bus is still passed, unstarted).
+        bus_factory : callable, optional
+            ``bus_factory(cfg) -> Bus`` for a bus with service-specific options (near cache, timeouts).
+        """
+        try:
+            cfg, ns = build_config(config_cls, name, argv, env, description)
+            setup_logging(ns.log_level or os.environ.get("DOLPHIN_LOG_LEVEL") or "INFO")
+        except ConfigError as exc:
+            print(f"{name}: configuration error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        log = logging.getLogger(name)
+        stop = threading.Event()
+
+        def _on_signal(signum: int, _frame: Any) -> None:
+            if not stop.is_set():
+                log.info("%s: %s received, stopping", name, signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        log.info("%s starting (pid %d): %s", name, os.getpid(), json.dumps(config_log_dict(cfg), default=str))
+        bus = bus_factory(cfg) if bus_factory is not None else Bus(cfg.settings, name)
+        if connect:
+            bus.start()
+        rc: int | None = 1
+        try:
+            rc = run(cfg, bus, clock or SystemClock(), stop)
+        except KeyboardInterrupt:
+            rc = 0
+        finally:
+            bus.close()
+        rc = 0 if rc is None else int(rc)
+        log.info("%s stopped (exit %d)", name, rc)
+        return rc
