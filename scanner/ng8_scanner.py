@@ -52,21 +52,20 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse
 import asyncio
 import json
 import logging
 import math
-import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from prod.bus import maps
-from prod.settings import ConfigError, Settings, load_settings
+from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service
+from prod.settings import ConfigError, Settings
 from scanner import arrow_io
 from scanner.engine import HISTORY_ROWS, INSTABILITY_SCANS, MIN_ASSETS, WINDOWS, EigenEngine, ScanResult
 
@@ -78,16 +77,19 @@ MAX_JUMP = 0.5
 
 @dataclass(frozen=True)
 class ScannerConfig:
-    """Effective configuration of the scanner process."""
+    """Effective configuration of the scanner process (flags and ``DOLPHIN_SCANNER_*`` variables)."""
 
+    ENV_PREFIX: ClassVar[str] = "DOLPHIN_SCANNER_"
+    MODULE: ClassVar[str] = "scanner.ng8_scanner"
     settings: Settings
-    precision: str = "arb512"
+    precision: str = field(default="arb512", metadata={"help": "arb512 or float64"})
     stale_after_s: float | None = None
     backfill_max_gap_s: float | None = None
     heartbeat_s: float = 5.0
-    max_scans: int | None = None   # stop after this many scans (tests, smoke runs)
-    bus: bool = True
-    venue_backfill: bool = True    # cold start from venue 1s klines when the archive is short
+    max_scans: int | None = field(default=None, metadata={"help": "stop after this many scans (tests, smoke runs)"})
+    bus: bool = field(default=True, metadata={"help": "--no-bus writes Arrow files only"})
+    venue_backfill: bool = field(default=True, metadata={
+        "help": "cold start from venue 1s klines when the archive is short"})
 
     def __post_init__(self) -> None:
         if self.precision not in ("arb512", "float64"):
@@ -98,6 +100,8 @@ class ScannerConfig:
             raise ConfigError(f"--backfill-max-gap-s {self.backfill_max_gap_s}: must be >= 0")
         if self.max_scans is not None and self.max_scans < 1:
             raise ConfigError(f"--max-scans {self.max_scans}: must be >= 1")
+        if not self.heartbeat_s > 0:
+            raise ConfigError(f"--heartbeat-s {self.heartbeat_s}: must be > 0")
 
     @property
     def stale_s(self) -> float:
@@ -111,27 +115,17 @@ class ScannerConfig:
             return self.backfill_max_gap_s
         return max(6.0 * self.settings.scan_interval_s, 30.0)
 
-    def log_dict(self) -> dict:
-        return {"precision": self.precision, "stale_after_s": self.stale_s,
-                "backfill_max_gap_s": self.backfill_gap_s, "heartbeat_s": self.heartbeat_s,
-                "max_scans": self.max_scans, "bus": self.bus, "venue_backfill": self.venue_backfill,
-                **self.settings.as_log_dict()}
+    @property
+    def venue_rest(self) -> str:
+        """REST base for the cold-start history: the configured one, or derived from a non-default websocket.
 
-
-class Clock:
-    """Wall and monotonic time plus the scan-loop sleep (replaceable in tests)."""
-
-    def time(self) -> float:
-        return time.time()
-
-    def time_ns(self) -> int:
-        return time.time_ns()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, s: float) -> None:
-        await asyncio.sleep(max(0.0, s))
+        The simulator serves REST and websockets on one port, so a scanner pointed at another
+        websocket only (``--venue-ws``) takes its REST base from the same host.
+        """
+        s, default = self.settings, Settings()
+        if s.venue_rest != default.venue_rest or s.venue_ws == default.venue_ws:
+            return s.venue_rest
+        return ("http" + s.venue_ws[2:]).split("/ws")[0].split("/stream")[0].rstrip("/")
 
 
 class PriceBook:
@@ -233,7 +227,7 @@ async def venue_backfill(cfg: "ScannerConfig", symbols: tuple[str, ...]):
     from scanner import venue_backfill as vb
     s = cfg.settings
     t0 = time.monotonic()
-    async with VenueRestClient(s.venue_rest, timeout_s=10.0, retries=2) as rest:
+    async with VenueRestClient(cfg.venue_rest, timeout_s=10.0, retries=2) as rest:
         # the venue may be starting beside us: wait for it (bounded) rather than cold-start for good
         if not await vb.wait_reachable(rest, VENUE_WAIT_S):
             return None
@@ -303,90 +297,48 @@ def backfill(engine: EigenEngine, arrow_dir: Path, symbols: tuple[str, ...], now
     return rows[-1]
 
 
-class _Bus:
-    """Hazelcast connection made in the background; writes are skipped (logged) while it is down."""
+class ScanPublisher:
+    """One map write per scan through the bus, never blocking the scan loop; failures counted."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.client = None
-        self.map = None
+    def __init__(self, bus: Bus | None):
+        self.bus = bus
         self.failures = 0
-        self._lock = threading.Lock()
-        self._stopped = False
-        self._last_warn = -math.inf
-        self.connected = threading.Event()
-        self._t = threading.Thread(target=self._connect, name="scanner-hz", daemon=True)
-        self._t.start()
+        self.rl = RateLog(log, 10.0)
 
-    def _connect(self) -> None:
-        from prod.bus.client import make_client
-        delay = 0.5
-        while not self._stopped:
-            try:
-                c = make_client(self.settings, name="scanner")
-            except Exception as exc:  # noqa: BLE001 - keep scanning; the Arrow archive is the record
-                log.warning("bus: cannot connect to %s (%s); retrying in %.1fs", self.settings.hz_members, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            with self._lock:
-                if self._stopped:
-                    c.shutdown()
-                    return
-                self.client = c
-                self.map = c.get_map(maps.FEATURES)
-            self.connected.set()
-            log.info("bus: connected to %s", self.settings.hz_members)
-            return
-
-    def put_scan(self, value: str, scan_number: int) -> bool:
-        m = self.map
-        if m is None:
-            self.failures += 1
-            if time.monotonic() - self._last_warn >= 10.0:
-                self._last_warn = time.monotonic()
-                log.warning("bus: not connected; scan %d not written to the map (Arrow file kept; "
-                            "%d scans missed so far)", scan_number, self.failures)
+    def put(self, payload: dict, scan_number: int) -> bool:
+        if self.bus is None:
             return False
-        fut = m.set(maps.KEY_EIGEN_SCAN, value)
+        try:
+            fut = self.bus.publish(maps.EIGEN_SCAN, payload, wait=False)
+        except BusUnavailable:
+            self.failures += 1
+            self.rl.warning("down", "bus: not connected; scan %d not written to the map (Arrow file kept; "
+                                    "%d scans missed so far)", scan_number, self.failures)
+            return False
 
         def _done(f, n=scan_number):
             try:
                 f.result()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - member away: counted, the next scan retries
                 self.failures += 1
-                log.warning("bus: map write of scan %d failed: %s", n, exc)
+                self.rl.warning("write", "bus: map write of scan %d failed: %s", n, exc)
         fut.add_done_callback(_done)
         return True
 
     def heartbeat(self, **fields) -> None:
-        c = self.client
-        if c is None:
+        if self.bus is None:
             return
         try:
-            from prod.bus.client import write_heartbeat
-            write_heartbeat(c, SERVICE, **fields)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("bus: heartbeat failed: %s", exc)
-
-    def close(self) -> None:
-        with self._lock:
-            self._stopped = True
-            c = self.client
-        if c is not None:
-            try:
-                c.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
+            self.bus.heartbeat(**fields)
+        except BusUnavailable:
+            pass
 
 
-async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Event | None = None) -> int:
+async def scan_loop(cfg: ScannerConfig, bus: Bus | None, clock: Clock, stop: asyncio.Event) -> int:
     """Run the scanner until ``stop`` is set (or ``max_scans`` scans); return the number of scans."""
     from prod.venue.schemas import MarkPriceArrayEvent, MarkPriceEvent
     from prod.venue.stream import VenueStreamClient
 
-    clock = clock or Clock()
-    stop = stop or asyncio.Event()
     s = cfg.settings
     symbols = tuple(s.symbols)
     arrow_dir = s.arrow_dir
@@ -408,7 +360,7 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
     last = backfill(engine, arrow_dir, symbols, clock.time(), cfg.backfill_gap_s)
     scan_number = arrow_io.last_scan_number(arrow_dir)
     log.info("scan numbering resumes after %d (archive %s)", scan_number, arrow_dir)
-    bus = _Bus(s) if cfg.bus else None
+    out = ScanPublisher(bus)
     loop = asyncio.get_running_loop()
     interval = s.scan_interval_s
     need_venue = engine.rows < HISTORY_ROWS and cfg.venue_backfill
@@ -419,7 +371,7 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
         got = await _bounded_venue_backfill(cfg, symbols, stop) if need_venue else None
         if bus is not None:
             # one map write per scan: do not start scanning before the bus is there (bounded wait)
-            if not await loop.run_in_executor(None, bus.connected.wait, s.hz_connect_timeout_s):
+            if not await loop.run_in_executor(None, bus.wait_connected, s.hz_connect_timeout_s):
                 log.warning("bus: not connected after %.1fs; scanning anyway (Arrow only until it is)",
                             s.hz_connect_timeout_s)
         return got
@@ -455,6 +407,8 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
     if last is not None and not pending:      # with samples taken, the book's jump references are current
         book.seed_reference(last)
     produced = 0
+    archive_faults = 0
+    archive_error: str | None = None
     next_t = t0 + k * interval
     last_hb = -math.inf
     waiting_logged = False
@@ -483,19 +437,25 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
             rec = build_record(scan_number, res)
             try:
                 path = arrow_io.write_scan(arrow_dir, rec)
+                archive_error = None
             except OSError as exc:
-                log.error("scan %d: Arrow write failed (%s); scan dropped", scan_number, exc)
-                continue
-            if bus is not None:
-                payload = arrow_io.payload_from_record(rec, clock.time())
-                bus.put_scan(maps.encode(maps.FEATURES, maps.KEY_EIGEN_SCAN, payload), scan_number)
+                # the archive is the record, but a full or read-only disk must not blind the trader:
+                # the scan still goes on the bus and the fault rides in the heartbeat (MHS reports it)
+                archive_faults += 1
+                archive_error = f"{type(exc).__name__}: {exc}"
+                out.rl.error("arrow", "scan %d: Arrow write failed (%s); published to the bus only "
+                                      "(%d archive faults so far)", scan_number, exc, archive_faults)
+                path = None
+            out.put(arrow_io.payload_from_record(rec, clock.time()), scan_number)
             produced += 1
-            log.debug("scan %d -> %s vel_div=%s warm=%s", scan_number, path.name, res.vel_div, res.warm_windows)
-            if bus is not None and clock.monotonic() - last_hb >= cfg.heartbeat_s:
+            log.debug("scan %d -> %s vel_div=%s warm=%s", scan_number, path.name if path else "(no archive)",
+                      res.vel_div, res.warm_windows)
+            if clock.monotonic() - last_hb >= cfg.heartbeat_s or (archive_error and archive_faults == 1):
                 last_hb = clock.monotonic()
-                bus.heartbeat(scan_number=scan_number, warm_windows=res.warm_windows,
+                out.heartbeat(scan_number=scan_number, warm_windows=res.warm_windows,
                               n_assets=res.n_assets, rejected_ticks=book.rejected,
-                              precision_fallbacks=engine.fallbacks)
+                              precision_fallbacks=engine.fallbacks, bus_failures=out.failures,
+                              archive_faults=archive_faults, archive_error=archive_error)
             if cfg.max_scans is not None and produced >= cfg.max_scans:
                 break
     finally:
@@ -505,59 +465,28 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
             await feed_task
         except (asyncio.CancelledError, Exception):  # noqa: BLE001
             pass
-        if bus is not None:
-            bus.close()
         log.info("scanner stopped after %d scans (last scan number %d)", produced, scan_number)
     return produced
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m scanner.ng8_scanner", description=__doc__.splitlines()[0])
-    ap.add_argument("--hz-members", default=None, help="comma-separated host:port (DOLPHIN_HZ_MEMBERS)")
-    ap.add_argument("--venue-ws", default=None, help="venue websocket base (DOLPHIN_VENUE_WS)")
-    ap.add_argument("--venue-rest", default=None, help="venue REST base (DOLPHIN_VENUE_REST; cold-start backfill)")
-    ap.add_argument("--no-venue-backfill", action="store_true",
-                    help="do not load venue 1s klines at a cold start (archive backfill only)")
-    ap.add_argument("--data-dir", default=None, help="data directory (DOLPHIN_DATA_DIR)")
-    ap.add_argument("--interval", type=float, default=None, help="scan interval s (DOLPHIN_SCAN_INTERVAL_S)")
-    ap.add_argument("--precision", default="arb512", choices=("arb512", "float64"))
-    ap.add_argument("--stale-after-s", type=float, default=None)
-    ap.add_argument("--backfill-max-gap-s", type=float, default=None)
-    ap.add_argument("--max-scans", type=int, default=None)
-    ap.add_argument("--no-bus", action="store_true", help="write Arrow files only")
-    ap.add_argument("--log-level", default="INFO")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    venue_rest = a.venue_rest
-    if venue_rest is None and a.venue_ws and not os.environ.get("DOLPHIN_VENUE_REST"):
-        # the simulator serves REST and websockets on one port: same host, http(s) scheme
-        venue_rest = "http" + a.venue_ws[2:] if a.venue_ws.startswith(("ws://", "wss://")) else None
-        if venue_rest:
-            venue_rest = venue_rest.split("/ws")[0].split("/stream")[0].rstrip("/")
-            log.info("venue REST base derived from --venue-ws: %s (set --venue-rest for a separate REST host)",
-                     venue_rest)
-    try:
-        settings = load_settings(
-            hz_members=tuple(x.strip() for x in a.hz_members.split(",")) if a.hz_members else None,
-            venue_ws=a.venue_ws, venue_rest=venue_rest, data_dir=a.data_dir, scan_interval_s=a.interval)
-        cfg = ScannerConfig(settings=settings, precision=a.precision, stale_after_s=a.stale_after_s,
-                            backfill_max_gap_s=a.backfill_max_gap_s, max_scans=a.max_scans, bus=not a.no_bus,
-                            venue_backfill=not a.no_venue_backfill)
-    except ConfigError as exc:
-        log.error("bad configuration: %s", exc)
-        return 2
-    log.info("scanner starting, schema %s, config %s", arrow_io.SCHEMA_VERSION, json.dumps(cfg.log_dict()))
+def run(cfg: ScannerConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int:
+    """Service entry: run the asyncio scan loop until ``stop``; exit 0."""
+    log.info("scanner schema %s; venue REST for the cold start: %s", arrow_io.SCHEMA_VERSION, cfg.venue_rest)
 
     async def _main() -> int:
-        stop = asyncio.Event()
+        astop = asyncio.Event()
         lp = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            lp.add_signal_handler(sig, stop.set)
-        return await run(cfg, stop=stop)
+        threading.Thread(target=lambda: (stop.wait(), lp.call_soon_threadsafe(astop.set)),
+                         name="scanner-stop", daemon=True).start()
+        return await scan_loop(cfg, bus if cfg.bus else None, clock, astop)
 
     asyncio.run(_main())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return Service.main(SERVICE, ScannerConfig, run, argv, description=__doc__.splitlines()[0],
+                        connect=lambda cfg: cfg.bus)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ class Clock:
     def monotonic(self) -> float:
         raise NotImplementedError
 
+    def time_ns(self) -> int:
+        """Epoch nanoseconds (default: from :meth:`time`)."""
+        return int(self.time() * 1e9)
+
     def wait(self, stop: threading.Event, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds or until ``stop`` is set; return whether it is set."""
         raise NotImplementedError
@@ -31,6 +35,9 @@ class SystemClock(Clock):
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def time_ns(self) -> int:
+        return time.time_ns()
 
     def wait(self, stop: threading.Event, timeout: float) -> bool:
         return stop.wait(max(0.0, timeout))

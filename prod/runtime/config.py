@@ -33,9 +33,11 @@ _COMMON = (
     ("--venue-rest", "venue_rest", "venue REST base URL (DOLPHIN_VENUE_REST)"),
     ("--data-dir", "data_dir", "durable data directory (DOLPHIN_DATA_DIR)"),
     ("--run-logs", "run_logs", "run_logs directory (DOLPHIN_RUN_LOGS)"),
-    ("--scan-interval-s", "scan_interval_s", "scan cadence in seconds (DOLPHIN_SCAN_INTERVAL_S)"),
+    ("--scan-interval-s", "scan_interval_s", "scan cadence in seconds (DOLPHIN_SCAN_INTERVAL_S; alias --interval)"),
     ("--symbols", "symbols", "comma-separated scanner symbols (DOLPHIN_SYMBOLS)"),
 )
+
+_COMMON_ALIASES = {"--scan-interval-s": ("--interval",)}
 
 
 def env_prefix(cls: type, service: str) -> str:
@@ -96,7 +98,8 @@ def add_flags(ap: argparse.ArgumentParser, cls: type) -> None:
     """Add the common flags and one flag per field of ``cls`` to ``ap`` (all default to None)."""
     common = ap.add_argument_group("mesh settings (override DOLPHIN_* variables)")
     for flag, dest, help_ in _COMMON:
-        common.add_argument(flag, dest=f"settings__{dest}", default=None, help=help_)
+        common.add_argument(flag, *_COMMON_ALIASES.get(flag, ()), dest=f"settings__{dest}", default=None,
+                            metavar=dest.upper(), help=help_)
     own = ap.add_argument_group("service settings")
     for f, tp in service_fields(cls):
         base, _ = _unwrap_optional(tp)
@@ -106,7 +109,7 @@ def add_flags(ap: argparse.ArgumentParser, cls: type) -> None:
         if base is bool:
             own.add_argument(*names, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_)
         else:
-            own.add_argument(*names, dest=f.name, default=None, help=help_)
+            own.add_argument(*names, dest=f.name, default=None, metavar=f.name.upper(), help=help_)
     ap.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default INFO)")
 
 

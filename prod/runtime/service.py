@@ -70,7 +70,7 @@ class Service:
     @staticmethod
     def main(name: str, config_cls: type, run: RunFn, argv: Sequence[str] | None = None, *,
              description: str | None = None, env: Mapping[str, str] | None = None,
-             connect: bool = True, bus_factory: Callable[[Any], Bus] | None = None,
+             connect: bool | Callable[[Any], bool] = True, bus_factory: Callable[[Any], Bus] | None = None,
              clock: Clock | None = None) -> int:
         """Parse, log, install signals, connect in the background, run; return ``run``'s exit code.
 
@@ -82,8 +82,9 @@ class Service:
             Frozen dataclass with ``settings: Settings`` first (see :mod:`prod.runtime.config`).
         run : callable
             ``run(cfg, bus, clock, stop) -> int | None`` (None counts as 0).
-        connect : bool
-            False for a process that never talks to the bus (the bus is still passed, unstarted).
+        connect : bool or callable
+            False (or ``connect(cfg) -> False``) for a process that does not talk to the bus this
+            run; the bus is still passed, unstarted.
         bus_factory : callable, optional
             ``bus_factory(cfg) -> Bus`` for a bus with service-specific options (near cache, timeouts).
         """
@@ -105,7 +106,7 @@ class Service:
         signal.signal(signal.SIGINT, _on_signal)
         log.info("%s starting (pid %d): %s", name, os.getpid(), json.dumps(config_log_dict(cfg), default=str))
         bus = bus_factory(cfg) if bus_factory is not None else Bus(cfg.settings, name)
-        if connect:
+        if connect(cfg) if callable(connect) else connect:
             bus.start()
         rc: int | None = 1
         try:
