@@ -157,3 +157,29 @@ def test_stress_regime_drives_lambda_up_and_vel_div_below_threshold_while_calm_d
     assert c_cross <= 3, summary
     assert s_cross >= 3, summary
     assert summary["stress_rate_per_100"] > summary["calm_rate_per_100"], summary
+
+
+def test_an_unwritable_archive_still_publishes_every_scan_and_reports_the_fault(tmp_path, hz_member, fast_venue,
+                                                                               settings_for):
+    """Regression (issue 20): a failed Arrow write used to drop the scan from the bus as well."""
+    from prod.runtime import Bus
+
+    _, hz_port = hz_member
+    _, v_port = fast_venue
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "arrow_scans").write_text("not a directory")   # every archive write fails
+    bus = Bus(settings_for(hz_port=hz_port), "test-archive-fault").start()
+    seen: list[int] = []
+    try:
+        assert bus.wait_connected(30)
+        bus.listen(maps.EIGEN_SCAN, lambda k, p: seen.append(p.scan_number))
+        p = _scanner(tmp_path, v_port, hz_port, "--interval", "0.1", "--max-scans", "6", "--no-venue-backfill",
+                     "--precision", "float64", name="scan_nodisk")
+        assert p.p.wait(90) == 0, p.log_text()
+        wait_until(lambda: len(seen) == 6, 10, what="six scans on the bus")
+        assert seen == list(range(1, 7))
+        hb = bus.get(maps.HEARTBEATS, "scanner")
+        assert hb.extra["archive_faults"] >= 1 and "NotADirectoryError" in hb.extra["archive_error"]
+        assert "published to the bus only" in p.log_text()
+    finally:
+        bus.close()
