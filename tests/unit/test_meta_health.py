@@ -20,7 +20,7 @@ from prod.runtime import Bus
 from prod.settings import load_settings
 from prod.timeparse import parse_timestamp
 from services.meta_health import main as mh
-from tests.helpers import REPO_ROOT, free_port, wait_until
+from tests.helpers import free_port, wait_until
 
 SAMPLE_STATUS = """\
 dolphin:event_trader             STOPPED   Not started
