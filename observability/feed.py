@@ -1,14 +1,15 @@
-"""Bus side of the observability terminal: keep a Hazelcast client alive and push every map change.
+"""Bus side of the observability terminal: one :class:`prod.runtime.Bus` that pushes every map change.
 
-:class:`BusFeed` owns one background thread that connects a client (``prod.bus.client.make_client``),
-registers entry listeners on every source the TUI shows, reads each key once (at start, after a
-reconnect, and on :meth:`BusFeed.request_refresh`) and reports the connection state. Values are
-decoded on the client's event threads (:func:`observability.state.decode_value`) and handed to
-``deliver``, which must not block; nothing here polls a map in a loop.
+:class:`BusFeed` owns a :class:`~prod.runtime.Bus` (it connects in the background with backoff and
+jitter, and rebuilds its client when the cluster is lost) and one feed thread. Each TUI source is a
+typed topic (:mod:`prod.bus.maps`): ``bus.listen`` delivers every add/update decoded on the client's
+event threads, and a malformed value arrives as an error naming its source; both are handed to
+``deliver``, which must not block. Removals of whole-map sources (heartbeats, PnL days) are listened
+to on every new client (an ``on_connect`` hook), as are the client's connection-state changes.
 
-Recovery: the client reconnects by itself for ``connect_timeout`` seconds after losing its member;
-when it gives up (its lifecycle reaches SHUTDOWN) or the first connect fails, the feed thread waits
-``retry_s`` and builds a new client, so a restarted member is picked up without operator action.
+The feed thread reads each key once (at start, after every (re)connection and on
+:meth:`BusFeed.request_refresh`) and reports the connection state while the bus is still connecting;
+nothing here polls a map in a loop.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from typing import Any, Callable
 from hazelcast.lifecycle import LifecycleState
 
 from observability.state import KEY_ROUTES, MAP_ROUTES, Decoded, decode_value
-from prod.bus.client import make_client
+from prod.bus import maps
+from prod.runtime import Bus, result_within
 from prod.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,22 @@ for _m, _k in KEY_ROUTES:
     KEYS_BY_MAP[_m] = KEYS_BY_MAP.get(_m, ()) + (_k,)
 
 
+def _topics() -> list[tuple[maps.Topic, str | None]]:
+    """(topic, key) of every TUI source; key None = the whole map."""
+    out: list[tuple[maps.Topic, str | None]] = []
+    for (map_name, key) in KEY_ROUTES:
+        t = maps.topic_for(map_name, key)
+        if t is None:
+            raise ValueError(f"TUI source {map_name}[{key!r}] has no topic in prod.bus.maps")
+        out.append((t, key))
+    for map_name in MAP_ROUTES:
+        t = maps.topic_for(map_name, "")
+        if t is None or t.key is not None:
+            raise ValueError(f"TUI source {map_name} has no per-key topic in prod.bus.maps")
+        out.append((t, None))
+    return out
+
+
 class BusFeed:
     """Background connection to the bus that streams decoded values of every TUI source."""
 
@@ -42,17 +60,26 @@ class BusFeed:
         self.deliver, self.on_status = deliver, on_status
         self.connect_timeout, self.retry_s, self.client_name = connect_timeout, retry_s, client_name
         self.members = ",".join(settings.hz_members)
+        self.bus = Bus(settings, client_name, connect_timeout_s=connect_timeout,
+                       backoff_s=(retry_s, max(retry_s, 5.0)))
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._refresh = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client: Any = None
-        self.connects = 0
         self.reads = 0
+        for topic, key in _topics():
+            self.bus.listen(topic, self._on_value(topic.map), key, on_error=self._on_error(topic.map))
+        self.bus.on_connect(self._on_connect)
+
+    @property
+    def connects(self) -> int:
+        """How many clients the bus has connected (1 + reconnections that needed a new client)."""
+        return self.bus.connects
 
     # ── control ──────────────────────────────────────────────────────────────────────────────
     def start(self) -> "BusFeed":
-        """Start the feed thread (returns at once; the connection is made in the background)."""
+        """Start the bus and the feed thread (returns at once; the connection is made in the background)."""
+        self.bus.start()
         self._thread = threading.Thread(target=self._run, name="tui-bus-feed", daemon=True)
         self._thread.start()
         return self
@@ -63,7 +90,7 @@ class BusFeed:
         self._wake.set()
 
     def stop(self) -> None:
-        """Signal the feed to shut its client down and exit (does not wait)."""
+        """Signal the feed to close its bus and exit (does not wait)."""
         self._stop.set()
         self._wake.set()
 
@@ -76,67 +103,18 @@ class BusFeed:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    # ── feed thread ──────────────────────────────────────────────────────────────────────────
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.on_status(False, f"connecting to {self.members}")
+    # ── bus callbacks (client threads) ───────────────────────────────────────────────────────
+    def _on_value(self, map_name: str) -> Callable[[str, Any], None]:
+        def cb(key: str, payload: Any) -> None:
+            self.deliver(Decoded(map_name, key, payload, None))
+        return cb
+
+    def _on_error(self, map_name: str) -> Callable[[str, Exception], None]:
+        def cb(key: str, exc: Exception) -> None:
             try:
-                client = make_client(self.settings, name=self.client_name,
-                                     cluster_connect_timeout=self.connect_timeout)
-            except Exception as exc:  # noqa: BLE001 - any connect failure: report and retry
-                self.on_status(False, f"{self.members} unreachable ({type(exc).__name__})")
-                self._stop.wait(self.retry_s)
-                continue
-            self._client = client
-            self.connects += 1
-            try:
-                self._serve(client)
-            except Exception as exc:  # noqa: BLE001 - a lost member mid-setup: rebuild the client
-                log.warning("bus feed: %s; rebuilding the client", exc)
-                self.on_status(False, f"{self.members}: {type(exc).__name__}")
-            finally:
-                self._client = None
-                try:
-                    client.shutdown()
-                except Exception:  # noqa: BLE001
-                    log.debug("client shutdown failed", exc_info=True)
-            if not self._stop.is_set():
-                self._stop.wait(self.retry_s)
-
-    def _serve(self, client: Any) -> None:
-        lost = threading.Event()
-
-        def on_lifecycle(state: str) -> None:
-            if state == LifecycleState.DISCONNECTED:
-                self.on_status(False, f"lost {self.members}")
-            elif state == LifecycleState.CONNECTED:
-                self.on_status(True, self.members)
-                self.request_refresh()          # the member may have restarted empty or changed
-            elif state in (LifecycleState.SHUTTING_DOWN, LifecycleState.SHUTDOWN):
-                lost.set()
-                self._wake.set()
-
-        client.lifecycle_service.add_listener(on_lifecycle)
-        self._listen(client)
-        self.on_status(True, self.members)
-        self._read_all(client)
-        self._refresh.clear()
-        while not self._stop.is_set() and not lost.is_set():
-            self._wake.wait(1.0)   # wakes on refresh/stop/shutdown; the timeout only re-checks the flags
-            self._wake.clear()
-            if self._refresh.is_set() and not lost.is_set() and client.lifecycle_service.is_running():
-                self._refresh.clear()
-                try:
-                    self._read_all(client)
-                except Exception as exc:  # noqa: BLE001 - disconnected mid-read: the lifecycle reports it
-                    log.warning("bus feed: refresh failed: %s", exc)
-
-    def _callback(self, map_name: str) -> Callable[[Any], None]:
-        def cb(event: Any) -> None:
-            try:
-                self.deliver(decode_value(map_name, event.key, event.value))
+                self.deliver(Decoded(map_name, key, None, str(exc)))
             except Exception:  # noqa: BLE001 - never raise into the client's event thread
-                log.exception("bus feed: deliver failed for %s[%r]", map_name, getattr(event, "key", None))
+                log.exception("bus feed: deliver failed for %s[%r]", map_name, key)
         return cb
 
     def _removed(self, map_name: str) -> Callable[[Any], None]:
@@ -147,29 +125,60 @@ class BusFeed:
                 log.exception("bus feed: deliver failed for removal of %s[%r]", map_name, event.key)
         return cb
 
-    def _listen(self, client: Any) -> None:
-        futures = []
-        for map_name, keys in KEYS_BY_MAP.items():
-            m = client.get_map(map_name)
-            cb = self._callback(map_name)
-            for key in keys:
-                futures.append(m.add_entry_listener(include_value=True, key=key, added_func=cb, updated_func=cb))
-        for map_name in MAP_ROUTES:
-            m = client.get_map(map_name)
-            cb, gone = self._callback(map_name), self._removed(map_name)
-            futures.append(m.add_entry_listener(include_value=True, added_func=cb, updated_func=cb,
-                                                removed_func=gone, evicted_func=gone, expired_func=gone))
-        for f in futures:
-            f.result()
+    def _on_connect(self, bus: Bus) -> None:
+        """On every new client: follow its connection state, listen to removals, read everything once."""
+        client = bus.client
 
-    def _read_all(self, client: Any) -> None:
+        def on_lifecycle(state: str) -> None:
+            if state == LifecycleState.DISCONNECTED:
+                self.on_status(False, f"lost {self.members}")
+            elif state == LifecycleState.CONNECTED:
+                self.on_status(True, self.members)
+                self.request_refresh()          # the member may have restarted empty or changed
+            elif state in (LifecycleState.SHUTTING_DOWN, LifecycleState.SHUTDOWN) and not self._stop.is_set():
+                self.on_status(False, f"lost {self.members}; reconnecting")
+
+        client.lifecycle_service.add_listener(on_lifecycle)
+        futures = []
+        for map_name in MAP_ROUTES:     # removals are not part of a topic listener: one per map per client
+            gone = self._removed(map_name)
+            futures.append(client.get_map(map_name).add_entry_listener(
+                include_value=False, removed_func=gone, evicted_func=gone, expired_func=gone))
+        for f in futures:
+            try:
+                result_within(f, bus.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - the next client registers them again
+                log.warning("bus feed: removal listener not registered: %r", exc)
+        self.on_status(True, self.members)
+        self.request_refresh()
+
+    # ── feed thread ──────────────────────────────────────────────────────────────────────────
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self.bus.connected:
+                    failed = self.bus.attempts - 1     # the current attempt has not failed (yet)
+                    self.on_status(False, f"{self.members} unreachable ({failed} attempts failed)" if failed > 0
+                                   else f"connecting to {self.members}")
+                self._wake.wait(self.retry_s)   # wakes on refresh/stop; the timeout re-checks the connection
+                self._wake.clear()
+                if self._refresh.is_set() and self.bus.connected and not self._stop.is_set():
+                    self._refresh.clear()
+                    try:
+                        self._read_all()
+                    except Exception as exc:  # noqa: BLE001 - disconnected mid-read: refreshed on reconnect
+                        log.warning("bus feed: refresh failed: %s", exc)
+        finally:
+            self.bus.close()
+
+    def _read_all(self) -> None:
         """Read every key the TUI shows once and deliver it (start, reconnect, ``r``)."""
+        t = self.bus.timeout_s
         for map_name, keys in KEYS_BY_MAP.items():
-            values = client.get_map(map_name).get_all(list(keys)).result()
+            values = result_within(self.bus.map(map_name).get_all(list(keys)), t)
             for key, raw in values.items():
                 self.deliver(decode_value(map_name, key, raw))
         for map_name in MAP_ROUTES:
-            for key, raw in client.get_map(map_name).entry_set().result():
+            for key, raw in result_within(self.bus.map(map_name).entry_set(), t):
                 self.deliver(decode_value(map_name, key, raw))
         self.reads += 1
-

@@ -1,14 +1,16 @@
 """Pure state model of the observability terminal: latest payload per panel, ages, colours, lines.
 
 Nothing here touches Hazelcast, Textual or the wall clock: values arrive as
-``(map_name, key, raw JSON)`` or already-decoded payloads, time arrives as ``now`` (Unix seconds),
+``(map_name, key, raw JSON)`` or already-decoded typed payloads (:mod:`prod.bus.payloads`, decoded
+through the topics of :mod:`prod.bus.maps`), time arrives as ``now`` (Unix seconds),
 and each panel renders to a list of :class:`Line` (text + a severity style). The Textual app
 (:mod:`observability.tui`) only copies these lines into widgets, so every decision the operator
 sees (what is stale, what is red, what was malformed) is unit-testable here.
 
 Decisions (the bible §28 leaves them open):
-- A payload's age is measured from its writer timestamp (``bridge_ts``, ``computed_at``, ``_pushed_at``,
-  ``_snapshot_utc``, ``ts``, ``timestamp``, ``updated_at``), falling back to the time it was received.
+- A payload's age is measured from its topic's writer timestamp (``Topic.ts_field``: the scan's
+  ``bridge_ts``, as MHS reads it; ``computed_at``, ``_pushed_at``, ``_snapshot_utc``, ``ts``,
+  ``timestamp``, ``updated_at``), falling back to the time it was received.
 - Heartbeat colour: ``ok`` up to ``hb_warn_s`` (15 s), ``warn`` up to ``hb_stale_s`` (60 s), ``bad`` beyond.
   Every other panel turns ``warn`` when its payload is older than ``panel_stale_s`` (120 s).
 - A malformed payload never replaces the last good one: the panel keeps showing the last good
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from prod.bus import maps
+from prod.bus.payloads import Payload
 
 # ── panels ───────────────────────────────────────────────────────────────────────────────────
 SCAN = "scan"
@@ -55,13 +58,6 @@ KEY_ROUTES: dict[tuple[str, str], str] = {
     (maps.STATE_BLUE, maps.KEY_LATEST): POSITION,
 }
 MAP_ROUTES: dict[str, str] = {maps.HEARTBEAT: HEARTBEAT, maps.PNL_BLUE: PNL}
-
-# writer timestamp field per panel (first present wins)
-_TS_FIELDS: dict[str, tuple[str, ...]] = {
-    SCAN: ("bridge_ts",), ACB: ("computed_at",), EXF: ("_pushed_at",), OBF: ("_snapshot_utc",),
-    SAFETY: ("ts",), META: ("timestamp",), HEARTBEAT: ("ts",), PNL: ("updated_at",),
-    POSITION: ("updated_at",),
-}
 
 # styles: the widget layer maps them to colours
 OK, WARN, BAD, DIM, PLAIN = "ok", "warn", "bad", "dim", ""
@@ -98,7 +94,7 @@ class Decoded:
 
     map_name: str
     key: str
-    payload: dict | None
+    payload: Payload | None
     error: str | None
 
 
@@ -108,9 +104,9 @@ def route(map_name: str, key: str) -> str | None:
 
 
 def decode_value(map_name: str, key: str, raw: Any) -> Decoded:
-    """Decode and validate ``raw`` with the bus schemas; never raises."""
+    """Decode and validate ``raw`` through its topic (:func:`prod.bus.maps.decode_value`); never raises."""
     try:
-        return Decoded(map_name, key, maps.decode(map_name, key, raw), None)
+        return Decoded(map_name, key, maps.decode_value(map_name, key, raw), None)
     except maps.PayloadError as exc:
         return Decoded(map_name, key, None, str(exc))
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not crash the terminal
@@ -119,8 +115,9 @@ def decode_value(map_name: str, key: str, raw: Any) -> Decoded:
 
 @dataclass
 class _Entry:
-    payload: dict
+    payload: Payload
     received: float
+    written: float | None = None        # the topic's writer timestamp (Topic.written_at)
 
 
 @dataclass
@@ -184,7 +181,9 @@ class TuiState:
             p.errors[d.key] = (str(d.error), now)
         else:
             self.updates += 1
-            p.entries[d.key] = _Entry(d.payload, now)
+            topic = maps.topic_for(d.map_name, d.key)
+            written = topic.written_at(d.payload) if topic is not None and isinstance(d.payload, Payload) else None
+            p.entries[d.key] = _Entry(d.payload, now, written)
             p.errors.pop(d.key, None)
         return panel
 
@@ -203,7 +202,7 @@ class TuiState:
         self.bus_connected, self.bus_detail = connected, detail
 
     # ── queries ──────────────────────────────────────────────────────────────────────────────
-    def payload(self, panel: str, key: str | None = None) -> dict | None:
+    def payload(self, panel: str, key: str | None = None) -> Payload | None:
         """Return the last good payload of ``panel`` (for single-key panels ``key`` is optional)."""
         entries = self.panels[panel].entries
         if key is None:
@@ -214,16 +213,15 @@ class TuiState:
         return None if e is None else e.payload
 
     def age(self, panel: str, key: str, now: float) -> float | None:
-        """Age in seconds of ``panel``'s ``key`` from its writer timestamp (else receive time)."""
+        """Age in seconds of ``panel``'s ``key`` from its topic's writer timestamp (else receive time)."""
         e = self.panels[panel].entries.get(key)
         if e is None:
             return None
-        for f in _TS_FIELDS.get(panel, ()):
-            ts = _num(e.payload.get(f))
-            if ts is not None:
-                if ts > 1e14:      # nanoseconds / milliseconds written by mistake: normalise
-                    ts = ts / 1e9 if ts > 1e17 else ts / 1e3
-                return now - ts
+        ts = _num(e.written)
+        if ts is not None:
+            if ts > 1e14:      # nanoseconds / milliseconds written by mistake: normalise
+                ts = ts / 1e9 if ts > 1e17 else ts / 1e3
+            return now - ts
         return now - e.received
 
     def heartbeat_style(self, age: float | None) -> str:
@@ -258,7 +256,7 @@ class TuiState:
         return "\n".join(line.text for line in self.lines(panel, now))
 
     # ── renderers ────────────────────────────────────────────────────────────────────────────
-    def _single(self, panel: str, key: str, now: float) -> tuple[dict | None, float | None, str]:
+    def _single(self, panel: str, key: str, now: float) -> tuple[Any, float | None, str]:
         payload = self.payload(panel, key)
         if payload is None:
             return None, None, DIM
@@ -270,25 +268,27 @@ class TuiState:
         s, age, st = self._single(SCAN, maps.KEY_EIGEN_SCAN, now)
         if s is None:
             return [Line("waiting for latest_eigen_scan", DIM)]
-        res = s.get("result") if isinstance(s.get("result"), dict) else s   # NG7 nested / NG8 flat (§28.5)
-        mwr = res.get("multi_window_results") if isinstance(res.get("multi_window_results"), dict) else {}
+        nested = s.extra.get("result")                                      # NG7 nested / NG8 flat (§28.5)
+        mwr = nested.get("multi_window_results") if isinstance(nested, dict) else s.multi_window_results
+        mwr = mwr if isinstance(mwr, dict) else {}
         lams = []
         for w in WINDOWS:
             row = mwr.get(f"w{w}") or mwr.get(str(w)) or mwr.get(w) or {}
             lam = row.get("lambda_max") if isinstance(row, dict) else None
             lams.append(f"w{w} {_fmt(lam)}")
-        warm = s.get("warm_windows")
+        warm = s.warm_windows
         warm_txt = ",".join(str(w) for w in warm) if isinstance(warm, list) else "?"
-        vd = _num(s.get("vel_div"))
-        vel = "  ".join(f"w{w} {_fmt(s.get(f'w{w}_velocity'), '+.5f')}" for w in WINDOWS)
+        vd = _num(s.vel_div)
+        vel = "  ".join(f"w{w} {_fmt(getattr(s, f'w{w}_velocity', None), '+.5f')}" for w in WINDOWS)
+        n_assets = s.n_assets if s.n_assets is not None else len(s.assets or [])
         return [
-            Line(f"scan #{s.get('scan_number')}  {_age_text(age)}  {s.get('timestamp', '')}", st),
+            Line(f"scan #{s.scan_number}  {_age_text(age)}  {s.timestamp}", st),
             Line(f"vel_div {_fmt(vd, '+.6f')}", BAD if vd is not None and vd <= -0.02 else PLAIN),
             Line("lambda " + "  ".join(lams)),
             Line("velocity " + vel),
             Line(f"warm windows {warm_txt} ({len(warm) if isinstance(warm, list) else '?'}/{len(WINDOWS)})"
-                 f"  assets {s.get('n_assets', len(s.get('assets') or []))}"
-                 f"  regime {_fmt(s.get('regime_signal'), '+.0f')}",
+                 f"  assets {n_assets}"
+                 f"  regime {_fmt(s.regime_signal, '+.0f')}",
                  OK if isinstance(warm, list) and len(warm) == len(WINDOWS) else WARN),
         ]
 
@@ -296,9 +296,9 @@ class TuiState:
         a, age, st = self._single(ACB, maps.KEY_ACB_BOOST, now)
         if a is None:
             return [Line("waiting for acb_boost", DIM)]
-        sig = _num(a.get("signals"))
+        sig = _num(a.signals)
         return [
-            Line(f"boost {_fmt(a.get('boost'))}  beta {_fmt(a.get('beta'))}  signals {_fmt(sig, '.2f')}",
+            Line(f"boost {_fmt(a.boost)}  beta {_fmt(a.beta)}  signals {_fmt(sig, '.2f')}",
                  WARN if sig is not None and sig >= 2 else PLAIN),
             Line(_age_text(age), st),
         ]
@@ -308,7 +308,7 @@ class TuiState:
         if e is None:
             return [Line("waiting for exf_latest", DIM)]
         out = [Line(f"pushed {_age_text(age)}", st)]
-        inds = e.get("indicators") or {}
+        inds = e.indicators or {}
         if not isinstance(inds, dict) or not inds:
             out.append(Line("no indicators in payload", WARN))
             return out
@@ -328,14 +328,14 @@ class TuiState:
         o, age, st = self._single(OBF, maps.KEY_OBF_UNIVERSE, now)
         if o is None:
             return [Line("waiting for obf_universe_latest", DIM)]
-        assets = o.get("assets") or {}
+        assets = o.assets or {}
         spreads = []
         for sym, a in assets.items():
             sp = _num(a.get("spread_bps")) if isinstance(a, dict) else None
             if sp is not None:
                 spreads.append((sp, sym))
         spreads.sort(reverse=True)
-        out = [Line(f"assets {o.get('_n_assets')}  snapshot {_age_text(age)}", st)]
+        out = [Line(f"assets {o.n_assets}  snapshot {_age_text(age)}", st)]
         if not spreads:
             out.append(Line("no spreads yet", DIM))
         for sp, sym in spreads[: self.cfg.obf_worst_n]:
@@ -347,10 +347,10 @@ class TuiState:
         s, age, st = self._single(SAFETY, maps.KEY_LATEST, now)
         if s is None:
             return [Line("waiting for DOLPHIN_SAFETY latest", DIM), *out]
-        posture = s.get("posture")
+        posture = s.posture
         pstyle = {"APEX": OK, "STALKER": WARN, "TURTLE": WARN, "HIBERNATE": BAD}.get(posture, WARN)
-        out = [Line(f"posture {posture}  Rm {_fmt(s.get('Rm'), '.3f')}", pstyle), Line(_age_text(age), st), *out]
-        sensors = s.get("sensors") or {}
+        out = [Line(f"posture {posture}  Rm {_fmt(s.Rm, '.3f')}", pstyle), Line(_age_text(age), st), *out]
+        sensors = s.sensors or {}
         for k in sorted(sensors):
             v = sensors[k]
             out.append(Line(f"  {k:<22} {_fmt(v, '.4g') if _num(v) is not None else v}"))
@@ -360,24 +360,24 @@ class TuiState:
         mc = self.payload(SAFETY, maps.KEY_MC_FOREWARNER)
         if mc is None:
             return [Line("MC-Forewarner: awaiting HZ data (runs every 4h via Prefect)", WARN)]
-        status = mc.get("status")
-        return [Line(f"MC-Forewarner: {status}  prob {_fmt(mc.get('catastrophic_prob'), '.2f')}"
-                     f"  envelope {_fmt(mc.get('envelope_score'), '.2f')}  {mc.get('source', '')}",
-                     {"GREEN": OK, "ORANGE": WARN}.get(status, BAD))]
+        status = mc.status
+        return [Line(f"MC-Forewarner: {status}  prob {_fmt(mc.catastrophic_prob, '.2f')}"
+                     f"  envelope {_fmt(mc.envelope_score, '.2f')}  {mc.source or ''}",
+                     {"GREEN": OK, "OK": OK, "ORANGE": WARN}.get(status, BAD))]
 
     def _r_meta(self, now: float) -> list[Line]:
         m, age, st = self._single(META, maps.KEY_LATEST, now)
         if m is None:
             return [Line("waiting for DOLPHIN_META_HEALTH latest", DIM)]
-        status = m.get("status")
+        status = m.status
         sstyle = {"GREEN": OK, "YELLOW": WARN, "ORANGE": WARN}.get(status, BAD)
-        out = [Line(f"rm_meta {_fmt(m.get('rm_meta'), '.3f')}  [{status}]  {_age_text(age)}", sstyle)]
-        sensors = m.get("sensors") if isinstance(m.get("sensors"), dict) else {}
+        out = [Line(f"rm_meta {_fmt(m.rm_meta, '.3f')}  [{status}]  {_age_text(age)}", sstyle)]
+        sensors = m.sensors if isinstance(m.sensors, dict) else {}
         for k in sorted(sensors):
             v = _num(sensors[k])
             style = PLAIN if v is None else (OK if v >= 0.9 else WARN if v >= 0.5 else BAD)
             out.append(Line(f"  {k.upper().replace('_', ' ', 1):<24} {_fmt(v, '.3f')}", style))
-        services = m.get("services") if isinstance(m.get("services"), dict) else {}
+        services = m.services if isinstance(m.services, dict) else {}
         if services:
             out.append(Line("services:", DIM))
         for name in sorted(services):
@@ -407,10 +407,10 @@ class TuiState:
         else:
             return [Line(f"no PnL for {today} yet", DIM)]
         p = entries[day].payload
-        pnl = _num(p.get("pnl"))
+        pnl = _num(p.pnl)
         return [
             Line(f"{day}{note}", PLAIN if not note else WARN),
-            Line(f"capital {_fmt(p.get('capital'), ',.2f')}  pnl {_fmt(pnl, '+,.2f')}  trades {p.get('trades')}",
+            Line(f"capital {_fmt(p.capital, ',.2f')}  pnl {_fmt(pnl, '+,.2f')}  trades {p.trades}",
                  PLAIN if pnl is None else (OK if pnl >= 0 else BAD)),
         ]
 
@@ -418,10 +418,10 @@ class TuiState:
         s, age, st = self._single(POSITION, maps.KEY_LATEST, now)
         if s is None:
             return [Line("waiting for DOLPHIN_STATE_BLUE latest", DIM)]
-        out = [Line(f"{s.get('strategy')}  capital {_fmt(s.get('capital'), ',.2f')}  posture {s.get('posture', '?')}"
+        out = [Line(f"{s.strategy}  capital {_fmt(s.capital, ',.2f')}  posture {s.posture or '?'}"
                     f"  {_age_text(age)}", st)]
-        paper = s.get("paper") if isinstance(s.get("paper"), dict) else {}
-        pos = paper.get("position", s.get("open_position"))
+        paper = s.paper if isinstance(s.paper, dict) else {}
+        pos = paper.get("position", s.extra.get("open_position"))
         if not isinstance(pos, dict):
             out.append(Line("position: flat", DIM))
             return out

@@ -1,8 +1,12 @@
 """Read-only operator view of the cluster: list maps with sizes, print a map's entries or one key.
 
-``python -m prod.bus.inspect [--map NAME] [--key KEY] [--members HOST:PORT] [--cluster NAME]``
-It is an ordinary hazelcast-python-client, so it works against the embedded member and a real cluster.
-It never writes: no put, no listener, no proxy destroy.
+``python -m prod.bus.inspect [--map NAME] [--key KEY] [--members HOST:PORT] [--cluster NAME] [--timeout S]``
+It connects through :class:`prod.runtime.Bus` (an ordinary hazelcast-python-client), so it works against
+the embedded member and a real cluster. It never writes: no put, no listener, no proxy destroy.
+
+Every value of a known topic is checked with :func:`prod.bus.maps.decode_value`; a malformed one is
+printed as it is, followed by a line ``invalid: <why>`` (and ``--key`` then exits 3).
+Exit codes: 0 shown, 1 key absent, 2 no member answered, 3 the key's value is invalid.
 """
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import json
 import sys
 from typing import TextIO
 
-from prod.bus.client import make_client
+from prod.bus import maps
+from prod.runtime import Bus
 from prod.settings import load_settings
 
 MAP_SERVICE = "hz:impl:mapService"
@@ -25,6 +30,17 @@ def _fmt(value: object, width: int) -> str:
             pass
     text = str(value)
     return text if width <= 0 or len(text) <= width else text[: width - 3] + "..."
+
+
+def _problem(map_name: str, key: object, value: object) -> str | None:
+    """Return why ``map_name[key]`` does not decode through its topic, None when fine or free-form."""
+    if not isinstance(key, str) or maps.topic_for(map_name, key) is None:
+        return None
+    try:
+        maps.decode_value(map_name, key, value)
+    except maps.PayloadError as exc:
+        return str(exc)
+    return None
 
 
 def inspect(client, map_name: str | None, key: str | None, out: TextIO, width: int = 200) -> int:
@@ -42,11 +58,18 @@ def inspect(client, map_name: str | None, key: str | None, out: TextIO, width: i
             print(f"{map_name}[{key!r}]: <absent>", file=out)
             return 1
         print(f"{map_name}[{key!r}] = {_fmt(value, 0)}", file=out)
+        why = _problem(map_name, key, value)
+        if why is not None:
+            print(f"invalid: {why}", file=out)
+            return 3
         return 0
     entries = sorted(m.entry_set(), key=lambda kv: str(kv[0]))
     print(f"{map_name}: {len(entries)} entries", file=out)
     for k, v in entries:
         print(f"  {k!s:<32} {_fmt(v, width)}", file=out)
+        why = _problem(map_name, k, v)
+        if why is not None:
+            print(f"  {'':<32} invalid: {why}", file=out)
     return 0
 
 
@@ -57,16 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--members", help="comma-separated host:port (default from DOLPHIN_HZ_MEMBERS)")
     ap.add_argument("--cluster", help="cluster name (default from DOLPHIN_HZ_CLUSTER)")
     ap.add_argument("--width", type=int, default=200, help="truncate values to this many characters (0 = no limit)")
+    ap.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for a member (default 15)")
     a = ap.parse_args(argv)
     if a.key is not None and a.map is None:
         ap.error("--key needs --map")
     settings = load_settings(hz_members=tuple(x.strip() for x in a.members.split(",")) if a.members else None,
                              hz_cluster=a.cluster)
-    client = make_client(settings, name="hz-inspect", cluster_connect_timeout=10.0)
+    bus = Bus(settings, "hz-inspect", connect_timeout_s=min(10.0, a.timeout)).start()
     try:
-        return inspect(client, a.map, a.key, sys.stdout, a.width)
+        if not bus.wait_connected(a.timeout):
+            print(f"inspect: no Hazelcast member answered at {','.join(settings.hz_members)} "
+                  f"(cluster {settings.hz_cluster!r})", file=sys.stderr)
+            return 2
+        return inspect(bus.client, a.map, a.key, sys.stdout, a.width)
     finally:
-        client.shutdown()
+        bus.close()
 
 
 if __name__ == "__main__":

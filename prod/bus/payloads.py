@@ -294,7 +294,7 @@ class Safety(Payload):
     r_target: float | None = None
     candidate: str | None = None
     categories: dict[str, Any] = field(default_factory=dict)
-    degraded: list[Any] = field(default_factory=list)
+    degraded: int = 0                      # how many of Cat2–Cat4 are below 0.8 (bible §11)
     stack_state: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -373,7 +373,7 @@ class McForewarner(Payload):
     """``DOLPHIN_FEATURES[mc_forewarner_latest]``: envelope assessment of the active config (§12)."""
 
     KIND: ClassVar[str] = "mc_forewarner"
-    STATUSES: ClassVar[tuple[str, ...]] = ("GREEN", "ORANGE", "RED")
+    STATUSES: ClassVar[tuple[str, ...]] = ("GREEN", "OK", "ORANGE", "RED")   # OK: §12's name for GREEN
     status: str
     ts: float
     catastrophic_prob: float | None = None

@@ -30,29 +30,31 @@ here, ``import prefect`` takes ≈1.4 s and prefect 3.8's ephemeral (serverless)
 with the installed FastAPI (``TypeError: Body() got an unexpected keyword argument 'min_items'``), so the
 loop calls the same plain functions directly and prefect stays an optional import.
 
+The supervised process has the shape of every DOLPHIN service (:class:`prod.runtime.Service`): flags
+and ``DOLPHIN_MC_FOREWARNER_*`` variables onto :class:`ForewarnerConfig`, ``run(cfg, bus, clock, stop)``.
+
     python -m services.mc_forewarner [--interval-s 14400] [--once] [--config prod/configs/blue.yml]
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
 import math
-import signal
 import sqlite3
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from prod.bus import maps
 from prod.configs import BLUE_PATH, StrategyConfig, load_config
+from prod.runtime import Bus, Clock, RateLog, Service, result_within
 from prod.settings import Settings, load_settings
 
 log = logging.getLogger("mc_forewarner")
@@ -69,17 +71,19 @@ VOL_WARMUP_BARS = 100
 
 @dataclass(frozen=True)
 class ForewarnerConfig:
+    ENV_PREFIX: ClassVar[str] = "DOLPHIN_MC_FOREWARNER_"
     settings: Settings
-    config_path: Path = BLUE_PATH
-    interval_s: float = 14_400.0
+    config_path: Path = field(default=BLUE_PATH, metadata={"flags": ("--config",), "help": "strategy config to assess"})
+    interval_s: float = field(default=14_400.0, metadata={"help": "seconds between assessments (bible: 4 h)"})
     heartbeat_s: float = 15.0
-    n_paths: int = 2000
+    n_paths: int = field(default=2000, metadata={"flags": ("--paths",), "help": "bootstrap paths (>= 2000)"})
     seed: int = 7
     min_journal_trades: int = 30
     min_trades: int = 10
     backtest_days: int = 3
     synth_days: int = 2
     hz_timeout_s: float = 5.0
+    once: bool = field(default=False, metadata={"help": "assess once, publish and exit (rc 1 on error)"})
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.interval_s <= 7 * 86_400:
@@ -88,6 +92,8 @@ class ForewarnerConfig:
             raise ValueError(f"n_paths {self.n_paths}: must be >= 2000")
         if self.min_journal_trades < 1 or self.min_trades < 1 or self.backtest_days < 1 or self.synth_days < 1:
             raise ValueError("min_journal_trades, min_trades, backtest_days and synth_days must be >= 1")
+        if self.heartbeat_s <= 0 or self.hz_timeout_s <= 0:
+            raise ValueError("heartbeat_s and hz_timeout_s must be > 0")
 
 
 @dataclass
@@ -273,38 +279,35 @@ def assess(fc: ForewarnerConfig, cfg: StrategyConfig, sample: TradeSample, day_b
     }
 
 
-def read_day_boost(client: Any, timeout: float = 5.0) -> float:
-    """Return today's ACB boost from the bus, 1.0 when absent or malformed."""
+def read_day_boost(bus: Bus, timeout: float = 5.0) -> float:
+    """Return today's ACB boost from the bus, 1.0 when absent, malformed (dropped by the bus) or unreachable."""
     try:
-        from services.safety_watchdog.main import result_within
-        raw = result_within(client.get_map(maps.FEATURES).get(maps.KEY_ACB_BOOST), timeout)
-    except Exception as exc:  # noqa: BLE001
+        acb = bus.get(maps.ACB_BOOST, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - BusUnavailable / timeout: assess at boost 1.0
         log.warning("could not read %s (%r); day boost 1.0", maps.KEY_ACB_BOOST, exc)
         return 1.0
-    if raw is None:
+    if acb is None:
         return 1.0
-    try:
-        b = float(maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, raw)["boost"])
-    except (maps.PayloadError, TypeError, ValueError) as exc:
-        log.warning("ignored bad acb_boost payload: %s", exc)
-        return 1.0
+    b = float(acb.boost)
     return b if math.isfinite(b) and b > 0 else 1.0
 
 
-def publish(client: Any, payload: dict[str, Any]) -> None:
-    text = maps.encode(maps.FEATURES, maps.KEY_MC_FOREWARNER, payload)
-    client.get_map(maps.FEATURES).blocking().set(maps.KEY_MC_FOREWARNER, text)
+def publish(bus: Bus, payload: dict[str, Any], timeout: float = 5.0) -> None:
+    """Write ``payload`` to ``mc_forewarner_latest`` and wait for the member's ack."""
+    bus.publish(maps.MC_FOREWARNER, payload, timeout=timeout)
 
 
-def run_once(fc: ForewarnerConfig, client: Any) -> dict[str, Any] | None:
+def run_once(fc: ForewarnerConfig, bus: Bus | None) -> dict[str, Any] | None:
     """One assessment cycle: load config, gather, simulate, publish. None (and nothing written) on error."""
     t0 = time.perf_counter()
     try:
         cfg = load_config(fc.config_path)
-        boost = read_day_boost(client, fc.hz_timeout_s)
+        if bus is None:
+            raise RuntimeError("no bus to publish on")
+        boost = read_day_boost(bus, fc.hz_timeout_s)
         sample = gather_returns(fc, cfg)
         payload = assess(fc, cfg, sample, boost)
-        publish(client, payload)
+        publish(bus, payload, fc.hz_timeout_s)
     except Exception as exc:  # noqa: BLE001 - on error: log, write nothing new
         log.exception("assessment failed (%r); %s left unchanged", exc, maps.KEY_MC_FOREWARNER)
         return None
@@ -324,89 +327,73 @@ def build_flow():
 
     @flow(name="mc_forewarner_flow")
     def mc_forewarner_flow(config_path: str = str(BLUE_PATH)) -> dict:
-        from prod.bus.client import make_client
         fc = ForewarnerConfig(settings=load_settings(), config_path=Path(config_path))
-        client = make_client(fc.settings, name=SERVICE_NAME)
+        bus = Bus(fc.settings, SERVICE_NAME).start()
         try:
+            if not bus.wait_connected(fc.settings.hz_connect_timeout_s):
+                raise ConnectionError(f"no Hazelcast member at {','.join(fc.settings.hz_members)}")
             cfg = load_config(fc.config_path)
-            payload = assess_t(fc, cfg, gather_t(fc, cfg), read_day_boost(client, fc.hz_timeout_s))
-            publish_t(client, payload)
+            payload = assess_t(fc, cfg, gather_t(fc, cfg), read_day_boost(bus, fc.hz_timeout_s))
+            publish_t(bus, payload, fc.hz_timeout_s)
             return payload
         finally:
-            client.shutdown()
+            bus.close()
 
     return mc_forewarner_flow
 
 
 # ---------------------------------------------------------------- supervised loop
-def _heartbeat(client: Any, wait: bool = False, **fields: Any) -> None:
-    from prod.bus.client import write_heartbeat
-    try:
-        fut = write_heartbeat(client, SERVICE_NAME, **fields)
-        if wait:      # the last heartbeat before exiting must reach the member (bounded by the invocation timeout)
-            fut.result()
-    except Exception as exc:  # noqa: BLE001
-        log.warning("heartbeat failed (%r)", exc)
+class _Beats:
+    """Heartbeats of the loop: fire and forget, except the last one before exiting, which is waited for."""
 
+    def __init__(self, bus: Bus, timeout: float):
+        self.bus, self.timeout = bus, timeout
+        self.rl = RateLog(log, 60.0)
+        self.failed = 0
 
-def run(fc: ForewarnerConfig, stop: threading.Event, once: bool = False) -> int:
-    """Connect, assess every ``fc.interval_s`` (heartbeat every ``fc.heartbeat_s``) until ``stop``."""
-    from prod.bus.client import make_client
-    client = None
-    while client is None and not stop.is_set():
+    def beat(self, wait: bool = False, **fields: Any) -> bool:
         try:
-            client = make_client(fc.settings, name=SERVICE_NAME)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("Hazelcast not reachable (%r); retrying", exc)
-            if once:
-                return 1
-            stop.wait(2.0)
-    if client is None:
-        return 0
-    rc = 0
-    try:
-        while not stop.is_set():
-            payload = run_once(fc, client)
-            last = {"last_status": payload["status"], "last_run": payload["ts"]} if payload else {"last_error": True}
-            _heartbeat(client, wait=once, **last)
-            if once:
-                rc = 0 if payload else 1
-                break
-            deadline = time.monotonic() + fc.interval_s
-            while not stop.is_set() and time.monotonic() < deadline:
-                stop.wait(min(fc.heartbeat_s, max(0.0, deadline - time.monotonic())))
-                if not stop.is_set():
-                    _heartbeat(client, **last)
-    finally:
-        client.shutdown()
-    return rc
+            fut = self.bus.heartbeat(**fields)
+            if wait:      # the last heartbeat before exiting must reach the member
+                result_within(fut, self.timeout)
+            return True
+        except Exception as exc:  # noqa: BLE001 - BusUnavailable / timeout: counted, logged rate-limited
+            self.failed += 1
+            self.rl.warning("hb", "heartbeat failed (%r); %d failed so far", exc, self.failed)
+            return False
+
+
+def run(fc: ForewarnerConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int:
+    """Wait for the bus, assess every ``fc.interval_s`` (heartbeat every ``fc.heartbeat_s``) until ``stop``.
+
+    With ``fc.once``: one assessment, its heartbeat waited for, exit 0 (1 on error or when no member
+    answers within ``settings.hz_connect_timeout_s``).
+    """
+    if fc.once:
+        if not bus.wait_connected(fc.settings.hz_connect_timeout_s):
+            log.error("no Hazelcast member at %s within %.0fs", ",".join(fc.settings.hz_members),
+                      fc.settings.hz_connect_timeout_s)
+            return 1
+    else:
+        while not stop.is_set() and not bus.wait_connected(1.0):
+            pass
+    beats = _Beats(bus, fc.hz_timeout_s)
+    while not stop.is_set():
+        payload = run_once(fc, bus)
+        last = {"last_status": payload["status"], "last_run": payload["ts"]} if payload else {"last_error": True}
+        beats.beat(wait=fc.once, **last)
+        if fc.once:
+            return 0 if payload else 1
+        deadline = clock.monotonic() + fc.interval_s
+        while not stop.is_set() and clock.monotonic() < deadline:
+            clock.wait(stop, min(fc.heartbeat_s, max(0.0, deadline - clock.monotonic())))
+            if not stop.is_set():
+                beats.beat(**last)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="DOLPHIN MC-forewarner (Monte Carlo envelope of the strategy config)")
-    ap.add_argument("--interval-s", type=float, default=14_400.0, help="seconds between assessments (bible: 4 h)")
-    ap.add_argument("--once", action="store_true", help="assess once, publish and exit (rc 1 on error)")
-    ap.add_argument("--config", type=Path, default=BLUE_PATH, help="strategy config to assess")
-    ap.add_argument("--paths", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--hz-members", default=None)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(hz_members=tuple(args.hz_members.split(",")) if args.hz_members else None)
-    try:
-        fc = ForewarnerConfig(settings=settings, config_path=args.config, interval_s=args.interval_s,
-                              n_paths=args.paths, seed=args.seed)
-    except ValueError as exc:
-        log.error("bad configuration: %s", exc)
-        return 2
-    log.info("mc_forewarner starting: %s", json.dumps({**asdict(fc), "settings": settings.as_log_dict(),
-                                                       "once": args.once}, default=str))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    rc = run(fc, stop, once=args.once)
-    log.info("mc_forewarner stopped")
-    return rc
+    return Service.main(SERVICE_NAME, ForewarnerConfig, run, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Bible §24.5 and §26.3, shared/ARCHITECTURE.md §7. Every cycle (``CHECK_INTERVAL_S``) the service
 reads five sensors, combines four of them into ``rm_meta`` as a *weighted sum* (never a product: one
 dead sensor cannot zero the score), maps it to GREEN / DEGRADED / CRITICAL / DEAD, and writes the
-report to ``DOLPHIN_META_HEALTH["latest"]`` and, atomically, ``run_logs/meta_health.json``.
+report to ``DOLPHIN_META_HEALTH["latest"]`` (``maps.META_HEALTH_LATEST``) and, atomically,
+``run_logs/meta_health.json``. The bus connection is :class:`prod.runtime.Bus`'s: it connects in the
+background, so MHS reports (M4 down, no data) while no member answers.
 
 Sensors
 -------
@@ -11,8 +13,10 @@ Sensors
 - **M1 data infra** (0.35): fraction of the critical data programs that supervisord reports RUNNING
   (``supervisorctl -c <conf> status``; when supervisord cannot be reached the fallback looks for the
   service processes with psutil).
-- **M3 data freshness** (0.20): mean freshness score of the monitored ``DOLPHIN_FEATURES`` keys:
-  age ≤ 30 s → 1.0, ≤ 120 s → 0.5, older or absent → 0.0; ``acb_boost`` is scored on presence only.
+- **M3 data freshness** (0.20): mean freshness score of the monitored topics (:data:`FRESHNESS_TOPICS`),
+  each aged from its topic's writer timestamp (``Topic.ts_field``: the scan's ``bridge_ts``, ExF's
+  ``_pushed_at``, OBF's ``_snapshot_utc``): age ≤ 30 s → 1.0, ≤ 120 s → 0.5, older, absent or
+  malformed → 0.0; ``acb_boost`` is scored on presence only.
   A timestamp more than ``DATA_STALE_S`` in the future is a clock problem and scores 0.5 (decision
   of ours: the bible names the case but not the score).
 - **M5 coherence** (0.10): mean of (ACB boost in [1.0, 2.0] and beta in [0, 1]; absent → 0.5) and
@@ -30,8 +34,6 @@ module never calls systemctl.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import os
@@ -40,17 +42,18 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from prod.bus import maps
-from services.lifecycle import serve, setup_logging
-from prod.settings import REPO_ROOT, Settings, load_settings
+from prod.bus.payloads import AcbBoost, ObfUniverse, Payload, PayloadError
+from prod.runtime import Bus, Clock, RateLog, Service, SystemClock, atomic_write_json, result_within
+from prod.settings import REPO_ROOT, Settings
+from prod.timeparse import parse_timestamp
 
 log = logging.getLogger("meta_health")
 
@@ -91,13 +94,9 @@ RESTARTABLE_STATES = frozenset({"STOPPED", "FATAL"})
 SUPERVISOR_STATES = frozenset({"STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED",
                                "FATAL", "UNKNOWN"})
 
-# HZ keys whose age feeds M3: key → timestamp field (None = presence only)
-FRESHNESS_KEYS: dict[str, str | None] = {
-    maps.KEY_EXF: "_pushed_at",
-    maps.KEY_ACB_BOOST: None,
-    maps.KEY_EIGEN_SCAN: "timestamp",
-    maps.KEY_OBF_UNIVERSE: "_snapshot_utc",
-}
+# topics whose age feeds M3 (aged from each topic's ts_field); those in PRESENCE_ONLY score on presence
+FRESHNESS_TOPICS: tuple[maps.Topic, ...] = (maps.EXF, maps.ACB_BOOST, maps.EIGEN_SCAN, maps.OBF_UNIVERSE)
+PRESENCE_ONLY: frozenset[str] = frozenset({maps.KEY_ACB_BOOST})
 
 
 # ── status parsing ───────────────────────────────────────────────────────────────────────────
@@ -154,38 +153,6 @@ def score_m1_trader(states: Mapping[str, str]) -> float:
     return 1.0 if states.get(TRADER_PROGRAM) == "RUNNING" else 0.0
 
 
-def parse_timestamp(value: Any) -> float | None:
-    """Return unix seconds from a float/int (s, ms or ns) or an ISO-8601 string; None if unusable."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        v = float(value)
-        if not math.isfinite(v) or v <= 0:
-            return None
-        if v > 1e17:
-            return v / 1e9
-        if v > 1e11:
-            return v / 1e3
-        return v
-    if isinstance(value, str):
-        s = value.strip()
-        if not s:
-            return None
-        try:
-            return parse_timestamp(float(s))
-        except ValueError:
-            pass
-        try:
-            dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if dt.tzinfo is None:
-            from datetime import timezone
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.timestamp()
-    return None
-
-
 def freshness_score(age_s: float | None) -> float:
     """Score one data age: ≤ DATA_STALE_S → 1.0, ≤ DATA_DEAD_S → 0.5, older/unknown → 0.0.
 
@@ -203,15 +170,17 @@ def freshness_score(age_s: float | None) -> float:
     return 0.0
 
 
-def score_source(payload: Mapping[str, Any] | None, ts_field: str | None, now: float) -> tuple[float, float | None]:
-    """Return (score, age_s) of one monitored key's payload (None payload = absent)."""
+def score_source(topic: maps.Topic, payload: Payload | None, now: float,
+                 presence_only: bool = False) -> tuple[float, float | None]:
+    """Return (score, age_s) of one monitored topic's payload (None payload = absent).
+
+    The age is measured from the topic's writer timestamp (``topic.written_at``; s, ms or ns).
+    """
     if payload is None:
         return 0.0, None
-    if ts_field is None:
+    if presence_only:
         return 1.0, None
-    ts = parse_timestamp(payload.get(ts_field))
-    if ts is None and ts_field == "timestamp":
-        ts = parse_timestamp(payload.get("timestamp_ns"))
+    ts = parse_timestamp(topic.written_at(payload))
     if ts is None:
         return 0.0, None
     age = now - ts
@@ -227,11 +196,12 @@ def score_m4(hz_up: bool, prefect_up: bool) -> float:
     return HZ_PORT_WEIGHT * bool(hz_up) + PREFECT_PORT_WEIGHT * bool(prefect_up)
 
 
-def score_acb(acb: Mapping[str, Any] | None) -> float:
+def score_acb(acb: AcbBoost | None) -> float:
+    """1.0 when boost is in [1, 2] and beta in [0, 1]; 0.5 when absent; 0.0 otherwise."""
     if acb is None:
         return 0.5
     try:
-        boost, beta = float(acb.get("boost")), float(acb.get("beta", 0.0))
+        boost, beta = float(acb.boost), float(acb.beta)
     except (TypeError, ValueError):
         return 0.0
     if not (math.isfinite(boost) and math.isfinite(beta)):
@@ -240,19 +210,19 @@ def score_acb(acb: Mapping[str, Any] | None) -> float:
     return 1.0 if ok else 0.0
 
 
-def score_obf(obf: Mapping[str, Any] | None, min_assets: int = MIN_OBF_ASSETS) -> float:
+def score_obf(obf: ObfUniverse | None, min_assets: int = MIN_OBF_ASSETS) -> float:
+    """1.0 when the universe covers ≥ ``min_assets``, 0.5 when fewer, 0.0 when absent or empty."""
     if obf is None:
         return 0.0
-    n = obf.get("_n_assets")
+    n = obf.n_assets
     if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n):
-        assets = obf.get("assets")
-        n = len(assets) if isinstance(assets, dict) else 0
+        n = len(obf.assets) if isinstance(obf.assets, dict) else 0
     if n <= 0:
         return 0.0
     return 1.0 if n >= min_assets else 0.5
 
 
-def score_m5(acb: Mapping[str, Any] | None, obf: Mapping[str, Any] | None, min_obf_assets: int = MIN_OBF_ASSETS) -> float:
+def score_m5(acb: AcbBoost | None, obf: ObfUniverse | None, min_obf_assets: int = MIN_OBF_ASSETS) -> float:
     return (score_acb(acb) + score_obf(obf, min_obf_assets)) / 2.0
 
 
@@ -391,47 +361,27 @@ def psutil_states(programs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _wait_future(fut: Any, timeout: float) -> Any:
-    done = threading.Event()
-    fut.add_done_callback(lambda _f: done.set())
-    if not done.wait(timeout):
-        raise TimeoutError("hazelcast call timed out")
-    return fut.result()
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` via temp file + fsync + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 # ── service ──────────────────────────────────────────────────────────────────────────────────
 @dataclass(frozen=True)
 class MHSConfig:
+    ENV_PREFIX: ClassVar[str] = "DOLPHIN_META_HEALTH_"
     settings: Settings
-    supervisor_conf: str = str(REPO_ROOT / "supervisor" / "dolphin-supervisord.conf")
-    check_interval_s: float = CHECK_INTERVAL_S
+    supervisor_conf: str = field(default=str(REPO_ROOT / "supervisor" / "dolphin-supervisord.conf"),
+                                 metadata={"help": "supervisord config passed to supervisorctl -c"})
+    check_interval_s: float = field(default=CHECK_INTERVAL_S,
+                                    metadata={"flags": ("--check-interval",), "help": "seconds between cycles"})
     prefect_host: str = "127.0.0.1"
-    prefect_port: int = 4200
+    prefect_port: int = field(default=4200, metadata={"help": "Prefect API port probed by M4 (0 = not probed)"})
     min_obf_assets: int = MIN_OBF_ASSETS
-    hz_timeout_s: float = 2.0
-    once: bool = False
+    hz_timeout_s: float = field(default=2.0, metadata={"help": "wait for one bus read or write"})
+    once: bool = field(default=False, metadata={"help": "run one cycle and exit"})
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.check_interval_s <= 15.0:
             raise ValueError(f"--check-interval {self.check_interval_s}: must be in [0.05, 15] s (§26.3.4)")
+        if self.hz_timeout_s <= 0:
+            raise ValueError(f"--hz-timeout-s {self.hz_timeout_s}: must be > 0")
+        object.__setattr__(self, "supervisor_conf", os.path.abspath(self.supervisor_conf))
 
     @property
     def report_path(self) -> Path:
@@ -439,88 +389,64 @@ class MHSConfig:
 
 
 class MetaHealthService:
-    """One MHS instance: sensors → report → outputs → recovery, once per :meth:`check`."""
+    """One MHS instance: sensors → report → outputs → recovery, once per :meth:`check`.
 
-    def __init__(self, cfg: MHSConfig, recovery: Recovery | None = None,
-                 clock: Callable[[], float] = time.time):
+    ``bus`` may be disconnected (or never started): reads then give nothing and writes are skipped
+    and counted, so the report on disk is written whatever the cluster does.
+    """
+
+    def __init__(self, cfg: MHSConfig, bus: Bus, recovery: Recovery | None = None, clock: Clock | None = None):
         self.cfg = cfg
-        self.clock = clock
+        self.bus = bus
+        self.clock = clock or SystemClock()
         self.supervisorctl = supervisorctl_path()
         self.recovery = recovery or Recovery(cfg.supervisor_conf, supervisorctl=self.supervisorctl)
-        self._client = None
-        self._client_lock = threading.Lock()
-        self._connecting = False
-        self._closed = threading.Event()
+        self.rl = RateLog(log, 30.0)
         self.cycles = 0
+        self.skipped_writes = 0
         hz = cfg.settings.hz_members[0]
         host, _, port = hz.rpartition(":")
         self.hz_host, self.hz_port = host, int(port)
 
-    # Hazelcast connection is made in the background so MHS reports even when HZ is down.
-    def _ensure_client(self) -> Any:
-        if self._client is not None:
-            return self._client
-        with self._client_lock:
-            if self._client is None and not self._connecting:
-                self._connecting = True
-                threading.Thread(target=self._connect, daemon=True, name="mhs-hz-connect").start()
-        return self._client
+    def _read(self, topic: maps.Topic) -> tuple[Payload | None, bool]:
+        """Return (payload, valid) of ``topic``; (None, True) when absent or unreadable.
 
-    def _connect(self) -> None:
-        from prod.bus.client import make_client
-        while not self._closed.is_set():
-            try:
-                client = make_client(self.cfg.settings, name="meta_health", cluster_connect_timeout=5.0)
-                if self._closed.is_set():
-                    client.shutdown()
-                    return
-                self._client = client
-                log.info("connected to Hazelcast %s", self.cfg.settings.hz_members)
-                return
-            except Exception as exc:  # noqa: BLE001
-                log.warning("Hazelcast not reachable (%r); M4 degraded, retrying", exc)
-                self._closed.wait(2.0)
-
-    def _read(self, map_name: str, key: str) -> dict | None:
-        client = self._client
-        if client is None:
-            return None
+        Reads the raw value and decodes it through the topic (rather than ``bus.get``, which drops a
+        malformed value as absent) because the report tells "absent" from "present but invalid".
+        """
         try:
-            raw = _wait_future(client.get_map(map_name).get(key), self.cfg.hz_timeout_s)
-        except Exception as exc:  # noqa: BLE001
-            log.debug("read %s[%s] failed: %r", map_name, key, exc)
-            return None
+            raw = result_within(self.bus.map(topic.map).get(topic.key), self.cfg.hz_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - disconnected / timeout: nothing read this cycle
+            log.debug("read %s failed: %r", topic.source(), exc)
+            return None, True
         if raw is None:
-            return None
+            return None, True
         try:
-            return maps.decode(map_name, key, raw)
-        except maps.PayloadError as exc:
-            log.warning("MHS: %s", exc)
-            return {"_invalid": True}
+            return topic.decode(raw), True
+        except PayloadError as exc:
+            self.rl.warning(f"bad:{topic.source()}", "MHS: %s", exc)
+            return None, False
 
     def _heartbeats(self, now: float) -> tuple[float, dict[str, float]]:
-        client = self._client
-        if client is None:
-            return 0.0, {}
         try:
-            entries = _wait_future(client.get_map(maps.HEARTBEAT).entry_set(), self.cfg.hz_timeout_s)
-        except Exception:  # noqa: BLE001
+            entries = result_within(self.bus.map(maps.HEARTBEAT).entry_set(), self.cfg.hz_timeout_s)
+        except Exception:  # noqa: BLE001 - disconnected / timeout: no heartbeats this cycle
             return 0.0, {}
         ages: dict[str, float] = {}
         for k, v in entries:
             try:
-                hb = maps.decode(maps.HEARTBEAT, k, v)
-                ages[k] = round(now - float(hb["ts"]), 3)
-            except (maps.PayloadError, TypeError, ValueError):
+                ts = maps.HEARTBEATS.written_at(maps.HEARTBEATS.decode(v, k))
+            except PayloadError:
                 continue
+            if ts is not None:
+                ages[k] = round(now - ts, 3)
         if not ages:
             return 0.0, ages
         return sum(1 for a in ages.values() if a <= DATA_STALE_S) / len(ages), ages
 
     def check(self) -> dict:
         """Run one health cycle: read sensors, write the report, trigger recovery; return the report."""
-        now = self.clock()
-        self._ensure_client()
+        now = self.clock.time()
         st, reachable = supervisor_status(self.cfg.supervisor_conf, self.supervisorctl)
         all_programs = CRITICAL_DATA_PROGRAMS + INFORMATIONAL_PROGRAMS
         if reachable:
@@ -537,19 +463,21 @@ class MetaHealthService:
         m4 = score_m4(hz_up, prefect_up)
 
         data_sources: dict[str, dict] = {}
-        payloads: dict[str, dict | None] = {}
-        for key, ts_field in FRESHNESS_KEYS.items():
-            payload = self._read(maps.FEATURES, key) if hz_up else None
-            if payload is not None and payload.get("_invalid"):
-                payloads[key] = None
+        payloads: dict[str, Payload | None] = {}
+        for topic in FRESHNESS_TOPICS:
+            key = str(topic.key)
+            payload, valid = self._read(topic) if hz_up else (None, True)
+            payloads[key] = payload
+            if not valid:
                 data_sources[key] = {"score": 0.0, "age_s": None, "present": True, "valid": False}
                 continue
-            payloads[key] = payload
-            score, age = score_source(payload, ts_field, now)
+            score, age = score_source(topic, payload, now, key in PRESENCE_ONLY)
             data_sources[key] = {"score": score, "age_s": None if age is None else round(age, 3),
                                  "present": payload is not None}
         m3 = score_m3(d["score"] for d in data_sources.values())
-        m5 = score_m5(payloads.get(maps.KEY_ACB_BOOST), payloads.get(maps.KEY_OBF_UNIVERSE), self.cfg.min_obf_assets)
+        acb, obf = payloads.get(maps.KEY_ACB_BOOST), payloads.get(maps.KEY_OBF_UNIVERSE)
+        m5 = score_m5(acb if isinstance(acb, AcbBoost) else None, obf if isinstance(obf, ObfUniverse) else None,
+                      self.cfg.min_obf_assets)
         m2, hb_ages = self._heartbeats(now) if hz_up else (0.0, {})
 
         sensors = {"m4_control_plane": m4, "m1_data_infra": m1_data, "m3_data_freshness": m3,
@@ -591,60 +519,34 @@ class MetaHealthService:
             atomic_write_json(self.cfg.report_path, report)
         except (OSError, ValueError) as exc:
             log.error("cannot write %s: %r", self.cfg.report_path, exc)
-        client = self._client
-        if client is None:
-            return
         try:
-            client.get_map(maps.META_HEALTH).set(maps.KEY_LATEST, maps.encode(maps.META_HEALTH, maps.KEY_LATEST, report))
-            from prod.bus.client import write_heartbeat
-            write_heartbeat(client, SERVICE_NAME, now=now)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("cannot publish to Hazelcast: %r", exc)
-
-    def shutdown(self) -> None:
-        self._closed.set()
-        if self._client is not None:
-            try:
-                self._client.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
+            self.bus.publish(maps.META_HEALTH_LATEST, report, timeout=self.cfg.hz_timeout_s)
+            self.bus.heartbeat(now=now)
+        except PayloadError as exc:
+            log.error("report not published: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - BusUnavailable / timeout: the file is written, the bus skipped
+            self.skipped_writes += 1
+            self.rl.warning("publish", "cannot publish to Hazelcast (%r); %d cycles skipped so far",
+                            exc, self.skipped_writes)
 
 
-def run(cfg: MHSConfig, stop: threading.Event | None = None) -> None:
+def run(cfg: MHSConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int:
     """Run health cycles every ``cfg.check_interval_s`` until ``stop`` is set (or once)."""
-    stop = stop or threading.Event()
-    svc = MetaHealthService(cfg)
-    try:
-        while not stop.is_set():
-            t0 = time.monotonic()
-            try:
-                svc.check()
-            except Exception:  # noqa: BLE001 - one bad cycle must not kill the watchdog
-                log.exception("health cycle failed")
-            if cfg.once:
-                break
-            stop.wait(max(0.0, cfg.check_interval_s - (time.monotonic() - t0)))
-    finally:
-        svc.shutdown()
+    svc = MetaHealthService(cfg, bus, clock=clock)
+    while not stop.is_set():
+        t0 = clock.monotonic()
+        try:
+            svc.check()
+        except Exception:  # noqa: BLE001 - one bad cycle must not kill the watchdog
+            log.exception("health cycle failed")
+        if cfg.once:
+            break
+        clock.wait(stop, max(0.0, cfg.check_interval_s - (clock.monotonic() - t0)))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="DOLPHIN Meta Health Service v3")
-    ap.add_argument("--supervisor-conf", default=str(REPO_ROOT / "supervisor" / "dolphin-supervisord.conf"))
-    ap.add_argument("--check-interval", type=float, default=CHECK_INTERVAL_S)
-    ap.add_argument("--prefect-port", type=int, default=4200)
-    ap.add_argument("--min-obf-assets", type=int, default=MIN_OBF_ASSETS)
-    ap.add_argument("--hz-members", default=None)
-    ap.add_argument("--run-logs", default=None)
-    ap.add_argument("--once", action="store_true")
-    args = ap.parse_args(argv)
-    setup_logging()
-    settings = load_settings(hz_members=tuple(args.hz_members.split(",")) if args.hz_members else None,
-                             run_logs=args.run_logs)
-    cfg = MHSConfig(settings=settings, supervisor_conf=os.path.abspath(args.supervisor_conf),
-                    check_interval_s=args.check_interval, prefect_port=args.prefect_port,
-                    min_obf_assets=args.min_obf_assets, once=args.once)
-    return serve("meta_health", cfg, run)
+    return Service.main(SERVICE_NAME, MHSConfig, run, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

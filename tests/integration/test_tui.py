@@ -8,7 +8,7 @@ import time
 from observability import state as S
 from observability.tui import DolphinTui
 from prod.bus import maps
-from prod.bus.client import make_client
+from prod.runtime import Bus
 from tests.helpers import Proc, free_port, port_open, wait_until
 
 
@@ -40,15 +40,24 @@ def _scan(n: int, now: float) -> dict:
             "n_assets": 2, "multi_window_results": mwr}
 
 
-def _put(client, map_name: str, key: str, payload: dict | str) -> None:
-    raw = payload if isinstance(payload, str) else maps.encode(map_name, key, payload)
-    client.get_map(map_name).blocking().set(key, raw)
+def _writer(settings, name: str) -> Bus:
+    b = Bus(settings, name).start()
+    assert b.wait_connected(10)
+    return b
+
+
+def _put(bus: Bus, map_name: str, key: str, payload: dict | str) -> None:
+    """Publish ``payload`` through its topic, or write a raw string as is (garbage on purpose)."""
+    if isinstance(payload, str):
+        bus.map(map_name).blocking().set(key, payload)
+    else:
+        bus.publish(maps.topic_for(map_name, key), payload, key)
 
 
 def test_panels_follow_the_maps_and_garbage_is_an_error_line(hz_member, settings_for):
     _, port = hz_member
     settings = settings_for(hz_port=port)
-    writer = make_client(settings, name="tui-test-writer", cluster_connect_timeout=10)
+    writer = _writer(settings, "tui-test-writer")
     now = time.time()
     today = time.strftime("%Y-%m-%d", time.gmtime(now))
     # one value present before the TUI starts: must come from the initial read
@@ -77,8 +86,8 @@ def test_panels_follow_the_maps_and_garbage_is_an_error_line(hz_member, settings
                     "services": {"scanner": "RUNNING", "exf_fetcher": "STOPPED"}})
                 _put(writer, maps.HEARTBEAT, "scanner", {"service": "scanner", "ts": t})
                 _put(writer, maps.HEARTBEAT, "obf_universe", {"service": "obf_universe", "ts": t - 300})
-                _put(writer, maps.PNL_BLUE, today, {"capital": 25123.5, "pnl": 123.5, "trades": 7,
-                                                    "updated_at": t})
+                _put(writer, maps.PNL_BLUE, today, {"date": today, "strategy": "blue", "capital": 25123.5,
+                                                    "pnl": 123.5, "trades": 7, "updated_at": t})
                 _put(writer, maps.STATE_BLUE, maps.KEY_LATEST, {
                     "strategy": "blue", "capital": 25123.5, "updated_at": t, "posture": "APEX",
                     "paper": {"position": {"symbol": "ETHUSDT", "direction": -1, "entry_price": 3012.5,
@@ -116,6 +125,10 @@ def test_panels_follow_the_maps_and_garbage_is_an_error_line(hz_member, settings
             await _wait_for(pilot, lambda: "boost 1.5000" in _plain(app, S.ACB)
                             and "ERROR" not in _plain(app, S.ACB), 5, "acb error cleared")
 
+            # a removed heartbeat leaves its panel (removal listener registered on the bus's client)
+            await asyncio.to_thread(lambda: writer.map(maps.HEARTBEAT).blocking().remove("obf_universe"))
+            await _wait_for(pilot, lambda: "obf_universe" not in _plain(app, S.HEARTBEAT), 5, "heartbeat removed")
+
             # r: one read of every key
             reads = app.feed.reads
             await pilot.press("r")
@@ -126,7 +139,7 @@ def test_panels_follow_the_maps_and_garbage_is_an_error_line(hz_member, settings
     try:
         asyncio.run(scenario())
     finally:
-        writer.shutdown()
+        writer.close()
 
 
 def test_member_loss_shows_disconnected_and_recovers(hz_member, settings_for, tmp_path):
@@ -145,15 +158,14 @@ def test_member_loss_shows_disconnected_and_recovers(hz_member, settings_for, tm
             try:
                 await asyncio.to_thread(wait_until, lambda: port_open(port), 20, 0.05, "member restarted")
                 await _wait_for(pilot, lambda: _bus(app).startswith("bus: connected"), 15, "bus reconnected")
-                writer = await asyncio.to_thread(make_client, settings, name="tui-test-writer2",
-                                                 cluster_connect_timeout=10)
+                writer = await asyncio.to_thread(_writer, settings, "tui-test-writer2")
                 try:
                     await asyncio.to_thread(_put, writer, maps.HEARTBEAT, "scanner",
                                             {"service": "scanner", "ts": time.time()})
                     await _wait_for(pilot, lambda: "scanner" in _plain(app, S.HEARTBEAT), 10,
                                     "heartbeat after reconnect")
                 finally:
-                    writer.shutdown()
+                    writer.close()
             finally:
                 again.stop()
 
@@ -174,14 +186,13 @@ def test_started_before_the_member_it_waits_then_connects_by_itself(settings_for
             try:
                 await _wait_for(pilot, lambda: _bus(app).startswith("bus: connected"), 20, "bus connected")
                 assert app.feed.connects >= 1
-                writer = await asyncio.to_thread(make_client, settings, name="tui-test-writer3",
-                                                 cluster_connect_timeout=10)
+                writer = await asyncio.to_thread(_writer, settings, "tui-test-writer3")
                 try:
                     await asyncio.to_thread(_put, writer, maps.SAFETY, maps.KEY_LATEST,
                                             {"posture": "HIBERNATE", "Rm": 0.0, "ts": time.time()})
                     await _wait_for(pilot, lambda: "posture HIBERNATE" in _plain(app, S.SAFETY), 10, "safety shown")
                 finally:
-                    writer.shutdown()
+                    writer.close()
             finally:
                 member.stop()
 

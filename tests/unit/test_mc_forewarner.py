@@ -137,12 +137,14 @@ class TestPayload:
     def test_payload_decodes_and_the_watchdog_reads_ok(self, tmp_path, blue):
         fc = _fc(tmp_path)
         p = mf.assess(fc, blue, mf.TradeSample("JOURNAL", np.array([0.002, 0.001, -0.0005] * 10), 8.0), now=NOW)
-        text = maps.encode(maps.FEATURES, maps.KEY_MC_FOREWARNER, p)
-        back = maps.decode(maps.FEATURES, maps.KEY_MC_FOREWARNER, text)
+        text = maps.MC_FOREWARNER.encode(p)
+        back = maps.MC_FOREWARNER.decode(text)
+        d = back.to_dict()
         for k in ("catastrophic_prob", "envelope_score", "status", "source", "n_trades", "n_paths",
                   "config_hash", "ts"):
-            assert k in back, k
-        assert back["status"] == "OK" and back["status"] in sw.MC_STATUS_MAP
+            assert k in d, k
+        assert back.status == "OK" and back.status in sw.MC_STATUS_MAP
+        assert maps.MC_FOREWARNER.written_at(back) == NOW
         assert sw.mc_reading(back, NOW + 3600) == ("OK", pytest.approx(1.0), "JOURNAL")
         assert json.loads(text)["timestamp"].startswith("2027-01-15")
 
@@ -150,8 +152,21 @@ class TestPayload:
 class TestService:
     def test_bad_config_writes_nothing_and_reports_failure(self, tmp_path, caplog):
         fc = _fc(tmp_path, config_path=tmp_path / "missing.yml")
-        assert mf.run_once(fc, client=None) is None          # fails at the config, before any bus write
+        assert mf.run_once(fc, None) is None          # fails at the config, before any bus write
         assert "assessment failed" in caplog.text and "missing.yml" in caplog.text
+
+    def test_old_flags_still_parse(self, tmp_path):
+        from prod.runtime import build_config
+        cfg, _ = build_config(mf.ForewarnerConfig, "mc_forewarner", [
+            "--interval-s", "3600", "--once", "--config", str(tmp_path / "c.yml"), "--paths", "3000", "--seed", "9"],
+            env={"DOLPHIN_MC_FOREWARNER_HEARTBEAT_S": "2"})
+        assert (cfg.interval_s, cfg.once, cfg.config_path, cfg.n_paths, cfg.seed, cfg.heartbeat_s) == \
+            (3600.0, True, tmp_path / "c.yml", 3000, 9, 2.0)
+
+    def test_too_few_paths_is_one_config_error_line_and_exit_2(self, capsys):
+        assert mf.main(["--paths", "100"]) == 2
+        assert capsys.readouterr().err.strip() == \
+            "mc_forewarner: configuration error: mc_forewarner: n_paths 100: must be >= 2000"
 
     def test_prefect_flow_wraps_the_same_steps(self):
         f = mf.build_flow()

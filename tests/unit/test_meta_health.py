@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
+from prod.bus import maps
+from prod.bus.payloads import AcbBoost, ObfUniverse
+from prod.runtime import Bus
 from prod.settings import load_settings
+from prod.timeparse import parse_timestamp
 from services.meta_health import main as mh
 from tests.helpers import free_port, wait_until
 
@@ -140,32 +144,46 @@ class TestM3DataFreshnessScoring:
     def test_thresholds(self, age, score):
         assert mh.freshness_score(age) == score
 
+    def _exf(self, at):
+        return maps.EXF.build(_pushed_at=at)
+
     def test_iso_timestamp(self):
         iso = datetime.fromtimestamp(self.NOW - 45, timezone.utc).isoformat()
-        score, age = mh.score_source({"timestamp": iso}, "timestamp", self.NOW)
-        assert score == 0.5 and age == pytest.approx(45, abs=1e-3)
+        assert parse_timestamp(iso) == pytest.approx(self.NOW - 45, abs=1e-3)
 
     def test_naive_iso_is_utc(self):
         iso = datetime.fromtimestamp(self.NOW - 5, timezone.utc).replace(tzinfo=None).isoformat()
-        score, age = mh.score_source({"timestamp": iso}, "timestamp", self.NOW)
-        assert score == 1.0 and age == pytest.approx(5, abs=1e-3)
+        assert parse_timestamp(iso) == pytest.approx(self.NOW - 5, abs=1e-3)
 
     def test_unix_float_and_ms_and_ns(self):
-        assert mh.score_source({"_pushed_at": self.NOW - 10}, "_pushed_at", self.NOW)[0] == 1.0
-        assert mh.parse_timestamp((self.NOW - 10) * 1e3) == pytest.approx(self.NOW - 10)
-        assert mh.parse_timestamp(int((self.NOW - 10) * 1e9)) == pytest.approx(self.NOW - 10)
+        assert mh.score_source(maps.EXF, self._exf(self.NOW - 10), self.NOW)[0] == 1.0
+        assert mh.score_source(maps.EXF, self._exf((self.NOW - 45) * 1e3), self.NOW) == (0.5, pytest.approx(45))
+        assert parse_timestamp((self.NOW - 10) * 1e3) == pytest.approx(self.NOW - 10)
+        assert parse_timestamp(int((self.NOW - 10) * 1e9)) == pytest.approx(self.NOW - 10)
 
     def test_absent_and_presence_only(self):
-        assert mh.score_source(None, "_pushed_at", self.NOW) == (0.0, None)
-        assert mh.score_source({"boost": 1.2}, None, self.NOW) == (1.0, None)
+        assert mh.score_source(maps.EXF, None, self.NOW) == (0.0, None)
+        old = maps.ACB_BOOST.build(boost=1.2, beta=0.1, computed_at=1.0)
+        assert mh.score_source(maps.ACB_BOOST, old, self.NOW, presence_only=True) == (1.0, None)
+        assert mh.score_source(maps.ACB_BOOST, old, self.NOW) == (0.0, pytest.approx(self.NOW - 1.0))
 
     def test_garbage_timestamp_scores_zero(self):
         for bad in ("yesterday", "", None, float("nan"), True, [1], -5):
-            assert mh.score_source({"ts": bad}, "ts", self.NOW)[0] == 0.0
+            assert parse_timestamp(bad) is None
+        assert mh.score_source(maps.EXF, self._exf(-5.0), self.NOW)[0] == 0.0
+        assert mh.score_source(maps.EXF, self._exf(0), self.NOW)[0] == 0.0
 
     def test_future_timestamps(self):
-        assert mh.score_source({"ts": self.NOW + 10}, "ts", self.NOW)[0] == 1.0   # clock skew
-        assert mh.score_source({"ts": self.NOW + 3600}, "ts", self.NOW)[0] == 0.5  # suspect clock
+        assert mh.score_source(maps.EXF, self._exf(self.NOW + 10), self.NOW)[0] == 1.0   # clock skew
+        assert mh.score_source(maps.EXF, self._exf(self.NOW + 3600), self.NOW)[0] == 0.5  # suspect clock
+
+    def test_the_scan_is_aged_from_its_topic_timestamp_bridge_ts(self):
+        assert maps.EIGEN_SCAN in mh.FRESHNESS_TOPICS and maps.EIGEN_SCAN.ts_field == "bridge_ts"
+        scan = maps.EIGEN_SCAN.build(
+            scan_number=1, timestamp_ns=int((self.NOW - 3600) * 1e9), timestamp="2027-01-15T07:00:00+00:00",
+            bridge_ts=self.NOW - 3, vel_div=None, w50_velocity=None, w150_velocity=None, w300_velocity=None,
+            w750_velocity=None, instability_50=None, instability_150=None, assets=[], asset_prices=[])
+        assert mh.score_source(maps.EIGEN_SCAN, scan, self.NOW) == (1.0, pytest.approx(3.0))
 
     def test_mean(self):
         assert mh.score_m3([1.0, 0.5, 0.0, 0.5]) == 0.5
@@ -240,28 +258,45 @@ class TestM4ControlPlane:
 
 
 # ── TestM5Coherence ───────────────────────────────────────────────────────────────────────────
+def _acb(boost: float, beta: float) -> AcbBoost:
+    return maps.ACB_BOOST.build(boost=boost, beta=beta, computed_at=1.0)
+
+
+def _obf(n: int) -> ObfUniverse:
+    return maps.OBF_UNIVERSE.build(_snapshot_utc=1.0, _n_assets=n, assets={})
+
+
 class TestM5Coherence:
     def test_valid_boost(self):
-        assert mh.score_acb({"boost": 1.347, "beta": 0.8}) == 1.0
+        assert mh.score_acb(_acb(1.347, 0.8)) == 1.0
 
-    @pytest.mark.parametrize("acb", [{"boost": 0.5, "beta": 0.2}, {"boost": 3.0, "beta": 0.2},
-                                     {"boost": 1.2, "beta": 1.5}, {"boost": float("nan"), "beta": 0.2},
-                                     {"boost": "x", "beta": 0.2}])
-    def test_invalid_boost(self, acb):
-        assert mh.score_acb(acb) == 0.0
+    @pytest.mark.parametrize("boost, beta", [(0.5, 0.2), (3.0, 0.2), (1.2, 1.5)])
+    def test_out_of_band_boost(self, boost, beta):
+        assert mh.score_acb(_acb(boost, beta)) == 0.0
+
+    def test_a_non_finite_boost_never_reaches_the_score(self):
+        # NaN or a string is refused by the topic (the reader then sees the key as invalid), and a
+        # payload built in code without validation still scores 0
+        for raw in ('{"boost": NaN, "beta": 0.2, "computed_at": 1}', '{"boost": "x", "beta": 0.2, "computed_at": 1}'):
+            with pytest.raises(maps.PayloadError):
+                maps.ACB_BOOST.decode(raw)
+        bad = object.__new__(AcbBoost)
+        object.__setattr__(bad, "boost", float("nan"))
+        object.__setattr__(bad, "beta", 0.2)
+        assert mh.score_acb(bad) == 0.0
 
     def test_absent_boost_is_half(self):
         assert mh.score_acb(None) == 0.5
 
     def test_obf_coverage(self):
-        assert mh.score_obf({"_n_assets": 540}) == 1.0
-        assert mh.score_obf({"_n_assets": 199}) == 0.5
-        assert mh.score_obf({"_n_assets": 0}) == 0.0
+        assert mh.score_obf(_obf(540)) == 1.0
+        assert mh.score_obf(_obf(199)) == 0.5
+        assert mh.score_obf(_obf(0)) == 0.0
         assert mh.score_obf(None) == 0.0
-        assert mh.score_obf({"assets": {f"S{i}": {} for i in range(50)}}, min_assets=40) == 1.0
+        assert mh.score_obf(_obf(50), min_assets=40) == 1.0
 
     def test_m5_mean(self):
-        assert mh.score_m5({"boost": 1.0, "beta": 0.2}, {"_n_assets": 100}) == pytest.approx(0.75)
+        assert mh.score_m5(_acb(1.0, 0.2), _obf(100)) == pytest.approx(0.75)
 
 
 # ── TestRecoveryGating / TestRecoveryNeverKillsRunning / TestRaceConditions ───────────────────
@@ -473,11 +508,9 @@ class TestEdgeCases:
         s = load_settings(env={}, run_logs=str(tmp_path / "rl"), hz_members=(f"127.0.0.1:{free_port()}",))
         rec = Recorder()
         cfg = mh.MHSConfig(settings=s, supervisor_conf=str(tmp_path / "missing.conf"), prefect_port=free_port())
-        svc = mh.MetaHealthService(cfg, recovery=mh.Recovery(cfg.supervisor_conf, runner=rec))
-        try:
-            rep = svc.check()
-        finally:
-            svc.shutdown()
+        bus = Bus(s, "meta_health")          # never started: every bus read gives nothing, every write is skipped
+        svc = mh.MetaHealthService(cfg, bus, recovery=mh.Recovery(cfg.supervisor_conf, runner=rec))
+        rep = svc.check()
         on_disk = json.loads((tmp_path / "rl" / "meta_health.json").read_text())
         assert on_disk["status"] == rep["status"]
         assert rep["status_source"] == "psutil"
@@ -485,11 +518,5 @@ class TestEdgeCases:
         assert rep["status"] in ("CRITICAL", "DEAD")
         assert 0.0 <= rep["rm_meta"] <= 1.0
         assert not list((tmp_path / "rl").glob(".meta_health.json.*"))  # no temp left behind
+        assert svc.skipped_writes == 1 and maps.META_HEALTH_LATEST.decode(json.dumps(on_disk)).status == rep["status"]
 
-    def test_atomic_write_refuses_nan_and_keeps_old_file(self, tmp_path):
-        p = tmp_path / "x.json"
-        mh.atomic_write_json(p, {"a": 1})
-        with pytest.raises(ValueError):
-            mh.atomic_write_json(p, {"a": float("nan")})
-        assert json.loads(p.read_text()) == {"a": 1}
-        assert [q.name for q in tmp_path.iterdir()] == ["x.json"]

@@ -1,17 +1,26 @@
-"""Safety watchdog: sensor extraction (pure) and publishing to the real embedded member."""
+"""Safety watchdog: sensor extraction (pure), publishing to the real embedded member, the service shape."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 from prod.bus import maps
-from prod.bus.client import make_client, write_heartbeat
+from prod.bus.payloads import EngineState, ObfUniverse
+from prod.runtime import Bus, ManualClock
 from prod.settings import PRIORITY_SYMBOLS
 from services.safety_watchdog import main as sw
+from tests.helpers import REPO_ROOT, free_port
 
 NOW = 1_800_000_000.0
+
+
+def _state(capital: float, peak: float | None = None) -> EngineState:
+    return maps.STATE_LATEST.build(strategy="blue", capital=capital, updated_at=NOW, peak_capital=peak)
 
 
 class TestSensorExtraction:
@@ -19,30 +28,46 @@ class TestSensorExtraction:
         assert sw.mc_reading(None, NOW) == ("ORANGE", 0.0, "FALLBACK_NO_DATA")
 
     def test_mc_green_maps_to_ok_with_staleness(self):
-        st, h, src = sw.mc_reading({"status": "GREEN", "ts": NOW - 7200, "source": "REAL_MODEL"}, NOW)
+        mc = maps.MC_FOREWARNER.build(status="GREEN", ts=NOW - 7200, source="REAL_MODEL")
+        st, h, src = sw.mc_reading(mc, NOW)
         assert (st, src) == ("OK", "REAL_MODEL") and h == pytest.approx(2.0)
 
-    def test_mc_iso_timestamp_and_unknown_status(self):
-        st, h, _ = sw.mc_reading({"status": "PURPLE", "timestamp": "2027-01-15T08:00:00+00:00"}, NOW)
-        assert st == "ORANGE" and h >= 0
+    def test_mc_ok_from_the_forewarner_and_a_future_ts(self):
+        st, h, src = sw.mc_reading(maps.MC_FOREWARNER.build(status="OK", ts=NOW + 60), NOW)
+        assert (st, h, src) == ("OK", 0.0, "HZ")
+
+    def test_mc_unknown_status_never_reaches_the_reading(self):
+        with pytest.raises(maps.PayloadError, match="status 'PURPLE'"):
+            maps.MC_FOREWARNER.decode(json.dumps({"status": "PURPLE", "ts": NOW}))
 
     def test_ob_snapshot(self):
-        obf = {"_snapshot_utc": NOW - 10, "_n_assets": 2,
-               "assets": {"BTCUSDT": {"depth_quality": 0.8, "fill_probability": 0.6},
-                          "ETHUSDT": {"depth_quality": 0.6, "fill_probability": float("nan")}}}
+        # built in code (no validation), so a NaN inside an asset reaches the guard of ob_reading
+        obf = ObfUniverse(_snapshot_utc=NOW - 10, _n_assets=2,
+                          assets={"BTCUSDT": {"depth_quality": 0.8, "fill_probability": 0.6},
+                                  "ETHUSDT": {"depth_quality": 0.6, "fill_probability": float("nan")}})
         stale, dq, fp = sw.ob_reading(obf, NOW, 180)
         assert not stale and dq == pytest.approx(0.8) and fp == pytest.approx(0.6)
 
     def test_ob_stale_or_absent(self):
         assert sw.ob_reading(None, NOW, 180)[0]
-        old = {"_snapshot_utc": NOW - 1000, "assets": {"BTCUSDT": {"depth_quality": 1, "fill_probability": 1}}}
+        old = maps.OBF_UNIVERSE.build(_snapshot_utc=NOW - 1000, _n_assets=1,
+                                      assets={"BTCUSDT": {"depth_quality": 1, "fill_probability": 1}})
         assert sw.ob_reading(old, NOW, 180)[0]
 
     def test_drawdown(self):
-        assert sw.drawdown_from_state({"capital": 90.0, "peak_capital": 100.0}) == pytest.approx(0.1)
+        assert sw.drawdown_from_state(_state(90.0, 100.0)) == pytest.approx(0.1)
         assert sw.drawdown_from_state(None) == 0.0
-        assert sw.drawdown_from_state({"capital": "x"}) == 0.0
-        assert sw.drawdown_from_state({"capital": 120.0, "peak_capital": 100.0}) == 0.0
+        assert sw.drawdown_from_state(_state(90.0)) == 0.0                   # no peak: capital is the peak
+        assert sw.drawdown_from_state(_state(120.0, 100.0)) == 0.0
+        assert sw.drawdown_from_state(_state(50.0, 0.0)) == 0.0
+        with pytest.raises(maps.PayloadError, match="capital must be a number"):
+            maps.STATE_LATEST.decode(json.dumps({"strategy": "blue", "capital": "x", "updated_at": NOW}))
+
+    def test_dvol_from_both_exf_shapes(self):
+        flat = maps.EXF.build(_pushed_at=NOW, dvol_btc=95.0, indicators={"dvol_btc": {"value": 1.0}})
+        nested = maps.EXF.build(_pushed_at=NOW, indicators={"dvol_btc": {"value": 40.0}})
+        assert sw.dvol_from_exf(flat) == 95.0 and sw.dvol_from_exf(nested) == 40.0
+        assert sw.dvol_from_exf(None) is None and sw.dvol_from_exf(maps.EXF.build(_pushed_at=NOW)) is None
 
     def test_dvol_spike_tracker(self):
         t = sw.DvolSpikeTracker(80, 15)
@@ -55,12 +80,16 @@ class TestSensorExtraction:
 
 
 @pytest.fixture
-def client(hz_member, settings_for):
+def bus(hz_member, settings_for):
+    """The watchdog's bus (heartbeat key ``safety_watchdog``) and a writer bus for the sensors."""
     _, port = hz_member
     settings = settings_for(hz_port=port)
-    c = make_client(settings, name="test-safety")
-    yield c, settings
-    c.shutdown()
+    b = Bus(settings, "safety_watchdog").start()
+    w = Bus(settings, "test_writer").start()
+    assert b.wait_connected(20) and w.wait_connected(20)
+    yield b, w, settings
+    b.close()
+    w.close()
 
 
 def _good_obf(now):
@@ -68,86 +97,128 @@ def _good_obf(now):
             "assets": {s: {"depth_quality": 0.95, "fill_probability": 0.95} for s in PRIORITY_SYMBOLS}}
 
 
+def _beat(w: Bus, name: str, now: float) -> None:
+    w.publish(maps.HEARTBEATS, {"service": name, "ts": now}, name)
+
+
 class TestWatchdogOnTheBus:
-    def test_absent_mc_gives_orange_fallback_and_publishes_both_views(self, client):
-        c, settings = client
+    def test_absent_mc_gives_orange_fallback_and_publishes_both_views(self, bus):
+        b, w, settings = bus
         now = time.time()
-        write_heartbeat(c, "scanner", now=now).result()
-        c.get_map(maps.FEATURES).blocking().set(maps.KEY_OBF_UNIVERSE, json.dumps(_good_obf(now)))
-        wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1), c)
+        _beat(w, "scanner", now)
+        w.publish(maps.OBF_UNIVERSE, _good_obf(now))
+        wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1), b)
         p = wd.tick()
         assert p["sensors"]["mc_status"] == "ORANGE" and p["sensors"]["mc_source"] == "FALLBACK_NO_DATA"
         assert p["categories"]["cat2"] == pytest.approx(0.5)
         assert p["Rm"] <= 0.5 and p["posture"] in ("TURTLE", "HIBERNATE")   # no new entries without MC
-        ref = c.cp_subsystem.get_atomic_reference(maps.SAFETY_ATOMIC_REF).blocking().get()
-        via_map = maps.decode(maps.SAFETY, maps.KEY_LATEST, c.get_map(maps.SAFETY).blocking().get(maps.KEY_LATEST))
-        assert json.loads(ref)["posture"] == via_map["posture"] == p["posture"]
-        assert maps.decode(maps.HEARTBEAT, "safety_watchdog",
-                           c.get_map(maps.HEARTBEAT).blocking().get("safety_watchdog"))["service"] == "safety_watchdog"
+        ref = b.cp.get_atomic_reference(maps.SAFETY_ATOMIC_REF).blocking().get()
+        via_map = w.get(maps.SAFETY_LATEST)
+        assert maps.SAFETY_LATEST.decode(ref).posture == via_map.posture == p["posture"]
+        assert ref == b.map(maps.SAFETY).blocking().get(maps.KEY_LATEST)       # encoded once, written twice
+        assert json.loads(ref)["_v"] == maps.SAFETY_LATEST.version
+        hb = w.get(maps.HEARTBEATS, "safety_watchdog")
+        assert hb.service == "safety_watchdog" and hb.extra["posture"] == p["posture"]
 
-    def test_dvol_from_the_exf_payload_shape(self, client):
-        c, settings = client
+    def test_dvol_from_the_exf_payload_shape(self, bus):
+        b, w, settings = bus
         now = time.time()
-        write_heartbeat(c, "scanner", now=now).result()
-        fm = c.get_map(maps.FEATURES).blocking()
-        fm.set(maps.KEY_OBF_UNIVERSE, json.dumps(_good_obf(now)))
-        fm.set(maps.KEY_MC_FOREWARNER, json.dumps({"status": "GREEN", "ts": now}))
-        fm.set(maps.KEY_EXF, json.dumps({"_pushed_at": now, "dvol_btc": 95.0,
-                                         "indicators": {"dvol_btc": {"value": 95.0, "status": "ok"}}}))
-        p = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=0), c).tick()
+        _beat(w, "scanner", now)
+        w.publish(maps.OBF_UNIVERSE, _good_obf(now))
+        w.publish(maps.MC_FOREWARNER, {"status": "GREEN", "ts": now})
+        w.publish(maps.EXF, {"_pushed_at": now, "dvol_btc": 95.0,
+                             "indicators": {"dvol_btc": {"value": 95.0, "status": "ok"}}})
+        p = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=0), b).tick()
         assert p["sensors"]["dvol_btc"] == 95.0 and p["categories"]["cat4"] == pytest.approx(0.3)
         assert p["posture"] == "HIBERNATE"
-        fm.set(maps.KEY_EXF, json.dumps({"_pushed_at": now, "indicators": {"dvol_btc": {"value": 40.0}}}))
-        p2 = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=0), c).tick()
+        w.publish(maps.EXF, {"_pushed_at": now, "indicators": {"dvol_btc": {"value": 40.0}}})
+        p2 = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=0), b).tick()
         assert p2["sensors"]["dvol_btc"] == 40.0
 
-    def test_healthy_sensors_give_apex_and_garbage_mc_is_ignored(self, client):
-        c, settings = client
+    def test_healthy_sensors_give_apex_and_garbage_mc_is_ignored(self, bus):
+        b, w, settings = bus
         now = time.time()
-        write_heartbeat(c, "scanner", now=now).result()
-        fm = c.get_map(maps.FEATURES).blocking()
-        fm.set(maps.KEY_OBF_UNIVERSE, json.dumps(_good_obf(now)))
-        fm.set(maps.KEY_MC_FOREWARNER, json.dumps({"status": "GREEN", "ts": now, "source": "REAL_MODEL"}))
-        wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1), c)
+        _beat(w, "scanner", now)
+        w.publish(maps.OBF_UNIVERSE, _good_obf(now))
+        w.publish(maps.MC_FOREWARNER, {"status": "GREEN", "ts": now, "source": "REAL_MODEL"})
+        wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1), b)
         p = wd.tick()
         assert p["posture"] == "APEX" and p["Rm"] >= 0.9
-        fm.set(maps.KEY_MC_FOREWARNER, "{not json")
+        w.map(maps.FEATURES).blocking().set(maps.KEY_MC_FOREWARNER, "{not json")
         p2 = wd.tick()
         assert p2["sensors"]["mc_status"] == "ORANGE"     # garbage → fallback, no crash
         assert p2["Rm"] < p["Rm"]                          # lower target applies at once (fast attack)
+        assert b.bad_payloads.get(maps.MC_FOREWARNER.source()) == 1
 
-    def test_warm_up_publishes_hibernate_without_touching_the_stack(self, client):
-        c, settings = client
-        wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=600), c)
+    def test_warm_up_publishes_hibernate_without_touching_the_stack(self, bus):
+        b, w, settings = bus
+        wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=600), b)
         p = wd.tick()     # no obf snapshot yet → warming up
         assert p["warming_up"] and p["posture"] == "HIBERNATE" and wd.stack.rm is None
+        assert w.get(maps.SAFETY_LATEST).warming_up is True
         now = time.time()
-        write_heartbeat(c, "scanner", now=now).result()
-        c.get_map(maps.FEATURES).blocking().set(maps.KEY_OBF_UNIVERSE, json.dumps(_good_obf(now)))
-        c.get_map(maps.FEATURES).blocking().set(maps.KEY_MC_FOREWARNER, json.dumps({"status": "GREEN", "ts": now}))
+        _beat(w, "scanner", now)
+        w.publish(maps.OBF_UNIVERSE, _good_obf(now))
+        w.publish(maps.MC_FOREWARNER, {"status": "GREEN", "ts": now})
         p = wd.tick()     # ready: the fresh stack takes the first real reading directly
         assert "warming_up" not in p and p["posture"] == "APEX"
 
-    def test_no_other_heartbeat_is_cat1_kill(self, client):
-        c, settings = client
-        wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=0), c)
+    def test_no_other_heartbeat_is_cat1_kill(self, bus):
+        b, w, settings = bus
+        wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=0), b)
         p = wd.tick()
         # only the member's own heartbeat (if it writes one) counts; with none fresh → HIBERNATE
-        hb = c.get_map(maps.HEARTBEAT).blocking().entry_set()
+        hb = b.map(maps.HEARTBEAT).blocking().entry_set()
         others = [k for k, _ in hb if k != "safety_watchdog"]
         if not others:
             assert p["posture"] == "HIBERNATE" and p["categories"]["cat1"] == 0.0
         else:
             assert p["categories"]["cat1"] == 1.0
 
-    def test_restart_resumes_stack_state(self, client):
-        c, settings = client
-        now = time.time()
-        write_heartbeat(c, "scanner", now=now).result()
+    def test_restart_resumes_stack_state(self, bus):
+        b, w, settings = bus
+        _beat(w, "scanner", time.time())
         cfg = sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=0)
-        wd = sw.SafetyWatchdog(cfg, c)
+        wd = sw.SafetyWatchdog(cfg, b)
         wd.tick()
         state = wd.stack.state()
         assert state["rm"] is not None
-        wd2 = sw.SafetyWatchdog(cfg, c)
+        wd2 = sw.SafetyWatchdog(cfg, b)
         assert wd2.stack.state() == state and wd2.warm
+
+    def test_run_ticks_on_the_manual_clock_until_stopped(self, bus):
+        b, w, settings = bus
+        _beat(w, "scanner", time.time())
+        clock, stop = ManualClock(time.time()), threading.Event()
+        seen: list[float] = []
+        w.listen(maps.SAFETY_LATEST, lambda k, p: (seen.append(p.ts), len(seen) >= 3 and stop.set()))
+        t = threading.Thread(target=sw.run, args=(sw.WatchdogConfig(settings=settings, interval_s=5), b, clock, stop))
+        t.start()
+        t.join(30)
+        assert not t.is_alive() and len(seen) >= 3
+        assert seen[1] - seen[0] == pytest.approx(5.0, abs=0.01)        # one tick per interval of clock time
+
+
+def test_a_disconnected_bus_is_a_cat1_kill_and_the_write_is_skipped(settings_for):
+    b = Bus(settings_for(hz_port=free_port()), "safety_watchdog")       # never started: no member
+    wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=b.settings, interval_s=1, warmup_max_s=0), b,
+                           ManualClock(NOW))
+    p = wd.tick()
+    assert p["posture"] == "HIBERNATE" and p["sensors"]["hz_nodes"] == 0
+    assert wd.publish_failures == 1
+
+
+def test_a_bad_environment_value_is_one_config_error_line():
+    r = subprocess.run([sys.executable, "-m", "services.safety_watchdog"], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=60, env={"PATH": "", "DOLPHIN_SAFETY_WATCHDOG_INTERVAL_S": "fast"})
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "safety_watchdog: configuration error: safety_watchdog: DOLPHIN_SAFETY_WATCHDOG_INTERVAL_S='fast': "
+        "could not convert string to float: 'fast'"]
+
+
+def test_old_flags_still_parse():
+    from prod.runtime import build_config
+    cfg, _ = build_config(sw.WatchdogConfig, "safety_watchdog", ["--interval", "2", "--ob-stale-s", "60",
+                                                                  "--hz-members", "10.0.0.1:5701"], env={})
+    assert (cfg.interval_s, cfg.ob_stale_s, cfg.settings.hz_members) == (2.0, 60.0, ("10.0.0.1:5701",))

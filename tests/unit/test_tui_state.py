@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from observability import state as S
 from observability.state import Decoded, TuiConfig, TuiState
 from prod.bus import maps
+from prod.bus.payloads import Safety
 
 NOW = 1_790_000_000.0
 
@@ -46,7 +47,7 @@ def test_heartbeat_age_text_uses_writer_timestamp():
 
 def test_garbage_payload_becomes_an_error_line_naming_the_source_and_keeps_last_good():
     s = TuiState()
-    good = maps.encode(maps.FEATURES, maps.KEY_ACB_BOOST, {"boost": 1.25, "beta": 0.5, "computed_at": NOW})
+    good = maps.ACB_BOOST.encode({"boost": 1.25, "beta": 0.5, "computed_at": NOW})
     assert s.ingest(maps.FEATURES, maps.KEY_ACB_BOOST, good, NOW) == S.ACB
     assert s.ingest(maps.FEATURES, maps.KEY_ACB_BOOST, "{garbage", NOW + 1) == S.ACB
     lines = s.lines(S.ACB, NOW + 1)
@@ -75,14 +76,21 @@ def test_each_kind_of_bad_safety_payload_is_reported_not_raised(raw, needle):
 
 def test_odd_shapes_inside_a_payload_are_shown_or_reported_never_raised():
     s = TuiState()
-    # assets of obf is a dict of non-dicts here (the schema allows it): rendered as "no spreads"
+    # assets without a spread are shown as "no spreads"; assets that are not objects are refused by the topic
+    s.ingest(maps.FEATURES, maps.KEY_OBF_UNIVERSE,
+             json.dumps({"_snapshot_utc": NOW, "_n_assets": 2, "assets": {"A": {}, "B": {"spread_bps": None}}}), NOW)
+    assert "assets 2" in s.text(S.OBF, NOW) and "no spreads yet" in s.text(S.OBF, NOW)
     s.ingest(maps.FEATURES, maps.KEY_OBF_UNIVERSE,
              json.dumps({"_snapshot_utc": NOW, "_n_assets": 2, "assets": {"A": 3, "B": [1]}}), NOW)
-    assert "assets 2" in s.text(S.OBF, NOW) and "no spreads yet" in s.text(S.OBF, NOW)
-    s.ingest(maps.SAFETY, maps.KEY_LATEST, json.dumps({"posture": "APEX", "Rm": 1.0, "sensors": [1, 2]}), NOW)
-    assert "safety.sensors must be dict, got list" in s.text(S.SAFETY, NOW)
-    s.ingest(maps.FEATURES, maps.KEY_EXF, json.dumps({"_pushed_at": NOW, "indicators": {"dvol": 5, "fng": None}}), NOW)
+    assert "obf_universe.assets.A must be an object, got int" in s.text(S.OBF, NOW)
+    s.ingest(maps.SAFETY, maps.KEY_LATEST, json.dumps({"posture": "APEX", "Rm": 1.0, "ts": NOW, "sensors": [1, 2]}),
+             NOW)
+    assert "safety.sensors must be an object, got list" in s.text(S.SAFETY, NOW)
+    s.ingest(maps.FEATURES, maps.KEY_EXF, json.dumps({"_pushed_at": NOW, "indicators": {"dvol": {"value": 5},
+                                                                                      "fng": {"status": None}}}), NOW)
     assert "dvol" in s.text(S.EXF, NOW) and "fng" in s.text(S.EXF, NOW)
+    s.ingest(maps.FEATURES, maps.KEY_EXF, json.dumps({"_pushed_at": NOW, "indicators": {"dvol": 5}}), NOW)
+    assert "exf_latest.indicators.dvol must be an object, got int" in s.text(S.EXF, NOW)
 
 
 def test_keys_the_tui_does_not_show_are_ignored():
@@ -136,9 +144,11 @@ def test_stale_panel_payload_is_flagged():
 def test_pnl_shows_today_and_falls_back_to_latest_day():
     s = TuiState()
     today = time.strftime("%Y-%m-%d", time.gmtime(NOW))
-    s.ingest(maps.PNL_BLUE, "2020-01-01", json.dumps({"capital": 100.0, "pnl": -5.0, "trades": 2}), NOW)
+    day = {"strategy": "blue", "updated_at": NOW}
+    s.ingest(maps.PNL_BLUE, "2020-01-01", json.dumps({**day, "date": "2020-01-01", "capital": 100.0, "pnl": -5.0,
+                                                      "trades": 2}), NOW)
     assert f"no entry for {today} yet" in s.text(S.PNL, NOW)
-    s.ingest(maps.PNL_BLUE, today, json.dumps({"capital": 110.0, "pnl": 10.0, "trades": 3}), NOW)
+    s.ingest(maps.PNL_BLUE, today, json.dumps({**day, "date": today, "capital": 110.0, "pnl": 10.0, "trades": 3}), NOW)
     text = s.text(S.PNL, NOW)
     assert text.startswith(today) and "pnl +10.00" in text and "trades 3" in text
 
@@ -185,18 +195,35 @@ def test_any_value_on_any_source_never_crashes_the_model(src, value):
 
 def test_a_payload_that_bypassed_the_schema_renders_as_an_error_line():
     s = TuiState()
-    s.apply(Decoded(maps.SAFETY, maps.KEY_LATEST, {"posture": "APEX", "Rm": 1.0, "sensors": [1, 2]}, None), NOW)
+    s.apply(Decoded(maps.SAFETY, maps.KEY_LATEST, Safety(posture="APEX", Rm=1.0, ts=NOW, sensors=[1, 2, 3]), None),
+            NOW)
     lines = s.lines(S.SAFETY, NOW)
     assert lines[-1].style == S.BAD and lines[-1].text.startswith("ERROR cannot render safety")
 
 
 def test_mc_forewarner_line_sits_in_the_safety_panel():
     s = TuiState()
-    s.ingest(maps.SAFETY, maps.KEY_LATEST, json.dumps({"posture": "APEX", "Rm": 1.0}), NOW)
+    s.ingest(maps.SAFETY, maps.KEY_LATEST, json.dumps({"posture": "APEX", "Rm": 1.0, "ts": NOW}), NOW)
     assert "MC-Forewarner: awaiting HZ data" in s.text(S.SAFETY, NOW)
     s.ingest(maps.FEATURES, maps.KEY_MC_FOREWARNER, json.dumps(
-        {"status": "ORANGE", "catastrophic_prob": 0.2, "envelope_score": 0.8, "source": "FALLBACK_NO_DATA"}), NOW)
+        {"status": "ORANGE", "catastrophic_prob": 0.2, "envelope_score": 0.8, "source": "FALLBACK_NO_DATA",
+         "ts": NOW}), NOW)
     lines = s.lines(S.SAFETY, NOW)
     assert lines[0].text == "posture APEX  Rm 1.000" and lines[0].style == S.OK
     mc = [ln for ln in lines if ln.text.startswith("MC-Forewarner")]
     assert mc == [S.Line("MC-Forewarner: ORANGE  prob 0.20  envelope 0.80  FALLBACK_NO_DATA", S.WARN)]
+
+
+def test_every_panel_ages_from_its_topic_writer_timestamp():
+    """The scan is aged from maps.EIGEN_SCAN.ts_field (bridge_ts), the field MHS reads too."""
+    s = TuiState()
+    payload = {"scan_number": 5, "timestamp_ns": int((NOW - 3600) * 1e9), "timestamp": "2020-01-01T00:00:00+00:00",
+               "bridge_ts": NOW - 4, "vel_div": None, "w50_velocity": None, "w150_velocity": None,
+               "w300_velocity": None, "w750_velocity": None, "instability_50": None, "instability_150": None,
+               "assets": [], "asset_prices": []}
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, json.dumps(payload), NOW + 100)
+    assert maps.EIGEN_SCAN.ts_field == "bridge_ts" and s.age(S.SCAN, maps.KEY_EIGEN_SCAN, NOW) == 4.0
+    s.ingest(maps.FEATURES, maps.KEY_MC_FOREWARNER, json.dumps({"status": "OK", "ts": (NOW - 7) * 1e9}), NOW)
+    assert s.age(S.SAFETY, maps.KEY_MC_FOREWARNER, NOW) == pytest.approx(7.0, abs=1e-3)   # ns normalised
+    mc = [ln for ln in s.lines(S.SAFETY, NOW) if ln.text.startswith("MC-Forewarner")]
+    assert mc[0].style == S.OK                    # OK is the forewarner's GREEN (§12)
