@@ -96,9 +96,12 @@ def service_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
 
 def add_flags(ap: argparse.ArgumentParser, cls: type) -> None:
     """Add the common flags and one flag per field of ``cls`` to ``ap`` (all default to None)."""
+    own_names = {n for f, _ in service_fields(cls)
+                 for n in (f"--{f.name.replace('_', '-')}", *f.metadata.get("flags", ()))}
     common = ap.add_argument_group("mesh settings (override DOLPHIN_* variables)")
     for flag, dest, help_ in _COMMON:
-        common.add_argument(flag, *_COMMON_ALIASES.get(flag, ()), dest=f"settings__{dest}", default=None,
+        aliases = [a for a in _COMMON_ALIASES.get(flag, ()) if a not in own_names]   # a service's own flag wins
+        common.add_argument(flag, *aliases, dest=f"settings__{dest}", default=None,
                             metavar=dest.upper(), help=help_)
     own = ap.add_argument_group("service settings")
     for f, tp in service_fields(cls):

@@ -130,3 +130,16 @@ def test_config_is_frozen():
     cfg, _ = build_config(DemoConfig, "demo", [], env={})
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.retries = 4
+
+
+@dataclass(frozen=True)
+class OwnIntervalConfig:
+    settings: Settings
+    interval_s: float = field(default=10.0, metadata={"flags": ("--interval",)})
+
+
+def test_a_service_flag_wins_over_a_common_alias_of_the_same_name():
+    cfg, _ = build_config(OwnIntervalConfig, "own", ["--interval", "3"], env={})
+    assert cfg.interval_s == 3.0 and cfg.settings.scan_interval_s == 5.0
+    cfg, _ = build_config(DemoConfig, "demo", ["--interval", "0.5"], env={})
+    assert cfg.settings.scan_interval_s == 0.5
