@@ -96,8 +96,8 @@ def render_conf(text: str, *, instance_dir: Path, hz_port: int, venue_port: int,
     text = text.replace(f"--port {DEFAULT_VENUE_PORT} ", f"--port {venue_port} ")
     text = _sub_in_section(text, "program:prefect", rf"--port {DEFAULT_PREFECT_PORT}\b", f"--port {prefect_port}")
     text = _sub_in_section(text, "program:meta_health", r"--prefect-port \d+", f"--prefect-port {prefect_port}")
-    text = _sub_in_section(text, "program:prefect_worker", rf"127\.0\.0\.1:{DEFAULT_PREFECT_PORT}/",
-                           f"127.0.0.1:{prefect_port}/")
+    for prog in ("program:prefect", "program:prefect_worker"):   # the UI's and the worker's API URL
+        text = _sub_in_section(text, prog, rf"127\.0\.0\.1:{DEFAULT_PREFECT_PORT}/", f"127.0.0.1:{prefect_port}/")
     if mhs_interval is not None:
         text = re.sub(r"--check-interval \S+", f"--check-interval {mhs_interval:g}", text)
     envs = {"PYTHONUNBUFFERED": "1", "DOLPHIN_PROFILE": profile, **(env or {})}

@@ -59,6 +59,7 @@ def test_committed_config_has_the_groups_and_relative_paths(tmp_path):
     assert pf.priority == 10 and pf.autorestart is not False
     assert "--host 127.0.0.1 --port 4200 " in pf.command + " " and " --ui " in pf.command + " "
     assert pf.environment["PREFECT_SERVER_UI_ENABLED"] == "true"     # the UI at http://127.0.0.1:4200
+    assert pf.environment["PREFECT_UI_API_URL"] == "http://127.0.0.1:4200/api"   # the page calls this API
     # the worker of the `dolphin` process pool, against that server (python -m prefect worker start)
     wk = progs["dolphin_flows:prefect_worker"]
     assert "-m prefect worker start --pool dolphin --type process " in wk.command and wk.autorestart is not False
@@ -81,6 +82,7 @@ def test_rendered_instance_config(tmp_path):
     assert "4200" not in progs["dolphin_core:prefect"].command
     assert "--prefect-port 17777" in progs["dolphin_data:meta_health"].command
     assert progs["dolphin_flows:prefect_worker"].environment["PREFECT_API_URL"] == "http://127.0.0.1:17777/api"
+    assert progs["dolphin_core:prefect"].environment["PREFECT_UI_API_URL"] == "http://127.0.0.1:17777/api"
     assert progs["dolphin_core:prefect"].autostart is True
     inst = (tmp_path / "inst").resolve()
     assert progs["dolphin_core:prefect"].environment["PREFECT_HOME"] == str(inst / "data" / "prefect")
