@@ -10,7 +10,9 @@ Sources, in order (bible §17.3 "Parquet (preferred) or JSON fallback"):
 
 A day is refused with :class:`DayDataError` (named, so Prefect shows why the run failed) when there is
 no data at all, the file is unreadable or truncated or lacks required columns, it has no bars, fewer
-than ``MIN_VALID_VEL_DIV`` (90 %) of its bars carry a finite ``vel_div``, or it is *partial*: it leaves
+than ``MIN_VALID_VEL_DIV`` (50 %) of its bars carry a finite ``vel_div`` (the scanner's vel_div is null
+until its 750-scan window is warm, about an hour after a start; a day mostly without it is a cold or
+broken scanner), or it is *partial*: it leaves
 a gap longer than ``MAX_GAP_S`` (300 s, as ``scanner.build_daily``) between 00:00, its bars and 24:00.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from prod.backtest.data import DayData, DayFileError, load_day
 
 MAX_GAP_S = 300.0
-MIN_VALID_VEL_DIV = 0.90
+MIN_VALID_VEL_DIV = 0.50
 
 
 class DayDataError(ValueError):
