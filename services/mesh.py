@@ -161,10 +161,10 @@ def read_health(paths: MeshPaths) -> dict | None:
         return None
 
 
-def register_flows(prefect_port: int, env: dict, timeout: float = 120.0) -> bool:
+def register_flows(prefect_port: int, env: dict, timeout: float = 120.0, wait_s: float = 90.0) -> bool:
     """Register the Prefect deployments (``python -m prod.flows register``) on the mesh's server; warn on failure."""
     url = f"http://127.0.0.1:{prefect_port}/api"
-    cmd = [sys.executable, "-m", "prod.flows", "register", "--api-url", url, "--wait-s", "90"]
+    cmd = [sys.executable, "-m", "prod.flows", "register", "--api-url", url, "--wait-s", f"{wait_s:g}"]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO_ROOT), timeout=timeout)
         ok, detail = res.returncode == 0, (res.stdout.splitlines()[:1] or [""])[0] + res.stderr[-2000:]

@@ -1,6 +1,7 @@
 """The supervisord config and the mesh driver's rendering of it (parsed by supervisor's own option parser)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from supervisor.options import ServerOptions
@@ -156,3 +157,12 @@ def test_up_refuses_when_a_port_is_taken(tmp_path, capsys):
         assert not paths.socket.exists()
     finally:
         srv.close()
+
+
+def test_flow_registration_failure_is_a_warning_naming_the_retry_command(capsys):
+    from tests.helpers import free_port
+    port = free_port()                                    # nothing listens: the Prefect API is down
+    assert mesh.register_flows(port, dict(os.environ), wait_s=1) is False
+    err = capsys.readouterr().err
+    assert "WARNING: Prefect deployments not registered" in err and f"127.0.0.1:{port}/api" in err
+    assert "-m prod.flows register --api-url" in err
