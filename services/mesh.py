@@ -3,8 +3,8 @@
 ``up`` starts supervisord daemonised with ``supervisor/dolphin-supervisord.conf``, waits until
 ``run_logs/meta_health.json`` reads GREEN (or times out with a message naming what is not healthy),
 then prints ``supervisorctl status`` and where to look, and registers the Prefect deployments on the
-mesh's own Prefect server (``python -m prod.flows register``; a failure is a warning, the mesh stays up). ``down`` shuts supervisord and every program
-down. ``status`` prints both views.
+mesh's own Prefect server (``python -m prod.flows register``; a failure is a warning, the mesh stays
+up). ``down`` shuts supervisord and every program down. ``status`` prints both views.
 
 By default the committed config is used as is (embedded profile, ports 5701/8765 and Prefect 4200,
 socket under ``run/``, logs under ``run_logs/supervisor/``, Prefect state under ``data/prefect/``).
@@ -167,7 +167,8 @@ def register_flows(prefect_port: int, env: dict, timeout: float = 120.0, wait_s:
     cmd = [sys.executable, "-m", "prod.flows", "register", "--api-url", url, "--wait-s", f"{wait_s:g}"]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO_ROOT), timeout=timeout)
-        ok, detail = res.returncode == 0, (res.stdout.splitlines()[:1] or [""])[0] + res.stderr[-2000:]
+        ok = res.returncode == 0
+        detail = (res.stdout.splitlines() or [""])[0] if ok else res.stderr[-2000:]
     except subprocess.TimeoutExpired:
         ok, detail = False, f"timed out after {timeout:.0f}s"
     if ok:
