@@ -33,7 +33,6 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
