@@ -2,8 +2,9 @@
 
 ``up`` starts supervisord daemonised with ``supervisor/dolphin-supervisord.conf``, waits until
 ``run_logs/meta_health.json`` reads GREEN (or times out with a message naming what is not healthy),
-then prints ``supervisorctl status`` and where to look. ``down`` shuts supervisord and every program
-down. ``status`` prints both views.
+then prints ``supervisorctl status`` and where to look, and registers the Prefect deployments on the
+mesh's own Prefect server (``python -m prod.flows register``; a failure is a warning, the mesh stays
+up). ``down`` shuts supervisord and every program down. ``status`` prints both views.
 
 By default the committed config is used as is (embedded profile, ports 5701/8765 and Prefect 4200,
 socket under ``run/``, logs under ``run_logs/supervisor/``, Prefect state under ``data/prefect/``).
@@ -95,6 +96,8 @@ def render_conf(text: str, *, instance_dir: Path, hz_port: int, venue_port: int,
     text = text.replace(f"--port {DEFAULT_VENUE_PORT} ", f"--port {venue_port} ")
     text = _sub_in_section(text, "program:prefect", rf"--port {DEFAULT_PREFECT_PORT}\b", f"--port {prefect_port}")
     text = _sub_in_section(text, "program:meta_health", r"--prefect-port \d+", f"--prefect-port {prefect_port}")
+    for prog in ("program:prefect", "program:prefect_worker"):   # the UI's and the worker's API URL
+        text = _sub_in_section(text, prog, rf"127\.0\.0\.1:{DEFAULT_PREFECT_PORT}/", f"127.0.0.1:{prefect_port}/")
     if mhs_interval is not None:
         text = re.sub(r"--check-interval \S+", f"--check-interval {mhs_interval:g}", text)
     envs = {"PYTHONUNBUFFERED": "1", "DOLPHIN_PROFILE": profile, **(env or {})}
@@ -158,7 +161,25 @@ def read_health(paths: MeshPaths) -> dict | None:
         return None
 
 
-def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True) -> int:
+def register_flows(prefect_port: int, env: dict, timeout: float = 120.0, wait_s: float = 90.0) -> bool:
+    """Register the Prefect deployments (``python -m prod.flows register``) on the mesh's server; warn on failure."""
+    url = f"http://127.0.0.1:{prefect_port}/api"
+    cmd = [sys.executable, "-m", "prod.flows", "register", "--api-url", url, "--wait-s", f"{wait_s:g}"]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO_ROOT), timeout=timeout)
+        ok = res.returncode == 0
+        detail = (res.stdout.splitlines() or [""])[0] if ok else res.stderr[-2000:]
+    except subprocess.TimeoutExpired:
+        ok, detail = False, f"timed out after {timeout:.0f}s"
+    if ok:
+        print(f"{detail.strip()}; UI: http://127.0.0.1:{prefect_port}")
+    else:
+        print(f"WARNING: Prefect deployments not registered ({detail.strip()}); the mesh runs without them. "
+              f"Retry: {' '.join(cmd[1:])}", file=sys.stderr)
+    return ok
+
+
+def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bool = True) -> int:
     """Start supervisord (daemonised) and wait for meta_health GREEN; return a process exit code."""
     for d in (paths.socket.parent, paths.logdir, paths.run_logs, paths.pidfile.parent, paths.prefect_home):
         if d is not None:
@@ -203,6 +224,8 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True) -> int:
     if last and last.get("status") == "GREEN":
         print(f"mesh is GREEN (rm_meta={last['rm_meta']:.3f}) after {time.time() - t_start:.1f}s")
         print(where)
+        if register and len(paths.ports) == 3:
+            register_flows(paths.ports[2], env)
         return 0
     if last is None:
         print(f"ERROR: no meta_health report within {timeout:.0f}s: is dolphin_data:meta_health running? "
@@ -261,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--env", action="append", default=[], metavar="K=V", help="extra DOLPHIN_* for every program")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--no-wait", action="store_true")
+    ap.add_argument("--no-register", action="store_true", help="do not register the Prefect deployments after GREEN")
     return ap
 
 
@@ -281,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         paths = default_paths()
     if args.command == "up":
-        return up(paths, timeout=args.timeout, wait=not args.no_wait)
+        return up(paths, timeout=args.timeout, wait=not args.no_wait, register=not args.no_register)
     if args.command == "down":
         return down(paths)
     return status(paths)

@@ -1,6 +1,7 @@
 """The supervisord config and the mesh driver's rendering of it (parsed by supervisor's own option parser)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from supervisor.options import ServerOptions
@@ -11,7 +12,8 @@ from services.meta_health.main import CRITICAL_DATA_PROGRAMS, INFORMATIONAL_PROG
 
 # CPU priority (nice) of the programs off the latency-critical path; hz_member, scanner, event_trader and
 # scan_bridge run at the default priority
-NICE = {"dolphin_core:venue_sim": 10, "dolphin_core:prefect": 10, "dolphin_data:mc_forewarner": 10,
+NICE = {"dolphin_core:venue_sim": 10, "dolphin_core:prefect": 10, "dolphin_flows:prefect_worker": 10,
+        "dolphin_data:mc_forewarner": 10,
         "dolphin_data:exf_fetcher": 5, "dolphin_data:acb_processor": 5, "dolphin_data:obf_universe": 5,
         "dolphin_data:safety_watchdog": 5, "dolphin_data:meta_health": 5}
 
@@ -56,7 +58,13 @@ def test_committed_config_has_the_groups_and_relative_paths(tmp_path):
     # the Prefect server: supervised in dolphin_core, state under data/, port 4200 where MHS's M4 looks
     pf = progs["dolphin_core:prefect"]
     assert pf.priority == 10 and pf.autorestart is not False
-    assert "--host 127.0.0.1 --port 4200 " in pf.command + " " and "--no-ui" in pf.command
+    assert "--host 127.0.0.1 --port 4200 " in pf.command + " " and " --ui " in pf.command + " "
+    assert pf.environment["PREFECT_SERVER_UI_ENABLED"] == "true"     # the UI at http://127.0.0.1:4200
+    assert pf.environment["PREFECT_UI_API_URL"] == "http://127.0.0.1:4200/api"   # the page calls this API
+    # the worker of the `dolphin` process pool, against that server (python -m prefect worker start)
+    wk = progs["dolphin_flows:prefect_worker"]
+    assert "-m prefect worker start --pool dolphin --type process " in wk.command and wk.autorestart is not False
+    assert wk.environment["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
     assert Path(pf.environment["PREFECT_HOME"]).resolve() == (tmp_path / "data" / "prefect").resolve()
     assert pf.environment["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert "--prefect-port 4200" in progs["dolphin_data:meta_health"].command
@@ -74,6 +82,8 @@ def test_rendered_instance_config(tmp_path):
     assert "--port 17777 " in progs["dolphin_core:prefect"].command + " "
     assert "4200" not in progs["dolphin_core:prefect"].command
     assert "--prefect-port 17777" in progs["dolphin_data:meta_health"].command
+    assert progs["dolphin_flows:prefect_worker"].environment["PREFECT_API_URL"] == "http://127.0.0.1:17777/api"
+    assert progs["dolphin_core:prefect"].environment["PREFECT_UI_API_URL"] == "http://127.0.0.1:17777/api"
     assert progs["dolphin_core:prefect"].autostart is True
     inst = (tmp_path / "inst").resolve()
     assert progs["dolphin_core:prefect"].environment["PREFECT_HOME"] == str(inst / "data" / "prefect")
@@ -147,3 +157,12 @@ def test_up_refuses_when_a_port_is_taken(tmp_path, capsys):
         assert not paths.socket.exists()
     finally:
         srv.close()
+
+
+def test_flow_registration_failure_is_a_warning_naming_the_retry_command(capsys):
+    from tests.helpers import free_port
+    port = free_port()                                    # nothing listens: the Prefect API is down
+    assert mesh.register_flows(port, dict(os.environ), wait_s=1) is False
+    err = capsys.readouterr().err
+    assert "WARNING: Prefect deployments not registered" in err and f"127.0.0.1:{port}/api" in err
+    assert "-m prod.flows register --api-url" in err
