@@ -61,3 +61,32 @@ def test_exf_fetcher_without_a_member_keeps_fetching_and_stops_on_sigterm(venue,
     start = next(line for line in text.splitlines() if "exf_fetcher starting" in line)
     cfg = json.loads(start.split(": ", 2)[2])               # the effective configuration, one JSON line
     assert cfg["push_s"] == 0.5 and cfg["hz_connect_timeout_s"] == 1.0
+
+
+def test_obf_universe_without_a_member_fails_fast_into_file_only_mode_and_stops_on_sigterm(venue, tmp_path):
+    """No member from the start: writes fail at once (BusUnavailable), the breaker opens, the file goes on."""
+    _, vport = venue
+    latest = tmp_path / "data" / "ob_cache" / "latest_ob_features.json"
+    proc = Proc("services.obf_universe",
+                ["--venue-ws", f"ws://127.0.0.1:{vport}", "--venue-rest", f"http://127.0.0.1:{vport}",
+                 "--data-dir", str(tmp_path / "data"), "--max-symbols", "20", "--warmup-s", "1", "--file-s", "0.5",
+                 "--bar-s", "0.5"], tmp_path / "obf.log",
+                env={"DOLPHIN_HZ_MEMBERS": f"127.0.0.1:{free_port()}", "DOLPHIN_OBF_HZ_CONNECT_TIMEOUT_S": "1",
+                     "DOLPHIN_OBF_BREAKER_BASE_S": "0.5", "DOLPHIN_OBF_BREAKER_MAX_S": "1"}).start()
+    try:
+        def file_only():
+            body = json.loads(latest.read_text())
+            st = body["_stats"]
+            return body if body["_published"] and body["_n_assets"] == 20 and st["breaker"]["opened"] >= 1 \
+                and st["breaker"]["probes"] >= 2 else None
+        body = wait_until(file_only, 30, what="file-only mode with the breaker open and probing")
+        assert body["_stats"]["bus_writes"] == 0 and body["_stats"]["books"] > 0
+        assert "circuit breaker OPENED" in proc.log_text() and "cannot reach Hazelcast" in proc.log_text()
+        t0 = time.monotonic()
+        proc.p.send_signal(signal.SIGTERM)
+        assert proc.p.wait(15) == 0
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        proc.kill()
+    text = proc.log_text()
+    assert "Traceback" not in text and "stopped cleanly" in text
