@@ -221,7 +221,10 @@ class Bus:
         self._wake.set()
         t = self._thread
         if t is not None and t is not threading.current_thread():
-            t.join(timeout)
+            # While connecting, the thread is inside the client's constructor, which cannot be
+            # interrupted (up to hz_connect_timeout_s); it shuts that client down itself when the
+            # constructor returns (it sees the bus closed) and it is a daemon: do not wait for it.
+            t.join(timeout if self._connected.is_set() else min(timeout, 0.2))
         self._drop_client()
 
     # ── typed access ─────────────────────────────────────────────────────────────────────────

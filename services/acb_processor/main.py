@@ -1,6 +1,7 @@
 """acb_processor: ACB v6 boost and beta from ExF, scans and OB macro → ``acb_boost`` (bible §10, §15.5, §16.4).
 
-Start: ``python -m services.acb_processor`` (flags override ``DOLPHIN_*`` settings).
+Start: ``python -m services.acb_processor`` (flags override ``DOLPHIN_*`` settings; every field of
+:class:`AcbConfig` is a flag and a ``DOLPHIN_ACB_<FIELD>`` variable, e.g. ``DOLPHIN_ACB_LOCK_TIMEOUT_S``).
 
 The computation is :func:`prod.alpha.acb.compute_acb` — the very code the engine's backtest uses —
 fed with live inputs:
@@ -19,34 +20,35 @@ fed with live inputs:
   current velocity is :func:`daily_w750` (median) of the last 10 scans.
 * **OB sub-4.** ``obf_universe_latest._stats.regime_signal`` → :func:`ob_stress_from_regime`.
 
-Recomputed whenever exf_latest, latest_eigen_scan or obf_universe_latest change (entry listeners).
+Recomputed whenever exf_latest, latest_eigen_scan or obf_universe_latest change (typed listeners of
+:class:`prod.runtime.Bus`, re-registered after every reconnection; the current values are re-read on
+every connection).
 A result equal (boost, beta, signals) to this instance's last write is dropped at once; otherwise the
 processor takes the CP FencedLock ``prod.bus.maps.ACB_LOCK``, reads ``acb_boost`` again, skips the
 write if it already holds the same result (another instance wrote it), else writes ``acb_boost``
 (``{boost, beta, signals, inputs, factor_weights, computed_at, fence}``) and ``acb_state_latest``,
 then unlocks. Every acquisition logs ``ACB lock acquired fence=<token>`` and its release, with
-times, so two instances can be shown never to interleave.
+times, so two instances can be shown never to interleave. Every bus call is bounded by a timeout;
+while no member answers the processor keeps its inputs, counts the failed writes (heartbeat
+``bus_failures``) and retries on the next change or heartbeat, and SIGTERM stops it at once.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from prod.alpha import acb
 from prod.bus import maps
-from prod.bus.client import decoding_listener, make_client, write_heartbeat
+from prod.bus.payloads import AcbBoost, EigenScan, Exf, ObfUniverse
+from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, result_within
 from prod.settings import Settings
-from services.datasvc import add_common_flags, settings_from_args
 
 SERVICE = "acb_processor"
 log = logging.getLogger(SERVICE)
@@ -54,8 +56,9 @@ log = logging.getLogger(SERVICE)
 
 @dataclass(frozen=True)
 class AcbConfig:
-    """Effective configuration of acb_processor (frozen)."""
+    """Effective configuration of acb_processor (frozen; each field a flag and a DOLPHIN_ACB_* variable)."""
 
+    ENV_PREFIX: ClassVar[str] = "DOLPHIN_ACB_"
     settings: Settings
     exf_window: int = 10
     scan_history: int = 17_280
@@ -64,22 +67,21 @@ class AcbConfig:
     lock_timeout_s: float = 30.0
     hold_s: float = 0.0          # extra time the lock is held per write (tests make overlaps visible)
     heartbeat_s: float = 5.0
+    bus_timeout_s: float = 5.0   # longest wait for one read or acknowledged write (SIGTERM waits at most this)
 
     def __post_init__(self) -> None:
         if self.exf_window < 1 or self.scan_history < 1 or self.min_scans < 1 or self.w750_recent < 1:
             raise ValueError("acb_processor config: windows must be >= 1")
-        if self.lock_timeout_s <= 0 or self.hold_s < 0 or self.heartbeat_s <= 0:
-            raise ValueError("acb_processor config: lock_timeout_s > 0, hold_s >= 0, heartbeat_s > 0")
-
-    def as_log_dict(self) -> dict:
-        return {**self.settings.as_log_dict(), **{k: v for k, v in asdict(self).items() if k != "settings"}}
+        if self.lock_timeout_s <= 0 or self.hold_s < 0 or self.heartbeat_s <= 0 or self.bus_timeout_s <= 0:
+            raise ValueError("acb_processor config: lock_timeout_s > 0, hold_s >= 0, heartbeat_s > 0, "
+                             "bus_timeout_s > 0")
 
 
 FACTOR_KEYS = acb.FACTOR_NAMES
 
 
 class AcbInputs:
-    """Live input state of the processor (owned by its main thread)."""
+    """Live input state of the processor (owned by its main thread); takes the typed bus payloads."""
 
     def __init__(self, cfg: AcbConfig):
         self.cfg = cfg
@@ -87,30 +89,29 @@ class AcbInputs:
         self.last_exf_at: float | None = None
         self.w750: deque[float] = deque(maxlen=cfg.scan_history)
         self.last_scan: int | None = None
-        self.regime_signal: float | None = None
+        self.regime_signal: Any = None
 
-    def add_exf(self, payload: dict) -> bool:
-        at = payload.get("_pushed_at")
+    def add_exf(self, payload: Exf) -> bool:
+        at = payload.pushed_at
         if at == self.last_exf_at:
             return False
         self.last_exf_at = at
-        self.exf.append({k: payload.get(k) for k in FACTOR_KEYS})
+        self.exf.append({k: payload.value(k) for k in FACTOR_KEYS})
         return True
 
-    def add_scan(self, payload: dict) -> bool:
-        n = payload.get("scan_number")
+    def add_scan(self, payload: EigenScan) -> bool:
+        n = payload.scan_number
         if n == self.last_scan:
             return False
         self.last_scan = n
-        v = payload.get("w750_velocity")
+        v = payload.w750_velocity
         if v is None:
             return False
         self.w750.append(float(v))
         return True
 
-    def add_obf(self, payload: dict) -> bool:
-        stats = payload.get("_stats") if isinstance(payload.get("_stats"), dict) else {}
-        r = stats.get("regime_signal", payload.get("regime_signal"))
+    def add_obf(self, payload: ObfUniverse) -> bool:
+        r = payload.stats.get("regime_signal", payload.extra.get("regime_signal"))
         if r == self.regime_signal:
             return False
         self.regime_signal = r
@@ -148,47 +149,51 @@ class AcbInputs:
         return res, inputs
 
 
-def _same(a: dict | None, res: acb.AcbResult) -> bool:
-    return (a is not None and a.get("boost") == res.boost and a.get("beta") == res.beta
-            and a.get("signals") == res.signals)
+def _same(a: AcbBoost | None, res: acb.AcbResult) -> bool:
+    return a is not None and a.boost == res.boost and a.beta == res.beta and a.signals == res.signals
+
+
+_CONNECTED = object()      # queue marker: the bus (re)connected; re-read the current inputs
+_INPUT_TOPICS = (maps.EXF, maps.EIGEN_SCAN, maps.OBF_UNIVERSE)
 
 
 class Processor:
-    """Listens, recomputes, writes under the CP lock."""
+    """Listens, recomputes, writes under the CP lock; all bus I/O on the thread that calls :meth:`run`."""
 
-    def __init__(self, cfg: AcbConfig, client):
+    def __init__(self, cfg: AcbConfig, bus: Bus, clock: Clock):
         self.cfg = cfg
-        self.client = client
+        self.bus = bus
+        self.clock = clock
         self.inputs = AcbInputs(cfg)
         self.events: queue.Queue = queue.Queue()
-        self.last_written: dict | None = None
+        self.last_written: AcbBoost | None = None
         self.writes = 0
         self.skips = 0
-        self.lock = client.cp_subsystem.get_lock(maps.ACB_LOCK).blocking()
-        self.fmap = client.get_map(maps.FEATURES)
+        self.bus_failures = 0
+        self.rl = RateLog(log, 30.0)
+        self.stop = threading.Event()
 
     def listen(self) -> None:
-        cb = decoding_listener(maps.FEATURES, lambda k, p: self.events.put((k, p)))
-        for key in (maps.KEY_EXF, maps.KEY_EIGEN_SCAN, maps.KEY_OBF_UNIVERSE):
-            self.fmap.add_entry_listener(key=key, include_value=True, added_func=cb, updated_func=cb)
+        """Typed listeners on the three inputs (the bus keeps them across reconnections)."""
+        for topic in _INPUT_TOPICS:
+            self.bus.listen(topic, lambda k, p, t=topic: self.events.put((t, p)))
+        self.bus.on_connect(lambda _bus: self.events.put((_CONNECTED, None)))
 
-    def load_current(self) -> None:
-        b = self.fmap.blocking()
-        for key in (maps.KEY_EXF, maps.KEY_EIGEN_SCAN, maps.KEY_OBF_UNIVERSE):
-            raw = b.get(key)
-            if raw is None:
-                continue
-            try:
-                self.apply(key, maps.decode(maps.FEATURES, key, raw))
-            except maps.PayloadError as exc:
-                log.error("dropped bad payload at start: %s", exc)
+    def load_current(self) -> bool:
+        """Read the current value of every input; return whether any changed the inputs."""
+        changed = False
+        for topic in _INPUT_TOPICS:
+            p = self.bus.get(topic)          # a malformed value is logged by the bus and read as None
+            if p is not None:
+                changed |= self.apply(topic, p)
+        return changed
 
-    def apply(self, key: str, payload: dict) -> bool:
-        if key == maps.KEY_EXF:
+    def apply(self, topic: Any, payload: Any) -> bool:
+        if topic is maps.EXF:
             return self.inputs.add_exf(payload)
-        if key == maps.KEY_EIGEN_SCAN:
+        if topic is maps.EIGEN_SCAN:
             return self.inputs.add_scan(payload)
-        if key == maps.KEY_OBF_UNIVERSE:
+        if topic is maps.OBF_UNIVERSE:
             return self.inputs.add_obf(payload)
         return False
 
@@ -199,124 +204,125 @@ class Processor:
             self.skips += 1
             log.info("ACB unchanged (boost=%.6f beta=%.4f): write skipped, skips=%d", res.boost, res.beta, self.skips)
             return False
-        fence = self.lock.try_lock(self.cfg.lock_timeout_s)
+        bus, cfg = self.bus, self.cfg
+        lock = bus.cp.get_lock(maps.ACB_LOCK)
+        fence = result_within(lock.try_lock(cfg.lock_timeout_s), cfg.lock_timeout_s + bus.timeout_s)
         if not fence:
             log.warning("ACB lock %s not acquired within %.1fs; will retry on the next change",
-                        maps.ACB_LOCK, self.cfg.lock_timeout_s)
+                        maps.ACB_LOCK, cfg.lock_timeout_s)
             return False
-        t_acq = time.time()
+        t_acq = self.clock.time()
         log.info("ACB lock acquired fence=%d t=%.6f pid=%d", fence, t_acq, os.getpid())
         wrote = False
         try:
-            raw = self.fmap.blocking().get(maps.KEY_ACB_BOOST)
-            cur = None
-            if raw is not None:
-                try:
-                    cur = maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, raw)
-                except maps.PayloadError as exc:
-                    log.error("current acb_boost is malformed, overwriting: %s", exc)
+            cur = bus.get(maps.ACB_BOOST)    # a malformed current value is logged and overwritten
             if _same(cur, res):
                 self.skips += 1
                 self.last_written = cur
             else:
-                now = time.time()
-                boost = {"boost": res.boost, "beta": res.beta, "signals": res.signals, "inputs": inputs,
-                         "factor_weights": res.factor_weights, "computed_at": now, "fence": fence,
-                         "writer_pid": os.getpid()}
-                state = {"boost": res.boost, "beta": res.beta, "signals": res.signals, "computed_at": now,
-                         "fence": fence, "inputs": inputs}
-                b = self.fmap.blocking()
-                b.set(maps.KEY_ACB_BOOST, maps.encode(maps.FEATURES, maps.KEY_ACB_BOOST, boost))
-                b.set(maps.KEY_ACB_STATE, maps.encode(maps.FEATURES, maps.KEY_ACB_STATE, state))
-                if self.cfg.hold_s:
-                    time.sleep(self.cfg.hold_s)   # test knob: widen the critical section
+                now = self.clock.time()
+                boost = maps.ACB_BOOST.build(boost=res.boost, beta=res.beta, signals=res.signals, inputs=inputs,
+                                             factor_weights=res.factor_weights, computed_at=now, fence=fence,
+                                             writer_pid=os.getpid())
+                bus.publish(maps.ACB_BOOST, boost)
+                bus.publish(maps.ACB_STATE, dict(boost=res.boost, beta=res.beta, signals=res.signals,
+                                                 computed_at=now, fence=fence, inputs=inputs))
+                if cfg.hold_s:
+                    self.clock.wait(self.stop, cfg.hold_s)   # test knob: widen the critical section
                 self.last_written = boost
                 self.writes += 1
                 wrote = True
                 log.info("ACB write boost=%.6f beta=%.4f signals=%.2f fence=%d", res.boost, res.beta,
                          res.signals, fence)
         finally:
-            t_rel = time.time()
-            self.lock.unlock()
-            log.info("ACB lock released fence=%d t=%.6f wrote=%s", fence, t_rel, wrote)
+            t_rel = self.clock.time()
+            try:
+                result_within(lock.unlock(), bus.timeout_s)
+            finally:
+                log.info("ACB lock released fence=%d t=%.6f wrote=%s", fence, t_rel, wrote)
         return wrote
 
-    def run(self, stop: threading.Event) -> None:
-        self.listen()
-        self.load_current()
-        n = self.inputs.seed_exf_history(self.cfg.settings.data_dir / "exf", time.time())
-        if n:
-            log.info("seeded the exf window with %d row(s) of today's history", n)
-        self._safe_recompute()
-        last_hb = 0.0
-        while not stop.is_set():
-            try:
-                key, payload = self.events.get(timeout=0.5)
-            except queue.Empty:
-                key = None
-            changed = False
-            if key is not None:
-                changed = self.apply(key, payload)
-                while True:   # coalesce a burst of events into one recompute
-                    try:
-                        k2, p2 = self.events.get_nowait()
-                    except queue.Empty:
-                        break
-                    changed |= self.apply(k2, p2)
-            if changed:
-                self._safe_recompute()
-            now = time.time()
-            if now - last_hb >= self.cfg.heartbeat_s:
-                last_hb = now
-                try:
-                    write_heartbeat(self.client, SERVICE, now=now, writes=self.writes, skips=self.skips)
-                    if self.last_written is not None and self.fmap.blocking().get(maps.KEY_ACB_BOOST) is None:
-                        log.warning("acb_boost vanished from the bus (member restarted?): rewriting")
-                        self.last_written = None
-                        self._safe_recompute()
-                except Exception as exc:  # noqa: BLE001 - member away: the client reconnects by itself
-                    log.warning("heartbeat failed: %r", exc)
+    def _bus_failed(self, what: str, exc: Exception) -> None:
+        self.bus_failures += 1
+        why = "not connected" if isinstance(exc, BusUnavailable) else repr(exc)
+        self.rl.warning(f"bus:{what}", "%s failed (%s); retrying on the next change or heartbeat "
+                        "(bus failures so far: %d)", what, why, self.bus_failures)
 
     def _safe_recompute(self) -> None:
         try:
             self.recompute_and_write()
         except Exception as exc:  # noqa: BLE001 - member away / lock lost: retry on the next change
-            log.error("ACB recompute/write failed: %r", exc)
             self.last_written = None
+            if isinstance(exc, (BusUnavailable, TimeoutError)):
+                self._bus_failed("ACB recompute/write", exc)
+            else:
+                log.error("ACB recompute/write failed: %r", exc)
+
+    def _drain(self, first: tuple) -> tuple[bool, bool]:
+        """Apply ``first`` and every queued event (one recompute per burst); return (changed, connected)."""
+        changed = connected = False
+        item: tuple | None = first
+        while item is not None:
+            topic, payload = item
+            if topic is _CONNECTED:
+                connected = True
+            else:
+                changed |= self.apply(topic, payload)
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                item = None
+        return changed, connected
+
+    def _heartbeat(self, now: float) -> None:
+        try:
+            self.bus.heartbeat(now=now, writes=self.writes, skips=self.skips, bus_failures=self.bus_failures)
+            if self.last_written is not None and not result_within(
+                    self.bus.map(maps.FEATURES).contains_key(maps.KEY_ACB_BOOST), self.bus.timeout_s):
+                log.warning("acb_boost vanished from the bus (member restarted?): rewriting")
+                self.last_written = None
+                self._safe_recompute()
+        except Exception as exc:  # noqa: BLE001 - member away: the bus reconnects by itself
+            self._bus_failed("heartbeat", exc)
+
+    def run(self, stop: threading.Event) -> None:
+        self.stop = stop
+        n = self.inputs.seed_exf_history(self.cfg.settings.data_dir / "exf", self.clock.time())
+        if n:
+            log.info("seeded the exf window with %d row(s) of today's history", n)
+        self.listen()
+        last_hb = -1e18
+        while not stop.is_set():
+            try:
+                item = self.events.get(timeout=0.25)    # short: SIGTERM is seen within a quarter second
+            except queue.Empty:
+                item = None
+            if item is not None:
+                changed, connected = self._drain(item)
+                if connected:
+                    try:
+                        changed |= self.load_current()
+                    except Exception as exc:  # noqa: BLE001 - lost again at once: the next connect re-reads
+                        self._bus_failed("reading the current inputs", exc)
+                    changed = True            # first result, or a (possibly fresh) member to bring up to date
+                if changed:
+                    self._safe_recompute()
+            now = self.clock.time()
+            if now - last_hb >= self.cfg.heartbeat_s and self.bus.connected:
+                last_hb = now
+                self._heartbeat(now)
 
 
-def run(cfg: AcbConfig) -> None:
-    """Connect (waiting for a member), then process until SIGTERM/SIGINT."""
-    client = make_client(cfg.settings, name=f"{SERVICE}-{os.getpid()}", cluster_connect_timeout=-1)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        Processor(cfg, client).run(stop)
-    finally:
-        client.shutdown()
-        log.info("stopped cleanly")
+def run(cfg: AcbConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int:
+    """Process until SIGTERM/SIGINT; the bus connects in the background meanwhile."""
+    Processor(cfg, bus, clock).run(stop)
+    log.info("stopped cleanly")
+    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m services.acb_processor", description=__doc__.split("\n")[0])
-    add_common_flags(ap)
-    ap.add_argument("--exf-window", type=int, default=None)
-    ap.add_argument("--scan-history", type=int, default=None)
-    ap.add_argument("--min-scans", type=int, default=None)
-    ap.add_argument("--lock-timeout-s", type=float, default=None)
-    ap.add_argument("--hold-s", type=float, default=None)
-    ap.add_argument("--heartbeat-s", type=float, default=None)
-    ap.add_argument("--log-level", default="INFO")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    over: dict[str, Any] = {k: getattr(a, k) for k in ("exf_window", "scan_history", "min_scans",
-                                                       "lock_timeout_s", "hold_s", "heartbeat_s")
-                            if getattr(a, k) is not None}
-    cfg = AcbConfig(settings=settings_from_args(a), **over)
-    log.info("%s starting (pid %d) with %s", SERVICE, os.getpid(), json.dumps(cfg.as_log_dict(), default=str))
-    run(cfg)
+def _bus(cfg: AcbConfig) -> Bus:
+    return Bus(cfg.settings, SERVICE, timeout_s=cfg.bus_timeout_s)
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: list[str] | None = None) -> int:
+    return Service.main(SERVICE, AcbConfig, run, argv, description=__doc__.splitlines()[0], bus_factory=_bus)

@@ -1,6 +1,8 @@
 """exf_fetcher: external factors (funding, DVOL, fear & greed, taker ratio) → ``exf_latest`` (bible §16.7).
 
-Start: ``python -m services.exf_fetcher [--warmup 15]`` (flags override ``DOLPHIN_*`` settings).
+Start: ``python -m services.exf_fetcher [--warmup 15]`` (flags override ``DOLPHIN_*`` settings; every
+field of :class:`ExfConfig` is a flag and a ``DOLPHIN_EXF_<FIELD>`` variable, e.g.
+``DOLPHIN_EXF_PUSH_S=5``, ``DOLPHIN_EXF_WARMUP_S=15``).
 
 Indicators, each on its own schedule (``--<name>-interval-s``), with its own endpoint base URL
 (defaults: the venue REST URL; in production point ``--dvol-url`` at Deribit and ``--fng-url`` at
@@ -31,7 +33,10 @@ visible in ``indicators[name].value``.
 
 ``DOLPHIN_FEATURES["exf_latest"]`` = ``{_pushed_at, funding_btc, dvol_btc, fng, taker, n_ok,
 indicators: {name: {value, ts, fetched_at, age_s, status, failures, error}}}`` — pushed on every
-change and at least every ``--push-s`` (10 s). ``--warmup N``: during the first N seconds nothing is
+change and at least every ``--push-s`` (10 s), through the typed topic ``prod.bus.maps.EXF`` (the flat
+values ride in the payload's extras; read them with ``Exf.value(name)``). While the bus is away a
+push is skipped, counted (heartbeat ``bus_failures``) and logged rate-limited; fetching and the
+history go on. ``--warmup N`` (``--warmup-s``): during the first N seconds nothing is
 pushed until every indicator has a value (whichever comes first), so consumers never see a
 half-filled first payload.
 
@@ -41,24 +46,23 @@ pruned); acb_processor reads it to seed its daily aggregation after a restart.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
+import io
 import logging
 import math
-import os
-import signal
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, ClassVar, Sequence
 
 import aiohttp
 
+from prod.aio import stop_event
 from prod.bus import maps
+from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, SystemClock, atomic_write
 from prod.settings import Settings
 from prod.venue import DvolCandle, FearGreed, PremiumIndex, TakerRatio, VenueError, VenueRestClient
-from services.datasvc import BusHandle, RateLog, add_common_flags, settings_from_args
 
 SERVICE = "exf_fetcher"
 log = logging.getLogger(SERVICE)
@@ -115,8 +119,9 @@ def pick_taker(items: Sequence[TakerRatio]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ExfConfig:
-    """Effective configuration of exf_fetcher (frozen)."""
+    """Effective configuration of exf_fetcher (frozen; each field a flag and a DOLPHIN_EXF_* variable)."""
 
+    ENV_PREFIX: ClassVar[str] = "DOLPHIN_EXF_"
     settings: Settings
     dvol_url: str = ""              # "" = venue REST
     fng_url: str = ""
@@ -127,21 +132,21 @@ class ExfConfig:
     stale_factor: float = 3.0
     push_s: float = 10.0
     history_s: float = 60.0
-    warmup_s: float = 0.0
+    warmup_s: float = field(default=0.0, metadata={"flags": ("--warmup",),
+                                                   "help": "seconds before a partial first push"})
     retries: int = 2
     timeout_s: float = 5.0
     heartbeat_s: float = 5.0
+    write_timeout_s: float = 3.0        # acknowledgement of one bus write
+    hz_connect_timeout_s: float = 3.0   # one connection attempt of the bus
 
     def __post_init__(self) -> None:
         for k in ("funding_interval_s", "dvol_interval_s", "fng_interval_s", "taker_interval_s", "push_s",
-                  "history_s", "timeout_s", "heartbeat_s"):
+                  "history_s", "timeout_s", "heartbeat_s", "write_timeout_s", "hz_connect_timeout_s"):
             if not getattr(self, k) > 0:
                 raise ValueError(f"exf_fetcher config: {k} must be > 0")
         if self.stale_factor < 1 or self.retries < 0 or self.warmup_s < 0:
             raise ValueError("exf_fetcher config: stale_factor >= 1, retries >= 0, warmup >= 0 required")
-
-    def as_log_dict(self) -> dict:
-        return {**self.settings.as_log_dict(), **{k: v for k, v in asdict(self).items() if k != "settings"}}
 
 
 @dataclass
@@ -166,7 +171,8 @@ class Indicator:
         return "DEGRADED" if self.failures else "OK"
 
 
-def build_indicators(cfg: ExfConfig) -> list[Indicator]:
+def build_indicators(cfg: ExfConfig, clock: Clock | None = None) -> list[Indicator]:
+    clock = clock or SystemClock()
     rest = cfg.settings.venue_rest.rstrip("/")
     dvol = (cfg.dvol_url or rest).rstrip("/")
     fng = (cfg.fng_url or rest).rstrip("/")
@@ -175,7 +181,7 @@ def build_indicators(cfg: ExfConfig) -> list[Indicator]:
         return pick_funding(await r.premium_index("BTCUSDT"))
 
     async def f_dvol(r: VenueRestClient) -> tuple[float, float]:
-        end = int(time.time() * 1000)
+        end = int(clock.time() * 1000)
         return pick_dvol(await r.dvol("BTC", start_ms=end - 3_600_000, end_ms=end, resolution="60"))
 
     async def f_fng(r: VenueRestClient) -> tuple[float, float]:
@@ -224,26 +230,28 @@ def _atomic_parquet(rows: list[dict], base: Path) -> None:
         schema = pa.schema([("ts", pa.float64()), *((n, pa.float64()) for n in INDICATORS),
                             *((f"{n}_status", pa.string()) for n in INDICATORS)])
         table = pa.table({c: [r.get(c) for r in rs] for c in cols}, schema=schema)
-        tmp = d / f".{path.name}.{os.getpid()}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        atomic_write(path, buf.getvalue())
 
 
 class Fetcher:
     """Schedules the indicators, pushes exf_latest, keeps the Parquet history."""
 
-    def __init__(self, cfg: ExfConfig):
+    def __init__(self, cfg: ExfConfig, bus: Bus, clock: Clock):
         self.cfg = cfg
-        self.inds = build_indicators(cfg)
-        self.bus = BusHandle(_BusCfg(cfg.settings), name=SERVICE)
-        self.rl = RateLog(logger=log)
+        self.clock = clock
+        self.inds = build_indicators(cfg, clock)
+        self.bus = bus
+        self.rl = RateLog(log)
         self.rows: list[dict] = []
-        self.t0 = time.time()
+        self.t0 = clock.time()
         self.last_push = 0.0
         self.last_sig: tuple | None = None
         self.last_hist_sig: tuple | None = None
         self.last_hist_row = 0.0
         self.pushes = 0
+        self.bus_failures = 0
 
     async def fetch_one(self, rest: VenueRestClient, ind: Indicator) -> None:
         """One scheduled fetch (the REST client retries transient errors ``--retries`` times)."""
@@ -254,10 +262,10 @@ class Fetcher:
             ind.error = f"{type(exc).__name__}: {exc}"[:200]
             self.rl.warning(f"fail:{ind.name}", "%s: fetch %s failed (%d in a row): %s",
                             ind.name, ind.source, ind.failures, ind.error)
-            ind.next_at = time.time() + min(ind.interval_s, ind.fail_backoff)
+            ind.next_at = self.clock.time() + min(ind.interval_s, ind.fail_backoff)
             ind.fail_backoff = min(ind.interval_s, ind.fail_backoff * 2)
             return
-        now = time.time()
+        now = self.clock.time()
         ind.value, ind.ts, ind.fetched_at = value, ts, now
         if ind.failures:
             log.info("%s recovered after %d failure(s)", ind.name, ind.failures)
@@ -265,13 +273,16 @@ class Fetcher:
         ind.fail_backoff = 2.0
         ind.next_at = now + ind.interval_s
 
-    def _bus(self, fn) -> bool:
+    def _bus(self, what: str, fn: Callable[[Bus], Any]) -> bool:
+        """Run ``fn(bus)``; on a bus failure count it, log it rate-limited and return False."""
         try:
-            fn(self.bus.get())
+            fn(self.bus)
             return True
-        except Exception as exc:  # noqa: BLE001 - bus down: keep fetching, retry next push
-            self.rl.warning("bus", "bus write failed: %r", exc)
-            self.bus.close()
+        except Exception as exc:  # noqa: BLE001 - bus away, no ack, client error: keep fetching, retry
+            self.bus_failures += 1
+            why = "not connected" if isinstance(exc, BusUnavailable) else repr(exc)
+            self.rl.warning(f"bus:{what}", "bus %s skipped (%s); fetching goes on (bus failures so far: %d)",
+                            what, why, self.bus_failures)
             return False
 
     def push(self, now: float, force: bool = False) -> bool:
@@ -287,11 +298,7 @@ class Fetcher:
             self.last_hist_sig, self.last_hist_row = sig, now     # history is kept while the bus is down too
             self.rows.append({"ts": now, **{n: payload[n] for n in INDICATORS},
                               **{f"{n}_status": payload["indicators"][n]["status"] for n in INDICATORS}})
-        val = maps.encode(maps.FEATURES, maps.KEY_EXF, payload)
-
-        def _w(c):
-            c.get_map(maps.FEATURES).blocking().set(maps.KEY_EXF, val)
-        if self._bus(_w):
+        if self._bus("push", lambda b: b.publish(maps.EXF, payload, timeout=cfg.write_timeout_s)):
             self.last_sig, self.last_push = sig, now
             self.pushes += 1
             return True
@@ -308,9 +315,9 @@ class Fetcher:
             self.rows = rows + self.rows
 
     def heartbeat(self, now: float) -> None:
-        from prod.bus.client import write_heartbeat
         st = {i.name: i.status(now, self.cfg.stale_factor) for i in self.inds}
-        self._bus(lambda c: write_heartbeat(c, SERVICE, now=now, pushes=self.pushes, statuses=st))
+        self._bus("heartbeat", lambda b: b.heartbeat(now=now, pushes=self.pushes, statuses=st,
+                                                     bus_failures=self.bus_failures))
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -319,83 +326,39 @@ class Fetcher:
                                    fng_base=cfg.fng_url or None, timeout_s=cfg.timeout_s, retries=cfg.retries,
                                    backoff_initial_s=0.2, backoff_max_s=2.0, max_retry_after_s=30.0) as rest:
             while not stop.is_set():
-                now = time.time()
+                now = self.clock.time()
                 due = [i for i in self.inds if now >= i.next_at]
                 if due:
                     await asyncio.gather(*(self.fetch_one(rest, i) for i in due))
-                now = time.time()
+                now = self.clock.time()
                 await asyncio.to_thread(self.push, now)
                 if now - last_hist >= cfg.history_s:
                     last_hist = now
                     await asyncio.to_thread(self.flush_history)
-                if now - last_hb >= cfg.heartbeat_s:
+                if now - last_hb >= cfg.heartbeat_s and self.bus.connected:   # the first beat once connected
                     last_hb = now
                     await asyncio.to_thread(self.heartbeat, now)
                 nxt = min([i.next_at for i in self.inds] + [self.last_push + cfg.push_s, now + 1.0])
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=max(0.05, nxt - time.time()))
+                    await asyncio.wait_for(stop.wait(), timeout=max(0.05, nxt - self.clock.time()))
                 except asyncio.TimeoutError:
                     pass
         await asyncio.to_thread(self.flush_history)
-        self.bus.close()
         log.info("stopped cleanly")
 
 
-@dataclass(frozen=True)
-class _BusCfg:
-    settings: Settings
-    write_timeout_s: float = 3.0
-    hz_connect_timeout_s: float = 3.0
-
-
-def run(cfg: ExfConfig) -> None:
-    """Run the fetcher until SIGTERM/SIGINT."""
+def run(cfg: ExfConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int:
+    """Run the fetcher until SIGTERM/SIGINT (``stop``); the bus connects in the background meanwhile."""
     async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        f = Fetcher(cfg)
-        await f.run(stop)
+        await Fetcher(cfg, bus, clock).run(await stop_event(stop))
     asyncio.run(_main())
+    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m services.exf_fetcher", description=__doc__.split("\n")[0])
-    add_common_flags(ap)
-    ap.add_argument("--dvol-url", default=None)
-    ap.add_argument("--fng-url", default=None)
-    ap.add_argument("--warmup", type=float, default=None, help="seconds before a partial first push")
-    d = ExfConfig.__dataclass_fields__
-    names = ("funding_interval_s", "dvol_interval_s", "fng_interval_s", "taker_interval_s", "stale_factor",
-             "push_s", "history_s", "timeout_s", "heartbeat_s")
-    for n in names:
-        ap.add_argument("--" + n.replace("_", "-"), type=float, default=None,
-                        help=f"default {d[n].default} (env DOLPHIN_EXF_{n.upper()})")
-    ap.add_argument("--retries", type=int, default=None)
-    ap.add_argument("--log-level", default="INFO")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    over: dict[str, Any] = {}
-    for n in names:
-        v = getattr(a, n)
-        if v is None and os.environ.get(f"DOLPHIN_EXF_{n.upper()}"):
-            v = float(os.environ[f"DOLPHIN_EXF_{n.upper()}"])
-        if v is not None:
-            over[n] = v
-    if a.retries is not None:
-        over["retries"] = a.retries
-    if a.warmup is None and os.environ.get("DOLPHIN_EXF_WARMUP"):
-        a.warmup = float(os.environ["DOLPHIN_EXF_WARMUP"])
-    if a.warmup is not None:
-        over["warmup_s"] = a.warmup
-    for k in ("dvol_url", "fng_url"):
-        if getattr(a, k):
-            over[k] = getattr(a, k)
-    cfg = ExfConfig(settings=settings_from_args(a), **over)
-    log.info("%s starting (pid %d) with %s", SERVICE, os.getpid(), json.dumps(cfg.as_log_dict(), default=str))
-    run(cfg)
+def _bus(cfg: ExfConfig) -> Bus:
+    return Bus(cfg.settings, SERVICE, timeout_s=cfg.write_timeout_s, connect_timeout_s=cfg.hz_connect_timeout_s,
+               invocation_timeout_s=max(2 * cfg.write_timeout_s, 3.0))
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: list[str] | None = None) -> int:
+    return Service.main(SERVICE, ExfConfig, run, argv, description=__doc__.splitlines()[0], bus_factory=_bus)

@@ -1,6 +1,7 @@
 """obf_universe: order-book features for every TRADING USDT perpetual, pushed to the bus (bible §26.2).
 
-Start: ``python -m services.obf_universe`` (flags below override ``DOLPHIN_*`` settings).
+Start: ``python -m services.obf_universe`` (flags below override ``DOLPHIN_*`` settings; every field of
+:class:`ObfConfig` is a flag and a ``DOLPHIN_OBF_<FIELD>`` variable, e.g. ``DOLPHIN_OBF_WARMUP_S=5``).
 
 * Discovery: one ``/fapi/v1/exchangeInfo`` call at start through :class:`prod.venue.VenueRestClient`
   (retried with backoff); TRADING USDT perpetuals. Zero REST in the hot loop.
@@ -17,8 +18,8 @@ Start: ``python -m services.obf_universe`` (flags below override ``DOLPHIN_*`` s
   or the disk.
 * Writer thread (off the hot loop): every ``--bar-s`` advances the rolling per-asset features and the
   macro (services/obf_universe/features.py documents every formula); every ``--flush-s`` writes the assets
-  updated since the last flush to ``DOLPHIN_FEATURES_SHARD_NN`` (``prod.bus.maps.shard_map``) with one
-  put_all per shard, and rewrites every asset at least every ``--refresh-s`` (≤ 5 s). Flushes are
+  updated since the last flush to ``DOLPHIN_FEATURES_SHARD_NN`` (each value encoded and validated by its
+  shard's typed topic, ``prod.bus.maps.ob_topic(symbol)``) with one put_all per shard, and rewrites every asset at least every ``--refresh-s`` (≤ 5 s). Flushes are
   pipelined: up to ``max_inflight`` (4) await their acknowledgement at once, each one acknowledged
   within ``--write-timeout-s`` or counted as a failure (its assets are rewritten by the next flush);
   ``obf_universe_latest`` every ``--snapshot-s`` (60 s); Hive Parquet
@@ -27,13 +28,16 @@ Start: ``python -m services.obf_universe`` (flags below override ``DOLPHIN_*`` s
   every ``--file-s`` (the documented fallback, always written, also while the bus is down).
 * Warm-up (§20.1): no features are published before ``--warmup-s`` (60 s) after start.
 * Circuit breaker (§20.1, §15.6, services/obf_universe/breaker.py): 5 consecutive failed bus writes → OPEN,
-  file-only, exponential backoff, one half-open probe, CLOSED again on success. A dead client (the
-  member was gone longer than the client's reconnect window) is recreated on the next probe, so the
-  service recovers without a restart when a member returns.
+  file-only, exponential backoff, one half-open probe, CLOSED again on success. The
+  :class:`prod.runtime.Bus` connects in the background and raises ``BusUnavailable`` at once while
+  it (re)connects, so a dead member costs a write nothing but a fast failure; a dead client (the
+  member was gone longer than the client's reconnect window) is replaced by the bus, so the service
+  recovers without a restart when a member returns.
 * Dark streak: an asset with ``dark_streak_bars`` bars without a valid update is flagged
   ``stale`` (STALE_DATA logged once per streak) and left out of the macro.
 
-Shard payload (``prod.bus.maps.OB_FEATURES`` plus extras): symbol, ts (= recv_ts: when the book these
+Shard payload (``prod.bus.payloads.ObFeatures``; recv_ts, event_ms, mid, depth_1pct_usd, n_bid_levels and
+n_ask_levels ride in its extras): symbol, ts (= recv_ts: when the book these
 features come from was received, so a frozen feed looks old however often it is rewritten),
 written_at (writer time), event_ms (venue event time), the §26.2 fields, imbalance_ma5, imbalance_persistence, withdrawal_velocity,
 stale, and the macro cascade_count / regime_signal / withdrawal_stress.
@@ -44,26 +48,26 @@ in ``_stats`` of the latest file and of ``obf_universe_latest``, and in the hear
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
+import io
 import json
 import logging
 import math
-import os
-import signal
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 import aiohttp
 
+from prod.aio import stop_event
 from prod.bus import maps
+from prod.runtime import Bus, Clock, RateLog, Service, SystemClock, atomic_write
+from prod.runtime.bus import all_within
 from prod.settings import Settings
-from services.datasvc import BusHandle, RateLog, add_common_flags, atomic_write, settings_from_args, wait_futures
-from services.obf_universe.breaker import CLOSED, CircuitBreaker
 from prod.venue import DepthEvent, VenueError, VenueRestClient, VenueStreamClient
+from services.obf_universe.breaker import CLOSED, CircuitBreaker
 from services.obf_universe.features import AssetRolling, FeatureParams, book_features, macro
 
 SERVICE = "obf_universe"
@@ -72,8 +76,9 @@ log = logging.getLogger(SERVICE)
 
 @dataclass(frozen=True)
 class ObfConfig:
-    """Effective configuration of obf_universe (frozen; every cadence is a flag)."""
+    """Effective configuration of obf_universe (frozen; each field a flag and a DOLPHIN_OBF_* variable)."""
 
+    ENV_PREFIX: ClassVar[str] = "DOLPHIN_OBF_"
     settings: Settings
     max_streams_per_conn: int = 200
     stream_suffix: str = "depth5@500ms"
@@ -94,7 +99,7 @@ class ObfConfig:
     max_inflight: int = 4           # pipelined shard flushes awaiting acknowledgement
     hz_connect_timeout_s: float = 3.0
     subscribe_batch: int = 50
-    params: FeatureParams = field(default_factory=FeatureParams)
+    params: FeatureParams = field(default_factory=FeatureParams, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         checks = {"max_streams_per_conn": self.max_streams_per_conn >= 1, "flush_s": self.flush_s > 0,
@@ -106,10 +111,6 @@ class ObfConfig:
         if bad:
             raise ValueError(f"obf_universe config: out-of-range value for {bad} "
                              f"(refresh_s must be in (0, 5], cadences > 0)")
-
-    def as_log_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("settings", "params")}
-        return {**self.settings.as_log_dict(), **d}
 
 
 class State:
@@ -129,9 +130,10 @@ class State:
 class Feed:
     """The hot loop: a :class:`prod.venue.VenueStreamClient` whose events land in :class:`State`."""
 
-    def __init__(self, cfg: ObfConfig, state: State, symbols: list[str]):
+    def __init__(self, cfg: ObfConfig, state: State, symbols: list[str], clock: Clock | None = None):
         self.cfg, self.state = cfg, state
-        self.rl = RateLog(logger=log)
+        self.now: Callable[[], float] = (clock or SystemClock()).time
+        self.rl = RateLog(log)
         self.streams = [f"{s.lower()}@{cfg.stream_suffix}" for s in symbols]
         self.client = VenueStreamClient(cfg.settings.venue_ws, self.streams, on_event=self.on_event,
                                         cap=cfg.max_streams_per_conn, batch=cfg.subscribe_batch,
@@ -143,7 +145,7 @@ class Feed:
         """Turn one parsed depth event into features (crossed/malformed frames never get here)."""
         if not isinstance(ev, DepthEvent):
             return
-        recv_ts = time.time()
+        recv_ts = self.now()
         st = self.state
         if not ev.bids or not ev.asks:
             st.counters["bad_books"] += 1
@@ -184,14 +186,15 @@ def _pct(sorted_vals: list[float], q: float) -> float:
 class Writer(threading.Thread):
     """Everything off the hot loop: bars, macro, bus writes behind the breaker, files, Parquet."""
 
-    def __init__(self, cfg: ObfConfig, state: State, symbols: list[str], t0: float, feed: Feed | None = None):
+    def __init__(self, cfg: ObfConfig, bus: Bus, state: State, symbols: list[str], t0: float,
+                 feed: Feed | None = None, clock: Clock | None = None):
         super().__init__(name="obf-writer", daemon=True)
         self.cfg, self.state, self.symbols, self.t0 = cfg, state, symbols, t0
         self.feed = feed
+        self.clock = clock or SystemClock()
         self.stop_evt = threading.Event()
         self.breaker = CircuitBreaker(cfg.breaker_threshold, cfg.breaker_base_s, cfg.breaker_max_s)
-        self.bus = BusHandle(cfg, background=True, name=SERVICE)
-        self.bus.start()
+        self.bus = bus
         self.rolling = {s: AssetRolling(cfg.params) for s in symbols}
         self.macro = macro([], cfg.params)
         self.last_written: dict[str, float] = {}
@@ -202,20 +205,19 @@ class Writer(threading.Thread):
         self.rows: list[dict] = []
         self.data_dir = cfg.settings.data_dir
         self.file_path = self.data_dir / "ob_cache" / "latest_ob_features.json"
-        self.rl = RateLog(logger=log)
+        self.rl = RateLog(log)
         self.published = False
         self.bus_writes = 0
 
     # -- bus ---------------------------------------------------------------------------------
-    def _bus_call(self, fn, now: float, what: str) -> bool:
-        """Run ``fn(client)`` (returns futures) behind the breaker; True if it was written."""
+    def _bus_call(self, fn: Callable[[Bus], list], now: float, what: str) -> bool:
+        """Run ``fn(bus)`` (returns futures) behind the breaker; True if it was written."""
         if not self.breaker.allow(now):
             return False
         try:
-            client = self.bus.get()
-            wait_futures(fn(client), self.cfg.write_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - any bus failure feeds the breaker
-            tr = self.breaker.failure(time.time())
+            all_within(fn(self.bus), self.cfg.write_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any bus failure (BusUnavailable at once) feeds the breaker
+            tr = self.breaker.failure(self.clock.time())
             self.rl.warning("bus", "bus write (%s) failed: %r", what, exc)
             if tr:
                 log.error("circuit breaker %s after %d consecutive failures; file-only mode (backoff %.1fs)",
@@ -256,12 +258,13 @@ class Writer(threading.Thread):
             if ent is None:
                 continue
             feats, recv_ts, ev = ent
+            topic = maps.ob_topic(sym)
             try:
-                val = maps.encode(maps.shard_map(sym), sym, self._payload(sym, feats, recv_ts, ev, now))
+                val = topic.encode(self._payload(sym, feats, recv_ts, ev, now), sym)
             except maps.PayloadError as exc:
                 self.rl.warning("enc", "dropped unencodable features: %s", exc)
                 continue
-            by_shard.setdefault(maps.shard_map(sym), {})[sym] = val
+            by_shard.setdefault(topic.map, {})[sym] = val
             if sym in dirty:
                 recv[sym] = recv_ts
         if not by_shard:
@@ -271,16 +274,16 @@ class Writer(threading.Thread):
             st.dirty |= dirty
             return
         try:
-            client = self.bus.get()
             from hazelcast.future import combine_futures
-            fut = combine_futures([client.get_map(m).put_all(e) for m, e in by_shard.items()])
-        except Exception as exc:  # noqa: BLE001 - no client / client shutting down
+            fut = combine_futures([self.bus.map(m).put_all(e) for m, e in by_shard.items()])
+        except Exception as exc:  # noqa: BLE001 - BusUnavailable while (re)connecting / client shutting down
             self._shard_result(False, exc)
             st.dirty |= dirty
             return
-        entry = {"t": time.monotonic(), "now": now, "fut": fut, "recv": recv, "syms": list(todo),
+        clock = self.clock
+        entry = {"t": clock.monotonic(), "now": now, "fut": fut, "recv": recv, "syms": list(todo),
                  "dirty": dirty, "done_at": None}
-        fut.add_done_callback(lambda _f, e=entry: e.__setitem__("done_at", time.time()))
+        fut.add_done_callback(lambda _f, e=entry: e.__setitem__("done_at", clock.time()))
         self.inflight.append(entry)
 
     def reap(self) -> None:
@@ -288,7 +291,7 @@ class Writer(threading.Thread):
         while self.inflight:
             e = self.inflight[0]
             if e["done_at"] is None:
-                if time.monotonic() - e["t"] < self.cfg.write_timeout_s:
+                if self.clock.monotonic() - e["t"] < self.cfg.write_timeout_s:
                     return
                 self.inflight.popleft()
                 self.state.dirty |= e["dirty"]
@@ -315,7 +318,7 @@ class Writer(threading.Thread):
             if self.breaker.success():
                 log.warning("circuit breaker CLOSED: bus writes resumed")
             return
-        tr = self.breaker.failure(time.time())
+        tr = self.breaker.failure(self.clock.time())
         self.rl.warning("bus", "bus write (shards) failed: %r", exc)
         if tr:
             log.error("circuit breaker %s after %d consecutive failures; file-only mode (backoff %.1fs)",
@@ -373,13 +376,13 @@ class Writer(threading.Thread):
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
         for sym, a in assets.items():
             self.rows.append({"snapshot_utc": now, "date": day, "symbol": sym, **a})
-        payload = {"_snapshot_utc": now, "_n_assets": len(assets), "_stats": self.stats(), "assets": assets}
         try:
-            val = maps.encode(maps.FEATURES, maps.KEY_OBF_UNIVERSE, payload)
+            payload = maps.OBF_UNIVERSE.build(_snapshot_utc=now, _n_assets=len(assets), _stats=self.stats(),
+                                              assets=assets)
         except maps.PayloadError as exc:
             self.rl.warning("enc", "dropped unencodable universe snapshot: %s", exc)
             return
-        self._bus_call(lambda c: [c.get_map(maps.FEATURES).set(maps.KEY_OBF_UNIVERSE, val)], now, "universe")
+        self._bus_call(lambda b: [b.publish(maps.OBF_UNIVERSE, payload, wait=False)], now, "universe")
 
     def flush_parquet(self) -> None:
         if not self.rows:
@@ -399,26 +402,21 @@ class Writer(threading.Thread):
                 path = d / f"part-{(max(nums) + 1) if nums else 0:03d}.parquet"
                 cols = sorted({k for r in rs for k in r if k != "date"})
                 table = pa.table({k: [r.get(k) for r in rs] for k in cols})
-                tmp = d / f".{path.name}.{os.getpid()}.tmp"
-                pq.write_table(table, tmp)
-                os.replace(tmp, path)
+                buf = io.BytesIO()
+                pq.write_table(table, buf)
+                atomic_write(path, buf.getvalue())
                 log.info("parquet: wrote %d rows to %s", len(rs), path)
             except (OSError, pa.ArrowException) as exc:
                 log.error("parquet: cannot write %s: %r (rows kept for the next flush)", d, exc)
                 self.rows.extend(rs)
 
     def heartbeat(self, now: float) -> None:
-        from prod.bus.client import write_heartbeat
         s = self.stats()
         fields = {k: s[k] for k in ("books", "garbage_frames", "crossed_books", "stalls", "reconnects",
                                     "connected", "n_assets_with_book", "latency_ms_p99", "regime_signal",
                                     "cascade_count")}
         fields["breaker"] = s["breaker"]["state"]
-
-        def _hb(c):
-            write_heartbeat(c, SERVICE, now=now, **fields)
-            return []
-        self._bus_call(_hb, now, "heartbeat")
+        self._bus_call(lambda b: [b.heartbeat(now=now, **fields)], now, "heartbeat")
 
     # -- loop --------------------------------------------------------------------------------
     def run(self) -> None:
@@ -426,10 +424,11 @@ class Writer(threading.Thread):
         cfg = self.cfg
         slow = threading.Thread(target=self._slow_loop, name="obf-slow", daemon=True)
         slow.start()
+        clock = self.clock
         next_bar = self.t0 + cfg.bar_s
-        next_flush = time.time()
+        next_flush = clock.time()
         while not self.stop_evt.is_set():
-            now = time.time()
+            now = clock.time()
             try:
                 if now >= next_bar:
                     self.step_bar(now)
@@ -445,10 +444,9 @@ class Writer(threading.Thread):
                         self.flush_ms.append((time.perf_counter() - t1) * 1000.0)
             except Exception:  # noqa: BLE001 - the writer must survive any single bad cycle
                 log.exception("writer cycle failed")
-            next_flush = max(next_flush + cfg.flush_s, time.time() + 0.005)
-            self.stop_evt.wait(max(0.0, next_flush - time.time()))
+            next_flush = max(next_flush + cfg.flush_s, clock.time() + 0.005)
+            clock.wait(self.stop_evt, max(0.0, next_flush - clock.time()))
         slow.join(15)
-        self.bus.close()
 
     def _slow_loop(self) -> None:
         """Snapshots, Parquet, heartbeat and the fallback file, off the shard-flush path."""
@@ -456,8 +454,9 @@ class Writer(threading.Thread):
         nxt = {"snap": self.t0 + cfg.warmup_s, "parquet": self.t0 + cfg.parquet_s,
                "file": self.t0 + min(cfg.file_s, 1.0), "hb": self.t0 + min(cfg.heartbeat_s, 1.0),
                "stall": self.t0 + cfg.stall_timeout_s}
+        clock = self.clock
         while not self.stop_evt.is_set():
-            now = time.time()
+            now = clock.time()
             try:
                 if self.published:
                     if now >= nxt["snap"]:
@@ -477,8 +476,8 @@ class Writer(threading.Thread):
                     nxt["file"] = now + (min(cfg.file_s, 1.0) if self.breaker.state != CLOSED else cfg.file_s)
             except Exception:  # noqa: BLE001
                 log.exception("slow writer cycle failed")
-            self.stop_evt.wait(max(0.05, min(nxt.values()) - time.time()))
-        now = time.time()   # final state on the way out
+            clock.wait(self.stop_evt, max(0.05, min(nxt.values()) - clock.time()))
+        now = clock.time()   # final state on the way out
         self.write_file(now)
         self.flush_parquet()
 
@@ -503,17 +502,16 @@ async def _discover(cfg: ObfConfig, stop: asyncio.Event) -> list[str]:
     return []
 
 
-async def run_async(cfg: ObfConfig, stop: asyncio.Event | None = None) -> None:
-    """Run the service until ``stop`` is set (SIGTERM/SIGINT set it in :func:`main`)."""
-    stop = stop or asyncio.Event()
-    t0 = time.time()
+async def run_async(cfg: ObfConfig, bus: Bus, clock: Clock, stop: asyncio.Event) -> None:
+    """Run the service until ``stop`` is set (SIGTERM/SIGINT set it through :func:`run`)."""
+    t0 = clock.time()
     symbols = await _discover(cfg, stop)
     if not symbols:
         return
     state = State()
-    feed = Feed(cfg, state, symbols)
+    feed = Feed(cfg, state, symbols, clock)
     log.info("universe: %d symbols over %d connections %s", len(symbols), len(state.connections), state.connections)
-    writer = Writer(cfg, state, symbols, t0, feed)
+    writer = Writer(cfg, bus, state, symbols, t0, feed, clock)
     writer.start()
     task = asyncio.create_task(feed.client.run())
     try:
@@ -527,45 +525,18 @@ async def run_async(cfg: ObfConfig, stop: asyncio.Event | None = None) -> None:
         log.info("stopped cleanly")
 
 
-def run(cfg: ObfConfig) -> None:
-    """Run the service in this thread with SIGTERM/SIGINT handlers for a clean stop."""
+def run(cfg: ObfConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int:
+    """Run the service until SIGTERM/SIGINT (``stop``); the bus connects in the background meanwhile."""
     async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_async(cfg, stop)
+        await run_async(cfg, bus, clock, await stop_event(stop))
     asyncio.run(_main())
+    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m services.obf_universe", description=__doc__.split("\n")[0])
-    add_common_flags(ap)
-    d = ObfConfig.__dataclass_fields__
-    for name in ("max_streams_per_conn", "max_symbols", "breaker_threshold"):
-        ap.add_argument("--" + name.replace("_", "-"), type=int, default=None)
-    for name in ("flush_s", "refresh_s", "bar_s", "snapshot_s", "parquet_s", "file_s", "warmup_s",
-                 "stall_timeout_s", "heartbeat_s", "breaker_base_s", "breaker_max_s", "write_timeout_s"):
-        ap.add_argument("--" + name.replace("_", "-"), type=float, default=None,
-                        help=f"default {d[name].default} (env DOLPHIN_OBF_{name.upper()})")
-    ap.add_argument("--log-level", default="INFO")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    over: dict[str, Any] = {}
-    for name in ("max_streams_per_conn", "max_symbols", "breaker_threshold", "flush_s", "refresh_s", "bar_s",
-                 "snapshot_s", "parquet_s", "file_s", "warmup_s", "stall_timeout_s", "heartbeat_s",
-                 "breaker_base_s", "breaker_max_s", "write_timeout_s"):
-        v = getattr(a, name)
-        if v is None:
-            env = os.environ.get(f"DOLPHIN_OBF_{name.upper()}")
-            if env not in (None, ""):
-                v = type(d[name].default)(float(env))
-        if v is not None:
-            over[name] = v
-    cfg = ObfConfig(settings=settings_from_args(a), **over)
-    log.info("%s starting (pid %d) with %s", SERVICE, os.getpid(), json.dumps(cfg.as_log_dict()))
-    run(cfg)
+def _bus(cfg: ObfConfig) -> Bus:
+    return Bus(cfg.settings, SERVICE, timeout_s=cfg.write_timeout_s, connect_timeout_s=cfg.hz_connect_timeout_s,
+               invocation_timeout_s=max(cfg.write_timeout_s * 2, 3.0))
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: list[str] | None = None) -> int:
+    return Service.main(SERVICE, ObfConfig, run, argv, description=__doc__.splitlines()[0], bus_factory=_bus)

@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 import pytest
 
 from prod.alpha import acb
 from prod.bus import maps
-from prod.bus.client import make_client, read_json
-from tests.helpers import Proc, wait_until
+from prod.runtime import Bus
+from tests.helpers import Proc, free_port, port_open, wait_until
+
+
+def _bus(settings, name="t_acb") -> Bus:
+    bus = Bus(settings, name, backoff_s=(0.1, 0.5)).start()
+    assert bus.wait_connected(30), "test bus did not connect"
+    return bus
 
 
 def _exf(pushed_at, funding, dvol, fng, taker):
@@ -32,41 +39,43 @@ def _start(tmp_path, port, name, *extra):
 
 def test_acb_boost_and_beta_equal_prod_alpha_acb_for_the_same_inputs(hz_member, tmp_path, settings_for):
     _, port = hz_member
-    client = make_client(settings_for(hz_port=port))
+    bus = _bus(settings_for(hz_port=port))
     proc = _start(tmp_path, port, "acb")
     try:
-        fm = client.get_map(maps.FEATURES).blocking()
         wait_until(lambda: "lock released" in proc.log_text(), 30, what="processor up (first write)")
         w750 = [0.001 * i for i in range(20)]
         for i, v in enumerate(w750):
-            fm.set(maps.KEY_EIGEN_SCAN, maps.encode(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan(i + 1, v)))
+            bus.publish(maps.EIGEN_SCAN, _scan(i + 1, v))
         exfs = [_exf(100.0 + i, -0.0002, 85.0 + i, 20.0, 0.85) for i in range(3)]
         for e in exfs:
-            fm.set(maps.KEY_EXF, maps.encode(maps.FEATURES, maps.KEY_EXF, e))
-        fm.set(maps.KEY_OBF_UNIVERSE, maps.encode(maps.FEATURES, maps.KEY_OBF_UNIVERSE,
-               {"_snapshot_utc": 1.0, "_n_assets": 0, "assets": {}, "_stats": {"regime_signal": 1}}))
+            bus.publish(maps.EXF, e)
+        bus.publish(maps.OBF_UNIVERSE, {"_snapshot_utc": 1.0, "_n_assets": 0, "assets": {},
+                                        "_stats": {"regime_signal": 1}})
         expected = acb.compute_acb(acb.daily_factors(exfs), acb.daily_w750(w750[-10:]),
                                    acb.w750_threshold(w750), acb.ob_stress_from_regime(1))
 
         def done():
-            p = read_json(client, maps.FEATURES, maps.KEY_ACB_BOOST)
-            return p if p and p["inputs"]["n_exf"] == 3 and p["inputs"]["n_scans"] == 20 \
-                and p["inputs"]["regime_signal"] == 1 else None
+            p = bus.get(maps.ACB_BOOST)
+            return p if p and p.inputs["n_exf"] == 3 and p.inputs["n_scans"] == 20 \
+                and p.inputs["regime_signal"] == 1 else None
         p = wait_until(done, 30, what="acb_boost with all inputs")
-        assert p["boost"] == expected.boost and p["beta"] == expected.beta
-        assert p["signals"] == expected.signals == 3.5
+        assert p.boost == expected.boost and p.beta == expected.beta
+        assert p.signals == expected.signals == 3.5
         assert expected.beta == pytest.approx(0.8 * 1.25)
-        st = read_json(client, maps.FEATURES, maps.KEY_ACB_STATE)
-        assert (st["boost"], st["beta"]) == (p["boost"], p["beta"])
+        assert p.writer_pid == proc.p.pid and p.fence and maps.ACB_BOOST.written_at(p) == p.computed_at
+        st = bus.get(maps.ACB_STATE)
+        assert (st.boost, st.beta, st.fence) == (p.boost, p.beta, p.fence)
+        hb = wait_until(lambda: bus.get(maps.HEARTBEATS, "acb_processor"), 10, what="the processor's heartbeat")
+        assert hb.pid == proc.p.pid and hb.extra["writes"] >= 1
         # same inputs again → no new write (the skip path)
         writes = proc.log_text().count("ACB write ")
         skips = proc.log_text().count("ACB unchanged")
-        fm.set(maps.KEY_EXF, maps.encode(maps.FEATURES, maps.KEY_EXF, _exf(200.0, -0.0002, 86.0, 20.0, 0.85)))
+        bus.publish(maps.EXF, _exf(200.0, -0.0002, 86.0, 20.0, 0.85))
         wait_until(lambda: proc.log_text().count("ACB unchanged") > skips, 10, what="the skip of an unchanged result")
         assert proc.log_text().count("ACB write ") == writes
     finally:
         proc.stop()
-        client.shutdown()
+        bus.close()
     assert "stopped cleanly" in proc.log_text()
 
 
@@ -78,23 +87,22 @@ def _held(log: str):
 
 def test_two_processors_are_serialised_by_the_fenced_lock(hz_member, tmp_path, settings_for):
     _, port = hz_member
-    client = make_client(settings_for(hz_port=port))
+    bus = _bus(settings_for(hz_port=port))
     a = _start(tmp_path, port, "acb_a", "--hold-s", "0.15", "--exf-window", "1")
     b = _start(tmp_path, port, "acb_b", "--hold-s", "0.15", "--exf-window", "1")
     try:
-        fm = client.get_map(maps.FEATURES).blocking()
         wait_until(lambda: "lock released" in a.log_text() and "lock released" in b.log_text(), 30,
                    what="both processors started and took the lock once")
         for i in range(8):   # alternate between bearish and neutral factors: every change is a new result
             bear = i % 2 == 0
             e = _exf(1000.0 + i, -0.0002 if bear else 0.0005, 90.0 if bear else 40.0, 50.0, 1.0)
-            fm.set(maps.KEY_EXF, maps.encode(maps.FEATURES, maps.KEY_EXF, e))
+            bus.publish(maps.EXF, e)
             wait_until(lambda: len(_held(a.log_text())) + len(_held(b.log_text())) >= 2 + 2 * (i + 1), 30,
                        what=f"both processors handled change {i}")
     finally:
         a.stop()
         b.stop()
-        client.shutdown()
+        bus.close()
     ha, hb = _held(a.log_text()), _held(b.log_text())
     assert len(ha) >= 5 and len(hb) >= 5
     allh = sorted(ha + hb)                       # by fencing token
@@ -108,7 +116,6 @@ def test_two_processors_are_serialised_by_the_fenced_lock(hz_member, tmp_path, s
 
 
 def test_processor_recovers_when_a_member_returns_on_the_same_port(tmp_path, settings_for):
-    from tests.helpers import free_port, port_open
     port = free_port()
     args = ["--host", "127.0.0.1", "--port", str(port), "--cluster-name", "dolphin"]
     m1 = Proc("standins.hz_member", args, tmp_path / "hz1.log").start()
@@ -120,26 +127,53 @@ def test_processor_recovers_when_a_member_returns_on_the_same_port(tmp_path, set
         m1.kill()
         m2 = Proc("standins.hz_member", args, tmp_path / "hz2.log").start()
         wait_until(lambda: port_open(port), 30, what="member 2")
-        client = make_client(settings_for(hz_port=port))
+        bus = _bus(settings_for(hz_port=port))
         try:
-            fm = client.get_map(maps.FEATURES).blocking()
             # the fresh member is empty: the processor notices and rewrites its last result unprompted
-            p = wait_until(lambda: read_json(client, maps.FEATURES, maps.KEY_ACB_BOOST), 30,
-                           what="acb_boost restored on the new member")
-            assert (p["boost"], p["beta"]) == (1.0, acb.DEFAULT_PARAMS.beta_low)
+            p = wait_until(lambda: bus.get(maps.ACB_BOOST), 30, what="acb_boost restored on the new member")
+            assert (p.boost, p.beta) == (1.0, acb.DEFAULT_PARAMS.beta_low)
             assert "acb_boost vanished" in proc.log_text()
 
             def boosted():   # rewrite until the re-registered listener has seen it
-                fm.set(maps.KEY_EXF, maps.encode(maps.FEATURES, maps.KEY_EXF,
-                                                 _exf(time.time(), -0.0003, 90.0, 50.0, 0.7)))
-                p = read_json(client, maps.FEATURES, maps.KEY_ACB_BOOST)
-                return p and p["signals"] == 3.0
+                bus.publish(maps.EXF, _exf(time.time(), -0.0003, 90.0, 50.0, 0.7))
+                p = bus.get(maps.ACB_BOOST)
+                return p and p.signals == 3.0
             wait_until(boosted, 60, interval=0.5, what="acb_boost written to the new member")
         finally:
-            client.shutdown()
+            bus.close()
         assert proc.p.poll() is None
     finally:
         proc.stop()
         m1.stop()
         if m2:
             m2.stop()
+
+
+def test_unreachable_member_logs_one_line_per_attempt_and_sigterm_stops_at_once(tmp_path):
+    """No member at DOLPHIN_HZ_MEMBERS: one line per connection attempt, no traceback, SIGTERM → exit 0.
+
+    The SIGTERM arrives while a 3-s connection attempt is in progress: the process must not wait for it.
+    """
+    port = free_port()                                    # nothing listens here
+    proc = Proc("services.acb_processor", ["--data-dir", str(tmp_path / "data")], tmp_path / "acb.log",
+                env={"DOLPHIN_HZ_MEMBERS": f"127.0.0.1:{port}", "DOLPHIN_HZ_CONNECT_TIMEOUT_S": "3"}).start()
+    try:
+        wait_until(lambda: proc.log_text().count("cannot reach Hazelcast") >= 2, 30,
+                   what="two failed connection attempts")
+        wait_until(lambda: "Unable to get live cluster connection, retry" in proc.log_text().split("attempt 2,")[-1],
+                   10, what="the third attempt under way")
+        assert proc.p.poll() is None
+        t0 = time.monotonic()
+        proc.p.send_signal(signal.SIGTERM)
+        assert proc.p.wait(10) == 0
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    text = proc.log_text()
+    assert took < 2.0, f"SIGTERM took {took:.2f}s"
+    assert "Traceback" not in text and "Error during initial connection" not in text
+    assert "SIGTERM received" in text and "stopped cleanly" in text
+    attempts = [int(m) for m in re.findall(r"cannot reach Hazelcast .*; attempt (\d+), retry in", text)]
+    assert attempts == [1, 2]                             # each finished attempt logged once; not the third
+    for line in text.splitlines():                        # every line is a log line: no stack frames
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING|ERROR) ", line), line

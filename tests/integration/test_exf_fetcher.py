@@ -6,7 +6,7 @@ import time
 import pyarrow.parquet as pq
 
 from prod.bus import maps
-from prod.bus.client import make_client, read_json
+from prod.runtime import Bus
 from tests.helpers import Proc, free_port, wait_until
 
 
@@ -21,30 +21,32 @@ def test_failing_endpoints_degrade_only_their_indicator(hz_member, venue, tmp_pa
                  "--dvol-url", f"http://127.0.0.1:{hz_port}",   # not HTTP at all: a garbage answer
                  "--push-s", "0.5", "--history-s", "1", "--retries", "1", "--timeout-s", "2",
                  "--funding-interval-s", "1", "--warmup", "3"], tmp_path / "exf.log").start()
-    client = make_client(settings_for(hz_port=hz_port))
+    bus = Bus(settings_for(hz_port=hz_port), "t_exf").start()
     try:
-        p = wait_until(lambda: read_json(client, maps.FEATURES, maps.KEY_EXF), 30, what="exf_latest")
-        assert p["_pushed_at"] >= t_start + 3          # --warmup held back the partial first payload
-        p = wait_until(lambda: (x := read_json(client, maps.FEATURES, maps.KEY_EXF))["indicators"]["fng"]["failures"]
-                       >= 1 and x["indicators"]["dvol_btc"]["failures"] >= 1 and x, 20, what="both failures")
-        ind = p["indicators"]
+        assert bus.wait_connected(30)
+        p = wait_until(lambda: bus.get(maps.EXF), 30, what="exf_latest")
+        assert maps.EXF.written_at(p) >= t_start + 3    # --warmup held back the partial first payload
+        p = wait_until(lambda: (x := bus.get(maps.EXF)).indicators["fng"]["failures"]
+                       >= 1 and x.indicators["dvol_btc"]["failures"] >= 1 and x, 20, what="both failures")
+        ind = p.indicators
         assert ind["funding_btc"]["status"] == "OK" and ind["taker"]["status"] == "OK"
         assert ind["fng"]["status"] == "MISSING" and ind["dvol_btc"]["status"] == "MISSING"
-        assert p["fng"] is None and p["dvol_btc"] is None
-        assert isinstance(p["funding_btc"], float) and isinstance(p["taker"], float) and 0 <= p["taker"] < 100
+        assert p.value("fng") is None and p.value("dvol_btc") is None
+        assert isinstance(p.value("funding_btc"), float) and isinstance(p.value("taker"), float)
+        assert 0 <= p.value("taker") < 100 and p.n_ok == 2
         assert "Cannot connect" in ind["fng"]["error"] or "Connect" in ind["fng"]["error"]
         # funding keeps refreshing on its own schedule while the others fail
         ts0 = ind["funding_btc"]["fetched_at"]
-        wait_until(lambda: read_json(client, maps.FEATURES, maps.KEY_EXF)["indicators"]["funding_btc"]["fetched_at"]
-                   > ts0, 10, what="funding refetched")
+        wait_until(lambda: bus.get(maps.EXF).indicators["funding_btc"]["fetched_at"] > ts0, 10,
+                   what="funding refetched")
         parts = wait_until(lambda: list((tmp_path / "data" / "exf").glob("date=*/part-*.parquet")), 10,
                            what="exf history")
         t = pq.read_table(parts[0]).to_pylist()
         assert t and t[0]["fng"] is None and t[0]["funding_btc"] == t[0]["funding_btc"] and t[0]["fng_status"] == "MISSING"
-        hb = read_json(client, maps.HEARTBEAT, "exf_fetcher")
-        assert hb["statuses"]["taker"] == "OK"
+        hb = bus.get(maps.HEARTBEATS, "exf_fetcher")
+        assert hb.pid == proc.p.pid and hb.extra["statuses"]["taker"] == "OK" and hb.extra["bus_failures"] == 0
     finally:
         proc.stop()
-        client.shutdown()
+        bus.close()
     assert "stopped cleanly" in proc.log_text()
     assert "fng: fetch" in proc.log_text()

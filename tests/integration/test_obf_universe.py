@@ -8,7 +8,7 @@ import urllib.request
 import pyarrow.parquet as pq
 
 from prod.bus import maps
-from prod.bus.client import make_client, read_json
+from prod.runtime import Bus, result_within
 from tests.helpers import Proc, free_port, port_open, wait_until
 
 FAST = ["--warmup-s", "2", "--bar-s", "0.5", "--snapshot-s", "2", "--parquet-s", "4", "--file-s", "0.5",
@@ -39,6 +39,20 @@ def _stats(tmp_path) -> dict:
     return _file(tmp_path)["_stats"]
 
 
+def _bus(settings, name="t_obf") -> Bus:
+    bus = Bus(settings, name, backoff_s=(0.1, 0.5)).start()
+    assert bus.wait_connected(30), "test bus did not connect"
+    return bus
+
+
+def _shard(bus: Bus, sym: str):
+    return bus.get(maps.ob_topic(sym), sym)
+
+
+def _n_shard_entries(bus: Bus) -> int:
+    return sum(result_within(bus.map(m).size(), 5) for m in maps.SHARD_MAPS)
+
+
 def test_universe_features_faults_stall_and_stress(hz_member, venue, tmp_path, settings_for):
     _, hz_port = hz_member
     _, vport = venue
@@ -47,7 +61,7 @@ def test_universe_features_faults_stall_and_stress(hz_member, venue, tmp_path, s
                    and s.get("contractType") == "PERPETUAL"])
     assert n_venue >= 540
     proc = _obf(tmp_path, hz_port, vport)
-    client = make_client(settings_for(hz_port=hz_port))
+    bus = _bus(settings_for(hz_port=hz_port))
     try:
         # right number of connections, each under the cap
         st = wait_until(lambda: (s := _stats(tmp_path))["connected"] == 3 and s["n_assets_with_book"] == n_venue
@@ -56,20 +70,17 @@ def test_universe_features_faults_stall_and_stress(hz_member, venue, tmp_path, s
         assert _admin(vport, "/sim/status")["connections"] == 3
 
         # shard entries decode, are routed by sum-of-ord and their numbers agree with their own book
-        def btc():
-            raw = client.get_map(maps.shard_map("BTCUSDT")).blocking().get("BTCUSDT")
-            return raw and maps.decode(maps.shard_map("BTCUSDT"), "BTCUSDT", raw)
-        p = wait_until(btc, 20, what="BTCUSDT in its shard")
-        mid = (p["best_bid"] + p["best_ask"]) / 2
-        assert p["best_ask"] > p["best_bid"]
-        assert math.isclose(p["spread_bps"], (p["best_ask"] - p["best_bid"]) / mid * 1e4, rel_tol=1e-12)
-        assert 0 <= p["depth_quality"] <= 1 and 0 < p["fill_probability"] <= 1 and -1 <= p["imbalance"] <= 1
-        assert p["n_bid_levels"] == 5 and p["n_ask_levels"] == 5
-        wait_until(lambda: sum(client.get_map(m).blocking().size() for m in maps.SHARD_MAPS) == n_venue, 20,
-                   what="every symbol in the shards")
-        uni = wait_until(lambda: read_json(client, maps.FEATURES, maps.KEY_OBF_UNIVERSE), 20,
-                         what="obf_universe_latest")
-        assert uni["_n_assets"] == n_venue and "BTCUSDT" in uni["assets"]
+        assert maps.shard_map("BTCUSDT") == f"DOLPHIN_FEATURES_SHARD_{sum(map(ord, 'BTCUSDT')) % 10:02d}"
+        p = wait_until(lambda: _shard(bus, "BTCUSDT"), 20, what="BTCUSDT in its shard")
+        mid = (p.best_bid + p.best_ask) / 2
+        assert p.symbol == "BTCUSDT" and p.best_ask > p.best_bid
+        assert math.isclose(p.spread_bps, (p.best_ask - p.best_bid) / mid * 1e4, rel_tol=1e-12)
+        assert 0 <= p.depth_quality <= 1 and 0 < p.fill_probability <= 1 and -1 <= p.imbalance <= 1
+        assert p.extra["n_bid_levels"] == 5 and p.extra["n_ask_levels"] == 5 and p.extra["recv_ts"] == p.ts
+        assert p.written_at >= p.ts and p.imbalance_ma5 is not None and p.stale is False
+        wait_until(lambda: _n_shard_entries(bus) == n_venue, 20, what="every symbol in the shards")
+        uni = wait_until(lambda: bus.get(maps.OBF_UNIVERSE), 20, what="obf_universe_latest")
+        assert uni.n_assets == n_venue and "BTCUSDT" in uni.assets and uni.stats["connected"] == 3
 
         # crossed book and garbage frames: dropped and counted, never published
         _admin(vport, "/sim/admin/fault", {"kind": "crossed", "symbol": "ETHUSDT", "duration_s": 3})
@@ -77,9 +88,8 @@ def test_universe_features_faults_stall_and_stress(hz_member, venue, tmp_path, s
         wait_until(lambda: (s := _stats(tmp_path))["crossed_books"] >= 1 and s["garbage_frames"] >= 5, 20,
                    what="crossed and garbage frames counted")
         for _ in range(5):
-            e = maps.decode(maps.shard_map("ETHUSDT"), "ETHUSDT",
-                            client.get_map(maps.shard_map("ETHUSDT")).blocking().get("ETHUSDT"))
-            assert e["best_ask"] > e["best_bid"]
+            e = _shard(bus, "ETHUSDT")
+            assert e.best_ask > e.best_bid
         assert "crossed book" in proc.log_text() and "malformed frame" in proc.log_text()
 
         # stalled streams: detected, reconnected, flowing again
@@ -113,21 +123,18 @@ def test_universe_features_faults_stall_and_stress(hz_member, venue, tmp_path, s
                               and s["withdrawal_stress"] > 0.5 and s, 20, what="regime_signal +1 under stress")
         assert calm["withdrawal_stress"] < 0.25
         assert stressed["cascade_count"] > calm["cascade_count"]
-        shard = maps.decode(maps.shard_map("SOLUSDT"), "SOLUSDT",
-                            client.get_map(maps.shard_map("SOLUSDT")).blocking().get("SOLUSDT"))
-        assert wait_until(lambda: maps.decode(maps.shard_map("SOLUSDT"), "SOLUSDT", client.get_map(
-            maps.shard_map("SOLUSDT")).blocking().get("SOLUSDT"))["regime_signal"] == 1, 10) and shard
+        assert wait_until(lambda: _shard(bus, "SOLUSDT").regime_signal == 1, 10, what="SOLUSDT sees the stress")
 
         # Hive Parquet archive
         parts = wait_until(lambda: list((tmp_path / "data" / "ob_universe").glob("date=*/part-*.parquet")), 20,
                            what="a parquet part")
         t = pq.read_table(parts[0])
         assert t.num_rows >= n_venue and {"symbol", "spread_bps", "imbalance_ma5"} <= set(t.column_names)
-        hb = read_json(client, maps.HEARTBEAT, "obf_universe")
-        assert hb["service"] == "obf_universe" and hb["breaker"] == "CLOSED"
+        hb = bus.get(maps.HEARTBEATS, "obf_universe")
+        assert hb.service == "obf_universe" and hb.pid == proc.p.pid and hb.extra["breaker"] == "CLOSED"
     finally:
         proc.stop()
-        client.shutdown()
+        bus.close()
     assert "stopped cleanly" in proc.log_text()
 
 
@@ -144,11 +151,11 @@ def test_breaker_opens_when_member_dies_and_closes_when_it_returns(venue, tmp_pa
         # warm-up: the fallback file exists (books are flowing) but nothing is published yet
         first = wait_until(lambda: (f := _file(tmp_path))["_n_assets"] > 0 and f, 30, what="first fallback file")
         assert first["_published"] is False
-        client1 = make_client(settings_for(hz_port=hz_port))
+        bus1 = _bus(settings_for(hz_port=hz_port), "t_obf1")
         try:
-            assert sum(client1.get_map(m).blocking().size() for m in maps.SHARD_MAPS) == 0
+            assert _n_shard_entries(bus1) == 0
         finally:
-            client1.shutdown()
+            bus1.close()
         wait_until(lambda: _stats(tmp_path)["published"] and _stats(tmp_path)["bus_writes"] > 5, 40,
                    what="publishing to member 1")
         member.kill()
@@ -163,12 +170,11 @@ def test_breaker_opens_when_member_dies_and_closes_when_it_returns(venue, tmp_pa
         wait_until(lambda: port_open(hz_port), 30, what="member 2 on the same port")
         wait_until(lambda: (s := _stats(tmp_path))["breaker"]["state"] == "CLOSED" and s["breaker"]["closed"] >= 1,
                    60, what="breaker closed again")
-        client = make_client(settings_for(hz_port=hz_port))
+        bus2 = _bus(settings_for(hz_port=hz_port), "t_obf2")
         try:
-            wait_until(lambda: sum(client.get_map(m).blocking().size() for m in maps.SHARD_MAPS) == 60, 20,
-                       what="all 60 assets rewritten to the new member")
+            wait_until(lambda: _n_shard_entries(bus2) == 60, 20, what="all 60 assets rewritten to the new member")
         finally:
-            client.shutdown()
+            bus2.close()
         assert proc.p.poll() is None            # recovered without a restart
     finally:
         proc.stop()

@@ -6,6 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from prod.alpha import acb
+from prod.bus import maps
+from prod.runtime import ConfigError, build_config
 from prod.settings import load_settings
 from services.acb_processor.main import AcbConfig, AcbInputs
 
@@ -14,17 +16,27 @@ def _cfg(**kw):
     return AcbConfig(settings=load_settings(env={}), **kw)
 
 
+def _scan(n, w750):
+    return maps.EIGEN_SCAN.build(scan_number=n, timestamp_ns=n, timestamp="t", bridge_ts=float(n), vel_div=None,
+                                 w50_velocity=None, w150_velocity=None, w300_velocity=None, w750_velocity=w750,
+                                 instability_50=None, instability_150=None, assets=[], asset_prices=[])
+
+
+def _obf(regime):
+    return maps.OBF_UNIVERSE.build(_snapshot_utc=1.0, _n_assets=0, assets={}, _stats={"regime_signal": regime})
+
+
 def test_window_of_exf_snapshots_is_the_same_median_rule_as_the_engine():
     inp = AcbInputs(_cfg(exf_window=3, min_scans=4))
     rows = [{"_pushed_at": float(i), "funding_btc": f, "dvol_btc": d, "fng": 30.0, "taker": 0.85}
             for i, (f, d) in enumerate([(-0.0003, 90.0), (0.0001, 50.0), (-0.0002, 85.0), (-0.0002, 81.0)])]
     for r in rows:
-        assert inp.add_exf(r)
-    assert not inp.add_exf(rows[-1])                    # same _pushed_at: not a new snapshot
+        assert inp.add_exf(maps.EXF.build(**r))
+    assert not inp.add_exf(maps.EXF.build(**rows[-1]))  # same _pushed_at: not a new snapshot
     for n, v in enumerate([0.1, 0.2, None, 0.3, 0.4, 0.5]):
-        inp.add_scan({"scan_number": n, "w750_velocity": v})
-    assert not inp.add_scan({"scan_number": 5, "w750_velocity": 9.9})   # duplicate scan_number
-    inp.add_obf({"_stats": {"regime_signal": 1}})
+        inp.add_scan(_scan(n, v))
+    assert not inp.add_scan(_scan(5, 9.9))              # duplicate scan_number
+    assert inp.add_obf(_obf(1)) and not inp.add_obf(_obf(1))
     res, inputs = inp.compute()
     exp = acb.compute_acb(acb.daily_factors(rows[1:]), acb.daily_w750([0.1, 0.2, 0.3, 0.4, 0.5]),
                           acb.w750_threshold([0.1, 0.2, 0.3, 0.4, 0.5]), 1.0)
@@ -34,7 +46,7 @@ def test_window_of_exf_snapshots_is_the_same_median_rule_as_the_engine():
 
 def test_too_few_scans_means_no_threshold_and_beta_low():
     inp = AcbInputs(_cfg(min_scans=50))
-    inp.add_scan({"scan_number": 1, "w750_velocity": 5.0})
+    inp.add_scan(_scan(1, 5.0))
     res, inputs = inp.compute()
     assert inputs["w750_threshold"] is None and res.beta == acb.DEFAULT_PARAMS.beta_low and res.boost == 1.0
 
@@ -56,3 +68,13 @@ def test_window_is_seeded_from_todays_exf_history(tmp_path):
 def test_config_rejects_bad_windows():
     with pytest.raises(ValueError):
         _cfg(exf_window=0)
+
+
+def test_config_fields_are_flags_and_dolphin_acb_variables():
+    cfg, _ = build_config(AcbConfig, "acb_processor", ["--min-scans", "5"],
+                          env={"DOLPHIN_ACB_LOCK_TIMEOUT_S": "7.5", "DOLPHIN_ACB_MIN_SCANS": "9"})
+    assert (cfg.min_scans, cfg.lock_timeout_s, cfg.exf_window) == (5, 7.5, 10)
+    with pytest.raises(ConfigError, match="DOLPHIN_ACB_EXF_WINDOW='ten'"):
+        build_config(AcbConfig, "acb_processor", [], env={"DOLPHIN_ACB_EXF_WINDOW": "ten"})
+    with pytest.raises(ConfigError, match="acb_processor: acb_processor config: windows must be >= 1"):
+        build_config(AcbConfig, "acb_processor", ["--exf-window", "0"], env={})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from prod.bus import maps
+from prod.runtime import ConfigError, build_config
 from prod.settings import load_settings
 from prod.venue import DvolCandle, FearGreed, PremiumIndex, TakerRatio
 from services.exf_fetcher.main import (ExfConfig, FetchError, build_indicators, build_payload, pick_dvol, pick_fng,
@@ -43,9 +44,23 @@ def test_status_ok_degraded_stale_missing_and_nulls_in_payload():
     assert st == {"funding_btc": "OK", "dvol_btc": "DEGRADED", "fng": "MISSING", "taker": "STALE"}
     assert (p["funding_btc"], p["dvol_btc"], p["fng"], p["taker"]) == (-0.0002, 70.0, None, None)
     assert p["indicators"]["taker"]["value"] == 0.8 and p["n_ok"] == 2
-    maps.decode(maps.FEATURES, maps.KEY_EXF, maps.encode(maps.FEATURES, maps.KEY_EXF, p))
+    typed = maps.EXF.decode(maps.EXF.encode(p))
+    assert typed.value("funding_btc") == -0.0002 and typed.value("fng") is None and typed.n_ok == 2
+    assert maps.EXF.written_at(typed) == now and typed.indicators["dvol_btc"]["status"] == "DEGRADED"
 
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError):
         ExfConfig(settings=load_settings(env={}), push_s=0)
+
+
+def test_config_fields_are_flags_and_dolphin_exf_variables_and_warmup_keeps_its_flag():
+    cfg, _ = build_config(ExfConfig, "exf_fetcher", ["--warmup", "15", "--retries", "4"],
+                          env={"DOLPHIN_EXF_PUSH_S": "2.5", "DOLPHIN_EXF_RETRIES": "1",
+                               "DOLPHIN_EXF_FNG_URL": "http://fng.example"})
+    assert (cfg.warmup_s, cfg.retries, cfg.push_s, cfg.fng_url) == (15.0, 4, 2.5, "http://fng.example")
+    assert build_config(ExfConfig, "exf_fetcher", [], env={"DOLPHIN_EXF_WARMUP_S": "3"})[0].warmup_s == 3.0
+    with pytest.raises(ConfigError, match="DOLPHIN_EXF_PUSH_S='often'"):
+        build_config(ExfConfig, "exf_fetcher", [], env={"DOLPHIN_EXF_PUSH_S": "often"})
+    with pytest.raises(ConfigError, match="push_s must be > 0"):
+        build_config(ExfConfig, "exf_fetcher", ["--push-s", "0"], env={})
