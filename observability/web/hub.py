@@ -3,9 +3,9 @@
 :class:`BusHub` runs a background thread that keeps a Hazelcast client (``prod.bus.client.make_client``)
 connected, registers entry listeners on every DOLPHIN map (values for :data:`model.VALUE_MAPS`,
 added/removed keys only for the shard maps) and reads each map once after every (re)connect.
-Listener callbacks run on the client's event threads: they only drop ``(map, key) -> change`` into a
-coalescing buffer (latest change per key wins) and wake the asyncio loop at most once per
-``flush_s``; the loop applies the batch to the :class:`model.ConsoleModel`, hands each decoded value
+Listener callbacks run on the client's event threads: they only append ``(map, key, change)`` to a
+bounded buffer, in arrival order (no coalescing: alerts must see every transition), and wake the
+asyncio loop at most once per ``flush_s``; the loop applies the batch to the :class:`model.ConsoleModel`, hands each decoded value
 to the consumers (web sockets, alerts, metrics) and never waits on the bus. Nothing polls a map.
 
 Recovery: the client retries its member for ``connect_timeout`` seconds; when it gives up, the hub
@@ -29,6 +29,7 @@ from prod.settings import Settings
 log = logging.getLogger(__name__)
 
 MAP_SERVICE = "hz:impl:mapService"
+MAX_PENDING = 100_000
 _REMOVED = object()
 _CLEARED = object()
 
@@ -48,7 +49,8 @@ class BusHub:
         self.bus_consumers: list[Callable[[dict], None]] = []
         self.members = ",".join(settings.hz_members)
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str | None], Any] = {}
+        self._pending: list[tuple[str, str | None, Any]] = []
+        self.dropped = 0
         self._status: tuple[bool, str] | None = None
         self._scheduled = False
         self._stop = threading.Event()
@@ -74,10 +76,11 @@ class BusHub:
     def _push(self, map_name: str, key: str | None, change: Any) -> None:
         with self._lock:
             self.events += 1
-            if change is _CLEARED:      # a clear supersedes every pending change of the map
-                for k in [k for k in self._pending if k[0] == map_name]:
-                    del self._pending[k]
-            self._pending[(map_name, key)] = change
+            if len(self._pending) >= MAX_PENDING:     # the loop is stuck: keep the newest changes
+                del self._pending[: MAX_PENDING // 10]
+                self.dropped += MAX_PENDING // 10
+                log.error("web console bus: event loop behind, dropped %d old changes", MAX_PENDING // 10)
+            self._pending.append((map_name, key, change))
             wake = not self._scheduled
             self._scheduled = True
         if wake:
@@ -139,7 +142,8 @@ class BusHub:
         names = self._map_names(client)
         self._listen(client, names)
         self._set_status(True, self.members)
-        self._read_all(client, names)
+        n = self._read_all(client, names)
+        log.info("bus hub: listening on %d maps, read %d entries", len(names), n)
         while not self._stop.is_set() and not lost.is_set():
             if reread.wait(0.5):
                 reread.clear()
@@ -174,15 +178,19 @@ class BusHub:
         for f in futures:
             f.result()
 
-    def _read_all(self, client: Any, names: dict[str, bool]) -> None:
+    def _read_all(self, client: Any, names: dict[str, bool]) -> int:
+        n = 0
         for name, with_values in names.items():
             m = client.get_map(name)
             if with_values:
                 for key, raw in m.entry_set().result():
                     self._push(name, key, raw)
+                    n += 1
             else:
                 for key in m.key_set().result():
                     self._push(name, key, None)
+                    n += 1
+        return n
 
     def _on_put(self, map_name: str) -> Callable[[Any], None]:
         def cb(event: Any) -> None:
@@ -206,7 +214,7 @@ class BusHub:
     def flush(self) -> None:
         """Apply every pending change to the model and notify consumers (event loop only)."""
         with self._lock:
-            pending, self._pending = self._pending, {}
+            pending, self._pending = self._pending, []
             status, self._status = self._status, None
             self._scheduled = False
         now = time.time()
@@ -214,7 +222,7 @@ class BusHub:
             bus = self.model.set_bus(status[0], status[1], now)
             for c in self.bus_consumers:
                 _safe(c, bus)
-        for (map_name, key), change in pending.items():
+        for map_name, key, change in pending:
             removed = change is _REMOVED or change is _CLEARED
             msg = self.model.apply(map_name, key, None if removed else change, removed, now)
             if msg is None:

@@ -91,7 +91,11 @@ class Broadcaster:
     def _send(self) -> None:
         self._scheduled = False
         model, now = self.hub.model, time.time()
-        msg: dict[str, Any] = {"t": "batch", "now": now, "entries": self._entries, "sizes": model.sizes(),
+        latest: dict[tuple, dict] = {}
+        for e in self._entries:                  # one entry per key per batch: the newest
+            latest.pop((e["map"], e.get("key")), None)
+            latest[(e["map"], e.get("key"))] = e
+        msg: dict[str, Any] = {"t": "batch", "now": now, "entries": list(latest.values()), "sizes": model.sizes(),
                                "counts": {"updates": model.updates, "bad": model.bad}}
         if self._bus is not None:
             msg["bus"] = self._bus
