@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -269,8 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         hz_cluster=a.cluster, web_port=a.port)
     log.info("web console start: http://%s:%s/ members=%s settings=%s", a.host, settings.web_port,
              settings.hz_members, settings.as_log_dict())
+    try:      # bind first, so a port in use fails at once, before the bus client starts
+        sock = socket.create_server((a.host, settings.web_port), reuse_port=False)
+    except OSError as exc:
+        log.error("web console: cannot listen on %s:%s (%s); set DOLPHIN_WEB_PORT or --port", a.host,
+                  settings.web_port, exc)
+        return 2
     metrics.start_metrics(SERVICE_NAME, settings)
     app = build_app(settings, alerts=not a.no_alerts)
-    web.run_app(app, host=a.host, port=settings.web_port, print=None, handle_signals=True,
-                shutdown_timeout=5)
+    web.run_app(app, sock=sock, print=None, handle_signals=True, shutdown_timeout=5, access_log=None)
     return 0

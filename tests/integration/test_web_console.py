@@ -145,3 +145,19 @@ def test_page_shows_live_values_in_headless_chromium(console):
             browser.close()
     assert (shots / "web_console.png").stat().st_size > 10_000
     assert proc.p.poll() is None, proc.log_text()
+
+
+def test_port_in_use_is_a_clear_error_and_exit_2(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        busy = s.getsockname()[1]
+        env = {**os.environ, "DOLPHIN_METRICS_PORT_BASE": "0", "DOLPHIN_RUN_LOGS": str(tmp_path)}
+        r = subprocess.run([sys.executable, "-m", "observability.web", "--port", str(busy), "--members",
+                            f"127.0.0.1:{free_port()}", "--no-alerts"], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"web console: cannot listen on 127.0.0.1:{busy}" in r.stderr
