@@ -182,6 +182,7 @@ class BusHub:
         n = 0
         for name, with_values in names.items():
             m = client.get_map(name)
+            self._push(name, None, _CLEARED)      # a restarted member may have lost keys: start over
             if with_values:
                 for key, raw in m.entry_set().result():
                     self._push(name, key, raw)

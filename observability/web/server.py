@@ -202,10 +202,42 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def _hostname(host_header: str | None) -> str:
+    host = (host_header or "").strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+@web.middleware
+async def loopback_guard(request: web.Request, handler):
+    """Refuse requests for another host name (DNS rebinding) and cross-site websocket opens.
+
+    Applies while the console is bound to loopback: the page is then reachable only as
+    127.0.0.1 / localhost, and a web socket may only be opened by the console's own page.
+    """
+    if request.app[LOOPBACK_ONLY]:
+        if _hostname(request.headers.get("Host")) not in LOOPBACK_NAMES:
+            raise web.HTTPForbidden(text="the DOLPHIN console answers only to 127.0.0.1 / localhost")
+        origin = request.headers.get("Origin")
+        if request.path == "/ws" and origin is not None:
+            o = origin.split("://", 1)[-1]
+            if _hostname(o) not in LOOPBACK_NAMES:
+                raise web.HTTPForbidden(text=f"websocket from another site refused (Origin {origin})")
+    return await handler(request)
+
+
+LOOPBACK_ONLY = web.AppKey("loopback_only", bool)
+
+
 def build_app(settings: Settings, *, alerts: bool = True, connect_timeout: float = 3.0,
-              retry_s: float = 1.0) -> web.Application:
+              retry_s: float = 1.0, loopback_only: bool = True) -> web.Application:
     """Build the console application; its bus hub starts and stops with the app."""
-    app = web.Application()
+    app = web.Application(middlewares=[loopback_guard])
+    app[LOOPBACK_ONLY] = loopback_only
     hub = BusHub(settings, None, connect_timeout=connect_timeout, retry_s=retry_s)
     _load_meta_file(hub, settings)
     app[HUB] = hub
@@ -277,6 +309,6 @@ def main(argv: list[str] | None = None) -> int:
                   settings.web_port, exc)
         return 2
     metrics.start_metrics(SERVICE_NAME, settings)
-    app = build_app(settings, alerts=not a.no_alerts)
+    app = build_app(settings, alerts=not a.no_alerts, loopback_only=a.host in LOOPBACK_NAMES)
     web.run_app(app, sock=sock, print=None, handle_signals=True, shutdown_timeout=5, access_log=None)
     return 0

@@ -161,3 +161,29 @@ def test_port_in_use_is_a_clear_error_and_exit_2(tmp_path):
                            capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"web console: cannot listen on 127.0.0.1:{busy}" in r.stderr
+
+
+def test_other_host_names_and_cross_site_websockets_are_refused(console):
+    import asyncio
+
+    import aiohttp
+
+    url, writer, proc = console
+    req = urllib.request.Request(f"{url}/api/maps", headers={"Host": "attacker.example:8088"})
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(req, timeout=5)
+    assert exc.value.code == 403
+    assert _get(url.replace("127.0.0.1", "localhost") + "/api/maps")[0] == 200
+
+    async def ws_status(origin: str | None) -> int | str:
+        async with aiohttp.ClientSession() as s:
+            try:
+                async with s.ws_connect(url + "/ws", headers={"Origin": origin} if origin else {}) as ws:
+                    msg = await ws.receive_json(timeout=10)
+                    return msg["t"]
+            except aiohttp.WSServerHandshakeError as e:
+                return e.status
+
+    assert asyncio.run(ws_status("http://evil.example")) == 403
+    assert asyncio.run(ws_status(url)) == "snapshot"
+    assert asyncio.run(ws_status(None)) == "snapshot"
