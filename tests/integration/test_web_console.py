@@ -187,3 +187,32 @@ def test_other_host_names_and_cross_site_websockets_are_refused(console):
     assert asyncio.run(ws_status("http://evil.example")) == 403
     assert asyncio.run(ws_status(url)) == "snapshot"
     assert asyncio.run(ws_status(None)) == "snapshot"
+
+
+def test_member_restart_shows_disconnected_then_recovers_with_fresh_keys(tmp_path, settings_for):
+    hz_port, port = free_port(), free_port()
+    hz_args = ["--host", "127.0.0.1", "--port", str(hz_port), "--cluster-name", "dolphin"]
+    hz = start_listening("standins.hz_member", hz_args, tmp_path / "hz1.log", hz_port, 30)
+    web = start_listening("observability.web", ["--port", str(port), "--members", f"127.0.0.1:{hz_port}", "--no-alerts"],
+                          tmp_path / "web.log", port, 30,
+                          env={"DOLPHIN_METRICS_PORT_BASE": "0", "DOLPHIN_RUN_LOGS": str(tmp_path)})
+    url = f"http://127.0.0.1:{port}/api/maps"
+    try:
+        w = make_client(settings_for(hz_port=hz_port), name="web-test-writer", cluster_connect_timeout=10)
+        _put(w, maps.HEARTBEAT, "ghost", {"service": "ghost", "ts": time.time()})
+        w.shutdown()
+        wait_until(lambda: _get(url)[1]["sizes"][maps.HEARTBEAT] >= 1, 20, what="heartbeat counted")
+        hz.kill()
+        wait_until(lambda: not _get(url)[1]["bus"]["connected"], 20, what="bus: disconnected")
+        assert web.p.poll() is None
+        hz = start_listening("standins.hz_member", hz_args, tmp_path / "hz2.log", hz_port, 30)   # empty member
+        w = make_client(settings_for(hz_port=hz_port), name="web-test-writer2", cluster_connect_timeout=10)
+        _put(w, maps.SAFETY, maps.KEY_LATEST, {"posture": "APEX", "Rm": 1.0, "ts": time.time()})
+        w.shutdown()
+        wait_until(lambda: _get(url)[1]["bus"]["connected"], 30, what="bus: connected again")
+        wait_until(lambda: _get(url)[1]["sizes"][maps.SAFETY] == 1, 15, what="new member's value")
+        sizes = _get(url)[1]["sizes"]
+        assert "ghost" not in _get(f"http://127.0.0.1:{port}/api/map/{maps.HEARTBEAT}")[1]["keys"], sizes
+    finally:
+        web.stop()
+        hz.stop()
