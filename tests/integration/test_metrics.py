@@ -113,6 +113,9 @@ def test_zero_base_disables_and_config_errors_name_the_source():
         load_settings(env={"DOLPHIN_METRICS_PORT_BASE": "80"})
     with pytest.raises(ConfigError, match="DOLPHIN_METRICS_PORT_BASE"):
         load_settings(env={"DOLPHIN_METRICS_PORT_BASE": "lots"})
+    with pytest.raises(ConfigError, match="DOLPHIN_WEB_PORT"):
+        load_settings(env={"DOLPHIN_WEB_PORT": "0"})
+    assert load_settings(env={"DOLPHIN_WEB_PORT": "18088", "DOLPHIN_METRICS_HOST": "0.0.0.0"}).web_port == 18088
     with pytest.raises(ConfigError, match="no port offset for service 'nosuch'"):
         M.metrics_port("nosuch", load_settings(env={}))
     assert M.metrics_port("scanner", load_settings(env={})) == 9300
