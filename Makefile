@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -p tests.results_plugin
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/bench -s

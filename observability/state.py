@@ -439,3 +439,40 @@ _RENDER: dict[str, Callable[[TuiState, float], list[Line]]] = {
     SAFETY: TuiState._r_safety, META: TuiState._r_meta, HEARTBEAT: TuiState._r_heartbeat,
     PNL: TuiState._r_pnl, POSITION: TuiState._r_position,
 }
+
+
+# ── test-results footer (bible §28.4) ────────────────────────────────────────────────────────
+def _iso_ts(text: Any) -> float | None:
+    from datetime import datetime, timezone
+    if not isinstance(text, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def results_footer(doc: dict | None, error: str | None, now: float) -> Line:
+    """One footer line for the last test run: red on any FAIL or an unreadable file, green when all passed."""
+    if error is not None:
+        return Line(f"tests: {error}", BAD)
+    if doc is None:
+        return Line("tests: no results yet (make test writes run_logs/test_results_latest.json)", DIM)
+    parts, failed, passed_any = [], False, False
+    for name, cat in doc.items():
+        if name.startswith("_") or not isinstance(cat, dict):
+            continue
+        status = cat.get("status")
+        if status == "N/A":
+            parts.append(f"{name} N/A")
+            continue
+        failed |= status == "FAIL"
+        passed_any |= status == "PASS"
+        skipped = cat.get("skipped")
+        parts.append(f"{name} {cat.get('passed')}/{cat.get('total')} {status}"
+                     + (f" ({skipped} skipped)" if isinstance(skipped, int) and skipped else ""))
+    ts = _iso_ts(doc.get("_run_at"))
+    when = f"{doc.get('_run_at')} ({_age_text(None if ts is None else now - ts)[4:]} ago)"
+    style = BAD if failed else (OK if passed_any else WARN)
+    return Line(f"tests {when}: " + (" · ".join(parts) if parts else "no categories"), style)

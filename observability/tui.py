@@ -2,7 +2,8 @@
 
 Run ``python -m observability.tui`` (``--members host:port,...`` / ``--cluster NAME`` override the
 ``DOLPHIN_HZ_MEMBERS`` / ``DOLPHIN_HZ_CLUSTER`` settings). Keys: ``q`` quit, ``r`` force a refresh
-(one read of every key).
+(one read of every key), ``t`` re-read and show/hide the test footer (the last ``make test`` run from
+``run_logs/test_results_latest.json``, bible §28.4; read on mount and on ``t``, never polled).
 
 Threading: :class:`observability.feed.BusFeed` decodes values on the Hazelcast event threads and
 drops them into a small coalescing buffer (latest value per map/key) without blocking. A pump worker
@@ -27,7 +28,8 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from observability.feed import BusFeed
-from observability.state import PANELS, TITLES, Decoded, Line, TuiConfig, TuiState
+from observability.state import PANELS, TITLES, Decoded, Line, TuiConfig, TuiState, results_footer
+from observability.test_results import FILE_NAME, TestResultsError, read_test_results, write_test_results
 from prod.settings import Settings, load_settings
 
 log = logging.getLogger("observability.tui")
@@ -71,6 +73,18 @@ class BusLine(Static):
             self.update(Text(line.text, style=STYLES.get(line.style, "")))
 
 
+class TestFooter(Static):
+    """The last test run's results (one line); keeps the plain text in :attr:`plain`."""
+
+    __test__ = False
+    plain = ""
+
+    def show(self, line: Line) -> None:
+        if line.text != self.plain:
+            self.plain = line.text
+            self.update(Text(line.text, style=STYLES.get(line.style, "")))
+
+
 class _Inbox:
     """Thread-safe coalescing buffer between the bus threads and the UI loop."""
 
@@ -105,9 +119,10 @@ class DolphinTui(App):
     CSS = """
     #bus { height: 1; padding: 0 1; }
     #grid { grid-size: 3; grid-gutter: 0 1; }
+    #tests { height: 1; padding: 0 1; }
     .panel { border: round $accent; padding: 0 1; height: 100%; overflow-y: auto; }
     """
-    BINDINGS = [("q", "quit", "Quit"), ("r", "force_refresh", "Refresh")]
+    BINDINGS = [("q", "quit", "Quit"), ("r", "force_refresh", "Refresh"), ("t", "toggle_tests", "Tests")]
 
     def __init__(self, settings: Settings, cfg: TuiConfig | None = None, *,
                  clock: Callable[[], float] = time.time, connect_timeout: float = 3.0, retry_s: float = 1.0):
@@ -129,10 +144,12 @@ class DolphinTui(App):
             for p in PANELS:
                 self.views[p] = PanelView(p)
                 yield self.views[p]
+        yield TestFooter("tests: reading", id="tests")
         yield Footer()
 
     def on_mount(self) -> None:
         self._busline = self.query_one("#bus", BusLine)
+        self.load_test_results()
         self.redraw_all()
         self.set_interval(1.0, self.redraw_all)
         self.feed.start()
@@ -184,6 +201,23 @@ class DolphinTui(App):
             view.show(self.state.lines(p, now))
 
     # ── keys ─────────────────────────────────────────────────────────────────────────────────
+    def load_test_results(self) -> None:
+        """Read ``run_logs/test_results_latest.json`` into the footer (a bad file is a red line, never a crash)."""
+        path = self.settings.run_logs / FILE_NAME
+        try:
+            doc, err = read_test_results(path), None
+        except TestResultsError as exc:
+            doc, err = None, str(exc)
+        self.query_one("#tests", TestFooter).show(results_footer(doc, err, self.clock()))
+
+    def action_toggle_tests(self) -> None:
+        footer = self.query_one("#tests", TestFooter)
+        if footer.display:
+            footer.display = False
+        else:
+            self.load_test_results()
+            footer.display = True
+
     def action_force_refresh(self) -> None:
         self.feed.request_refresh()
         self.notify("refresh requested: reading every key once", timeout=2)
@@ -219,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     app.feed.stop()
     app.feed.join(10)
     return 0
+
+
+__all__ = ["DolphinTui", "main", "write_test_results"]   # write_test_results: the bible's §28.4 API
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ class Settings:
     run_logs: Path = field(default=REPO_ROOT / "run_logs")
     scan_interval_s: float = 5.0
     symbols: tuple[str, ...] = PRIORITY_SYMBOLS
+    # observability (prod/metrics.py, observability/web): /metrics on metrics_port_base + the service's
+    # offset (0 disables metrics); the web console on web_port. Both bind metrics_host / 127.0.0.1.
+    metrics_host: str = "127.0.0.1"
+    metrics_port_base: int = 9300
+    web_port: int = 8088
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -66,6 +71,12 @@ class Settings:
             raise ConfigError(f"DOLPHIN_VENUE_REST={self.venue_rest!r}: must start with http(s)://")
         if not 0.01 <= self.scan_interval_s <= 3600:
             raise ConfigError(f"DOLPHIN_SCAN_INTERVAL_S={self.scan_interval_s}: must be in [0.01, 3600]")
+        if self.metrics_port_base != 0 and not 1024 <= self.metrics_port_base <= 65000:
+            raise ConfigError(f"DOLPHIN_METRICS_PORT_BASE={self.metrics_port_base}: must be 0 (off) or in [1024, 65000]")
+        if not 1 <= self.web_port <= 65535:
+            raise ConfigError(f"DOLPHIN_WEB_PORT={self.web_port}: must be in [1, 65535]")
+        if not self.metrics_host:
+            raise ConfigError("DOLPHIN_METRICS_HOST: empty host")
 
     @property
     def arrow_dir(self) -> Path:
@@ -93,6 +104,9 @@ _ENV = {
     "DOLPHIN_DATA_DIR": ("data_dir", _resolve),
     "DOLPHIN_RUN_LOGS": ("run_logs", _resolve),
     "DOLPHIN_SCAN_INTERVAL_S": ("scan_interval_s", float),
+    "DOLPHIN_METRICS_HOST": ("metrics_host", str),
+    "DOLPHIN_METRICS_PORT_BASE": ("metrics_port_base", int),
+    "DOLPHIN_WEB_PORT": ("web_port", int),
     "DOLPHIN_SYMBOLS": ("symbols", lambda s: tuple(x.strip().upper() for x in s.split(",") if x.strip())),
 }
 

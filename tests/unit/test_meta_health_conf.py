@@ -15,7 +15,7 @@ from services.meta_health.main import CRITICAL_DATA_PROGRAMS, INFORMATIONAL_PROG
 NICE = {"dolphin_core:venue_sim": 10, "dolphin_core:prefect": 10, "dolphin_flows:prefect_worker": 10,
         "dolphin_data:mc_forewarner": 10,
         "dolphin_data:exf_fetcher": 5, "dolphin_data:acb_processor": 5, "dolphin_data:obf_universe": 5,
-        "dolphin_data:safety_watchdog": 5, "dolphin_data:meta_health": 5}
+        "dolphin_data:safety_watchdog": 5, "dolphin_data:meta_health": 5, "dolphin_data:web_console": 10}
 
 
 def _parse(conf: Path) -> ServerOptions:

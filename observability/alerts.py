@@ -1,0 +1,334 @@
+"""Operator alerts: posture changes, rm_meta leaving GREEN, MHS restarts and trades, to a webhook and Telegram.
+
+Driven by entry listeners: :class:`Alerter` is a consumer of :class:`observability.web.hub.BusHub`
+(the hub's listeners on ``DOLPHIN_SAFETY``, ``DOLPHIN_META_HEALTH`` and ``DOLPHIN_STATE_BLUE``). It
+runs inside the web console process when configured (``python -m observability.web``), or on its
+own with ``python -m observability.alerts`` (same settings; use one or the other, not both, or every
+alert is sent twice).
+
+Configuration (environment; secrets never appear in a log line):
+
+| variable | meaning |
+|---|---|
+| ``DOLPHIN_ALERT_WEBHOOK_URL`` | POST ``{"text", "kind", "subject", "ts", "details"}`` JSON here (Slack/Mattermost-compatible ``text``) |
+| ``DOLPHIN_TELEGRAM_BOT_TOKEN``, ``DOLPHIN_TELEGRAM_CHAT_ID`` | send ``text`` with the Bot API ``sendMessage`` |
+| ``DOLPHIN_TELEGRAM_API`` | Bot API base URL (default ``https://api.telegram.org``; tests point it at a local receiver) |
+| ``DOLPHIN_ALERT_MIN_INTERVAL_S`` | at most one alert per kind and subject in this many seconds (default 60) |
+| ``DOLPHIN_ALERT_MAX_PER_MIN`` | at most this many alerts a minute in all (default 20) |
+
+Rules (:class:`AlertRules`, pure; time passed in). The first value seen of each source is the
+baseline and raises nothing (a console restart does not replay history):
+- ``posture``: ``DOLPHIN_SAFETY[latest].posture`` changed.
+- ``rm_meta``: ``DOLPHIN_META_HEALTH[latest].status`` left GREEN, or came back to GREEN.
+- ``restart``: a meta-health report whose ``actions`` say ``restart <program>`` (once per cycle and program).
+- ``trade``: a position opened (new ``paper.position.trade_id`` on ``DOLPHIN_STATE_BLUE[latest]``) or
+  closed (a new record in ``paper.history``).
+
+Rate limit (:class:`RateLimiter`): an alert suppressed by either limit is counted, and the next
+alert of that kind and subject that goes out says how many were suppressed. Sending never blocks
+the listeners: each alert is one task with a 5 s timeout and one retry; a failure is logged with
+the channel name and the HTTP status, never the URL (a Telegram URL holds the token).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import aiohttp
+
+from prod.bus import maps
+
+log = logging.getLogger("observability.alerts")
+
+_RESTART_RE = re.compile(r"^restart (\S+)")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: ``kind`` (posture, rm_meta, restart, trade), a subject for rate limiting, the text."""
+
+    kind: str
+    subject: str
+    text: str
+    ts: float
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Where alerts go and how often (see the module docstring for the variables)."""
+
+    webhook_url: str | None = None
+    telegram_token: str | None = None
+    telegram_chat_id: str | None = None
+    telegram_api: str = "https://api.telegram.org"
+    min_interval_s: float = 60.0
+    max_per_min: int = 20
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ValueError("DOLPHIN_ALERT_WEBHOOK_URL: must start with http:// or https://")
+        if bool(self.telegram_token) != bool(self.telegram_chat_id):
+            raise ValueError("DOLPHIN_TELEGRAM_BOT_TOKEN and DOLPHIN_TELEGRAM_CHAT_ID: set both or neither")
+        if not self.telegram_api.startswith(("http://", "https://")):
+            raise ValueError("DOLPHIN_TELEGRAM_API: must start with http:// or https://")
+        if self.min_interval_s < 0 or self.max_per_min < 1 or self.timeout_s <= 0:
+            raise ValueError("DOLPHIN_ALERT_MIN_INTERVAL_S must be >= 0 and DOLPHIN_ALERT_MAX_PER_MIN >= 1")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "AlertConfig":
+        """Build the config from ``DOLPHIN_ALERT_*`` / ``DOLPHIN_TELEGRAM_*``; a bad value raises ValueError naming it."""
+        env = os.environ if env is None else env
+        kw: dict[str, Any] = {}
+        for var, name, conv in (("DOLPHIN_ALERT_WEBHOOK_URL", "webhook_url", str),
+                                ("DOLPHIN_TELEGRAM_BOT_TOKEN", "telegram_token", str),
+                                ("DOLPHIN_TELEGRAM_CHAT_ID", "telegram_chat_id", str),
+                                ("DOLPHIN_TELEGRAM_API", "telegram_api", lambda s: s.rstrip("/")),
+                                ("DOLPHIN_ALERT_MIN_INTERVAL_S", "min_interval_s", float),
+                                ("DOLPHIN_ALERT_MAX_PER_MIN", "max_per_min", int)):
+            raw = env.get(var)
+            if raw:
+                try:
+                    kw[name] = conv(raw.strip())
+                except ValueError as exc:
+                    raise ValueError(f"{var}: {exc}") from exc
+        return cls(**kw)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook_url or self.telegram_token)
+
+    def describe(self) -> str:
+        """Channels and limits, without secrets (for the start-up log line)."""
+        ch = [c for c, on in (("webhook", self.webhook_url), ("telegram", self.telegram_token)) if on]
+        return f"channels={ch or 'none'} min_interval_s={self.min_interval_s} max_per_min={self.max_per_min}"
+
+
+class AlertRules:
+    """Turns map values into alerts (pure: no I/O, ``now`` passed in)."""
+
+    def __init__(self) -> None:
+        self.posture: str | None = None
+        self.status: str | None = None
+        self.restarts_seen: set[tuple[Any, str]] = set()
+        self.position_id: Any = None
+        self.closes_seen: set[tuple[Any, Any]] | None = None
+        self.state_seen = False
+
+    def on_value(self, map_name: str, key: str, payload: Mapping[str, Any], now: float) -> list[Alert]:
+        """Return the alerts raised by the new ``map_name[key]`` payload (already validated)."""
+        if map_name == maps.SAFETY and key == maps.KEY_LATEST:
+            return self._safety(payload, now)
+        if map_name == maps.META_HEALTH and key == maps.KEY_LATEST:
+            return self._meta(payload, now)
+        if map_name == maps.STATE_BLUE and key == maps.KEY_LATEST:
+            return self._state(payload, now)
+        return []
+
+    def _safety(self, p: Mapping[str, Any], now: float) -> list[Alert]:
+        posture, prev = p.get("posture"), self.posture
+        self.posture = posture
+        if prev is None or posture == prev:
+            return []
+        return [Alert("posture", "posture", f"DOLPHIN posture {prev} → {posture} (Rm {_f(p.get('Rm'), 3)})", now,
+                      {"from": prev, "to": posture, "Rm": p.get("Rm")})]
+
+    def _meta(self, p: Mapping[str, Any], now: float) -> list[Alert]:
+        out: list[Alert] = []
+        status, prev = p.get("status"), self.status
+        self.status = status
+        if prev is not None and status != prev and "GREEN" in (prev, status):
+            verb = "recovered to" if status == "GREEN" else "left GREEN:"
+            out.append(Alert("rm_meta", "rm_meta", f"DOLPHIN meta-health {verb} {status} "
+                             f"(rm_meta {_f(p.get('rm_meta'), 3)}, was {prev})", now,
+                             {"from": prev, "to": status, "rm_meta": p.get("rm_meta"),
+                              "sensors": p.get("sensors")}))
+        cycle = p.get("cycle", p.get("timestamp"))
+        for action in p.get("actions") or []:
+            m = _RESTART_RE.match(str(action))
+            if m and (cycle, m.group(1)) not in self.restarts_seen:
+                self.restarts_seen.add((cycle, m.group(1)))
+                out.append(Alert("restart", m.group(1), f"DOLPHIN meta-health restarted {m.group(1)}: {action}", now,
+                                 {"program": m.group(1), "action": str(action), "cycle": cycle}))
+        if len(self.restarts_seen) > 1000:
+            self.restarts_seen = set(list(self.restarts_seen)[-200:])
+        return out
+
+    def _state(self, p: Mapping[str, Any], now: float) -> list[Alert]:
+        paper = p.get("paper") if isinstance(p.get("paper"), Mapping) else {}
+        pos = paper.get("position") if isinstance(paper.get("position"), Mapping) else None
+        history = [t for t in (paper.get("history") or []) if isinstance(t, Mapping)]
+        closes = {(t.get("trade_id"), t.get("ts")) for t in history}
+        out: list[Alert] = []
+        first = not self.state_seen
+        self.state_seen = True
+        if not first:
+            for t in history:
+                if (t.get("trade_id"), t.get("ts")) not in (self.closes_seen or set()):
+                    out.append(Alert("trade", "trade",
+                                     f"DOLPHIN closed {t.get('symbol')} ({t.get('reason')}): net {_f(t.get('net'), 2)} "
+                                     f"USDT, capital {_f(t.get('capital_after'), 2)}", now, dict(t)))
+            pid = None if pos is None else pos.get("trade_id")
+            if pos is not None and pid != self.position_id:
+                side = "SHORT" if pos.get("direction") == -1 else "LONG" if pos.get("direction") == 1 else "?"
+                out.append(Alert("trade", "trade", f"DOLPHIN opened {side} {pos.get('symbol')} @ "
+                                 f"{pos.get('entry_price')} notional {_f(pos.get('notional'), 2)}", now, dict(pos)))
+        self.position_id = None if pos is None else pos.get("trade_id")
+        self.closes_seen = closes
+        return out
+
+
+def _f(v: Any, digits: int) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+
+
+class RateLimiter:
+    """At most one alert per (kind, subject) per ``min_interval_s`` and ``max_per_min`` in all."""
+
+    def __init__(self, min_interval_s: float, max_per_min: int):
+        self.min_interval_s, self.max_per_min = min_interval_s, max_per_min
+        self.last: dict[tuple[str, str], float] = {}
+        self.sent: deque[float] = deque()
+        self.suppressed: dict[tuple[str, str], int] = {}
+
+    def admit(self, alert: Alert, now: float) -> Alert | None:
+        """Return the alert to send (text notes earlier suppressions) or None when it is rate-limited."""
+        k = (alert.kind, alert.subject)
+        while self.sent and now - self.sent[0] >= 60.0:
+            self.sent.popleft()
+        last = self.last.get(k)
+        if (last is not None and now - last < self.min_interval_s) or len(self.sent) >= self.max_per_min:
+            self.suppressed[k] = self.suppressed.get(k, 0) + 1
+            return None
+        self.last[k] = now
+        self.sent.append(now)
+        n = self.suppressed.pop(k, 0)
+        if n:
+            alert = Alert(alert.kind, alert.subject, f"{alert.text} (+{n} similar suppressed by the rate limit)",
+                          alert.ts, {**alert.details, "suppressed": n})
+        return alert
+
+
+class Alerter:
+    """Bus-hub consumer: rules → rate limit → webhook / Telegram, each send a task on the event loop."""
+
+    def __init__(self, cfg: AlertConfig, clock=time.time):
+        self.cfg, self.clock = cfg, clock
+        self.rules = AlertRules()
+        self.limiter = RateLimiter(cfg.min_interval_s, cfg.max_per_min)
+        self.session: aiohttp.ClientSession | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.sent = 0
+        self.failed = 0
+        self.limited = 0
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s))
+
+    async def close(self) -> None:
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=self.cfg.timeout_s * 2 + 2)
+        if self.session is not None:
+            await self.session.close()
+
+    def on_change(self, map_name: str, key: str | None, msg: dict, payload: dict | None, now: float) -> None:
+        """Hub consumer (event loop thread): evaluate the rules on a valid payload and send what passes."""
+        if payload is None or key is None:
+            return
+        for alert in self.rules.on_value(map_name, key, payload, now):
+            self.submit(alert)
+
+    def submit(self, alert: Alert) -> None:
+        out = self.limiter.admit(alert, self.clock())
+        if out is None:
+            self.limited += 1
+            log.info("alert rate-limited: %s", alert.text)
+            return
+        task = asyncio.get_running_loop().create_task(self._send(out))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, alert: Alert) -> None:
+        log.warning("ALERT %s: %s", alert.kind, alert.text)
+        jobs = []
+        if self.cfg.webhook_url:
+            body = {"text": alert.text, "kind": alert.kind, "subject": alert.subject, "ts": alert.ts,
+                    "details": dict(alert.details)}
+            jobs.append(self._post("webhook", self.cfg.webhook_url, body))
+        if self.cfg.telegram_token:
+            url = f"{self.cfg.telegram_api}/bot{self.cfg.telegram_token}/sendMessage"
+            jobs.append(self._post("telegram", url, {"chat_id": self.cfg.telegram_chat_id, "text": alert.text,
+                                                     "disable_web_page_preview": True}))
+        await asyncio.gather(*jobs)
+
+    async def _post(self, channel: str, url: str, body: dict) -> None:
+        assert self.session is not None, "Alerter.start() was not awaited"
+        for attempt in (1, 2):
+            try:
+                async with self.session.post(url, json=body) as r:
+                    if r.status < 300:
+                        self.sent += 1
+                        return
+                    detail = f"HTTP {r.status}"
+                    if r.status < 500 and r.status != 429:
+                        break                           # a client error will not get better on retry
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                detail = type(exc).__name__
+            if attempt == 1:
+                await asyncio.sleep(1.0)
+        self.failed += 1
+        log.error("alert not delivered to %s (%s): %s", channel, detail, body.get("text"))
+
+
+async def _run_standalone(settings, cfg: AlertConfig) -> None:
+    from observability.web.hub import BusHub   # the hub owns the listeners; alerts only consume
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    alerter = Alerter(cfg)
+    await alerter.start()
+    hub = BusHub(settings, loop, client_name="dolphin-alerts")
+    hub.consumers.append(alerter.on_change)
+    hub.start()
+    try:
+        await stop.wait()
+    finally:
+        await loop.run_in_executor(None, hub.stop)
+        await alerter.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the alert dispatcher on its own (the web console runs it in-process otherwise)."""
+    from prod import metrics
+    from prod.settings import load_settings
+
+    ap = argparse.ArgumentParser(prog="python -m observability.alerts", description=__doc__.splitlines()[0])
+    ap.add_argument("--members", help="comma-separated host:port (default DOLPHIN_HZ_MEMBERS)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = AlertConfig.from_env()
+    except ValueError as exc:
+        ap.error(str(exc))
+    if not cfg.enabled:
+        ap.error("no channel: set DOLPHIN_ALERT_WEBHOOK_URL and/or DOLPHIN_TELEGRAM_BOT_TOKEN + DOLPHIN_TELEGRAM_CHAT_ID")
+    settings = load_settings(hz_members=tuple(m.strip() for m in a.members.split(",")) if a.members else None)
+    log.info("alerts start: members=%s %s", settings.hz_members, cfg.describe())
+    metrics.start_metrics("alerts", settings)
+    asyncio.run(_run_standalone(settings, cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

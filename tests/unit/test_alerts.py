@@ -1,0 +1,97 @@
+"""observability.alerts: the rules, the rate limiter and the configuration (pure; time passed in)."""
+from __future__ import annotations
+
+import pytest
+
+from observability.alerts import Alert, AlertConfig, AlertRules, RateLimiter
+from prod.bus import maps
+
+
+def _safety(posture: str, rm: float = 0.9) -> tuple:
+    return maps.SAFETY, maps.KEY_LATEST, {"posture": posture, "Rm": rm}
+
+
+def _meta(status: str, cycle: int, actions=()) -> tuple:
+    return maps.META_HEALTH, maps.KEY_LATEST, {"rm_meta": 0.9 if status == "GREEN" else 0.6, "status": status,
+                                               "timestamp": 1.0, "cycle": cycle, "actions": list(actions)}
+
+
+def _state(position=None, history=()) -> tuple:
+    return maps.STATE_BLUE, maps.KEY_LATEST, {"strategy": "blue", "capital": 25000.0, "updated_at": 1.0,
+                                              "paper": {"position": position, "history": list(history)}}
+
+
+def test_first_value_is_the_baseline_and_raises_nothing():
+    r = AlertRules()
+    assert r.on_value(*_safety("HIBERNATE"), now=1) == []
+    assert r.on_value(*_meta("CRITICAL", 1), now=1) == []
+    assert r.on_value(*_state({"trade_id": "T1", "symbol": "BTCUSDT"}, [{"trade_id": "T0", "ts": 1}]), now=1) == []
+    assert r.on_value(maps.FEATURES, maps.KEY_ACB_BOOST, {"boost": 1.0, "beta": 0.2}, now=1) == []
+
+
+def test_posture_change_alerts_once_per_change():
+    r = AlertRules()
+    r.on_value(*_safety("APEX"), now=1)
+    assert r.on_value(*_safety("APEX"), now=2) == []
+    (a,) = r.on_value(*_safety("STALKER", 0.62), now=3)
+    assert a.kind == "posture" and a.text == "DOLPHIN posture APEX → STALKER (Rm 0.620)"
+    assert a.details["from"] == "APEX" and a.details["to"] == "STALKER"
+
+
+def test_rm_meta_leaving_and_regaining_green():
+    r = AlertRules()
+    r.on_value(*_meta("GREEN", 1), now=1)
+    (a,) = r.on_value(*_meta("DEGRADED", 2), now=2)
+    assert a.kind == "rm_meta" and "left GREEN: DEGRADED" in a.text and "was GREEN" in a.text
+    assert r.on_value(*_meta("CRITICAL", 3), now=3) == []          # still not GREEN: no new alert
+    (b,) = r.on_value(*_meta("GREEN", 4), now=4)
+    assert "recovered to GREEN" in b.text
+
+
+def test_mhs_restart_alerts_once_per_cycle_and_program():
+    r = AlertRules()
+    r.on_value(*_meta("GREEN", 1), now=1)
+    acts = ["restart scanner (was STOPPED)", "info: event_trader is STOPPED (never auto-restarted)"]
+    (a,) = r.on_value(*_meta("GREEN", 2, acts), now=2)
+    assert a.kind == "restart" and a.subject == "scanner" and "restarted scanner" in a.text
+    assert r.on_value(*_meta("GREEN", 2, acts), now=3) == []       # same report delivered twice
+    (b,) = r.on_value(*_meta("GREEN", 3, acts[:1]), now=4)         # next cycle restarts again
+    assert b.subject == "scanner"
+
+
+def test_trade_open_and_close_alert():
+    r = AlertRules()
+    r.on_value(*_state(None, []), now=1)
+    pos = {"trade_id": "T1", "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.0, "notional": 5000.0}
+    (a,) = r.on_value(*_state(pos, []), now=2)
+    assert a.kind == "trade" and a.text == "DOLPHIN opened SHORT BTCUSDT @ 65000.0 notional 5000.00"
+    assert r.on_value(*_state(pos, []), now=3) == []
+    close = {"trade_id": "T1", "symbol": "BTCUSDT", "reason": "FIXED_TP", "net": 40.5, "capital_after": 25040.5, "ts": 4}
+    (b,) = r.on_value(*_state(None, [close]), now=4)
+    assert "closed BTCUSDT (FIXED_TP): net 40.50 USDT, capital 25040.50" in b.text
+
+
+def test_rate_limit_per_subject_and_overall_and_reports_suppressed():
+    lim = RateLimiter(min_interval_s=60, max_per_min=2)
+    a = Alert("posture", "posture", "p1", 0)
+    assert lim.admit(a, 0.0) is a
+    assert lim.admit(Alert("posture", "posture", "p2", 10), 10.0) is None
+    assert lim.admit(Alert("posture", "posture", "p3", 20), 20.0) is None
+    out = lim.admit(Alert("posture", "posture", "p4", 61), 61.0)
+    assert out.text == "p4 (+2 similar suppressed by the rate limit)" and out.details["suppressed"] == 2
+    assert lim.admit(Alert("restart", "scanner", "r", 62), 62.0) is not None   # other subject: own interval
+    assert lim.admit(Alert("restart", "acb", "r", 63), 63.0) is None            # 2 in the last minute
+    assert lim.admit(Alert("restart", "acb", "r", 125), 125.0) is not None
+
+
+def test_config_from_env_names_bad_variables_and_never_shows_the_token():
+    cfg = AlertConfig.from_env({"DOLPHIN_TELEGRAM_BOT_TOKEN": "123:SECRET", "DOLPHIN_TELEGRAM_CHAT_ID": "42",
+                                "DOLPHIN_ALERT_MIN_INTERVAL_S": "5"})
+    assert cfg.enabled and cfg.min_interval_s == 5 and "SECRET" not in cfg.describe()
+    assert not AlertConfig.from_env({}).enabled
+    with pytest.raises(ValueError, match="DOLPHIN_ALERT_MIN_INTERVAL_S"):
+        AlertConfig.from_env({"DOLPHIN_ALERT_MIN_INTERVAL_S": "soon"})
+    with pytest.raises(ValueError, match="DOLPHIN_TELEGRAM_CHAT_ID"):
+        AlertConfig.from_env({"DOLPHIN_TELEGRAM_BOT_TOKEN": "123:SECRET"})
+    with pytest.raises(ValueError, match="DOLPHIN_ALERT_WEBHOOK_URL"):
+        AlertConfig.from_env({"DOLPHIN_ALERT_WEBHOOK_URL": "ftp://x"})
