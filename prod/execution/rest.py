@@ -27,7 +27,7 @@ import aiohttp
 import orjson
 
 from prod.execution.errors import OrderRejected, RateLimited, UnknownOutcome, VenueUnavailable
-from prod.execution.signing import Credentials, signed_query
+from prod.execution.signing import Credentials, encode_params, signed_query
 
 log = logging.getLogger(__name__)
 UNKNOWN_CODES = frozenset({-1006, -1007})
@@ -92,6 +92,8 @@ class OrderRestClient:
             url = self.base + path
             if signed:
                 url += "?" + signed_query(params or {}, self.creds.secret, self.clock_ms(), self.recv_window_ms)
+            elif params:
+                url += "?" + encode_params(params)
             headers = {"X-MBX-APIKEY": self.creds.api_key}
             try:
                 async with self._sess().request(method, url, headers=headers, timeout=self.timeout) as resp:
