@@ -36,3 +36,7 @@ class EntryNotFilled(ExecutionError):
 
 class KillSwitchActive(ExecutionError):
     """Entries are halted by the kill switch until it is cleared."""
+
+
+class DuplicateDecision(ExecutionError):
+    """This decision's client order id was sent already (a replayed decision): never a second order."""

@@ -11,7 +11,9 @@ hash chain (``Journal.append_order_event``).
   buy, else the scan price ± slippage), rounded down to the lot step; one MARKET order whose client
   id is derived from the decision (strategy, day, scan, side, trade id), so the same decision can
   never send a second order; the position is what filled (VWAP entry, actual notional, actual
-  fees). Nothing filled → :class:`EntryNotFilled` (no position). Before sending, the venue's
+  fees). Nothing filled → :class:`EntryNotFilled` (no position). A decision whose client id is known
+  already (replayed after a restart: the journal's orders are restored) → :class:`DuplicateDecision`,
+  nothing sent. Before sending, the venue's
   position in that symbol is read: a position the account does not know refuses the entry.
 * ``close``: reduceOnly MARKET orders until the position is flat (at most ``max_exit_rounds``:
   what the visible depth cannot take is sent again); PnL from the fills. An exit that cannot
@@ -35,7 +37,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Mapping
 
-from prod.execution import (EntryNotFilled, ExecConfig, ExecutionRuntime, KillSwitchActive, OrderIntent,
+from prod.execution import (DuplicateDecision, EntryNotFilled, ExecConfig, ExecutionRuntime, KillSwitchActive, OrderIntent,
                             OrderStatus, client_order_id)
 from prod.execution.killswitch import KillSwitch
 from prod.execution.signing import Credentials
@@ -154,6 +156,10 @@ class VenueAccount:
                                    "refusing the entry (reconcile first)")
             side = "SELL" if direction < 0 else "BUY"
             cid = client_order_id(self.strategy, self.day or "-", scan, side, f"entry-{trade_id}")
+            if cid in self.client.orders:
+                prev = self.client.orders[cid]
+                raise DuplicateDecision(f"entry #{trade_id} {symbol} at scan {scan} was sent already as {cid} "
+                                        f"({prev.status.value}, filled {prev.filled_qty}); not sending it again")
             o = self._fill_order(OrderIntent(cid, symbol, side, str(qty), meta={
                 "leg": "entry", "trade_id": trade_id, "direction": direction, "scan": scan}))
             if o.filled_qty <= 0:

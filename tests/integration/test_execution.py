@@ -356,3 +356,61 @@ def test_kill_switch_cancels_and_flattens_within_two_seconds_and_halts_entries(s
     finally:
         acct.stop()
         acct.journal.close()
+
+
+def _driver(tmp: Path, port: int, cmd: str) -> Proc:
+    return Proc("tests.integration.exec_driver", [str(tmp), str(port), cmd], tmp / f"driver_{cmd}.log").start()
+
+
+def _audit_has(tmp: Path, kind: str) -> bool:
+    p = tmp / "audit.log"
+    return p.exists() and f"|{kind}|" in p.read_text()
+
+
+@pytest.mark.parametrize("step", ["ORDER_SUBMIT", "ORDER_FILLED", "OPENED"])
+def test_kill_9_at_each_step_of_an_entry_then_restart_never_enters_twice(sim, tmp_path, step):
+    """kill -9 once the order is journaled (its POST may or may not have gone out), once its fill is
+    journaled (the ack still pending) and after the snapshot; the restarted process reconciles, replays
+    the same decision, and the venue has executed exactly one entry order with a consistent position."""
+    t_start = admin(sim, "/sim/status")["market_time_ms"]
+    if step != "OPENED":
+        admin(sim, "/sim/admin/fault", {"kind": "ack_delay", "delay_ms": 4000, "duration_s": 30})
+    d = _driver(tmp_path, sim, "open")
+    try:
+        if step == "OPENED":
+            wait_until(lambda: '"step": "OPENED"' in d.log_text(), 20, what="driver opened")
+        else:
+            wait_until(lambda: _audit_has(tmp_path, step), 20, what=f"{step} in the audit log")
+    finally:
+        d.kill()                                           # SIGKILL: no cleanup of any kind
+    admin(sim, "/sim/admin/fault", {"kind": "clear"})
+    r = _driver(tmp_path, sim, "restart")
+    try:
+        wait_until(lambda: r.p.poll() is not None, 40, what="restarted driver done")
+    finally:
+        r.kill()
+    line = [ln for ln in r.log_text().splitlines() if ln.startswith('{"step": "REPORT"')]
+    assert line, r.log_text()
+    rep = json.loads(line[0])
+
+    async def entry_orders():
+        c = await _client(sim, stream=False)
+        try:
+            return {t["orderId"] for t in await c.rest.user_trades("ETHUSDT", limit=1000)
+                    if t["side"] == "SELL" and t["time"] >= t_start}
+        finally:
+            await _close(c)
+    assert len(run(entry_orders())) == 1, rep               # one entry executed on the venue, never two
+    venue = {p["symbol"]: p["amount"] for p in rep["venue_positions"]}
+    if rep["position"] is not None:                          # the account's position is the venue's, exactly
+        assert venue == {"ETHUSDT": pytest.approx(-json.loads(line[0])["position"]["notional"]
+                                                  / rep["position"]["entry_price"], rel=1e-6)}
+    else:
+        assert venue == {}
+    if step == "OPENED":       # the snapshot holds the position: kept, and the replay is refused
+        assert rep["position"]["trade_id"] == 1 and rep["outcome"].startswith("refused")
+    elif step == "ORDER_FILLED":   # the engine never saw the entry: the orphan is flattened, the replay refused
+        assert [a.get("flattened_orphan") for a in rep["report"]["actions"]] == ["ETHUSDT"]
+        assert rep["outcome"] == "duplicate_refused" and rep["position"] is None
+    else:                      # killed around the POST: adopted and flattened, or never sent and entered once
+        assert rep["outcome"] in ("duplicate_refused", "entered")
