@@ -18,7 +18,8 @@ Faults (admin API): ``user_stream_drop`` (``mode`` ``close``/``abort``/``mute``,
 ``close``/``abort`` end the user streams and refuse new ones for ``duration_s``; ``mute`` keeps
 them open but sends nothing for ``duration_s`` — the events are lost, as on a silently dead
 stream), ``ack_delay`` (``delay_ms``, ``duration_s``: the order executes at once, its HTTP answer
-is late), ``ack_lost`` (``count``: the order executes, the answer is HTTP 503 ``-1007`` *execution
+is late), ``user_garbage`` (``count``: that many malformed frames, one before each of the next
+events), ``ack_lost`` (``count``: the order executes, the answer is HTTP 503 ``-1007`` *execution
 status unknown*), ``reject_orders`` (``count``, ``code``, ``msg``: refused before matching).
 """
 from __future__ import annotations
@@ -40,6 +41,14 @@ from standins.venue_sim.exchange import ExchangeError, SimExchange
 log = logging.getLogger("venue_sim")
 
 ORDER_LIMIT_1M = 1200
+USER_GARBAGE = (
+    "not json at all",
+    '{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTCUSDT","c":"x"',
+    '{"e":"ORDER_TRADE_UPDATE","E":1,"T":1,"o":{"s":"ETHUSDT","c":"DLP-garbage","S":"SELL","X":"FILLED",'
+    '"x":"TRADE","i":1,"q":"1","z":"NaN","l":"1","L":"-3","n":"0","t":1,"T":1,"ap":"0"}}',
+    '{"e":"ACCOUNT_UPDATE","E":"soon","a":[]}',
+    "[1, 2, 3]",
+)
 LISTEN_KEY_TTL_S = 3600.0
 
 
@@ -60,6 +69,7 @@ class UserApi:
         self.ack_lost_left = 0
         self.reject_left = 0
         self.reject_code, self.reject_msg = -2019, "Margin is insufficient."
+        self.user_garbage_left = 0
         self.order_counts: dict[str, tuple[int, int]] = {}
         self.user_events_sent = 0
         self.user_events_lost = 0
@@ -357,7 +367,12 @@ class UserApi:
             if muted or not conns:
                 self.user_events_lost += len(events)
                 continue
-            frames = [orjson.dumps(ev).decode() for ev in events]
+            frames = []
+            for ev in events:
+                if self.user_garbage_left > 0:       # fault: a bad frame before each real one
+                    self.user_garbage_left -= 1
+                    frames.append(USER_GARBAGE[self.user_garbage_left % len(USER_GARBAGE)])
+                frames.append(orjson.dumps(ev).decode())
             for ws in conns:
                 asyncio.ensure_future(_send_all(ws, frames))
             self.user_events_sent += len(frames)
@@ -391,6 +406,9 @@ class UserApi:
         if kind == "ack_lost":
             self.ack_lost_left += int(body.get("count", 1))
             return {"ack_lost_left": self.ack_lost_left}
+        if kind == "user_garbage":
+            self.user_garbage_left += int(body.get("count", 5))
+            return {"user_garbage_left": self.user_garbage_left}
         if kind == "reject_orders":
             self.reject_left += int(body.get("count", 1))
             self.reject_code = int(body.get("code", -2019))
@@ -401,7 +419,7 @@ class UserApi:
     def clear_user_faults(self) -> None:
         self.user_refuse_until = self.user_mute_until = 0.0
         self.ack_delay_until = 0.0
-        self.ack_lost_left = self.reject_left = 0
+        self.ack_lost_left = self.reject_left = self.user_garbage_left = 0
 
     def user_fault_state(self, now: float) -> dict:
         return {"user_stream_refusing": now < self.user_refuse_until, "user_stream_muted": now < self.user_mute_until,

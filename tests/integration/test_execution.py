@@ -414,3 +414,22 @@ def test_kill_9_at_each_step_of_an_entry_then_restart_never_enters_twice(sim, tm
         assert rep["outcome"] == "duplicate_refused" and rep["position"] is None
     else:                      # killed around the POST: adopted and flattened, or never sent and entered once
         assert rep["outcome"] in ("duplicate_refused", "entered")
+
+
+def test_garbage_user_stream_frames_are_counted_and_dropped_while_the_order_fills(sim):
+    async def go():
+        c = await _client(sim)
+        try:
+            admin(sim, "/sim/admin/fault", {"kind": "user_garbage", "count": 3})   # NEW, TRADE, ACCOUNT_UPDATE
+            px = await _mid(c, "ETHUSDT")
+            o = await c.submit(OrderIntent(cid(13), "ETHUSDT", "SELL", qty_for(c, "ETHUSDT", 800, px)))
+            o = await c.wait_final(o.client_id, 5)
+            assert o.status == S.FILLED and o.filled_qty == o.qty
+            t0 = time.monotonic()
+            while c.stream.malformed < 3 and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.02)
+            assert c.stream.malformed == 3 and c.stream.events >= 3 and c.stats.bad_fills == 0 and c.stats.unknown_client_id == 0
+            assert c.stream_up
+        finally:
+            await _close(c)
+    run(go())
