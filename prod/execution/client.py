@@ -167,7 +167,8 @@ class ExecutionClient:
         tr = self._track.setdefault(u.client_id, _Track())
         try:
             if u.symbol != o.symbol or u.side != o.side:
-                raise IllegalTransition(f"{o.client_id}: venue reports {u.side} {u.symbol}, we sent {o.side} {o.symbol}")
+                raise IllegalTransition(f"{o.client_id}: venue reports {u.side} {u.symbol}, "
+                                        f"we sent {o.side} {o.symbol}")
             if u.fill is not None and o.add_fill(u.fill):
                 self.stats.stream_fills += source == "stream"
                 self._emit("FILL", o)

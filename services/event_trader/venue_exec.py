@@ -37,8 +37,8 @@ import time
 from dataclasses import asdict
 from typing import Any, Mapping
 
-from prod.execution import (DuplicateDecision, EntryNotFilled, ExecConfig, ExecutionRuntime, KillSwitchActive, OrderIntent,
-                            OrderStatus, client_order_id)
+from prod.execution import (DuplicateDecision, EntryNotFilled, ExecConfig, ExecutionRuntime, KillSwitchActive,
+                            OrderIntent, OrderStatus, client_order_id)
 from prod.execution.killswitch import KillSwitch
 from prod.execution.signing import Credentials
 from services.event_trader.journal import Journal

@@ -477,10 +477,11 @@ class SimExchange:
             pos = acct.positions.get(i, Position())
             step = float(self.m.step_size[i])
             mark = self.mark(i)
-            poss.append({"symbol": self.m.symbols[i], "initialMargin": f"{abs(pos.amt) * step * mark / self.cfg.leverage:.8f}",
+            im = abs(pos.amt) * step * mark / self.cfg.leverage
+            poss.append({"symbol": self.m.symbols[i], "initialMargin": f"{im:.8f}",
                          "maintMargin": f"{abs(pos.amt) * step * mark * self.cfg.maint_margin_rate:.8f}",
                          "unrealizedProfit": f"{pos.amt * step * (mark - pos.entry) if pos.amt else 0.0:.8f}",
-                         "positionInitialMargin": f"{abs(pos.amt) * step * mark / self.cfg.leverage:.8f}",
+                         "positionInitialMargin": f"{im:.8f}",
                          "openOrderInitialMargin": "0", "leverage": str(self.cfg.leverage), "isolated": False,
                          "entryPrice": f"{pos.entry:.8f}", "breakEvenPrice": f"{pos.entry:.8f}",
                          "maxNotional": "1000000", "bidNotional": "0", "askNotional": "0", "positionSide": "BOTH",
