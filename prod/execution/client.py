@@ -249,11 +249,13 @@ class ExecutionClient:
         o = self.orders[client_id]
         tr = self._track[client_id]
         deadline = self.clock() + timeout_s
-        while not (o.terminal and o.missing_qty <= 1e-12):
+        while True:
+            tr.changed.clear()                 # before the check: a change after it wakes the wait below
+            if o.terminal and o.missing_qty <= 1e-12:
+                break
             left = deadline - self.clock()
             if left <= 0:
                 break
-            tr.changed.clear()
             try:
                 await asyncio.wait_for(tr.changed.wait(), min(left, 0.5))
             except asyncio.TimeoutError:
@@ -380,8 +382,9 @@ class ExecutionClient:
                     len(report["foreign_open_orders"]), report["positions"])
         return report
 
-    async def positions(self) -> tuple[X.PositionInfo, ...]:
-        return X.parse_position_risk(await self.rest.position_risk())
+    async def positions(self, symbol: str | None = None) -> tuple[X.PositionInfo, ...]:
+        """Return the venue's non-zero positions (of one symbol, or all)."""
+        return X.parse_position_risk(await self.rest.position_risk(symbol))
 
     async def kill(self, attempts: int = 3, fill_timeout_s: float = 5.0) -> dict:
         """Halt entries, cancel all open orders, flatten all positions with reduceOnly MARKET orders."""

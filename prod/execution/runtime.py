@@ -44,6 +44,12 @@ class ExecConfig:
             raise ValueError(f"ExecConfig.recv_window_ms {self.recv_window_ms}: must be in [1, 60000]")
 
 
+    @classmethod
+    def from_settings(cls, settings, **kw) -> "ExecConfig":
+        """Endpoints from ``prod.settings.Settings`` (``DOLPHIN_VENUE_REST`` / ``_WS``), timings from ``kw``."""
+        return cls(rest_base=settings.venue_rest, ws_base=settings.venue_ws, **kw)
+
+
 class ExecutionRuntime:
     """Start with :meth:`start`, call coroutines with :meth:`call`, end with :meth:`stop`."""
 

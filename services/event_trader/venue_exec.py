@@ -150,7 +150,7 @@ class VenueAccount:
             qty = rules.round_qty(notional / expected)
             if qty <= 0 or float(qty) * expected < rules.min_notional:
                 raise ValueError(f"{symbol}: notional {notional:.2f} at {expected:.6g} is below the venue minimum")
-            held = [p for p in self._call(self.client.positions) if p.symbol == symbol]
+            held = [p for p in self._call(self.client.positions, symbol) if p.symbol == symbol]
             if held:
                 raise RuntimeError(f"{symbol}: the venue holds {held[0].amount} the account does not know; "
                                    "refusing the entry (reconcile first)")
@@ -246,8 +246,11 @@ class VenueAccount:
                 elif abs(abs(v["amount"]) - self.qty) > 1e-9:
                     actions.append({"qty_corrected": pos.trade_id, "from": self.qty, "to": abs(v["amount"])})
                     self.qty = abs(v["amount"])
-            ours = {o.symbol for o in self.client.orders.values()
-                    if o.meta.get("leg") == "entry" and o.filled_qty > 0}
+            entered = {o.meta.get("trade_id"): o.symbol for o in self.client.orders.values()
+                       if o.meta.get("leg") == "entry" and o.filled_qty > 0}
+            exited = {o.meta.get("trade_id") for o in self.client.orders.values()
+                      if o.meta.get("leg") == "exit" and o.filled_qty > 0}
+            ours = {sym for tid, sym in entered.items() if tid not in exited}     # entries never exited
             for sym, v in venue.items():
                 if sym in ours:
                     side = "BUY" if v["amount"] < 0 else "SELL"
