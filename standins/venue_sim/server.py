@@ -457,7 +457,8 @@ class VenueSim(RestApi, UserApi):
         return await self.h_regime(request)
 
     async def h_admin_fault(self, request: web.Request) -> web.Response:
-        """Inject a fault: kind = drop_all | stall | crossed | gap | garbage | rest_delay | rest_error | clear."""
+        """Inject a fault: kind = drop_all | stall | crossed | gap | garbage | rest_delay | rest_error | clear,
+        or an order-side fault (user_api: user_stream_drop | user_garbage | ack_delay | ack_lost | reject_orders)."""
         try:
             body = await request.json()
             if not isinstance(body, dict):
