@@ -20,7 +20,8 @@ hash chain (``Journal.append_order_event``).
   complete engages the kill switch.
 * Kill switch: a watcher polls the flag file every 0.2 s; once engaged it halts entries, cancels
   all open orders and flattens every position (reduceOnly), books our position's flattening as an
-  exit (``kill_exits``) and keeps entries halted until the flag is cleared.
+  exit (``kill_exits``; when the kill CLI flattened it first, from the venue's closing trades after
+  the entry) and keeps entries halted until the flag is cleared.
 * :meth:`connect` reconciles at start: the journal's unfinished orders are re-read and adopted,
   our stray open orders cancelled, and the restored position compared with the venue's: the same
   → kept; the venue flat → the position is dropped and reported; a venue position in a symbol where
@@ -59,6 +60,7 @@ class VenueAccount:
         self.capital = self.peak_capital = self.day_start_capital = float(capital)
         self.position: PaperPosition | None = None
         self.qty = 0.0
+        self.entry_ts_ms = 0          # venue time of the entry's last fill (finds a later flattening's fills)
         self.trades = self.day_trades = 0
         self.day: str | None = None
         self.fees_paid = 0.0
@@ -99,6 +101,7 @@ class VenueAccount:
         self.day_trades, self.fees_paid = int(d.get("day_trades", 0)), float(d.get("fees_paid", 0.0))
         self.history = list(d.get("history", []))
         self.qty = float((d.get("venue") or {}).get("qty", 0.0))
+        self.entry_ts_ms = int((d.get("venue") or {}).get("entry_ts_ms", 0))
         if self.position is not None and not self.qty > 0:
             raise ValueError("venue account state: a position without a venue quantity")
 
@@ -107,7 +110,7 @@ class VenueAccount:
         return {"capital": self.capital, "peak_capital": self.peak_capital,
                 "position": None if self.position is None else asdict(self.position), "trades": self.trades,
                 "day": self.day, "day_start_capital": self.day_start_capital, "day_trades": self.day_trades,
-                "fees_paid": self.fees_paid, "history": self.history, "venue": {"qty": self.qty}}
+                "fees_paid": self.fees_paid, "history": self.history, "venue": {"qty": self.qty, "entry_ts_ms": self.entry_ts_ms}}
 
     def roll_day(self, day: str) -> None:
         self.day, self.day_start_capital, self.day_trades = day, self.capital, 0
@@ -169,6 +172,7 @@ class VenueAccount:
             self.capital -= fee
             self.fees_paid += fee
             self.qty = o.filled_qty
+            self.entry_ts_ms = max(f.ts_ms for f in o.fills.values())
             actual = o.filled_qty * o.avg_price
             self.position = PaperPosition(trade_id, symbol, direction, o.avg_price, actual, fee, now, scan, "venue")
             return {"side": side, "trade_id": trade_id, "symbol": symbol, "price": o.avg_price, "notional": actual,
@@ -296,11 +300,29 @@ class VenueAccount:
             if pos is not None:
                 fills = [f for r in rep["flatten_orders"] if r["symbol"] == pos.symbol
                          for f in self.client.orders[r["client_id"]].fills.values()]
+                if not fills:       # flattened by someone else (the kill CLI): book the venue's closing trades
+                    fills = self._call(self._closing_trades, pos)
                 self.kill_exits.append(self._book_exit(pos, fills, "KILL_SWITCH", 0.0, None))
             rep["flag"] = flag
             self.journal.append("KILL_SWITCH", rep)
             self._kill_handled = True
         return rep
+
+    async def _closing_trades(self, pos: PaperPosition) -> list:
+        """The venue's trades that closed ``pos`` after its entry (newest last), up to its quantity."""
+        from prod.execution import schemas as X
+        side = "BUY" if pos.direction < 0 else "SELL"
+        rows = await self.client.rest.user_trades(pos.symbol, limit=1000)
+        out, left = [], self.qty
+        for row in rows:
+            if row.get("side") != side or not isinstance(row.get("time"), int) or row["time"] < self.entry_ts_ms:
+                continue
+            _oid, f = X.parse_user_trade(row)
+            if left <= 1e-12:
+                break
+            out.append(f)
+            left -= f.qty
+        return out
 
     def stop(self) -> None:
         self._stop.set()
