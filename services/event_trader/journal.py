@@ -207,6 +207,28 @@ class Journal:
         return [{"id": r[0], "ts": r[1], "kind": r[2], "scan_number": r[3], "audit_seq": r[4],
                  "payload": json.loads(r[5])} for r in rows]
 
+    # ------------------------------------------------------------------ order events (venue execution)
+    ORDER_PREFIX = "ORDER_"
+
+    def append_order_event(self, event: str, order: dict) -> int:
+        """Record one order event (``ORDER_<event>``: SUBMIT, NEW, FILL, FILLED, REJECTED, ...) in the chain."""
+        if not event or not event.replace("_", "").isalnum():
+            raise ValueError(f"bad order event name {event!r}")
+        return self.append(self.ORDER_PREFIX + event, order)
+
+    def order_states(self) -> dict[str, dict]:
+        """Return the last journaled state of every order, keyed by client order id (oldest first)."""
+        rows = self.db.execute("SELECT payload FROM events WHERE kind LIKE 'ORDER\\_%' ESCAPE '\\' ORDER BY id"
+                               ).fetchall()
+        out: dict[str, dict] = {}
+        for (body,) in rows:
+            d = json.loads(body)
+            cid = d.get("client_id") if isinstance(d, dict) else None
+            if isinstance(cid, str):
+                out.pop(cid, None)
+                out[cid] = d
+        return out
+
     def close(self) -> None:
         if self.db is not None:
             self.db.close()

@@ -8,7 +8,15 @@ import logging
 import os
 import sys
 
+from standins.venue_sim.exchange import ExchangeConfig
 from standins.venue_sim.server import SimConfig, run
+
+
+def _key_pair(raw: str) -> tuple[str, str]:
+    key, sep, secret = raw.partition(":")
+    if not sep or not key or not secret:
+        raise argparse.ArgumentTypeError("expected KEY:SECRET")
+    return key, secret
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds of 1s klines served (simulator extension; 0 = off, as on USDT-M)")
     ap.add_argument("--liq-tau-s", type=float, default=float(os.environ.get("DOLPHIN_SIM_LIQ_TAU_S") or 90.0),
                     help="seconds of market time the books take to follow a regime (env DOLPHIN_SIM_LIQ_TAU_S)")
+    ap.add_argument("--api-key", type=_key_pair, action="append", default=None, metavar="KEY:SECRET",
+                    help="trading account credentials (repeatable; default dolphin-sim-key:dolphin-sim-secret)")
+    ap.add_argument("--start-balance", type=float, default=10_000.0, help="USDT wallet of each account")
+    ap.add_argument("--leverage", type=int, default=10, help="leverage of every symbol (cross margin)")
+    ap.add_argument("--taker-fee", type=float, default=0.0005, help="taker fee rate (Binance VIP 0: 0.0005)")
+    ap.add_argument("--maker-fee", type=float, default=0.0002, help="maker fee rate (Binance VIP 0: 0.0002)")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
@@ -33,11 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = SimConfig(host=a.host, port=a.port, seed=a.seed, speed=a.speed, replay=a.replay,
                         stream_cap=a.stream_cap, n_symbols=a.symbols, start_ms=a.start_ms,
-                        klines_1s=a.klines_1s, liq_tau_s=a.liq_tau_s)
+                        klines_1s=a.klines_1s, liq_tau_s=a.liq_tau_s,
+                        exchange=ExchangeConfig(start_balance=a.start_balance, leverage=a.leverage,
+                                                taker_fee=a.taker_fee, maker_fee=a.maker_fee),
+                        **({"api_keys": tuple(a.api_key)} if a.api_key else {}))
     except ValueError as exc:
         logging.getLogger("venue_sim").error("bad configuration: %s", exc)
         return 2
-    logging.getLogger("venue_sim").info("venue_sim starting with config %s", json.dumps(dataclasses.asdict(cfg)))
+    shown = dataclasses.asdict(cfg)
+    shown["api_keys"] = [f"{k[:4]}… (secret hidden)" for k, _ in cfg.api_keys]     # never log credentials
+    logging.getLogger("venue_sim").info("venue_sim starting with config %s", json.dumps(shown))
     try:
         run(cfg)
     except Exception as exc:  # noqa: BLE001 - e.g. bad replay dir: one clear line, non-zero exit

@@ -19,7 +19,9 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from standins.venue_sim import messages as M
+from standins.venue_sim.exchange import ExchangeConfig, SimExchange
 from standins.venue_sim.rest_api import RestApi
+from standins.venue_sim.user_api import UserApi
 from standins.venue_sim.model import REGIMES, TICK_MS, MarketModel
 from standins.venue_sim.universe import build_universe
 
@@ -53,6 +55,8 @@ class SimConfig:
     start_ms: int | None = None     # market time origin; None = wall clock at start
     klines_1s: int = 4096           # seconds of 1s klines served (extension); 0 = off, like USDT-M
     liq_tau_s: float = 90.0         # lag of the books' response to a regime (model.LIQ_TAU_S)
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    api_keys: tuple[tuple[str, str], ...] = (("dolphin-sim-key", "dolphin-sim-secret"),)
 
     def __post_init__(self) -> None:
         if not 0.01 <= self.speed <= 1000:
@@ -67,6 +71,8 @@ class SimConfig:
             raise ValueError(f"--liq-tau-s {self.liq_tau_s}: must be in [1, 86400] seconds")
         if not 0 < self.port < 65536:
             raise ValueError(f"--port {self.port}: out of range")
+        if not self.api_keys or any(not k or not sec for k, sec in self.api_keys):
+            raise ValueError("--api-key: need at least one KEY:SECRET pair, both non-empty")
 
 
 def ws_frame(payload: bytes) -> bytes:
@@ -95,7 +101,7 @@ def err_frame(code: int, msg: str, req_id: Any) -> bytes:
     return orjson.dumps({"error": {"code": code, "msg": msg}, "id": req_id})
 
 
-class VenueSim(RestApi):
+class VenueSim(RestApi, UserApi):
     """The running simulator: model, subscriptions, faults, counters and the aiohttp app."""
 
     def __init__(self, cfg: SimConfig) -> None:
@@ -135,6 +141,8 @@ class VenueSim(RestApi):
         self.lag_logged = False
         self._task: asyncio.Task | None = None
         self.exchange_info_body = orjson.dumps(M.exchange_info(self.model))
+        self.exchange = SimExchange(self.model, cfg.exchange, dict(cfg.api_keys))
+        self.init_user_api()
 
     # ------------------------------------------------------------------ stream names
     def parse_stream(self, name: str) -> tuple[str, int] | None:
@@ -202,6 +210,8 @@ class VenueSim(RestApi):
         """Advance one tick, expire faults, build the due messages and write them to subscribers."""
         m = self.model
         m.step()
+        self.exchange.on_tick(m.t_ms)
+        self.flush_user_events()
         if m.n_switches != self._switches_seen:
             self._switches_seen = m.n_switches
             e = m.timeline[-1]
@@ -315,6 +325,8 @@ class VenueSim(RestApi):
 
     # ------------------------------------------------------------------ websocket
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        if self.is_listen_key(request.path):
+            return await self.handle_user_ws(request)
         loop = asyncio.get_running_loop()
         if loop.time() < self.refuse_until:
             return web.Response(status=503, text="venue_sim: connections refused (fault injection)")
@@ -418,6 +430,8 @@ class VenueSim(RestApi):
             "n_symbols": m.n, "replay": self.cfg.replay, "regime": m.regime, "klines_1s_s": m.k1_cap,
             "connections": len(self.conns), "streams": sum(len(c.streams) for c in self.conns),
             "messages_sent": self.msgs_sent, "bytes_sent": self.bytes_sent, "garbage_sent": self.garbage_sent,
+            "user_streams": sum(len(c) for c in self.user_conns.values()), "fills": self.exchange.fills,
+            "user_events_sent": self.user_events_sent, "user_events_lost": self.user_events_lost,
             "faults": self.active_faults()})
 
     def active_faults(self) -> dict:
@@ -426,7 +440,7 @@ class VenueSim(RestApi):
                 "crossed": {self.model.symbols[i]: round(v - now, 3) for i, v in self.crossed_until.items()},
                 "garbage_left": self.garbage_left,
                 "rest_delay_ms": self.rest_delay_ms if now < self.rest_delay_until else 0,
-                "rest_error": self.rest_error, "refusing": now < self.refuse_until}
+                "rest_error": self.rest_error, "refusing": now < self.refuse_until, **self.user_fault_state(now)}
 
     async def h_admin_regime(self, request: web.Request) -> web.Response:
         try:
@@ -443,7 +457,8 @@ class VenueSim(RestApi):
         return await self.h_regime(request)
 
     async def h_admin_fault(self, request: web.Request) -> web.Response:
-        """Inject a fault: kind = drop_all | stall | crossed | gap | garbage | rest_delay | rest_error | clear."""
+        """Inject a fault: kind = drop_all | stall | crossed | gap | garbage | rest_delay | rest_error | clear,
+        or an order-side fault (user_api: user_stream_drop | user_garbage | ack_delay | ack_lost | reject_orders)."""
         try:
             body = await request.json()
             if not isinstance(body, dict):
@@ -499,9 +514,10 @@ class VenueSim(RestApi):
                 self.rest_delay_until = 0.0
                 self.rest_error = None
                 self.refuse_until = 0.0
+                self.clear_user_faults()
                 result = {"cleared": True}
             else:
-                raise ValueError(f"unknown fault kind {kind!r}")
+                result = await self.user_fault(str(kind), body, now)
         except (ValueError, TypeError, KeyError) as exc:
             return web.json_response({"error": f"bad fault request: {exc!r}"}, status=400)
         log.warning("venue_sim: fault injected %s -> %s", body, result)
@@ -525,6 +541,17 @@ class VenueSim(RestApi):
         r.add_get("/api/v2/public/get_volatility_index_data", self.h_dvol)
         r.add_get("/fng/", self.h_fng)
         r.add_get("/fng", self.h_fng)
+        r.add_post("/fapi/v1/order", self.h_order_post)
+        r.add_get("/fapi/v1/order", self.h_order_get)
+        r.add_delete("/fapi/v1/order", self.h_order_delete)
+        r.add_delete("/fapi/v1/allOpenOrders", self.h_all_open_delete)
+        r.add_get("/fapi/v1/openOrders", self.h_open_orders)
+        r.add_get("/fapi/v1/userTrades", self.h_user_trades)
+        r.add_get("/fapi/v2/positionRisk", self.h_position_risk)
+        r.add_get("/fapi/v2/account", self.h_account)
+        r.add_post("/fapi/v1/listenKey", self.h_listen_key)
+        r.add_put("/fapi/v1/listenKey", self.h_listen_key)
+        r.add_delete("/fapi/v1/listenKey", self.h_listen_key)
         r.add_get("/sim/regime", self.h_regime)
         r.add_get("/sim/status", self.h_status)
         r.add_post("/sim/admin/regime", self.h_admin_regime)
@@ -541,6 +568,9 @@ class VenueSim(RestApi):
             self._task.cancel()
         await asyncio.gather(*(c.ws.close(code=1001, message=b"venue_sim shutting down")
                                for c in list(self.conns)), return_exceptions=True)
+        await asyncio.gather(*(ws.close(code=1001, message=b"venue_sim shutting down")
+                               for conns in self.user_conns.values() for ws in list(conns)),
+                             return_exceptions=True)
 
 
 def run(cfg: SimConfig) -> None:

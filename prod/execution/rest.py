@@ -1,0 +1,196 @@
+"""Signed REST client for the trading endpoints of Binance USDT-M (or the venue simulator).
+
+Every call signs its parameters (``prod.execution.signing``) with a fresh ``timestamp``. Reactions:
+
+* HTTP 429/418 (``-1003`` weight, ``-1015`` order rate): wait ``Retry-After`` (capped by
+  ``max_retry_after_s``, else :class:`RateLimited`) and send again — the request was not executed.
+  The client also keeps the venue's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-1M`` and pauses
+  to the next minute before crossing ``weight_soft_limit`` / ``order_soft_limit``.
+* Connection refused: :class:`VenueUnavailable` for order placement (not sent: safe to resend the
+  same client id), retried with backoff and jitter for reads and cancels.
+* Timeout, dropped connection, HTTP 5xx, ``-1006``/``-1007``: for ``POST /fapi/v1/order``
+  :class:`UnknownOutcome` at once (the order may exist: the caller queries it by client id, never
+  resends blindly); reads are retried.
+* Any other 4xx: :class:`OrderRejected` with the venue's code and message.
+
+The API secret is used for signing only; no URL with a signature, no header and no secret is logged.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Callable
+
+import aiohttp
+import orjson
+
+from prod.execution.errors import OrderRejected, RateLimited, UnknownOutcome, VenueUnavailable
+from prod.execution.signing import Credentials, encode_params, signed_query
+
+log = logging.getLogger(__name__)
+UNKNOWN_CODES = frozenset({-1006, -1007})
+
+
+class OrderRestClient:
+    """Async signed client; use ``async with OrderRestClient(base, creds) as rest``."""
+
+    def __init__(self, rest_base: str, creds: Credentials, *, timeout_s: float = 5.0, recv_window_ms: int = 5000,
+                 retries: int = 3, backoff_initial_s: float = 0.2, backoff_max_s: float = 5.0,
+                 max_retry_after_s: float = 30.0, weight_soft_limit: int = 2000, order_soft_limit: int = 1100,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 sleep: Callable[[float], Any] = asyncio.sleep, rng: random.Random | None = None) -> None:
+        if not rest_base.startswith(("http://", "https://")):
+            raise ValueError(f"rest_base {rest_base!r} must start with http(s)://")
+        self.base = rest_base.rstrip("/")
+        self.creds = creds
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.recv_window_ms = recv_window_ms
+        self.retries = retries
+        self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
+        self.max_retry_after_s = max_retry_after_s
+        self.weight_soft_limit, self.order_soft_limit = weight_soft_limit, order_soft_limit
+        self.used_weight = self.order_count = 0
+        self.clock_ms, self._sleep = clock_ms, sleep
+        self.rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = self.retried = self.rate_limited = 0
+
+    async def __aenter__(self) -> "OrderRestClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def _throttle(self, is_order: bool) -> None:
+        if self.used_weight >= self.weight_soft_limit or (is_order and self.order_count >= self.order_soft_limit):
+            wait = 60.0 - time.time() % 60.0 + 0.2
+            log.warning("venue REST: weight %d / orders %d near the limit; pausing %.1fs", self.used_weight,
+                        self.order_count, wait)
+            await self._sleep(wait)
+            self.used_weight = self.order_count = 0
+
+    async def request(self, method: str, path: str, params: dict[str, Any] | None = None, *,
+                      signed: bool = True, placing: bool = False) -> Any:
+        """Send one request and return its JSON body (see the module docstring for the reactions)."""
+        what = f"{method} {path}"
+        attempt = 0
+        await self._throttle(placing)
+        while True:
+            self.requests += 1
+            url = self.base + path
+            if signed:
+                url += "?" + signed_query(params or {}, self.creds.secret, self.clock_ms(), self.recv_window_ms)
+            elif params:
+                url += "?" + encode_params(params)
+            headers = {"X-MBX-APIKEY": self.creds.api_key}
+            try:
+                async with self._sess().request(method, url, headers=headers, timeout=self.timeout) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    h = resp.headers
+                    if (w := h.get("X-MBX-USED-WEIGHT-1M", "")).isdigit():
+                        self.used_weight = int(w)
+                    if (c := h.get("X-MBX-ORDER-COUNT-1M", "")).isdigit():
+                        self.order_count = int(c)
+                    retry_after = h.get("Retry-After")
+            except aiohttp.ClientConnectorError as exc:
+                err: Exception = VenueUnavailable(f"{what}: cannot connect: {exc}")
+                if placing:
+                    raise err from None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                err = UnknownOutcome(f"{what}: {type(exc).__name__}: {exc}")
+                if placing:
+                    raise err from None
+            else:
+                j = None
+                try:
+                    j = orjson.loads(body) if body else None
+                except orjson.JSONDecodeError:
+                    if status == 200:
+                        raise UnknownOutcome(f"{what}: HTTP 200 with a body that is not JSON: {body[:80]!r}") from None
+                code = j.get("code") if isinstance(j, dict) and isinstance(j.get("code"), int) else None
+                msg = str(j.get("msg", "")) if isinstance(j, dict) else body[:120].decode(errors="replace")
+                if status == 200 and not (code is not None and code < 0):
+                    return j
+                if status in (418, 429):
+                    self.rate_limited += 1
+                    try:
+                        ra = float(retry_after) if retry_after else 1.0
+                    except ValueError:
+                        ra = 1.0
+                    if ra > self.max_retry_after_s or attempt >= self.retries:
+                        raise RateLimited(status, ra, msg)
+                    log.warning("venue REST: %s rate limited (code %s); waiting %.1fs", what, code, ra)
+                    attempt += 1
+                    self.retried += 1
+                    await self._sleep(ra)
+                    continue
+                if status >= 500 or code in UNKNOWN_CODES:
+                    err = UnknownOutcome(f"{what}: HTTP {status} code={code} msg={msg!r}")
+                    if placing:
+                        raise err
+                else:
+                    raise OrderRejected(code, msg, status, what)
+            if attempt >= self.retries:
+                raise err
+            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** attempt) * (0.5 + 0.5 * self.rng.random())
+            log.warning("venue REST: %s; retry %d/%d in %.2fs", err, attempt + 1, self.retries, delay)
+            attempt += 1
+            self.retried += 1
+            await self._sleep(delay)
+
+    # ------------------------------------------------------------------ endpoints
+    async def exchange_info(self) -> Any:
+        return await self.request("GET", "/fapi/v1/exchangeInfo", signed=False)
+
+    async def new_order(self, **params: Any) -> Any:
+        """``POST /fapi/v1/order`` (Binance parameter names); UnknownOutcome if the answer is not definitive."""
+        return await self.request("POST", "/fapi/v1/order", params, placing=True)
+
+    async def get_order(self, symbol: str, client_id: str | None = None, order_id: int | None = None) -> Any:
+        return await self.request("GET", "/fapi/v1/order", {"symbol": symbol, "orderId": order_id,
+                                                            "origClientOrderId": None if order_id else client_id})
+
+    async def cancel_order(self, symbol: str, client_id: str | None = None, order_id: int | None = None) -> Any:
+        return await self.request("DELETE", "/fapi/v1/order", {"symbol": symbol, "orderId": order_id,
+                                                               "origClientOrderId": None if order_id else client_id})
+
+    async def cancel_all(self, symbol: str) -> Any:
+        return await self.request("DELETE", "/fapi/v1/allOpenOrders", {"symbol": symbol})
+
+    async def open_orders(self, symbol: str | None = None) -> Any:
+        return await self.request("GET", "/fapi/v1/openOrders", {"symbol": symbol})
+
+    async def user_trades(self, symbol: str, order_id: int | None = None, limit: int = 100) -> Any:
+        return await self.request("GET", "/fapi/v1/userTrades", {"symbol": symbol, "orderId": order_id,
+                                                                 "limit": limit})
+
+    async def position_risk(self, symbol: str | None = None) -> Any:
+        return await self.request("GET", "/fapi/v2/positionRisk", {"symbol": symbol})
+
+    async def account(self) -> Any:
+        return await self.request("GET", "/fapi/v2/account")
+
+    async def new_listen_key(self) -> str:
+        j = await self.request("POST", "/fapi/v1/listenKey", signed=False)
+        if not isinstance(j, dict) or not isinstance(j.get("listenKey"), str):
+            raise UnknownOutcome(f"POST /fapi/v1/listenKey: unexpected answer {str(j)[:80]}")
+        return j["listenKey"]
+
+    async def keepalive_listen_key(self) -> Any:
+        return await self.request("PUT", "/fapi/v1/listenKey", signed=False)
+
+    async def close_listen_key(self) -> Any:
+        return await self.request("DELETE", "/fapi/v1/listenKey", signed=False)

@@ -1,0 +1,201 @@
+"""Typed parsers for the trading side of Binance USDT-M: order answers, user-data events, positions, filters.
+
+Raw dicts never leave this module: every parser returns a frozen dataclass or raises
+:class:`prod.venue.errors.MalformedMessage` naming the field, so a malformed event is counted and
+dropped by the caller and never reaches the order state machine as a number.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from prod.execution.orders import Fill, OrderStatus
+from prod.venue.errors import MalformedMessage
+
+
+def _f(d: dict, k: str, src: str) -> float:
+    try:
+        v = float(d[k])
+    except (KeyError, TypeError, ValueError):
+        raise MalformedMessage(f"{src}: field {k!r} missing or not a number: {d.get(k)!r}") from None
+    if not math.isfinite(v):
+        raise MalformedMessage(f"{src}: field {k!r} is not finite: {d.get(k)!r}")
+    return v
+
+
+def _i(d: dict, k: str, src: str) -> int:
+    v = d.get(k)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise MalformedMessage(f"{src}: field {k!r} missing or not an integer: {v!r}")
+    return v
+
+
+def _s(d: dict, k: str, src: str) -> str:
+    v = d.get(k)
+    if not isinstance(v, str) or not v:
+        raise MalformedMessage(f"{src}: field {k!r} missing or not a string: {v!r}")
+    return v
+
+
+def _status(v: Any, src: str) -> OrderStatus:
+    try:
+        return OrderStatus(v)
+    except ValueError:
+        raise MalformedMessage(f"{src}: unknown order status {v!r}") from None
+
+
+@dataclass(frozen=True)
+class OrderUpdate:
+    """One order report (user-stream ORDER_TRADE_UPDATE or a REST order object)."""
+
+    symbol: str
+    client_id: str
+    venue_order_id: int
+    side: str
+    status: OrderStatus
+    exec_type: str            # NEW | TRADE | CANCELED | EXPIRED | ... ("REST" for REST answers)
+    orig_qty: float
+    cum_qty: float
+    avg_price: float
+    update_ms: int
+    fill: Fill | None = None  # the trade this event reports (user stream, exec_type TRADE)
+
+
+def parse_order_trade_update(ev: dict) -> OrderUpdate:
+    """Parse an ``ORDER_TRADE_UPDATE`` user-data event."""
+    src = "ORDER_TRADE_UPDATE"
+    o = ev.get("o")
+    if not isinstance(o, dict):
+        raise MalformedMessage(f"{src}: field 'o' missing or not an object")
+    x = _s(o, "x", src)
+    fill = None
+    if x == "TRADE":
+        last = _f(o, "l", src)
+        if last <= 0:
+            raise MalformedMessage(f"{src}: TRADE with last filled qty {o.get('l')!r}")
+        fill = Fill(trade_id=_i(o, "t", src), qty=last, price=_f(o, "L", src), fee=abs(_f(o, "n", src)),
+                    maker=bool(o.get("m")), realized_pnl=_f(o, "rp", src) if "rp" in o else 0.0,
+                    ts_ms=_i(o, "T", src))
+        if fill.price <= 0:
+            raise MalformedMessage(f"{src}: TRADE at price {o.get('L')!r}")
+    cum = _f(o, "z", src)
+    if cum < 0:
+        raise MalformedMessage(f"{src}: negative executed qty {o.get('z')!r}")
+    return OrderUpdate(symbol=_s(o, "s", src), client_id=_s(o, "c", src), venue_order_id=_i(o, "i", src),
+                       side=_s(o, "S", src), status=_status(o.get("X"), src), exec_type=x, orig_qty=_f(o, "q", src),
+                       cum_qty=cum, avg_price=_f(o, "ap", src), update_ms=_i(o, "T", src), fill=fill)
+
+
+def parse_rest_order(d: Any) -> OrderUpdate:
+    """Parse a ``/fapi/v1/order`` (or openOrders element) order object."""
+    src = "REST order"
+    if not isinstance(d, dict):
+        raise MalformedMessage(f"{src}: not an object: {str(d)[:80]}")
+    return OrderUpdate(symbol=_s(d, "symbol", src), client_id=_s(d, "clientOrderId", src),
+                       venue_order_id=_i(d, "orderId", src), side=_s(d, "side", src),
+                       status=_status(d.get("status"), src), exec_type="REST", orig_qty=_f(d, "origQty", src),
+                       cum_qty=_f(d, "executedQty", src), avg_price=_f(d, "avgPrice", src),
+                       update_ms=_i(d, "updateTime", src))
+
+
+def parse_user_trade(d: Any) -> tuple[int, Fill]:
+    """Parse one ``/fapi/v1/userTrades`` row; return (venue order id, fill)."""
+    src = "userTrades"
+    if not isinstance(d, dict):
+        raise MalformedMessage(f"{src}: not an object")
+    f = Fill(trade_id=_i(d, "id", src), qty=_f(d, "qty", src), price=_f(d, "price", src),
+             fee=abs(_f(d, "commission", src)), maker=bool(d.get("maker")),
+             realized_pnl=_f(d, "realizedPnl", src), ts_ms=_i(d, "time", src))
+    return _i(d, "orderId", src), f
+
+
+@dataclass(frozen=True)
+class PositionInfo:
+    symbol: str
+    amount: float             # signed (one-way mode): < 0 short
+    entry_price: float
+    mark_price: float
+    unrealized_pnl: float
+
+
+def parse_position_risk(body: Any) -> tuple[PositionInfo, ...]:
+    """Parse ``/fapi/v2/positionRisk``; return the rows with a non-zero position."""
+    src = "positionRisk"
+    if not isinstance(body, list):
+        raise MalformedMessage(f"{src}: expected a list")
+    out = []
+    for d in body:
+        if not isinstance(d, dict):
+            raise MalformedMessage(f"{src}: row is not an object")
+        amt = _f(d, "positionAmt", src)
+        if amt != 0:
+            out.append(PositionInfo(_s(d, "symbol", src), amt, _f(d, "entryPrice", src), _f(d, "markPrice", src),
+                                    _f(d, "unRealizedProfit", src)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class AccountUpdate:
+    reason: str
+    wallet_balance: float | None
+    positions: tuple[PositionInfo, ...]
+    ts_ms: int
+
+
+def parse_account_update(ev: dict) -> AccountUpdate:
+    """Parse an ``ACCOUNT_UPDATE`` user-data event (USDT balance and changed positions)."""
+    src = "ACCOUNT_UPDATE"
+    a = ev.get("a")
+    if not isinstance(a, dict):
+        raise MalformedMessage(f"{src}: field 'a' missing or not an object")
+    wb = None
+    for b in a.get("B") or []:
+        if isinstance(b, dict) and b.get("a") == "USDT":
+            wb = _f(b, "wb", src)
+    poss = []
+    for p in a.get("P") or []:
+        if not isinstance(p, dict):
+            raise MalformedMessage(f"{src}: position is not an object")
+        poss.append(PositionInfo(_s(p, "s", src), _f(p, "pa", src), _f(p, "ep", src), float("nan"),
+                                 _f(p, "up", src)))
+    return AccountUpdate(str(a.get("m", "")), wb, tuple(poss), _i(ev, "E", src))
+
+
+@dataclass(frozen=True)
+class SymbolRules:
+    """Trading filters of one symbol (``exchangeInfo``)."""
+
+    symbol: str
+    tick: Decimal
+    step: Decimal
+    min_qty: Decimal
+    min_notional: float
+
+    def round_qty(self, qty: float) -> Decimal:
+        """Round ``qty`` down to the lot step."""
+        q = (Decimal(repr(qty)) / self.step).to_integral_value(rounding="ROUND_FLOOR") * self.step
+        return q.quantize(self.step)
+
+    def round_price(self, price: float, up: bool) -> Decimal:
+        q = (Decimal(repr(price)) / self.tick).to_integral_value(rounding="ROUND_CEILING" if up else "ROUND_FLOOR")
+        return (q * self.tick).quantize(self.tick)
+
+
+def parse_symbol_rules(info: Any) -> dict[str, SymbolRules]:
+    """Parse ``/fapi/v1/exchangeInfo`` into rules per symbol."""
+    src = "exchangeInfo"
+    if not isinstance(info, dict) or not isinstance(info.get("symbols"), list):
+        raise MalformedMessage(f"{src}: no 'symbols' list")
+    out = {}
+    for s in info["symbols"]:
+        try:
+            filt = {f["filterType"]: f for f in s["filters"]}
+            out[s["symbol"]] = SymbolRules(
+                s["symbol"], Decimal(filt["PRICE_FILTER"]["tickSize"]).normalize(),
+                Decimal(filt["LOT_SIZE"]["stepSize"]).normalize(), Decimal(filt["LOT_SIZE"]["minQty"]),
+                float(filt.get("MIN_NOTIONAL", {}).get("notional", 0)))
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise MalformedMessage(f"{src}: bad symbol entry {str(s)[:80]}: {exc!r}") from None
+    return out
