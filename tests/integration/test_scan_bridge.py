@@ -146,8 +146,8 @@ def test_replay_pushes_an_archive_at_the_requested_speed(tmp_path, listener):
     assert 1.7 <= span <= 3.0, f"10 s of scans at 5x should take ~2 s, took {span:.2f}s"
 
 
-def test_bridge_keeps_a_file_the_bus_could_not_take_and_pushes_it_once_the_member_is_back(tmp_path, settings_for):
-    """No member when the file appears: the push waits (retried), then goes out exactly once."""
+def test_a_file_written_while_no_member_answers_is_pushed_once_the_member_is_up(tmp_path, settings_for):
+    """The bridge starts without a cluster (connecting in the background) and pushes once it is there."""
     port = free_port()
     arrow_dir = tmp_path / "arrow_scans"
     b = _bridge(tmp_path, port, "--arrow-dir", str(arrow_dir), "--from-start")
@@ -155,7 +155,7 @@ def test_bridge_keeps_a_file_the_bus_could_not_take_and_pushes_it_once_the_membe
     try:
         rec = _records(1, time.time_ns(), first=42)[0]
         arrow_io.write_scan(arrow_dir, rec)
-        wait_until(lambda: "cannot reach Hazelcast" in b.log_text(), 30, what="bridge retrying the member")
+        wait_until(lambda: "scan_bridge starting" in b.log_text(), 30, what="bridge started")
         assert b.p.poll() is None
         member = start_listening("standins.hz_member", ["--host", "127.0.0.1", "--port", str(port),
                                                         "--cluster-name", "dolphin"], tmp_path / "hz.log", port, 30)
@@ -175,7 +175,7 @@ def test_bridge_keeps_a_file_the_bus_could_not_take_and_pushes_it_once_the_membe
 def test_bridge_sigterm_without_a_member_is_a_clean_exit_and_a_bad_setting_exits_2(tmp_path):
     b = _bridge(tmp_path, free_port(), "--arrow-dir", str(tmp_path / "a"))
     try:
-        wait_until(lambda: "cannot reach Hazelcast" in b.log_text(), 30, what="bridge retrying the member")
+        wait_until(lambda: "scan_bridge starting" in b.log_text(), 30, what="bridge started")
         b.p.terminate()
         assert b.p.wait(15) == 0, b.log_text()
     finally:
@@ -187,3 +187,31 @@ def test_bridge_sigterm_without_a_member_is_a_clean_exit_and_a_bad_setting_exits
     lines = bad.log_text().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("scan_bridge: configuration error:")
     assert "DOLPHIN_SCAN_BRIDGE_POLL_S" in lines[0]
+
+
+def test_watch_keeps_files_the_bus_refused_and_pushes_them_in_order_when_it_answers(tmp_path, listener, settings_for):
+    from prod.runtime import Bus, SystemClock
+    from services.scan_bridge.main import BridgeConfig, Pusher, watch
+    lst, port = listener
+    settings = settings_for(hz_port=port)
+    arrow_dir = tmp_path / "arrow_scans"
+    for r in _records(2, time.time_ns(), first=70):
+        arrow_io.write_scan(arrow_dir, r)
+    dead = Bus(settings, "test-bridge-dead")            # never started: every call raises BusUnavailable
+    live = Bus(settings, "test-bridge-live").start()
+    stop = threading.Event()
+    pusher = Pusher(dead, time.time)
+    cfg = BridgeConfig(settings=settings, arrow_dir=arrow_dir, from_start=True, poll_s=0.05, grace_s=0.0)
+    t = threading.Thread(target=watch, args=(cfg, pusher, SystemClock(), stop), daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: pusher.failures >= 3, 10, what="refused pushes")
+        assert lst.numbers() == [] and pusher.pushed == 0
+        assert live.wait_connected(30)
+        pusher.bus = live
+        wait_until(lambda: len(lst.numbers()) >= 2, 15, what="retried pushes")
+    finally:
+        stop.set()
+        t.join(5)
+        live.close()
+    assert lst.numbers() == [70, 71] and pusher.pushed == 2
