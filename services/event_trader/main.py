@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 from prod.alpha.params import EngineParams
 from prod.bus import maps
 from prod.bus.payloads import AcbBoost, EigenScan, EngineState, ObFeatures, PayloadError, Pnl, Safety
-from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, result_within
+from prod.runtime import Bus, Clock, RateLog, Service, result_within
 from prod.settings import ConfigError, Settings
 from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCore
 from services.event_trader.journal import Journal, JournalIntegrityError
@@ -105,7 +105,7 @@ class BusOutputs:
         try:
             self.bus.publish(topic, payload, key, wait=False)
             return True
-        except (BusUnavailable, PayloadError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a write must never break a decision (BusUnavailable mostly)
             self.skipped_writes += 1
             self.rl.warning(f"write:{topic.map}", "%s not written (%d skipped so far): %s",
                             topic.source(key), self.skipped_writes, exc)
@@ -194,7 +194,7 @@ class TraderService:
                 self.core.on_acb(p.boost, p.beta)
         except Exception as exc:  # noqa: BLE001 - not on the hot path; the listener brings the next one
             log.warning("initial acb_boost read failed: %r", exc)
-        self.out.state(self.core.state_payload())
+        self._q.put((None, None))   # the decision thread publishes the state (it owns the engine)
 
     # ── threads ──────────────────────────────────────────────────────────────────────────────
     def start(self) -> None:
@@ -220,7 +220,10 @@ class TraderService:
             except queue.Empty:
                 continue
             try:
-                self.core.process(scan, t_recv)
+                if scan is None:
+                    self.out.state(self.core.state_payload())
+                else:
+                    self.core.process(scan, t_recv)
             except Exception:  # noqa: BLE001 - one bad scan must not kill the trader
                 log.exception("scan %s failed", getattr(scan, "scan_number", "?"))
 
@@ -260,7 +263,7 @@ class TraderService:
                 self.core.rl.warning("latency-log", "latency log: %r", exc)
             try:
                 self.heartbeat()
-            except (BusUnavailable, PayloadError) as exc:
+            except Exception as exc:  # noqa: BLE001 - BusUnavailable while reconnecting; the next beat retries
                 log.debug("heartbeat skipped: %r", exc)
             self.clock.wait(self._stop, self.cfg.heartbeat_s)
 

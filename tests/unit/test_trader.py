@@ -343,3 +343,21 @@ def test_core_hands_typed_pnl_and_state_to_its_outputs_and_uses_the_injected_acc
     assert [d for d, _ in out.day_states] == [first_day]
     assert out.pnls[-1][0] == first_day and out.pnls[-1][1].day_end is True
     assert tr.account.day != first_day
+
+
+def test_writes_while_the_bus_is_away_are_skipped_counted_and_logged_once_per_map(tmp_path, caplog):
+    import queue
+    from prod.runtime import Bus
+    from services.event_trader.main import BusOutputs
+    m = Market(time.time())
+    tr, _ = _trader(tmp_path, m)
+    tr.process(m.scan(1, 0.0))
+    out = BusOutputs(Bus(load_settings(env={}), "test-away"), queue.Queue())   # never started
+    with caplog.at_level("WARNING", logger="event_trader"):
+        for _ in range(3):
+            out.pnl(tr.account.day, tr.pnl_payload(tr.account.day))
+            out.state(tr.state_payload())
+            out.day_state(tr.account.day, tr.state_payload())
+    assert out.skipped_writes == 9
+    lines = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert len(lines) == 2 and any("DOLPHIN_PNL_BLUE" in x for x in lines)
