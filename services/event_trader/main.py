@@ -155,26 +155,36 @@ class TraderService:
         self.core.on_book(p)
 
     def read_posture(self) -> None:
-        """Poll the CP AtomicReference, then the map; APEX when neither answers (§14.6)."""
+        """Poll the CP AtomicReference, then the map; APEX when neither answers (§14.6).
+
+        A malformed value is not an answer that can open trading: when the reference or the map holds
+        one (and nothing valid answers), the last good posture stays.
+        """
         t = self.cfg.hz_timeout_s
+        malformed = False
         try:
             raw = result_within(self.bus.cp.get_atomic_reference(maps.SAFETY_ATOMIC_REF).get(), t)
             if raw is not None:
                 try:
                     self.core.set_posture(maps.SAFETY_LATEST.decode(raw, maps.KEY_LATEST).posture, "cp-atomic-ref")
+                    return
                 except PayloadError as exc:
+                    malformed = True
                     self.core.rl.error("posture:cp", "posture from the CP AtomicReference ignored: %s", exc)
-                return
         except Exception as exc:  # noqa: BLE001 - any failure falls back to the map, then APEX
             log.debug("AtomicReference read failed: %r", exc)
+        src = maps.SAFETY_LATEST.source()
         try:
+            bad_before = self.bus.bad_payloads.get(src, 0)
             p = self.bus.get(maps.SAFETY_LATEST, timeout=t)
             if p is not None:
                 self.core.set_posture(p.posture, "map-fallback")
                 return
+            malformed = malformed or self.bus.bad_payloads.get(src, 0) > bad_before
         except Exception as exc:  # noqa: BLE001
             log.debug("safety map read failed: %r", exc)
-        self.core.set_posture("APEX", "default")
+        if not malformed:
+            self.core.set_posture("APEX", "default")
 
     def _on_connect(self, bus: Bus) -> None:
         """After every (re)connection: seed ACB and the latest scan from the map, publish the state.

@@ -149,7 +149,11 @@ def test_posture_reads_atomic_reference_then_map_then_defaults_to_apex(hz_member
         assert (core.posture, core.posture_source) == ("STALKER", "cp-atomic-ref")
         ref.set(json.dumps({"posture": "BOGUS", "Rm": 1, "ts": time.time()}))
         svc.read_posture()
-        assert core.posture == "STALKER"   # an invalid posture is ignored, the last good one stays
+        assert (core.posture, core.posture_source) == ("TURTLE", "map-fallback")   # invalid ref: the map answers
+        client.get_map(maps.SAFETY).blocking().set(maps.KEY_LATEST, "{garbage")
+        core.set_posture("HIBERNATE", "test")
+        svc.read_posture()
+        assert core.posture == "HIBERNATE"   # nothing valid answers: the last good posture stays, never APEX
     finally:
         j.close()
         bus.close()
