@@ -1,20 +1,27 @@
-"""Volatility regime gate `vol_regime_ok` (bible §13.1, §25): rolling 50-bar BTC return volatility
-("dvol") compared with a percentile threshold, computed at 512-bit precision with python-flint and a
-float64 numba fallback.
+"""The one volatility gate `vol_regime_ok` of DOLPHIN (bible §13.1, §25): rolling 50-bar BTC return
+volatility ("dvol") compared with a 60th-percentile threshold, at 512-bit precision with python-flint
+(float64 fallback). The live trader and the backtest both use :class:`VolGate`; the array functions
+below are its batch form (same formula, same numbers).
 
 Definitions (the bible names the computation but not its formula; decided here):
   r_t      = (p_t - p_{t-1}) / p_{t-1}
   dvol_t   = population std of r over the last `window` returns ending at t (NaN before that,
              and NaN while the window holds a non-finite or non-positive price)
-  vol_ok_t = dvol_t > threshold, where threshold is the `pct` (60) percentile of a reference set
-             of dvol values (`vol_threshold`).
-§25: the 512-bit path is primary; `vol_regime_mask` falls back to float64 only when flint is
-missing.  Tests show both give identical decisions on real BTC prices.
+  vol_ok_t = dvol_t > threshold. The bible's threshold is VOL_P60: the `pct` (60) percentile of
+             dvol. With a fixed threshold (`vol_threshold` over a reference set, `vol_regime_mask`)
+             it is a constant; :class:`VolGate` without one learns it causally: the order statistic
+             ``sorted(h)[int(0.6 * len(h))]`` of the finite dvols ``h`` of the previous bars (at least
+             `min_history`, at most `max_history` of them), so a replay and the live trader that see
+             the same BTC prices open the gate on the same bars.
+§25: the 512-bit path is primary; float64 is used only when flint is missing. Tests show both
+give identical decisions on real BTC prices.
 """
 from __future__ import annotations
 
+import bisect
 import math
-from typing import Optional
+from collections import deque
+from typing import Any, Optional
 
 import numpy as np
 from numba import njit
@@ -109,3 +116,157 @@ def vol_regime_mask(btc_prices: np.ndarray, threshold: float, window: int = DVOL
         dvol = rolling_dvol_f64(prices, window)
     with np.errstate(invalid="ignore"):
         return np.where(np.isfinite(dvol), dvol > threshold, False)
+
+
+def _flint():
+    try:
+        from flint import arb, ctx
+    except ImportError:
+        return None, None
+    return arb, ctx
+
+
+def _good(p: Any) -> float | None:
+    """Return ``p`` as a positive finite float, else None (a bad bar)."""
+    if p is None or isinstance(p, bool):
+        return None
+    try:
+        v = float(p)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+class VolGate:
+    """Streaming ``vol_regime_ok``: one BTC price per bar in, the gate of that bar out.
+
+    ``update(price)`` computes dvol exactly as :func:`rolling_dvol_arb512` does for the same series
+    (same running sums, same order of operations, so the same float), then compares it with the
+    threshold (fixed, or learned from the previous bars; see the module docstring). A missing or
+    bad price is a bad bar: the gate stays closed until the window holds `window` good returns again.
+    ``state()`` / ``restore()`` carry the window and the threshold history across a restart.
+    """
+
+    STATE_VERSION = 2
+
+    def __init__(self, window: int = DVOL_WINDOW, pct: float = VOL_PCT, threshold: float | None = None,
+                 min_history: int = 10, max_history: int = 5000, precise: bool = True):
+        if window < 2 or not 0 < pct < 100 or min_history < 1 or max_history < min_history:
+            raise ValueError(f"VolGate: bad parameters window={window} pct={pct} "
+                             f"min_history={min_history} max_history={max_history}")
+        self.window, self.pct, self.threshold = int(window), float(pct), threshold
+        self.min_history, self.max_history = int(min_history), int(max_history)
+        self._arb, self._ctx = _flint() if precise else (None, None)
+        self.precise = self._arb is not None
+        self._reset_window()
+        self._hist: deque = deque()
+        self._sorted: list[float] = []
+        self.last_dvol = float("nan")
+        self.bars = 0
+
+    def _reset_window(self) -> None:
+        self._prices: deque = deque(maxlen=self.window + 1)   # last window+1 prices (None = bad)
+        self._rets: deque = deque()                            # returns of the window (None = bad)
+        self._n = 0                                            # returns seen (t of the batch form)
+        self._n_bad = 0
+        z = self._arb(0) if self.precise else 0.0
+        self._s, self._s2 = z, z
+
+    # ── dvol ──────────────────────────────────────────────────────────────────────────────
+    def _push(self, price: float | None) -> float:
+        """Extend the window by one bar; return its dvol (NaN when not defined)."""
+        prev = self._prices[-1] if self._prices else None
+        first = not self._prices
+        self._prices.append(price)
+        if first:
+            return float("nan")
+        arb = self._arb
+        old_prec = None
+        if arb is not None:
+            old_prec, self._ctx.prec = self._ctx.prec, 512
+        try:
+            if price is not None and prev is not None:
+                if arb is not None:
+                    a0 = arb(prev)
+                    r = (arb(price) - a0) / a0
+                else:
+                    r = (price - prev) / prev
+            else:
+                r = None
+            self._n += 1
+            self._rets.append(r)
+            if r is None:
+                self._n_bad += 1
+            else:
+                self._s += r
+                self._s2 += r * r
+            if self._n > self.window:
+                old_r = self._rets.popleft()
+                if old_r is None:
+                    self._n_bad -= 1
+                else:
+                    self._s -= old_r
+                    self._s2 -= old_r * old_r
+            if self._n < self.window or self._n_bad:
+                return float("nan")
+            if arb is not None:
+                m = self._s / arb(self.window)
+                fv = float((self._s2 / arb(self.window) - m * m).mid())
+            else:
+                m = self._s / self.window
+                fv = self._s2 / self.window - m * m
+            return math.sqrt(fv) if fv > 0 else 0.0
+        finally:
+            if old_prec is not None:
+                self._ctx.prec = old_prec
+
+    def current_threshold(self) -> float | None:
+        """The threshold the next bar is compared with (None while too little history)."""
+        if self.threshold is not None:
+            return self.threshold
+        n = len(self._sorted)
+        if n < self.min_history:
+            return None
+        return self._sorted[min(n - 1, int(self.pct / 100.0 * n))]
+
+    def update(self, price: Any) -> bool:
+        """Feed the bar's BTC price (None / NaN / ≤ 0 = a bad bar); return ``vol_regime_ok``."""
+        self.bars += 1
+        dvol = self._push(_good(price))
+        self.last_dvol = dvol
+        if not math.isfinite(dvol):
+            return False
+        thr = self.current_threshold()
+        ok = thr is not None and dvol > thr
+        if self.threshold is None:
+            if len(self._hist) == self.max_history:
+                old = self._hist.popleft()
+                del self._sorted[bisect.bisect_left(self._sorted, old)]
+            self._hist.append(dvol)
+            bisect.insort(self._sorted, dvol)
+        return ok
+
+    # ── restart state ─────────────────────────────────────────────────────────────────────
+    def state(self) -> dict:
+        """JSON-ready state: the window's prices and the threshold history."""
+        return {"v": self.STATE_VERSION, "window": self.window, "prices": list(self._prices),
+                "hist": list(self._hist)}
+
+    def restore(self, st: dict) -> None:
+        """Rebuild from :meth:`state` (returns recomputed from the prices at 512 bits).
+
+        A state of the previous trader gate (``last_price`` / ``rets``: log returns of another
+        formula) keeps its threshold history and restarts the window from its last price.
+        """
+        self._reset_window()
+        self._hist.clear()
+        for v in st.get("hist", [])[-self.max_history:]:
+            fv = float(v)
+            if math.isfinite(fv):
+                self._hist.append(fv)
+        self._sorted = sorted(self._hist)
+        if st.get("v") == self.STATE_VERSION and int(st.get("window", -1)) == self.window:
+            for p in [_good(p) for p in st.get("prices", [])][-(self.window + 1):]:
+                self._push(p)
+        else:
+            self._push(_good(st.get("last_price")))

@@ -6,7 +6,12 @@ Replay rules (written down because the bible leaves them to the caller):
 * Days are the ``YYYY-MM-DD.parquet`` files of the data directory in date order (``--from`` /
   ``--to`` inclusive). Capital, the open position, price histories and the learning state carry
   across days inside one engine; ``bar_idx`` is global across the replay.
-* ``vol_regime_ok`` is ``bar index within the day >= 100`` (the actor's replay mode, §14.4).
+* ``vol_regime_ok`` is the one gate of :class:`prod.alpha.vol.VolGate` fed with each bar's BTCUSDT
+  price, one gate for the whole replay (it runs across day boundaries, as in the live trader, so a
+  replay and the trader that see the same prices open it on the same bars). Bible §13.1 gives
+  ``process_day`` the dvol mask (§25.5/§25.6: rolling 50-bar dvol at 512 bits > VOL_P60) and
+  ``bar >= 100`` only as the fallback when no mask is given; this runner used that fallback until
+  issue 18. Without a BTCUSDT column the gate never opens (logged).
 * ACB v6 (§10, §13.1): one :class:`prod.alpha.acb.AdaptiveCircuitBreaker` is attached with
   ``engine.set_acb``; ``begin_day`` asks it for the day's ``(boost, beta)``. External factors come from
   ``exf_daily.json`` (default: inside the data directory; ``--exf`` to point elsewhere). Without
@@ -39,6 +44,7 @@ import pyarrow.parquet as pq
 from prod.alpha.acb import AdaptiveCircuitBreaker, daily_w750
 from prod.alpha.engine import NDAlphaEngine
 from prod.alpha.survival import SensorReadings, SurvivalStack
+from prod.alpha.vol import VolGate
 from prod.backtest.data import EXF_FILENAME, DayData, DayFileError, list_day_files, load_day, load_exf
 from prod.backtest.report import compute_metrics, write_equity_png, write_json_atomic
 from prod.configs import CHAMPION_HASH, load_config
@@ -46,7 +52,7 @@ from prod.configs import CHAMPION_HASH, load_config
 log = logging.getLogger("dolphin.backtest")
 
 SUMMARY_VERSION = 1
-VOL_WARMUP_BARS = 100
+VOL_SYMBOL = "BTCUSDT"
 _PROGRESS_CHUNK = 2_880
 
 
@@ -110,6 +116,14 @@ def _aligned_prices(day: DayData, assets: tuple[str, ...], warned: set[str]) -> 
     return out
 
 
+def day_vol_gates(gate: VolGate, prices: np.ndarray, assets: tuple[str, ...]) -> list[bool]:
+    """Return ``vol_regime_ok`` of every bar of one day (rows of ``prices``), advancing ``gate``."""
+    if VOL_SYMBOL not in assets:
+        return [gate.update(None) for _ in range(prices.shape[0])]
+    col = prices[:, assets.index(VOL_SYMBOL)].tolist()
+    return [gate.update(p) for p in col]
+
+
 def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> BacktestResult:
     """Run one replay and write its summary JSON (and PNG); return the summary.
 
@@ -152,6 +166,8 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         pbar = tqdm(total=len(files), unit="day", desc="backtest", dynamic_ncols=True)
 
     last_row: np.ndarray | None = None
+    gate = VolGate()
+    vol_ok_bars = 0
     for k, (date, path) in enumerate(files):
         try:
             day = load_day(date, path)
@@ -163,6 +179,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
             continue
         if engine is None:
             assets = day.assets
+            if VOL_SYMBOL not in assets:
+                log.warning("backtest: no %s column in %s: vol_regime_ok stays False, no entries",
+                            VOL_SYMBOL, path)
             engine = NDAlphaEngine(cfg.engine, assets)
             engine.set_acb(acb)
             peak = engine.capital
@@ -178,10 +197,12 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         info = acb.last
         vd, v50, v750 = day.vel_div.tolist(), day.v50.tolist(), day.v750.tolist()
         n = day.n_bars
+        vol_ok = day_vol_gates(gate, prices, assets)
+        vol_ok_bars += sum(vol_ok)
         t0 = time.perf_counter()
         step = engine.step_bar
         for i in range(n):
-            r = step(gbar, vd[i], prices[i], v50[i], v750[i], i >= VOL_WARMUP_BARS)
+            r = step(gbar, vd[i], prices[i], v50[i], v750[i], vol_ok[i])
             gbar += 1
             if r.skipped is not None:
                 skip_reasons[r.skipped] += 1
@@ -251,6 +272,7 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         "trades": m.trades,
         "exit_reasons": dict(sorted(Counter(t["reason"] for t in trades).items())),
         "skip_reasons": dict(sorted(skip_reasons.items())),
+        "vol_ok_bars": vol_ok_bars,
         "skipped_days": skipped_days,
         "acb": {"exf_file": str(exf_path) if exf else None, "exf_dates": len(exf),
                 "w750_threshold": acb.w750_threshold},

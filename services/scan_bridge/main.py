@@ -18,84 +18,95 @@ numbers still get pushed because their files are newer and their timestamps late
 Replay mode (``--replay DIR --speed X``) pushes every valid file of an archive in ``timestamp_ns``
 order, spacing pushes by the original scan spacing divided by X, for paper sessions on recorded data.
 Malformed files are logged (with the path and the reason) and skipped; they never stop the bridge.
+
+Bus: scans go out through the typed topic ``maps.EIGEN_SCAN`` (validated before the write). The
+bridge starts watching or replaying once the bus is connected; a file whose push fails because the
+bus is reconnecting (or did not answer in time) is kept and retried on the next poll, and the
+failures are counted (``push_failures`` in the heartbeat). Replay mode exits 0 when the archive is done.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import signal
 import sys
 import threading
-import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from prod.bus import maps
-from prod.settings import ConfigError, Settings, load_settings
+from prod.bus.payloads import PayloadError
+from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, result_within
+from prod.settings import ConfigError, Settings
 from scanner import arrow_io
 
 log = logging.getLogger("scan_bridge")
 
 SERVICE = "scan_bridge"
 SEEN_CAP = 100_000
+_BUS_ERRORS = (BusUnavailable, TimeoutError, ConnectionError)
 
 
 @dataclass(frozen=True)
 class BridgeConfig:
-    """Effective configuration of the bridge process."""
+    """Settings of the bridge (``DOLPHIN_SCAN_BRIDGE_<FIELD>`` or ``--<field>``)."""
 
+    ENV_PREFIX: ClassVar[str] = "DOLPHIN_SCAN_BRIDGE_"
     settings: Settings
-    arrow_dir: Path
+    arrow_dir: Path | None = field(default=None, metadata={
+        "help": "archive root to watch (default: <DOLPHIN_DATA_DIR>/arrow_scans)"})
+    replay: Path | None = field(default=None, metadata={"help": "archive root to replay (…/arrow_scans)"})
     poll_s: float = 0.5
-    grace_s: float = 0.5
-    from_start: bool = False
-    replay: bool = False
-    speed: float = 1.0
+    grace_s: float = field(default=0.5, metadata={"help": "min file age before a push (watch mode)"})
+    from_start: bool = field(default=False, metadata={"help": "also push files already on disk"})
+    speed: float = field(default=1.0, metadata={"help": "replay speed (x real time)"})
     heartbeat_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.arrow_dir is not None and self.replay is not None:
+            raise ConfigError("--arrow-dir and --replay exclude each other")
         if not 0.01 <= self.poll_s <= 60:
             raise ConfigError(f"--poll-s {self.poll_s}: must be in [0.01, 60]")
         if not 0.0 <= self.grace_s <= 60:
             raise ConfigError(f"--grace-s {self.grace_s}: must be in [0, 60]")
         if not 0.001 <= self.speed <= 1_000_000:
             raise ConfigError(f"--speed {self.speed}: must be in [0.001, 1e6]")
+        if not self.heartbeat_s > 0:
+            raise ConfigError(f"--heartbeat-s {self.heartbeat_s}: must be > 0")
 
-    def log_dict(self) -> dict:
-        return {"arrow_dir": str(self.arrow_dir), "poll_s": self.poll_s, "grace_s": self.grace_s, "from_start": self.from_start,
-                "replay": self.replay, "speed": self.speed, "heartbeat_s": self.heartbeat_s,
-                **self.settings.as_log_dict()}
+    @property
+    def root(self) -> Path:
+        """The archive this run reads: the replay archive, the watched one, or the default."""
+        return Path(self.replay or self.arrow_dir or self.settings.arrow_dir)
 
 
 class Pusher:
-    """Validated, deduplicated writes of scan records to ``DOLPHIN_FEATURES[latest_eigen_scan]``."""
+    """Validated, deduplicated writes of scan records to ``maps.EIGEN_SCAN``."""
 
-    def __init__(self, fmap, clock: Callable[[], float] = time.time, monotonic: bool = True):
-        self.map = fmap
+    def __init__(self, bus: Bus, clock: Callable[[], float], monotonic: bool = True):
+        self.bus = bus
         self.monotonic = monotonic
         self.clock = clock
         self.seen: OrderedDict[tuple[int, int], None] = OrderedDict()
         self.pushed = 0
         self.skipped_dup = 0
+        self.failures = 0
 
     def _on_map(self, ident: tuple[int, int]) -> bool:
-        raw = self.map.get(maps.KEY_EIGEN_SCAN)
-        if raw is None:
-            return False
-        try:
-            cur = maps.decode(maps.FEATURES, maps.KEY_EIGEN_SCAN, raw)
-        except maps.PayloadError:
+        cur = self.bus.get(maps.EIGEN_SCAN)     # a malformed value is logged by the bus and reads as None
+        if cur is None:
             return False
         if self.monotonic:
-            return cur["timestamp_ns"] >= ident[1]
-        return (cur["scan_number"], cur["timestamp_ns"]) == ident
+            return cur.timestamp_ns >= ident[1]
+        return (cur.scan_number, cur.timestamp_ns) == ident
 
     def push(self, rec: dict, source: str) -> bool:
-        """Push one validated record unless it was pushed before; return True if written."""
+        """Push one validated record unless it was pushed before; return True if written.
+
+        Raises the bus's errors (BusUnavailable, TimeoutError) so the caller can retry, and
+        :class:`PayloadError` for a record that does not make a valid scan payload.
+        """
         ident = (int(rec["scan_number"]), int(rec["timestamp_ns"]))
         if ident in self.seen or self._on_map(ident):
             self.skipped_dup += 1
@@ -103,7 +114,7 @@ class Pusher:
             log.debug("skip duplicate scan %s from %s", ident, source)
             return False
         payload = arrow_io.payload_from_record(rec, self.clock())
-        self.map.set(maps.KEY_EIGEN_SCAN, maps.encode(maps.FEATURES, maps.KEY_EIGEN_SCAN, payload))
+        self.bus.publish(maps.EIGEN_SCAN, payload)
         self._remember(ident)
         self.pushed += 1
         return True
@@ -152,9 +163,9 @@ class MtimeWatcher:
         elif m == self.mark:
             self.at_mark.add(str(p))
 
-    def new_files(self, grace_s: float = 0.0, now: float | None = None) -> list[Path]:
-        """Return files newer than the watermark and at least ``grace_s`` old, oldest mtime first."""
-        limit = (time.time() if now is None else now) - grace_s
+    def new_files(self, grace_s: float, now: float) -> list[Path]:
+        """Return files newer than the watermark and at least ``grace_s`` old at ``now``, oldest mtime first."""
+        limit = now - grace_s
         fresh = [(m, str(p), p) for p, m in self._listing(self.mark)
                  if (m > self.mark or (m == self.mark and str(p) not in self.at_mark)) and m <= limit]
         fresh.sort()
@@ -163,22 +174,11 @@ class MtimeWatcher:
         return [p for _, _, p in fresh]
 
 
-def watch(cfg: BridgeConfig, pusher: Pusher, stop: threading.Event,
-          heartbeat: Callable[[], None] | None = None) -> None:
-    """Poll the archive until ``stop`` is set, pushing each new valid file once."""
-    w = MtimeWatcher(cfg.arrow_dir, cfg.from_start)
-    log.info("watching %s (watermark mtime %.3f)", cfg.arrow_dir, w.mark)
-    last_hb = 0.0
-    while not stop.is_set():
-        for p in w.new_files(cfg.grace_s):
-            push_file(pusher, p)
-        if heartbeat is not None and time.monotonic() - last_hb >= cfg.heartbeat_s:
-            last_hb = time.monotonic()
-            heartbeat()
-        stop.wait(cfg.poll_s)
+_rl = RateLog(log, 30.0)
 
 
-def push_file(pusher: Pusher, path: Path) -> bool:
+def push_file(pusher: Pusher, path: Path) -> bool | None:
+    """Push one archive file; True pushed, False rejected or duplicate, None: bus trouble (retry)."""
     try:
         rec = arrow_io.read_scan(path)
     except arrow_io.ScanFileError as exc:
@@ -186,99 +186,90 @@ def push_file(pusher: Pusher, path: Path) -> bool:
         return False
     try:
         return pusher.push(rec, str(path))
-    except Exception as exc:  # noqa: BLE001 - bus trouble: log, keep the bridge alive
-        log.error("push of %s failed: %s", path, exc)
+    except PayloadError as exc:
+        log.error("rejected scan file: %s: %s", path, exc)
         return False
+    except _BUS_ERRORS as exc:
+        pusher.failures += 1
+        _rl.warning("push", "push of %s failed, will retry (%d failures so far): %s", path, pusher.failures, exc)
+        return None
 
 
-def replay(cfg: BridgeConfig, pusher: Pusher, stop: threading.Event) -> int:
+def watch(cfg: BridgeConfig, pusher: Pusher, clock: Clock, stop: threading.Event,
+          heartbeat: Callable[[], None] | None = None) -> None:
+    """Poll the archive until ``stop`` is set, pushing each new valid file once (bus failures retried)."""
+    w = MtimeWatcher(cfg.root, cfg.from_start)
+    log.info("watching %s (watermark mtime %.3f)", cfg.root, w.mark)
+    retry: list[Path] = []
+    last_hb = float("-inf")
+    while not stop.is_set():
+        todo, retry = retry + w.new_files(cfg.grace_s, clock.time()), []
+        for i, p in enumerate(todo):
+            if push_file(pusher, p) is None:
+                retry = todo[i:]      # keep the order: nothing newer goes out before it
+                break
+        if heartbeat is not None and clock.monotonic() - last_hb >= cfg.heartbeat_s:
+            last_hb = clock.monotonic()
+            heartbeat()
+        clock.wait(stop, cfg.poll_s)
+
+
+def replay(cfg: BridgeConfig, pusher: Pusher, clock: Clock, stop: threading.Event) -> int:
     """Push every valid scan of the archive at ``speed`` times the original pace; return the count."""
     recs = []
-    for p in arrow_io.iter_scan_files(cfg.arrow_dir):
+    for p in arrow_io.iter_scan_files(cfg.root):
         try:
             recs.append(arrow_io.read_scan(p))
         except arrow_io.ScanFileError as exc:
             log.error("rejected scan file: %s", exc)
     recs.sort(key=lambda r: (r["timestamp_ns"], r["scan_number"]))
-    log.info("replaying %d scans from %s at %.3gx", len(recs), cfg.arrow_dir, cfg.speed)
+    log.info("replaying %d scans from %s at %.3gx", len(recs), cfg.root, cfg.speed)
     if not recs:
         return 0
     t0_scan = recs[0]["timestamp_ns"]
-    t0_wall = time.monotonic()
+    t0_wall = clock.monotonic()
     n = 0
     for r in recs:
         due = t0_wall + (r["timestamp_ns"] - t0_scan) / 1e9 / cfg.speed
-        if stop.wait(max(0.0, due - time.monotonic())):
+        if clock.wait(stop, max(0.0, due - clock.monotonic())):
             break
         try:
-            if pusher.push(r, f"replay {cfg.arrow_dir}"):
+            if pusher.push(r, f"replay {cfg.root}"):
                 n += 1
-        except Exception as exc:  # noqa: BLE001
+        except (PayloadError, *_BUS_ERRORS) as exc:
+            pusher.failures += 1
             log.error("push of scan %s failed: %s", r["scan_number"], exc)
-    log.info("replay done: %d scans pushed in %.2fs", n, time.monotonic() - t0_wall)
+    log.info("replay done: %d scans pushed in %.2fs", n, clock.monotonic() - t0_wall)
     return n
 
 
-def run(cfg: BridgeConfig, stop: threading.Event | None = None) -> int:
-    """Connect to the bus and run watch or replay mode until ``stop``; return the pushed count."""
-    from prod.bus.client import make_client, write_heartbeat
+def run(cfg: BridgeConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int:
+    """Wait for the bus, then watch or replay until ``stop`` (replay: until done); return 0."""
+    pusher = Pusher(bus, clock.time, monotonic=cfg.replay is None)
 
-    stop = stop or threading.Event()
-    client = make_client(cfg.settings, name=SERVICE)
-    try:
-        pusher = Pusher(client.get_map(maps.FEATURES).blocking(), monotonic=not cfg.replay)
+    def hb(wait: bool = False) -> None:
+        try:
+            fut = bus.heartbeat(now=clock.time(), pushed=pusher.pushed, skipped_dup=pusher.skipped_dup,
+                                push_failures=pusher.failures)
+            if wait:   # the last beat of a replay must not be lost with the connection
+                result_within(fut, bus.timeout_s)
+        except (BusUnavailable, PayloadError, TimeoutError) as exc:
+            _rl.warning("heartbeat", "heartbeat skipped: %s", exc)
 
-        def hb() -> None:
-            try:
-                write_heartbeat(client, SERVICE, pushed=pusher.pushed, skipped_dup=pusher.skipped_dup)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("heartbeat failed: %s", exc)
-
-        if cfg.replay:
-            hb()
-            replay(cfg, pusher, stop)
-            hb()
-        else:
-            watch(cfg, pusher, stop, hb)
-        return pusher.pushed
-    finally:
-        client.shutdown()
+    while not bus.wait_connected(1.0):
+        if stop.is_set():
+            return 0
+    if cfg.replay is not None:
+        hb()
+        replay(cfg, pusher, clock, stop)
+        hb(wait=True)
+    else:
+        watch(cfg, pusher, clock, stop, hb)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.scan_bridge", description=__doc__.splitlines()[0])
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--arrow-dir", help="archive root to watch (default: <DOLPHIN_DATA_DIR>/arrow_scans)")
-    g.add_argument("--replay", help="archive root to replay (…/arrow_scans)")
-    ap.add_argument("--speed", type=float, default=1.0, help="replay speed (x real time)")
-    ap.add_argument("--poll-s", type=float, default=0.5)
-    ap.add_argument("--grace-s", type=float, default=0.5, help="min file age before a push (watch mode)")
-    ap.add_argument("--from-start", action="store_true", help="also push files already on disk")
-    ap.add_argument("--hz-members", default=None)
-    ap.add_argument("--log-level", default="INFO")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = load_settings(
-            hz_members=tuple(x.strip() for x in a.hz_members.split(",")) if a.hz_members else None)
-        root = a.replay or a.arrow_dir
-        cfg = BridgeConfig(settings=settings, arrow_dir=Path(root) if root else settings.arrow_dir,
-                           poll_s=a.poll_s,
-                           grace_s=a.grace_s, from_start=a.from_start, replay=a.replay is not None, speed=a.speed)
-    except ConfigError as exc:
-        log.error("bad configuration: %s", exc)
-        return 2
-    log.info("scan_bridge starting, config %s", json.dumps(cfg.log_dict()))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        run(cfg, stop)
-    except Exception as exc:  # noqa: BLE001 - e.g. no member reachable at start: supervisord restarts us
-        log.error("scan_bridge failed: %s", exc)
-        return 1
-    return 0
+    return Service.main(SERVICE, BridgeConfig, run, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

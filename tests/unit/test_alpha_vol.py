@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prod.alpha.vol import rolling_dvol_arb512, rolling_dvol_f64, vol_regime_mask, vol_threshold
+from prod.alpha.vol import VolGate, rolling_dvol_arb512, rolling_dvol_f64, vol_regime_mask, vol_threshold
 
 # shared/ sits beside the repository in CI and on developer machines; a user's clone has none (tests skip)
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "binance_spot_btcusdt_1m"
@@ -58,3 +58,87 @@ def test_512bit_and_float64_make_identical_decisions_on_real_btc():
     thr = vol_threshold(d512)
     assert np.array_equal(vol_regime_mask(closes, thr), vol_regime_mask(closes, thr, precise=False))
     assert 0.3 < vol_regime_mask(closes, thr)[50:].mean() < 0.5          # p60 → ~40 % of bars ok
+
+
+# ── VolGate: the streaming gate the trader and the backtest use ───────────────────────────────
+def _walk(n=1500, seed=7):
+    rng = np.random.default_rng(seed)
+    sig = 0.001 * (1 + (np.arange(n) // 100) % 3)          # regimes of calm and volatile bars
+    return 60_000.0 * np.exp(np.cumsum(rng.normal(0, 1, n) * sig))
+
+
+def test_volgate_dvol_is_the_batch_dvol_bit_for_bit_including_bad_bars():
+    p = _walk()
+    p[300] = np.nan
+    p[700] = -5.0
+    g = VolGate()
+    d = []
+    for x in p:
+        g.update(x)
+        d.append(g.last_dvol)
+    d = np.array(d)
+    b = rolling_dvol_arb512(p, 50)
+    assert np.array_equal(np.isnan(d), np.isnan(b))
+    assert np.array_equal(d[np.isfinite(d)], b[np.isfinite(b)])
+
+
+def test_volgate_with_a_fixed_threshold_is_the_batch_mask():
+    p = _walk()
+    thr = vol_threshold(rolling_dvol_arb512(p, 50))
+    g = VolGate(threshold=thr)
+    assert [g.update(x) for x in p] == vol_regime_mask(p, thr).tolist()
+
+
+def test_volgate_learned_threshold_is_the_p60_order_statistic_of_previous_bars():
+    p = _walk()
+    d = rolling_dvol_arb512(p, 50)
+    g = VolGate(min_history=10)
+    got = [g.update(x) for x in p]
+    hist: list[float] = []
+    want = []
+    for v in d:
+        if not np.isfinite(v):
+            want.append(False)
+            continue
+        s = sorted(hist)
+        want.append(len(s) >= 10 and v > s[min(len(s) - 1, int(0.6 * len(s)))])
+        hist.append(v)
+    assert got == want and any(got) and not all(got)
+
+
+def test_volgate_arb_and_float64_give_the_same_decisions():
+    p = _walk(seed=3)
+    a, f = VolGate(), VolGate(precise=False)
+    assert a.precise and not f.precise
+    da, df = [a.update(x) for x in p], [f.update(x) for x in p]
+    assert da == df and any(da)
+    assert a.last_dvol == pytest.approx(f.last_dvol, rel=1e-9)
+
+
+def test_volgate_bad_prices_close_the_gate_and_warmup_is_closed():
+    g = VolGate()
+    for bad in (None, "x", float("nan"), -1.0, 0.0, float("inf"), True):
+        assert g.update(bad) is False
+    g = VolGate(min_history=1)
+    assert not any(g.update(100 + i) for i in range(51))
+
+
+def test_volgate_state_survives_a_restart_exactly():
+    import json
+    p = _walk()
+    a = VolGate()
+    for x in p[:900]:
+        a.update(x)
+    b = VolGate()
+    b.restore(json.loads(json.dumps(a.state(), allow_nan=False)))
+    assert [a.update(x) for x in p[900:]] == [b.update(x) for x in p[900:]]
+    assert a.last_dvol == b.last_dvol
+
+
+def test_volgate_restores_the_history_of_the_previous_trader_gate_format():
+    g = VolGate(min_history=3)
+    g.restore({"last_price": 100.0, "rets": [0.001] * 50, "hist": [0.001, 0.002, 0.003]})
+    assert g.current_threshold() == 0.002
+    assert not any(g.update(100.0 * 1.01 ** (i % 2)) for i in range(1, 50))   # 49 returns: window not full
+    assert np.isnan(g.last_dvol)
+    assert g.update(100.0) is True and g.last_dvol == pytest.approx(0.01, rel=0.01)    # the 50th: open

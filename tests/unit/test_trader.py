@@ -1,4 +1,4 @@
-"""Trader building blocks: lock, journal + audit chain, paper fills, 512-bit vol regime, decision loop."""
+"""Trader building blocks: lock, journal + audit chain, paper fills, the decision core without a bus."""
 from __future__ import annotations
 
 import math
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from prod.settings import PRIORITY_SYMBOLS, load_settings
-from services.event_trader.main import EventTrader, TraderConfig, load_engine_params
+from services.event_trader.core import CoreLimits, TraderCore
+from services.event_trader.main import load_engine_params
 from services.event_trader.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
 from services.event_trader.lock import InstanceLock, LockBusy
 from services.event_trader.paper import TAKER_FEE, Book, PaperAccount, fill_price
-from services.event_trader.vol import VolRegime
 
 
 
@@ -152,32 +152,6 @@ class TestPaper:
             fill_price(-1, True, None, float("nan"), self.NOW)
 
 
-# ── vol regime at 512 bits ────────────────────────────────────────────────────────────────────
-class TestVolRegime:
-    def test_arb_and_float64_give_the_same_decisions(self):
-        rng = random.Random(7)
-        a, f = VolRegime(use_arb=True), VolRegime(use_arb=False)
-        p = 60_000.0
-        da, df = [], []
-        for i in range(600):
-            p *= math.exp(rng.gauss(0, 0.001 * (1 + (i // 100) % 3)))
-            da.append(a.update(p))
-            df.append(f.update(p))
-        assert da == df
-        assert any(da) and not all(da)
-        assert a.last_vol == pytest.approx(f.last_vol, rel=1e-12)
-
-    def test_bad_prices_are_ignored(self):
-        v = VolRegime()
-        for bad in (None, "x", float("nan"), -1.0, 0.0, float("inf")):
-            assert v.update(bad) is False
-        assert v.state()["last_price"] is None
-
-    def test_warmup_is_false(self):
-        v = VolRegime()
-        assert not any(v.update(100 + i) for i in range(50))
-
-
 # ── the decision loop without a bus ───────────────────────────────────────────────────────────
 class Market:
     def __init__(self, t0: float):
@@ -198,7 +172,7 @@ class Market:
 def _trader(tmp_path, market):
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
-    return EventTrader(TraderConfig(settings=s), j, load_engine_params(), clock=lambda: market.t), j
+    return TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: market.t), j
 
 
 def _run_until_entry(tr, m, start=1):
@@ -230,9 +204,10 @@ class TestDecisionLoop:
         m = Market(time.time())
         tr, _ = _trader(tmp_path, m)
         tr.process(m.scan(1, 0.0))
-        tr.on_acb("acb_boost", {"boost": 1.35, "beta": 0.8})
-        tr.on_acb("acb_boost", {"boost": float("nan"), "beta": 0.8})   # dropped, keeps the valid one
-        tr.on_acb("acb_boost", {"boost": "x"})                          # dropped
+        assert tr.on_acb(1.35, 0.8) is True
+        assert tr.on_acb(float("nan"), 0.8) is False     # dropped, keeps the valid one
+        assert tr.on_acb("x", None) is False             # dropped
+        assert tr.on_acb(1.2, -0.1) is False             # out of range
         assert tr._pending_acb == {"boost": 1.35, "beta": 0.8}
         tr.process(m.scan(2, 0.0))
         assert tr._pending_acb is None
@@ -241,7 +216,7 @@ class TestDecisionLoop:
     def test_hibernate_blocks_entries(self, tmp_path):
         m = Market(time.time())
         tr, _ = _trader(tmp_path, m)
-        tr._set_posture("HIBERNATE", "test")
+        tr.set_posture("HIBERNATE", "test")
         with pytest.raises(AssertionError, match="no entry"):
             _run_until_entry(tr, m)
         assert tr.paper.trades == 0 and tr.paper.position is None
@@ -249,7 +224,7 @@ class TestDecisionLoop:
     def test_a_signal_held_back_by_a_gate_is_counted_and_logged_with_the_gate(self, tmp_path, caplog):
         m = Market(time.time())
         tr, _ = _trader(tmp_path, m)
-        tr._set_posture("TURTLE", "test")          # TURTLE halts entries (§11.7)
+        tr.set_posture("TURTLE", "test")          # TURTLE halts entries (§11.7)
         with caplog.at_level("INFO", logger="event_trader"):
             with pytest.raises(AssertionError, match="no entry"):
                 _run_until_entry(tr, m)
@@ -294,7 +269,7 @@ class TestDecisionLoop:
         original = tr.engine.step_bar
 
         def step_while_the_safety_listener_fires(*a, **kw):
-            tr.on_safety("latest", {"posture": "STALKER", "Rm": 0.8})   # listener thread, mid-evaluation
+            tr.set_posture("STALKER", "map-listener")   # the safety listener thread, mid-evaluation
             return original(*a, **kw)
 
         tr.engine.step_bar = step_while_the_safety_listener_fires
@@ -308,7 +283,81 @@ class TestDecisionLoop:
         tr, _ = _trader(tmp_path, m)
         tr.process(m.scan(1, 0.0))
         beta0 = tr.engine.day_beta
-        tr.on_acb("acb_boost", {"boost": 1.5, "beta": 0.8 if beta0 != 0.8 else 0.2})   # listener, before the scan
+        tr.on_acb(1.5, 0.8 if beta0 != 0.8 else 0.2)   # the listener, before the scan
         r = tr.process(m.scan(2, 0.0))
         assert r["stale_state"] is False and tr.stale_state_events == 0
         assert tr.engine.day_beta != beta0 and tr.engine.day_base_boost == pytest.approx(1.5)
+
+
+# ── the core's outputs and its pluggable account ─────────────────────────────────────────────
+class RecordingOutputs:
+    def __init__(self):
+        self.pnls, self.states, self.day_states, self.snaps = [], [], [], []
+
+    def pnl(self, day, payload):
+        self.pnls.append((day, payload))
+
+    def state(self, payload):
+        self.states.append(payload)
+
+    def day_state(self, day, payload):
+        self.day_states.append((day, payload))
+
+    def snapshot(self, snap):
+        self.snaps.append(snap)
+
+
+class CountingAccount(PaperAccount):
+    """Another account type with PaperAccount's interface (as a venue-backed one will have)."""
+
+    opened = 0
+
+    def open(self, *a, **kw):
+        type(self).opened += 1
+        return super().open(*a, **kw)
+
+
+def test_core_hands_typed_pnl_and_state_to_its_outputs_and_uses_the_injected_account(tmp_path):
+    from prod.bus import maps
+    from prod.bus.payloads import EngineState, Pnl
+    m = Market(time.time())
+    s = load_settings(env={}, data_dir=str(tmp_path))
+    j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
+    out = RecordingOutputs()
+    tr = TraderCore(CoreLimits(snapshot_every_s=0.0), j, load_engine_params(), tuple(s.symbols),
+                    clock=lambda: m.t, account_type=CountingAccount, outputs=out)
+    assert isinstance(tr.account, CountingAccount)
+    n, r = _run_until_entry(tr, m)
+    assert CountingAccount.opened == 1 and out.snaps            # periodic snapshots between trades
+    day, pnl = out.pnls[-1]
+    assert isinstance(pnl, Pnl) and day == tr.account.day == pnl.date
+    assert pnl.open_position["trade_id"] == r["entered"]["trade_id"]
+    st = out.states[-1]
+    assert isinstance(st, EngineState) and st.last_scan_number == n and st.paper["position"] is not None
+    assert maps.STATE_LATEST.decode(maps.STATE_LATEST.encode(st)).capital == tr.account.capital
+    assert maps.PNL_BLUE_DAY.decode(maps.PNL_BLUE_DAY.encode(pnl, day), day).trades == pnl.trades
+    # a scan of the next UTC day rolls the day: the day's final PnL and its state under state_blue_<date>
+    first_day = tr.account.day
+    m.t = (int(m.t // 86400) + 1) * 86400 + 1.0
+    tr.process(m.scan(n + 1, 0.0))
+    assert [d for d, _ in out.day_states] == [first_day]
+    assert out.pnls[-1][0] == first_day and out.pnls[-1][1].day_end is True
+    assert tr.account.day != first_day
+
+
+def test_writes_while_the_bus_is_away_are_skipped_counted_and_logged_once_per_map(tmp_path, caplog):
+    import queue
+    from prod.runtime import Bus
+    from services.event_trader.main import BusOutputs
+    m = Market(time.time())
+    tr, _ = _trader(tmp_path, m)
+    tr.process(m.scan(1, 0.0))
+    out = BusOutputs(Bus(load_settings(env={}), "test-away"), queue.Queue())   # never started
+    with caplog.at_level("WARNING", logger="event_trader"):
+        for _ in range(3):
+            out.pnl(tr.account.day, tr.pnl_payload(tr.account.day))
+            out.state(tr.state_payload())
+            out.day_state(tr.account.day, tr.state_payload())
+    assert out.skipped_writes == 9
+    lines = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert len(lines) == 2 and any("DOLPHIN_PNL_BLUE" in x for x in lines)

@@ -99,6 +99,9 @@ def test_trader_lifecycle_garbage_lock_kill9_restart(hz_member, settings_for, tm
         tr = _start_trader(tmp_path, port, "trader_restart")
         wait_until(lambda: "RESTORED from journal" in tr.log_text() or tr.p.poll() is not None, 60, what="restore")
         assert tr.p.poll() is None, tr.log_text()
+        # the new process beats only once connected, i.e. after its listeners are registered
+        wait_until(lambda: json.loads(hb.get("event_trader") or "{}").get("pid") == tr.p.pid, 30,
+                   what="heartbeat of the restarted trader")
         wait_until(lambda: (_state(client) or {}).get("updated_at", 0) > 0 and
                    _state(client)["paper"]["position"] == pos and _state(client)["capital"] == cap, 30,
                    what="restored state published")
@@ -116,27 +119,76 @@ def test_trader_lifecycle_garbage_lock_kill9_restart(hz_member, settings_for, tm
         client.shutdown()
 
 
+def _safety(posture, rm):
+    return maps.SAFETY_LATEST.encode({"posture": posture, "Rm": rm, "ts": time.time()})
+
+
 def test_posture_reads_atomic_reference_then_map_then_defaults_to_apex(hz_member, settings_for, tmp_path):
-    from services.event_trader.main import EventTrader, TraderConfig, load_engine_params
+    from prod.runtime import Bus, SystemClock
+    from services.event_trader.core import TraderCore
     from services.event_trader.journal import Journal
+    from services.event_trader.main import BusOutputs, TraderConfig, TraderService, load_engine_params
     _, port = hz_member
     settings = settings_for(hz_port=port)
     client = make_client(settings, name="test-posture")
+    bus = Bus(settings, "test-posture-bus").start()
     j = Journal.open(tmp_path / "j.sqlite", tmp_path / "a.log")
     try:
-        tr = EventTrader(TraderConfig(settings=settings), j, load_engine_params(), client=client)
-        tr.read_posture()
-        assert (tr.posture, tr.posture_source) == ("APEX", "default")
-        client.get_map(maps.SAFETY).blocking().set(maps.KEY_LATEST, json.dumps({"posture": "TURTLE", "Rm": 0.6}))
-        tr.read_posture()
-        assert (tr.posture, tr.posture_source) == ("TURTLE", "map-fallback")
-        client.cp_subsystem.get_atomic_reference(maps.SAFETY_ATOMIC_REF).blocking().set(
-            json.dumps({"posture": "STALKER", "Rm": 0.8}))
-        tr.read_posture()
-        assert (tr.posture, tr.posture_source) == ("STALKER", "cp-atomic-ref")
-        client.cp_subsystem.get_atomic_reference(maps.SAFETY_ATOMIC_REF).blocking().set(json.dumps({"posture": "BOGUS", "Rm": 1}))
-        tr.read_posture()
-        assert tr.posture == "STALKER"   # an invalid posture is ignored, the last good one stays
+        assert bus.wait_connected(30)
+        cfg = TraderConfig(settings=settings)
+        core = TraderCore(cfg.limits, j, load_engine_params(), tuple(settings.symbols), time.time)
+        svc = TraderService(cfg, core, bus, SystemClock(), BusOutputs(bus, __import__("queue").Queue()))
+        svc.read_posture()
+        assert (core.posture, core.posture_source) == ("APEX", "default")
+        client.get_map(maps.SAFETY).blocking().set(maps.KEY_LATEST, _safety("TURTLE", 0.6))
+        svc.read_posture()
+        assert (core.posture, core.posture_source) == ("TURTLE", "map-fallback")
+        ref = client.cp_subsystem.get_atomic_reference(maps.SAFETY_ATOMIC_REF).blocking()
+        ref.set(_safety("STALKER", 0.8))
+        svc.read_posture()
+        assert (core.posture, core.posture_source) == ("STALKER", "cp-atomic-ref")
+        ref.set(json.dumps({"posture": "BOGUS", "Rm": 1, "ts": time.time()}))
+        svc.read_posture()
+        assert (core.posture, core.posture_source) == ("TURTLE", "map-fallback")   # invalid ref: the map answers
+        client.get_map(maps.SAFETY).blocking().set(maps.KEY_LATEST, "{garbage")
+        core.set_posture("HIBERNATE", "test")
+        svc.read_posture()
+        assert core.posture == "HIBERNATE"   # nothing valid answers: the last good posture stays, never APEX
     finally:
         j.close()
+        bus.close()
         client.shutdown()
+
+
+def test_sigterm_before_any_member_answers_stops_cleanly(tmp_path):
+    """No member at the address: the trader starts, trades nothing, and SIGTERM ends it with exit 0."""
+    from tests.helpers import free_port
+    tr = Proc("services.event_trader", ["--hz-members", f"127.0.0.1:{free_port()}", "--data-dir",
+                                        str(tmp_path / "data")], tmp_path / "t.log").start()
+    try:
+        wait_until(lambda: "trader listening" in tr.log_text() or tr.p.poll() is not None, 60, what="trader up")
+        assert tr.p.poll() is None, tr.log_text()
+        tr.p.terminate()
+        assert tr.p.wait(20) == 0, tr.log_text()
+    finally:
+        tr.stop()
+    text = tr.log_text()
+    assert "SIGTERM received" in text and "Traceback" not in text
+    db = tmp_path / "data" / "trader" / "journal.sqlite"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        kinds = [k for (k,) in con.execute("SELECT kind FROM events ORDER BY rowid")]
+    finally:
+        con.close()
+    assert kinds[-2:] == ["TRADER_START", "TRADER_STOP"]
+
+
+def test_a_bad_setting_is_one_config_error_line_and_exit_2(capsys):
+    from prod.runtime import Service
+    from services.event_trader.main import TraderConfig, run
+    rc = Service.main("event_trader", TraderConfig, run, [], env={"DOLPHIN_EVENT_TRADER_MAX_SCAN_AGE_S": "abc"})
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("event_trader: configuration error:") and "DOLPHIN_EVENT_TRADER_MAX_SCAN_AGE_S" in err[0]
+    rc = Service.main("event_trader", TraderConfig, run, ["--max-scan-age", "-1"], env={})
+    assert rc == 2 and "max_scan_age_s" in capsys.readouterr().err

@@ -1,0 +1,425 @@
+"""The trader's decision core: restore, one scan → one decision, day roll, fills and journal; no bus.
+
+Bible §14, §24.3. :class:`TraderCore` is the state machine the bus adapter (``main.py``) drives; it
+never touches Hazelcast and takes time from an injected clock, so tests drive it directly. Per scan
+(:meth:`TraderCore.process`, on the one decision thread):
+
+1. drops a scan whose number is not above the last processed one (dedup, survives restarts) and a
+   scan older than ``max_scan_age_s`` (10 s, warning);
+2. drains the pending ACB update under ``_acb_lock`` (§14.2: the listener validates outside the
+   lock and only swaps a reference inside it);
+3. rolls the day (``end_day`` → PnL and the day's state, ``begin_day`` with the cached posture and
+   the last ACB boost/beta);
+4. computes ``vol_regime_ok`` with the one gate of :mod:`prod.alpha.vol` from BTC's price (§25);
+5. takes a ``_GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar``; a change
+   marks the result ``stale_state`` (§14.3): on paper the fill still happens (the engine already
+   holds the position) but the fill record and the log carry the flag;
+6. fills an entry or exit on the account (paper: services.event_trader.paper; the account type is
+   injected, so a venue-backed account with the same interface plugs in), syncs the engine's
+   capital to the account (capital sync), journals the event (SQLite WAL + hash-chained audit log)
+   and hands PnL and state to the :class:`Outputs` (the adapter publishes them);
+7. records the scan-to-decision latency (scanner ``timestamp_ns`` → decision), with its
+   publish-to-decision part (``bridge_ts`` → decision); snapshots between trades (every
+   ``snapshot_every_s``) go to ``Outputs.snapshot`` (the adapter persists them off the decision path).
+
+HIBERNATE is passed to the engine, which force-closes an open position and blocks entries (§11.7)
+rather than skipping the bar (a skipped bar could never close the position).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+from collections import deque, namedtuple
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Protocol
+
+from prod.alpha.engine import NDAlphaEngine
+from prod.alpha.ob import InProcessOBProvider
+from prod.alpha.params import EngineParams
+from prod.alpha.vol import VolGate
+from prod.bus import maps
+from prod.bus.payloads import EigenScan, EngineState, ObFeatures, PayloadError, Pnl
+from prod.runtime import RateLog
+from services.event_trader.journal import Journal, JournalIntegrityError
+from services.event_trader.paper import Book, PaperAccount
+
+log = logging.getLogger("event_trader")
+STRATEGY = "blue"
+VOL_SYMBOL = "BTCUSDT"
+POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
+
+_GateSnap = namedtuple("_GateSnap", ["acb_boost", "acb_beta", "posture", "mc_gate_open"])
+Snapshot = tuple  # (last_scan, engine_state, trader_state)
+
+
+class Outputs(Protocol):
+    """Where the core hands what it produced (the bus adapter publishes; tests may record)."""
+
+    def pnl(self, day: str, payload: Pnl) -> None: ...
+    def state(self, payload: EngineState) -> None: ...
+    def day_state(self, day: str, payload: EngineState) -> None: ...
+    def snapshot(self, snap: Snapshot) -> None: ...
+
+
+class NoOutputs:
+    """Outputs that go nowhere (a core without a bus)."""
+
+    def pnl(self, day: str, payload: Pnl) -> None:
+        pass
+
+    def state(self, payload: EngineState) -> None:
+        pass
+
+    def day_state(self, day: str, payload: EngineState) -> None:
+        pass
+
+    def snapshot(self, snap: Snapshot) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreLimits:
+    """The core's own settings (the service config carries them)."""
+
+    max_scan_age_s: float = 10.0
+    max_book_age_s: float = 30.0
+    snapshot_every_s: float = 5.0
+
+
+def _pct(sorted_vals: list[float], q: float) -> float | None:
+    if not sorted_vals:
+        return None
+    return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
+
+
+class TraderCore:
+    """The trader's state machine (see the module docstring).
+
+    Parameters
+    ----------
+    limits : CoreLimits
+    journal : Journal
+        The opened, verified journal (restore source and event sink).
+    params : EngineParams
+    symbols : tuple of str
+        The engine's assets.
+    clock : callable
+        Epoch seconds (``Clock.time``).
+    account_type : type
+        The account: ``account_type.new(capital)`` and ``account_type.from_dict(d)`` build it; it
+        has ``open``/``close``/``roll_day``/``to_dict``, ``capital``, ``position``… as
+        :class:`~services.event_trader.paper.PaperAccount`.
+    outputs : Outputs
+    """
+
+    def __init__(self, limits: CoreLimits, journal: Journal, params: EngineParams, symbols: tuple[str, ...],
+                 clock: Callable[[], float], account_type: Any = PaperAccount, outputs: Outputs | None = None):
+        self.limits, self.journal, self.params, self.clock = limits, journal, params, clock
+        self.symbols = tuple(symbols)
+        self.account_type = account_type
+        self.out: Outputs = outputs or NoOutputs()
+        self.ob = InProcessOBProvider()
+        self.books: dict[str, Book] = {}
+        self._imb: dict[str, deque] = {}
+        self._acb_lock = threading.Lock()
+        self._pending_acb: dict | None = None
+        self.acb = {"boost": 1.0, "beta": 0.0}
+        self.posture = "APEX"
+        self.posture_source = "default"
+        self.stale_state_events = 0
+        self.scans_processed = self.scans_dup = self.scans_stale = self.scans_bad = 0
+        self.latencies: deque = deque(maxlen=20000)
+        self.lat_buf: deque = deque()
+        self.last_decision: dict | None = None
+        self.vol = VolGate()
+        self.bar_idx = 0
+        self.last_scan: int | None = None
+        self.signals_not_taken = 0
+        self._last_snapshot = 0.0
+        self.rl = RateLog(log, 30.0)
+        self._restore()
+
+    # ── restore ──────────────────────────────────────────────────────────────────────────────
+    def _restore(self) -> None:
+        last_scan, engine_state, trader_state = self.journal.load_snapshot()
+        if engine_state is None:
+            self.engine = NDAlphaEngine(self.params, self.symbols)
+            self.engine.set_ob_engine(self.ob)
+            self.account = self.account_type.new(self.engine.capital)
+            log.info("fresh start: capital %.2f", self.account.capital)
+            return
+        try:
+            self.engine = NDAlphaEngine.from_state(self.params, engine_state)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JournalIntegrityError(f"journal snapshot cannot restore the engine: {exc}") from exc
+        self.engine.set_ob_engine(self.ob)
+        ts = trader_state or {}
+        self.account = (self.account_type.from_dict(ts["account"]) if "account" in ts
+                        else self.account_type.new(self.engine.capital))
+        self.engine.capital = self.account.capital
+        self.bar_idx = int(ts.get("bar_idx", 0))
+        self.acb = ts.get("acb", self.acb)
+        self.stale_state_events = int(ts.get("stale_state_events", 0))
+        if isinstance(ts.get("vol"), dict):
+            self.vol.restore(ts["vol"])
+        self.last_scan = last_scan
+        eng_pos = self.engine.position
+        if (eng_pos is None) != (self.account.position is None):
+            raise JournalIntegrityError(
+                f"journal snapshot inconsistent: engine position {eng_pos} vs account {self.account.position}")
+        log.warning("RESTORED from journal: capital=%.4f last_scan=%s position=%s", self.account.capital, last_scan,
+                    None if self.account.position is None else dataclasses.asdict(self.account.position))
+
+    @property
+    def paper(self) -> Any:
+        """The account (named for the paper account it is by default)."""
+        return self.account
+
+    def trader_state(self) -> dict:
+        return {"account": self.account.to_dict(), "bar_idx": self.bar_idx, "acb": self.acb,
+                "stale_state_events": self.stale_state_events, "vol": self.vol.state()}
+
+    def snapshot_now(self) -> Snapshot:
+        return (self.last_scan, self.engine.get_state(), self.trader_state())
+
+    # ── inputs (listener threads: validate, then hand over) ─────────────────────────────────
+    def on_acb(self, boost: Any, beta: Any) -> bool:
+        """Queue an ACB update for the next bar (§14.2); False (logged) when out of range."""
+        try:
+            b, be = float(boost), float(beta)
+        except (TypeError, ValueError):
+            log.error("acb_boost dropped: no numeric boost/beta (%r, %r)", boost, beta)
+            return False
+        if not (math.isfinite(b) and b > 0 and math.isfinite(be) and be >= 0):
+            log.error("acb_boost dropped: out of range boost=%r beta=%r", boost, beta)
+            return False
+        parsed = {"boost": b, "beta": be}
+        with self._acb_lock:
+            self._pending_acb = parsed
+        return True
+
+    def set_posture(self, posture: Any, source: str) -> None:
+        if posture not in POSTURES:
+            log.error("posture %r from %s ignored", posture, source)
+            return
+        if posture != self.posture:
+            log.warning("posture %s -> %s (%s)", self.posture, posture, source)
+        self.posture, self.posture_source = posture, source
+
+    def on_book(self, p: ObFeatures) -> None:
+        """Take one asset's order-book features (best bid/ask for fills, OB features for the engine)."""
+        sym = p.symbol
+        book = Book(float(p.best_bid), float(p.best_ask), float(p.ts))
+        if not (book.best_bid > 0 and book.best_ask > book.best_bid):
+            log.warning("shard %s: crossed/invalid book dropped (bid=%s ask=%s)", sym, book.best_bid, book.best_ask)
+            return
+        h = self._imb.setdefault(sym, deque(maxlen=5))
+        h.append(float(p.imbalance))
+        ma5 = sum(h) / len(h)
+        sign = 1 if ma5 > 0 else -1 if ma5 < 0 else 0
+        persistence = sum(1 for v in h if (v > 0) - (v < 0) == sign) / len(h) if sign else 0.0
+        try:
+            self.ob.update_asset(sym, {
+                "imbalance_ma5": p.imbalance_ma5 if p.imbalance_ma5 is not None else ma5,
+                "imbalance_persistence": (p.imbalance_persistence if p.imbalance_persistence is not None
+                                          else persistence),
+                "withdrawal_velocity": p.withdrawal_velocity if p.withdrawal_velocity is not None else 0.0,
+                "depth_quality": p.depth_quality, "fill_probability": p.fill_probability})
+        except ValueError as exc:
+            log.warning("shard %s dropped: %s", sym, exc)
+            return
+        self.books[sym] = book
+
+    # ── the decision ─────────────────────────────────────────────────────────────────────────
+    def process(self, scan: EigenScan | Mapping[str, Any], t_recv: float | None = None) -> dict | None:
+        """Run one scan through the engine; return the decision record (None when skipped)."""
+        if not isinstance(scan, EigenScan):
+            try:
+                scan = maps.EIGEN_SCAN.coerce(scan)
+            except PayloadError as exc:
+                self.scans_bad += 1
+                log.error("scan dropped: %s", exc)
+                return None
+        sn = scan.scan_number
+        if self.last_scan is not None and sn <= self.last_scan:
+            self.scans_dup += 1
+            return None
+        now = self.clock()
+        scan_ts = scan.timestamp_ns / 1e9
+        age = now - scan_ts
+        if age > self.limits.max_scan_age_s:
+            self.scans_stale += 1
+            log.warning("scan %s is %.1fs old (> %.0fs): skipped", sn, age, self.limits.max_scan_age_s)
+            return None
+        prices = self._prices(scan)
+        if prices is None:
+            self.scans_bad += 1
+            return None
+        vd, v50, v750 = scan.vel_div, scan.w50_velocity, scan.w750_velocity
+        vol_ok = self.vol.update(prices.get(VOL_SYMBOL))
+        self.last_scan = sn
+        if vd is None or v50 is None or v750 is None:
+            return {"scan_number": sn, "note": "scanner warming up", "vol_ok": vol_ok}
+        with self._acb_lock:
+            pending, self._pending_acb = self._pending_acb, None
+        if pending is not None:
+            self.acb = pending
+            if self.engine.date is not None:
+                self.engine.update_acb_boost(pending["boost"], pending["beta"])
+        day = datetime.fromtimestamp(scan_ts, timezone.utc).strftime("%Y-%m-%d")
+        if self.engine.date != day:
+            self._roll_day(day)
+        if self.engine.posture != self.posture:
+            self.engine.set_posture(self.posture)
+        eng = self.engine
+        # the gates this bar is evaluated under (a pending ACB update is applied by step_bar itself)
+        before = _GateSnap(*eng.next_acb, self.posture, eng.mc_gate_open)
+        res = eng.step_bar(self.bar_idx, vd, prices, v50, v750, vol_ok)
+        self.bar_idx += 1
+        after = _GateSnap(eng.day_base_boost, eng.day_beta, self.posture, eng.mc_gate_open)
+        stale = before != after
+        if stale:
+            self.stale_state_events += 1
+            changed = [f for f in _GateSnap._fields if getattr(before, f) != getattr(after, f)]
+            log.warning("[STALE_STATE] gate changed mid-eval: %s", changed)
+        t_dec = self.clock()
+        latency_ms = (t_dec - scan_ts) * 1e3
+        self.latencies.append(latency_ms)
+        bus_ms = (t_recv - scan_ts) * 1e3 if t_recv is not None else float("nan")
+        pub_ts = maps.EIGEN_SCAN.written_at(scan)
+        pub_ms = (t_dec - pub_ts) * 1e3 if pub_ts is not None and pub_ts > 0 else float("nan")
+        self.lat_buf.append(f"{sn},{latency_ms:.4f},{bus_ms:.4f},{pub_ms:.4f}\n")
+        self.scans_processed += 1
+        decision = {"scan_number": sn, "latency_ms": latency_ms, "vol_ok": vol_ok, "note": res.note,
+                    "skipped": res.skipped, "stale_state": stale, "posture": self.posture}
+        acct = self.account
+        if res.entered is not None:
+            e = res.entered
+            fill = acct.open(e.trade_id, e.asset, e.direction, e.notional, self.books.get(e.asset),
+                             prices.get(e.asset, e.price), t_dec, sn, self.limits.max_book_age_s)
+            fill.update(engine_price=e.price, leverage=e.leverage, stale_state=stale, posture=self.posture,
+                        latency_ms=latency_ms)
+            decision["entered"] = fill
+            self._journal("ENTRY", fill, sn)
+            log.info("ENTRY #%d %s %s @ %.6g notional=%.2f (%s)%s", e.trade_id, "SHORT" if e.direction < 0 else "LONG",
+                     e.asset, fill["price"], e.notional, fill["source"], " [STALE_STATE]" if stale else "")
+        elif res.exited is not None:
+            x = res.exited
+            if acct.position is None:
+                log.error("engine closed trade %d but no account position is open; journaling engine-only exit",
+                          x.trade_id)
+                fill = {"trade_id": x.trade_id, "reason": x.reason, "engine_only": True}
+            else:
+                fill = acct.close(x.reason, self.books.get(x.asset), prices.get(x.asset, x.exit_price), t_dec, sn,
+                                  self.limits.max_book_age_s)
+            eng.capital = acct.capital  # capital sync: the account is the truth
+            fill.update(engine_exit_price=x.exit_price, bars_held=x.bars_held, stale_state=stale)
+            decision["exited"] = fill
+            self._journal("EXIT", fill, sn)
+            log.info("EXIT #%d %s %s net=%.4f capital=%.4f", x.trade_id, x.asset, x.reason, fill.get("net", 0.0),
+                     acct.capital)
+        else:
+            if res.note not in ("in_position", "no_signal") and not res.skipped and eng.signal_fires(vd):
+                # the signal fired but a gate held it back: say which (operators ask "why no trade?")
+                self.signals_not_taken += 1
+                log.info("signal at scan %s (vel_div=%.4f) not taken: %s", sn, vd, res.note)
+            if t_dec - self._last_snapshot >= self.limits.snapshot_every_s:
+                self._last_snapshot = t_dec
+                self.out.snapshot(self.snapshot_now())
+        self.last_decision = decision
+        return decision
+
+    def _prices(self, scan: EigenScan) -> dict | None:
+        out: dict[str, float] = {}
+        for a, p in zip(scan.assets, scan.asset_prices):
+            if isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p > 0:
+                out[a] = float(p)
+        if not out:
+            log.error("scan %s dropped: no valid price", scan.scan_number)
+            return None
+        return out
+
+    def _roll_day(self, day: str) -> None:
+        eng = self.engine
+        if eng.date is not None:
+            res = eng.end_day()
+            self._journal_only("DAY_END", {"date": res.date, "capital": self.account.capital,
+                                           "trades": self.account.day_trades}, self.last_scan)
+            self._emit("pnl", res.date, lambda: self.pnl_payload(res.date, day_end=True))
+            self._emit("day_state", res.date, self.state_payload)
+            self._emit("state", None, self.state_payload)
+        eng.begin_day(day, posture=self.posture, direction=self.params.direction,
+                      boost=self.acb["boost"], beta=self.acb["beta"])
+        self.account.roll_day(day)
+        self.bar_idx = 0
+        log.info("begin_day %s posture=%s boost=%.3f beta=%.2f", day, self.posture, self.acb["boost"], self.acb["beta"])
+
+    def _journal_only(self, kind: str, payload: dict, sn: int | None) -> None:
+        self.journal.append(kind, payload, sn, snapshot=self.snapshot_now())
+        self._last_snapshot = self.clock()
+
+    def _journal(self, kind: str, payload: dict, sn: int | None) -> None:
+        self._journal_only(kind, payload, sn)
+        day = self.account.day or "unknown"
+        self._emit("pnl", day, lambda: self.pnl_payload(day))
+        self._emit("state", None, self.state_payload)
+
+    def _emit(self, kind: str, day: str | None, build: Callable[[], Any]) -> None:
+        """Build a payload and hand it to the outputs; a payload that fails validation is logged, never raised."""
+        try:
+            payload = build()
+        except (PayloadError, ValueError, TypeError) as exc:
+            self.rl.error(f"emit:{kind}", "%s payload not published: %s", kind, exc)
+            return
+        if kind == "pnl":
+            self.out.pnl(day, payload)
+        elif kind == "day_state":
+            self.out.day_state(day, payload)
+        else:
+            self.out.state(payload)
+
+    def journal_event(self, kind: str, payload: dict) -> None:
+        """Append a lifecycle event (TRADER_START / TRADER_STOP) to the journal."""
+        self.journal.append(kind, payload)
+
+    # ── outputs ──────────────────────────────────────────────────────────────────────────────
+    def latency_stats(self) -> dict:
+        """p50/p99/max over the last 2000 decisions."""
+        vals = sorted(list(self.latencies)[-2000:])
+        return {"n": len(vals), "p50_ms": _pct(vals, 0.50), "p99_ms": _pct(vals, 0.99),
+                "max_ms": vals[-1] if vals else None}
+
+    def pnl_payload(self, day: str, day_end: bool = False) -> Pnl:
+        p = self.account
+        return maps.PNL_BLUE_DAY.build(
+            day, date=day, strategy=STRATEGY, capital=p.capital, pnl=p.capital - p.day_start_capital,
+            trades=p.day_trades, total_trades=p.trades, peak_capital=p.peak_capital,
+            open_position=None if p.position is None else dataclasses.asdict(p.position),
+            last_trades=p.history[-5:], boost=self.engine.day_base_boost, beta=self.engine.day_beta,
+            mc_status=self.engine.mc_status, posture=self.posture,
+            stale_state_events=self.stale_state_events, fees_paid=p.fees_paid, day_end=day_end,
+            updated_at=self.clock())
+
+    def state_payload(self, snap: Snapshot | None = None) -> EngineState:
+        """Build the trader's state; ``snap`` = (last_scan, engine_state, trader_state) taken earlier."""
+        last_scan, engine_state, ts = snap if snap is not None else self.snapshot_now()
+        acct = ts["account"]
+        return maps.STATE_LATEST.build(
+            strategy=STRATEGY, capital=acct["capital"], peak_capital=acct["peak_capital"],
+            updated_at=self.clock(), last_scan_number=last_scan, posture=self.posture,
+            posture_source=self.posture_source, paper=acct, engine_state=engine_state,
+            latency=self.latency_stats(), stale_state_events=ts["stale_state_events"])
+
+    def heartbeat_fields(self) -> dict:
+        return {"posture": self.posture, "scans": self.scans_processed, "last_scan": self.last_scan,
+                "dup": self.scans_dup, "stale": self.scans_stale, "signals_not_taken": self.signals_not_taken,
+                "latency": self.latency_stats(), "capital": self.account.capital,
+                "open_position": self.account.position is not None}
+
+    def drain_latency_lines(self) -> list[str]:
+        buf = []
+        while self.lat_buf:
+            buf.append(self.lat_buf.popleft())
+        return buf
