@@ -451,6 +451,7 @@ class MetaHealthService:
         self._client_lock = threading.Lock()
         self._connecting = False
         self._closed = threading.Event()
+        self.member_events: list[dict] = []      # cluster membership changes seen by the client (last 20)
         self.cycles = 0
         hz = cfg.settings.hz_members[0]
         host, _, port = hz.rpartition(":")
@@ -475,11 +476,19 @@ class MetaHealthService:
                     client.shutdown()
                     return
                 self._client = client
+                client.cluster_service.add_listener(member_added=lambda m: self._member_event("added", m),
+                                                    member_removed=lambda m: self._member_event("removed", m))
                 log.info("connected to Hazelcast %s", self.cfg.settings.hz_members)
                 return
             except Exception as exc:  # noqa: BLE001
                 log.warning("Hazelcast not reachable (%r); M4 degraded, retrying", exc)
                 self._closed.wait(2.0)
+
+    def _member_event(self, kind: str, member: Any) -> None:
+        ev = {"event": kind, "member": f"{member.address.host}:{member.address.port}", "uuid": str(member.uuid),
+              "ts": self.clock()}
+        (log.warning if kind == "removed" else log.info)("Hazelcast member %s: %s", kind, ev["member"])
+        self.member_events = (self.member_events + [ev])[-20:]
 
     def _read(self, map_name: str, key: str) -> dict | None:
         client = self._client
@@ -497,6 +506,12 @@ class MetaHealthService:
         except maps.PayloadError as exc:
             log.warning("MHS: %s", exc)
             return {"_invalid": True}
+
+    def _cluster_members(self) -> list[str]:
+        client = self._client
+        if client is None:
+            return []
+        return sorted(f"{m.address.host}:{m.address.port}" for m in client.cluster_service.get_members())
 
     def _heartbeats(self, now: float) -> tuple[float, dict[str, float]]:
         client = self._client
@@ -532,7 +547,10 @@ class MetaHealthService:
         m1_data = score_m1_data(states)
         m1_trader = score_m1_trader(states)
 
-        hz_up = port_open(self.hz_host, self.hz_port)
+        # every configured member is probed (a cluster serves while any member does); the report lists each
+        hz_members_up = {m: port_open(m.rpartition(":")[0], int(m.rpartition(":")[2]))
+                         for m in self.cfg.settings.hz_members}
+        hz_up = any(hz_members_up.values())
         prefect_up = port_open(self.cfg.prefect_host, self.cfg.prefect_port) if self.cfg.prefect_port else False
         m4 = score_m4(hz_up, prefect_up)
 
@@ -571,7 +589,8 @@ class MetaHealthService:
             "weights": SENSOR_WEIGHTS,
             "services": {p: states.get(p, "UNKNOWN") for p in all_programs},
             "status_source": source,
-            "control_plane": {"hz": f"{self.hz_host}:{self.hz_port}", "hz_up": hz_up,
+            "control_plane": {"hz": f"{self.hz_host}:{self.hz_port}", "hz_up": hz_up, "hz_members_up": hz_members_up,
+                              "hz_cluster_members": self._cluster_members(), "hz_member_events": self.member_events,
                               "prefect": f"{self.cfg.prefect_host}:{self.cfg.prefect_port}", "prefect_up": prefect_up},
             "data_sources": data_sources,
             "heartbeat_ages_s": hb_ages,
@@ -582,8 +601,9 @@ class MetaHealthService:
         }
         self.cycles += 1
         self._publish(report, now)
-        log.info("rm_meta=%.3f [%s] m4=%.2f m1=%.2f m3=%.2f m5=%.2f trader=%.0f%s", rm, status, m4, m1_data, m3, m5,
-                 m1_trader, (" | " + "; ".join(actions)) if actions else "")
+        down = [m for m, ok in hz_members_up.items() if not ok]
+        log.info("rm_meta=%.3f [%s] m4=%.2f m1=%.2f m3=%.2f m5=%.2f trader=%.0f%s%s", rm, status, m4, m1_data, m3, m5,
+                 m1_trader, f" | hz members down: {down}" if down else "", (" | " + "; ".join(actions)) if actions else "")
         return report
 
     def _publish(self, report: dict, now: float) -> None:

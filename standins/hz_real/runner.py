@@ -47,13 +47,64 @@ def port_accepting(host: str, port: int) -> bool:
         return False
 
 
+AUTH_STATUS = {0: "AUTHENTICATED", 1: "CREDENTIALS_FAILED", 2: "SERIALIZATION_VERSION_MISMATCH",
+               3: "NOT_ALLOWED_IN_CLUSTER"}
+
+
+def probe_auth(host: str, port: int, cluster_name: str, timeout: float = 5.0) -> int | None:
+    """Send one client authentication for ``cluster_name`` over a raw socket; return the status byte.
+
+    None when the member does not answer within ``timeout`` (still starting: it accepts before it
+    authenticates). A real 5.3 member answers CREDENTIALS_FAILED (1) for a wrong cluster name.
+    """
+    import struct
+    import uuid
+
+    from hazelcast.protocol.client_message import Frame, InboundMessage, _IS_FINAL_FLAG
+    from hazelcast.protocol.codec import client_authentication_codec as auth
+
+    req = auth.encode_request(cluster_name, None, None, uuid.uuid4(), "PYH", 1, "5.3.0", "hz_real-probe", [])
+    req.set_correlation_id(1)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(b"CP2" + bytes(req.buf))
+            buf, msg = b"", None
+            while True:
+                while len(buf) < 6 or len(buf) < struct.unpack_from("<i", buf, 0)[0]:
+                    data = s.recv(65536)
+                    if not data:
+                        return None
+                    buf += data
+                length, flags = struct.unpack_from("<iH", buf, 0)
+                frame, buf = Frame(buf[6:length], flags), buf[length:]
+                msg = InboundMessage(frame) if msg is None else (msg.add_frame(frame) or msg)
+                if flags & _IS_FINAL_FLAG:
+                    break
+            if struct.unpack_from("<i", msg.start_frame.buf, 0)[0] != auth._RESPONSE_MESSAGE_TYPE:
+                return None
+            return auth.decode_response(msg)["status"]
+    except (OSError, struct.error, ValueError):
+        return None
+
+
+def _wait_future(fut, timeout: float):
+    import threading
+    done = threading.Event()
+    fut.add_done_callback(lambda _f: done.set())
+    if not done.wait(timeout):
+        raise TimeoutError(f"no answer within {timeout:.0f}s")
+    return fut.result()
+
+
 def check_member(host: str, port: int, cluster_name: str, timeout: float = 10.0,
-                 cluster_size: int | None = None, alive=None) -> None:
+                 cluster_size: int | None = None, alive=None, cp: bool = False) -> None:
     """Wait until ``host:port`` accepts and a client of ``cluster_name`` connects (and sees ``cluster_size``).
 
     Raises HzRealError naming the cause: nothing accepting on the port, a member of another cluster
-    (wrong cluster name), or a cluster that does not reach the expected size in time. ``alive`` is an
-    optional callable; when it returns False (the JVM died) the wait stops at once.
+    (wrong cluster name), a cluster that does not reach the expected size in time, or (``cp``) a CP
+    subsystem that does not answer. ``alive`` is an optional callable; when it returns False (the
+    JVM died) the wait stops at once.
     """
     import hazelcast
     from hazelcast.errors import HazelcastError
@@ -66,6 +117,19 @@ def check_member(host: str, port: int, cluster_name: str, timeout: float = 10.0,
             raise HzRealError(f"no Hazelcast member accepts connections on {host}:{port} within {timeout:.0f}s "
                               f"(unreachable: not started, crashed, or another address)")
         time.sleep(0.1)
+    while True:
+        status = probe_auth(host, port, cluster_name, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+        if status == 0:
+            break
+        if status is not None:
+            raise HzRealError(f"{host}:{port} refused cluster name {cluster_name!r} ({AUTH_STATUS.get(status, status)}): "
+                              f"a member of another cluster? (check --cluster-name / DOLPHIN_HZ_CLUSTER)")
+        if alive is not None and not alive():
+            raise HzRealError(f"the member process for {host}:{port} exited before it served clients")
+        if time.monotonic() > deadline:
+            raise HzRealError(f"{host}:{port} accepts connections but no Hazelcast member answered within "
+                              f"{timeout:.0f}s (not a Hazelcast member, or still starting)")
+        time.sleep(0.2)
     left = max(1.0, deadline - time.monotonic())
     try:
         client = hazelcast.HazelcastClient(cluster_members=[f"{host}:{port}"], cluster_name=cluster_name,
@@ -86,6 +150,18 @@ def check_member(host: str, port: int, cluster_name: str, timeout: float = 10.0,
                     raise HzRealError(f"cluster {cluster_name!r} at {host}:{port} has {n} of {cluster_size} "
                                       f"members after {timeout:.0f}s")
                 time.sleep(0.1)
+        if cp:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HzRealError(f"the CP subsystem of cluster {cluster_name!r} did not answer within "
+                                      f"{timeout:.0f}s (CP group not formed: are all CP members up?)")
+                try:
+                    _wait_future(client.cp_subsystem.get_atomic_long("hz_real_ready").get(), min(left, 10.0))
+                    break
+                except (TimeoutError, HazelcastError) as exc:
+                    log.info("CP subsystem not ready yet: %r", exc)
+                    time.sleep(0.5)
     finally:
         client.shutdown()
 
