@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run stop test bench venv clean status
+.PHONY: run stop test bench venv clean status cluster cluster-stop hz-jar
 
 venv: $(STAMP)
 
@@ -28,6 +28,19 @@ stop: $(STAMP)
 
 status: $(STAMP)
 	$(PY) -m services.mesh status
+
+# cluster profile on one machine: 3 real Hazelcast 5.3.8 members (needs java + mvn), then the mesh on them
+CLUSTER_ARGS := --profile cluster --hz-members 3
+
+cluster: $(STAMP)
+	$(PY) -m services.mesh up $(CLUSTER_ARGS)
+
+cluster-stop: $(STAMP)
+	$(PY) -m services.mesh down $(CLUSTER_ARGS)
+
+# fetch the pinned Hazelcast jar into .cache/hazelcast (the tests and `make cluster` do it on first use)
+hz-jar: $(STAMP)
+	$(PY) -m standins.hz_real --fetch-only
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,6 +11,13 @@ socket under ``run/``, logs under ``run_logs/supervisor/``, Prefect state under 
 Giving ``--instance-dir`` (tests, a second mesh on the same machine) or ``--profile cluster`` renders a
 copy of the config into that directory with its own socket, logs, data dir (Prefect's included), ports
 and environment; the program commands stay the same.
+
+``--profile cluster --hz-members N`` (N = 1..3; ``make cluster`` uses 3) runs the cluster profile on
+one machine: N real Hazelcast 5.3.8 members on loopback (group ``hz_cluster``, ports ``--hz-port`` ..
+``--hz-port + N - 1``, CP subsystem with 3 CP members when N = 3, unsafe mode below), no embedded
+member; the venue simulator and Prefect stay local, the trader manual as in the cluster profile. The jar
+is fetched before supervisord starts; every other program is started only once the cluster serves a
+client with all N members and a CP call succeeds, so no service starts against a half-formed cluster.
 """
 from __future__ import annotations
 
@@ -43,6 +50,8 @@ class MeshPaths:
     env: dict = field(default_factory=dict)
     ports: tuple = (DEFAULT_HZ_PORT, DEFAULT_VENUE_PORT, DEFAULT_PREFECT_PORT)   # must be free (embedded profile)
     prefect_home: Path | None = None   # PREFECT_HOME of the prefect program: created by up() (prefect makes no parents)
+    hz_cluster: tuple = ()             # ports of the real members of a local cluster (--hz-members); () = none
+    deferred: tuple = ()               # programs started by up() once the local cluster serves
 
     @property
     def health_file(self) -> Path:
@@ -82,17 +91,37 @@ def _sub_in_section(text: str, section: str, pattern: str, repl: str) -> str:
     return "\n".join(out) + "\n"
 
 
+HZ_CLUSTER_PROGRAMS = ("hz1", "hz2", "hz3")
+
+
+def _program_names(text: str) -> list[str]:
+    return re.findall(r"^\[program:([^\]]+)\]\s*$", text, flags=re.M)
+
+
+def _group_of(text: str) -> dict[str, str]:
+    out = {}
+    for group, progs in re.findall(r"^\[group:([^\]]+)\]\s*\nprograms=(.*)$", text, flags=re.M):
+        for prog in progs.split(","):
+            out[prog.strip()] = group
+    return out
+
+
 def render_conf(text: str, *, instance_dir: Path, hz_port: int, venue_port: int, profile: str = "embedded",
                 mhs_interval: float | None = None, env: dict | None = None, trader_autostart: bool | None = None,
-                prefect_port: int = DEFAULT_PREFECT_PORT) -> str:
-    """Return the committed config rewritten for one instance directory (socket, logs, ports, env)."""
+                prefect_port: int = DEFAULT_PREFECT_PORT, hz_members: int = 0) -> str:
+    """Return the committed config rewritten for one instance directory (socket, logs, ports, env).
+
+    ``hz_members`` > 0 (cluster profile only) turns on that many ``hz_cluster`` programs on ports
+    ``hz_port``.. and turns every program that is not a member off (``up`` starts them later).
+    """
     inst = str(instance_dir)
+    text = text.replace("%(here)s/../run/hz_real", f"{inst}/hz_real")
     text = text.replace("%(here)s/../run/supervisor.sock", f"{inst}/sv.sock")
     text = text.replace("%(here)s/../run/supervisord.pid", f"{inst}/supervisord.pid")
     text = text.replace("%(here)s/../run_logs/supervisor", f"{inst}/logs")
     text = text.replace("%(here)s/../data/", f"{inst}/data/")
     text = text.replace("%(here)s/..", str(REPO_ROOT))
-    text = text.replace(f"--port {DEFAULT_HZ_PORT} ", f"--port {hz_port} ")
+    text = _sub_in_section(text, "program:hz_member", rf"--port {DEFAULT_HZ_PORT}\b", f"--port {hz_port}")
     text = text.replace(f"--port {DEFAULT_VENUE_PORT} ", f"--port {venue_port} ")
     text = _sub_in_section(text, "program:prefect", rf"--port {DEFAULT_PREFECT_PORT}\b", f"--port {prefect_port}")
     text = _sub_in_section(text, "program:meta_health", r"--prefect-port \d+", f"--prefect-port {prefect_port}")
@@ -108,29 +137,74 @@ def render_conf(text: str, *, instance_dir: Path, hz_port: int, venue_port: int,
             text = _set_in_section(text, f"program:{prog}", "autostart", "false")
     if trader_autostart is not None:
         text = _set_in_section(text, "program:event_trader", "autostart", "true" if trader_autostart else "false")
+    if hz_members:
+        if profile != "cluster" or not 1 <= hz_members <= len(HZ_CLUSTER_PROGRAMS):
+            raise ValueError(f"--hz-members {hz_members}: needs --profile cluster and 1..{len(HZ_CLUSTER_PROGRAMS)}")
+        ports = [hz_port + i for i in range(hz_members)]
+        peers = ",".join(map(str, ports))
+        cp = 3 if hz_members >= 3 else 0
+        for i, prog in enumerate(HZ_CLUSTER_PROGRAMS):
+            sec = f"program:{prog}"
+            if i < hz_members:
+                text = _sub_in_section(text, sec, r"--port \d+", f"--port {ports[i]}")
+                text = _sub_in_section(text, sec, r"--peers \S+", f"--peers {peers}")
+                text = _sub_in_section(text, sec, r"--cp-members \d+", f"--cp-members {cp}")
+                text = _set_in_section(text, sec, "autostart", "true")
+            else:
+                text = _set_in_section(text, sec, "autostart", "false")
+        for prog in _program_names(text):
+            if prog not in HZ_CLUSTER_PROGRAMS:
+                text = _set_in_section(text, f"program:{prog}", "autostart", "false")
     return text
+
+
+def deferred_programs(committed: str, rendered_for_cluster: str) -> tuple[str, ...]:
+    """Programs (group:name) autostarted by ``render_conf(profile="cluster")`` without ``hz_members``."""
+    groups = _group_of(committed)
+    out = []
+    for prog in _program_names(rendered_for_cluster):
+        if prog in HZ_CLUSTER_PROGRAMS or prog == "hz_member":
+            continue
+        m = re.search(rf"^\[program:{re.escape(prog)}\]\s*$(.*?)(?=^\[|\Z)", rendered_for_cluster, flags=re.M | re.S)
+        if m and re.search(r"^autostart=true\s*$", m.group(1), flags=re.M):
+            out.append(f"{groups[prog]}:{prog}" if prog in groups else prog)
+    return tuple(out)
 
 
 def instance_paths(instance_dir: Path, hz_port: int, venue_port: int, profile: str, mhs_interval: float | None,
                    extra_env: dict, trader_autostart: bool | None = None,
-                   prefect_port: int = DEFAULT_PREFECT_PORT) -> MeshPaths:
+                   prefect_port: int = DEFAULT_PREFECT_PORT, hz_members: int = 0) -> MeshPaths:
     """Render the config into ``instance_dir`` and return its paths and child environment."""
     instance_dir = instance_dir.resolve()
     for d in (instance_dir, instance_dir / "logs", instance_dir / "run_logs"):
         d.mkdir(parents=True, exist_ok=True)
-    env = {"DOLPHIN_HZ_MEMBERS": f"127.0.0.1:{hz_port}",
+    hz_ports = tuple(hz_port + i for i in range(hz_members))
+    env = {"DOLPHIN_HZ_MEMBERS": ",".join(f"127.0.0.1:{p}" for p in (hz_ports or (hz_port,))),
            "DOLPHIN_VENUE_WS": f"ws://127.0.0.1:{venue_port}",
            "DOLPHIN_VENUE_REST": f"http://127.0.0.1:{venue_port}",
            "DOLPHIN_DATA_DIR": str(instance_dir / "data"),
            "DOLPHIN_RUN_LOGS": str(instance_dir / "run_logs"), **extra_env}
     conf = instance_dir / "dolphin-supervisord.conf"
-    conf.write_text(render_conf(CONF.read_text(), instance_dir=instance_dir, hz_port=hz_port, venue_port=venue_port,
-                                profile=profile, mhs_interval=mhs_interval, env=env,
-                                trader_autostart=trader_autostart, prefect_port=prefect_port))
+    committed = CONF.read_text()
+    kw = dict(instance_dir=instance_dir, hz_port=hz_port, venue_port=venue_port, profile=profile,
+              mhs_interval=mhs_interval, env=env, trader_autostart=trader_autostart, prefect_port=prefect_port)
+    deferred: tuple = ()
+    if hz_members:
+        # a local cluster keeps the simulator and Prefect of the one machine; the rest as the cluster profile
+        plain = render_conf(committed, **kw)
+        for prog in ("venue_sim", "prefect"):
+            plain = _set_in_section(plain, f"program:{prog}", "autostart", "true")
+        deferred = deferred_programs(committed, plain)
+    conf.write_text(render_conf(committed, **kw, hz_members=hz_members))
+    if profile == "embedded":
+        ports: tuple = (hz_port, venue_port, prefect_port)
+    elif hz_members:
+        ports = (*hz_ports, venue_port, prefect_port)
+    else:
+        ports = ()
     return MeshPaths(conf=conf, socket=instance_dir / "sv.sock", pidfile=instance_dir / "supervisord.pid",
-                     logdir=instance_dir / "logs", run_logs=instance_dir / "run_logs", env=env,
-                     ports=(hz_port, venue_port, prefect_port) if profile == "embedded" else (),
-                     prefect_home=instance_dir / "data" / "prefect")
+                     logdir=instance_dir / "logs", run_logs=instance_dir / "run_logs", env=env, ports=ports,
+                     prefect_home=instance_dir / "data" / "prefect", hz_cluster=hz_ports, deferred=deferred)
 
 
 def _port_in_use(port: int) -> bool:
@@ -197,6 +271,14 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
               f"--prefect-port P",
               file=sys.stderr)
         return 2
+    if paths.hz_cluster:
+        from standins.hz_real.fetch import HzRealError, ensure_jar, require_tool
+        try:
+            require_tool("java")
+            print(f"hazelcast jar: {ensure_jar()}", flush=True)
+        except HzRealError as exc:
+            print(f"ERROR: {exc}", file=sys.stderr)
+            return 2
     t_start = time.time()
     env = {**os.environ, **paths.env}
     res = subprocess.run([str(BIN / "supervisord"), "-c", str(paths.conf)], capture_output=True, text=True, env=env,
@@ -205,6 +287,10 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
         print(f"ERROR: supervisord failed to start (exit {res.returncode}):\n{res.stdout}{res.stderr}", file=sys.stderr)
         return 2
     print(f"supervisord started with {paths.conf}")
+    if paths.hz_cluster:
+        rc = _start_after_cluster(paths, timeout)
+        if rc:
+            return rc
     if not wait:
         return 0
     print(f"waiting up to {timeout:.0f}s for meta_health GREEN ({paths.health_file}) ...", flush=True)
@@ -236,6 +322,28 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
               f"sensors={last.get('sensors')} not running={bad} data={last.get('data_sources')}", file=sys.stderr)
     print(where, file=sys.stderr)
     return 1
+
+
+def _start_after_cluster(paths: MeshPaths, timeout: float) -> int:
+    """Wait until the local real cluster serves (all members, a CP call), then start the deferred programs."""
+    from standins.hz_real.fetch import HzRealError
+    from standins.hz_real.runner import check_member
+    cluster = paths.env.get("DOLPHIN_HZ_CLUSTER", "dolphin")
+    n = len(paths.hz_cluster)
+    print(f"waiting up to {timeout:.0f}s for {n} real Hazelcast member(s) on 127.0.0.1:{paths.hz_cluster} ...",
+          flush=True)
+    try:
+        check_member("127.0.0.1", paths.hz_cluster[0], cluster, timeout, cluster_size=n, cp=True)
+    except HzRealError as exc:
+        print(f"ERROR: the real Hazelcast cluster did not form: {exc}\n(see {paths.logdir}/hz1.log)\n"
+              f"{supervisorctl(paths, 'status').stdout}", file=sys.stderr)
+        return 1
+    print(f"cluster {cluster!r} serves with {n} member(s); starting {len(paths.deferred)} programs", flush=True)
+    res = supervisorctl(paths, "start", *paths.deferred, timeout=120)
+    if res.returncode not in (0, 3) and "ERROR" in res.stdout:
+        print(f"ERROR: supervisorctl start failed:\n{res.stdout}{res.stderr}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def down(paths: MeshPaths, timeout: float = 60.0) -> int:
@@ -279,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT,
                     help="port of the supervised Prefect server (and of MHS's M4 check)")
     ap.add_argument("--profile", choices=("embedded", "cluster"), default=os.environ.get("DOLPHIN_PROFILE", "embedded"))
+    ap.add_argument("--hz-members", type=int, default=0,
+                    help="cluster profile: run this many real Hazelcast members (1..3) under supervisord (hz_cluster)")
     ap.add_argument("--mhs-interval", type=float, default=None)
     ap.add_argument("--no-trader", action="store_true", help="do not autostart the trader")
     ap.add_argument("--env", action="append", default=[], metavar="K=V", help="extra DOLPHIN_* for every program")
@@ -292,16 +402,20 @@ def is_custom(args: argparse.Namespace) -> bool:
     """True when the options differ from the committed config's, i.e. a rendered instance is needed."""
     return (args.instance_dir is not None or args.profile != "embedded" or args.hz_port != DEFAULT_HZ_PORT
             or args.venue_port != DEFAULT_VENUE_PORT or args.prefect_port != DEFAULT_PREFECT_PORT
-            or args.mhs_interval is not None or bool(args.env) or args.no_trader)
+            or args.mhs_interval is not None or bool(args.env) or args.no_trader or bool(args.hz_members))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
     extra = dict(kv.split("=", 1) for kv in args.env)
+    if args.hz_members and (args.profile != "cluster" or not 1 <= args.hz_members <= len(HZ_CLUSTER_PROGRAMS)):
+        ap.error(f"--hz-members {args.hz_members}: needs --profile cluster and a count of 1..{len(HZ_CLUSTER_PROGRAMS)}")
     if is_custom(args):
-        paths = instance_paths(args.instance_dir or REPO_ROOT / "run" / "instance", args.hz_port, args.venue_port,
+        default_dir = REPO_ROOT / "run" / ("cluster" if args.hz_members else "instance")
+        paths = instance_paths(args.instance_dir or default_dir, args.hz_port, args.venue_port,
                                args.profile, args.mhs_interval, extra, False if args.no_trader else None,
-                               prefect_port=args.prefect_port)
+                               prefect_port=args.prefect_port, hz_members=args.hz_members)
     else:
         paths = default_paths()
     if args.command == "up":

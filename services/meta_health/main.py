@@ -51,7 +51,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from prod.bus import maps
 from prod.bus.payloads import AcbBoost, ObfUniverse, Payload, PayloadError
-from prod.runtime import Bus, Clock, RateLog, Service, SystemClock, atomic_write_json, result_within
+from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, SystemClock, atomic_write_json, result_within
 from prod.settings import REPO_ROOT, Settings
 from prod.timeparse import parse_timestamp
 
@@ -402,6 +402,8 @@ class MetaHealthService:
         self.supervisorctl = supervisorctl_path()
         self.recovery = recovery or Recovery(cfg.supervisor_conf, supervisorctl=self.supervisorctl)
         self.rl = RateLog(log, 30.0)
+        self.member_events: list[dict] = []      # cluster membership changes seen by the client (last 20)
+        bus.on_connect(self._watch_members)
         self.cycles = 0
         self.skipped_writes = 0
         hz = cfg.settings.hz_members[0]
@@ -426,6 +428,24 @@ class MetaHealthService:
         except PayloadError as exc:
             self.rl.warning(f"bad:{topic.source()}", "MHS: %s", exc)
             return None, False
+
+    def _watch_members(self, bus: Bus) -> None:
+        """on_connect hook: record the cluster's membership changes seen by this client."""
+        bus.client.cluster_service.add_listener(member_added=lambda m: self._member_event("added", m),
+                                                member_removed=lambda m: self._member_event("removed", m))
+
+    def _member_event(self, kind: str, member: Any) -> None:
+        ev = {"event": kind, "member": f"{member.address.host}:{member.address.port}", "uuid": str(member.uuid),
+              "ts": self.clock.time()}
+        (log.warning if kind == "removed" else log.info)("Hazelcast member %s: %s", kind, ev["member"])
+        self.member_events = (self.member_events + [ev])[-20:]
+
+    def _cluster_members(self) -> list[str]:
+        try:
+            client = self.bus.client
+        except BusUnavailable:
+            return []
+        return sorted(f"{m.address.host}:{m.address.port}" for m in client.cluster_service.get_members())
 
     def _heartbeats(self, now: float) -> tuple[float, dict[str, float]]:
         try:
@@ -458,7 +478,10 @@ class MetaHealthService:
         m1_data = score_m1_data(states)
         m1_trader = score_m1_trader(states)
 
-        hz_up = port_open(self.hz_host, self.hz_port)
+        # every configured member is probed (a cluster serves while any member does); the report lists each
+        hz_members_up = {m: port_open(m.rpartition(":")[0], int(m.rpartition(":")[2]))
+                         for m in self.cfg.settings.hz_members}
+        hz_up = any(hz_members_up.values())
         prefect_up = port_open(self.cfg.prefect_host, self.cfg.prefect_port) if self.cfg.prefect_port else False
         m4 = score_m4(hz_up, prefect_up)
 
@@ -499,7 +522,8 @@ class MetaHealthService:
             "weights": SENSOR_WEIGHTS,
             "services": {p: states.get(p, "UNKNOWN") for p in all_programs},
             "status_source": source,
-            "control_plane": {"hz": f"{self.hz_host}:{self.hz_port}", "hz_up": hz_up,
+            "control_plane": {"hz": f"{self.hz_host}:{self.hz_port}", "hz_up": hz_up, "hz_members_up": hz_members_up,
+                              "hz_cluster_members": self._cluster_members(), "hz_member_events": self.member_events,
                               "prefect": f"{self.cfg.prefect_host}:{self.cfg.prefect_port}", "prefect_up": prefect_up},
             "data_sources": data_sources,
             "heartbeat_ages_s": hb_ages,
@@ -510,8 +534,9 @@ class MetaHealthService:
         }
         self.cycles += 1
         self._publish(report, now)
-        log.info("rm_meta=%.3f [%s] m4=%.2f m1=%.2f m3=%.2f m5=%.2f trader=%.0f%s", rm, status, m4, m1_data, m3, m5,
-                 m1_trader, (" | " + "; ".join(actions)) if actions else "")
+        down = [m for m, ok in hz_members_up.items() if not ok]
+        log.info("rm_meta=%.3f [%s] m4=%.2f m1=%.2f m3=%.2f m5=%.2f trader=%.0f%s%s", rm, status, m4, m1_data, m3, m5,
+                 m1_trader, f" | hz members down: {down}" if down else "", (" | " + "; ".join(actions)) if actions else "")
         return report
 
     def _publish(self, report: dict, now: float) -> None:

@@ -25,6 +25,8 @@ def parse_config(argv: list[str] | None = None) -> MemberConfig:
     ap.add_argument("--snapshot-dir", default=None, type=Path,
                     help="persist maps and CP state to DIR/hz_member.sqlite3 and reload them on start")
     ap.add_argument("--no-heartbeat", action="store_true", help="do not write DOLPHIN_HEARTBEAT[hz_member]")
+    ap.add_argument("--auth-timeout-s", type=float, default=30.0,
+                    help="close a connection that has not authenticated within this many seconds (0 = never)")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
@@ -35,7 +37,7 @@ def parse_config(argv: list[str] | None = None) -> MemberConfig:
         ap.error("--cluster-name must not be empty")
     from prod.bus import maps
     return MemberConfig(host=a.host, port=a.port, cluster_name=a.cluster_name, snapshot_dir=a.snapshot_dir,
-                        heartbeat_map=None if a.no_heartbeat else maps.HEARTBEAT)
+                        heartbeat_map=None if a.no_heartbeat else maps.HEARTBEAT, auth_timeout_s=a.auth_timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,9 @@ PARTITION_COUNT = 271
 SERVER_VERSION = "5.3.0"
 MAX_FRAME = 64 * 1024 * 1024          # a bigger frame is garbage, not a value
 MAX_MESSAGE = 128 * 1024 * 1024
-MAX_OUT_BUFFER = 256 * 1024 * 1024    # a client that stops reading is disconnected
+MAX_OUT_BUFFER = 64 * 1024 * 1024     # a client that stops reading is disconnected beyond this much queued output
+OUT_HIGH = 4 * 1024 * 1024            # above this much unsent output a connection's requests wait (backpressure)
+OUT_LOW = 1024 * 1024
 HEARTBEAT_S = 5.0
 _HEAD = struct.Struct("<iH")
 _REQ_HEAD = struct.Struct("<iqi")      # message type, correlation id, partition id
@@ -67,6 +69,7 @@ class MemberConfig:
     snapshot_dir: Path | None = None
     tick_interval_s: float = 0.1
     heartbeat_map: str | None = None
+    auth_timeout_s: float = 30.0          # a connection not authenticated by then is closed
 
     @property
     def advertised_host(self) -> str:
@@ -106,6 +109,9 @@ class Connection(asyncio.Protocol):
         self.msg: InboundMessage | None = None
         self.msg_size = 0
         self.out: list = []
+        self.out_bytes = 0
+        self.write_paused = False         # transport above OUT_HIGH: stop reading requests
+        self.parse_held = False           # requests left in buf until the output drains
         self.pending = False
         self.closed = False
         self.authenticated = False
@@ -118,17 +124,52 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.member.connections[self.id] = self
+        transport.set_write_buffer_limits(high=OUT_HIGH, low=OUT_LOW)
+        if self.member.loop is not None and self.member.cfg.auth_timeout_s > 0:
+            self.member.loop.call_later(self.member.cfg.auth_timeout_s, self._auth_deadline)
         log.debug("connection %d from %s", self.id, self.peer)
 
+    def _auth_deadline(self) -> None:
+        if not self.closed and not self.authenticated:
+            self.abort(f"not authenticated within {self.member.cfg.auth_timeout_s:g}s")
+
     def connection_lost(self, exc) -> None:
+        if not self.closed and (self.buf or self.msg is not None):
+            log.warning("connection %d from %s (client %s) closed mid-message: %d bytes of a truncated frame "
+                        "dropped", self.id, self.peer, self.client_name or "unauthenticated", len(self.buf))
         self.closed = True
+        self.buf = bytearray()
+        self.out.clear()
         self.member.on_connection_lost(self, exc)
+
+    # backpressure: asyncio calls these when the socket's unsent output crosses OUT_HIGH / OUT_LOW
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if not self.closed:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.closed:
+            self.transport.resume_reading()
+            if self.parse_held:
+                self.member.loop.call_soon(self._resume_parse)
+
+    def _resume_parse(self) -> None:
+        if self.parse_held and not self.closed and not self.write_paused:
+            self.parse_held = False
+            self.data_received(b"")
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         buf = self.buf
         buf += data
+        if self.parse_held or self.write_paused:
+            self.parse_held = True            # parsed once the output drains (resume_writing)
+            if len(buf) > MAX_MESSAGE:
+                self.abort(f"more than {MAX_MESSAGE} bytes of requests sent without reading the responses")
+            return
         pos = 0
         if not self.started:
             if len(buf) < 3:
@@ -166,6 +207,9 @@ class Connection(asyncio.Protocol):
                 if self.closed:
                     mv.release()
                     return
+                if self.out_bytes > OUT_HIGH:     # the rest waits until this output has been written
+                    self.parse_held = True
+                    break
         mv.release()
         if pos:
             del buf[:pos]
@@ -175,6 +219,10 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.out.append(data)
+        self.out_bytes += len(data)
+        if self.out_bytes > MAX_OUT_BUFFER:
+            self.abort("client is not reading its socket (output buffer overflow)")
+            return
         if not self.pending:
             self.pending = True
             self.member.mark_pending(self)
@@ -188,18 +236,26 @@ class Connection(asyncio.Protocol):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         self.transport.write(data)
-        if self.transport.get_write_buffer_size() > MAX_OUT_BUFFER:
+        self.out_bytes = self.transport.get_write_buffer_size()
+        if self.out_bytes > MAX_OUT_BUFFER:
             self.abort("client is not reading its socket (output buffer overflow)")
+        elif self.parse_held and not self.write_paused:
+            self.member.loop.call_soon(self._resume_parse)
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, graceful: bool = False) -> None:
+        """Drop this connection with a log line (``graceful``: after writing what is queued)."""
         if self.closed:
             return
         log.warning("closing connection %d from %s (client %s): %s", self.id, self.peer,
                     self.client_name or "unauthenticated", reason)
         self.closed = True
         self.out.clear()
+        self.buf = bytearray()
         if self.transport is not None:
-            self.transport.abort()
+            if graceful:
+                self.transport.close()
+            else:
+                self.transport.abort()
 
 
 class Member:
@@ -337,8 +393,14 @@ class Member:
         mtype, corr, pid = _REQ_HEAD.unpack_from(start.buf, 0)
         self.stats["messages"] += 1
         if not conn.authenticated and mtype != _AUTH:
+            # as a real member: an error response, then the connection is closed
             out = P.error_response("com.hazelcast.client.AuthenticationException",
                                    "hz_member: authenticate first (message type 0x%06X)" % mtype)
+            out.set_correlation_id(corr)
+            conn.send(out.buf)
+            conn.flush()
+            conn.abort("request 0x%06X before authentication" % mtype, graceful=True)
+            return
         else:
             handler = self.handlers.get(mtype)
             if handler is None:
@@ -393,9 +455,9 @@ class Member:
         ok = cluster_name == self.cfg.cluster_name
         buf = P.response(c_auth._RESPONSE_MESSAGE_TYPE, 1 + P.UUID_SIZE + 1 + 4 + P.UUID_SIZE + 1, final=False)
         o = P.RESP_OFF
-        # AUTHENTICATED, or NOT_ALLOWED_IN_CLUSTER: the client stops retrying at once (CREDENTIALS_FAILED
-        # would make it retry until its cluster-connect timeout, i.e. look like a hang)
-        buf[o] = 0 if ok else 3
+        # AUTHENTICATED, or CREDENTIALS_FAILED as a real 5.3 member answers a wrong cluster name (the
+        # client retries until its cluster-connect timeout, then raises IllegalStateError)
+        buf[o] = 0 if ok else 1
         FixSizedTypesCodec.encode_uuid(buf, o + 1, self.member_uuid if ok else None)
         buf[o + 1 + P.UUID_SIZE] = 1             # serialization version
         _I32.pack_into(buf, o + 2 + P.UUID_SIZE, PARTITION_COUNT if ok else -1)

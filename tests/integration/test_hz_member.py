@@ -1,4 +1,9 @@
-"""The embedded member against the real hazelcast-python-client over TCP (in-process and in child processes)."""
+"""The bus against the real hazelcast-python-client over TCP, on the embedded member AND a real Hazelcast member.
+
+Tests taking ``member`` run twice (``bus_member`` in tests/conftest.py: ``[embedded]`` and ``[real]``);
+the few that check something only the embedded member has (its log lines, ``--snapshot-dir``, its
+refusal of unsupported codecs) say so. Differences found this way are listed in docs/hz_member.md.
+"""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -34,7 +39,12 @@ def _start_member(port: int, log_path, *extra: str) -> Proc:
 
 
 @pytest.fixture(scope="module")
-def member(tmp_path_factory):
+def member(bus_member):
+    return bus_member
+
+
+@pytest.fixture(scope="module")
+def embedded_member(tmp_path_factory):
     port = free_port()
     proc = _start_member(port, tmp_path_factory.mktemp("hz") / "hz_member.log")
     try:
@@ -45,7 +55,7 @@ def member(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(member):
-    c = _client(member[1])
+    c = _client(member.port)
     try:
         yield c
     finally:
@@ -116,7 +126,7 @@ def test_every_map_operation_has_hazelcast_semantics(client):
     assert m.is_empty() and m.key_set() == []
 
 
-def test_ttl_max_idle_and_set_ttl_expire_entries_with_expired_events(client):
+def test_ttl_max_idle_and_set_ttl_expire_entries_with_expired_events(member, client):
     m = client.get_map(_name()).blocking()
     expired = []
     m.add_entry_listener(include_value=True, expired_func=lambda e: expired.append((e.key, e.old_value)))
@@ -125,9 +135,12 @@ def test_ttl_max_idle_and_set_ttl_expire_entries_with_expired_events(client):
     m.put("forever", "c")
     m.put("later", "d")
     assert m.set_ttl("later", 0.5) and not m.set_ttl("missing", 1)
-    wait_until(lambda: len(expired) == 3, 5, what="3 expired events")
+    wait_until(lambda: m.key_set() == ["forever"], 5, what="expired entries gone from reads")
+    assert [m.get(k) for k in ("ttl", "idle", "later")] == [None, None, None]
+    # The real member sends EXPIRED when its expiration task (every 5 s) or a read finds the entry;
+    # the embedded one within its 100 ms sweep (docs/hz_member.md, "Differences").
+    wait_until(lambda: len(expired) == 3, 5 if member.embedded else 15, what="3 expired events")
     assert sorted(expired) == [("idle", "b"), ("later", "d"), ("ttl", "a")]
-    assert m.key_set() == ["forever"]
 
 
 def test_listeners_filter_by_flags_key_and_include_value(client):
@@ -157,7 +170,7 @@ def test_listeners_filter_by_flags_key_and_include_value(client):
 
 
 def test_events_reach_every_client_process_in_write_order_per_key(member):
-    port = member[1]
+    port = member.port
     name, n = _name(), 150
     ready, out, go = CTX.Queue(), CTX.Queue(), CTX.Event()
     expected = 2 * 2 * n
@@ -187,7 +200,7 @@ def test_events_reach_every_client_process_in_write_order_per_key(member):
 
 def test_near_cache_is_invalidated_by_writes_of_another_client(member, client):
     name = _name()
-    cached = _client(member[1], near_cache={name: {"invalidate_on_change": True}})
+    cached = _client(member.port, near_cache={name: {"invalidate_on_change": True}})
     try:
         nc = cached.get_map(name).blocking()
         client.get_map(name).blocking().put("k", "v1")
@@ -202,34 +215,47 @@ def test_near_cache_is_invalidated_by_writes_of_another_client(member, client):
         cached.shutdown()
 
 
-def test_unsupported_operation_fails_at_once_with_its_name(client):
-    t0 = time.monotonic()
-    with pytest.raises(UnsupportedOperationError, match="queue_offer"):
-        client.get_queue(_name()).blocking().offer("x")
-    assert time.monotonic() - t0 < 3
+def test_unsupported_operation_fails_at_once_with_its_name(embedded_member):
+    # embedded only: a real member supports queues
+    c = _client(embedded_member[1])
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(UnsupportedOperationError, match="queue_offer"):
+            c.get_queue(_name()).blocking().offer("x")
+        assert time.monotonic() - t0 < 3
+    finally:
+        c.shutdown()
 
 
-def test_wrong_cluster_name_fails_fast(member):
+def test_wrong_cluster_name_is_refused_within_the_connect_timeout(member):
+    # Both members answer CREDENTIALS_FAILED; the client retries until cluster_connect_timeout, then
+    # raises IllegalStateError (no hang beyond the timeout).
     t0 = time.monotonic()
     with pytest.raises(IllegalStateError):
-        hazelcast.HazelcastClient(cluster_members=[f"127.0.0.1:{member[1]}"], cluster_name="not-dolphin",
-                                  cluster_connect_timeout=30)
-    assert time.monotonic() - t0 < 5
-    assert "cluster name 'not-dolphin'" in member[0].log_text()
+        hazelcast.HazelcastClient(cluster_members=[f"127.0.0.1:{member.port}"], cluster_name="not-dolphin",
+                                  cluster_connect_timeout=2)
+    assert time.monotonic() - t0 < 8
+    if member.embedded:
+        assert "cluster name 'not-dolphin'" in member.log_text()
 
 
 def _closed_by_peer(s: socket.socket, timeout: float = 5.0) -> bool:
+    """True when the peer closes ``s`` within ``timeout`` (whatever it sends first)."""
     s.settimeout(timeout)
+    deadline = time.monotonic() + timeout
     try:
-        return s.recv(100) == b""
+        while time.monotonic() < deadline:
+            if s.recv(65536) == b"":
+                return True
     except ConnectionResetError:
         return True
     except socket.timeout:
         return False
+    return False
 
 
 def test_garbage_and_half_frames_only_affect_their_own_socket(member, client):
-    port = member[1]
+    port = member.port
     m = client.get_map(_name()).blocking()
     seen = []
     m.add_entry_listener(include_value=True, added_func=seen.append)
@@ -245,8 +271,9 @@ def test_garbage_and_half_frames_only_affect_their_own_socket(member, client):
         assert not _closed_by_peer(half, 0.3)            # a half-sent frame just waits for the rest
         assert m.get("k") == "v"
         wait_until(lambda: [e.key for e in seen] == ["k"], 5, what="listener still served")
-        log = member[0].log_text()
-        assert "bad protocol header" in log and "malformed frame: length 3" in log
+        if member.embedded:
+            log = member.log_text()
+            assert "bad protocol header" in log and "malformed frame: length 3" in log
     finally:
         for s in (garbage, bad_frame, half):
             s.close()
@@ -255,12 +282,18 @@ def test_garbage_and_half_frames_only_affect_their_own_socket(member, client):
 def _read_message(s: socket.socket):
     from hazelcast.protocol.client_message import Frame, InboundMessage, _IS_FINAL_FLAG
     msg, buf = None, b""
+
+    def more() -> bytes:
+        data = s.recv(65536)
+        if not data:
+            raise EOFError("connection closed by the member")
+        return data
     while True:
         while len(buf) < 6:
-            buf += s.recv(65536)
+            buf += more()
         length, flags = struct.unpack_from("<iH", buf, 0)
         while len(buf) < length:
-            buf += s.recv(65536)
+            buf += more()
         f, buf = Frame(buf[6:length], flags), buf[length:]
         if msg is None:
             msg = InboundMessage(f)
@@ -270,25 +303,29 @@ def _read_message(s: socket.socket):
             return msg
 
 
-def test_raw_protocol_byte_by_byte_auth_gate_and_ping(member):
+def test_raw_protocol_request_before_auth_closes_and_byte_by_byte_auth_works(member):
     from hazelcast.protocol.codec import client_authentication_codec as auth, client_ping_codec as ping
-    s = socket.create_connection(("127.0.0.1", member[1]))
+    early_sock = socket.create_connection(("127.0.0.1", member.port))
+    try:
+        early_sock.sendall(b"CP2")
+        early = ping.encode_request()
+        early.set_correlation_id(1)
+        early_sock.sendall(early.buf)
+        assert _closed_by_peer(early_sock)             # both members drop a connection that skips auth
+    finally:
+        early_sock.close()
+    s = socket.create_connection(("127.0.0.1", member.port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.settimeout(5)
     try:
         s.sendall(b"CP2")
-        early = ping.encode_request()
-        early.set_correlation_id(1)
-        s.sendall(early.buf)
-        err = _read_message(s)
-        assert struct.unpack_from("<iq", err.start_frame.buf, 0) == (0, 1)       # exception response
         req = auth.encode_request("dolphin", None, None, uuid.uuid4(), "PYH", 1, "5.7.0", "raw", [])
         req.set_correlation_id(2)
         for i in range(len(req.buf)):                                            # one byte per send
             s.send(bytes(req.buf[i:i + 1]))
         resp = auth.decode_response(_read_message(s))
         assert resp["status"] == 0 and resp["partition_count"] == 271 and resp["serialization_version"] == 1
-        assert (resp["address"].host, resp["address"].port) == ("127.0.0.1", member[1])
+        assert (resp["address"].host, resp["address"].port) == ("127.0.0.1", member.port)
         p = ping.encode_request()
         p.set_correlation_id(3)
         s.sendall(p.buf)
@@ -410,7 +447,7 @@ def test_inspect_lists_maps_with_sizes_and_prints_entries(member, client):
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "prod.bus.inspect", "--members",
-                               f"127.0.0.1:{member[1]}", *args], cwd=REPO_ROOT, capture_output=True,
+                               f"127.0.0.1:{member.port}", *args], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=60)
     listing = run()
     assert listing.returncode == 0, listing.stderr
