@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
+from prod import metrics
 from prod.bus import maps
 from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service
 from prod.settings import ConfigError, Settings
@@ -306,6 +307,7 @@ class ScanPublisher:
         self.rl = RateLog(log, 10.0)
 
     def put(self, payload: dict, scan_number: int) -> bool:
+        metrics.record_scan(payload)
         if self.bus is None:
             return False
         try:

@@ -7,12 +7,17 @@ into ``.cache/hazelcast``) and is skipped, with the reason printed, only when ``
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# Processes started by tests serve no /metrics unless a test asks for it (a developer's `make run`
+# holds the default ports 9300+); tests that check metrics set DOLPHIN_METRICS_PORT_BASE themselves.
+os.environ.setdefault("DOLPHIN_METRICS_PORT_BASE", "0")
 
 from prod.settings import load_settings
 from tests.helpers import free_port, running_venue, start_listening

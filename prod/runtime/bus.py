@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from prod import metrics
 from prod.bus import maps
 from prod.bus.payloads import Payload, PayloadError
 from prod.runtime.ratelog import RateLog
@@ -228,20 +229,22 @@ class Bus:
         self._drop_client()
 
     # ── typed access ─────────────────────────────────────────────────────────────────────────
-    def _dropped(self, source: str, exc: Exception) -> None:
+    def _dropped(self, source: str, exc: Exception, map_name: str = "", key: str | None = None) -> None:
         self.bad_payloads[source] = self.bad_payloads.get(source, 0) + 1
+        metrics.bad_payload(metrics.payload_source(map_name, key) if map_name else source)
         self.rl.error(f"bad:{source}:{str(exc)[:80]}", "dropped bad payload: %s", exc)
 
     def get(self, topic: maps.Topic, key: str | None = None, timeout: float | None = None) -> Payload | None:
         """Read and validate ``topic`` (at ``key``); None when absent or malformed (logged)."""
         k = topic.key_for(key)
-        raw = result_within(self.client.get_map(topic.map).get(k), self.timeout_s if timeout is None else timeout)
+        with metrics.bus_op("get", topic.map):
+            raw = result_within(self.client.get_map(topic.map).get(k), self.timeout_s if timeout is None else timeout)
         if raw is None:
             return None
         try:
             return topic.decode(raw, k)
         except PayloadError as exc:
-            self._dropped(topic.source(k), exc)
+            self._dropped(topic.source(k), exc, topic.map, k)
             return None
 
     def publish(self, topic: maps.Topic, payload: Payload | dict, key: str | None = None, *,
@@ -257,7 +260,8 @@ class Bus:
         fut = self.client.get_map(topic.map).set(k, text)
         if not wait:
             return fut
-        return result_within(fut, self.timeout_s if timeout is None else timeout)
+        with metrics.bus_op("set", topic.map):
+            return result_within(fut, self.timeout_s if timeout is None else timeout)
 
     def heartbeat(self, now: float | None = None, **fields: Any) -> Any:
         """Write ``DOLPHIN_HEARTBEAT[service]`` without waiting; return the write's future.
@@ -285,8 +289,9 @@ class Bus:
             except PayloadError as exc:
                 if on_error is not None:
                     on_error(ek, exc)
-                self._dropped(topic.source(ek), exc)
+                self._dropped(topic.source(ek), exc, topic.map, ek)
                 return
+            metrics.listener_lag(topic.map, topic.written_at(payload))
             try:
                 on_value(ek, payload)
             except Exception:  # noqa: BLE001 - a consumer bug must not kill the client's event thread

@@ -6,7 +6,8 @@ Order of events (each step before the next, so a stuck cluster can never swallow
    prints one ``<service>: configuration error: …`` line and exits :data:`EXIT_CONFIG`;
 2. logging in the project's format;
 3. SIGTERM / SIGINT set the ``stop`` event;
-4. the effective configuration (and pid) is logged as one JSON line;
+4. the effective configuration (and pid) is logged as one JSON line, and ``/metrics`` is served on
+   the service's port (:mod:`prod.metrics`; a busy port is logged, never fatal);
 5. the :class:`~prod.runtime.bus.Bus` starts connecting in the background;
 6. ``run(cfg, bus, clock, stop)`` does the work and returns the exit code;
 7. the bus is closed and the exit code returned.
@@ -105,6 +106,9 @@ class Service:
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
         log.info("%s starting (pid %d): %s", name, os.getpid(), json.dumps(config_log_dict(cfg), default=str))
+        from prod import metrics
+        if name in metrics.SERVICE_PORT_OFFSETS:
+            metrics.start_metrics(name, cfg.settings)     # /metrics; a busy port is logged, never fatal
         bus = bus_factory(cfg) if bus_factory is not None else Bus(cfg.settings, name)
         if connect(cfg) if callable(connect) else connect:
             bus.start()

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prod.alpha.params import EngineParams
+from prod import metrics
 from prod.bus import maps
 from prod.bus.payloads import AcbBoost, EigenScan, EngineState, ObFeatures, PayloadError, Pnl, Safety
 from prod.runtime import Bus, Clock, RateLog, Service, result_within
@@ -51,6 +52,18 @@ SERVICE_NAME = "event_trader"
 EXIT_LOCKED = 3
 EXIT_INTEGRITY = 4
 EXIT_CONFIG = 5
+
+
+def _record(decision: dict | None) -> None:
+    """Scan-to-decision latency and fills into the process's metrics."""
+    if not decision:
+        return
+    if isinstance(decision.get("latency_ms"), (int, float)):
+        metrics.SCAN_TO_DECISION.observe(max(0.0, decision["latency_ms"] / 1e3))
+    for kind in ("entered", "exited"):
+        fill = decision.get(kind)
+        if isinstance(fill, dict) and "side" in fill:
+            metrics.record_trade(STRATEGY, fill["side"])
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,7 @@ class BusOutputs:
             return False
 
     def pnl(self, day: str, payload: Pnl) -> None:
+        metrics.record_pnl(payload.strategy, payload.to_dict())
         self._write(maps.PNL_BLUE_DAY, payload, day)
 
     def state(self, payload: EngineState) -> None:
@@ -233,7 +247,7 @@ class TraderService:
                 if scan is None:
                     self.out.state(self.core.state_payload())
                 else:
-                    self.core.process(scan, t_recv)
+                    _record(self.core.process(scan, t_recv))
             except Exception:  # noqa: BLE001 - one bad scan must not kill the trader
                 log.exception("scan %s failed", getattr(scan, "scan_number", "?"))
 

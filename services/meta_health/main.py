@@ -49,6 +49,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
+from prod import metrics
 from prod.bus import maps
 from prod.bus.payloads import AcbBoost, ObfUniverse, Payload, PayloadError
 from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, SystemClock, atomic_write_json, result_within
@@ -511,6 +512,7 @@ class MetaHealthService:
         actions: list[str] = []
         for prog in programs_to_restart(states):
             if self.recovery.restart(prog):
+                metrics.record_restart(prog)
                 actions.append(f"restart {prog} (was {states.get(prog)})")
         if states.get(TRADER_PROGRAM) != "RUNNING":
             actions.append(f"info: {TRADER_PROGRAM} is {states.get(TRADER_PROGRAM, 'UNKNOWN')} (never auto-restarted)")
@@ -540,6 +542,7 @@ class MetaHealthService:
         return report
 
     def _publish(self, report: dict, now: float) -> None:
+        metrics.record_meta_health(report)
         try:
             atomic_write_json(self.cfg.report_path, report)
         except (OSError, ValueError) as exc:

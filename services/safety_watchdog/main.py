@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from prod.alpha.survival import SensorReadings, SurvivalStack
+from prod import metrics
 from prod.bus import maps
 from prod.bus.payloads import EngineState, Exf, McForewarner, ObfUniverse, PayloadError
 from prod.runtime import Bus, Clock, RateLog, Service, SystemClock, result_within
@@ -243,6 +244,7 @@ class SafetyWatchdog:
             result_within(self.bus.cp.get_atomic_reference(maps.SAFETY_ATOMIC_REF).set(text), self.cfg.hz_timeout_s)
             self.bus.map(maps.SAFETY).set(maps.KEY_LATEST, text)
             self.bus.heartbeat(now=payload["ts"], posture=payload["posture"])
+            metrics.record_safety(payload)
         except Exception as exc:  # noqa: BLE001 - BusUnavailable / timeout: skip this tick, retry the next
             self.publish_failures += 1
             self.rl.warning("publish", "publish failed (%r); %d skipped so far, will retry next tick",

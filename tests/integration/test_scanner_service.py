@@ -183,3 +183,29 @@ def test_an_unwritable_archive_still_publishes_every_scan_and_reports_the_fault(
         assert "published to the bus only" in p.log_text()
     finally:
         bus.close()
+
+
+def test_the_scanner_serves_its_scans_on_metrics(tmp_path, fast_venue):
+    """Service.main serves /metrics on metrics_port_base + the service's offset (scanner: 0)."""
+    import urllib.request as ur
+
+    from tests.helpers import free_port
+
+    _, v_port = fast_venue
+    base = free_port()
+    p = Proc("scanner.ng8_scanner", ["--venue-ws", f"ws://127.0.0.1:{v_port}", "--venue-rest",
+                                     f"http://127.0.0.1:{v_port}", "--data-dir", str(tmp_path / "data"), "--no-bus",
+                                     "--interval", "0.1", "--no-venue-backfill", "--precision", "float64"],
+             tmp_path / "scanner_metrics.log", env={"DOLPHIN_METRICS_PORT_BASE": str(base)}).start()
+
+    def scans() -> float:
+        text = ur.urlopen(f"http://127.0.0.1:{base}/metrics", timeout=2).read().decode()
+        line = next(x for x in text.splitlines() if x.startswith("dolphin_scans_total "))
+        return float(line.split()[1])
+    try:
+        wait_until(lambda: scans() >= 3, 60, what="three scans counted on /metrics")
+        text = ur.urlopen(f"http://127.0.0.1:{base}/metrics", timeout=2).read().decode()
+        assert 'dolphin_service_info{profile="embedded",service="scanner"} 1.0' in text
+        assert "dolphin_scan_number " in text
+    finally:
+        p.stop()
