@@ -55,6 +55,8 @@ def decode_entry(map_name: str, key: str, raw: Any, now: float) -> Entry:
     """Validate ``raw`` with the bus schemas; never raises (a bad value becomes an error entry)."""
     try:
         payload = maps.decode(map_name, key, raw)
+        if isinstance(payload, maps.Payload):
+            payload = payload.to_dict()      # the console shows (and diffs) plain JSON objects
         return Entry(_raw_text(raw), payload, None, now)
     except maps.PayloadError as exc:
         return Entry(_raw_text(raw), None, str(exc), now)

@@ -124,7 +124,7 @@ class AcbResult:
         return asdict(self)
 
     def boost_payload(self, computed_at: float) -> dict[str, object]:
-        """Return the ``DOLPHIN_FEATURES[acb_boost]`` body (prod.bus.maps.ACB_BOOST); time comes in."""
+        """Return the ``DOLPHIN_FEATURES[acb_boost]`` body (the prod.bus.maps.ACB_BOOST topic); time comes in."""
         return {
             "boost": self.boost, "beta": self.beta, "signals": self.signals,
             "computed_at": float(computed_at),

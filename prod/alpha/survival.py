@@ -246,7 +246,7 @@ class SurvivalResult:
         return d
 
     def safety_payload(self, ts: float) -> dict[str, Any]:
-        """Return the ``DOLPHIN_SAFETY[latest]`` body (prod.bus.maps.SAFETY_STATE); time comes in."""
+        """Return the ``DOLPHIN_SAFETY[latest]`` body (the prod.bus.maps.SAFETY_LATEST topic); time comes in."""
         return {"posture": self.posture.value, "Rm": self.rm, "ts": float(ts),
                 "sensors": {**self.categories, "r_target": self.r_target, "degraded": self.degraded,
                             "candidate": self.candidate.value}}

@@ -1,20 +1,17 @@
-"""Hazelcast client factory from :class:`prod.settings.Settings`, heartbeat and listener helpers.
+"""Hazelcast client factory from :class:`prod.settings.Settings`.
 
-Every service obtains its client here, so members, cluster name, timeouts and reconnect policy are
+Every connection (the services' :class:`prod.runtime.Bus`, the console, the tools) is made here, so members, cluster name, timeouts and reconnect policy are
 set in one place and switching to a real cluster is a configuration change only.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
-from typing import Any, Callable
+from typing import Any
 
 import hazelcast
 from hazelcast.config import ReconnectMode
 
-from prod.bus import maps
 from prod.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,56 +41,3 @@ def make_client(settings: Settings, *, name: str | None = None, near_cache: dict
         kwargs["near_caches"] = near_cache
     kwargs.update(extra)
     return hazelcast.HazelcastClient(**kwargs)
-
-
-def write_heartbeat(client: hazelcast.HazelcastClient, service: str, now: float | None = None,
-                    **fields: Any):
-    """Write ``DOLPHIN_HEARTBEAT[service]`` = {service, ts, pid, ...} without waiting.
-
-    Returns the write's future: a process about to exit waits on it (``.result(timeout)``) so its
-    last heartbeat is not lost with the connection (the invocation timeout bounds the wait).
-    ``.result()`` of a hazelcast future takes no timeout argument.
-    """
-    payload = {"service": service, "ts": time.time() if now is None else now, "pid": os.getpid(), **fields}
-    return client.get_map(maps.HEARTBEAT).set(service, maps.encode(maps.HEARTBEAT, service, payload))
-
-
-def decoding_listener(map_name: str, on_value: Callable[[str, dict], None],
-                      on_error: Callable[[str, Exception], None] | None = None) -> Callable[[Any], None]:
-    """Wrap ``on_value(key, payload)`` as an entry-listener callback that validates each value.
-
-    A malformed value is logged (once per key and message) and dropped; it never reaches
-    ``on_value`` and never raises into the client's event thread.
-    """
-    seen: set[tuple[str, str]] = set()
-
-    def _cb(event: Any) -> None:
-        key = event.key
-        try:
-            payload = maps.decode(map_name, key, event.value)
-        except maps.PayloadError as exc:
-            if on_error is not None:
-                on_error(key, exc)
-            sig = (key, str(exc)[:200])
-            if sig not in seen:
-                seen.add(sig)
-                log.error("dropped bad payload: %s", exc)
-            return
-        try:
-            on_value(key, payload)
-        except Exception:  # noqa: BLE001 - a consumer bug must not kill the event thread
-            log.exception("listener callback failed for %s[%r]", map_name, key)
-
-    return _cb
-
-
-def read_json(client: hazelcast.HazelcastClient, map_name: str, key: str) -> dict | None:
-    """Blocking read of one validated payload; None if absent. Not for hot paths (§22.2)."""
-    raw = client.get_map(map_name).blocking().get(key)
-    if raw is None:
-        return None
-    return maps.decode(map_name, key, raw)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"))

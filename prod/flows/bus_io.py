@@ -1,7 +1,7 @@
 """Every Hazelcast read and write the Prefect flows make, in one small module.
 
 The flows connect with :func:`prod.bus.client.make_client`, validate every value with
-:func:`prod.bus.maps.decode` / :func:`prod.bus.maps.encode`, and never write a key the live services
+:func:`prod.bus.maps.decode` / :func:`prod.bus.maps.encode` (each value through its typed topic), and never write a key the live services
 own: the live trader owns ``DOLPHIN_PNL_BLUE[date]``, ``DOLPHIN_STATE_BLUE["latest"]`` (the safety
 watchdog's drawdown input) and ``state_blue_<date>``, so a daily replay run by a flow writes under keys
 that carry the flow's name (decision; the bible lets the flows and the actor share the date key):
@@ -92,7 +92,11 @@ def _within(fut: Any, timeout: float, what: str) -> Any:
 def read(client: Any, map_name: str, key: str, timeout: float) -> dict | None:
     """Read and validate ``map_name[key]``; None when absent. A malformed value raises PayloadError."""
     raw = _within(client.get_map(map_name).get(key), timeout, f"get {map_name}[{key!r}]")
-    return None if raw is None else maps.decode(map_name, key, raw)
+    return None if raw is None else _as_dict(maps.decode(map_name, key, raw))
+
+
+def _as_dict(p: Any) -> dict:
+    return p.to_dict() if isinstance(p, maps.Payload) else p
 
 
 def read_posture(client: Any, timeout: float) -> tuple[str, str]:
@@ -101,7 +105,7 @@ def read_posture(client: Any, timeout: float) -> tuple[str, str]:
         raw = _within(client.cp_subsystem.get_atomic_reference(maps.SAFETY_ATOMIC_REF).get(), timeout,
                       f"CP AtomicReference {maps.SAFETY_ATOMIC_REF}")
         if raw is not None:
-            p = maps.decode(maps.SAFETY, maps.KEY_LATEST, raw)["posture"]
+            p = maps.SAFETY_LATEST.decode(raw).posture
             if p in POSTURES:
                 return p, "cp-atomic-ref"
             log.error("ignored unknown posture %r in the CP AtomicReference", p)

@@ -94,7 +94,10 @@ def _members(hz_member) -> str:
 
 def _get(bus, map_name: str, key: str) -> dict | None:
     raw = bus.get_map(map_name).blocking().get(key)
-    return None if raw is None else maps.decode(map_name, key, raw)
+    if raw is None:
+        return None
+    p = maps.decode(map_name, key, raw)
+    return p.to_dict() if isinstance(p, maps.Payload) else p
 
 
 def _runs(state) -> tuple[object, dict[str, list]]:

@@ -48,7 +48,7 @@ def test_n_scans_give_n_files_and_n_map_writes_and_restart_resumes_numbering(tmp
     def on_event(ev):
         payload = maps.decode(maps.FEATURES, ev.key, ev.value)
         with lock:
-            seen.append(payload["scan_number"])
+            seen.append(payload.scan_number)
 
     fmap = client.get_map(maps.FEATURES).blocking()
     fmap.add_entry_listener(include_value=True, key=maps.KEY_EIGEN_SCAN, added_func=on_event,
@@ -61,10 +61,10 @@ def test_n_scans_give_n_files_and_n_map_writes_and_restart_resumes_numbering(tmp
         assert _numbers(arrow_dir) == list(range(1, 13))
         wait_until(lambda: len(seen) >= 12, 10, what="12 map writes")
         last = maps.decode(maps.FEATURES, maps.KEY_EIGEN_SCAN, fmap.get(maps.KEY_EIGEN_SCAN))
-        assert last["scan_number"] == 12 and len(last["asset_prices"]) == 50
-        assert last["warm_windows"] == [] and last["vel_div"] is None   # cold: nulls, never invented
+        assert last.scan_number == 12 and len(last.asset_prices) == 50
+        assert last.warm_windows == [] and last.vel_div is None   # cold: nulls, never invented
         hb = maps.decode(maps.HEARTBEAT, "scanner", client.get_map(maps.HEARTBEAT).blocking().get("scanner"))
-        assert hb["service"] == "scanner" and hb["scan_number"] >= 1
+        assert hb.service == "scanner" and hb.extra["scan_number"] >= 1
 
         p2 = _scanner(tmp_path, v_port, hz_port, "--interval", "0.1", "--max-scans", "5", "--no-venue-backfill",
                      name="scan2")

@@ -111,7 +111,8 @@ def test_page_shows_live_values_in_headless_chromium(console):
                 "paper": {"capital": 25013.5, "history": history,
                           "position": {"trade_id": "T9", "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.5,
                                        "notional": 5000.0, "entry_ts": t - 30}}})
-            _put(writer, maps.PNL_BLUE, today, {"capital": 25013.5, "pnl": 13.5, "trades": 3, "updated_at": t})
+            _put(writer, maps.PNL_BLUE, today, {"date": today, "strategy": "blue", "capital": 25013.5,
+                                                     "pnl": 13.5, "trades": 3, "updated_at": t})
 
             expect(page.locator("#posture")).to_contain_text("posture HIBERNATE  Rm 0.120")
             expect(page.locator("#posture")).to_have_class("bad")

@@ -108,7 +108,7 @@ def test_payload_from_record_passes_the_bus_schema_with_nulls_while_cold():
     rec = _records(60, int(DAY0.timestamp() * 1e9))[-1]
     payload = arrow_io.payload_from_record(rec, 123.0)
     decoded = maps.decode(maps.FEATURES, maps.KEY_EIGEN_SCAN,
-                          maps.encode(maps.FEATURES, maps.KEY_EIGEN_SCAN, payload))
+                          maps.encode(maps.FEATURES, maps.KEY_EIGEN_SCAN, payload)).to_dict()
     assert decoded["warm_windows"] == [50] and decoded["vel_div"] is None
     assert decoded["w50_velocity"] is not None and decoded["w750_velocity"] is None
     assert decoded["multi_window_results"]["w50"]["lambda_max"] == rec["w50_lambda_max"]

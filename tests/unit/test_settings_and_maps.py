@@ -37,20 +37,23 @@ def test_decode_rejects_garbage_nan_and_missing_fields():
     with pytest.raises(maps.PayloadError, match="malformed JSON"):
         maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, "{not json")
     with pytest.raises(maps.PayloadError, match="non-finite|not finite"):
-        maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, '{"boost": NaN, "beta": 0.2}')
+        maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, '{"boost": NaN, "beta": 0.2, "computed_at": 1}')
     with pytest.raises(maps.PayloadError, match="missing field 'beta'"):
-        maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, '{"boost": 1.2}')
+        maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, '{"boost": 1.2, "computed_at": 1}')
     with pytest.raises(maps.PayloadError, match="boost must be"):
-        maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, '{"boost": "1.2", "beta": 0.2}')
-    assert maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, '{"boost": 1.2, "beta": 0.2}')["boost"] == 1.2
+        maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, '{"boost": "1.2", "beta": 0.2, "computed_at": 1}')
+    assert maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, '{"boost": 1.2, "beta": 0.2, "computed_at": 1}').boost == 1.2
 
 
 def test_encode_refuses_nan():
     with pytest.raises(maps.PayloadError):
-        maps.encode(maps.FEATURES, maps.KEY_ACB_BOOST, {"boost": math.nan, "beta": 0.0})
+        maps.encode(maps.FEATURES, maps.KEY_ACB_BOOST, {"boost": math.nan, "beta": 0.0, "computed_at": 1.0})
 
 
-@given(st.floats(allow_nan=False, allow_infinity=False), st.floats(allow_nan=False, allow_infinity=False))
+@given(st.floats(allow_nan=False, allow_infinity=False, min_value=1e-9),
+       st.floats(allow_nan=False, allow_infinity=False, min_value=0))
 def test_acb_payload_round_trips(boost, beta):
-    raw = maps.encode(maps.FEATURES, maps.KEY_ACB_BOOST, {"boost": boost, "beta": beta})
-    assert maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, raw) == json.loads(raw)
+    raw = maps.encode(maps.FEATURES, maps.KEY_ACB_BOOST, {"boost": boost, "beta": beta, "computed_at": 2.0})
+    obj = json.loads(raw)
+    assert obj.pop("_v") == maps.ACB_BOOST.version
+    assert maps.decode(maps.FEATURES, maps.KEY_ACB_BOOST, raw).to_dict() == obj

@@ -234,10 +234,11 @@ def test_recovery_never_exceeds_target_nor_cap(target, last, dt):
 
 
 def test_safety_payload_passes_the_bus_schema():
-    from prod.bus.maps import SAFETY_STATE
+    from prod.bus.maps import SAFETY_LATEST
 
     res = SurvivalStack().update(SensorReadings(drawdown=0.12), 0.5)
     body = res.safety_payload(1_767_225_600.0)
-    assert SAFETY_STATE.validate(body, "test") is body
+    typed = SAFETY_LATEST.coerce(body)
+    assert typed.posture == body["posture"] and typed.Rm == body["Rm"] and typed.ts == 1_767_225_600.0
     assert body["posture"] == "TURTLE" and body["Rm"] == pytest.approx(0.5)
     assert body["sensors"]["cat5"] == pytest.approx(0.5)
