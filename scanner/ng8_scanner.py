@@ -88,6 +88,7 @@ class ScannerConfig:
     max_scans: int | None = None   # stop after this many scans (tests, smoke runs)
     bus: bool = True
     venue_backfill: bool = True    # cold start from venue 1s klines when the archive is short
+    universe: str = "priority"     # "obf": also scan every TRADING USDT perp (scanner.universe)
 
     def __post_init__(self) -> None:
         if self.precision not in ("arb512", "float64"):
@@ -96,6 +97,8 @@ class ScannerConfig:
             raise ConfigError(f"--stale-after-s {self.stale_after_s}: must be > 0")
         if self.backfill_max_gap_s is not None and not self.backfill_max_gap_s >= 0:
             raise ConfigError(f"--backfill-max-gap-s {self.backfill_max_gap_s}: must be >= 0")
+        if self.universe not in ("priority", "obf"):
+            raise ConfigError(f"--universe {self.universe!r}: expected priority or obf")
         if self.max_scans is not None and self.max_scans < 1:
             raise ConfigError(f"--max-scans {self.max_scans}: must be >= 1")
 
@@ -115,6 +118,7 @@ class ScannerConfig:
         return {"precision": self.precision, "stale_after_s": self.stale_s,
                 "backfill_max_gap_s": self.backfill_gap_s, "heartbeat_s": self.heartbeat_s,
                 "max_scans": self.max_scans, "bus": self.bus, "venue_backfill": self.venue_backfill,
+                "universe": self.universe,
                 **self.settings.as_log_dict()}
 
 
@@ -405,6 +409,10 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
     feed = VenueStreamClient(s.venue_ws, [f"{x.lower()}@markPrice@1s" for x in symbols], on_event=on_event,
                              name="scanner-venue", stall_timeout_s=max(10.0, cfg.stale_s))
     feed_task = asyncio.create_task(feed.run())
+    uni = None
+    if cfg.universe == "obf":   # whole-universe scan beside the 50-asset one (scanner/universe.py)
+        from scanner import universe
+        uni = await universe.start(s, cfg.precision, cfg.stale_s, clock.monotonic)
     last = backfill(engine, arrow_dir, symbols, clock.time(), cfg.backfill_gap_s)
     scan_number = arrow_io.last_scan_number(arrow_dir)
     log.info("scan numbering resumes after %d (archive %s)", scan_number, arrow_dir)
@@ -489,6 +497,8 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
             if bus is not None:
                 payload = arrow_io.payload_from_record(rec, clock.time())
                 bus.put_scan(maps.encode(maps.FEATURES, maps.KEY_EIGEN_SCAN, payload), scan_number)
+            if uni is not None:
+                await loop.run_in_executor(None, uni.scan, scan_number, ts_ns)
             produced += 1
             log.debug("scan %d -> %s vel_div=%s warm=%s", scan_number, path.name, res.vel_div, res.warm_windows)
             if bus is not None and clock.monotonic() - last_hb >= cfg.heartbeat_s:
@@ -499,6 +509,8 @@ async def run(cfg: ScannerConfig, clock: Clock | None = None, stop: asyncio.Even
             if cfg.max_scans is not None and produced >= cfg.max_scans:
                 break
     finally:
+        if uni is not None:
+            await uni.stop()
         await feed.stop()
         feed_task.cancel()
         try:
@@ -525,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backfill-max-gap-s", type=float, default=None)
     ap.add_argument("--max-scans", type=int, default=None)
     ap.add_argument("--no-bus", action="store_true", help="write Arrow files only")
+    ap.add_argument("--universe", default="priority", choices=("priority", "obf"),
+                    help="obf: also scan all TRADING USDT perps into <data>/arrow_scans_obf (50-asset output unchanged)")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
@@ -543,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             venue_ws=a.venue_ws, venue_rest=venue_rest, data_dir=a.data_dir, scan_interval_s=a.interval)
         cfg = ScannerConfig(settings=settings, precision=a.precision, stale_after_s=a.stale_after_s,
                             backfill_max_gap_s=a.backfill_max_gap_s, max_scans=a.max_scans, bus=not a.no_bus,
-                            venue_backfill=not a.no_venue_backfill)
+                            venue_backfill=not a.no_venue_backfill, universe=a.universe)
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
         return 2
