@@ -141,6 +141,9 @@ class EigenEngine:
         self.solver = solver
         self.full_every = int(full_every)
         self.direct_max_n = int(direct_max_n)
+        # Ritz block: λ1, λ2 and guards covering the sector modes under λ2 (at most a third of the assets)
+        self.block = max(4, min(inc.BLOCK, self.n // 3))
+        self.expand = inc.EXPAND
         self._last = np.full(self.n, np.nan)          # latest price row
         self._rows = 0
         self._L = HISTORY_ROWS - 1
@@ -271,7 +274,7 @@ class EigenEngine:
             if reason is None and idx.size <= self.direct_max_n:
                 reason = "direct"
             if reason is None:
-                got = inc.warm_top(apply, m.vecs, scale=float(idx.size))
+                got = inc.warm_top(apply, m.vecs, scale=float(idx.size), expand=self.expand)
                 if got is None:
                     reason = "not_converged"
                 elif got[0][0] - got[0][1] < ILL_GAP * got[0][0]:
@@ -286,10 +289,10 @@ class EigenEngine:
                 self.stats["warm"] += 1
                 self.stats["iterations"] += got[3]
             else:
-                th, vecs = inc.full_top(c, z, inc.BLOCK)
-                if vecs.shape[1] < inc.BLOCK:   # fewer assets than the block: pad with orthogonal columns
+                th, vecs = inc.full_top(c, z, self.block)
+                if vecs.shape[1] < self.block:   # fewer assets than the block: pad with orthogonal columns
                     vecs = np.linalg.qr(np.hstack((vecs, np.random.default_rng(0).standard_normal(
-                        (vecs.shape[0], inc.BLOCK - vecs.shape[1])))))[0]
+                        (vecs.shape[0], self.block - vecs.shape[1])))))[0]
                 self.stats[reason] += 1
                 if reason == "direct":
                     m.since_full += 1

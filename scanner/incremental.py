@@ -25,7 +25,8 @@ import math
 import numpy as np
 from numba import njit
 
-BLOCK = 4            # Ritz vectors carried per window (2 needed + 2 guards for λ2's convergence)
+BLOCK = 12           # Ritz vectors carried per window: λ1, λ2 + guards spanning the sector modes below λ2
+EXPAND = 2           # residual / previous-direction columns added per iteration (those of λ1 and λ2)
 TOL_VEC = 2e-11      # residual of v1 relative to the λ1−λ2 gap (bounds the loadings' error)
 TOL_VAL = 1e-12      # error bound of λ2's Ritz value relative to N (λ2/N to 1e-12)
 MAXIT = 12           # iterations for the top pair before a full eigh
@@ -165,7 +166,7 @@ def _rr(basis: np.ndarray, abasis: np.ndarray, k: int):
 
 
 def warm_top(apply, v0: np.ndarray, *, scale: float = 1.0, tol_vec: float = TOL_VEC,
-             tol_val: float = TOL_VAL, maxit: int = MAXIT, maxit_lam2: int = MAXIT_LAM2):
+             tol_val: float = TOL_VAL, maxit: int = MAXIT, maxit_lam2: int = MAXIT_LAM2, expand: int = EXPAND):
     """Top eigenpairs of the symmetric operator ``apply`` from the orthonormal start block ``v0``.
 
     Returns (eigenvalues descending, vectors, residual norms, iterations, lam2_ok) or None when
@@ -195,7 +196,7 @@ def warm_top(apply, v0: np.ndarray, *, scale: float = 1.0, tol_vec: float = TOL_
         if it == maxit:
             return None
         # residuals of the two wanted pairs only (the guard vectors ride along in the Rayleigh–Ritz)
-        blk = r[:, :2] if p is None else np.hstack((r[:, :2], p[:, :2]))
+        blk = r[:, :expand] if p is None else np.hstack((r[:, :expand], p[:, :expand]))
         blk = blk - v @ (v.T @ blk)
         blk = blk - v @ (v.T @ blk)
         qm, rr = np.linalg.qr(blk)
