@@ -25,9 +25,9 @@ Certificate (:func:`certify`, python-flint ``arb``, a few dozen scalar operation
   schedule point checks this; it is an assumption in between. Given it, Kato–Temple gives
   λ1 ≤ θ1 + ρ1²/(θ1 − θ2 − ρ2) and λ2 ≤ θ2 + ρ2.
 
-So λ1 ∈ [μ1, θ1 + ρ1²/(θ1−θ2−ρ2)] (width ~ρ1², ~1e-25 relative) and λ2 ∈ [μ2, θ2 + ρ2] (width ~ρ2,
-~1e-13 relative: the λ2 vector is only float64-accurate and its residual enters linearly), and the
-eigengap (λ1−λ2)/N inherits λ2's width. An enclosure wider than :data:`WIDE` (relative) is logged.
+So λ1 ∈ [μ1, θ1 + ρ1²/(θ1−θ2−ρ2)] (width ~ρ1², ~1e-25 relative) and λ2 ∈ [μ2, θ2 + ρ2] (width ~ρ2:
+~1e-13 relative for an ``eigh`` vector, ~1e-8 for an iterated one, whose iteration stops on λ2's
+value, not its vector), and the eigengap (λ1−λ2)/N inherits λ2's width. An enclosure wider than :data:`WIDE` (relative) is logged.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from numba import njit
 log = logging.getLogger(__name__)
 
 PREC_BITS = 512
-WIDE = 1e-9          # relative enclosure width above which a window's certificate is logged
+WIDE = 1e-6          # relative enclosure width above which a window's certificate is logged (< 6 digits)
 _U = 2.0 ** -53
 
 try:  # guarded import: the float64 and double-double paths work without flint
