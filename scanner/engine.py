@@ -16,9 +16,16 @@ Definitions (shared/ARCHITECTURE.md §5, exact choices made here):
 * ``regime_signal``: with ``d = λ_50 − λ_750``: +1 if d > +0.05 (short-horizon correlation spike: the
   market moves as one, stress / liquidity withdrawal), −1 if d < −0.05 (short-horizon dispersion),
   0 otherwise; null unless both windows are warm.
-* Precision (bible §25): λ1 and λ2 are refined to 512 bits (``scanner.precision``); velocities,
-  vel_div and instability are computed from the refined values in ``arb`` and rounded to float64 once.
-  float64 is the guarded fallback per window.
+
+Computation (issue 16): ``solver="incremental"`` (default) keeps per-window running moments updated
+by a rank-1 add/drop per scan and takes λ1, λ2 and the loadings from warm-started block iterations
+seeded with the last scan's Ritz vectors (:mod:`scanner.incremental`), with a full ``eigh`` at a cold
+start, when the included set changes, when the iteration does not converge or the top gap is
+degenerate, and every ``full_every`` scans per window (with a from-scratch recompute of the moments).
+``solver="full"`` recomputes every window from scratch each scan (the reference the tests compare
+against). Precision ``arb512`` (default; bible §25): λ1 and λ2 are the double-double Rayleigh quotients
+of the eigenvectors, certified by an ``arb`` enclosure (:mod:`scanner.precision`); velocities, vel_div
+and instability are formed from the double-double values. ``float64`` skips both.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
+from scanner import incremental as inc
 from scanner import kernels, precision
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,9 @@ INSTABILITY_SCANS = 20
 MIN_ASSETS = 10
 REGIME_BAND = 0.05
 HISTORY_ROWS = max(WINDOWS) + 1
+FULL_EVERY = 720          # scans between scheduled full eigh + moment recomputes per window (1 h at 5 s)
+DIRECT_MAX_N = 128        # up to this many included assets LAPACK eigh on the incremental C beats iterating
+ILL_GAP = 1e-6            # (λ1−λ2)/λ1 below this: the top vector is ill-determined → full eigh
 
 
 @dataclass
@@ -51,6 +62,7 @@ class WindowResult:
     n_assets: int = 0
     loadings: list | None = None  # aligned with the scan's assets, None for excluded assets
     refined: bool = False
+    certificate: object = None   # precision.Certificate (arb balls) when refined
 
 
 @dataclass
@@ -70,10 +82,26 @@ class ScanResult:
 
 @dataclass
 class _WindowState:
-    prev_lambda: object = None  # float or arb
+    prev_lambda: object = None  # (hi, lo) double-double
     prev_set: bytes | None = None
     history: deque = field(default_factory=lambda: deque(maxlen=INSTABILITY_SCANS))
     velocity_exact: object = None
+
+
+@dataclass
+class _Moments:
+    """Running moments and warm-start vectors of one window (scanner.incremental)."""
+
+    w: int
+    use_s2: bool
+    s1: np.ndarray
+    q: np.ndarray
+    bad: np.ndarray
+    s2: np.ndarray
+    count: int = 0                    # returns currently in the window (≤ w)
+    vecs: np.ndarray | None = None    # last Ritz block (included assets × BLOCK)
+    idx: np.ndarray | None = None
+    since_full: int = 0
 
 
 def _dual_top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,100 +124,217 @@ def _dual_top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class EigenEngine:
     """Stateful scan engine: feed it one price row per scan with :meth:`enhance`."""
 
-    def __init__(self, assets: Sequence[str], *, precision_mode: str = "arb512"):
+    def __init__(self, assets: Sequence[str], *, precision_mode: str = "arb512", solver: str = "incremental",
+                 full_every: int = FULL_EVERY, direct_max_n: int = DIRECT_MAX_N):
         if precision_mode not in ("arb512", "float64"):
             raise ValueError(f"precision_mode={precision_mode!r}: expected 'arb512' or 'float64'")
+        if solver not in ("incremental", "full"):
+            raise ValueError(f"solver={solver!r}: expected 'incremental' or 'full'")
+        if full_every < 1:
+            raise ValueError(f"full_every={full_every!r}: must be >= 1")
         self.assets = list(assets)
         self.n = len(self.assets)
-        self.use_arb = precision_mode == "arb512" and precision.HAVE_FLINT
+        self.refine = precision_mode == "arb512"
+        self.certify = self.refine and precision.HAVE_FLINT
         if precision_mode == "arb512" and not precision.HAVE_FLINT:
-            log.warning("python-flint not importable: scanner runs on the float64 fallback")
-        self._prices = np.full((HISTORY_ROWS, self.n), np.nan)
-        self._rets = np.full((self.n, HISTORY_ROWS - 1), np.nan)   # asset × return, newest last
+            log.warning("python-flint not importable: double-double refinement without arb certificates")
+        self.solver = solver
+        self.full_every = int(full_every)
+        self.direct_max_n = int(direct_max_n)
+        # Ritz block: λ1, λ2 and guards covering the sector modes under λ2 (at most a third of the assets)
+        self.block = max(4, min(inc.BLOCK, self.n // 3))
+        self.expand = inc.EXPAND
+        self._last = np.full(self.n, np.nan)          # latest price row
         self._rows = 0
+        self._L = HISTORY_ROWS - 1
+        self._rb = np.full((self.n, 2 * self._L), np.nan)   # doubled ring of returns: windows are slices
+        self._nret = 0                                 # real returns appended so far
         self._state = {w: _WindowState() for w in WINDOWS}
-        self.fallbacks = 0
+        self._mom = {}
+        for w in WINDOWS:
+            s2 = (2 * w >= self.n or self.n <= direct_max_n) and solver == "incremental"
+            self._mom[w] = _Moments(w, s2, np.zeros(self.n), np.zeros(self.n), np.zeros(self.n, dtype=np.int64),
+                                    np.zeros((self.n, self.n) if s2 else (1, 1)))
+        self.fallbacks = 0                              # refined → float64 fallbacks (heartbeat)
+        self.stats = {"direct": 0, "warm": 0, "iterations": 0, "cold": 0, "set_changed": 0, "schedule": 0,
+                      "not_converged": 0, "ill_conditioned": 0, "lambda2_eigvalsh": 0, "wide_certificates": 0}
+        self._wide_logged = -1
 
     @property
     def rows(self) -> int:
         return self._rows
+
+    def _window_block(self, w: int) -> np.ndarray:
+        end = (self._nret - 1) % self._L + self._L + 1
+        return self._rb[:, end - w:end]
 
     def append(self, prices: Sequence[float | None]) -> None:
         """Add one price row to the history without computing a scan (backfill)."""
         row = np.array([np.nan if p is None else float(p) for p in prices], dtype=np.float64)
         if row.shape[0] != self.n:
             raise ValueError(f"expected {self.n} prices, got {row.shape[0]}")
-        prev = self._prices[-1].copy()
-        self._prices[:-1] = self._prices[1:]
-        self._prices[-1] = row
-        self._rets[:, :-1] = self._rets[:, 1:]
-        self._rets[:, -1] = kernels.log_returns(np.vstack((prev, row)))[:, 0]
+        prev = self._last
+        self._last = row
         self._rows = min(self._rows + 1, HISTORY_ROWS)
+        if self._rows == 1 and self._nret == 0:
+            return
+        x = kernels.log_returns(np.vstack((prev, row)))[:, 0]
+        j = self._nret
+        slot = j % self._L
+        if self.solver == "incremental":
+            for w in WINDOWS:
+                m = self._mom[w]
+                has_old = m.count >= w
+                old = self._rb[:, (j - w) % self._L] if has_old else x
+                inc.update_moments(m.s1, m.q, m.bad, m.s2, x, old, has_old, m.use_s2)
+                if not has_old:
+                    m.count += 1
+        self._rb[:, slot] = x
+        self._rb[:, slot + self._L] = x
+        self._nret += 1
 
     def enhance(self, prices: Sequence[float | None], timestamp_ns: int) -> ScanResult:
         """Append this scan's prices and compute all four windows in one pass."""
         self.append(prices)
-        n_ret = self._rows - 1
+        n_ret = min(self._nret, self._L)
         warm = [w for w in WINDOWS if w <= n_ret]
         results = {w: WindowResult() for w in WINDOWS}
         exact: dict[int, object] = {}
         if warm:
-            rt = np.ascontiguousarray(self._rets[:, HISTORY_ROWS - self._rows:])
-            corr, valid = kernels.nested_correlations(np.ascontiguousarray(rt),
-                                                      np.array(warm, dtype=np.int64))
-            eig = {}
-            for k, w in enumerate(warm):
-                idx = np.flatnonzero(valid[k])
-                if idx.size < MIN_ASSETS:
-                    continue
-                if w < idx.size:
-                    evals, evecs = _dual_top2(rt[idx, -w:])
-                else:
-                    evals, evecs = np.linalg.eigh(corr[k][np.ix_(idx, idx)])
-                eig[w] = (idx, evals, evecs)
-            refined: dict = {}
-            if self.use_arb and eig:
-                jobs = [(w, idx, np.ascontiguousarray(evecs[:, ::-1][:, :2]))
-                        for w, (idx, _, evecs) in eig.items()]
-                refined = precision.refine_windows(rt, jobs)
-                self.fallbacks += len(eig) - len(refined)
+            eig = self._eig_full(warm) if self.solver == "full" else self._eig_incremental(warm)
             for w, (idx, evals, evecs) in eig.items():
-                exact[w] = self._window(w, idx, evals, evecs, refined.get(w), results[w])
+                exact[w] = self._window(w, idx, evals, evecs, results[w])
         for w in WINDOWS:
             self._advance(w, results[w], exact.get(w))
         r50, r750 = results[50], results[750]
         vel_div = None
         if r50.velocity is not None and r750.velocity is not None:
-            vel_div = precision.to_float(self._vel(50) - self._vel(750))
+            vel_div = precision.to_float(precision.dd_sub(self._vel(50), self._vel(750)))
         regime = None
         if r50.lambda_max is not None and r750.lambda_max is not None:
             d = r50.lambda_max - r750.lambda_max
             regime = 1.0 if d > REGIME_BAND else (-1.0 if d < -REGIME_BAND else 0.0)
         inst = [results[w].instability for w in WINDOWS if results[w].instability is not None]
         composite = float(np.mean(inst)) if inst else None
-        price_list = [None if not np.isfinite(p) else float(p) for p in self._prices[-1]]
+        price_list = [None if not np.isfinite(p) else float(p) for p in self._last]
         return ScanResult(
             timestamp_ns=int(timestamp_ns), assets=list(self.assets), prices=price_list,
             windows=results, vel_div=vel_div, regime_signal=regime, instability_composite=composite,
             n_assets=sum(p is not None for p in price_list),
             warm_windows=[w for w in WINDOWS if results[w].lambda_max is not None])
 
+    # ── eigen decompositions ───────────────────────────────────────────────────────────────
+    def _eig_full(self, warm: list[int]) -> dict:
+        """From scratch: nested correlations + LAPACK per window (the pre-issue-16 computation)."""
+        rt = np.ascontiguousarray(self._window_block(max(warm)))
+        corr, valid = kernels.nested_correlations(rt, np.array(warm, dtype=np.int64))
+        eig = {}
+        for k, w in enumerate(warm):
+            idx = np.flatnonzero(valid[k])
+            if idx.size < MIN_ASSETS:
+                continue
+            if w < idx.size:
+                evals, evecs = _dual_top2(rt[idx, -w:])
+            else:
+                evals, evecs = np.linalg.eigh(corr[k][np.ix_(idx, idx)])
+            eig[w] = (idx, evals[::-1][:2].copy(), np.ascontiguousarray(evecs[:, ::-1][:, :2]))
+        return eig
+
+    def _eig_incremental(self, warm: list[int]) -> dict:
+        eig = {}
+        for k, w in enumerate(warm):
+            m = self._mom[w]
+            idx = inc.valid_assets(m.q, m.s1, m.bad, w, kernels.VAR_EPS)
+            if idx.size < MIN_ASSETS:
+                m.vecs = m.idx = None
+                continue
+            reason = None
+            if m.vecs is None:
+                reason = "cold"
+            elif m.idx.shape != idx.shape or not np.array_equal(m.idx, idx):
+                reason = "set_changed"
+            elif m.since_full >= self.full_every:
+                reason = "schedule"
+                s1, q, bad, s2 = inc.moments_from_scratch(np.ascontiguousarray(self._window_block(w)), m.use_s2)
+                m.s1, m.q, m.bad = s1, q, bad
+                if m.use_s2:
+                    m.s2 = s2
+            x = self._window_block(w)[idx]
+            if m.use_s2:
+                c = inc.corr_from_moments(m.s2, m.s1, m.q, idx, w)
+                z = None
+                apply = c.__matmul__
+            else:
+                c = None
+                z = inc.standardised(x, m.s1[idx], m.q[idx], w)
+
+                def apply(v, z=z, w=w):
+                    return z @ (z.T @ v) / w
+            got = None
+            if reason is None and idx.size <= self.direct_max_n:
+                reason = "direct"
+            if reason is None:
+                got = inc.warm_top(apply, m.vecs, scale=float(idx.size), expand=self.expand)
+                if got is None:
+                    reason = "not_converged"
+                elif got[0][0] - got[0][1] < ILL_GAP * got[0][0]:
+                    reason = "ill_conditioned"
+            if reason is None:
+                th, vecs = got[0], got[1]
+                if not got[4]:
+                    th = th.copy()
+                    th[1] = inc.lambda2(c, z if z is not None else inc.standardised(x, m.s1[idx], m.q[idx], w))
+                    self.stats["lambda2_eigvalsh"] += 1
+                m.since_full += 1
+                self.stats["warm"] += 1
+                self.stats["iterations"] += got[3]
+            else:
+                th, vecs = inc.full_top(c, z, self.block)
+                if vecs.shape[1] < self.block:   # fewer assets than the block: pad with orthogonal columns
+                    vecs = np.linalg.qr(np.hstack((vecs, np.random.default_rng(0).standard_normal(
+                        (vecs.shape[0], self.block - vecs.shape[1])))))[0]
+                self.stats[reason] += 1
+                if reason == "direct":
+                    m.since_full += 1
+                    m.vecs, m.idx = vecs, idx
+                    eig[w] = (idx, th[:2].copy(), np.ascontiguousarray(vecs[:, :2]))
+                    continue
+                # stagger the schedule of the four windows so their full decompositions never coincide
+                m.since_full = 0 if reason == "schedule" else (k * self.full_every) // len(WINDOWS)
+            m.vecs, m.idx = vecs, idx
+            eig[w] = (idx, th[:2].copy(), np.ascontiguousarray(vecs[:, :2]))
+        return eig
+
     # ── internals ──────────────────────────────────────────────────────────────────────────
-    def _window(self, w: int, idx: np.ndarray, evals: np.ndarray, evecs: np.ndarray, refined,
-                res: WindowResult):
+    def _window(self, w: int, idx: np.ndarray, evals: np.ndarray, evecs: np.ndarray, res: WindowResult):
         n = idx.size
-        v1 = kernels.orient(np.ascontiguousarray(evecs[:, -1]))
-        lam1, lam2 = evals[-1] / n, evals[-2] / n
-        if refined is not None:
-            l1, l2 = refined
-            res.lambda_max = precision.to_float(l1)
-            res.eigengap = precision.to_float(l1 - l2)
-            res.refined = True
-            lam_exact = l1
-        else:
-            res.lambda_max = float(lam1)
-            res.eigengap = float(lam1 - lam2)
-            lam_exact = float(lam1)
+        sign = -1.0 if evecs[:, 0].sum() < 0.0 else 1.0
+        v1 = evecs[:, 0] * sign
+        lam1 = (float(evals[0]) / n, 0.0)
+        lam2 = (float(evals[1]) / n, 0.0)
+        if self.refine:
+            xt = np.ascontiguousarray(self._window_block(w)[idx].T)
+            gram, vtv, rnorm, bound, dd_rad = precision.rayleigh_dd(xt, np.ascontiguousarray(evecs))
+            l1 = precision.dd_div_scalar(gram[0, 0], vtv[0, 0], n)
+            l2 = precision.dd_div_scalar(gram[1, 1], vtv[1, 1], n)
+            if np.isfinite(l1[0]) and np.isfinite(l2[0]) and abs(l1[0] - lam1[0]) <= 1e-8 * max(lam1[0], 1e-300):
+                lam1, lam2 = l1, l2
+                res.refined = True
+                if self.certify:
+                    cert = precision.certify(gram, vtv, rnorm, bound, dd_rad, n)
+                    res.certificate = cert
+                    if cert is None or cert.rel_width > precision.WIDE:
+                        self.stats["wide_certificates"] += 1
+                        if self._wide_logged < 0 or self._nret - self._wide_logged >= 720:
+                            self._wide_logged = self._nret
+                            log.warning("w%d: eigenvalue enclosure %s (relative width %s; residuals %s): "
+                                        "its digits beyond that width are not certified", w,
+                                        "unavailable" if cert is None else "wide",
+                                        None if cert is None else f"{cert.rel_width:.1e}", rnorm.tolist())
+            else:
+                self.fallbacks += 1
+        res.lambda_max = precision.to_float(lam1)
+        res.eigengap = precision.to_float(precision.dd_sub(lam1, lam2))
         load: list = [None] * self.n
         for j, i in enumerate(idx):
             load[int(i)] = float(v1[j])
@@ -197,7 +342,7 @@ class EigenEngine:
         res.n_assets = int(n)
         mask = np.zeros(self.n, dtype=np.bool_)
         mask[idx] = True
-        return lam_exact, mask.tobytes()
+        return lam1, mask.tobytes()
 
     def _vel(self, w: int):
         return self._state[w].velocity_exact
@@ -211,11 +356,7 @@ class EigenEngine:
             st.history.clear()
             return
         if st.prev_lambda is not None and st.prev_set == cur_set:
-            prev = st.prev_lambda
-            if precision.is_arb(lam) and precision.is_arb(prev):
-                vel = lam - prev
-            else:
-                vel = precision.to_float(lam) - precision.to_float(prev)
+            vel = precision.dd_sub(lam, st.prev_lambda)
             st.velocity_exact = vel
             res.velocity = precision.to_float(vel)
         else:
@@ -223,8 +364,4 @@ class EigenEngine:
         st.history.append(lam)
         st.prev_lambda, st.prev_set = lam, cur_set
         if len(st.history) == INSTABILITY_SCANS:
-            if self.use_arb and all(precision.is_arb(x) for x in st.history):
-                res.instability = precision.to_float(precision.arb_population_std(list(st.history)))
-            else:
-                res.instability = float(kernels.population_std(
-                    np.array([precision.to_float(x) for x in st.history])))
+            res.instability = precision.dd_population_std(list(st.history))

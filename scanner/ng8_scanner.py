@@ -91,6 +91,8 @@ class ScannerConfig:
     bus: bool = field(default=True, metadata={"help": "--no-bus writes Arrow files only"})
     venue_backfill: bool = field(default=True, metadata={
         "help": "cold start from venue 1s klines when the archive is short"})
+    universe: str = field(default="priority", metadata={
+        "help": "obf: also scan every TRADING USDT perp into <data>/arrow_scans_obf (50-asset output unchanged)"})
 
     def __post_init__(self) -> None:
         if self.precision not in ("arb512", "float64"):
@@ -99,6 +101,8 @@ class ScannerConfig:
             raise ConfigError(f"--stale-after-s {self.stale_after_s}: must be > 0")
         if self.backfill_max_gap_s is not None and not self.backfill_max_gap_s >= 0:
             raise ConfigError(f"--backfill-max-gap-s {self.backfill_max_gap_s}: must be >= 0")
+        if self.universe not in ("priority", "obf"):
+            raise ConfigError(f"--universe {self.universe!r}: expected priority or obf")
         if self.max_scans is not None and self.max_scans < 1:
             raise ConfigError(f"--max-scans {self.max_scans}: must be >= 1")
         if not self.heartbeat_s > 0:
@@ -359,6 +363,10 @@ async def scan_loop(cfg: ScannerConfig, bus: Bus | None, clock: Clock, stop: asy
     feed = VenueStreamClient(s.venue_ws, [f"{x.lower()}@markPrice@1s" for x in symbols], on_event=on_event,
                              name="scanner-venue", stall_timeout_s=max(10.0, cfg.stale_s))
     feed_task = asyncio.create_task(feed.run())
+    uni = None
+    if cfg.universe == "obf":   # whole-universe scan beside the 50-asset one (scanner/universe.py)
+        from scanner import universe
+        uni = await universe.start(s, cfg.precision, cfg.stale_s, clock.monotonic)
     last = backfill(engine, arrow_dir, symbols, clock.time(), cfg.backfill_gap_s)
     scan_number = arrow_io.last_scan_number(arrow_dir)
     log.info("scan numbering resumes after %d (archive %s)", scan_number, arrow_dir)
@@ -449,6 +457,8 @@ async def scan_loop(cfg: ScannerConfig, bus: Bus | None, clock: Clock, stop: asy
                                       "(%d archive faults so far)", scan_number, exc, archive_faults)
                 path = None
             out.put(arrow_io.payload_from_record(rec, clock.time()), scan_number)
+            if uni is not None:
+                await loop.run_in_executor(None, uni.scan, scan_number, ts_ns)
             produced += 1
             log.debug("scan %d -> %s vel_div=%s warm=%s", scan_number, path.name if path else "(no archive)",
                       res.vel_div, res.warm_windows)
@@ -461,6 +471,8 @@ async def scan_loop(cfg: ScannerConfig, bus: Bus | None, clock: Clock, stop: asy
             if cfg.max_scans is not None and produced >= cfg.max_scans:
                 break
     finally:
+        if uni is not None:
+            await uni.stop()
         await feed.stop()
         feed_task.cancel()
         try:

@@ -61,15 +61,59 @@ def test_exact_square_parts_sum_to_the_exact_square(x):
     assert Fraction(float(hi[0])) + Fraction(float(lo[0])) == Fraction(x) * Fraction(x)
 
 
-def test_refined_lambda_matches_eigh_and_is_a_tight_512_bit_ball():
+def _arb_exact_rq(x, v):
+    """Exact Rayleigh quotient of v on corr(x) at 512 bits (independent of the double-double kernel)."""
+    from flint import arb, ctx
+    ctx.prec = 512
+    n, w = x.shape
+    rows = [[arb(float(x[i, t])) for t in range(w)] for i in range(n)]
+    m = [sum(r, arb(0)) / w for r in rows]
+    c = [[rows[i][t] - m[i] for t in range(w)] for i in range(n)]
+    sd = [(sum((ci * ci for ci in c[i]), arb(0)) / w).sqrt() for i in range(n)]
+    u = [arb(float(v[i])) / sd[i] for i in range(n)]
+    y = [sum((c[i][t] * u[i] for i in range(n)), arb(0)) for t in range(w)]
+    return sum((yt * yt for yt in y), arb(0)) / w / sum((arb(float(vi)) ** 2 for vi in v), arb(0))
+
+
+def test_double_double_rayleigh_quotient_matches_a_512_bit_one_to_1e_28():
+    rt = _returns(n=8, t=60, seed=3)
+    evals, evecs = np.linalg.eigh(np.corrcoef(rt))
+    v = np.ascontiguousarray(evecs[:, ::-1][:, :2])
+    gram, vtv, res, bound, dd_rad = precision.rayleigh_dd(np.ascontiguousarray(rt.T), v)
+    for a in range(2):
+        exact = _arb_exact_rq(rt, v[:, a])
+        dd = precision.to_arb_dd(gram[a, a, 0], gram[a, a, 1]) / precision.to_arb_dd(vtv[a, a, 0], vtv[a, a, 1])
+        assert abs(float((dd - exact).mid())) < 1e-28 * abs(float(exact.mid()))
+        assert abs(gram[a, a, 0] / vtv[a, a, 0] - evals[::-1][a]) < 1e-13
+        assert res[a] < 1e-13 and bound[a] < 1e-11
+
+
+def test_certificate_encloses_lambda1_lambda2_and_the_gap_of_eigh():
     rt = _returns(n=20, t=300, seed=3)
-    c = np.corrcoef(rt)
-    evals, evecs = np.linalg.eigh(c)
-    out = precision.refine_windows(rt, [(300, np.arange(20), np.ascontiguousarray(evecs[:, ::-1][:, :2]))])
-    l1, l2 = out[300]
-    assert abs(precision.to_float(l1) - evals[-1] / 20) < 1e-13
-    assert abs(precision.to_float(l2) - evals[-2] / 20) < 1e-13
-    assert float(l1.rad()) < 1e-100
+    evals, evecs = np.linalg.eigh(np.corrcoef(rt))
+    v = np.ascontiguousarray(evecs[:, ::-1][:, :2])
+    cert = precision.certify(*precision.rayleigh_dd(np.ascontiguousarray(rt.T), v), 20)
+    l1, l2 = evals[-1] / 20, evals[-2] / 20
+    # the float64 eigh values lie within ~1e-15 of the exact ones: inside the balls widened by that
+    from flint import arb
+    for ball, ref in ((cert.lam1, l1), (cert.lam2, l2), (cert.gap, l1 - l2)):
+        assert (ball + arb(0, 1e-14)).contains(arb(ref))
+    assert float(cert.lam1.rad()) < 1e-24          # Kato–Temple: quadratic in the residual
+    assert float(cert.lam2.rad()) < 1e-12          # Weinstein: linear in λ2's residual
+    assert cert.rel_width < precision.WIDE
+
+
+def test_certificate_of_a_poor_vector_is_wide_but_still_encloses():
+    rt = _returns(n=20, t=300, seed=4)
+    evals, evecs = np.linalg.eigh(np.corrcoef(rt))
+    v = np.ascontiguousarray(evecs[:, ::-1][:, :2]).copy()
+    v[:, 0] += 1e-4 * evecs[:, 0]  # a perturbed (still mostly top) vector: wider but honest balls
+    v[:, 1] += 1e-4 * evecs[:, 3]
+    cert = precision.certify(*precision.rayleigh_dd(np.ascontiguousarray(rt.T), v), 20)
+    from flint import arb
+    assert cert.lam1.contains(arb(evals[-1] / 20)) or (cert.lam1 + arb(0, 1e-15)).contains(arb(evals[-1] / 20))
+    assert (cert.lam2 + arb(0, 1e-15)).contains(arb(evals[-2] / 20))
+    assert cert.rel_width > precision.WIDE
 
 
 def _prices(n, t, seed, stress_at=None):
@@ -149,17 +193,21 @@ def test_product_accumulator_python_and_jit_agree_including_the_ragged_last_row_
     assert not a[6].any() and not a[:, 6].any()
 
 
-def test_refinement_with_an_asset_missing_from_the_long_windows_matches_eigvalsh():
-    rt = _returns(n=14, t=751, seed=9)
-    rt[3, :500] = np.nan   # asset 3 only has the last 251 returns
-    jobs = []
+def test_refined_engine_with_an_asset_missing_from_the_long_windows_matches_eigvalsh():
+    n = 14
+    rows = _prices(n, 760, 9)
+    for k in range(200):
+        rows[k][3] = None   # asset 3 only has the last ~559 returns: out of w750, in the others
+    eng = EigenEngine([f"A{i}USDT" for i in range(n)], precision_mode="arb512")
+    for k, r in enumerate(rows):
+        res = eng.enhance(r, k)
+    p = np.log(np.array([[np.nan if x is None else x for x in r] for r in rows]))
+    rt = np.diff(p, axis=0).T
     for w in (50, 150, 300, 750):
-        idx = np.arange(14) if w <= 251 else np.array([i for i in range(14) if i != 3])
-        _, vecs = np.linalg.eigh(np.corrcoef(rt[idx][:, -w:]))
-        jobs.append((w, idx, np.ascontiguousarray(vecs[:, ::-1][:, :2])))
-    out = precision.refine_windows(rt, jobs)
-    assert sorted(out) == [50, 150, 300, 750]
-    for w, idx, _ in jobs:
-        ev = np.linalg.eigvalsh(np.corrcoef(rt[idx][:, -w:]))[::-1][:2] / idx.size
-        assert abs(precision.to_float(out[w][0]) - ev[0]) < 1e-13
-        assert abs(precision.to_float(out[w][1]) - ev[1]) < 1e-13
+        idx = [i for i in range(n) if np.isfinite(rt[i, -w:]).all()]
+        assert (res.windows[w].loadings[3] is None) == (w == 750)
+        ev = np.linalg.eigvalsh(np.corrcoef(rt[idx][:, -w:]))[::-1] / len(idx)
+        assert res.windows[w].refined and abs(res.windows[w].lambda_max - ev[0]) < 1e-13
+        assert abs(res.windows[w].eigengap - (ev[0] - ev[1])) < 1e-13
+        assert res.windows[w].certificate.lam1.contains(res.windows[w].lambda_max) or \
+            abs(float(res.windows[w].certificate.lam1.mid()) - res.windows[w].lambda_max) < 1e-16

@@ -1,0 +1,214 @@
+"""Incremental window state and warm-started eigen-solver of the NG8 scan (issue 16).
+
+Per window W the scanner keeps running moments of the last W returns instead of recomputing them:
+column sums ``s1``, sums of squares ``q``, a count of non-finite returns per asset and, where the
+primal form is the cheaper one (2W ≥ N), the full product matrix ``S2 = Σ_t r_t r_tᵀ``. Each scan
+adds the newest return column and drops the one leaving the window (a rank-1 add and a rank-1
+drop, :func:`update_moments`); non-finite returns enter the sums as 0 and are counted, so an asset
+is valid again exactly when its last bad return has left the window.
+
+The correlation operator of a window is then either the explicit matrix built from the moments
+(:func:`corr_from_moments`, N×N, primal) or the standardised returns Z (N×W) applied as
+``C x = Z (Zᵀ x) / W`` without forming C (the dual form, cheaper when W < N/2).
+
+:func:`warm_top` finds the top eigenpairs of that operator by a block LOBPCG-style iteration
+(Rayleigh–Ritz on [V, residuals, previous directions]) started from the last scan's Ritz vectors,
+which are already close: one window slide changes C by O(1/W). It stops on residual bounds (the
+top vector to ``tol_vec``, λ2's value to ``tol_val`` relative to λ1) or gives up after ``maxit``
+(the caller then runs a full ``eigh``). :func:`full_top` is that full decomposition: LAPACK
+``eigh`` on C, or on the W×W dual Gram matrix ZᵀZ/W when W < N.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+BLOCK = 12           # Ritz vectors carried per window: λ1, λ2 + guards spanning the sector modes below λ2
+EXPAND = 2           # residual / previous-direction columns added per iteration (those of λ1 and λ2)
+TOL_VEC = 2e-11      # residual of v1 relative to the λ1−λ2 gap (bounds the loadings' error)
+TOL_VAL = 1e-12      # error bound of λ2's Ritz value relative to N (λ2/N to 1e-12)
+MAXIT = 12           # iterations for the top pair before a full eigh
+MAXIT_LAM2 = 3       # iterations after which a still-clustered λ2 is taken from eigvalsh instead
+
+
+@njit(cache=True)
+def update_moments(s1, q, bad, s2, x, old, has_old, use_s2):
+    """Add the return column ``x`` to a window's moments and drop ``old`` if ``has_old``.
+
+    Non-finite entries count in ``bad`` and enter the sums as 0, so they cancel exactly when
+    they leave. ``s2`` (N×N, both triangles) is updated only when ``use_s2``.
+    """
+    n = x.shape[0]
+    xa = np.empty(n)
+    oa = np.zeros(n)
+    for i in range(n):
+        v = x[i]
+        if np.isfinite(v):
+            xa[i] = v
+        else:
+            xa[i] = 0.0
+            bad[i] += 1
+        if has_old:
+            o = old[i]
+            if np.isfinite(o):
+                oa[i] = o
+            else:
+                bad[i] -= 1
+        s1[i] += xa[i] - oa[i]
+        q[i] += xa[i] * xa[i] - oa[i] * oa[i]
+    if use_s2:
+        for i in range(n):
+            a = xa[i]
+            b = oa[i]
+            if a == 0.0 and b == 0.0:
+                continue
+            for j in range(n):
+                s2[i, j] += a * xa[j] - b * oa[j]
+
+
+@njit(cache=True)
+def _moments_from_scratch(x):
+    n, w = x.shape
+    s1 = np.zeros(n)
+    q = np.zeros(n)
+    bad = np.zeros(n, dtype=np.int64)
+    xa = np.empty((n, w))
+    for i in range(n):
+        for t in range(w):
+            v = x[i, t]
+            if np.isfinite(v):
+                xa[i, t] = v
+            else:
+                xa[i, t] = 0.0
+                bad[i] += 1
+            s1[i] += xa[i, t]
+            q[i] += xa[i, t] * xa[i, t]
+    return s1, q, bad, xa
+
+
+def moments_from_scratch(x: np.ndarray, use_s2: bool):
+    """Return (s1, q, bad, s2) of the return block ``x`` (N×W) computed afresh (drift reset)."""
+    s1, q, bad, xa = _moments_from_scratch(x)
+    return s1, q, bad, (xa @ xa.T if use_s2 else np.zeros((1, 1)))
+
+
+@njit(cache=True)
+def corr_from_moments(s2, s1, q, idx, w):
+    """Pearson correlation matrix of the assets ``idx`` from a window's moments (diag exactly 1)."""
+    n = idx.shape[0]
+    inv_w = 1.0 / w
+    m = np.empty(n)
+    inv_sd = np.empty(n)
+    for a in range(n):
+        i = idx[a]
+        m[a] = s1[i] * inv_w
+        inv_sd[a] = 1.0 / math.sqrt(q[i] * inv_w - m[a] * m[a])
+    c = np.empty((n, n))
+    for a in range(n):
+        i = idx[a]
+        c[a, a] = 1.0
+        for b in range(a + 1, n):
+            v = (s2[i, idx[b]] * inv_w - m[a] * m[b]) * inv_sd[a] * inv_sd[b]
+            if v > 1.0:
+                v = 1.0
+            elif v < -1.0:
+                v = -1.0
+            c[a, b] = v
+            c[b, a] = v
+    return c
+
+
+def valid_assets(q: np.ndarray, s1: np.ndarray, bad: np.ndarray, w: int, var_eps: float) -> np.ndarray:
+    """Indices of the assets with W finite, non-constant returns (the inclusion rule)."""
+    m = s1 / w
+    ref = q / w
+    var = ref - m * m
+    ok = (bad == 0) & (var > var_eps * ref) & (var > 0.0)
+    return np.flatnonzero(ok)
+
+
+def standardised(x: np.ndarray, s1: np.ndarray, q: np.ndarray, w: int) -> np.ndarray:
+    """Z = (x − m)/sd for the rows of ``x`` (included assets × W) with the window's moments."""
+    m = s1 / w
+    sd = np.sqrt(q / w - m * m)
+    return (x - m[:, None]) / sd[:, None]
+
+
+def lambda2(c: np.ndarray | None, z: np.ndarray) -> float:
+    """λ2 of C alone by ``eigvalsh``: of the W×W dual ZᵀZ/W when W < N, else of C (the clustered-λ2 path)."""
+    n, w = z.shape
+    if w < n or c is None:
+        return float(np.linalg.eigvalsh((z.T @ z) / w)[-2])
+    return float(np.linalg.eigvalsh(c)[-2])
+
+
+def full_top(c: np.ndarray | None, z: np.ndarray | None, k: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` eigenpairs (descending) by LAPACK ``eigh``: of C, or of the dual ZᵀZ/W when given Z."""
+    if c is not None:
+        ev, vec = np.linalg.eigh(c)
+        return ev[::-1][:k].copy(), np.ascontiguousarray(vec[:, ::-1][:, :k])
+    w = z.shape[1]
+    ev, u = np.linalg.eigh((z.T @ z) / w)
+    ev, u = ev[::-1][:k], u[:, ::-1][:, :k]
+    v = z @ u
+    v /= np.linalg.norm(v, axis=0, keepdims=True)
+    return ev.copy(), np.ascontiguousarray(v)
+
+
+def _rr(basis: np.ndarray, abasis: np.ndarray, k: int):
+    t = basis.T @ abasis
+    t = 0.5 * (t + t.T)
+    ev, y = np.linalg.eigh(t)
+    y = y[:, ::-1][:, :k]
+    return ev[::-1][:k], y
+
+
+def warm_top(apply, v0: np.ndarray, *, scale: float = 1.0, tol_vec: float = TOL_VEC,
+             tol_val: float = TOL_VAL, maxit: int = MAXIT, maxit_lam2: int = MAXIT_LAM2, expand: int = EXPAND):
+    """Top eigenpairs of the symmetric operator ``apply`` from the orthonormal start block ``v0``.
+
+    Returns (eigenvalues descending, vectors, residual norms, iterations, lam2_ok) or None when
+    the top pair has not converged after ``maxit`` iterations (the caller falls back to
+    :func:`full_top`). Convergence: ‖r1‖ ≤ tol_vec·(θ1−θ2) (so v1's angle error ≤ tol_vec) and
+    λ2's Ritz value within ``tol_val·scale`` by the Kato–Temple estimate ‖r2‖²/(θ2−θ3) or the
+    Weinstein bound ‖r2‖. When λ2 sits in a cluster (the top of a noise bulk) its Ritz value
+    converges slowly: once v1 has converged and ``maxit_lam2`` iterations are spent, the result comes
+    back with lam2_ok False and the caller takes λ2 from ``eigvalsh`` (:func:`lambda2`).
+    """
+    k = v0.shape[1]
+    av = apply(v0)
+    th, y = _rr(v0, av, k)
+    v, av = v0 @ y, av @ y
+    p = None
+    for it in range(maxit + 1):
+        r = av - v * th
+        rn = np.sqrt((r * r).sum(axis=0))
+        gap12 = th[0] - th[1]
+        gap23 = max(th[1] - th[2], 1e-300)
+        ok1 = gap12 > 0 and rn[0] <= tol_vec * gap12
+        ok2 = rn[1] * rn[1] / gap23 <= tol_val * scale or rn[1] <= tol_val * scale
+        if ok1 and ok2:
+            return th, v, rn, it, True
+        if ok1 and it >= maxit_lam2:
+            return th, v, rn, it, False
+        if it == maxit:
+            return None
+        # residuals of the two wanted pairs only (the guard vectors ride along in the Rayleigh–Ritz)
+        blk = r[:, :expand] if p is None else np.hstack((r[:, :expand], p[:, :expand]))
+        blk = blk - v @ (v.T @ blk)
+        blk = blk - v @ (v.T @ blk)
+        qm, rr = np.linalg.qr(blk)
+        d = np.abs(np.diag(rr))
+        keep = d > 1e-13 * max(d.max(), 1e-300)
+        if not keep.any():
+            return None
+        qm = qm[:, keep]
+        aq = apply(qm)
+        basis = np.hstack((v, qm))
+        abasis = np.hstack((av, aq))
+        th, y = _rr(basis, abasis, k)
+        p = qm @ y[k:]
+        v, av = basis @ y, abasis @ y
+    return None
