@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run stop test bench venv clean status cluster cluster-stop hz-jar
+.PHONY: run stop test bench lint venv clean status cluster cluster-stop hz-jar
 
 venv: $(STAMP)
 
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -p tests.results_plugin
+
+# ruff (pyflakes, pycodestyle, bugbear, blind-except) over the tree; mypy over the runtime, bus and settings
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/bench -s

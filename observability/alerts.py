@@ -10,7 +10,7 @@ Configuration (environment; secrets never appear in a log line):
 
 | variable | meaning |
 |---|---|
-| ``DOLPHIN_ALERT_WEBHOOK_URL`` | POST ``{"text", "kind", "subject", "ts", "details"}`` JSON here (Slack/Mattermost-compatible ``text``) |
+| ``DOLPHIN_ALERT_WEBHOOK_URL`` | POST ``{"text", "kind", "subject", "ts", "details"}`` JSON here (``text``: Slack/Mattermost) |
 | ``DOLPHIN_TELEGRAM_BOT_TOKEN``, ``DOLPHIN_TELEGRAM_CHAT_ID`` | send ``text`` with the Bot API ``sendMessage`` |
 | ``DOLPHIN_TELEGRAM_API`` | Bot API base URL (default ``https://api.telegram.org``; tests point it at a local receiver) |
 | ``DOLPHIN_ALERT_MIN_INTERVAL_S`` | at most one alert per kind and subject in this many seconds (default 60) |

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ def _resolve(p: str) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-_ENV = {
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DOLPHIN_PROFILE": ("profile", str),
     "DOLPHIN_HZ_MEMBERS": ("hz_members", lambda s: tuple(x.strip() for x in s.split(",") if x.strip())),
     "DOLPHIN_HZ_CLUSTER": ("hz_cluster", str),

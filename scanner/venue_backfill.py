@@ -17,7 +17,8 @@ Rules (docs/scanner.md, *Cold start and backfill*):
   previous sample (the bad-tick rule; logged).
 * Requests: ``GET /fapi/v1/klines?interval=1s`` through :class:`prod.venue.rest.VenueRestClient`,
   batches of 499 klines (weight 2: the cheapest weight per row), at most ``CONCURRENCY`` in flight;
-  the whole plan is clipped to the newest part that fits ``weight_budget`` (logged). A venue answering ``-1120`` (invalid interval: the real USDT-M
+  the whole plan is clipped to the newest part that fits ``weight_budget`` (logged). A venue answering ``-1120``
+  (invalid interval: the real USDT-M
   venue) or failing the probes → no venue backfill; a symbol whose requests fail or whose history is
   short → None in the rows it lacks (logged by name).
 """

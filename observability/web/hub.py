@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from hazelcast.lifecycle import LifecycleState
 
-from observability.web.model import KEY_ONLY_MAPS, KNOWN_MAPS, VALUE_MAPS, ConsoleModel
+from observability.web.model import KNOWN_MAPS, VALUE_MAPS, ConsoleModel
 from prod import metrics
 from prod.bus.client import make_client
 from prod.settings import Settings

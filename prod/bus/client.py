@@ -1,6 +1,7 @@
 """Hazelcast client factory from :class:`prod.settings.Settings`.
 
-Every connection (the services' :class:`prod.runtime.Bus`, the console, the tools) is made here, so members, cluster name, timeouts and reconnect policy are
+Every connection (the services' :class:`prod.runtime.Bus`, the console, the tools) is made here, so members, cluster
+name, timeouts and reconnect policy are
 set in one place and switching to a real cluster is a configuration change only.
 """
 from __future__ import annotations

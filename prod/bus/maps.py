@@ -60,6 +60,23 @@ def state_key(strategy: str, date: str) -> str:
     return f"state_{strategy}_{date}"
 
 
+# keys the Prefect flows write (never the live trader's keys: prod/flows/bus_io.py says why)
+FLOW_NAMES = ("paper_flow", "backtest_flow")
+KEY_STATE_BACKTEST_LATEST = "latest_backtest"
+
+
+def flow_pnl_key(flow: str, date: str) -> str:
+    """Return the PnL-map key of ``flow``'s result for ``date`` (``paper_flow_2026-01-01``)."""
+    if flow not in FLOW_NAMES:
+        raise ValueError(f"unknown flow {flow!r}")
+    return f"{flow}_{date}"
+
+
+def paper_flow_state_key(strategy: str, date_or_latest: str) -> str:
+    """Return the STATE_BLUE key of the paper flow's snapshot (``paper_flow_blue_<date>`` or ``_latest``)."""
+    return f"paper_flow_{strategy}_{date_or_latest}"
+
+
 def _reject_nonfinite(token: str):
     raise ValueError(f"non-finite number {token}")
 
@@ -165,6 +182,8 @@ STATE_DAY = Topic(STATE_BLUE, None, pl.EngineState, "updated_at")          # key
 PNL_BLUE_DAY = Topic(PNL_BLUE, None, pl.Pnl, "updated_at")                 # key: YYYY-MM-DD
 PNL_GREEN_DAY = Topic(PNL_GREEN, None, pl.Pnl, "updated_at")
 HEARTBEATS = Topic(HEARTBEAT, None, pl.Heartbeat, "ts")                    # key: service name
+FLOW_PNL_BLUE = Topic(PNL_BLUE, None, pl.FlowResult, "updated_at")         # key: flow_pnl_key(flow, date)
+FLOW_PNL_GREEN = Topic(PNL_GREEN, None, pl.FlowResult, "updated_at")
 OB_SHARDS = tuple(Topic(m, None, pl.ObFeatures, "ts") for m in SHARD_MAPS)  # key: symbol
 
 _TOPIC_BY_KEY: dict[tuple[str, str], Topic] = {
@@ -180,8 +199,13 @@ def ob_topic(symbol: str) -> Topic:
     return OB_SHARDS[shard_index(symbol)]
 
 
+_FLOW_PNL = {PNL_BLUE: FLOW_PNL_BLUE, PNL_GREEN: FLOW_PNL_GREEN}
+
+
 def topic_for(map_name: str, key: str) -> Topic | None:
     """Return the topic of ``map_name[key]``, or None when the key carries free-form JSON."""
+    if map_name in _FLOW_PNL and isinstance(key, str) and key.startswith(tuple(f + "_" for f in FLOW_NAMES)):
+        return _FLOW_PNL[map_name]
     return _TOPIC_BY_KEY.get((map_name, key)) or _TOPIC_BY_MAP.get(map_name)
 
 

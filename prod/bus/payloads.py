@@ -351,6 +351,22 @@ class Pnl(Payload):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FlowResult(Payload):
+    """``DOLPHIN_PNL_*[paper_flow_<date>]`` / ``[backtest_flow_<date>]``: one day replayed by a Prefect flow."""
+
+    KIND: ClassVar[str] = "flow_result"
+    flow: str
+    date: str
+    strategy: str
+    capital: float
+    start_capital: float | None = None
+    pnl: float
+    trades: int
+    updated_at: float
+    posture: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class EngineState(Payload):
     """``DOLPHIN_STATE_BLUE[latest]`` and ``[state_<strategy>_<date>]``: the trader's state."""
 
@@ -386,4 +402,4 @@ class McForewarner(Payload):
 
 
 __all__ = ["PayloadError", "Payload", "EigenScan", "AcbBoost", "AcbState", "Exf", "ObfUniverse", "ObFeatures",
-           "Safety", "Heartbeat", "MetaHealth", "Pnl", "EngineState", "McForewarner"]
+           "Safety", "Heartbeat", "MetaHealth", "Pnl", "FlowResult", "EngineState", "McForewarner"]

@@ -1,7 +1,8 @@
 """Every Hazelcast read and write the Prefect flows make, in one small module.
 
 The flows connect with :func:`prod.bus.client.make_client`, validate every value with
-:func:`prod.bus.maps.decode` / :func:`prod.bus.maps.encode` (each value through its typed topic), and never write a key the live services
+:func:`prod.bus.maps.decode` / :func:`prod.bus.maps.encode` (each value through its typed topic), and never write a
+key the live services
 own: the live trader owns ``DOLPHIN_PNL_BLUE[date]``, ``DOLPHIN_STATE_BLUE["latest"]`` (the safety
 watchdog's drawdown input) and ``state_blue_<date>``, so a daily replay run by a flow writes under keys
 that carry the flow's name (decision; the bible lets the flows and the actor share the date key):
@@ -17,7 +18,7 @@ DOLPHIN_HEARTBEAT          ``backtest_flow_heartbeat``, ``backtest_flow_probe`` 
 DOLPHIN_FEATURES           ``mc_forewarner_latest``                     MC-forewarner flow
 =========================  ===========================================  =====================================
 
-The key formats are defined here until the lead's typed topics in ``prod/bus/maps.py`` take them.
+The key formats live in ``prod/bus/maps.py``; the results are the ``FlowResult`` topic there.
 :func:`write_all` encodes every payload before the first write, so a bad payload writes nothing, and
 writes in the given order (callers put the "latest" pointer last).
 """
@@ -36,7 +37,7 @@ from prod.settings import Settings
 log = logging.getLogger("dolphin.flows.bus")
 
 POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
-STATE_BACKTEST_LATEST = "latest_backtest"
+STATE_BACKTEST_LATEST = maps.KEY_STATE_BACKTEST_LATEST
 HEARTBEAT_BACKTEST = "backtest_flow_heartbeat"
 HEARTBEAT_PROBE = "backtest_flow_probe"
 
@@ -51,15 +52,15 @@ def pnl_map(strategy: str) -> str:
 
 
 def pnl_key(flow: str, date: str) -> str:
-    return f"{flow}_{date}"
+    return maps.flow_pnl_key(flow, date)
 
 
 def paper_state_key(strategy: str, date: str) -> str:
-    return f"paper_flow_{strategy}_{date}"
+    return maps.paper_flow_state_key(strategy, date)
 
 
 def paper_latest_key(strategy: str) -> str:
-    return f"paper_flow_{strategy}_latest"
+    return maps.paper_flow_state_key(strategy, "latest")
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ class InstanceLock:
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             finally:
                 os.close(fd)
-            raise LockBusy(f"another trader (pid {holder}) holds {self.path}; refusing to start a second one")
+            raise LockBusy(f"another trader (pid {holder}) holds {self.path}; refusing to start a second one") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         os.fsync(fd)

@@ -19,7 +19,8 @@ Start: ``python -m services.obf_universe`` (flags below override ``DOLPHIN_*`` s
 * Writer thread (off the hot loop): every ``--bar-s`` advances the rolling per-asset features and the
   macro (services/obf_universe/features.py documents every formula); every ``--flush-s`` writes the assets
   updated since the last flush to ``DOLPHIN_FEATURES_SHARD_NN`` (each value encoded and validated by its
-  shard's typed topic, ``prod.bus.maps.ob_topic(symbol)``) with one put_all per shard, and rewrites every asset at least every ``--refresh-s`` (≤ 5 s). Flushes are
+  shard's typed topic, ``prod.bus.maps.ob_topic(symbol)``) with one put_all per shard, and rewrites every asset at
+  least every ``--refresh-s`` (≤ 5 s). Flushes are
   pipelined: up to ``max_inflight`` (4) await their acknowledgement at once, each one acknowledged
   within ``--write-timeout-s`` or counted as a failure (its assets are rewritten by the next flush);
   ``obf_universe_latest`` every ``--snapshot-s`` (60 s); Hive Parquet
@@ -39,7 +40,8 @@ Start: ``python -m services.obf_universe`` (flags below override ``DOLPHIN_*`` s
 Shard payload (``prod.bus.payloads.ObFeatures``; recv_ts, event_ms, mid, depth_1pct_usd, n_bid_levels and
 n_ask_levels ride in its extras): symbol, ts (= recv_ts: when the book these
 features come from was received, so a frozen feed looks old however often it is rewritten),
-written_at (writer time), event_ms (venue event time), the §26.2 fields, imbalance_ma5, imbalance_persistence, withdrawal_velocity,
+written_at (writer time), event_ms (venue event time), the §26.2 fields, imbalance_ma5, imbalance_persistence,
+withdrawal_velocity,
 stale, and the macro cascade_count / regime_signal / withdrawal_stress.
 
 Counters (``garbage_frames``, ``crossed_books``, ``stalls``, ``reconnects``, ...), connection layout,

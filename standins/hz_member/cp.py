@@ -196,7 +196,7 @@ class CPService:
         for s in [s for s in self._sessions.values() if s.expires_at <= now]:
             log.info("CP session %d (%s) expired: releasing its locks", s.id, s.endpoint)
             self._end_session(s.id)
-        for key, lk in self._locks.items():
+        for _key, lk in self._locks.items():
             if not any(w.deadline is not None and w.deadline <= now for w in lk.waiters):
                 continue
             keep: deque = deque()

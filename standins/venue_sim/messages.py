@@ -86,7 +86,7 @@ def kline(model: MarketModel, i: int, closed: bool) -> dict:
 def exchange_info(model: MarketModel) -> dict:
     """``GET /fapi/v1/exchangeInfo`` body."""
     syms = []
-    for i, s in enumerate(model.universe):
+    for _i, s in enumerate(model.universe):
         tick = f"{s.tick:.{s.price_decimals}f}"
         step = f"{s.step:.{s.qty_decimals}f}"
         syms.append({

@@ -3,7 +3,8 @@
 Writes run_logs/bench_web.json. Latency: one client writes ``DOLPHIN_SAFETY[latest]`` at 20/s
 (3 rounds × 100 writes); a websocket client (what the page runs) records when each sequence number
 arrives; latency = arrival − the time just before ``set``. A batch carries only the newest value of a
-key, so a write superseded within the same batch never reaches the page (``delivered`` < 1). It is bounded below by the hub's 100 ms
+key, so a write superseded within the same batch never reaches the page (``delivered`` < 1). It is bounded below by
+the hub's 100 ms
 batching (``BusHub.flush_s``), by design. Burst: 2,000 distinct heartbeat keys written pipelined;
 the time until the page's map size shows all of them.
 """
@@ -98,7 +99,7 @@ def test_bench_web_console(tmp_path):
                 seq += 1
                 time.sleep(max(0.0, t_next - time.perf_counter()))   # pacing the writer, not waiting on a result
             last = seq - 1
-            wait_until(lambda: last in page.arrivals, 10, what="last write of the round on the page")
+            wait_until(lambda last=last: last in page.arrivals, 10, what="last write of the round on the page")
             lat = [(page.arrivals[i] - sent[i]) * 1000 for i in range(first, seq) if i in page.arrivals]
             rounds.append({"n": len(lat), "delivered": len(lat) / PER_ROUND, "p50_ms": round(_pct(lat, 0.5), 2),
                            "p99_ms": round(_pct(lat, 0.99), 2), "max_ms": round(max(lat), 2)})

@@ -294,12 +294,12 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
 
     # let the trader drain its backlog before reading the position it holds (it may exit and re-enter)
     last = src.push(-0.06, -0.002, 0.003)
-    wait_until(lambda: consumed(last), 30, interval=0.2, what="trader caught up with the episode")
+    wait_until(lambda last=last: consumed(last), 30, interval=0.2, what="trader caught up with the episode")
     for _ in range(60):
         if _entries(journal) > _entries(journal, "EXIT"):
             break
         last = src.push(-0.06, -0.002, 0.003)
-        wait_until(lambda: consumed(last), 30, interval=0.1, what="trader consumed the scan")
+        wait_until(lambda last=last: consumed(last), 30, interval=0.1, what="trader consumed the scan")
     assert _entries(journal) > _entries(journal, "EXIT"), "no position open again after the episode"
     pnl_map = bus.get_map(maps.PNL_BLUE).blocking()
     state_map = bus.get_map(maps.STATE_BLUE).blocking()

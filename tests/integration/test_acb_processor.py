@@ -97,7 +97,7 @@ def test_two_processors_are_serialised_by_the_fenced_lock(hz_member, tmp_path, s
             bear = i % 2 == 0
             e = _exf(1000.0 + i, -0.0002 if bear else 0.0005, 90.0 if bear else 40.0, 50.0, 1.0)
             bus.publish(maps.EXF, e)
-            wait_until(lambda: len(_held(a.log_text())) + len(_held(b.log_text())) >= 2 + 2 * (i + 1), 30,
+            wait_until(lambda i=i: len(_held(a.log_text())) + len(_held(b.log_text())) >= 2 + 2 * (i + 1), 30,
                        what=f"both processors handled change {i}")
     finally:
         a.stop()
@@ -108,7 +108,7 @@ def test_two_processors_are_serialised_by_the_fenced_lock(hz_member, tmp_path, s
     allh = sorted(ha + hb)                       # by fencing token
     fences = [f for f, _, _ in allh]
     assert len(set(fences)) == len(fences)       # every acquisition has its own token
-    for (f1, a1, r1), (f2, a2, r2) in zip(allh, allh[1:]):
+    for (f1, a1, r1), (f2, a2, _r2) in zip(allh, allh[1:]):
         assert a1 < a2, "fencing tokens must increase in acquisition order"
         assert r1 <= a2, f"critical sections overlap: fence {f1} released at {r1} after {f2} acquired at {a2}"
     assert "ACB write" in a.log_text() and "ACB write" in b.log_text() or \

@@ -225,7 +225,7 @@ def test_backtest_flow_runs_then_hibernate_skips_the_engine_and_dry_run_writes_n
 
     # HIBERNATE (posture from DOLPHIN_SAFETY): the engine is skipped, the result and heartbeat still written
     bus.get_map(maps.SAFETY).blocking().set(maps.KEY_LATEST, maps.encode(maps.SAFETY, maps.KEY_LATEST,
-                                                                          {"posture": "HIBERNATE", "Rm": 0.1}))
+                                                                          {"posture": "HIBERNATE", "Rm": 0.1, "ts": 1.0}))
     state = backtest_supervisor_flow(date=D2, return_state=True, **kw)
     fr, tasks = _runs(state)
     r2 = state.result()

@@ -5,14 +5,13 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from prod.bus import maps
 from prod.runtime import Bus, BusUnavailable
-from tests.helpers import REPO_ROOT, Proc, free_port, start_listening, wait_until
+from tests.helpers import REPO_ROOT, free_port, start_listening, wait_until
 
 
 def _member(tmp_path, port, name="hz"):
@@ -32,7 +31,7 @@ def test_bus_connects_in_the_background_once_a_member_appears(tmp_path, settings
     try:
         assert not bus.connected
         with pytest.raises(BusUnavailable):
-            bus.client
+            _ = bus.client
         wait_until(lambda: bus.attempts >= 2, 30, what="a second connection attempt")
         m = _member(tmp_path, port)
         try:
@@ -135,4 +134,5 @@ def test_service_main_prints_one_line_for_a_bad_setting(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
                        env={"DOLPHIN_SCAN_INTERVAL_S": "abc", "DOLPHIN_DEMO_SVC_N": "1", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2
-    assert r.stderr.strip() == "demo_svc: configuration error: DOLPHIN_SCAN_INTERVAL_S='abc': could not convert string to float: 'abc'"
+    assert r.stderr.strip() == ("demo_svc: configuration error: DOLPHIN_SCAN_INTERVAL_S='abc': "
+                                "could not convert string to float: 'abc'")

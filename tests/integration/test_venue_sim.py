@@ -407,7 +407,7 @@ def test_replay_serves_the_recorded_sample_at_speed(tmp_path):
         assert ticks[0]["E"] >= int(rows[0][0])
         # request weight: depth limit=1000 weighs 20; the 2400/minute budget runs out -> 429 + Retry-After
         wait_until(lambda: time.time() % 60 < 45, 20, what="not near a minute boundary (weights reset per minute)")
-        for k in range(200):
+        for k in range(200):  # noqa: B007 - k is the count checked after the loop
             st, headers, body = http_json(port, "/fapi/v1/depth?symbol=BTCUSDT&limit=1000")
             if st != 200:
                 break

@@ -46,7 +46,8 @@ def test_every_declared_scan_field_is_checked(field, value, msg):
 def test_a_missing_required_field_is_named_with_map_and_key():
     d = _scan()
     del d["timestamp_ns"]
-    with pytest.raises(PayloadError, match=r"DOLPHIN_FEATURES\['latest_eigen_scan'\]: eigen_scan is missing field 'timestamp_ns'"):
+    msg = r"DOLPHIN_FEATURES\['latest_eigen_scan'\]: eigen_scan is missing field 'timestamp_ns'"
+    with pytest.raises(PayloadError, match=msg):
         maps.EIGEN_SCAN.decode(json.dumps(d))
 
 

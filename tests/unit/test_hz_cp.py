@@ -99,7 +99,7 @@ class CP:
         try:
             resp = self.raw(codec, *args, ctx=ctx)
         except HandlerError as e:  # the core turns this into an error response: do the same here
-            raise errors.create_error_from_message(to_inbound(cp_codec.encode_error(e.class_name, e.message).buf))
+            raise errors.create_error_from_message(to_inbound(cp_codec.encode_error(e.class_name, e.message).buf)) from e
         return None if resp is None else decode(resp, codec)
 
     def group(self, proxy_name: str = "x") -> RaftGroupId:

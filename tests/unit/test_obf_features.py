@@ -119,7 +119,7 @@ def test_config_rejects_out_of_range_cadences():
 
 def test_breaker_opens_after_five_failures_probes_and_closes():
     b = CircuitBreaker(5, base_backoff_s=1.0, max_backoff_s=8.0)
-    for i in range(4):
+    for _i in range(4):
         assert b.allow(0.0) and b.failure(0.0) is None
     assert b.allow(0.0) and b.failure(0.0) == "opened" and b.state == OPEN
     assert not b.allow(0.5)                       # file-only while open

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from scanner import incremental as inc
-from scanner.engine import WINDOWS, EigenEngine
+from scanner.engine import EigenEngine
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "binance_spot_btcusdt_1m"
 # make test runs 1,500 scans per data set (~10 s each); the benchmark (tests/bench/test_bench_scanner.py)

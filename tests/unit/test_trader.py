@@ -179,7 +179,7 @@ def _run_until_entry(tr, m, start=1):
     n = start
     for n in range(start, start + 159):
         tr.process(m.scan(n, 0.0, 0, 0.001 + n * 0.00002))
-    for n in range(n + 1, n + 60):
+    for n in range(n + 1, n + 60):  # noqa: B020 - continue numbering where the warm-up stopped
         r = tr.process(m.scan(n, -0.06, -0.002, 0.003))
         if r and r.get("entered"):
             return n, r
