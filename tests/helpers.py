@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+SHARED_REAL = REPO_ROOT.parent / "shared" / "data" / "real"   # real exchange data beside the repository, if present
 
 
 def wait_until(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,

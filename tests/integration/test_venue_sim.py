@@ -14,9 +14,9 @@ from websockets.asyncio.client import connect
 
 from prod.venue import (BookTickerEvent, DepthEvent, RateLimitedError, TransientVenueError, VenueRequestError,
                         VenueRestClient, VenueStreamClient, VenueUnreachableError)
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import FIXTURES, Proc, free_port, port_open, wait_until
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "venue"
+FIX = FIXTURES / "venue"
 START_MS = 1_790_000_000_000
 CAP = 6
 

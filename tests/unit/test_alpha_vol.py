@@ -3,15 +3,15 @@ on real BTC prices."""
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from prod.alpha.vol import VolGate, rolling_dvol_arb512, rolling_dvol_f64, vol_regime_mask, vol_threshold
+from tests.helpers import SHARED_REAL
 
 # shared/ sits beside the repository in CI and on developer machines; a user's clone has none (tests skip)
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "binance_spot_btcusdt_1m"
+REAL = SHARED_REAL / "binance_spot_btcusdt_1m"
 
 
 def test_dvol_of_alternating_returns_is_their_std():

@@ -1,11 +1,11 @@
 """The cluster profile's docker-compose file matches the bus contract the services expect."""
-from pathlib import Path
 
 import yaml
 
 from prod.settings import load_settings
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 
 def test_compose_declares_cp_enabled_cluster_with_the_default_cluster_name():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,8 +13,9 @@ from prod.execution import (BadFill, Credentials, Fill, IllegalTransition, Missi
 from prod.execution import schemas as X
 from prod.execution.orders import ALLOWED, TERMINAL
 from prod.venue.errors import MalformedMessage
+from tests.helpers import FIXTURES
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "venue"
+FIX = FIXTURES / "venue"
 S = OrderStatus
 STATUSES = list(OrderStatus)
 

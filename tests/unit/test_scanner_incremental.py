@@ -10,15 +10,15 @@ from __future__ import annotations
 import csv
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scanner import incremental as inc
 from scanner.engine import EigenEngine
+from tests.helpers import SHARED_REAL
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "binance_spot_btcusdt_1m"
+REAL = SHARED_REAL / "binance_spot_btcusdt_1m"
 # make test runs 1,500 scans per data set (~10 s each); the benchmark (tests/bench/test_bench_scanner.py)
 # runs the full 10,000 of issue 16 and records the worst differences in run_logs/bench_scanner.json.
 SCANS = int(os.environ.get("DOLPHIN_SCAN_AGREEMENT_SCANS", "1500"))

@@ -6,7 +6,6 @@ import random
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,6 +15,7 @@ from services.event_trader.main import load_engine_params
 from services.event_trader.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
 from services.event_trader.lock import InstanceLock, LockBusy
 from services.event_trader.paper import TAKER_FEE, Book, PaperAccount, fill_price
+from tests.helpers import REPO_ROOT
 
 
 
@@ -26,7 +26,7 @@ class TestInstanceLock:
         code = ("import sys,time; from services.event_trader.lock import InstanceLock; "
                 f"InstanceLock({str(path)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                             cwd=str(Path(__file__).resolve().parents[2]))
+                             cwd=str(REPO_ROOT))
         try:
             assert p.stdout.readline().strip() == "locked"
             with pytest.raises(LockBusy, match=str(p.pid)):

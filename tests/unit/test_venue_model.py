@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -13,9 +12,10 @@ from standins.venue_sim import messages as M
 from standins.venue_sim.model import DVOL_TAU_S, PARAMS, MarketModel
 from standins.venue_sim.replay import ReplayDriver, ReplayError
 from standins.venue_sim.universe import build_universe
+from tests.helpers import FIXTURES
 
 START = 1_700_000_000_000
-REPLAY_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "venue" / "replay"
+REPLAY_DIR = FIXTURES / "venue" / "replay"
 
 
 @pytest.fixture(scope="module")

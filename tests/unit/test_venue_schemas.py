@@ -13,10 +13,11 @@ from prod.venue.errors import MalformedMessage
 from standins.venue_sim import messages as M
 from standins.venue_sim.model import MarketModel
 from standins.venue_sim.universe import build_universe
+from tests.helpers import FIXTURES, SHARED_REAL
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "venue"
+FIX = FIXTURES / "venue"
 # shared/ sits beside the repository in CI and on developer machines; a user's clone has none (tests skip)
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "binance_futures_ws"
+REAL = SHARED_REAL / "binance_futures_ws"
 
 
 def fixture(name: str) -> dict:
