@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from scanner.engine import HISTORY_ROWS, WINDOWS, EigenEngine  # noqa: E402
-from tests.unit.test_scanner_incremental import REAL, agree, real_btc_panel, sim_model_prices  # noqa: E402
+from tests.unit.scanner.test_scanner_incremental import REAL, agree, real_btc_panel, sim_model_prices  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCANS = int(os.environ.get("DOLPHIN_BENCH_SCANS", "400"))

@@ -12,7 +12,7 @@ ROOT = REPO_ROOT
 
 def test_alpha_kernel_tests_pass_with_jit_disabled():
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
-    tests = ["tests/unit/test_alpha_layers.py", "tests/unit/test_alpha_vol.py",
+    tests = ["tests/unit/prod/alpha/test_alpha_layers.py", "tests/unit/prod/alpha/test_alpha_vol.py",
              "-k", "dc or irp or rank or select or alignment or ars or dvol or decisions"]
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -22,8 +22,8 @@ def test_alpha_kernel_tests_pass_with_jit_disabled():
 
 def test_engine_gives_the_same_trades_with_jit_disabled():
     code = (
-        "import sys, json; sys.path.insert(0, 'tests/unit');"
-        "from test_alpha_engine import run, fresh, make_data, trade_dicts;"
+        "import json;"
+        "from tests.unit.prod.alpha.test_alpha_engine import run, fresh, make_data, trade_dicts;"
         "print(json.dumps(trade_dicts(run(fresh(), make_data(21, bars=1500)))))"
     )
     outs = []

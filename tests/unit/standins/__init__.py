@@ -1,0 +1,1 @@
+"""Unit tests mirroring the package of the same path."""
