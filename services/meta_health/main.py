@@ -34,6 +34,7 @@ module never calls systemctl.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -191,6 +192,31 @@ def score_source(topic: maps.Topic, payload: Payload | None, now: float,
 def score_m3(scores: Iterable[float]) -> float:
     vals = [_clamp01(s) for s in scores]
     return sum(vals) / len(vals) if vals else 0.0
+
+
+PREFECT_POOL = "dolphin"
+
+
+def prefect_workers_online(host: str, port: int, pool: str = PREFECT_POOL, timeout: float = 2.0) -> int | None:
+    """Return how many workers of ``pool`` the Prefect API reports ONLINE; None when it does not answer.
+
+    ``POST /api/work_pools/<pool>/workers/filter`` (a worker heartbeats every 30 s); a pool that does
+    not exist yet (deployments not registered) counts as 0. Plain HTTP: MHS does not import prefect.
+    """
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(f"http://{host}:{port}/api/work_pools/{pool}/workers/filter", data=b"{}",
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            workers = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return 0 if exc.code == 404 else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(workers, list):
+        return None
+    return sum(1 for w in workers if isinstance(w, dict) and w.get("status") == "ONLINE")
 
 
 def score_m4(hz_up: bool, prefect_up: bool) -> float:
@@ -485,6 +511,8 @@ class MetaHealthService:
         hz_up = any(hz_members_up.values())
         prefect_up = port_open(self.cfg.prefect_host, self.cfg.prefect_port) if self.cfg.prefect_port else False
         m4 = score_m4(hz_up, prefect_up)
+        # reported, not scored: the bible's M4 is the two ports; a worker that is not ONLINE is an action line
+        workers = prefect_workers_online(self.cfg.prefect_host, self.cfg.prefect_port) if prefect_up else None
 
         data_sources: dict[str, dict] = {}
         payloads: dict[str, Payload | None] = {}
@@ -510,6 +538,9 @@ class MetaHealthService:
         status = status_for(rm)
 
         actions: list[str] = []
+        if prefect_up and not workers:
+            actions.append(f"info: no ONLINE Prefect worker in pool {PREFECT_POOL!r}"
+                           + (" (API did not answer)" if workers is None else "") + ": scheduled flows will not run")
         for prog in programs_to_restart(states):
             if self.recovery.restart(prog):
                 metrics.record_restart(prog)
@@ -526,7 +557,8 @@ class MetaHealthService:
             "status_source": source,
             "control_plane": {"hz": f"{self.hz_host}:{self.hz_port}", "hz_up": hz_up, "hz_members_up": hz_members_up,
                               "hz_cluster_members": self._cluster_members(), "hz_member_events": self.member_events,
-                              "prefect": f"{self.cfg.prefect_host}:{self.cfg.prefect_port}", "prefect_up": prefect_up},
+                              "prefect": f"{self.cfg.prefect_host}:{self.cfg.prefect_port}", "prefect_up": prefect_up,
+                              "prefect_workers_online": workers},
             "data_sources": data_sources,
             "heartbeat_ages_s": hb_ages,
             "actions": actions,

@@ -326,6 +326,14 @@ def test_register_lists_the_deployments_with_their_schedules_and_a_worker_runs_o
         # what MHS M4 can ask: the pool has a live worker
         assert {"name": "test-worker", "status": "ONLINE"}.items() <= next(
             w for w in deploy.live_workers() if w["name"] == "test-worker").items()
+        # and MHS asks it over plain HTTP (services.meta_health does not import prefect)
+        from urllib.parse import urlparse
+
+        from services.meta_health.main import prefect_workers_online
+        u = urlparse(prefect_api)
+        assert prefect_workers_online(u.hostname, u.port) >= 1
+        assert prefect_workers_online(u.hostname, u.port, pool="no_such_pool") == 0
+        assert prefect_workers_online("127.0.0.1", free_port()) is None
     finally:
         worker.terminate()
         try:
