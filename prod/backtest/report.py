@@ -1,4 +1,4 @@
-"""Backtest performance figures and output files: the summary JSON and the equity-curve PNG.
+"""Backtest performance figures and output files: the summary JSON, the equity-curve PNG and an HTML report.
 
 Definitions (so the numbers can be compared with the bible's reference run, §1):
 
@@ -12,6 +12,7 @@ Definitions (so the numbers can be compared with the bible's reference run, §1)
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -125,5 +126,90 @@ def write_equity_png(equity_t: Sequence[float], equity: Sequence[float], path: P
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def _svg_line(xs: Sequence[float], ys: Sequence[float], width: int = 900, height: int = 220,
+              color: str = "#1f5fa8", fill: bool = False, label: str = "") -> str:
+    """Return an inline SVG polyline of ``ys`` over ``xs`` (step-free, scaled to the box), with min/max labels."""
+    pts = [(float(x), float(y)) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
+    if len(pts) < 2:
+        return f'<p class="muted">{html.escape(label)}: not enough points to draw</p>'
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    dx, dy = (x1 - x0) or 1.0, (y1 - y0) or 1.0
+    pad = 30
+    coords = " ".join(f"{pad + (x - x0) / dx * (width - 2 * pad):.1f},{height - pad - (y - y0) / dy * (height - 2 * pad):.1f}"
+                      for x, y in pts)
+    area = (f'<polygon points="{pad},{height - pad} {coords} {width - pad},{height - pad}" fill="{color}" '
+            f'fill-opacity="0.15"/>') if fill else ""
+    return (f'<svg role="img" aria-label="{html.escape(label)}" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}">{area}<polyline fill="none" stroke="{color}" stroke-width="1.5" '
+            f'points="{coords}"/><text x="{pad}" y="14" font-size="11">{html.escape(label)} max {y1:,.4g}</text>'
+            f'<text x="{pad}" y="{height - 8}" font-size="11">min {y0:,.4g}</text></svg>')
+
+
+def drawdown_curve(equity: Sequence[float]) -> list[float]:
+    """Return the drawdown in percent of the running peak after each point of ``equity``."""
+    out, peak = [], -math.inf
+    for v in equity:
+        peak = max(peak, v)
+        out.append(0.0 if peak <= 0 else (v / peak - 1.0) * 100.0)
+    return out
+
+
+def _fmt_cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:,.6g}"
+    return html.escape("" if v is None else str(v))
+
+
+def write_html_report(summary: dict, equity_t: Sequence[float], equity: Sequence[float], path: Path) -> Path:
+    """Write a self-contained HTML report: headline metrics, equity and drawdown charts, per-day PnL, trades.
+
+    No script and no external asset: the file opens the same anywhere, also from a CI artifact.
+    """
+    path = Path(path)
+    e = html.escape
+    head = [("strategy", summary.get("strategy")), ("direction", summary.get("direction")),
+            ("period", f"{summary.get('date_from')} .. {summary.get('date_to')}"), ("days", summary.get("days")),
+            ("bars", summary.get("bars")), ("initial capital", summary.get("initial_capital")),
+            ("final capital", summary.get("final_capital")), ("ROI %", summary.get("roi_pct")),
+            ("profit factor", summary.get("profit_factor")), ("Sharpe", summary.get("sharpe")),
+            ("max drawdown %", summary.get("max_drawdown_pct")), ("win rate %", summary.get("win_rate_pct")),
+            ("trades", summary.get("trades")), ("config hash", summary.get("config_hash")),
+            ("champion config", summary.get("champion_config"))]
+    metrics = "".join(f"<tr><th>{e(k)}</th><td>{_fmt_cell(v)}</td></tr>" for k, v in head)
+    day_cols = ("date", "bars", "trades", "pnl", "capital", "return_pct", "boost", "beta", "posture", "mc_status")
+    days = "".join("<tr>" + "".join(f"<td>{_fmt_cell(d.get(c))}</td>" for c in day_cols) + "</tr>"
+                   for d in summary.get("per_day", []))
+    trades = summary.get("trade_list", [])
+    tcols = [c for c in ("trade_id", "asset", "direction", "entry_date", "entry_bar", "exit_bar", "entry_price",
+                         "exit_price", "notional", "leverage", "bars_held", "reason", "net_pnl")
+             if any(c in t for t in trades)]
+    trows = "".join("<tr>" + "".join(f"<td>{_fmt_cell(t.get(c))}</td>" for c in tcols) + "</tr>" for t in trades)
+    exits = ", ".join(f"{e(str(k))} {v}" for k, v in (summary.get("exit_reasons") or {}).items()) or "none"
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>DOLPHIN backtest {e(str(summary.get('strategy')))}
+{e(str(summary.get('date_from')))}..{e(str(summary.get('date_to')))}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}table{{border-collapse:collapse;margin:.5em 0 1.5em}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right;font-size:13px}}th{{background:#f3f3f3;text-align:left}}
+.muted{{color:#888}}h2{{margin-top:1.2em}}</style></head><body>
+<h1>DOLPHIN backtest — {e(str(summary.get('strategy')))} ({e(str(summary.get('direction')))})</h1>
+<p class="muted">created {e(str(summary.get('created_utc')))} · config {e(str(summary.get('config')))} ·
+data {e(str(summary.get('data_dir')))}</p>
+<h2>Headline metrics</h2><table id="metrics">{metrics}</table>
+<p>exit reasons: {exits}</p>
+<h2>Equity (capital after each trade and day end)</h2>{_svg_line(equity_t, equity, label="capital USDT")}
+<h2>Drawdown (% of running peak)</h2>{_svg_line(equity_t, drawdown_curve(equity), color="#b22", fill=True,
+                                                label="drawdown %")}
+<h2>Per-day PnL</h2><table id="per-day"><tr>{''.join(f'<th>{c}</th>' for c in day_cols)}</tr>{days}</table>
+<h2>Trades ({len(trades)})</h2><table id="trades"><tr>{''.join(f'<th>{c}</th>' for c in tcols)}</tr>{trows}</table>
+</body></html>
+"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(doc)
     os.replace(tmp, path)
     return path

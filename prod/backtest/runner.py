@@ -46,7 +46,7 @@ from prod.alpha.engine import NDAlphaEngine
 from prod.alpha.survival import SensorReadings, SurvivalStack
 from prod.alpha.vol import VolGate
 from prod.backtest.data import EXF_FILENAME, DayData, DayFileError, list_day_files, load_day, load_exf
-from prod.backtest.report import compute_metrics, write_equity_png, write_json_atomic
+from prod.backtest.report import compute_metrics, write_equity_png, write_html_report, write_json_atomic
 from prod.configs import CHAMPION_HASH, load_config
 
 log = logging.getLogger("dolphin.backtest")
@@ -248,6 +248,7 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
     stamp = now.strftime("%Y%m%d_%H%M%S")
     summary_path = Path(opts.summary) if opts.summary else Path(opts.out_dir) / f"summary_{stamp}.json"
     png_path = summary_path.with_suffix(".png") if opts.png else None
+    html_path = summary_path.with_suffix(".html")
     summary: dict[str, Any] = {
         "kind": "dolphin_backtest_summary",
         "version": SUMMARY_VERSION,
@@ -280,10 +281,12 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         "per_day": per_day,
         "trade_list": trades,
         "equity_png": str(png_path) if png_path else None,
+        "html_report": str(html_path),
         "timing": {"wall_s": wall, "step_bar_s": bar_time,
                    "bars_per_s": total_bars / bar_time if bar_time > 0 else None},
     }
     write_json_atomic(summary, summary_path)
+    write_html_report(summary, equity_t, equity, html_path)
     if png_path is not None:
         title = (f"DOLPHIN {cfg.strategy} {files[0][0]}..{files[-1][0]}  ROI {m.roi_pct:+.2f}%  "
                  f"DD {m.max_drawdown_pct:.2f}%  trades {m.trades}")

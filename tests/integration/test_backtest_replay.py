@@ -16,7 +16,7 @@ from prod.configs import BLUE_PATH, ConfigDriftError
 from tests.helpers import REPO_ROOT
 
 NOW = dt.datetime(2026, 1, 10, 12, 0, 0, tzinfo=dt.timezone.utc)
-_VOLATILE = {"created_utc", "timing", "equity_png", "data_dir"}
+_VOLATILE = {"created_utc", "timing", "equity_png", "html_report", "data_dir"}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,38 @@ def test_replay_of_two_synthetic_days_writes_valid_summary_and_png(two_days, tmp
     assert s["trade_list"][-1]["capital_after"] == pytest.approx(s["final_capital"])
     png = Path(s["equity_png"])
     assert png == tmp_path / "s.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+
+def test_replay_writes_an_html_report_with_metrics_charts_days_and_every_trade(two_days, tmp_path):
+    import html.parser
+
+    res = run_backtest(BacktestOptions(config=BLUE_PATH, data=two_days, summary=tmp_path / "r.json", png=False), NOW)
+    s = res.summary
+    page = Path(s["html_report"])
+    assert page == tmp_path / "r.html"
+    text = page.read_text()
+
+    class Rows(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.table, self.rows, self.svgs = None, {}, 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.table = dict(attrs).get("id")
+                self.rows[self.table] = 0
+            elif tag == "tr" and self.table:
+                self.rows[self.table] += 1
+            elif tag == "svg":
+                self.svgs += 1
+
+    r = Rows()
+    r.feed(text)
+    assert r.rows["trades"] == s["trades"] + 1 and r.rows["per-day"] == s["days"] + 1   # + header rows
+    assert r.svgs == 2                                                                    # equity and drawdown
+    assert f"{s['roi_pct']:,.6g}" in text and f"{s['max_drawdown_pct']:,.6g}" in text
+    assert "<script" not in text
 
 
 def test_replay_is_deterministic(two_days, tmp_path):
