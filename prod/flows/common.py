@@ -33,11 +33,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from prod.alpha.engine import NDAlphaEngine
+from prod.alpha.vol import VolGate
+from prod.backtest.runner import day_vol_gates
 from prod.configs import StrategyConfig
 from prod.settings import REPO_ROOT, ConfigError, Settings, load_settings
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
-VOL_WARMUP_BARS = 100
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,11 @@ def replay_day(cfg: StrategyConfig, day: Any, ctx: DayContext, start_state: Mapp
     engine starts from ``start_capital`` (or the config's initial capital). ``close_at_end`` closes a
     position still open after the last bar (END_OF_DATA), so the day's capital is realised.
     """
+    gate = VolGate()     # the trader's and the backtest's volatility gate (prod/alpha/vol.py), carried across days
+    if start_state is not None and isinstance(start_state.get("vol_gate"), dict):
+        gate.restore(start_state["vol_gate"])
     if start_state is not None:
+        start_state = {k: v for k, v in start_state.items() if k != "vol_gate"}
         eng = NDAlphaEngine.from_state(cfg.engine, start_state)
     else:
         eng = NDAlphaEngine(cfg.engine, day.assets)
@@ -128,8 +133,9 @@ def replay_day(cfg: StrategyConfig, day: Any, ctx: DayContext, start_state: Mapp
     base = int(start_state["bar_count"]) if start_state is not None else 0
     skipped = 0
     t0 = time.perf_counter()
+    vol_ok = day_vol_gates(gate, prices, tuple(eng.assets))
     for i in range(day.n_bars):
-        r = eng.step_bar(base + i, vd[i], prices[i], v50[i], v750[i], i >= VOL_WARMUP_BARS)
+        r = eng.step_bar(base + i, vd[i], prices[i], v50[i], v750[i], vol_ok[i])
         skipped += r.skipped is not None
     if close_at_end and eng.position is not None and day.n_bars:
         eng.close_position(base + day.n_bars - 1, prices[day.n_bars - 1])
@@ -140,7 +146,7 @@ def replay_day(cfg: StrategyConfig, day: Any, ctx: DayContext, start_state: Mapp
            "open_position": eng.position is not None, "bars": day.n_bars, "config_hash": cfg.champion_hash,
            "engine_s": round(time.perf_counter() - t0, 3),
            "exit_reasons": _count(t.reason for t in res.trade_list)}
-    return out, eng.get_state(include_trades=False)
+    return out, {**eng.get_state(include_trades=False), "vol_gate": gate.state()}
 
 
 def _count(items) -> dict[str, int]:

@@ -66,7 +66,6 @@ ENVELOPE_CLIP = 5.0
 EPS = 1e-9
 SYNTH_SEED = 11
 SYNTH_START = dt.date(2026, 1, 1)
-VOL_WARMUP_BARS = 100
 
 
 @dataclass(frozen=True)
@@ -213,9 +212,12 @@ def backtest_returns(cfg_path: Path, klines_dir: Path, days: int, out_dir: Path)
 def synthetic_returns(cfg: StrategyConfig, days: int = 2, seed: int = SYNTH_SEED) -> TradeSample:
     """Run the real engine of ``cfg`` over ``days`` seeded in-memory synthetic days (boost 1.0)."""
     from prod.alpha.engine import NDAlphaEngine
+    from prod.alpha.vol import VolGate
+    from prod.backtest.runner import day_vol_gates
     from prod.backtest.synth import make_day
     from prod.settings import PRIORITY_SYMBOLS
     engine = NDAlphaEngine(cfg.engine, PRIORITY_SYMBOLS)
+    gate = VolGate()     # the one volatility gate of the trader and the backtest (prod/alpha/vol.py)
     start_prices, gbar = None, 0
     for k in range(days):
         date = SYNTH_START + dt.timedelta(days=k)
@@ -224,9 +226,10 @@ def synthetic_returns(cfg: StrategyConfig, days: int = 2, seed: int = SYNTH_SEED
         vd = t.column("vel_div").to_numpy().tolist()
         v50 = t.column("v50_lambda_max_velocity").to_numpy().tolist()
         v750 = t.column("v750_lambda_max_velocity").to_numpy().tolist()
+        vol_ok = day_vol_gates(gate, prices, PRIORITY_SYMBOLS)
         engine.begin_day(date.isoformat(), posture="APEX", direction=cfg.direction, boost=1.0, beta=0.0)
         for i in range(len(vd)):
-            engine.step_bar(gbar, vd[i], prices[i], v50[i], v750[i], i >= VOL_WARMUP_BARS)
+            engine.step_bar(gbar, vd[i], prices[i], v50[i], v750[i], vol_ok[i])
             gbar += 1
         start_prices = prices[-1]
         if k == days - 1 and engine.position is not None:
