@@ -64,6 +64,7 @@ from typing import Any, Callable, ClassVar
 import aiohttp
 
 from prod.aio import stop_event
+from prod import metrics
 from prod.bus import maps
 from prod.runtime import Bus, Clock, RateLog, Service, SystemClock, atomic_write
 from prod.runtime.bus import all_within
@@ -375,6 +376,7 @@ class Writer(threading.Thread):
 
     def snapshot(self, now: float) -> None:
         assets = self.assets_view(now)
+        metrics.record_books([now - recv_ts for _f, recv_ts, _e in list(self.state.latest.values())])
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
         for sym, a in assets.items():
             self.rows.append({"snapshot_utc": now, "date": day, "symbol": sym, **a})
