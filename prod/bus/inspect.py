@@ -43,14 +43,58 @@ def _problem(map_name: str, key: object, value: object) -> str | None:
     return None
 
 
-def inspect(client, map_name: str | None, key: str | None, out: TextIO, width: int = 200) -> int:
-    """Print maps and sizes (no ``map_name``), a map's entries, or one entry; return the exit code."""
+EXIT_NO_SUCH_MAP = 4
+
+
+def _map_names(client) -> list[str]:
+    return sorted(o.name for o in client.get_distributed_objects() if o.service_name == MAP_SERVICE)
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+def inspect_json(client, map_name: str | None, key: str | None, out: TextIO) -> int:
+    """Like :func:`inspect`, as one JSON document (values parsed when they are JSON, problems named)."""
+    names = _map_names(client)
     if map_name is None:
-        names = sorted(o.name for o in client.get_distributed_objects() if o.service_name == MAP_SERVICE)
+        json.dump({"maps": {n: client.get_map(n).blocking().size() for n in names}}, out, indent=2)
+        print(file=out)
+        return 0
+    if map_name not in names:
+        json.dump({"error": f"no such map {map_name!r}", "maps": names}, out, indent=2)
+        print(file=out)
+        return EXIT_NO_SUCH_MAP
+    m = client.get_map(map_name).blocking()
+    items = [(key, m.get(key))] if key is not None else sorted(m.entry_set(), key=lambda kv: str(kv[0]))
+    doc = {"map": map_name, "entries": {str(k): {"value": _json_value(v), "invalid": _problem(map_name, k, v)}
+                                        for k, v in items if v is not None}}
+    json.dump(doc, out, indent=2, default=repr)
+    print(file=out)
+    if key is not None and not doc["entries"]:
+        return 1
+    return 3 if key is not None and doc["entries"][str(key)]["invalid"] else 0
+
+
+def inspect(client, map_name: str | None, key: str | None, out: TextIO, width: int = 200) -> int:
+    """Print maps and sizes (no ``map_name``), a map's entries, or one entry; return the exit code.
+
+    A map that does not exist is reported (exit 4) and is **not** created: the tool never writes.
+    """
+    names = _map_names(client)
+    if map_name is None:
         print(f"{'map':<40} {'size':>8}", file=out)
         for name in names:
             print(f"{name:<40} {client.get_map(name).blocking().size():>8}", file=out)
         return 0
+    if map_name not in names:
+        print(f"inspect: no such map {map_name!r} (maps: {', '.join(names) or 'none'})", file=out)
+        return EXIT_NO_SUCH_MAP
     m = client.get_map(map_name).blocking()
     if key is not None:
         value = m.get(key)
@@ -81,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cluster", help="cluster name (default from DOLPHIN_HZ_CLUSTER)")
     ap.add_argument("--width", type=int, default=200, help="truncate values to this many characters (0 = no limit)")
     ap.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for a member (default 15)")
+    ap.add_argument("--json", action="store_true", help="one JSON document (values parsed, problems named)")
     a = ap.parse_args(argv)
     if a.key is not None and a.map is None:
         ap.error("--key needs --map")
@@ -92,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"inspect: no Hazelcast member answered at {','.join(settings.hz_members)} "
                   f"(cluster {settings.hz_cluster!r})", file=sys.stderr)
             return 2
+        if a.json:
+            return inspect_json(bus.client, a.map, a.key, sys.stdout)
         return inspect(bus.client, a.map, a.key, sys.stdout, a.width)
     finally:
         bus.close()

@@ -45,3 +45,33 @@ def test_no_member_is_exit_2_with_one_clear_line():
     assert [ln for ln in r.stderr.splitlines() if ln.startswith("inspect:")] == [
         f"inspect: no Hazelcast member answered at {r.args[4]} (cluster 'dolphin')"]
     assert "Traceback" not in r.stderr
+
+
+def test_an_unknown_map_is_reported_and_not_created_and_json_output_parses(hz_member, settings_for):
+    """Regression (issue 20): ``inspect --map NOPE`` used to create the map it was asked about."""
+    import json as _json
+
+    from prod.bus.inspect import EXIT_NO_SUCH_MAP, inspect_json
+
+    _, port = hz_member
+    bus = Bus(settings_for(hz_port=port), "t_inspect2").start()
+    try:
+        assert bus.wait_connected(20)
+        bus.publish(maps.ACB_BOOST, {"boost": 1.2, "beta": 0.3, "computed_at": 5.0})
+        out = io.StringIO()
+        assert inspect(bus.client, "NOPE", None, out) == EXIT_NO_SUCH_MAP
+        assert out.getvalue().startswith("inspect: no such map 'NOPE'")
+        names = [o.name for o in bus.client.get_distributed_objects()]
+        assert "NOPE" not in names and maps.FEATURES in names
+        out = io.StringIO()
+        assert inspect_json(bus.client, maps.FEATURES, maps.KEY_ACB_BOOST, out) == 0
+        doc = _json.loads(out.getvalue())
+        assert doc["entries"]["acb_boost"]["value"]["boost"] == 1.2 and doc["entries"]["acb_boost"]["invalid"] is None
+        out = io.StringIO()
+        assert inspect_json(bus.client, None, None, out) == 0
+        assert _json.loads(out.getvalue())["maps"][maps.FEATURES] == 1
+        out = io.StringIO()
+        assert inspect_json(bus.client, "NOPE", None, out) == EXIT_NO_SUCH_MAP
+        assert "NOPE" not in [o.name for o in bus.client.get_distributed_objects()]
+    finally:
+        bus.close()
