@@ -294,6 +294,22 @@ def supervisorctl_path() -> str:
     return shutil.which("supervisorctl") or "supervisorctl"
 
 
+def restart_outcome(stdout: str, returncode: int | None = 0) -> tuple[bool, str]:
+    """Read ``supervisorctl restart``'s output: (restarted?, a line saying so for the log).
+
+    Restarting a stopped program prints ``<name>: ERROR (not running)`` for the stop half and then
+    ``<name>: started``: that is a success, and the log says "restarted (it was not running)" rather
+    than echo an ERROR that reads as a failure.
+    """
+    lines = [ln.strip() for ln in stdout.strip().splitlines() if ln.strip()]
+    started = any(ln.endswith(": started") for ln in lines)
+    was_stopped = any("ERROR (not running)" in ln for ln in lines)
+    if started:
+        return True, "restarted" + (" (it was not running)" if was_stopped else "")
+    detail = "; ".join(ln for ln in lines if "ERROR (not running)" not in ln) or "no output"
+    return False, f"restart FAILED (supervisorctl exit {returncode}): {detail[:300]}"
+
+
 class Recovery:
     """Restart programs with ``supervisorctl -c <conf> restart`` under per-program cooldowns."""
 
@@ -341,8 +357,8 @@ class Recovery:
         log.warning("RECOVERY: %s", " ".join(argv))
         try:
             res = self.runner(argv)
-            out = getattr(res, "stdout", "") or ""
-            log.info("RECOVERY %s done: %s", program, out.strip()[:300])
+            ok, text = restart_outcome(getattr(res, "stdout", "") or "", getattr(res, "returncode", 0))
+            (log.info if ok else log.error)("RECOVERY %s %s", program, text)
         except Exception as exc:  # noqa: BLE001 - a hung/failed supervisorctl must not kill MHS
             log.error("RECOVERY %s failed: %r", program, exc)
 

@@ -520,3 +520,16 @@ class TestEdgeCases:
         assert not list((tmp_path / "rl").glob(".meta_health.json.*"))  # no temp left behind
         assert svc.skipped_writes == 1 and maps.META_HEALTH_LATEST.decode(json.dumps(on_disk)).status == rep["status"]
 
+
+
+@pytest.mark.parametrize("out, rc, ok, text", [
+    ("dolphin_data:exf_fetcher: ERROR (not running)\ndolphin_data:exf_fetcher: started\n", 0, True,
+     "restarted (it was not running)"),
+    ("dolphin_data:exf_fetcher: stopped\ndolphin_data:exf_fetcher: started\n", 0, True, "restarted"),
+    ("dolphin_data:exf_fetcher: ERROR (not running)\ndolphin_data:exf_fetcher: ERROR (spawn error)\n", 7, False,
+     "restart FAILED (supervisorctl exit 7): dolphin_data:exf_fetcher: ERROR (spawn error)"),
+    ("", 2, False, "restart FAILED (supervisorctl exit 2): no output"),
+])
+def test_restart_outcome_reads_a_restart_of_a_stopped_program_as_a_success(out, rc, ok, text):
+    """Regression (issue 20): the log said ``ERROR (not running)`` for a restart that worked."""
+    assert mh.restart_outcome(out, rc) == (ok, text)
