@@ -292,7 +292,7 @@ class TraderCore:
         pub_ms = (t_dec - pub_ts) * 1e3 if pub_ts is not None and pub_ts > 0 else float("nan")
         self.lat_buf.append(f"{sn},{latency_ms:.4f},{bus_ms:.4f},{pub_ms:.4f}\n")
         self.scans_processed += 1
-        decision = {"scan_number": sn, "latency_ms": latency_ms, "vol_ok": vol_ok, "note": res.note,
+        decision = {"scan_number": sn, "vel_div": vd, "latency_ms": latency_ms, "vol_ok": vol_ok, "note": res.note,
                     "skipped": res.skipped, "stale_state": stale, "posture": self.posture}
         acct = self.account
         if res.entered is not None:

@@ -54,6 +54,38 @@ EXIT_INTEGRITY = 4
 EXIT_CONFIG = 5
 
 
+class DecisionLog:
+    """One INFO line every ``every_s`` with the latest decision, so a quiet trader is visibly alive.
+
+    ``decision: scan 1234 vel_div=-0.0123 posture=APEX vol_ok=True note=no_signal | 12 scans, 1 signal held
+    back since the last line`` — what operators ask between posture changes: is it deciding, and why no trade.
+    """
+
+    def __init__(self, every_s: float, logger: logging.Logger):
+        self.every_s, self.log = every_s, logger
+        self._last_t: float | None = None
+        self._n = 0
+        self._held0 = 0
+
+    def offer(self, decision: dict | None, now: float, signals_not_taken: int) -> str | None:
+        """Count ``decision``; log (and return) the line when ``every_s`` has passed since the last one."""
+        if not decision or "latency_ms" not in decision:
+            return None
+        self._n += 1
+        if self._last_t is None:
+            self._last_t, self._held0 = now, signals_not_taken
+        if now - self._last_t < self.every_s:
+            return None
+        vd = decision.get("vel_div")
+        held = signals_not_taken - self._held0
+        line = (f"decision: scan {decision['scan_number']} vel_div={'n/a' if vd is None else format(vd, '.4f')} "
+                f"posture={decision.get('posture')} vol_ok={decision.get('vol_ok')} note={decision.get('note')} | "
+                f"{self._n} scans, {held} signal{'s' if held != 1 else ''} held back since the last line")
+        self.log.info("%s", line)
+        self._last_t, self._n, self._held0 = now, 0, signals_not_taken
+        return line
+
+
 def _record(decision: dict | None) -> None:
     """Scan-to-decision latency and fills into the process's metrics."""
     if not decision:
@@ -80,10 +112,11 @@ class TraderConfig:
     snapshot_every_s: float = 5.0
     gil_switch_interval_s: float = 0.0005
     hz_timeout_s: float = 2.0
+    decision_log_s: float = field(default=60.0, metadata={"help": "one INFO line with the latest decision this often"})
 
     def __post_init__(self) -> None:
         for name in ("max_scan_age_s", "max_book_age_s", "posture_poll_s", "heartbeat_s", "snapshot_every_s",
-                     "gil_switch_interval_s", "hz_timeout_s"):
+                     "gil_switch_interval_s", "hz_timeout_s", "decision_log_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
 
@@ -149,6 +182,7 @@ class TraderService:
 
     def __init__(self, cfg: TraderConfig, core: TraderCore, bus: Bus, clock: Clock, outputs: BusOutputs):
         self.cfg, self.core, self.bus, self.clock, self.out = cfg, core, bus, clock, outputs
+        self.decision_log = DecisionLog(cfg.decision_log_s, log)
         self.scans_seen = 0
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -247,7 +281,9 @@ class TraderService:
                 if scan is None:
                     self.out.state(self.core.state_payload())
                 else:
-                    _record(self.core.process(scan, t_recv))
+                    decision = self.core.process(scan, t_recv)
+                    _record(decision)
+                    self.decision_log.offer(decision, self.clock.monotonic(), self.core.signals_not_taken)
             except Exception:  # noqa: BLE001 - one bad scan must not kill the trader
                 log.exception("scan %s failed", getattr(scan, "scan_number", "?"))
 

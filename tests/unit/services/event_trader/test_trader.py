@@ -361,3 +361,24 @@ def test_writes_while_the_bus_is_away_are_skipped_counted_and_logged_once_per_ma
     assert out.skipped_writes == 9
     lines = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
     assert len(lines) == 2 and any("DOLPHIN_PNL_BLUE" in x for x in lines)
+
+
+def test_decision_log_says_every_interval_what_the_trader_decided_and_what_it_held_back(caplog):
+    """Issue 20: the trader logged nothing between posture changes."""
+    import logging as _logging
+
+    from services.event_trader.main import DecisionLog
+
+    lg = _logging.getLogger("t.decisions")
+    dl = DecisionLog(60.0, lg)
+    d = {"scan_number": 7, "vel_div": -0.0123, "latency_ms": 1.0, "posture": "APEX", "vol_ok": True,
+         "note": "no_signal"}
+    with caplog.at_level(_logging.INFO, "t.decisions"):
+        assert dl.offer(d, 0.0, 3) is None                      # starts the interval
+        assert dl.offer({"scan_number": 8, "note": "scanner warming up"}, 30.0, 3) is None   # not a decision
+        assert dl.offer({**d, "scan_number": 9}, 59.0, 4) is None
+        line = dl.offer({**d, "scan_number": 10, "vel_div": None}, 60.5, 5)
+    assert line == ("decision: scan 10 vel_div=n/a posture=APEX vol_ok=True note=no_signal | "
+                    "3 scans, 2 signals held back since the last line")
+    assert [r.getMessage() for r in caplog.records] == [line]
+    assert dl.offer({**d, "scan_number": 11}, 61.0, 5) is None     # the next interval starts over
