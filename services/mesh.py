@@ -405,6 +405,27 @@ def is_custom(args: argparse.Namespace) -> bool:
             or args.mhs_interval is not None or bool(args.env) or args.no_trader or bool(args.hz_members))
 
 
+# every supervised program's config class, for checking DOLPHIN_* values before anything starts
+SERVICE_CONFIGS = (("scanner", "scanner.ng8_scanner", "ScannerConfig"),
+                   ("exf_fetcher", "services.exf_fetcher.main", "ExfConfig"),
+                   ("acb_processor", "services.acb_processor.main", "AcbConfig"),
+                   ("obf_universe", "services.obf_universe.main", "ObfConfig"),
+                   ("safety_watchdog", "services.safety_watchdog.main", "WatchdogConfig"),
+                   ("meta_health", "services.meta_health.main", "MHSConfig"),
+                   ("mc_forewarner", "services.mc_forewarner.main", "ForewarnerConfig"),
+                   ("event_trader", "services.event_trader.main", "TraderConfig"),
+                   ("scan_bridge", "services.scan_bridge.main", "BridgeConfig"))
+
+
+def config_errors(env: dict) -> list[str]:
+    """Return what every program would refuse in ``env`` (mesh-wide settings and DOLPHIN_<SVC>_* values)."""
+    import importlib
+
+    from prod.runtime.config import check_environment
+    classes = [(svc, getattr(importlib.import_module(mod), cls)) for svc, mod, cls in SERVICE_CONFIGS]
+    return check_environment(env, classes)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -419,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         paths = default_paths()
     if args.command == "up":
+        errors = config_errors({**os.environ, **paths.env, **extra})
+        if errors:
+            for e in errors:
+                print(f"mesh: configuration error: {e}", file=sys.stderr)
+            print("mesh: nothing started; fix the value(s) above (flags, --env or the environment)", file=sys.stderr)
+            return 2
         return up(paths, timeout=args.timeout, wait=not args.no_wait, register=not args.no_register)
     if args.command == "down":
         return down(paths)

@@ -184,6 +184,32 @@ def build_config(cls: type, service: str, argv: Sequence[str] | None = None,
     return config_from(cls, service, ns, os.environ if env is None else env), ns
 
 
+def check_environment(env: Mapping[str, str], services: Sequence[tuple[str, type]]) -> list[str]:
+    """Return the configuration errors the variables in ``env`` would give (empty when all parse).
+
+    Checks the mesh-wide settings and, for each ``(service, ConfigCls)``, every ``<ENV_PREFIX><FIELD>``
+    variable that is set, so a mesh can refuse a bad value once, before it starts any program.
+    """
+    errors: list[str] = []
+    try:
+        load_settings(env=env)
+    except ConfigError as exc:
+        errors.append(str(exc))
+    for service, cls in services:
+        prefix = env_prefix(cls, service)
+        for f, tp in service_fields(cls):
+            var = prefix + f.name.upper()
+            raw = env.get(var)
+            if raw in (None, ""):
+                continue
+            conv, _ = _converter(tp)
+            try:
+                conv(str(raw))
+            except (TypeError, ValueError) as exc:
+                errors.append(f"{service}: {var}={raw!r}: {exc}")
+    return errors
+
+
 def config_log_dict(cfg: Any) -> dict:
     """Return ``cfg`` as a JSON-friendly dict for the start-up line (settings summarised, no secrets)."""
     out: dict[str, Any] = {}
@@ -200,5 +226,5 @@ def config_log_dict(cfg: Any) -> dict:
     return out
 
 
-__all__ = ["ConfigError", "build_config", "config_from", "add_flags", "config_log_dict", "env_prefix",
+__all__ = ["ConfigError", "build_config", "check_environment", "config_from", "add_flags", "config_log_dict", "env_prefix",
            "service_fields"]
