@@ -72,13 +72,13 @@ def inspect_json(client, map_name: str | None, key: str | None, out: TextIO) -> 
         return EXIT_NO_SUCH_MAP
     m = client.get_map(map_name).blocking()
     items = [(key, m.get(key))] if key is not None else sorted(m.entry_set(), key=lambda kv: str(kv[0]))
-    doc = {"map": map_name, "entries": {str(k): {"value": _json_value(v), "invalid": _problem(map_name, k, v)}
-                                        for k, v in items if v is not None}}
-    json.dump(doc, out, indent=2, default=repr)
+    entries: dict[str, dict] = {str(k): {"value": _json_value(v), "invalid": _problem(map_name, k, v)}
+                                for k, v in items if v is not None}
+    json.dump({"map": map_name, "entries": entries}, out, indent=2, default=repr)
     print(file=out)
-    if key is not None and not doc["entries"]:
+    if key is not None and not entries:
         return 1
-    return 3 if key is not None and doc["entries"][str(key)]["invalid"] else 0
+    return 3 if key is not None and entries[str(key)]["invalid"] else 0
 
 
 def inspect(client, map_name: str | None, key: str | None, out: TextIO, width: int = 200) -> int:
