@@ -204,9 +204,13 @@ def test_near_cache_is_invalidated_by_writes_of_another_client(member, client):
     try:
         nc = cached.get_map(name).blocking()
         client.get_map(name).blocking().put("k", "v1")
-        assert nc.get("k") == "v1" and nc.get("k") == "v1"
-        stats = cached._near_cache_manager.get_or_create_near_cache(name).get_statistics()
-        assert stats["hits"] >= 1
+        assert nc.get("k") == "v1"
+
+        def hits() -> int:
+            return cached._near_cache_manager.get_or_create_near_cache(name).get_statistics()["hits"]
+        # the put's own invalidation may reach the cached client after its first read (seen on the real
+        # member in CI): the entry is then fetched again, and a later read is served from the near cache
+        wait_until(lambda: nc.get("k") == "v1" and hits() >= 1, 10, what="a read served by the near cache")
         client.get_map(name).blocking().put("k", "v2")
         wait_until(lambda: nc.get("k") == "v2", 5, what="near cache invalidated")
         client.get_map(name).blocking().clear()
