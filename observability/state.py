@@ -104,9 +104,9 @@ def route(map_name: str, key: str) -> str | None:
 
 
 def decode_value(map_name: str, key: str, raw: Any) -> Decoded:
-    """Decode and validate ``raw`` through its topic (:func:`prod.bus.maps.decode_value`); never raises."""
+    """Decode and validate ``raw`` through its topic (:func:`prod.bus.maps.decode`); never raises."""
     try:
-        return Decoded(map_name, key, maps.decode_value(map_name, key, raw), None)
+        return Decoded(map_name, key, maps.decode(map_name, key, raw), None)
     except maps.PayloadError as exc:
         return Decoded(map_name, key, None, str(exc))
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not crash the terminal

@@ -4,7 +4,7 @@
 It connects through :class:`prod.runtime.Bus` (an ordinary hazelcast-python-client), so it works against
 the embedded member and a real cluster. It never writes: no put, no listener, no proxy destroy.
 
-Every value of a known topic is checked with :func:`prod.bus.maps.decode_value`; a malformed one is
+Every value of a known topic is checked with :func:`prod.bus.maps.decode`; a malformed one is
 printed as it is, followed by a line ``invalid: <why>`` (and ``--key`` then exits 3).
 Exit codes: 0 shown, 1 key absent, 2 no member answered, 3 the key's value is invalid.
 """
@@ -37,7 +37,7 @@ def _problem(map_name: str, key: object, value: object) -> str | None:
     if not isinstance(key, str) or maps.topic_for(map_name, key) is None:
         return None
     try:
-        maps.decode_value(map_name, key, value)
+        maps.decode(map_name, key, value)
     except maps.PayloadError as exc:
         return str(exc)
     return None

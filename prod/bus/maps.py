@@ -223,9 +223,6 @@ def decode(map_name: str, key: str, raw: Any) -> Any:
     return obj
 
 
-decode_value = decode
-
-
 def encode(map_name: str, key: str, payload: Any) -> str:
     """Encode ``payload`` for ``map_name[key]`` through its topic (a free-form key: plain JSON)."""
     t = topic_for(map_name, key)
@@ -236,5 +233,5 @@ def encode(map_name: str, key: str, payload: Any) -> str:
     return dumps(dict(payload), f"{map_name}[{key!r}]")
 
 
-__all__ = ["Topic", "Payload", "PayloadError", "topic_for", "ob_topic", "decode", "decode_value", "encode", "dumps",
+__all__ = ["Topic", "Payload", "PayloadError", "topic_for", "ob_topic", "decode", "encode", "dumps",
            "shard_index", "shard_map", "state_key"]

@@ -26,6 +26,7 @@ class PayloadError(ValueError):
 
 P = TypeVar("P", bound="Payload")
 _HINTS: dict[type, dict[str, Any]] = {}
+_FIELDS: dict[type, tuple[tuple[str, Any, bool], ...]] = {}
 
 
 def _type_name(tp: Any) -> str:
@@ -34,11 +35,22 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
+_SHAPES: dict[Any, tuple[Any, tuple]] = {}
+
+
+def _shape(tp: Any) -> tuple[Any, tuple]:
+    """``(get_origin(tp), get_args(tp))``, memoised: decoding is on the hot path of every listener."""
+    s = _SHAPES.get(tp)
+    if s is None:
+        s = _SHAPES[tp] = (typing.get_origin(tp), typing.get_args(tp))
+    return s
+
+
 def _check(value: Any, tp: Any, where: str) -> Any:
     """Validate ``value`` against annotation ``tp``; return the value (ints widened for float)."""
-    origin = typing.get_origin(tp)
+    origin, targs = _shape(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
+        args = targs
         if value is None:
             if type(None) in args:
                 return None
@@ -74,15 +86,14 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     if origin is list or tp is list:
         if not isinstance(value, list):
             raise PayloadError(f"{where} must be a list, got {type(value).__name__}")
-        (item,) = typing.get_args(tp) or (Any,)
+        (item,) = targs or (Any,)
         for i, v in enumerate(value):
             _check(v, item, f"{where}[{i}]")
         return value
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise PayloadError(f"{where} must be an object, got {type(value).__name__}")
-        args = typing.get_args(tp)
-        item = args[1] if len(args) == 2 else Any
+        item = targs[1] if len(targs) == 2 else Any
         for k, v in value.items():
             _check(v, item, f"{where}.{k}")
         return value
@@ -122,12 +133,16 @@ class Payload:
         if not isinstance(obj, dict):
             raise PayloadError(f"{source}: expected a JSON object for {cls.KIND}, got {type(obj).__name__}")
         hints = cls._hints()
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        table = _FIELDS.get(cls)
+        if table is None:     # (name, annotation, required), once per payload type
+            by_name = {f.name: f for f in dataclasses.fields(cls)}
+            table = _FIELDS[cls] = tuple(
+                (n, tp, by_name[n].default is dataclasses.MISSING and by_name[n].default_factory is dataclasses.MISSING)
+                for n, tp in hints.items())
         values: dict[str, Any] = {}
-        for name, tp in hints.items():
-            f = fields[name]
+        for name, tp, required in table:
             if name not in obj:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                if required:
                     raise PayloadError(f"{source}: {cls.KIND} is missing field {name!r}")
                 continue
             values[name] = _check(obj[name], tp, f"{source}: {cls.KIND}.{name}")

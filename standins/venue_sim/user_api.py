@@ -194,7 +194,8 @@ class UserApi:
                 return self._bad(-1100, "Illegal characters found in parameter 'orderId'.", request)
         return None, cid
 
-    async def h_order_get(self, request: web.Request) -> web.Response:
+    async def _order_request(self, request: web.Request):
+        """Signed, weighed, with a valid symbol and order reference: (key, params, ref), or the error response."""
         s = await self._signed(request)
         if isinstance(s, web.Response):
             return s
@@ -205,22 +206,23 @@ class UserApi:
         ref = self._order_ref(p, request)
         if isinstance(ref, web.Response):
             return ref
+        return key, p, ref
+
+    async def h_order_get(self, request: web.Request) -> web.Response:
+        r = await self._order_request(request)
+        if isinstance(r, web.Response):
+            return r
+        key, p, ref = r
         o = self.exchange.find(key, *ref)
         if o is None or o.symbol != p["symbol"]:
             return self._bad(-2013, "Order does not exist.", request)
         return self._ujson(self.exchange.order_json(o), request)
 
     async def h_order_delete(self, request: web.Request) -> web.Response:
-        s = await self._signed(request)
-        if isinstance(s, web.Response):
-            return s
-        key, p = s
-        self._charge(request, 1)
-        if (i := self._sym_param(p, request)) is not None:
-            return i
-        ref = self._order_ref(p, request)
-        if isinstance(ref, web.Response):
-            return ref
+        r = await self._order_request(request)
+        if isinstance(r, web.Response):
+            return r
+        key, p, ref = r
         try:
             o = self.exchange.find(key, *ref)
             if o is None or o.symbol != p["symbol"]:

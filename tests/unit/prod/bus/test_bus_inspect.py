@@ -1,4 +1,4 @@
-"""prod.bus.inspect against the real embedded member: known topics are checked with maps.decode_value."""
+"""prod.bus.inspect against the real embedded member: known topics are checked with maps.decode."""
 from __future__ import annotations
 
 import io

@@ -95,7 +95,7 @@ def test_topic_lookup_covers_fixed_keys_per_map_keys_and_shards():
     assert maps.topic_for(maps.HEARTBEAT, "scanner") is maps.HEARTBEATS
     assert maps.topic_for(maps.shard_map("BTCUSDT"), "BTCUSDT") is maps.ob_topic("BTCUSDT")
     assert maps.topic_for(maps.FEATURES, "something_free_form") is None
-    assert maps.decode_value(maps.FEATURES, "something_free_form", '{"a": 1}') == {"a": 1}
+    assert maps.decode(maps.FEATURES, "something_free_form", '{"a": 1}') == {"a": 1}
 
 
 def test_a_fixed_key_topic_refuses_another_key():
