@@ -160,13 +160,22 @@ def test_listeners_filter_by_flags_key_and_include_value(client):
     assert m.remove_entry_listener(reg)
     m.put("k4", "after-removal")
     m.clear()
-    wait_until(lambda: len(wide) == 8, 5, what="8 map-wide events")
-    assert [(e.event_type, e.key, e.value, e.old_value) for e in wide[:7]] == [
-        (1, "k1", "a", None), (1, "k2", "b", None), (4, "k1", "c", "a"), (2, "k1", None, "c"),
-        (8, "k2", None, "b"), (1, "k3", "z", None), (1, "k4", "after-removal", None)]
-    assert wide[7].event_type == 64 and wide[7].number_of_affected_entries == 2
+    wait_until(lambda: len(wide) == 8 and len(novalue) == 3, 5, what="8 map-wide and 3 key-only events")
+    # Hazelcast orders events per key (per partition), not across keys: a real member delivers events of
+    # keys on different partitions in either order (seen in CI), so each key's sequence is compared
+    def per_key(events, fields):
+        out: dict = {}
+        for e in events:
+            out.setdefault(e.key, []).append(tuple(getattr(e, f) for f in fields))
+        return out
+    entry_events = [e for e in wide if e.event_type != 64]
+    assert per_key(entry_events, ("event_type", "value", "old_value")) == {
+        "k1": [(1, "a", None), (4, "c", "a"), (2, None, "c")], "k2": [(1, "b", None), (8, None, "b")],
+        "k3": [(1, "z", None)], "k4": [(1, "after-removal", None)]}
+    clears = [e for e in wide if e.event_type == 64]
+    assert len(clears) == 1 and clears[0].number_of_affected_entries == 2
     assert [(e.event_type, e.key) for e in keyed] == [(1, "k1"), (2, "k1")]
-    assert [(e.key, e.value) for e in novalue] == [("k1", None), ("k2", None), ("k3", None)]
+    assert sorted((e.key, e.value) for e in novalue) == [("k1", None), ("k2", None), ("k3", None)]
 
 
 def test_events_reach_every_client_process_in_write_order_per_key(member):
