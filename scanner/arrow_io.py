@@ -1,4 +1,4 @@
-"""The scan archive: 27-field Arrow IPC schema (v5.0.0), atomic writer, validating reader, numbering.
+"""The scan archive: 34-field Arrow IPC schema (v6.0.0; reads v5.0.0), atomic writer, validating reader, numbering.
 
 One file per scan: ``<arrow_dir>/YYYY-MM-DD/scan_NNNNNN_HHMMSS.arrow`` (UTC date and time of the
 scan), one record batch of one row. Writes go to a hidden temp file in the same directory and are
@@ -6,6 +6,12 @@ renamed into place, so a reader never sees a partial file. :func:`read_scan` val
 version, types, finiteness and the JSON columns and raises :class:`ScanFileError` naming the file.
 :func:`payload_from_record` builds the ``DOLPHIN_FEATURES[latest_eigen_scan]`` payload that both the
 scanner and the scan bridge write, so both writers publish the same thing.
+
+v6.0.0 (issue 21) appends ``w50_warm`` … ``w750_warm`` (bool: the window is computed, i.e. has W
+valid returns with no gap inside), ``gap_s`` (float: missing time before this scan), ``carried``
+(int: symbols priced from their last price) and ``gap_hold`` (bool: post-gap, no entries). A v5.0.0
+file (27 fields) still reads: ``w*_warm`` from its λ being non-null, ``gap_s`` 0, ``carried`` 0,
+``gap_hold`` False.
 """
 from __future__ import annotations
 
@@ -20,13 +26,18 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-SCHEMA_VERSION = "5.0.0"
+SCHEMA_VERSION = "6.0.0"
+PREV_SCHEMA_VERSION = "5.0.0"
 WINDOWS = (50, 150, 300, 750)
 _STATS = ("lambda_max", "velocity", "eigengap", "instability")
 WINDOW_FIELDS = tuple(f"w{w}_{s}" for w in WINDOWS for s in _STATS)
 FLOAT_FIELDS = WINDOW_FIELDS + ("vel_div", "regime_signal", "instability_composite")
+WARM_FIELDS = tuple(f"w{w}_warm" for w in WINDOWS)
+GAP_FIELDS = [pa.field(name, pa.bool_(), nullable=False) for name in WARM_FIELDS] + [
+    pa.field("gap_s", pa.float64(), nullable=False), pa.field("carried", pa.int64(), nullable=False),
+    pa.field("gap_hold", pa.bool_(), nullable=False)]
 
-SCAN_SCHEMA = pa.schema(
+SCAN_SCHEMA_V5 = pa.schema(
     [pa.field("scan_number", pa.int64(), nullable=False),
      pa.field("timestamp_ns", pa.int64(), nullable=False),
      pa.field("timestamp_iso", pa.string(), nullable=False)]
@@ -36,9 +47,11 @@ SCAN_SCHEMA = pa.schema(
        pa.field("prices", pa.string(), nullable=False),
        pa.field("loadings", pa.string(), nullable=False),
        pa.field("schema_version", pa.string(), nullable=False)],
-    metadata={"schema_version": SCHEMA_VERSION},
+    metadata={"schema_version": PREV_SCHEMA_VERSION},
 )
-assert len(SCAN_SCHEMA) == 27
+assert len(SCAN_SCHEMA_V5) == 27
+SCAN_SCHEMA = pa.schema(list(SCAN_SCHEMA_V5) + GAP_FIELDS, metadata={"schema_version": SCHEMA_VERSION})
+assert len(SCAN_SCHEMA) == 34
 
 FILE_RE = re.compile(r"^scan_(\d{6,})_(\d{6})\.arrow$")
 
@@ -71,6 +84,12 @@ def write_scan(arrow_dir: Path, record: dict) -> Path:
     rec.setdefault("timestamp_iso", iso_from_ns(int(rec["timestamp_ns"])))
     for name in FLOAT_FIELDS:
         rec[name] = _clean_float(rec.get(name))
+    for w, name in zip(WINDOWS, WARM_FIELDS):
+        rec[name] = bool(rec.get(name, rec[f"w{w}_lambda_max"] is not None))
+    gap = _clean_float(rec.get("gap_s", 0.0))
+    rec["gap_s"] = gap if gap is not None and gap >= 0 else 0.0
+    rec["carried"] = int(rec.get("carried", 0))
+    rec["gap_hold"] = bool(rec.get("gap_hold", False))
     for name in ("assets", "prices", "loadings"):
         if not isinstance(rec[name], str):
             rec[name] = json.dumps(rec[name], allow_nan=False, separators=(",", ":"))
@@ -105,15 +124,17 @@ def read_scan(path: Path) -> dict:
 
 
 def validate_table(table: pa.Table, source: str) -> dict:
-    """Validate a one-row scan table against the v5.0.0 schema and return the decoded record."""
+    """Validate a one-row scan table against the v6.0.0 (or v5.0.0) schema and return the decoded record."""
     names = [f.name for f in table.schema]
-    expected = [f.name for f in SCAN_SCHEMA]
+    schema = SCAN_SCHEMA_V5 if len(names) == len(SCAN_SCHEMA_V5) else SCAN_SCHEMA
+    expected = [f.name for f in schema]
     if names != expected:
         missing = sorted(set(expected) - set(names))
         extra = sorted(set(names) - set(expected))
         raise ScanFileError(f"{source}: schema mismatch (missing {missing}, unexpected {extra}, "
-                            f"{len(names)} fields instead of 27)")
-    for f in SCAN_SCHEMA:
+                            f"{len(names)} fields instead of {len(SCAN_SCHEMA)})")
+    want = SCHEMA_VERSION if schema is SCAN_SCHEMA else PREV_SCHEMA_VERSION
+    for f in schema:
         got = table.schema.field(f.name).type
         if got != f.type:
             raise ScanFileError(f"{source}: field {f.name} has type {got}, expected {f.type}")
@@ -124,8 +145,19 @@ def validate_table(table: pa.Table, source: str) -> dict:
                  "loadings", "schema_version"):
         if rec[name] is None:
             raise ScanFileError(f"{source}: {name} is null")
-    if rec["schema_version"] != SCHEMA_VERSION:
-        raise ScanFileError(f"{source}: schema_version {rec['schema_version']!r} != {SCHEMA_VERSION!r}")
+    if rec["schema_version"] != want:
+        raise ScanFileError(f"{source}: schema_version {rec['schema_version']!r} != {want!r} "
+                            f"({len(names)} fields)")
+    if schema is SCAN_SCHEMA_V5:      # the previous version: derive the gap fields (module doc)
+        for w, name in zip(WINDOWS, WARM_FIELDS):
+            rec[name] = rec[f"w{w}_lambda_max"] is not None
+        rec.update(gap_s=0.0, carried=0, gap_hold=False)
+    else:
+        for name in (*WARM_FIELDS, "gap_s", "carried", "gap_hold"):
+            if rec[name] is None:
+                raise ScanFileError(f"{source}: {name} is null")
+        if not (math.isfinite(rec["gap_s"]) and rec["gap_s"] >= 0) or rec["carried"] < 0:
+            raise ScanFileError(f"{source}: invalid gap_s {rec['gap_s']} / carried {rec['carried']}")
     if rec["scan_number"] < 0:
         raise ScanFileError(f"{source}: negative scan_number {rec['scan_number']}")
     if not 0 < rec["timestamp_ns"] < 2**62:
@@ -214,7 +246,8 @@ def payload_from_record(rec: dict, bridge_ts: float) -> dict:
     for w in WINDOWS:
         mwr[f"w{w}"] = {s: rec[f"w{w}_{s}"] for s in _STATS}
         mwr[f"w{w}"]["loadings"] = loadings.get(f"w{w}")
-    warm = [w for w in WINDOWS if rec[f"w{w}_lambda_max"] is not None]
+    warm = [w for w in WINDOWS if rec.get(f"w{w}_warm", rec[f"w{w}_lambda_max"] is not None)
+            and rec[f"w{w}_lambda_max"] is not None]
     return {
         "scan_number": int(rec["scan_number"]),
         "timestamp_ns": int(rec["timestamp_ns"]),
@@ -233,4 +266,7 @@ def payload_from_record(rec: dict, bridge_ts: float) -> dict:
         "schema_version": rec["schema_version"],
         "eigenvalue_gradients": {f"lambda_max_velocity_w{w}": rec[f"w{w}_velocity"] for w in WINDOWS},
         "multi_window_results": mwr,
+        "gap_s": float(rec.get("gap_s", 0.0)),
+        "carried": int(rec.get("carried", 0)),
+        "gap_hold": bool(rec.get("gap_hold", False)),
     }

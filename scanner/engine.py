@@ -26,6 +26,21 @@ degenerate, and every ``full_every`` scans per window (with a from-scratch recom
 against). Precision ``arb512`` (default; bible §25): λ1 and λ2 are the double-double Rayleigh quotients
 of the eigenvectors, certified by an ``arb`` enclosure (:mod:`scanner.precision`); velocities, vel_div
 and instability are formed from the double-double values. ``float64`` skips both.
+
+Gaps in the input (issue 21):
+
+* **Spacing gap**: with a cadence set (``interval_s`` / :meth:`EigenEngine.set_cadence`), a scan
+  more than ``GAP_FACTOR`` (2.5) × the cadence after the previous one is a gap; ``gap_s`` = the
+  missing time (spacing − cadence). Its cross-gap return is recorded as non-finite for every asset,
+  so no window that contains it is computed: each window is cold (null, ``warm`` False) until W
+  returns after the gap have refilled it. The move across the gap never becomes a return.
+* **Missing / partial prices**: a symbol with no price in a scan keeps its last price for up to
+  ``CARRY_SCANS`` (2) consecutive scans (``carried`` counts them); after that its price is null and
+  it is excluded from every window holding its null returns (the other symbols' windows stay warm).
+  A scan where fewer than ``PARTIAL_FRAC`` (half) of the symbols had a price is *partial*.
+* ``gap_hold`` is True from a spacing gap until the longest window (w750) is warm again with a
+  velocity (max(WINDOWS) + 1 returns later), and for ``CARRY_SCANS`` + 1 scans after a partial scan
+  (the carried scan and the catch-up returns): consumers refuse entries on those scans.
 """
 from __future__ import annotations
 
@@ -48,6 +63,10 @@ REGIME_BAND = 0.05
 HISTORY_ROWS = max(WINDOWS) + 1
 FULL_EVERY = 720          # scans between scheduled full eigh + moment recomputes per window (1 h at 5 s)
 DIRECT_MAX_N = 128        # up to this many included assets LAPACK eigh on the incremental C beats iterating
+GAP_FACTOR = 2.5          # scan spacing above this × cadence is a gap (issue 21)
+CARRY_SCANS = 2           # scans a missing symbol keeps its last price before it is excluded
+PARTIAL_FRAC = 0.5        # a scan with fewer than this share of symbols priced is partial
+GAP_HOLD_RETURNS = max(WINDOWS) + 1   # returns after a gap until w750 and its velocity are valid
 ILL_GAP = 1e-6            # (λ1−λ2)/λ1 below this: the top vector is ill-determined → full eigh
 
 
@@ -78,6 +97,10 @@ class ScanResult:
     instability_composite: float | None
     n_assets: int
     warm_windows: list[int] = field(default_factory=list)
+    gap_s: float = 0.0            # missing time before this scan (spacing beyond the cadence), 0 if none
+    carried: int = 0              # symbols priced from their last price in this scan
+    partial: bool = False         # fewer than PARTIAL_FRAC of the symbols had a price
+    gap_hold: bool = False        # post-gap: windows not valid again yet, no entries
 
 
 @dataclass
@@ -125,7 +148,8 @@ class EigenEngine:
     """Stateful scan engine: feed it one price row per scan with :meth:`enhance`."""
 
     def __init__(self, assets: Sequence[str], *, precision_mode: str = "arb512", solver: str = "incremental",
-                 full_every: int = FULL_EVERY, direct_max_n: int = DIRECT_MAX_N):
+                 full_every: int = FULL_EVERY, direct_max_n: int = DIRECT_MAX_N,
+                 interval_s: float | None = None, carry_scans: int = CARRY_SCANS):
         if precision_mode not in ("arb512", "float64"):
             raise ValueError(f"precision_mode={precision_mode!r}: expected 'arb512' or 'float64'")
         if solver not in ("incremental", "full"):
@@ -159,6 +183,26 @@ class EigenEngine:
         self.stats = {"direct": 0, "warm": 0, "iterations": 0, "cold": 0, "set_changed": 0, "schedule": 0,
                       "not_converged": 0, "ill_conditioned": 0, "lambda2_eigvalsh": 0, "wide_certificates": 0}
         self._wide_logged = -1
+        self.interval_ns: int | None = None
+        self.set_cadence(interval_s)
+        self.carry_scans = int(carry_scans)
+        self._miss = np.zeros(self.n, dtype=np.int64)   # consecutive scans each symbol had no price
+        self._gap_next = False                           # the next return crosses a gap
+        self._hold = 0                                   # scans left under gap_hold
+        self.gaps = 0                                    # spacing gaps seen
+
+    def set_cadence(self, interval_s: float | None) -> None:
+        """Set the scan cadence the spacing-gap rule uses (None: no spacing check) and forget the last timestamp."""
+        if interval_s is not None and not interval_s > 0:
+            raise ValueError(f"interval_s={interval_s!r}: must be > 0")
+        self.interval_ns = None if interval_s is None else int(round(interval_s * 1e9))
+        self._prev_ts: int | None = None
+
+    def mark_gap(self) -> None:
+        """Make the next return a gap return (non-finite for every asset): windows refill after it."""
+        self._gap_next = True
+        self._hold = GAP_HOLD_RETURNS
+        self.gaps += 1
 
     @property
     def rows(self) -> int:
@@ -179,6 +223,9 @@ class EigenEngine:
         if self._rows == 1 and self._nret == 0:
             return
         x = kernels.log_returns(np.vstack((prev, row)))[:, 0]
+        if self._gap_next:
+            x = np.full(self.n, np.nan)
+            self._gap_next = False
         j = self._nret
         slot = j % self._L
         if self.solver == "incremental":
@@ -194,8 +241,38 @@ class EigenEngine:
         self._nret += 1
 
     def enhance(self, prices: Sequence[float | None], timestamp_ns: int) -> ScanResult:
-        """Append this scan's prices and compute all four windows in one pass."""
-        self.append(prices)
+        """Append this scan's prices and compute all four windows in one pass (gap rules: module doc)."""
+        if len(prices) != self.n:
+            raise ValueError(f"expected {self.n} prices, got {len(prices)}")
+        gap_s = 0.0
+        ts = int(timestamp_ns)
+        if self.interval_ns is not None and self._prev_ts is not None:
+            step = ts - self._prev_ts
+            if step > GAP_FACTOR * self.interval_ns:
+                gap_s = (step - self.interval_ns) / 1e9
+                self.mark_gap()
+                log.warning("scan input gap: %.1fs since the previous scan (cadence %.1fs); windows refill "
+                            "from here, entries held for %d scans", step / 1e9, self.interval_ns / 1e9,
+                            GAP_HOLD_RETURNS)
+        self._prev_ts = ts
+        row = list(prices)
+        priced = sum(p is not None and np.isfinite(p) for p in row)
+        partial = priced < PARTIAL_FRAC * self.n
+        carried = 0
+        for i, p in enumerate(row):
+            if p is None or not np.isfinite(p):
+                if self._miss[i] < self.carry_scans and np.isfinite(self._last[i]):
+                    row[i] = float(self._last[i])
+                    carried += 1
+                self._miss[i] += 1
+            else:
+                self._miss[i] = 0
+        if partial and self._hold < self.carry_scans + 2:
+            self._hold = self.carry_scans + 2
+        self.append(row)
+        hold = self._hold > 0
+        if self._hold > 0:
+            self._hold -= 1
         n_ret = min(self._nret, self._L)
         warm = [w for w in WINDOWS if w <= n_ret]
         results = {w: WindowResult() for w in WINDOWS}
@@ -221,7 +298,8 @@ class EigenEngine:
             timestamp_ns=int(timestamp_ns), assets=list(self.assets), prices=price_list,
             windows=results, vel_div=vel_div, regime_signal=regime, instability_composite=composite,
             n_assets=sum(p is not None for p in price_list),
-            warm_windows=[w for w in WINDOWS if results[w].lambda_max is not None])
+            warm_windows=[w for w in WINDOWS if results[w].lambda_max is not None],
+            gap_s=gap_s, carried=carried, partial=partial, gap_hold=hold)
 
     # ── eigen decompositions ───────────────────────────────────────────────────────────────
     def _eig_full(self, warm: list[int]) -> dict:

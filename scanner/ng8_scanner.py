@@ -5,7 +5,7 @@ Run ``python -m scanner.ng8_scanner`` (venue URLs, bus members, data dir, cadenc
 (``data/arrow_scans/YYYY-MM-DD/scan_NNNNNN_HHMMSS.arrow``) and one ``DOLPHIN_FEATURES
 [latest_eigen_scan]`` write, with consecutive scan numbers resumed from the archive after a restart.
 
-Exact definitions (schema 5.0.0; full list in :mod:`scanner.engine`):
+Exact definitions (schema 6.0.0; full list in :mod:`scanner.engine`):
 
 * windows W ∈ {50, 150, 300, 750} scan returns; ``λ_W`` = top eigenvalue / N of the Pearson
   correlation of the included assets; ``velocity_W(t) = λ_W(t) − λ_W(t−1)``;
@@ -30,6 +30,10 @@ Prices: one mark price per asset per scan from ``<symbol>@markPrice@1s`` (throug
   (a window only includes assets with all W returns) until it has W fresh returns again. When an asset
   turns stale its jump reference is cleared, so a venue re-quote at a new level is accepted.
 * No scan is produced before the first price arrives (no empty scan numbers).
+* **Gaps** (issue 21, rules in :mod:`scanner.engine`): a scan more than 2.5 × the interval after the
+  previous one (loop stalls, an all-stale outage) carries ``gap_s``; its cross-gap return enters no
+  window, windows restart and ``gap_hold`` stays True until w750 is valid again. A symbol missing in
+  a scan is carried at its last price for up to 2 scans, then excluded (other symbols unaffected).
 
 Cold start: a window's fields are null until it has W returns; the payload's ``warm_windows`` names
 the warm ones; ``vel_div`` is null until both w50 and w750 are warm. Backfill: the most recent
@@ -203,11 +207,13 @@ def build_record(scan_number: int, res: ScanResult) -> dict:
         rec[f"w{w}_velocity"] = r.velocity
         rec[f"w{w}_eigengap"] = r.eigengap
         rec[f"w{w}_instability"] = r.instability
+        rec[f"w{w}_warm"] = r.lambda_max is not None
     rec.update(vel_div=res.vel_div, regime_signal=res.regime_signal,
                instability_composite=res.instability_composite, n_assets=res.n_assets,
                assets=list(res.assets), prices=list(res.prices),
                loadings={f"w{w}": res.windows[w].loadings for w in WINDOWS},
-               schema_version=arrow_io.SCHEMA_VERSION)
+               schema_version=arrow_io.SCHEMA_VERSION,
+               gap_s=res.gap_s, carried=res.carried, gap_hold=res.gap_hold)
     return rec
 
 
@@ -416,6 +422,7 @@ async def scan_loop(cfg: ScannerConfig, bus: Bus | None, clock: Clock, stop: asy
         last = vlast
     if last is not None and not pending:      # with samples taken, the book's jump references are current
         book.seed_reference(last)
+    engine.set_cadence(interval)          # spacing-gap rule from here on (history timestamps are market time)
     produced = 0
     archive_faults = 0
     archive_error: str | None = None

@@ -5,7 +5,8 @@ A day file ``YYYY-MM-DD.parquet`` holds ``timestamp, scan_number, vel_div``,
 column per asset; every other numeric column is taken as an asset price. A file that cannot be
 read, or lacks ``vel_div`` / ``v50_lambda_max_velocity`` / ``v750_lambda_max_velocity`` or any asset
 column, is reported (:class:`DayFileError`, message naming the file) and the caller skips the day.
-Bad values inside a readable file are kept as NaN here and filtered bar by bar by the replay.
+Bad values inside a readable file are kept as NaN here and filtered bar by bar by the replay. An
+optional ``gap_hold`` column (the scanner's post-gap flag, issue 21) is read when present.
 
 Also reads the optional external-factor file ``exf_daily.json`` (date → factors) written by
 ``prod.backtest.synth`` or by an exf archive export.
@@ -28,7 +29,7 @@ log = logging.getLogger("dolphin.backtest")
 META_COLUMNS = frozenset({
     "timestamp", "scan_number", "vel_div", "v50_lambda_max_velocity", "v150_lambda_max_velocity",
     "v300_lambda_max_velocity", "v750_lambda_max_velocity", "instability_50", "instability_150",
-    "__index_level_0__",
+    "__index_level_0__", "gap_s", "gap_hold", "carried",
 })
 REQUIRED_COLUMNS = ("vel_div", "v50_lambda_max_velocity", "v750_lambda_max_velocity")
 EXF_FILENAME = "exf_daily.json"
@@ -51,6 +52,7 @@ class DayData:
     v750: np.ndarray
     assets: tuple[str, ...]
     prices: np.ndarray
+    gap_hold: np.ndarray | None = None     # issue 21: the scanner's post-gap flag per bar, when the file has it
 
     @property
     def n_bars(self) -> int:
@@ -112,7 +114,10 @@ def load_day(date: str, path: Path) -> DayData:
                    vel_div=_as_f64(table.column("vel_div")),
                    v50=_as_f64(table.column("v50_lambda_max_velocity")),
                    v750=_as_f64(table.column("v750_lambda_max_velocity")),
-                   assets=assets, prices=prices)
+                   assets=assets, prices=prices,
+                   gap_hold=(np.asarray(table.column("gap_hold").cast("bool").fill_null(False)
+                                        .to_numpy(zero_copy_only=False), dtype=bool)
+                             if "gap_hold" in names else None))
 
 
 def load_exf(path: Path | None) -> dict[str, dict[str, float]]:

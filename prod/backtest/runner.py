@@ -54,6 +54,41 @@ log = logging.getLogger("dolphin.backtest")
 SUMMARY_VERSION = 1
 VOL_SYMBOL = "BTCUSDT"
 _PROGRESS_CHUNK = 2_880
+BAR_S = 5.0               # the bar length the champion parameters were validated on
+GAP_FACTOR = 2.5          # bar spacing above this × the day's median bar is an input gap (as scanner.engine)
+GAP_HOLD_BARS = 751       # bars after a gap with no entries: w750 and its velocity valid again (scanner.engine)
+
+
+def missing_days(dates: list[str]) -> list[tuple[str, str, int]]:
+    """Return (last date before, first date after, days missing) for every hole in the sorted ``dates``."""
+    out = []
+    for a, b in zip(dates, dates[1:]):
+        n = (dt.date.fromisoformat(b) - dt.date.fromisoformat(a)).days - 1
+        if n > 0:
+            out.append((a, b, n))
+    return out
+
+
+def gap_holds(ts_ns: np.ndarray, flag: np.ndarray | None, prev_ts: int | None, left: int,
+              bar_ns: float | None) -> tuple[np.ndarray, int, int]:
+    """Bars of one day under the gap hold (issue 21): the file's ``gap_hold`` flag, or a bar more than
+    GAP_FACTOR bars after the previous one (also across days) and the GAP_HOLD_BARS after it.
+
+    ``left`` carries a hold across midnight; returns (hold per bar, bars still held, gaps found).
+    """
+    n = ts_ns.shape[0]
+    hold = np.zeros(n, dtype=bool) if flag is None else flag.astype(bool).copy()
+    gaps = 0
+    for i in range(n):
+        t = int(ts_ns[i])
+        if bar_ns and t > 0 and prev_ts and prev_ts > 0 and t - prev_ts > GAP_FACTOR * bar_ns:
+            left = GAP_HOLD_BARS
+            gaps += 1
+        prev_ts = t
+        if left > 0:
+            hold[i] = True
+            left -= 1
+    return hold, left, gaps
 
 
 class BacktestError(RuntimeError):
@@ -165,6 +200,13 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         from tqdm import tqdm
         pbar = tqdm(total=len(files), unit="day", desc="backtest", dynamic_ncols=True)
 
+    for a, b, nmiss in missing_days([d for d, _ in files]):
+        log.warning("backtest: %d day(s) missing between %s and %s (no file): the replay jumps over them",
+                    nmiss, a, b)
+    bar_lengths_warned: set[float] = set()
+    prev_ts: int | None = None
+    hold_left = 0
+    gap_count = 0
     last_row: np.ndarray | None = None
     gate = VolGate()
     vol_ok_bars = 0
@@ -199,9 +241,23 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         n = day.n_bars
         vol_ok = day_vol_gates(gate, prices, assets)
         vol_ok_bars += sum(vol_ok)
+        steps = np.diff(day.timestamp_ns[day.timestamp_ns > 0])
+        bar_ns = float(np.median(steps)) if steps.size else None
+        if bar_ns and abs(bar_ns / 1e9 - BAR_S) > 0.1 * BAR_S and round(bar_ns / 1e9, 3) not in bar_lengths_warned:
+            bar_lengths_warned.add(round(bar_ns / 1e9, 3))
+            log.warning("backtest: %s: bars are %.3g s long, not the %.0f s the champion parameters were "
+                        "validated on", path, bar_ns / 1e9, BAR_S)
+        hold, hold_left, ng = gap_holds(day.timestamp_ns, day.gap_hold, prev_ts, hold_left, bar_ns)
+        gap_count += ng
+        if n:
+            prev_ts = int(day.timestamp_ns[-1])
         t0 = time.perf_counter()
         step = engine.step_bar
         for i in range(n):
+            if hold[i] and engine.position is None:
+                skip_reasons["post_gap"] += 1        # the gap gate: no entry until the windows are valid
+                gbar += 1
+                continue
             r = step(gbar, vd[i], prices[i], v50[i], v750[i], vol_ok[i])
             gbar += 1
             if r.skipped is not None:
@@ -273,6 +329,7 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         "trades": m.trades,
         "exit_reasons": dict(sorted(Counter(t["reason"] for t in trades).items())),
         "skip_reasons": dict(sorted(skip_reasons.items())),
+        "input_gaps": gap_count,
         "vol_ok_bars": vol_ok_bars,
         "skipped_days": skipped_days,
         "acb": {"exf_file": str(exf_path) if exf else None, "exf_dates": len(exf),

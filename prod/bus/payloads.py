@@ -186,12 +186,15 @@ class EigenScan(Payload):
     assets: list[str]
     asset_prices: list[float | None]
     warm_windows: list[int] = field(default_factory=list)
-    schema_version: str = "5.0.0"
+    schema_version: str = "6.0.0"
     regime_signal: float | None = None
     instability_composite: float | None = None
     n_assets: int | None = None
     eigenvalue_gradients: dict[str, float | None] = field(default_factory=dict)
     multi_window_results: dict[str, Any] = field(default_factory=dict)
+    gap_s: float = 0.0                     # issue 21: missing input time before this scan (s)
+    carried: int = 0                       # symbols priced from their last price
+    gap_hold: bool = False                 # post-gap scan: windows not valid again yet, no entries
 
     def __post_init__(self) -> None:
         if len(self.assets) != len(self.asset_prices):

@@ -260,6 +260,9 @@ class TraderCore:
         vd, v50, v750 = scan.vel_div, scan.w50_velocity, scan.w750_velocity
         vol_ok = self.vol.update(prices.get(VOL_SYMBOL))
         self.last_scan = sn
+        held = self._gap_gate(scan)
+        if held is not None:
+            return held
         if vd is None or v50 is None or v750 is None:
             return {"scan_number": sn, "note": "scanner warming up", "vol_ok": vol_ok}
         with self._acb_lock:
@@ -355,6 +358,26 @@ class TraderCore:
         self.account.roll_day(day)
         self.bar_idx = 0
         log.info("begin_day %s posture=%s boost=%.3f beta=%.2f", day, self.posture, self.acb["boost"], self.acb["beta"])
+
+    gap_held_scans = 0          # issue 21: scans the gap gate held back (class defaults: no __init__ edit)
+    _gap_holding = False
+
+    def _gap_gate(self, scan: EigenScan) -> dict | None:
+        """The gap gate: no entry on a post-gap scan (``gap_hold``) while flat; journaled once per hold."""
+        if not scan.gap_hold or self.account.position is not None:
+            if self._gap_holding:
+                self._gap_holding = False
+                log.info("gap gate released at scan %s (windows valid again)", scan.scan_number)
+            return None
+        self.gap_held_scans += 1
+        if not self._gap_holding:
+            self._gap_holding = True
+            info = {"gate": "gap", "gap_s": scan.gap_s, "carried": scan.carried, "warm_windows": scan.warm_windows}
+            log.warning("[GAP] scan %s follows an input gap of %.1fs: entries held until the windows are valid "
+                        "again", scan.scan_number, scan.gap_s)
+            self._journal_only("GATE", info, scan.scan_number)
+        return {"scan_number": scan.scan_number, "note": "gap gate: post-gap scan, windows refilling",
+                "gate": "gap", "gap_s": scan.gap_s}
 
     def _journal_only(self, kind: str, payload: dict, sn: int | None) -> None:
         self.journal.append(kind, payload, sn, snapshot=self.snapshot_now())

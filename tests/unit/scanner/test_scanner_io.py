@@ -35,8 +35,8 @@ def _records(n, start_ns, step_s=5.0, seed=0, first=1):
 
 
 def test_schema_has_27_fields_and_version_5():
-    assert len(arrow_io.SCAN_SCHEMA) == 27
-    assert arrow_io.SCAN_SCHEMA.metadata[b"schema_version"] == b"5.0.0"
+    assert len(arrow_io.SCAN_SCHEMA) == 34
+    assert arrow_io.SCAN_SCHEMA.metadata[b"schema_version"] == b"6.0.0"
 
 
 def test_write_then_read_round_trips_and_names_the_file_by_number_and_time(tmp_path):

@@ -382,3 +382,29 @@ def test_decision_log_says_every_interval_what_the_trader_decided_and_what_it_he
                     "3 scans, 2 signals held back since the last line")
     assert [r.getMessage() for r in caplog.records] == [line]
     assert dl.offer({**d, "scan_number": 11}, 61.0, 5) is None     # the next interval starts over
+
+
+class TestGapGate:
+    """Issue 21: a scan marked post-gap (gap_hold) never opens a position; the hold is journaled once."""
+
+    def test_post_gap_scans_make_no_entry_and_the_gate_is_journaled(self, tmp_path, caplog):
+        m = Market(time.time())
+        tr, j = _trader(tmp_path, m)
+        for n in range(1, 160):
+            tr.process(m.scan(n, 0.0, 0, 0.001 + n * 0.00002))
+        with caplog.at_level("INFO", logger="event_trader"):
+            for n in range(160, 220):            # the signal that enters in _run_until_entry, but post-gap
+                s = m.scan(n, -0.06, -0.002, 0.003)
+                s.update(gap_hold=True, gap_s=9000.0)
+                r = tr.process(s)
+                assert r is not None and r.get("gate") == "gap" and not r.get("entered")
+        assert tr.paper.position is None and tr.gap_held_scans == 60
+        assert sum("[GAP]" in r.getMessage() for r in caplog.records) == 1
+        gates = j.db.execute("SELECT payload FROM events WHERE kind='GATE'").fetchall()
+        assert len(gates) == 1 and '"gate":"gap"' in gates[0][0]
+        for n in range(220, 280):                # windows valid again: the same signal enters
+            r = tr.process(m.scan(n, -0.06, -0.002, 0.003))
+            if r and r.get("entered"):
+                break
+        else:
+            raise AssertionError("no entry after the gap hold ended")
