@@ -3,7 +3,7 @@
 Watch mode (``python -m services.scan_bridge --arrow-dir DIR``) polls the archive tree by file
 modification time, not scan number, because a restarted scanner resets or repeats its counters
 (bible §2a.2): every file whose mtime is newer than the bridge's watermark is read, validated
-against the v5.0.0 schema and pushed as ``latest_eigen_scan``, oldest mtime first. At start the
+against the v6.0.0 (or v5.0.0) schema and pushed as ``latest_eigen_scan``, oldest mtime first. At start the
 watermark is the newest mtime already on disk (``--from-start`` pushes the existing files too).
 
 Dedup: a scan is identified by ``(scan_number, timestamp_ns)``. The bridge never pushes an identity it
