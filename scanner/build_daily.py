@@ -3,7 +3,8 @@
 ``python -m scanner.build_daily --date YYYY-MM-DD [--to YYYY-MM-DD] [--allow-partial]`` writes
 ``<data>/vbt_cache_klines/YYYY-MM-DD.parquet`` with columns ``timestamp`` (UTC, ns), ``scan_number``,
 ``vel_div``, ``v50/v150/v300/v750_lambda_max_velocity``, ``instability_50``, ``instability_150`` and
-one float64 close-price column per asset (first-seen order; null where the scan had no price), one
+one float64 close-price column per asset (first-seen order; null where the scan had no price), then
+the scanner's ``gap_hold`` bool (issue 21; False for v5.0.0 scans), one
 row per valid scan in timestamp order; rows are distinct ``(timestamp_ns, scan_number)`` pairs, so
 two scans of a restarted scanner that share a number both stay. Invalid Arrow files are logged and
 skipped.
@@ -112,6 +113,8 @@ def to_table(recs: list[dict]) -> pa.Table:
     price_maps = [dict(zip(r["assets"], r["prices"])) for r in recs]
     for a in assets:
         cols[a] = pa.array([m.get(a) for m in price_maps], type=pa.float64())
+    # issue 21: the scanner's post-gap flag (False for v5.0.0 scans); the backtest holds entries on it
+    cols["gap_hold"] = pa.array([bool(r.get("gap_hold", False)) for r in recs], type=pa.bool_())
     return pa.table(cols)
 
 
@@ -139,6 +142,8 @@ def check_parity(path: Path, recs: list[dict]) -> None:
         for i, r in enumerate(recs):
             if not _same(col[i], r[src]):
                 raise ParityError(f"{path}: {out} row {i}: {col[i]!r} != Arrow {r[src]!r}")
+    if t.column("gap_hold").to_pylist() != [bool(r.get("gap_hold", False)) for r in recs]:
+        raise ParityError(f"{path}: gap_hold differs from the Arrow scans")
     for i, r in enumerate(recs):
         for a, p in zip(r["assets"], r["prices"]):
             if not _same(t.column(a)[i].as_py(), p):

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prod.backtest import synth
+from prod.backtest.data import load_day
 from prod.backtest.runner import GAP_HOLD_BARS, BacktestOptions, gap_holds, missing_days, run_backtest
 from prod.configs import BLUE_PATH
 
@@ -53,3 +54,13 @@ def test_backtest_holds_post_gap_bars_and_warns(tmp_path, caplog):
     assert res.summary["skip_reasons"].get("post_gap", 0) >= 1
     assert all("entry_bar" in tr for tr in res.trades)
     assert not any(1200 <= tr["entry_bar"] < 1400 + GAP_HOLD_BARS for tr in res.trades)
+
+
+def test_day_file_gap_hold_column_is_read_and_is_not_an_asset(tmp_path):
+    synth.generate(tmp_path, 1, 5, bars=1200)
+    f = next(tmp_path.glob("*.parquet"))
+    t = pq.read_table(f)
+    flag = [i in (3, 4) for i in range(t.num_rows)]
+    pq.write_table(t.append_column("gap_hold", pa.array(flag, type=pa.bool_())), f)
+    day = load_day(f.stem, f)
+    assert "gap_hold" not in day.assets and day.gap_hold.tolist() == flag

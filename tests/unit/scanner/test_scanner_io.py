@@ -169,7 +169,8 @@ def test_daily_build_writes_parquet_equal_to_the_arrow_scans(tmp_path):
     assert cols[:9] == ["timestamp", "scan_number", "vel_div", "v50_lambda_max_velocity",
                         "v150_lambda_max_velocity", "v300_lambda_max_velocity", "v750_lambda_max_velocity",
                         "instability_50", "instability_150"]
-    assert cols[9:] == ASSETS
+    assert cols[9:-1] == ASSETS and cols[-1] == "gap_hold"
+    assert t.column("gap_hold").to_pylist() == [r["gap_hold"] for r in recs]
     assert t.column("scan_number").to_pylist() == [r["scan_number"] for r in recs]
     assert t.column("A3USDT").to_pylist() == [r["prices"][3] for r in recs]
     assert t.column("v50_lambda_max_velocity").to_pylist() == [r["w50_velocity"] for r in recs]
