@@ -135,6 +135,8 @@ def render_conf(text: str, *, instance_dir: Path, hz_port: int, venue_port: int,
     if profile == "cluster":
         for prog in ("hz_member", "venue_sim", "prefect", "event_trader"):
             text = _set_in_section(text, f"program:{prog}", "autostart", "false")
+    if trader_autostart is None and profile != "cluster":
+        trader_autostart = True    # the committed config keeps the trader manual (§16.3); the mesh starts it
     if trader_autostart is not None:
         text = _set_in_section(text, "program:event_trader", "autostart", "true" if trader_autostart else "false")
     if hz_members:

@@ -24,6 +24,13 @@ never touches Hazelcast and takes time from an injected clock, so tests drive it
 
 HIBERNATE is passed to the engine, which force-closes an open position and blocks entries (§11.7)
 rather than skipping the bar (a skipped bar could never close the position).
+
+MC-Forewarner (§12, §16.8; resolves §11.2 vs §12): the MC status reaches the engine only here, from
+``DOLPHIN_FEATURES[mc_forewarner_latest]`` (:meth:`TraderCore.set_mc_status`, fed by the adapter's
+listener) and is applied at the day roll (``begin_day(mc_status=...)``): ORANGE → ``day_mc_scale``
+0.5 (half size), RED → ``regime_dd_halt`` (no new entry that day; an open position still runs to
+its exits). GREEN is §12's OK. No MC data → OK (the forewarner is advisory; the watchdog no longer
+turns ORANGE or "no data" into a posture, see services.safety_watchdog).
 """
 from __future__ import annotations
 
@@ -128,6 +135,7 @@ class TraderCore:
         self.acb = {"boost": 1.0, "beta": 0.0}
         self.posture = "APEX"
         self.posture_source = "default"
+        self.mc_status: str | None = None     # None = no MC data → the engine's OK
         self.stale_state_events = 0
         self.scans_processed = self.scans_dup = self.scans_stale = self.scans_bad = 0
         self.latencies: deque = deque(maxlen=20000)
@@ -207,6 +215,16 @@ class TraderCore:
         if posture != self.posture:
             log.warning("posture %s -> %s (%s)", self.posture, posture, source)
         self.posture, self.posture_source = posture, source
+
+    def set_mc_status(self, status: Any, source: str) -> None:
+        """Take the MC-Forewarner status (GREEN/OK/ORANGE/RED) for the next day roll; junk is dropped."""
+        st = {"GREEN": "OK", "OK": "OK", "ORANGE": "ORANGE", "RED": "RED"}.get(status) if isinstance(status, str) else None
+        if st is None:
+            log.error("mc status %r from %s ignored", status, source)
+            return
+        if st != self.mc_status:
+            log.warning("mc status %s -> %s (%s; applied at the next day roll)", self.mc_status, st, source)
+        self.mc_status = st
 
     def on_book(self, p: ObFeatures) -> None:
         """Take one asset's order-book features (best bid/ask for fills, OB features for the engine)."""
@@ -354,7 +372,7 @@ class TraderCore:
             self._emit("day_state", res.date, self.state_payload)
             self._emit("state", None, self.state_payload)
         eng.begin_day(day, posture=self.posture, direction=self.params.direction,
-                      boost=self.acb["boost"], beta=self.acb["beta"])
+                      boost=self.acb["boost"], beta=self.acb["beta"], mc_status=self.mc_status)
         self.account.roll_day(day)
         self.bar_idx = 0
         log.info("begin_day %s posture=%s boost=%.3f beta=%.2f", day, self.posture, self.acb["boost"], self.acb["beta"])

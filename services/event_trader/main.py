@@ -6,7 +6,8 @@ Bible §14, §24.3, shared/ARCHITECTURE.md §4/§6. No polling on the hot path: 
 vol gate, stale-state snapshots, fills, journal). This module only moves values between the bus
 and the core:
 
-* listeners: scans (``maps.EIGEN_SCAN``), ACB (``maps.ACB_BOOST``), posture (``maps.SAFETY_LATEST``)
+* listeners: scans (``maps.EIGEN_SCAN``), ACB (``maps.ACB_BOOST``), posture (``maps.SAFETY_LATEST``), MC
+  status (``maps.MC_FOREWARNER``, applied at the day roll, see core.py)
   and one key listener per engine symbol on its feature shard (``maps.ob_topic(sym)``, §22.2);
   malformed values are logged and dropped by the bus, never reach the core;
 * posture: a poller of the CP AtomicReference ``DOLPHIN_SAFETY`` with the map as fallback, APEX when
@@ -39,7 +40,7 @@ from typing import Any, ClassVar
 from prod.alpha.params import EngineParams
 from prod import metrics
 from prod.bus import maps
-from prod.bus.payloads import AcbBoost, EigenScan, EngineState, ObFeatures, PayloadError, Pnl, Safety
+from prod.bus.payloads import AcbBoost, EigenScan, EngineState, McForewarner, ObFeatures, PayloadError, Pnl, Safety
 from prod.runtime import Bus, Clock, RateLog, Service, result_within
 from prod.settings import ConfigError, Settings
 from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCore
@@ -199,6 +200,9 @@ class TraderService:
     def on_safety(self, _key: str, p: Safety) -> None:
         self.core.set_posture(p.posture, "map-listener")
 
+    def on_mc(self, _key: str, p: McForewarner) -> None:
+        self.core.set_mc_status(p.status, "mc-listener")
+
     def on_shard(self, _key: str, p: ObFeatures) -> None:
         self.core.on_book(p)
 
@@ -252,6 +256,12 @@ class TraderService:
                 self.core.on_acb(p.boost, p.beta)
         except Exception as exc:  # noqa: BLE001 - not on the hot path; the listener brings the next one
             log.warning("initial acb_boost read failed: %r", exc)
+        try:
+            mc = bus.get(maps.MC_FOREWARNER, timeout=self.cfg.hz_timeout_s)
+            if mc is not None:
+                self.on_mc(maps.KEY_MC_FOREWARNER, mc)
+        except Exception as exc:  # noqa: BLE001 - not on the hot path; the listener brings the next one
+            log.warning("initial mc_forewarner read failed: %r", exc)
         self._q.put((None, None))   # the decision thread publishes the state (it owns the engine)
 
     # ── threads ──────────────────────────────────────────────────────────────────────────────
@@ -261,6 +271,7 @@ class TraderService:
         b.listen(maps.EIGEN_SCAN, self.on_scan)
         b.listen(maps.ACB_BOOST, self.on_acb)
         b.listen(maps.SAFETY_LATEST, self.on_safety)
+        b.listen(maps.MC_FOREWARNER, self.on_mc, key=maps.KEY_MC_FOREWARNER)
         for sym in self.core.symbols:   # one key listener per engine symbol: no event for the rest
             b.listen(maps.ob_topic(sym), self.on_shard, key=sym)
         b.on_connect(self._on_connect)

@@ -10,9 +10,12 @@ Sensors (decisions of ours where the bible leaves the source open):
 
 - Cat1: ``hz_nodes`` = member count when a bus read succeeds, else 0; ``heartbeat_age_s`` = age of
   the freshest heartbeat in ``DOLPHIN_HEARTBEAT`` written by any *other* service.
-- Cat2: ``mc_forewarner_latest`` status (GREEN/OK→OK, ORANGE, RED) and its age; when the key is
-  absent (or malformed, so dropped by the bus) the bible's FALLBACK_NO_DATA applies: ORANGE with
-  staleness 0 (§28.6).
+- Cat2: only the age of ``mc_forewarner_latest`` (staleness decay). The MC *status* is not fed to
+  Cat2: §11.2 (Cat2 ORANGE = 0.5, RED = 0.1) and §12 (ORANGE → half size, RED → no new entries for
+  the day) contradict, and through Rm an ORANGE (also the no-data fallback of §28.6) gave Rm ≈ 0.49
+  → HIBERNATE (force-close). We keep §12's effect: the trader reads the status itself and the engine
+  applies ``day_mc_scale`` / ``regime_dd_halt`` (services.event_trader.core). The status is still
+  reported in the payload's sensors (``mc_reported``) for operators.
 - Cat3: mean ``depth_quality`` / ``fill_probability`` over the priority symbols present in
   ``obf_universe_latest``; stale when that snapshot is absent or older than ``ob_stale_s``.
 - Cat4: a DVOL spike is ``dvol_btc`` ≥ ``dvol_spike_level`` (80, ACB "extreme") or a rise of
@@ -203,7 +206,8 @@ class SafetyWatchdog:
         extra = dict(obf_present=obf is not None, mc_source=mc_source,
                      dvol_btc=dvol if isinstance(dvol, (int, float)) and not isinstance(dvol, bool) else None,
                      n_heartbeats=len(ages))
-        return SensorReadings(hz_nodes=hz_nodes, heartbeat_age_s=hb_age, mc_status=mc_status,
+        extra["mc_reported"] = mc_status    # reported only; §12's effect is the trader's (see the docstring)
+        return SensorReadings(hz_nodes=hz_nodes, heartbeat_age_s=hb_age, mc_status="OK",
                               staleness_hours=stale_h, ob_stale=ob_stale, depth_quality=dq, fill_prob=fp,
                               minutes_since_dvol_spike=mins, drawdown=drawdown_from_state(st)), extra
 

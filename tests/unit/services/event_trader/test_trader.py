@@ -221,6 +221,21 @@ class TestDecisionLoop:
             _run_until_entry(tr, m)
         assert tr.paper.trades == 0 and tr.paper.position is None
 
+    def test_mc_red_blocks_entries_for_the_day_and_orange_halves_size(self, tmp_path):
+        m = Market(time.time())
+        tr, _ = _trader(tmp_path, m)
+        tr.set_mc_status("RED", "test")
+        tr.set_mc_status("PURPLE", "test")            # junk dropped, RED kept
+        with pytest.raises(AssertionError, match="no entry"):
+            _run_until_entry(tr, m)
+        assert tr.engine.mc_status == "RED" and tr.engine.regime_dd_halt and tr.paper.trades == 0
+        m2 = Market(time.time())
+        (tmp_path / "o").mkdir()
+        tr2, _ = _trader(tmp_path / "o", m2)
+        tr2.set_mc_status("ORANGE", "test")
+        tr2.process(m2.scan(1, 0.0))
+        assert tr2.engine.mc_status == "ORANGE" and tr2.engine._mc_scale == 0.5 and not tr2.engine.regime_dd_halt
+
     def test_a_signal_held_back_by_a_gate_is_counted_and_logged_with_the_gate(self, tmp_path, caplog):
         m = Market(time.time())
         tr, _ = _trader(tmp_path, m)

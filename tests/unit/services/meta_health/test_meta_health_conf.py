@@ -52,8 +52,8 @@ def test_committed_config_has_the_groups_and_relative_paths(tmp_path):
         assert command.startswith(f"{tmp_path}/supervisor/../.venv/bin/{exe}"), p.command
         assert Path(p.stdout_logfile).resolve().parent == (tmp_path / "run_logs" / "supervisor").resolve()
         assert Path(p.directory).resolve() == tmp_path.resolve()
-        # trader autostarts (embedded); the real members of hz_cluster only with --hz-members
-        assert p.autostart == (name != "dolphin:scan_bridge" and not name.startswith("hz_cluster:")), name
+        # the dolphin group is manual (§16.3: the mesh starts the trader); hz_cluster only with --hz-members
+        assert p.autostart == (not name.startswith("dolphin:") and not name.startswith("hz_cluster:")), name
     assert Path(opts.server_configs[0]["file"]).resolve() == (tmp_path / "run" / "supervisor.sock").resolve()
     assert "systemctl" not in mesh.CONF.read_text().replace("; ", "")
     # the Prefect server: supervised in dolphin_core, state under data/, port 4200 where MHS's M4 looks

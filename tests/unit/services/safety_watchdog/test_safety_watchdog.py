@@ -102,16 +102,17 @@ def _beat(w: Bus, name: str, now: float) -> None:
 
 
 class TestWatchdogOnTheBus:
-    def test_absent_mc_gives_orange_fallback_and_publishes_both_views(self, bus):
+    def test_absent_mc_is_reported_orange_but_does_not_cut_rm_and_publishes_both_views(self, bus):
         b, w, settings = bus
         now = time.time()
         _beat(w, "scanner", now)
         w.publish(maps.OBF_UNIVERSE, _good_obf(now))
         wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1), b)
         p = wd.tick()
-        assert p["sensors"]["mc_status"] == "ORANGE" and p["sensors"]["mc_source"] == "FALLBACK_NO_DATA"
-        assert p["categories"]["cat2"] == pytest.approx(0.5)
-        assert p["Rm"] <= 0.5 and p["posture"] in ("TURTLE", "HIBERNATE")   # no new entries without MC
+        # §12 over §11.2: the status is reported, the trader applies it; Cat2 never sees it (no HIBERNATE)
+        assert p["sensors"]["mc_reported"] == "ORANGE" and p["sensors"]["mc_source"] == "FALLBACK_NO_DATA"
+        assert p["sensors"]["mc_status"] == "OK" and p["categories"]["cat2"] == pytest.approx(1.0)
+        assert p["Rm"] > 0.5 and p["posture"] not in ("TURTLE", "HIBERNATE")   # no MC data never hibernates
         ref = b.cp.get_atomic_reference(maps.SAFETY_ATOMIC_REF).blocking().get()
         via_map = w.get(maps.SAFETY_LATEST)
         assert maps.SAFETY_LATEST.decode(ref).posture == via_map.posture == p["posture"]
@@ -146,8 +147,8 @@ class TestWatchdogOnTheBus:
         assert p["posture"] == "APEX" and p["Rm"] >= 0.9
         w.map(maps.FEATURES).blocking().set(maps.KEY_MC_FOREWARNER, "{not json")
         p2 = wd.tick()
-        assert p2["sensors"]["mc_status"] == "ORANGE"     # garbage → fallback, no crash
-        assert p2["Rm"] < p["Rm"]                          # lower target applies at once (fast attack)
+        assert p2["sensors"]["mc_reported"] == "ORANGE"     # garbage → fallback, no crash
+        assert p2["Rm"] == pytest.approx(p["Rm"])        # MC never moves Rm (§12 is the trader's, not Cat2's)
         assert b.bad_payloads.get(maps.MC_FOREWARNER.source()) == 1
 
     def test_warm_up_publishes_hibernate_without_touching_the_stack(self, bus):
