@@ -323,8 +323,13 @@ class TraderCore:
                           x.trade_id)
                 fill = {"trade_id": x.trade_id, "reason": x.reason, "engine_only": True}
             else:
-                fill = acct.close(x.reason, self.books.get(x.asset), prices.get(x.asset, x.exit_price), t_dec, sn,
-                                  self.limits.max_book_age_s)
+                try:
+                    fill = acct.close(x.reason, self.books.get(x.asset), prices.get(x.asset, x.exit_price), t_dec,
+                                      sn, self.limits.max_book_age_s)
+                except Exception as exc:  # noqa: BLE001 - venue down / timeout: the kill switch flattens
+                    self._exit_failed(x, exc, sn, decision)
+                    self.last_decision = decision
+                    return decision
             eng.capital = acct.capital  # capital sync: the account is the truth
             fill.update(engine_exit_price=x.exit_price, bars_held=x.bars_held, stale_state=stale)
             decision["exited"] = fill
@@ -351,6 +356,18 @@ class TraderCore:
         decision["not_taken"] = rec
         self._journal_only("ENTRY_NOT_TAKEN", rec, sn)
         log.warning("ENTRY #%d %s not taken: %s: %s", e.trade_id, e.asset, type(exc).__name__, exc)
+
+    def _exit_failed(self, x: Any, exc: BaseException, sn: int, decision: dict) -> None:
+        """The account could not exit: engage its kill switch (flatten, booked as a kill exit later), journal it."""
+        ks = getattr(self.account, "kill_switch", None)
+        if ks is not None:
+            ks.engage(f"exit of trade {x.trade_id} failed: {type(exc).__name__}")
+        rec = {"trade_id": x.trade_id, "symbol": x.asset, "reason": x.reason, "error": type(exc).__name__,
+               "detail": str(exc), "kill_switch": ks is not None}
+        decision["exit_failed"] = rec
+        self._journal_only("EXIT_FAILED", rec, sn)
+        log.critical("EXIT #%d %s failed (%s: %s); %s", x.trade_id, x.asset, type(exc).__name__, exc,
+                     "kill switch engaged" if ks is not None else "account position kept")
 
     def _book_kill_exits(self, prices: dict, sn: int) -> list[dict]:
         """Book the forced flat exits the account made (kill switch) into the engine and the journal."""

@@ -130,10 +130,11 @@ class TraderConfig:
     execution: str = field(default="auto", metadata={
         "help": "venue (order API at DOLPHIN_VENUE_REST), paper (in process) or auto (venue when keys are set)"})
     fill_timeout_s: float = field(default=10.0, metadata={"help": "an order not final after this is cancelled"})
+    venue_connect_s: float = field(default=60.0, metadata={"help": "retry the venue at start this long"})
 
     def __post_init__(self) -> None:
         for name in ("max_scan_age_s", "max_book_age_s", "posture_poll_s", "heartbeat_s", "snapshot_every_s",
-                     "gil_switch_interval_s", "hz_timeout_s", "decision_log_s"):
+                     "gil_switch_interval_s", "hz_timeout_s", "decision_log_s", "fill_timeout_s", "venue_connect_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
         if self.execution not in ("auto", "venue", "paper"):
@@ -466,10 +467,19 @@ class VenueAccounts:
 
     def from_dict(self, d: Any, capital: float | None = None) -> Any:
         from services.event_trader.venue_exec import VenueAccount
+        import time as _time
         ec = ExecConfig.from_settings(self.cfg.settings, fill_timeout_s=self.cfg.fill_timeout_s)
         cap = float(d["capital"]) if d else float(capital or 0.0)
-        return VenueAccount.connect(ec, self.journal, cap, state=d, creds=self.creds,
-                                    kill_switch=self.cfg.kill_switch)
+        deadline = _time.monotonic() + self.cfg.venue_connect_s
+        while True:                       # the venue (simulator) may still be starting: retry, then give up
+            try:
+                return VenueAccount.connect(ec, self.journal, cap, state=d, creds=self.creds,
+                                            kill_switch=self.cfg.kill_switch)
+            except (ExecutionError, OSError) as exc:
+                if _time.monotonic() >= deadline:
+                    raise
+                log.warning("venue at %s not ready (%s); retrying", ec.rest_base, exc)
+                _time.sleep(1.0)
 
 
 def kill_cli(argv: list[str]) -> int:

@@ -468,3 +468,30 @@ def test_execution_mode_auto_is_venue_only_with_both_keys_and_the_secret_is_neve
     assert "s3cr3t-value" not in json.dumps(config_log_dict(cfg), default=str)
     with pytest.raises(Exception, match="execution"):
         TraderConfig(settings=cfg.settings, execution="live-ish")
+
+
+class FailingExitAccount(PaperAccount):
+    """An account whose venue times out on the exit (the kill switch flag is its way out)."""
+
+    def close(self, *a, **kw):
+        raise TimeoutError("venue did not answer")
+
+
+def test_exit_the_venue_cannot_do_engages_the_kill_switch_and_is_journaled_never_a_crash(tmp_path):
+    from prod.execution.killswitch import KillSwitch
+    m = Market(time.time())
+    s = load_settings(env={}, data_dir=str(tmp_path))
+    j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
+    tr = TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: m.t,
+                    account_type=FailingExitAccount)
+    tr.account.__dict__["kill_switch"] = KillSwitch(tmp_path / "KILL")
+    n, _ = _run_until_entry(tr, m)
+    failed = None
+    for n in range(n + 1, n + 200):  # noqa: B020 - hold until the engine exits
+        r = tr.process(m.scan(n, 0.0))
+        if r and r.get("exit_failed"):
+            failed = r["exit_failed"]
+            break
+    assert failed is not None and failed["error"] == "TimeoutError" and failed["kill_switch"] is True
+    assert tr.account.kill_switch.active() and tr.account.position is not None
+    assert [e["payload"]["error"] for e in j.events("EXIT_FAILED")] == ["TimeoutError"]
