@@ -173,6 +173,27 @@ def deferred_programs(committed: str, rendered_for_cluster: str) -> tuple[str, .
     return tuple(out)
 
 
+def venue_key_env(instance_dir: Path, env: dict) -> dict:
+    """The simulator's API key for this instance (generated once into ``<instance>/venue_api_key``, 0600).
+
+    venue_sim and event_trader both read ``DOLPHIN_VENUE_API_KEY`` / ``_SECRET`` from the environment,
+    so the trader fills through the order API; a key already set (environment or ``extra_env``) wins.
+    """
+    import secrets
+    if (env.get("DOLPHIN_VENUE_API_KEY") or os.environ.get("DOLPHIN_VENUE_API_KEY")) and \
+            (env.get("DOLPHIN_VENUE_API_SECRET") or os.environ.get("DOLPHIN_VENUE_API_SECRET")):
+        return {}
+    f = instance_dir / "venue_api_key"
+    try:
+        key, secret = f.read_text().strip().split(":", 1)
+    except (OSError, ValueError):
+        key, secret = f"dolphin-{secrets.token_hex(8)}", secrets.token_hex(32)
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{key}:{secret}\n")
+    return {"DOLPHIN_VENUE_API_KEY": key, "DOLPHIN_VENUE_API_SECRET": secret}
+
+
 def instance_paths(instance_dir: Path, hz_port: int, venue_port: int, profile: str, mhs_interval: float | None,
                    extra_env: dict, trader_autostart: bool | None = None,
                    prefect_port: int = DEFAULT_PREFECT_PORT, hz_members: int = 0) -> MeshPaths:
@@ -186,6 +207,7 @@ def instance_paths(instance_dir: Path, hz_port: int, venue_port: int, profile: s
            "DOLPHIN_VENUE_REST": f"http://127.0.0.1:{venue_port}",
            "DOLPHIN_DATA_DIR": str(instance_dir / "data"),
            "DOLPHIN_RUN_LOGS": str(instance_dir / "run_logs"), **extra_env}
+    env.update(venue_key_env(instance_dir, env))
     conf = instance_dir / "dolphin-supervisord.conf"
     committed = CONF.read_text()
     kw = dict(instance_dir=instance_dir, hz_port=hz_port, venue_port=venue_port, profile=profile,

@@ -42,6 +42,7 @@ KEY_EXF = "exf_latest"
 KEY_OBF_UNIVERSE = "obf_universe_latest"
 KEY_MC_FOREWARNER = "mc_forewarner_latest"
 KEY_LATEST = "latest"
+KEY_KILL_SWITCH = "kill_switch"                 # DOLPHIN_SAFETY: the trader kill switch
 
 SCHEMA_VERSION = "5.0.0"
 
@@ -176,6 +177,7 @@ EXF = Topic(FEATURES, KEY_EXF, pl.Exf, "_pushed_at")
 OBF_UNIVERSE = Topic(FEATURES, KEY_OBF_UNIVERSE, pl.ObfUniverse, "_snapshot_utc")
 MC_FOREWARNER = Topic(FEATURES, KEY_MC_FOREWARNER, pl.McForewarner, "ts")
 SAFETY_LATEST = Topic(SAFETY, KEY_LATEST, pl.Safety, "ts")
+KILL_SWITCH = Topic(SAFETY, KEY_KILL_SWITCH, pl.KillSwitchState, "ts")
 META_HEALTH_LATEST = Topic(META_HEALTH, KEY_LATEST, pl.MetaHealth, "timestamp")
 STATE_LATEST = Topic(STATE_BLUE, KEY_LATEST, pl.EngineState, "updated_at")
 STATE_DAY = Topic(STATE_BLUE, None, pl.EngineState, "updated_at")          # key: state_key(strategy, date)
@@ -188,7 +190,7 @@ OB_SHARDS = tuple(Topic(m, None, pl.ObFeatures, "ts") for m in SHARD_MAPS)  # ke
 
 _TOPIC_BY_KEY: dict[tuple[str, str], Topic] = {
     (t.map, t.key): t for t in (EIGEN_SCAN, ACB_BOOST, ACB_STATE, EXF, OBF_UNIVERSE, MC_FOREWARNER,
-                                SAFETY_LATEST, META_HEALTH_LATEST, STATE_LATEST) if t.key is not None}
+                                SAFETY_LATEST, META_HEALTH_LATEST, STATE_LATEST, KILL_SWITCH) if t.key is not None}
 _TOPIC_BY_MAP: dict[str, Topic] = {STATE_BLUE: STATE_DAY, PNL_BLUE: PNL_BLUE_DAY, PNL_GREEN: PNL_GREEN_DAY,
                              HEARTBEAT: HEARTBEATS}
 _TOPIC_BY_MAP.update({t.map: t for t in OB_SHARDS})

@@ -421,3 +421,14 @@ class McForewarner(Payload):
 
 __all__ = ["PayloadError", "Payload", "EigenScan", "AcbBoost", "AcbState", "Exf", "ObfUniverse", "ObFeatures",
            "Safety", "Heartbeat", "MetaHealth", "Pnl", "FlowResult", "EngineState", "McForewarner"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillSwitchState(Payload):
+    """``DOLPHIN_SAFETY[kill_switch]``: the trader's kill switch (engaged → cancel, flatten, halt entries)."""
+
+    KIND: ClassVar[str] = "kill_switch"
+    engaged: bool
+    reason: str
+    ts: float
+    by: str = ""

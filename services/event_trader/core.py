@@ -15,7 +15,10 @@ never touches Hazelcast and takes time from an injected clock, so tests drive it
    marks the result ``stale_state`` (§14.3): on paper the fill still happens (the engine already
    holds the position) but the fill record and the log carry the flag;
 6. fills an entry or exit on the account (paper: services.event_trader.paper; the account type is
-   injected, so a venue-backed account with the same interface plugs in), syncs the engine's
+   injected: services.event_trader.venue_exec.VenueAccount fills on the order API). An entry the
+   account does not fill (EntryNotFilled, KillSwitchActive, DuplicateDecision, a venue refusal)
+   undoes the engine's position and is journaled ``ENTRY_NOT_TAKEN``; forced flat exits the account
+   made on its own (``account.kill_exits``, the kill switch) are booked at the next scan; syncs the engine's
    capital to the account (capital sync), journals the event (SQLite WAL + hash-chained audit log)
    and hands PnL and state to the :class:`Outputs` (the adapter publishes them);
 7. records the scan-to-decision latency (scanner ``timestamp_ns`` → decision), with its
@@ -294,6 +297,7 @@ class TraderCore:
             self._roll_day(day)
         if self.engine.posture != self.posture:
             self.engine.set_posture(self.posture)
+        killed = self._book_kill_exits(prices, sn)
         eng = self.engine
         # the gates this bar is evaluated under (a pending ACB update is applied by step_bar itself)
         before = _GateSnap(*eng.next_acb, self.posture, eng.mc_gate_open)
@@ -316,10 +320,17 @@ class TraderCore:
         decision = {"scan_number": sn, "vel_div": vd, "latency_ms": latency_ms, "vol_ok": vol_ok, "note": res.note,
                     "skipped": res.skipped, "stale_state": stale, "posture": self.posture}
         acct = self.account
-        if res.entered is not None:
+        if killed:
+            decision["kill_exits"] = killed
+        if res.entered is not None and eng.position is not None:
             e = res.entered
-            fill = acct.open(e.trade_id, e.asset, e.direction, e.notional, self.books.get(e.asset),
-                             prices.get(e.asset, e.price), t_dec, sn, self.limits.max_book_age_s)
+            try:
+                fill = acct.open(e.trade_id, e.asset, e.direction, e.notional, self.books.get(e.asset),
+                                 prices.get(e.asset, e.price), t_dec, sn, self.limits.max_book_age_s)
+            except Exception as exc:  # noqa: BLE001 - not filled / kill switch / duplicate / venue refused
+                self._entry_not_taken(e, exc, sn, decision)
+                self.last_decision = decision
+                return decision
             fill.update(engine_price=e.price, leverage=e.leverage, stale_state=stale, posture=self.posture,
                         latency_ms=latency_ms)
             decision["entered"] = fill
@@ -333,8 +344,13 @@ class TraderCore:
                           x.trade_id)
                 fill = {"trade_id": x.trade_id, "reason": x.reason, "engine_only": True}
             else:
-                fill = acct.close(x.reason, self.books.get(x.asset), prices.get(x.asset, x.exit_price), t_dec, sn,
-                                  self.limits.max_book_age_s)
+                try:
+                    fill = acct.close(x.reason, self.books.get(x.asset), prices.get(x.asset, x.exit_price), t_dec,
+                                      sn, self.limits.max_book_age_s)
+                except Exception as exc:  # noqa: BLE001 - venue down / timeout: the kill switch flattens
+                    self._exit_failed(x, exc, sn, decision)
+                    self.last_decision = decision
+                    return decision
             eng.capital = acct.capital  # capital sync: the account is the truth
             fill.update(engine_exit_price=x.exit_price, bars_held=x.bars_held, stale_state=stale)
             decision["exited"] = fill
@@ -351,6 +367,44 @@ class TraderCore:
                 self.out.snapshot(self.snapshot_now())
         self.last_decision = decision
         return decision
+
+    def _entry_not_taken(self, e: Any, exc: BaseException, sn: int, decision: dict) -> None:
+        """The account did not fill the engine's entry: undo the engine's position, journal it as not taken."""
+        self.engine.position = None
+        self.signals_not_taken += 1
+        rec = {"trade_id": e.trade_id, "symbol": e.asset, "direction": e.direction, "notional": e.notional,
+               "error": type(exc).__name__, "detail": str(exc)}
+        decision["not_taken"] = rec
+        self._journal_only("ENTRY_NOT_TAKEN", rec, sn)
+        log.warning("ENTRY #%d %s not taken: %s: %s", e.trade_id, e.asset, type(exc).__name__, exc)
+
+    def _exit_failed(self, x: Any, exc: BaseException, sn: int, decision: dict) -> None:
+        """The account could not exit: engage its kill switch (flatten, booked as a kill exit later), journal it."""
+        ks = getattr(self.account, "kill_switch", None)
+        if ks is not None:
+            ks.engage(f"exit of trade {x.trade_id} failed: {type(exc).__name__}")
+        rec = {"trade_id": x.trade_id, "symbol": x.asset, "reason": x.reason, "error": type(exc).__name__,
+               "detail": str(exc), "kill_switch": ks is not None}
+        decision["exit_failed"] = rec
+        self._journal_only("EXIT_FAILED", rec, sn)
+        log.critical("EXIT #%d %s failed (%s: %s); %s", x.trade_id, x.asset, type(exc).__name__, exc,
+                     "kill switch engaged" if ks is not None else "account position kept")
+
+    def _book_kill_exits(self, prices: dict, sn: int) -> list[dict]:
+        """Book the forced flat exits the account made (kill switch) into the engine and the journal."""
+        exits, booked = getattr(self.account, "kill_exits", None), []
+        while exits:
+            fill = exits.pop(0)
+            eng = self.engine
+            if eng.position is not None and (eng.close_position(self.bar_idx, prices, "KILL_SWITCH") is None):
+                eng.position = None
+            eng.capital = self.account.capital  # capital sync: the account is the truth
+            fill.update(scan_number=sn, forced=True)
+            booked.append(fill)
+            self._journal("EXIT", fill, sn)
+            log.warning("EXIT #%s %s KILL_SWITCH net=%.4f capital=%.4f", fill.get("trade_id"), fill.get("symbol"),
+                        fill.get("net", 0.0), self.account.capital)
+        return booked
 
     def _prices(self, scan: EigenScan) -> dict | None:
         out: dict[str, float] = {}

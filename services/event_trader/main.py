@@ -22,14 +22,25 @@ and the core:
 At start the trader takes the single-instance lock (busy → exit 3), verifies the journal's audit
 chain (tamper or truncation → refuses to trade, exit 4), loads the frozen engine parameters (bad →
 exit 5) and restores engine state, account and last scan number from the journal's snapshot, so a
-restart mid-position keeps capital and position and never enters twice. It trades on paper:
-the SmartPlacer fee/slippage emulation is off (§8.3) and the paper fills carry the taker fees and
-the spread instead.
+restart mid-position keeps capital and position and never enters twice. The SmartPlacer
+fee/slippage emulation is off (§8.3); fills carry the venue's (or the paper model's) fees and spread.
+
+Execution (``DOLPHIN_EVENT_TRADER_EXECUTION``): ``venue`` fills through the order API at
+``DOLPHIN_VENUE_REST`` / ``_WS`` (:class:`~services.event_trader.venue_exec.VenueAccount`; paper
+trading = the simulator's URLs, live = the exchange's), keys from ``DOLPHIN_VENUE_API_KEY`` /
+``_SECRET`` (environment only, never logged); ``paper`` fills in process
+(:class:`~services.event_trader.paper.PaperAccount`); ``auto`` (default) = ``venue`` when both key
+variables are set, else ``paper``. Kill switch: ``python -m services.event_trader kill`` / ``clear``
+writes ``maps.KILL_SWITCH`` (``DOLPHIN_SAFETY[kill_switch]``) and the local flag file; the trader
+listens to the key, and the venue account cancels open orders, flattens (reduceOnly) and halts
+entries until cleared.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -47,6 +58,9 @@ from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCor
 from services.event_trader.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
 from services.event_trader.paper import PaperAccount
+from prod.execution.killswitch import KillSwitch
+from prod.execution import ExecConfig, ExecutionError
+from prod.execution.signing import ENV_KEY, ENV_SECRET, Credentials, MissingCredentials
 
 log = logging.getLogger("event_trader")
 SERVICE_NAME = "event_trader"
@@ -114,12 +128,29 @@ class TraderConfig:
     gil_switch_interval_s: float = 0.0005
     hz_timeout_s: float = 2.0
     decision_log_s: float = field(default=60.0, metadata={"help": "one INFO line with the latest decision this often"})
+    execution: str = field(default="auto", metadata={
+        "help": "venue (order API at DOLPHIN_VENUE_REST), paper (in process) or auto (venue when keys are set)"})
+    fill_timeout_s: float = field(default=10.0, metadata={"help": "an order not final after this is cancelled"})
+    venue_connect_s: float = field(default=60.0, metadata={"help": "retry the venue at start this long"})
 
     def __post_init__(self) -> None:
         for name in ("max_scan_age_s", "max_book_age_s", "posture_poll_s", "heartbeat_s", "snapshot_every_s",
-                     "gil_switch_interval_s", "hz_timeout_s", "decision_log_s"):
+                     "gil_switch_interval_s", "hz_timeout_s", "decision_log_s", "fill_timeout_s", "venue_connect_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
+        if self.execution not in ("auto", "venue", "paper"):
+            raise ConfigError(f"execution={self.execution!r}: must be venue, paper or auto")
+
+    def execution_mode(self, env: Any = None) -> str:
+        """``venue`` or ``paper`` (``auto``: venue when both key variables are set)."""
+        env = os.environ if env is None else env
+        if self.execution != "auto":
+            return self.execution
+        return "venue" if env.get(ENV_KEY) and env.get(ENV_SECRET) else "paper"
+
+    @property
+    def kill_switch(self) -> KillSwitch:
+        return KillSwitch(self.trader_dir / "KILL")
 
     @property
     def trader_dir(self) -> Path:
@@ -238,6 +269,20 @@ class TraderService:
         if not malformed:
             self.core.set_posture("APEX", "default")
 
+    def on_kill_switch(self, _key: str, p: Any) -> None:
+        """``DOLPHIN_SAFETY[kill_switch]``: engage or clear the account's kill switch (its watcher acts)."""
+        ks = getattr(self.core.account, "kill_switch", None)
+        if ks is None:
+            self.core.rl.warning("kill:paper", "kill switch %s on the bus: the paper account has no venue orders",
+                                 "engaged" if p.engaged else "cleared")
+            return
+        if p.engaged and not ks.active():
+            log.critical("KILL SWITCH engaged from %s: %s", maps.KILL_SWITCH.source(), p.reason)
+            ks.engage(p.reason, p.by or None)
+        elif not p.engaged and ks.active():
+            log.warning("kill switch cleared from %s", maps.KILL_SWITCH.source())
+            ks.clear()
+
     def _on_connect(self, bus: Bus) -> None:
         """After every (re)connection: seed ACB and the latest scan from the map, publish the state.
 
@@ -262,6 +307,12 @@ class TraderService:
                 self.on_mc(maps.KEY_MC_FOREWARNER, mc)
         except Exception as exc:  # noqa: BLE001 - not on the hot path; the listener brings the next one
             log.warning("initial mc_forewarner read failed: %r", exc)
+        try:
+            k = bus.get(maps.KILL_SWITCH, timeout=self.cfg.hz_timeout_s)
+            if k is not None:
+                self.on_kill_switch(maps.KEY_KILL_SWITCH, k)
+        except Exception as exc:  # noqa: BLE001 - the listener brings the next change
+            log.warning("initial kill_switch read failed: %r", exc)
         self._q.put((None, None))   # the decision thread publishes the state (it owns the engine)
 
     # ── threads ──────────────────────────────────────────────────────────────────────────────
@@ -272,6 +323,7 @@ class TraderService:
         b.listen(maps.ACB_BOOST, self.on_acb)
         b.listen(maps.SAFETY_LATEST, self.on_safety)
         b.listen(maps.MC_FOREWARNER, self.on_mc, key=maps.KEY_MC_FOREWARNER)
+        b.listen(maps.KILL_SWITCH, self.on_kill_switch)
         for sym in self.core.symbols:   # one key listener per engine symbol: no event for the rest
             b.listen(maps.ob_topic(sym), self.on_shard, key=sym)
         b.on_connect(self._on_connect)
@@ -384,14 +436,20 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
         try:
             journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
             params = load_engine_params()
+            mode = cfg.execution_mode()
+            account_type: Any = PaperAccount if mode == "paper" else VenueAccounts(cfg, journal)
+            log.info("execution: %s%s", mode, f" via {cfg.settings.venue_rest}" if mode == "venue" else "")
             core = TraderCore(cfg.limits, journal, params, tuple(cfg.settings.symbols), clock.time,
-                              account_type=PaperAccount, outputs=outputs)
+                              account_type=account_type, outputs=outputs)
         except JournalIntegrityError as exc:
             log.critical("REFUSING TO TRADE: trade journal integrity check failed: %s", exc)
             print(f"event_trader: REFUSING TO TRADE: {exc}", file=sys.stderr)
             return EXIT_INTEGRITY
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, MissingCredentials) as exc:
             log.critical("REFUSING TO TRADE: configuration error: %s", exc)
+            return EXIT_CONFIG
+        except ExecutionError as exc:
+            log.critical("REFUSING TO TRADE: venue not usable at start (reconcile failed): %s", exc)
             return EXIT_CONFIG
         core.journal_event("TRADER_START", {"capital": core.account.capital, "last_scan": core.last_scan,
                                             "open_position": core.account.position is not None})
@@ -400,13 +458,83 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
         stop.wait()
         svc.stop()
         core.journal_event("TRADER_STOP", {"capital": core.account.capital, "last_scan": core.last_scan})
+        if hasattr(core.account, "runtime"):
+            core.account.stop()
         journal.close()
         return 0
     finally:
         lock.release()
 
 
+class VenueAccounts:
+    """The account factory for ``execution=venue``: ``new``/``from_dict`` connect a :class:`VenueAccount`."""
+
+    def __init__(self, cfg: TraderConfig, journal: Journal):
+        self.cfg, self.journal = cfg, journal
+        self.creds = Credentials.from_env()          # MissingCredentials names the variables; never logged
+
+    def new(self, capital: float) -> Any:
+        return self.from_dict(None, capital)
+
+    def from_dict(self, d: Any, capital: float | None = None) -> Any:
+        from services.event_trader.venue_exec import VenueAccount
+        import time as _time
+        ec = ExecConfig.from_settings(self.cfg.settings, fill_timeout_s=self.cfg.fill_timeout_s)
+        cap = float(d["capital"]) if d else float(capital or 0.0)
+        deadline = _time.monotonic() + self.cfg.venue_connect_s
+        while True:                       # the venue (simulator) may still be starting: retry, then give up
+            try:
+                return VenueAccount.connect(ec, self.journal, cap, state=d, creds=self.creds,
+                                            kill_switch=self.cfg.kill_switch)
+            except (ExecutionError, OSError) as exc:
+                if _time.monotonic() >= deadline:
+                    raise
+                log.warning("venue at %s not ready (%s); retrying", ec.rest_base, exc)
+                _time.sleep(1.0)
+
+
+def kill_cli(argv: list[str]) -> int:
+    """``kill [--reason TEXT]`` / ``clear``: set ``DOLPHIN_SAFETY[kill_switch]`` and the local flag file."""
+    import argparse
+    import socket
+    import time as _time
+    from prod.settings import load_settings
+    ap = argparse.ArgumentParser(prog="python -m services.event_trader", description="the trader's kill switch")
+    ap.add_argument("command", choices=("kill", "clear"))
+    ap.add_argument("--reason", default="operator kill (CLI)")
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the bus")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"event_trader {a.command}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    flag = KillSwitch(Path(settings.data_dir) / "trader" / "KILL")
+    engaged = a.command == "kill"
+    by = f"{socket.gethostname()}:{os.getpid()}"
+    if engaged:
+        flag.engage(a.reason, by)                      # first: a local trader halts even without the bus
+    else:
+        flag.clear()
+    out = {"command": a.command, "flag": str(flag.path), "bus": False}
+    bus = Bus(settings, "event-trader-cli", connect_timeout_s=a.timeout).start()
+    try:
+        if bus.wait_connected(a.timeout):
+            p = maps.KILL_SWITCH.build(engaged=engaged, reason=a.reason if engaged else "cleared", ts=_time.time(),
+                                       by=by)
+            bus.publish(maps.KILL_SWITCH, p)
+            out["bus"] = True
+    finally:
+        bus.close()
+    print(json.dumps(out))
+    return 0 if out["bus"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in ("kill", "clear"):
+        return kill_cli(args)
     return Service.main(SERVICE_NAME, TraderConfig, run, argv, description=__doc__.splitlines()[0])
 
 

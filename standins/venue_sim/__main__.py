@@ -35,13 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--liq-tau-s", type=float, default=float(os.environ.get("DOLPHIN_SIM_LIQ_TAU_S") or 90.0),
                     help="seconds of market time the books take to follow a regime (env DOLPHIN_SIM_LIQ_TAU_S)")
     ap.add_argument("--api-key", type=_key_pair, action="append", default=None, metavar="KEY:SECRET",
-                    help="trading account credentials (repeatable; default dolphin-sim-key:dolphin-sim-secret)")
+                    help="trading account credentials (repeatable; default DOLPHIN_VENUE_API_KEY/_SECRET from the "
+                         "environment, else dolphin-sim-key:dolphin-sim-secret)")
     ap.add_argument("--start-balance", type=float, default=10_000.0, help="USDT wallet of each account")
     ap.add_argument("--leverage", type=int, default=10, help="leverage of every symbol (cross margin)")
     ap.add_argument("--taker-fee", type=float, default=0.0005, help="taker fee rate (Binance VIP 0: 0.0005)")
     ap.add_argument("--maker-fee", type=float, default=0.0002, help="maker fee rate (Binance VIP 0: 0.0002)")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
+    if not a.api_key and os.environ.get("DOLPHIN_VENUE_API_KEY") and os.environ.get("DOLPHIN_VENUE_API_SECRET"):
+        # the mesh hands the simulator and the trader the same (generated) key through the environment
+        a.api_key = [(os.environ["DOLPHIN_VENUE_API_KEY"], os.environ["DOLPHIN_VENUE_API_SECRET"])]
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -173,6 +173,19 @@ def test_garbage_on_the_bus_is_logged_and_ignored(mesh, bus):
         fm.set(maps.KEY_ACB_BOOST, good_acb)
 
 
+def _venue_signed(mesh: "Mesh", method: str, *args):
+    """Call a signed ``OrderRestClient`` method on the mesh's simulator with the instance's generated key."""
+    import asyncio
+    from prod.execution import Credentials
+    from prod.execution.rest import OrderRestClient
+    key, secret = (mesh.root / "venue_api_key").read_text().strip().split(":", 1)
+
+    async def go():
+        async with OrderRestClient(f"http://127.0.0.1:{mesh.venue_port}", Credentials(key, secret)) as rest:
+            return await getattr(rest, method)(*args)
+    return asyncio.run(go())
+
+
 def _entries(journal: Path, kind: str = "ENTRY") -> int:
     con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
     try:
@@ -311,6 +324,15 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
     cap, pos = st["capital"], st["paper"]["position"]
     entries = _entries(journal)
     assert entries > n_entries0
+    # the trade went through the simulator's order API (make run's default: the mesh's generated key)
+    venue_pos = _venue_signed(mesh, "position_risk", pos["symbol"])
+    held = [p for p in venue_pos if float(p["positionAmt"]) != 0]
+    assert pos["source"] == "venue" and len(held) == 1 and float(held[0]["positionAmt"]) < 0, (pos, venue_pos)
+    fills = [json.loads(p) for (p,) in _journal_rows(
+        journal, "SELECT payload FROM events WHERE kind IN ('ORDER_FILL', 'ORDER_FILLED')")]
+    assert any(f.get("symbol") == pos["symbol"] and f.get("meta", {}).get("trade_id") == pos["trade_id"]
+               for f in fills), fills[-3:]
+    assert "execution: venue" in mesh.log("event_trader")
 
     pid = mesh.status()["dolphin:event_trader"][1]
     os.kill(pid, signal.SIGKILL)          # kill -9 mid-position; supervisord restarts it (unexpected exit)

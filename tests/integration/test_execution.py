@@ -498,3 +498,90 @@ def test_kill_cli_while_a_trader_holds_a_position_books_the_exit_from_the_cli_fi
     finally:
         acct.stop()
         acct.journal.close()
+
+
+# ── the trader's decision core on the venue account, the kill switch from DOLPHIN_SAFETY ─────────
+def test_trader_core_enters_on_the_order_api_and_the_bus_kill_switch_flattens_within_two_seconds(
+        sim, tmp_path, hz_member):
+    """TraderCore + VenueAccount (the trader's venue mode) + the bus key ``DOLPHIN_SAFETY[kill_switch]``."""
+    import math
+    import queue
+    import random
+    from prod.bus import maps
+    from prod.runtime import Bus
+    from prod.runtime.clock import SystemClock
+    from prod.settings import load_settings
+    from services.event_trader.core import CoreLimits, TraderCore
+    from services.event_trader.main import BusOutputs, TraderConfig, TraderService, VenueAccounts, load_engine_params
+    _proc, hz_port = hz_member
+    marks = {r["symbol"]: float(r["markPrice"]) for r in admin(sim, "/fapi/v1/premiumIndex")}
+    settings = load_settings(env={}, data_dir=str(tmp_path / "data"), hz_members=(f"127.0.0.1:{hz_port}",),
+                             venue_rest=f"http://127.0.0.1:{sim}", venue_ws=f"ws://127.0.0.1:{sim}")
+    symbols = tuple(s for s in settings.symbols if s in marks)
+    assert "BTCUSDT" in symbols and len(symbols) >= 10
+    cfg = TraderConfig(settings=settings, execution="venue", fill_timeout_s=5.0)
+    cfg.trader_dir.mkdir(parents=True)
+    journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
+    accounts = VenueAccounts.__new__(VenueAccounts)          # the factory, with the simulator's test key
+    accounts.cfg, accounts.journal, accounts.creds = cfg, journal, CREDS
+    bus = Bus(settings, "test-trader-exec").start()
+    core = TraderCore(CoreLimits(), journal, load_engine_params(), symbols, time.time, account_type=accounts,
+                      outputs=BusOutputs(bus, queue.Queue()))
+    svc = TraderService(cfg, core, bus, SystemClock(), core.out)
+    svc.start()
+    cli = Bus(settings, "test-kill-cli").start()
+    rng, prices = random.Random(3), {s: marks[s] for s in symbols}
+
+    def scan(n, vd, drift=0.0, noise=0.001):
+        for a in prices:
+            prices[a] *= math.exp(drift + rng.gauss(0, noise))
+        t = time.time()
+        return {"scan_number": n, "timestamp_ns": int(t * 1e9), "timestamp": "", "bridge_ts": t, "vel_div": vd,
+                "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0, "w750_velocity": 0.0,
+                "instability_50": 0.0, "instability_150": 0.0, "assets": list(prices),
+                "asset_prices": list(prices.values())}
+    try:
+        assert bus.wait_connected(20) and cli.wait_connected(20)
+        n, entered = 0, None
+        for n in range(1, 160):
+            core.process(scan(n, 0.0, 0, 0.001 + n * 0.00002))
+        for n in range(n + 1, n + 60):  # noqa: B020
+            r = core.process(scan(n, -0.06, -0.002, 0.003))
+            if r and r.get("entered"):
+                entered = r["entered"]
+                break
+        assert entered is not None and entered["source"] == "venue" and entered["status"] == "FILLED"
+        sym = entered["symbol"]
+        assert [p.symbol for p in core.account._call(core.account.client.positions)] == [sym]
+        order_events = [e for e in journal.events() if e["kind"].startswith("ORDER_")]
+        assert any(e["payload"].get("client_id") == entered["client_id"] for e in order_events), order_events[-3:]
+        t0 = time.monotonic()
+        cli.publish(maps.KILL_SWITCH, maps.KILL_SWITCH.build(engaged=True, reason="test", ts=time.time(), by="t"))
+
+        def flat():
+            return not core.account._call(core.account.client.positions) and core.account.kill_active()
+        wait_until(flat, 5, interval=0.05, what="venue flat and entries halted after the bus kill key")
+        took = time.monotonic() - t0
+        assert took < 2.0, f"kill switch took {took:.2f}s"
+        wait_until(lambda: core.account.kill_exits, 3, what="kill exit booked by the account")
+        r = core.process(scan(n + 1, 0.0))
+        assert core.engine.position is None and core.account.position is None
+        assert [x["reason"] for x in r["kill_exits"]] == ["KILL_SWITCH"]
+        assert journal.events("KILL_SWITCH") and cfg.kill_switch.active()
+        import os
+        import subprocess
+        import sys
+        env = {**os.environ, "DOLPHIN_HZ_MEMBERS": f"127.0.0.1:{hz_port}", "DOLPHIN_DATA_DIR": settings.data_dir}
+        res = subprocess.run([sys.executable, "-m", "services.event_trader", "clear"], capture_output=True,
+                             text=True, env=env, timeout=60)
+        assert res.returncode == 0 and json.loads(res.stdout.splitlines()[-1])["bus"] is True, res.stderr[-2000:]
+        assert cli.get(maps.KILL_SWITCH, timeout=5).engaged is False
+        wait_until(lambda: not cfg.kill_switch.active() and not core.account.kill_active(), 5,
+                   what="kill cleared from the bus")
+        print(f"\nbus kill key -> venue flat and halted: {took * 1e3:.0f} ms")
+    finally:
+        svc.stop()
+        core.account.stop()
+        cli.close()
+        bus.close()
+        journal.close()

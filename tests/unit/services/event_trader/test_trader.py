@@ -1,6 +1,7 @@
 """Trader building blocks: lock, journal + audit chain, paper fills, the decision core without a bus."""
 from __future__ import annotations
 
+import json
 import math
 import random
 import subprocess
@@ -423,3 +424,115 @@ class TestGapGate:
                 break
         else:
             raise AssertionError("no entry after the gap hold ended")
+
+
+# ── the account's "not filled" path and forced exits (venue execution) ────────────────────────
+class RefusingAccount(PaperAccount):
+    """An account whose venue refuses the next entries with the given errors (as VenueAccount raises them)."""
+
+    refusals: list = []
+
+    def open(self, *a, **kw):
+        if type(self).refusals:
+            raise type(self).refusals.pop(0)
+        return super().open(*a, **kw)
+
+
+def test_entry_not_filled_killed_or_duplicate_leaves_no_position_and_is_journaled_not_taken(tmp_path):
+    from prod.execution import DuplicateDecision, EntryNotFilled, KillSwitchActive
+    RefusingAccount.refusals = [EntryNotFilled("EXPIRED with nothing filled"), KillSwitchActive("kill switch"),
+                                DuplicateDecision("sent already")]
+    m = Market(time.time())
+    s = load_settings(env={}, data_dir=str(tmp_path))
+    j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
+    tr = TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: m.t,
+                    account_type=RefusingAccount)
+    n = 1
+    for n in range(1, 160):
+        tr.process(m.scan(n, 0.0, 0, 0.001 + n * 0.00002))
+    not_taken, entered = [], None
+    for n in range(n + 1, n + 120):  # noqa: B020
+        r = tr.process(m.scan(n, -0.06, -0.002, 0.003))
+        if r and r.get("not_taken"):
+            not_taken.append(r["not_taken"]["error"])
+            assert tr.engine.position is None and tr.account.position is None
+        if r and r.get("entered"):
+            entered = r
+            break
+    assert not_taken == ["EntryNotFilled", "KillSwitchActive", "DuplicateDecision"]
+    kinds = [e["kind"] for e in j.events()]
+    assert kinds.count("ENTRY_NOT_TAKEN") == 3 and kinds.count("ENTRY") == 1
+    assert entered is not None and tr.engine.position is not None and tr.account.position is not None
+    # the restored journal agrees: one position, engine and account together
+    j.close()
+    j2 = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
+    tr2 = TraderCore(CoreLimits(), j2, load_engine_params(), tuple(s.symbols), clock=lambda: m.t,
+                     account_type=RefusingAccount)
+    assert tr2.account.position.trade_id == entered["entered"]["trade_id"]
+
+
+class KilledAccount(PaperAccount):
+    """An account whose kill switch flattened the position outside a decision (``kill_exits``)."""
+
+    def kill(self, now):
+        pos = self.position
+        self.__dict__.setdefault("kill_exits", []).append(self.close("KILL_SWITCH", None, 100.0, now, -1))
+        return pos
+
+
+def test_kill_exit_is_booked_into_engine_and_journal_at_the_next_scan(tmp_path):
+    m = Market(time.time())
+    s = load_settings(env={}, data_dir=str(tmp_path))
+    j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
+    tr = TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: m.t,
+                    account_type=KilledAccount)
+    n, r = _run_until_entry(tr, m)
+    assert tr.engine.position is not None
+    tr.account.kill(m.t)
+    assert tr.account.position is None and tr.engine.position is not None     # not booked yet
+    r = tr.process(m.scan(n + 1, 0.0))
+    assert tr.engine.position is None and tr.engine.capital == tr.account.capital
+    assert [x["reason"] for x in r["kill_exits"]] == ["KILL_SWITCH"] and not tr.account.kill_exits
+    exits = [e for e in j.events() if e["kind"] == "EXIT"]
+    assert len(exits) == 1 and '"KILL_SWITCH"' in json.dumps(exits[0])
+
+
+def test_execution_mode_auto_is_venue_only_with_both_keys_and_the_secret_is_never_in_the_config_log(tmp_path):
+    from prod.runtime.config import config_log_dict
+    from services.event_trader.main import TraderConfig
+    cfg = TraderConfig(settings=load_settings(env={}, data_dir=str(tmp_path)))
+    assert cfg.execution_mode({}) == "paper"
+    assert cfg.execution_mode({"DOLPHIN_VENUE_API_KEY": "k"}) == "paper"
+    env = {"DOLPHIN_VENUE_API_KEY": "k", "DOLPHIN_VENUE_API_SECRET": "s3cr3t-value"}
+    assert cfg.execution_mode(env) == "venue"
+    assert TraderConfig(settings=cfg.settings, execution="paper").execution_mode(env) == "paper"
+    assert "s3cr3t-value" not in json.dumps(config_log_dict(cfg), default=str)
+    with pytest.raises(Exception, match="execution"):
+        TraderConfig(settings=cfg.settings, execution="live-ish")
+
+
+class FailingExitAccount(PaperAccount):
+    """An account whose venue times out on the exit (the kill switch flag is its way out)."""
+
+    def close(self, *a, **kw):
+        raise TimeoutError("venue did not answer")
+
+
+def test_exit_the_venue_cannot_do_engages_the_kill_switch_and_is_journaled_never_a_crash(tmp_path):
+    from prod.execution.killswitch import KillSwitch
+    m = Market(time.time())
+    s = load_settings(env={}, data_dir=str(tmp_path))
+    j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
+    tr = TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: m.t,
+                    account_type=FailingExitAccount)
+    tr.account.__dict__["kill_switch"] = KillSwitch(tmp_path / "KILL")
+    n, _ = _run_until_entry(tr, m)
+    failed = None
+    for n in range(n + 1, n + 200):  # noqa: B020 - hold until the engine exits
+        r = tr.process(m.scan(n, 0.0))
+        if r and r.get("exit_failed"):
+            failed = r["exit_failed"]
+            break
+    assert failed is not None and failed["error"] == "TimeoutError" and failed["kill_switch"] is True
+    assert tr.account.kill_switch.active() and tr.account.position is not None
+    assert [e["payload"]["error"] for e in j.events("EXIT_FAILED")] == ["TimeoutError"]
