@@ -1,0 +1,83 @@
+"""Episodes the e2e tests drive through a running mesh: MC GREEN as the forewarner flow would publish it,
+scans published the way scan_bridge does (a deterministic stress episode), and read-only journal queries."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+from prod.bus import maps
+from prod.bus.client import make_client
+from prod.settings import load_settings
+
+
+def publish_mc_green(port: int) -> None:
+    """Stand in for the MC-forewarner flow (not part of the mesh): a GREEN assessment (§28.6)."""
+    c = make_client(load_settings(env={}, hz_members=(f"127.0.0.1:{port}",)), name="e2e-mc")
+    try:
+        c.get_map(maps.FEATURES).blocking().set(maps.KEY_MC_FOREWARNER, json.dumps(
+            {"status": "GREEN", "catastrophic_prob": 0.05, "envelope_score": 0.95, "source": "E2E_FIXTURE",
+             "ts": time.time()}))
+    finally:
+        c.shutdown()
+
+
+def journal_rows(journal: Path, sql: str, *args) -> list:
+    con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def entries(journal: Path, kind: str = "ENTRY") -> int:
+    con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT COUNT(*) FROM events WHERE kind=?", (kind,)).fetchone()[0]
+    finally:
+        con.close()
+
+
+class BridgeScans:
+    """Scans published into latest_eigen_scan the way scan_bridge does (numbers above the live scanner's).
+
+    The live path has its own test above; the kill -9 test needs a position open at a moment it chooses,
+    which the simulator's stress regime gives only at random times, so its episode is published here:
+    prices start at the venue's current books and then walk (calm with rising vol, then a falling,
+    volatile stress leg with vel_div −0.06).
+    """
+
+    def __init__(self, bus, offset: int = 100_000):
+        self.fm = bus.get_map(maps.FEATURES)
+        try:   # the key may still hold another test's garbage
+            live = int(json.loads(self.fm.blocking().get(maps.KEY_EIGEN_SCAN))["scan_number"])
+        except (TypeError, ValueError, KeyError):
+            live = 0
+        try:
+            live = max(live, int(json.loads(bus.get_map(maps.HEARTBEAT).blocking().get("event_trader"))["last_scan"]))
+        except (TypeError, ValueError, KeyError):
+            pass
+        self.n = live + offset
+        self.prices = {}
+        for sym in load_settings(env={}).symbols:
+            raw = bus.get_map(maps.shard_map(sym)).blocking().get(sym)
+            try:
+                b = json.loads(raw)
+                self.prices[sym] = (float(b["best_bid"]) + float(b["best_ask"])) / 2
+            except (TypeError, ValueError, KeyError):
+                self.prices[sym] = 100.0
+        self.rng = random.Random(5)
+
+    def push(self, vd: float, drift: float = 0.0, noise: float = 0.001) -> int:
+        for a in self.prices:
+            self.prices[a] *= math.exp(drift + self.rng.gauss(0, noise))
+        self.n += 1
+        scan = {"scan_number": self.n, "timestamp_ns": time.time_ns(), "timestamp": "", "bridge_ts": time.time(),
+                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0, "w750_velocity": 0.0,
+                "instability_50": 0.0, "instability_150": 0.0, "assets": list(self.prices),
+                "asset_prices": list(self.prices.values())}
+        self.fm.set(maps.KEY_EIGEN_SCAN, json.dumps(scan)).result()
+        return self.n
