@@ -5,7 +5,8 @@ Writes run_logs/bench_exec.json: per MARKET order, the time from the decision (j
 (user-data stream), median and p99 over ``N`` orders (entries and reduceOnly exits alternate, so the
 account stays flat); the same with the user stream muted (REST polling fallback, ``poll_interval_s``
 0.1 s); and the trader's path, ``VenueAccount.open`` (decision → venue position check → order →
-fill seen → journaled) and ``close`` (reduceOnly), over ``N_TRADER`` round trips. Goal: fill seen p99 < 50 ms with the stream on a 2-core machine; the assertion guards at
+fill seen → journaled) and ``close`` (reduceOnly), over ``N_TRADER`` round trips. Goal: fill seen p99 < 50 ms
+with the stream on a 2-core machine; the assertion guards at
 100 ms because the shared machine's load (load average 5-7 on 2 cores) moves the tail.
 """
 from __future__ import annotations

@@ -4,8 +4,10 @@ Select with ``-m e2e``. Brings the mesh up on three real members under superviso
 waits for GREEN, then ``kill -9`` one member's JVM: the services keep running, the ACB FencedLock and the
 safety AtomicReference keep working on 2 of 3 CP members, acknowledged map writes survive (one backup),
 MHS reports the member leaving and coming back, and the member supervisord restarts rejoins the cluster.
-The simulator's stress episode is not traded here (three JVMs and the mesh on two cores: see
-docs/hz_member.md); the live trading path is covered on the embedded member by tests/e2e/test_mesh.py.
+Before the kill, the trader (manual in this profile) is started and trades a stress episode published the
+way scan_bridge does (tests/e2e/episodes.py: the deterministic episode of the embedded-member mesh test),
+through the simulator's order API, on the real cluster's maps. The live scanner's random stress crossings
+are traded on the embedded member by tests/e2e/test_mesh.py (minutes of waiting; three JVMs share two cores).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from prod.bus import maps
 from prod.bus.client import make_client
 from prod.settings import load_settings
 from tests.conftest import real_member_unavailable
+from tests.e2e.episodes import BridgeScans, entries, journal_rows, publish_mc_green
 from tests.helpers import REPO_ROOT, free_port, port_open, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -74,6 +77,35 @@ def _report(root: Path) -> dict:
     return json.loads((root / "run_logs" / "meta_health.json").read_text())
 
 
+def _trade_a_stress_episode(root: Path, base: int, c) -> None:
+    """Start the manual trader, give it MC GREEN, publish a stress episode: a SHORT entry is journaled."""
+    publish_mc_green(base)
+    assert "started" in _sv(root, "start", "dolphin:event_trader")
+    hb = c.get_map(maps.HEARTBEAT).blocking()
+
+    def posture() -> str | None:
+        raw = hb.get("event_trader")
+        return json.loads(raw).get("posture") if raw else None
+
+    wait_until(lambda: posture() in ("APEX", "STALKER"), 120, interval=0.5,
+               what="the trader on the cluster in a trading posture")
+    journal = root / "data" / "trader" / "journal.sqlite"
+    n0 = entries(journal)
+    src = BridgeScans(c)
+    for i in range(159):
+        src.push(0.0, 0.0, 0.001 + i * 0.00002)
+    last = src.n
+    for _ in range(120):
+        last = src.push(-0.06, -0.002, 0.003)
+        if entries(journal) > n0:
+            break
+        wait_until(lambda last=last: (json.loads(hb.get("event_trader")).get("last_scan") or 0) >= last - 20, 30,
+                   interval=0.05, what="the trader keeps up with the episode")
+    wait_until(lambda: entries(journal) > n0, 30, interval=0.2, what="a SHORT entry on the real cluster")
+    fill = json.loads(journal_rows(journal, "SELECT payload FROM events WHERE kind='ENTRY' ORDER BY id DESC")[0][0])
+    assert fill["side"] == "SELL", fill
+
+
 def test_mesh_on_three_real_members_survives_a_killed_member(cluster_mesh):
     root, base, up = cluster_mesh
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
@@ -86,6 +118,7 @@ def test_mesh_on_three_real_members_survives_a_killed_member(cluster_mesh):
 
     c = make_client(load_settings(env={}, hz_members=members), name="e2e-cluster", cluster_connect_timeout=30)
     try:
+        _trade_a_stress_episode(root, base, c)
         acked = c.get_map("E2E_ACKED").blocking()
         acked.put_all({f"k{i}": str(i) for i in range(500)})       # acknowledged before the kill
         lock = c.cp_subsystem.get_lock(maps.ACB_LOCK).blocking()
