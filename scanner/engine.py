@@ -30,7 +30,8 @@ and instability are formed from the double-double values. ``float64`` skips both
 Gaps in the input (issue 21):
 
 * **Spacing gap**: with a cadence set (``interval_s`` / :meth:`EigenEngine.set_cadence`), a scan
-  more than ``GAP_FACTOR`` (2.5) × the cadence after the previous one is a gap; ``gap_s`` = the
+  more than ``GAP_FACTOR`` (2.5) × the cadence and more than ``MIN_GAP_S`` (60 s) after the previous
+  one is a gap (a scan a little late on a busy machine is not an outage); ``gap_s`` = the
   missing time (spacing − cadence). Its cross-gap return is recorded as non-finite for every asset,
   so no window that contains it is computed: each window is cold (null, ``warm`` False) until W
   returns after the gap have refilled it. The move across the gap never becomes a return.
@@ -63,7 +64,9 @@ REGIME_BAND = 0.05
 HISTORY_ROWS = max(WINDOWS) + 1
 FULL_EVERY = 720          # scans between scheduled full eigh + moment recomputes per window (1 h at 5 s)
 DIRECT_MAX_N = 128        # up to this many included assets LAPACK eigh on the incremental C beats iterating
-GAP_FACTOR = 2.5          # scan spacing above this × cadence is a gap (issue 21)
+GAP_FACTOR = 2.5          # scan spacing above this × cadence is a gap (issue 21) ...
+MIN_GAP_S = 60.0          # ... and above this many seconds: a scan a few seconds late (a busy machine) is a
+                          # real return over a longer step, not an outage, and must not cost w750 of warm-up
 CARRY_SCANS = 2           # scans a missing symbol keeps its last price before it is excluded
 PARTIAL_FRAC = 0.5        # a scan with fewer than this share of symbols priced is partial
 GAP_HOLD_RETURNS = max(WINDOWS) + 1   # returns after a gap until w750 and its velocity are valid
@@ -248,7 +251,7 @@ class EigenEngine:
         ts = int(timestamp_ns)
         if self.interval_ns is not None and self._prev_ts is not None:
             step = ts - self._prev_ts
-            if step > GAP_FACTOR * self.interval_ns:
+            if step > max(GAP_FACTOR * self.interval_ns, MIN_GAP_S * 1e9):
                 gap_s = (step - self.interval_ns) / 1e9
                 self.mark_gap()
                 log.warning("scan input gap: %.1fs since the previous scan (cadence %.1fs); windows refill "

@@ -55,7 +55,8 @@ SUMMARY_VERSION = 1
 VOL_SYMBOL = "BTCUSDT"
 _PROGRESS_CHUNK = 2_880
 BAR_S = 5.0               # the bar length the champion parameters were validated on
-GAP_FACTOR = 2.5          # bar spacing above this × the day's median bar is an input gap (as scanner.engine)
+GAP_FACTOR = 2.5          # bar spacing above this × the day's median bar is an input gap (as scanner.engine) ...
+MIN_GAP_S = 60.0          # ... and above this many seconds (scanner.engine.MIN_GAP_S: a late bar is not an outage)
 GAP_HOLD_BARS = 751       # bars after a gap with no entries: w750 and its velocity valid again (scanner.engine)
 
 
@@ -72,7 +73,7 @@ def missing_days(dates: list[str]) -> list[tuple[str, str, int]]:
 def gap_holds(ts_ns: np.ndarray, flag: np.ndarray | None, prev_ts: int | None, left: int,
               bar_ns: float | None) -> tuple[np.ndarray, int, int]:
     """Bars of one day under the gap hold (issue 21): the file's ``gap_hold`` flag, or a bar more than
-    GAP_FACTOR bars after the previous one (also across days) and the GAP_HOLD_BARS after it.
+    GAP_FACTOR bars and MIN_GAP_S seconds after the previous one (also across days) and the GAP_HOLD_BARS after it.
 
     ``left`` carries a hold across midnight; returns (hold per bar, bars still held, gaps found).
     """
@@ -81,7 +82,7 @@ def gap_holds(ts_ns: np.ndarray, flag: np.ndarray | None, prev_ts: int | None, l
     gaps = 0
     for i in range(n):
         t = int(ts_ns[i])
-        if bar_ns and t > 0 and prev_ts and prev_ts > 0 and t - prev_ts > GAP_FACTOR * bar_ns:
+        if bar_ns and t > 0 and prev_ts and prev_ts > 0 and t - prev_ts > max(GAP_FACTOR * bar_ns, MIN_GAP_S * 1e9):
             left = GAP_HOLD_BARS
             gaps += 1
         prev_ts = t

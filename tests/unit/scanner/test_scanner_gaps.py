@@ -77,14 +77,14 @@ def test_v6_record_round_trip_and_v5_file_still_reads(tmp_path):
     eng = EigenEngine(names(n), precision_mode="float64", interval_s=5.0)
     p = factor_prices(n, 60)
     res = run(eng, p[:55], [k * STEP for k in range(55)])[-1]
-    gap = eng.enhance(list(p[55]), 54 * STEP + 60 * 10**9)
+    gap = eng.enhance(list(p[55]), 54 * STEP + 600 * 10**9)
     for sn, r in ((1, res), (2, gap)):
         back = arrow_io.read_scan(arrow_io.write_scan(tmp_path, build_record(sn, r)))
         assert back["schema_version"] == "6.0.0" and back["w50_warm"] == (50 in r.warm_windows)
         assert back["gap_hold"] == r.gap_hold and back["gap_s"] == r.gap_s
         pay = arrow_io.payload_from_record(back, 1.0)
         assert pay["gap_hold"] == r.gap_hold and pay["warm_windows"] == r.warm_windows
-    assert gap.gap_hold and gap.gap_s == 55.0
+    assert gap.gap_hold and gap.gap_s == 595.0
     rec = build_record(3, res)
     v5 = {f.name: rec[f.name] for f in arrow_io.SCAN_SCHEMA_V5}
     v5.update(schema_version="5.0.0", timestamp_iso="x", **{k: arrow_io.json.dumps(v5[k]) for k in
@@ -125,3 +125,16 @@ def test_real_btc_maintenance_gap_and_partly_priced_minute():
     dark_new = sum(r.vel_div is None for r in new[1000:])
     assert dark_old >= 750                                # before: ~12.5 h without vel_div
     assert dark_new <= 2 and sum(r.gap_hold for r in new[1000:]) == 4
+
+
+def test_a_late_scan_under_a_minute_is_a_longer_return_not_a_gap():
+    """A busy machine delays a scan by seconds: its return covers a longer step and stays in the windows;
+    only a step over both 2.5 cadences and MIN_GAP_S (60 s) is an outage."""
+    n = 12
+    eng = EigenEngine(names(n), precision_mode="float64", interval_s=5.0)
+    p = factor_prices(n, 60)
+    run(eng, p[:55], [k * STEP for k in range(55)])
+    late = eng.enhance(list(p[55]), 54 * STEP + 59 * 10**9)        # 59 s: 11.8 cadences, under a minute
+    assert late.gap_s == 0.0 and not late.gap_hold and 50 in late.warm_windows and eng.gaps == 0
+    out = eng.enhance(list(p[56]), 54 * STEP + 59 * 10**9 + 61 * 10**9)   # 61 s: an outage
+    assert out.gap_s == 56.0 and out.gap_hold and 50 not in out.warm_windows and eng.gaps == 1
