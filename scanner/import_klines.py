@@ -1,0 +1,247 @@
+"""Import exchange kline history into the backtest's daily Parquet by running the project's scanner over it.
+
+``python -m scanner.import_klines --out DATA_DIR FILE_OR_DIR...`` reads, per file, one symbol's klines in
+one of: Binance archive CSV (``BTCUSDT-1m-2021-05-10.csv``; open_time in ms or µs, header or not),
+freqtrade JSON (``BTC_USDT-1m.json``: ``[[ts_ms, o, h, l, c, v], ...]``) or feather (columns ``date``,
+``close``), or a Binance ``/fapi/v1/klines`` JSON body (``[[open_time, "o", "h", "l", "c", ...], ...]``).
+The symbol is the file name's part before the first ``-`` (``_`` removed, a freqtrade ``_USDT`` settle
+suffix dropped). The cadence is the most common open-time step over all files (stated in the output).
+Closes are placed on one grid at that cadence from the first to the last kline of all symbols; a symbol
+has no price (null) before it is listed, after it ends and in its gaps; grid times where no
+symbol has a kline are not scanned (reported as gaps). Each grid row is one scan of
+:class:`scanner.engine.EigenEngine`; the scans are written per UTC day as
+``DATA_DIR/vbt_cache_klines/YYYY-MM-DD.parquet`` with :func:`scanner.build_daily.to_table` (the backtest's
+format). A bad file (truncated, garbage, NaN/non-positive close, unknown format) is reported by name and
+skipped; the others continue. A summary (cadence, symbols, first/last kline, gaps, late-listed symbols,
+skipped files, days written) goes to stdout as lines and to ``DATA_DIR/import_summary.json``.
+Exit 0 when at least one day was written, 1 when nothing could be imported, 2 on bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import datetime as dt
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from scanner.build_daily import to_table
+from scanner.engine import EigenEngine
+
+SUFFIXES = (".csv", ".json", ".feather")
+
+
+class KlineFileError(ValueError):
+    """A kline file could not be read; the message names the file."""
+
+
+def symbol_of(path: Path) -> str:
+    stem = path.name.split(".")[0].split("-")[0]
+    parts = stem.split("_")
+    if len(parts) >= 3 and parts[-1] == parts[-2]:   # freqtrade futures BTC_USDT_USDT
+        parts = parts[:-1]
+    sym = "".join(parts).upper()
+    if not sym.isalnum():
+        raise KlineFileError(f"{path}: cannot read a symbol from the file name")
+    return sym
+
+
+def _ms(v: float) -> int:
+    v = int(v)
+    if v > 10**17:        # ns
+        return v // 1_000_000
+    if v > 10**14:        # µs (Binance archive from 2025)
+        return v // 1000
+    return v
+
+
+def _close(path: Path, i: int, v) -> float:
+    try:
+        c = float(v)
+    except (TypeError, ValueError):
+        raise KlineFileError(f"{path}: row {i}: close {v!r} is not a number") from None
+    if not math.isfinite(c) or c <= 0:
+        raise KlineFileError(f"{path}: row {i}: close {v!r} is not a finite positive price")
+    return c
+
+
+def _rows_from_list(path: Path, rows: list) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for i, r in enumerate(rows):
+        if not isinstance(r, (list, tuple)) or len(r) < 5:
+            raise KlineFileError(f"{path}: row {i}: expected [open_time, open, high, low, close, ...]")
+        try:
+            t = float(r[0])
+        except (TypeError, ValueError):
+            raise KlineFileError(f"{path}: row {i}: open_time {r[0]!r} is not a number") from None
+        if not math.isfinite(t) or t < 0:
+            raise KlineFileError(f"{path}: row {i}: open_time {r[0]!r} is not a timestamp")
+        out[_ms(t)] = _close(path, i, r[4])
+    if not out:
+        raise KlineFileError(f"{path}: no klines")
+    return out
+
+
+def read_file(path: Path) -> dict[int, float]:
+    """Return ``{open_time_ms: close}`` of one kline file or raise :class:`KlineFileError`."""
+    path = Path(path)
+    try:
+        if path.suffix == ".csv":
+            with open(path, newline="") as f:
+                rows = [r for r in csv.reader(f) if r]
+            if rows and not rows[0][0].strip().lstrip("-").isdigit():
+                rows = rows[1:]                              # header line
+            for i, r in enumerate(rows):
+                if len(r) < 7:
+                    raise KlineFileError(f"{path}: row {i}: {len(r)} fields, archive rows have 12 (truncated?)")
+            return _rows_from_list(path, rows)
+        if path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise KlineFileError(f"{path}: not valid JSON ({exc})") from None
+            if not isinstance(data, list):
+                raise KlineFileError(f"{path}: expected a JSON list of klines")
+            return _rows_from_list(path, data)
+        if path.suffix == ".feather":
+            import pyarrow.feather as feather
+            try:
+                t = feather.read_table(path)
+            except Exception as exc:  # pyarrow raises several types for a bad file
+                raise KlineFileError(f"{path}: not a readable feather file ({exc})") from None
+            if "date" not in t.column_names or "close" not in t.column_names:
+                raise KlineFileError(f"{path}: feather file needs 'date' and 'close' columns")
+            import pyarrow as pa
+            dates = t.column("date")
+            if pa.types.is_timestamp(dates.type):
+                ms = [None if d is None else int(d) // {"s": 1 / 1000, "ms": 1, "us": 1000, "ns": 10**6}
+                      [dates.type.unit] for d in dates.cast(pa.int64()).to_pylist()]
+            else:
+                ms = dates.to_pylist()
+            rows = [[m, 0, 0, 0, c] for m, c in zip(ms, t.column("close").to_pylist())]
+            return _rows_from_list(path, rows)
+    except OSError as exc:
+        raise KlineFileError(f"{path}: cannot read ({exc})") from None
+    raise KlineFileError(f"{path}: unknown kline format (expected {', '.join(SUFFIXES)})")
+
+
+def collect(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix in SUFFIXES and q.is_file())
+        else:
+            out.append(p)
+    return out
+
+
+def cadence_ms(series: dict[str, dict[int, float]]) -> int:
+    steps: collections.Counter = collections.Counter()
+    for s in series.values():
+        ts = sorted(s)
+        steps.update(b - a for a, b in zip(ts, ts[1:]) if b > a)
+    if not steps:
+        raise KlineFileError("cannot detect the cadence: no symbol has two klines")
+    return steps.most_common(1)[0][0]
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=print) -> dict:
+    """Import ``paths`` into ``out_dir``; return the summary dict (also written as JSON)."""
+    series: dict[str, dict[int, float]] = {}
+    skipped: list[dict] = []
+    files = collect(paths)
+    for f in files:
+        try:
+            sym = symbol_of(f)
+            rows = read_file(f)
+            series.setdefault(sym, {}).update(rows)
+        except KlineFileError as exc:
+            skipped.append({"file": str(f), "error": str(exc)})
+            echo(f"skipped: {exc}")
+    summary: dict = {"files": len(files), "skipped": skipped, "days": []}
+    if not series:
+        echo("nothing imported: no readable kline file")
+        return summary
+    step = cadence_ms(series)
+    t0 = min(min(v) for v in series.values())
+    t1 = max(max(v) for v in series.values())
+    assets = sorted(series)
+    on_grid = sorted({t for v in series.values() for t in v if (t - t0) % step == 0})
+    grid = on_grid
+    sym_info: dict[str, dict] = {}
+    for s in assets:
+        v = series[s]
+        first, last = min(v), max(v)
+        on = sum(1 for t in v if (t - t0) % step == 0)
+        expected = (last - first) // step + 1
+        sym_info[s] = {"first": _iso(first), "last": _iso(last), "klines": len(v),
+                       "missing_in_range": int(expected - on), "late_listed": first > t0,
+                       "off_grid": len(v) - on}
+    eng = EigenEngine(assets, precision_mode=precision_mode)
+    by_day: dict[str, list[dict]] = collections.OrderedDict()
+    gaps: list[dict] = []
+    for n, t in enumerate(grid):
+        prices = [series[s].get(t) for s in assets]
+        if n and t - grid[n - 1] > step:     # no symbol has a kline in between: no scans there
+            gaps.append({"from": _iso(grid[n - 1] + step), "to": _iso(t - step)})
+        r = eng.enhance(prices, t * 1_000_000)
+        w = r.windows
+        rec = {"timestamp_ns": t * 1_000_000, "scan_number": n + 1, "vel_div": r.vel_div,
+               "assets": assets, "prices": prices}
+        for k in (50, 150, 300, 750):
+            rec[f"w{k}_velocity"] = w[k].velocity
+        rec["w50_instability"] = w[50].instability
+        rec["w150_instability"] = w[150].instability
+        day = dt.datetime.fromtimestamp(t / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
+        by_day.setdefault(day, []).append(rec)
+    vdir = Path(out_dir) / "vbt_cache_klines"
+    vdir.mkdir(parents=True, exist_ok=True)
+    for day, recs in by_day.items():
+        path = vdir / f"{day}.parquet"
+        tmp = vdir / f".{day}.parquet.{os.getpid()}.tmp"
+        pq.write_table(to_table(recs), tmp)
+        os.replace(tmp, path)
+        summary["days"].append({"date": day, "rows": len(recs), "path": str(path)})
+    summary.update({"cadence_s": step / 1000, "symbols": sym_info, "first": _iso(t0), "last": _iso(t1),
+                    "rows": len(grid), "all_symbol_gaps": gaps,
+                    "late_listed": [s for s in assets if sym_info[s]["late_listed"]]})
+    echo(f"cadence: {step / 1000:g} s (most common kline step); {len(grid)} scans {_iso(t0)} .. {_iso(t1)}")
+    for s in assets:
+        i = sym_info[s]
+        echo(f"{s}: {i['klines']} klines {i['first']} .. {i['last']}, {i['missing_in_range']} missing"
+             + (" (late-listed)" if i["late_listed"] else ""))
+    for g in gaps:
+        echo(f"gap: no symbol has a kline {g['from']} .. {g['to']}")
+    for d in summary["days"]:
+        echo(f"wrote {d['path']}: {d['rows']} rows")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m scanner.import_klines", description=__doc__.splitlines()[0])
+    ap.add_argument("inputs", nargs="+", help="kline files or folders")
+    ap.add_argument("--out", required=True, help="data directory (writes vbt_cache_klines/ under it)")
+    ap.add_argument("--precision", default="float64", choices=("float64", "arb512"))
+    a = ap.parse_args(argv)
+    missing = [p for p in a.inputs if not Path(p).exists()]
+    if missing:
+        print(f"bad arguments: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    summary = run([Path(p) for p in a.inputs], Path(a.out), a.precision)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "import_summary.json").write_text(json.dumps(summary, indent=1))
+    return 0 if summary["days"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
