@@ -112,7 +112,7 @@ def read_file(path: Path) -> dict[int, float]:
             import pyarrow.feather as feather
             try:
                 t = feather.read_table(path)
-            except Exception as exc:  # pyarrow raises several types for a bad file
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
                 raise KlineFileError(f"{path}: not a readable feather file ({exc})") from None
             if "date" not in t.column_names or "close" not in t.column_names:
                 raise KlineFileError(f"{path}: feather file needs 'date' and 'close' columns")
