@@ -220,6 +220,7 @@ def instance_paths(instance_dir: Path, hz_port: int, venue_port: int, profile: s
             plain = _set_in_section(plain, f"program:{prog}", "autostart", "true")
         deferred = deferred_programs(committed, plain)
     conf.write_text(render_conf(committed, **kw, hz_members=hz_members))
+    conf.chmod(0o600)  # its environment= lines carry the instance's venue key
     if profile == "embedded":
         ports: tuple = (hz_port, venue_port, prefect_port)
     elif hz_members:

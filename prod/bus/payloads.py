@@ -419,10 +419,6 @@ class McForewarner(Payload):
             raise PayloadError(f"mc_forewarner.status {self.status!r} is not one of {self.STATUSES}")
 
 
-__all__ = ["PayloadError", "Payload", "EigenScan", "AcbBoost", "AcbState", "Exf", "ObfUniverse", "ObFeatures",
-           "Safety", "Heartbeat", "MetaHealth", "Pnl", "FlowResult", "EngineState", "McForewarner"]
-
-
 @dataclass(frozen=True, kw_only=True)
 class KillSwitchState(Payload):
     """``DOLPHIN_SAFETY[kill_switch]``: the trader's kill switch (engaged → cancel, flatten, halt entries)."""
@@ -432,3 +428,8 @@ class KillSwitchState(Payload):
     reason: str
     ts: float
     by: str = ""
+
+
+__all__ = ["PayloadError", "Payload", "EigenScan", "AcbBoost", "AcbState", "Exf", "ObfUniverse", "ObFeatures",
+           "Safety", "Heartbeat", "MetaHealth", "Pnl", "FlowResult", "EngineState", "McForewarner",
+           "KillSwitchState"]

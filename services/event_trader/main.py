@@ -284,35 +284,22 @@ class TraderService:
             ks.clear()
 
     def _on_connect(self, bus: Bus) -> None:
-        """After every (re)connection: seed ACB and the latest scan from the map, publish the state.
+        """After every (re)connection: seed the latest scan, ACB, MC status and kill switch from the maps,
+        publish the state.
 
         The scan on the map may have been written while no listener was registered; the core drops it
         if it was already processed (dedup) or is too old.
         """
-        try:
-            scan = bus.get(maps.EIGEN_SCAN, timeout=self.cfg.hz_timeout_s)
-            if scan is not None:
-                self.on_scan(maps.KEY_EIGEN_SCAN, scan)
-        except Exception as exc:  # noqa: BLE001 - the listener brings the next scan
-            log.warning("initial latest_eigen_scan read failed: %r", exc)
-        try:
-            p = bus.get(maps.ACB_BOOST, timeout=self.cfg.hz_timeout_s)
-            if p is not None:
-                self.core.on_acb(p.boost, p.beta)
-        except Exception as exc:  # noqa: BLE001 - not on the hot path; the listener brings the next one
-            log.warning("initial acb_boost read failed: %r", exc)
-        try:
-            mc = bus.get(maps.MC_FOREWARNER, timeout=self.cfg.hz_timeout_s)
-            if mc is not None:
-                self.on_mc(maps.KEY_MC_FOREWARNER, mc)
-        except Exception as exc:  # noqa: BLE001 - not on the hot path; the listener brings the next one
-            log.warning("initial mc_forewarner read failed: %r", exc)
-        try:
-            k = bus.get(maps.KILL_SWITCH, timeout=self.cfg.hz_timeout_s)
-            if k is not None:
-                self.on_kill_switch(maps.KEY_KILL_SWITCH, k)
-        except Exception as exc:  # noqa: BLE001 - the listener brings the next change
-            log.warning("initial kill_switch read failed: %r", exc)
+        seeds = ((maps.EIGEN_SCAN, maps.KEY_EIGEN_SCAN, self.on_scan), (maps.ACB_BOOST, maps.KEY_ACB_BOOST, self.on_acb),
+                 (maps.MC_FOREWARNER, maps.KEY_MC_FOREWARNER, self.on_mc),
+                 (maps.KILL_SWITCH, maps.KEY_KILL_SWITCH, self.on_kill_switch))
+        for topic, key, handler in seeds:
+            try:
+                value = bus.get(topic, timeout=self.cfg.hz_timeout_s)
+                if value is not None:
+                    handler(key, value)
+            except Exception as exc:  # noqa: BLE001 - not on the hot path; the listener brings the next one
+                log.warning("initial %s read failed: %r", key, exc)
         self._q.put((None, None))   # the decision thread publishes the state (it owns the engine)
 
     # ── threads ──────────────────────────────────────────────────────────────────────────────

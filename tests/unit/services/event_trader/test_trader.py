@@ -170,10 +170,10 @@ class Market:
                 "assets": list(self.prices), "asset_prices": list(self.prices.values())}
 
 
-def _trader(tmp_path, market):
+def _trader(tmp_path, market, **kw):
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
-    return TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: market.t), j
+    return TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: market.t, **kw), j
 
 
 def _run_until_entry(tr, m, start=1):
@@ -482,10 +482,7 @@ class KilledAccount(PaperAccount):
 
 def test_kill_exit_is_booked_into_engine_and_journal_at_the_next_scan(tmp_path):
     m = Market(time.time())
-    s = load_settings(env={}, data_dir=str(tmp_path))
-    j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
-    tr = TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: m.t,
-                    account_type=KilledAccount)
+    tr, j = _trader(tmp_path, m, account_type=KilledAccount)
     n, r = _run_until_entry(tr, m)
     assert tr.engine.position is not None
     tr.account.kill(m.t)
@@ -521,10 +518,7 @@ class FailingExitAccount(PaperAccount):
 def test_exit_the_venue_cannot_do_engages_the_kill_switch_and_is_journaled_never_a_crash(tmp_path):
     from prod.execution.killswitch import KillSwitch
     m = Market(time.time())
-    s = load_settings(env={}, data_dir=str(tmp_path))
-    j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
-    tr = TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: m.t,
-                    account_type=FailingExitAccount)
+    tr, j = _trader(tmp_path, m, account_type=FailingExitAccount)
     tr.account.__dict__["kill_switch"] = KillSwitch(tmp_path / "KILL")
     n, _ = _run_until_entry(tr, m)
     failed = None
