@@ -54,6 +54,7 @@ from prod.bus.payloads import EigenScan, EngineState, ObFeatures, PayloadError, 
 from prod.runtime import RateLog
 from services.event_trader.journal import Journal, JournalIntegrityError
 from services.event_trader.paper import Book, PaperAccount
+from services.event_trader.recorder import NULL_RECORDER
 
 log = logging.getLogger("event_trader")
 STRATEGY = "blue"
@@ -207,6 +208,7 @@ class TraderCore:
             log.error("acb_boost dropped: out of range boost=%r beta=%r", boost, beta)
             return False
         parsed = {"boost": b, "beta": be}
+        self.recorder.event("acb", parsed)
         with self._acb_lock:
             self._pending_acb = parsed
         return True
@@ -216,6 +218,7 @@ class TraderCore:
             log.error("posture %r from %s ignored", posture, source)
             return
         if posture != self.posture:
+            self.recorder.event("posture", {"posture": posture, "source": source})
             log.warning("posture %s -> %s (%s)", self.posture, posture, source)
         self.posture, self.posture_source = posture, source
 
@@ -226,11 +229,13 @@ class TraderCore:
             log.error("mc status %r from %s ignored", status, source)
             return
         if st != self.mc_status:
+            self.recorder.event("mc", {"status": st, "source": source})
             log.warning("mc status %s -> %s (%s; applied at the next day roll)", self.mc_status, st, source)
         self.mc_status = st
 
     def on_book(self, p: ObFeatures) -> None:
         """Take one asset's order-book features (best bid/ask for fills, OB features for the engine)."""
+        self.recorder.event("ob", p)
         sym = p.symbol
         book = Book(float(p.best_bid), float(p.best_ask), float(p.ts))
         if not (book.best_bid > 0 and book.best_ask > book.best_bid):
@@ -431,6 +436,7 @@ class TraderCore:
         self.bar_idx = 0
         log.info("begin_day %s posture=%s boost=%.3f beta=%.2f", day, self.posture, self.acb["boost"], self.acb["beta"])
 
+    recorder: Any = NULL_RECORDER   # issue 17: services.event_trader.recorder (main.py attaches it)
     gap_held_scans = 0          # issue 21: scans the gap gate held back (class defaults: no __init__ edit)
     _gap_holding = False
 

@@ -207,6 +207,12 @@ class Journal:
         return [{"id": r[0], "ts": r[1], "kind": r[2], "scan_number": r[3], "audit_seq": r[4],
                  "payload": json.loads(r[5])} for r in rows]
 
+    def last_event_id(self) -> int:
+        """The id of the newest event row (0 when empty): a recording's bounds in the journal (issue 17)."""
+        with self._lock:
+            row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+        return int(row[0])
+
     # ------------------------------------------------------------------ order events (venue execution)
     ORDER_PREFIX = "ORDER_"
 

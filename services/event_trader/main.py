@@ -58,6 +58,7 @@ from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCor
 from services.event_trader.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
 from services.event_trader.paper import PaperAccount
+from services.event_trader.recorder import Recorder
 from prod.execution.killswitch import KillSwitch
 from prod.execution import ExecConfig, ExecutionError
 from prod.execution.signing import ENV_KEY, ENV_SECRET, Credentials, MissingCredentials
@@ -132,6 +133,9 @@ class TraderConfig:
         "help": "venue (order API at DOLPHIN_VENUE_REST), paper (in process) or auto (venue when keys are set)"})
     fill_timeout_s: float = field(default=10.0, metadata={"help": "an order not final after this is cancelled"})
     venue_connect_s: float = field(default=60.0, metadata={"help": "retry the venue at start this long"})
+    record: bool = field(default=True, metadata={
+        "help": "record scans and inputs for python -m prod.backtest.parity (services/event_trader/recorder.py)"})
+    record_dir: str = field(default="", metadata={"help": "parent of the recordings (default <data>/recordings)"})
 
     def __post_init__(self) -> None:
         for name in ("max_scan_age_s", "max_book_age_s", "posture_poll_s", "heartbeat_s", "snapshot_every_s",
@@ -212,8 +216,10 @@ class BusOutputs:
 class TraderService:
     """Listeners, the posture poller, the heartbeat and persist threads around one :class:`TraderCore`."""
 
-    def __init__(self, cfg: TraderConfig, core: TraderCore, bus: Bus, clock: Clock, outputs: BusOutputs):
+    def __init__(self, cfg: TraderConfig, core: TraderCore, bus: Bus, clock: Clock, outputs: BusOutputs,
+                 recorder: Recorder | None = None):
         self.cfg, self.core, self.bus, self.clock, self.out = cfg, core, bus, clock, outputs
+        self.recorder = recorder
         self.decision_log = DecisionLog(cfg.decision_log_s, log)
         self.scans_seen = 0
         self._q: queue.Queue = queue.Queue()
@@ -330,10 +336,17 @@ class TraderService:
             try:
                 if scan is None:
                     self.out.state(self.core.state_payload())
-                else:
+                    continue
+                rec = self.recorder
+                if rec is not None:
+                    rec.begin_scan(scan, t_recv)
+                try:
                     decision = self.core.process(scan, t_recv)
-                    _record(decision)
-                    self.decision_log.offer(decision, self.clock.monotonic(), self.core.signals_not_taken)
+                finally:
+                    if rec is not None:
+                        rec.end_scan()
+                _record(decision)
+                self.decision_log.offer(decision, self.clock.monotonic(), self.core.signals_not_taken)
             except Exception:  # noqa: BLE001 - one bad scan must not kill the trader
                 log.exception("scan %s failed", getattr(scan, "scan_number", "?"))
 
@@ -438,19 +451,40 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
         except ExecutionError as exc:
             log.critical("REFUSING TO TRADE: venue not usable at start (reconcile failed): %s", exc)
             return EXIT_CONFIG
+        recorder = start_recorder(cfg, core, journal, params, mode) if cfg.record else None
         core.journal_event("TRADER_START", {"capital": core.account.capital, "last_scan": core.last_scan,
                                             "open_position": core.account.position is not None})
-        svc = TraderService(cfg, core, bus, clock, outputs)
+        svc = TraderService(cfg, core, bus, clock, outputs, recorder)
         svc.start()
         stop.wait()
         svc.stop()
         core.journal_event("TRADER_STOP", {"capital": core.account.capital, "last_scan": core.last_scan})
+        if recorder is not None:
+            recorder.close({"journal_end_id": journal.last_event_id(), "capital": core.account.capital,
+                            "last_scan": core.last_scan})
         if hasattr(core.account, "runtime"):
             core.account.stop()
         journal.close()
         return 0
     finally:
         lock.release()
+
+
+def start_recorder(cfg: TraderConfig, core: TraderCore, journal: Journal, params: EngineParams,
+                   mode: str) -> Recorder | None:
+    """Start the run's recording (services/event_trader/recorder.py) and attach it to the core; None on error."""
+    parent = Path(cfg.record_dir) if cfg.record_dir else Path(cfg.settings.data_dir) / "recordings"
+    try:
+        rec = Recorder.start(parent, core.clock, {
+            "execution": mode, "symbols": list(core.symbols), "params": params.to_dict(),
+            "limits": dataclasses.asdict(cfg.limits), "journal": str(Path(journal.db_path).resolve()),
+            "journal_start_id": journal.last_event_id(), "initial_snapshot": list(core.snapshot_now())})
+    except (OSError, ValueError, TypeError) as exc:
+        log.error("recording not started (%s): this run cannot be replayed by prod.backtest.parity", exc)
+        return None
+    core.clock = rec.clock(core.clock)
+    core.recorder = rec
+    return rec
 
 
 class VenueAccounts:

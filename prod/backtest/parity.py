@@ -1,0 +1,348 @@
+"""Live == replay (bible ALGO-3, tolerance 1e-10): replay a trader recording and compare it with the live journal.
+
+    python -m prod.backtest.parity --recording data/recordings/<run> [--journal PATH] [--tol 1e-10]
+
+The recording (``services/event_trader/recorder.py``) holds every scan the live trader handed to its core,
+the clock values the core read while deciding it, and the ACB / posture / MC / order-book inputs with one
+sequence number over all of them. The replay builds a fresh :class:`~services.event_trader.core.TraderCore`
+from the recorded start snapshot and engine parameters (a temporary journal, the paper account) and feeds it
+the same inputs in the same order; then it compares, event by event, the trade rows of the live journal
+recorded during the run (``ENTRY``, ``EXIT``, ``ENTRY_NOT_TAKEN``, ``EXIT_FAILED``, ``GATE``, ``DAY_END``:
+entry/exit time, asset, side, price, notional, fees, gross/net PnL, …) and the final capital.
+
+Decision: the replay drives the same per-scan path the trader runs (``TraderCore.process`` → the one
+``NDAlphaEngine.step_bar`` that ``prod.backtest.runner`` also steps), not the runner's daily-Parquet loop:
+the runner has no fills, books or sub-day ACB/posture feed, so it could not reproduce the live fees and
+fill prices to 1e-10; the engine is the same object type in both.
+
+Limits: a recording of ``execution=venue`` fills at the venue's prices, which no replay can reproduce; such a
+recording is refused (exit 3). An input that reached the core while it was deciding a scan (a listener
+thread raced the decision thread) is replayed after that scan and counted (``raced``); a difference next to
+one is reported as such.
+
+Exit codes: 0 all within tolerance, 1 differences above it, 2 the recording is corrupt or truncated (the
+message names the file), 3 the recording cannot be replayed (venue execution, journal missing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sqlite3
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from prod.alpha.params import EngineParams, ParamError
+from prod.bus.payloads import ObFeatures, PayloadError
+from services.event_trader.core import CoreLimits, TraderCore
+from services.event_trader.journal import Journal
+from services.event_trader.paper import PaperAccount
+from services.event_trader.recorder import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
+                                            SCAN_SCHEMA, SCANS_FILE)
+
+log = logging.getLogger("dolphin.parity")
+TOL = 1e-10
+TRADE_KINDS = ("ENTRY", "EXIT", "ENTRY_NOT_TAKEN", "EXIT_FAILED", "GATE", "DAY_END")
+EXIT_OK, EXIT_DIFF, EXIT_CORRUPT, EXIT_UNUSABLE = 0, 1, 2, 3
+
+
+class RecordingError(ValueError):
+    """A recording file is missing, corrupt or truncated; the message names the file."""
+
+
+class UnusableRecording(ValueError):
+    """The recording is intact but cannot be replayed (venue execution, no journal)."""
+
+
+@dataclass
+class Recording:
+    dir: Path
+    config: dict
+    scans: list[dict]
+    events: list[dict]
+    end: dict | None
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecordingError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise RecordingError(f"{path}: unreadable JSON ({exc})") from None
+
+
+def load_recording(run_dir: Path) -> Recording:
+    """Read and validate a recording; raise :class:`RecordingError` naming the file at the first fault."""
+    run_dir = Path(run_dir)
+    cfg = _json_file(run_dir / CONFIG_FILE)
+    if not isinstance(cfg, dict) or cfg.get("kind") != RECORDING_KIND or cfg.get("version") != RECORDING_VERSION:
+        raise RecordingError(f"{run_dir / CONFIG_FILE}: not a version-{RECORDING_VERSION} trader recording")
+    for k in ("params", "symbols", "limits", "initial_snapshot", "journal_start_id"):
+        if k not in cfg:
+            raise RecordingError(f"{run_dir / CONFIG_FILE}: missing {k!r}")
+    scans = _read_scans(run_dir / SCANS_FILE)
+    events = _read_events(run_dir / EVENTS_FILE)
+    end_path = run_dir / END_FILE
+    end = _json_file(end_path) if end_path.exists() else None
+    if end is not None and isinstance(end.get("scans"), int) and end["scans"] != len(scans):
+        raise RecordingError(f"{run_dir / SCANS_FILE}: {len(scans)} scans, {end_path} says {end['scans']} "
+                             "(truncated)")
+    if end is not None and isinstance(end.get("events"), int) and end["events"] != len(events):
+        raise RecordingError(f"{run_dir / EVENTS_FILE}: {len(events)} events, {end_path} says {end['events']} "
+                             "(truncated)")
+    return Recording(run_dir, cfg, scans, events, end)
+
+
+def _read_scans(path: Path) -> list[dict]:
+    out: list[dict] = []
+    try:
+        with pa.OSFile(str(path), "rb") as src:
+            reader = ipc.open_stream(src)
+            if not reader.schema.equals(SCAN_SCHEMA, check_metadata=False):
+                raise RecordingError(f"{path}: schema {reader.schema} is not the recorded-scan schema")
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                for row in batch.to_pylist():
+                    try:
+                        row["scan"] = json.loads(row["scan"])
+                    except ValueError as exc:
+                        raise RecordingError(f"{path}: scan {len(out) + 1} (seq {row['seq']}) is not JSON ({exc})") \
+                            from None
+                    out.append(row)
+    except FileNotFoundError:
+        raise RecordingError(f"{path}: missing") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise RecordingError(f"{path}: corrupt or truncated Arrow IPC stream after {len(out)} scans ({exc})") \
+            from None
+    return out
+
+
+def _read_events(path: Path) -> list[dict]:
+    out: list[dict] = []
+    try:
+        fh = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise RecordingError(f"{path}: missing") from None
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.endswith("\n"):
+                raise RecordingError(f"{path}:{n}: partial last line (truncated)")
+            try:
+                ev = json.loads(line)
+            except ValueError as exc:
+                raise RecordingError(f"{path}:{n}: not JSON ({exc})") from None
+            if (not isinstance(ev, dict) or ev.get("v") != RECORDING_VERSION or not isinstance(ev.get("seq"), int)
+                    or ev.get("kind") not in ("acb", "posture", "mc", "ob") or not isinstance(ev.get("data"), dict)):
+                raise RecordingError(f"{path}:{n}: not a version-{RECORDING_VERSION} event line")
+            out.append(ev)
+    return out
+
+
+class ReplayClock:
+    """Returns the clock values recorded for the scan being replayed, then keeps the last one."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.last = 0.0
+
+    def load(self, values: list[float]) -> None:
+        self.values = list(values)
+
+    def __call__(self) -> float:
+        if self.values:
+            self.last = self.values.pop(0)
+        return self.last
+
+
+@dataclass
+class ReplayResult:
+    events: list[dict]
+    capital: float
+    scans: int
+    raced: int
+    core: Any = field(repr=False, default=None)
+
+
+def replay(rec: Recording, work_dir: Path) -> ReplayResult:
+    """Feed the recording through a fresh TraderCore; return its journal's trade rows and capital."""
+    cfg = rec.config
+    src = rec.dir / CONFIG_FILE
+    if cfg.get("execution", "paper") != "paper":
+        raise UnusableRecording(f"{src}: execution={cfg.get('execution')!r}: venue fills cannot be replayed "
+                                "(record with DOLPHIN_EVENT_TRADER_EXECUTION=paper)")
+    try:
+        params = EngineParams.from_dict(cfg["params"], str(src))
+        limits = CoreLimits(**cfg["limits"])
+        last_scan, engine_state, trader_state = cfg["initial_snapshot"]
+    except (ParamError, TypeError, ValueError) as exc:
+        raise RecordingError(f"{src}: bad parameters/limits/snapshot ({exc})") from None
+    journal = Journal.open(Path(work_dir) / "journal.sqlite", Path(work_dir) / "audit.log")
+    if engine_state is not None:
+        journal.save_snapshot(last_scan, engine_state, trader_state)
+    clock = ReplayClock()
+    core = TraderCore(limits, journal, params, tuple(cfg["symbols"]), clock, account_type=PaperAccount)
+    ev_path = rec.dir / EVENTS_FILE
+    items = sorted([(s["seq"], 1, s) for s in rec.scans] + [(e["seq"], 0, e) for e in rec.events],
+                   key=lambda x: (x[0], x[1]))
+    open_scans: list[int] = []
+    raced = 0
+    for seq, is_scan, it in items:
+        if is_scan:
+            clock.load(it["clock"] or [])
+            core.process(it["scan"], it["t_recv"])
+            clock.values = []
+            open_scans = [it["seq_end"]]
+            continue
+        if open_scans and seq < open_scans[0]:
+            raced += 1
+        d, kind = it["data"], it["kind"]
+        if kind == "acb":
+            core.on_acb(d.get("boost"), d.get("beta"))
+        elif kind == "posture":
+            core.set_posture(d.get("posture"), str(d.get("source", "replay")))
+        elif kind == "mc":
+            core.set_mc_status(d.get("status"), str(d.get("source", "replay")))
+        else:
+            try:
+                core.on_book(ObFeatures.from_dict(d, f"{ev_path} seq {seq}"))
+            except PayloadError as exc:
+                raise RecordingError(str(exc)) from None
+    out = [e for e in journal.events() if e["kind"] in TRADE_KINDS]
+    journal.close()
+    return ReplayResult(out, core.account.capital, len(rec.scans), raced, core)
+
+
+def live_events(rec: Recording, journal_path: Path) -> tuple[list[dict], float | None]:
+    """The live journal's trade rows of this run and its final capital (None when not known)."""
+    if not Path(journal_path).is_file():
+        raise UnusableRecording(f"{journal_path}: live journal not found (pass --journal)")
+    start = int(rec.config["journal_start_id"])
+    end = rec.end.get("journal_end_id") if rec.end else None
+    con = sqlite3.connect(f"file:{Path(journal_path).resolve()}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT id, ts, kind, scan_number, payload FROM events WHERE id > ? ORDER BY id",
+                           (start,)).fetchall()
+        snap = con.execute("SELECT paper_state FROM snapshot WHERE id=1").fetchone()
+    finally:
+        con.close()
+    rows = [r for r in rows if end is None or r[0] <= int(end)]
+    evs = [{"id": r[0], "kind": r[2], "scan_number": r[3], "payload": json.loads(r[4])} for r in rows]
+    capital: float | None = None
+    stops = [e for e in evs if e["kind"] == "TRADER_STOP"]
+    if rec.end is not None and isinstance(rec.end.get("capital"), (int, float)):
+        capital = float(rec.end["capital"])
+    elif stops:
+        capital = float(stops[0]["payload"]["capital"])
+    elif snap is not None and snap[0]:
+        capital = float(json.loads(snap[0])["account"]["capital"])
+    return [e for e in evs if e["kind"] in TRADE_KINDS], capital
+
+
+def _diff(a: Any, b: Any, path: str, tol: float, out: list[tuple[str, Any, Any]]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            _diff(a.get(k), b.get(k), f"{path}.{k}" if path else k, tol, out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _diff(x, y, f"{path}[{i}]", tol, out)
+    elif (isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool)
+          and not isinstance(b, bool)):
+        if not (abs(a - b) <= tol or (math.isnan(a) and math.isnan(b))):
+            out.append((path, a, b))
+    elif a != b:
+        out.append((path, a, b))
+
+
+def compare(live: list[dict], rep: list[dict], live_cap: float | None, rep_cap: float,
+            tol: float = TOL) -> list[str]:
+    """Return one line per difference (empty = parity); rows are paired in journal order."""
+    lines: list[str] = []
+    for i in range(max(len(live), len(rep))):
+        a = live[i] if i < len(live) else None
+        b = rep[i] if i < len(rep) else None
+        if a is None or b is None:
+            e = a or b
+            assert e is not None
+            lines.append(f"row {i + 1}: {e['kind']} trade {e['payload'].get('trade_id')} scan {e['scan_number']} "
+                         f"only in the {'live journal' if b is None else 'replay'}")
+            continue
+        d: list[tuple[str, Any, Any]] = []
+        _diff({"kind": a["kind"], "scan_number": a["scan_number"], **a["payload"]},
+              {"kind": b["kind"], "scan_number": b["scan_number"], **b["payload"]}, "", tol, d)
+        for p, x, y in d:
+            delta = f" (Δ {y - x:+.3e})" if isinstance(x, (int, float)) and isinstance(y, (int, float)) else ""
+            lines.append(f"row {i + 1}: {a['kind']} trade {a['payload'].get('trade_id')} scan {a['scan_number']}: "
+                         f"{p} live={x!r} replay={y!r}{delta}")
+    if live_cap is not None and not abs(live_cap - rep_cap) <= tol:
+        lines.append(f"final capital: live={live_cap!r} replay={rep_cap!r} (Δ {rep_cap - live_cap:+.3e})")
+    return lines
+
+
+def trade_table(rows: list[dict]) -> list[str]:
+    """One line per ENTRY/EXIT: time, asset, side, price, notional, fee, net."""
+    out = []
+    for e in rows:
+        p = e["payload"]
+        if e["kind"] in ("ENTRY", "EXIT"):
+            out.append(f"  {e['kind']:<5} #{p.get('trade_id')} scan {e['scan_number']} t={p.get('ts')} "
+                       f"{p.get('symbol')} {p.get('side')} price={p.get('price')} notional={p.get('notional')} "
+                       f"fee={p.get('fee')}" + (f" net={p.get('net')}" if e["kind"] == "EXIT" else ""))
+    return out
+
+
+def run_parity(run_dir: Path, journal: Path | None = None, tol: float = TOL) -> tuple[int, list[str], dict]:
+    """Replay and compare; return (exit code, difference lines, summary)."""
+    rec = load_recording(run_dir)
+    jpath = Path(journal) if journal else Path(rec.config.get("journal", ""))
+    live, live_cap = live_events(rec, jpath)
+    with tempfile.TemporaryDirectory(prefix="dolphin_parity_") as tmp:
+        res = replay(rec, Path(tmp))
+    diffs = compare(live, res.events, live_cap, res.capital, tol)
+    summary = {"recording": str(run_dir), "scans": res.scans, "events": len(rec.events), "raced": res.raced,
+               "live_rows": len(live), "replay_rows": len(res.events),
+               "trades": sum(1 for e in live if e["kind"] == "EXIT"),
+               "live_capital": live_cap, "replay_capital": res.capital, "differences": len(diffs), "tol": tol,
+               "live_table": trade_table(live)}
+    return (EXIT_DIFF if diffs else EXIT_OK), diffs, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m prod.backtest.parity",
+                                 description="Replay a trader recording and compare it with the live journal.")
+    ap.add_argument("--recording", required=True, type=Path, help="a run directory under <data>/recordings/")
+    ap.add_argument("--journal", type=Path, help="live journal.sqlite (default: the path in config.json)")
+    ap.add_argument("--tol", type=float, default=TOL, help="absolute tolerance per number (default 1e-10)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        code, diffs, s = run_parity(a.recording, a.journal, a.tol)
+    except RecordingError as exc:
+        print(f"parity: corrupt recording: {exc}", file=sys.stderr)
+        return EXIT_CORRUPT
+    except UnusableRecording as exc:
+        print(f"parity: cannot replay: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(f"recording {s['recording']}: {s['scans']} scans, {s['events']} input events ({s['raced']} raced), "
+          f"{s['live_rows']} live journal rows, {s['trades']} closed trades")
+    for line in s["live_table"]:
+        print(line)
+    for line in diffs:
+        print("DIFF " + line)
+    print(f"final capital live={s['live_capital']!r} replay={s['replay_capital']!r}")
+    print(f"PARITY {'OK' if code == EXIT_OK else 'FAILED'}: {s['differences']} difference(s) above {s['tol']:g}")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""What the live trader saw, recorded off the decision path, so ``prod.backtest.parity`` can replay it (issue 17).
+
+Decisions (written down here because the bible gives only the goal: ALGO-3, live == replay within 1e-10):
+
+* **On by default** (``DOLPHIN_EVENT_TRADER_RECORD=1``; ``0`` turns it off). Parity is how a user checks the
+  live trader; a recording that was not made cannot be checked afterwards. Volume is dominated by the
+  order-book events (one JSON line per book update of an engine symbol, ≈ 250 bytes): plan on a few
+  hundred MB per day with ~50 symbols; delete old run directories as you would old logs.
+* **Where:** ``<data>/recordings/<UTC start>_<pid>/`` (``DOLPHIN_EVENT_TRADER_RECORD_DIR`` overrides the
+  parent). One directory per trader run: a restart starts a new one, beginning from the journal snapshot
+  the restarted trader restored from, so each run replays on its own.
+* **Files** (schema version ``RECORDING_VERSION``):
+
+  - ``config.json`` — kind, version, execution mode, symbols, the frozen engine parameters, the core
+    limits, the journal path and its last event id at start, and the snapshot the core started from
+    (``last_scan, engine_state, trader_state``);
+  - ``scans.arrow`` — an Arrow IPC *stream*, one record batch per scan handed to the core:
+    ``seq, scan_number, t_recv, clock, scan``. ``scan`` is the bus payload as the trader received it (JSON
+    of ``EigenScan.to_dict()``: the scanner's per-scan Arrow file schema is one file per scan and lacks the
+    bus fields — ``bridge_ts``, ``written_at`` — the core reads, so it is not reused); ``clock`` is every
+    value the core's clock returned on the decision thread while it processed that scan (staleness check,
+    decision/fill time), which is what makes the replay exact;
+  - ``events.jsonl`` — ``{"v": 1, "seq", "t", "kind", "data"}`` for every input the listeners handed to
+    the core: ``acb`` (each valid update), ``posture`` and ``mc`` (changes), ``ob`` (every book, before the
+    core's own validation, so the replay validates it the same way);
+  - ``end.json`` — written at a clean stop: the journal's last event id, capital, scans recorded.
+
+* ``seq`` is one counter over scans and events (taken under a lock when the input reaches the core), so
+  the replay interleaves them as they happened. An event whose ``seq`` falls inside a scan's processing
+  (a listener thread raced the decision thread) is replayed after that scan and counted as ``raced``.
+* Off the hot path: the decision thread only appends clock values to a list and puts one tuple on a
+  queue; serialisation and file writes happen on the recorder's writer thread. A write error stops the
+  recording (logged once), never the trader.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+log = logging.getLogger("event_trader.recorder")
+
+RECORDING_VERSION = 1
+RECORDING_KIND = "dolphin_trader_recording"
+CONFIG_FILE, SCANS_FILE, EVENTS_FILE, END_FILE = "config.json", "scans.arrow", "events.jsonl", "end.json"
+SCAN_SCHEMA = pa.schema(
+    [pa.field("seq", pa.int64(), nullable=False), pa.field("scan_number", pa.int64()),
+     pa.field("t_recv", pa.float64()), pa.field("clock", pa.list_(pa.float64()), nullable=False),
+     pa.field("seq_end", pa.int64(), nullable=False), pa.field("scan", pa.string(), nullable=False)],
+    metadata={"kind": "dolphin_recorded_scans", "schema_version": str(RECORDING_VERSION)})
+
+
+class NullRecorder:
+    """The recorder of a core that records nothing (tests, replay, ``DOLPHIN_EVENT_TRADER_RECORD=0``)."""
+
+    def event(self, kind: str, data: dict) -> None:
+        pass
+
+
+NULL_RECORDER = NullRecorder()
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return obj
+
+
+class Recorder:
+    """Records scans (with the clock values the core used) and input events into one run directory."""
+
+    def __init__(self, run_dir: Path, clock: Callable[[], float]):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=False)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._q: queue.Queue = queue.Queue()
+        self._scan_thread: int | None = None
+        self._clocks: list[float] | None = None
+        self._cur: tuple | None = None
+        self.failed: str | None = None
+        self.scans = self.events = 0
+        self._sink = pa.OSFile(str(self.dir / SCANS_FILE), "wb")
+        self._writer = ipc.new_stream(self._sink, SCAN_SCHEMA)
+        self._ev = open(self.dir / EVENTS_FILE, "w", encoding="utf-8")
+        self._thread = threading.Thread(target=self._write_loop, name="trader-recorder", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def start(cls, parent: Path, clock: Callable[[], float], config: dict) -> "Recorder":
+        """Create ``parent/<UTC start>_<pid>/``, write ``config.json`` and start the writer thread."""
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        rec = cls(Path(parent) / f"{stamp}_{os.getpid()}", clock)
+        body = {"kind": RECORDING_KIND, "version": RECORDING_VERSION, "started_utc": stamp, **config}
+        (rec.dir / CONFIG_FILE).write_text(json.dumps(body, default=_jsonable, allow_nan=False))
+        log.info("recording the trader's inputs into %s", rec.dir)
+        return rec
+
+    def _next(self) -> int:
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    # ── the decision thread ──────────────────────────────────────────────────────────────────
+    def clock(self, base: Callable[[], float]) -> Callable[[], float]:
+        """Wrap the core's clock: values returned on the decision thread during a scan are recorded."""
+        def timed() -> float:
+            t = base()
+            if self._clocks is not None and threading.get_ident() == self._scan_thread:
+                self._clocks.append(t)
+            return t
+        return timed
+
+    def begin_scan(self, scan: Any, t_recv: float | None) -> None:
+        self._scan_thread = threading.get_ident()
+        self._cur = (self._next(), scan, t_recv)
+        self._clocks = []
+
+    def end_scan(self) -> None:
+        if self._cur is None:
+            return
+        seq, scan, t_recv = self._cur
+        clocks, self._clocks, self._cur = self._clocks or [], None, None
+        self._q.put(("scan", (seq, scan, t_recv, clocks, self._next())))
+
+    # ── listener threads ─────────────────────────────────────────────────────────────────────
+    def event(self, kind: str, data: dict) -> None:
+        self._q.put(("event", (self._next(), self._clock(), kind, data)))
+
+    # ── the writer thread ────────────────────────────────────────────────────────────────────
+    def _write_loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self.failed:
+                continue
+            try:
+                self._write(*item)
+            except Exception as exc:  # noqa: BLE001 - a full disk stops the recording, never the trader
+                self.failed = f"{type(exc).__name__}: {exc}"
+                log.error("recording %s stopped: %s (the trader goes on; this run cannot be replayed)",
+                          self.dir, self.failed)
+
+    def _write(self, what: str, item: tuple) -> None:
+        if what == "scan":
+            seq, scan, t_recv, clocks, seq_end = item
+            body = json.dumps(_jsonable(scan), allow_nan=False, separators=(",", ":"))
+            sn = getattr(scan, "scan_number", None)
+            if sn is None and isinstance(scan, dict):
+                sn = scan.get("scan_number")
+            batch = pa.record_batch([pa.array([seq]), pa.array([sn if isinstance(sn, int) else None], pa.int64()),
+                                     pa.array([t_recv], pa.float64()), pa.array([clocks], pa.list_(pa.float64())),
+                                     pa.array([seq_end]), pa.array([body])], schema=SCAN_SCHEMA)
+            self._writer.write_batch(batch)
+            self.scans += 1
+        else:
+            seq, t, kind, data = item
+            self._ev.write(json.dumps({"v": RECORDING_VERSION, "seq": seq, "t": t, "kind": kind,
+                                       "data": _jsonable(data)}, allow_nan=False, separators=(",", ":")) + "\n")
+            self._ev.flush()
+            self.events += 1
+
+    def close(self, end: dict | None = None) -> None:
+        """Drain the queue, close the files and write ``end.json``."""
+        self._q.put(None)
+        self._thread.join(10)
+        try:
+            self._writer.close()
+            self._sink.close()
+            self._ev.close()
+            if end is not None and not self.failed:
+                (self.dir / END_FILE).write_text(json.dumps(
+                    {"version": RECORDING_VERSION, "scans": self.scans, "events": self.events, **end},
+                    allow_nan=False))
+        except Exception as exc:  # noqa: BLE001 - best effort on the way out
+            log.error("recording %s not closed cleanly: %s", self.dir, exc)
