@@ -19,6 +19,12 @@ Replay rules (written down because the bible leaves them to the caller):
   velocity is the median of its first 10 bars' ``v750_lambda_max_velocity``; the 60th-percentile
   threshold is taken over all replayed days (the bible preloads it over the data set). The
   backtest has no sub-day ACB feed, so ``update_acb_boost`` is not called mid-day.
+* Order books (issue 17): by default the engine has no OB provider (the neutral fallback of §9). With
+  ``--ob-dir DIR`` (obf_universe's ``data/ob_universe``) an :class:`prod.alpha.ob.InProcessOBProvider`
+  is attached and, before each bar, every symbol's latest recorded row at or before the bar's timestamp
+  is fed to it with the live trader's rules (:class:`prod.backtest.data.ObHistory`); a symbol with no row
+  yet has no OB signal, as live before its first book. Macro OB (sub-4) is not fed (the trader does not
+  feed it either).
 * Posture is APEX for every day (the reference run), or with ``--survival`` it follows the survival
   stack fed with healthy sensors and the realised drawdown (Cat5), updated at each day start.
 * Bad input: an unreadable day file or one without the required columns is logged and skipped
@@ -45,7 +51,9 @@ from prod.alpha.acb import AdaptiveCircuitBreaker, daily_w750
 from prod.alpha.engine import NDAlphaEngine
 from prod.alpha.survival import SensorReadings, SurvivalStack
 from prod.alpha.vol import VolGate
-from prod.backtest.data import EXF_FILENAME, DayData, DayFileError, list_day_files, load_day, load_exf
+from prod.alpha.ob import InProcessOBProvider
+from prod.backtest.data import (EXF_FILENAME, DayData, DayFileError, ObHistory, list_day_files, load_day, load_exf,
+                                load_ob_history)
 from prod.backtest.report import compute_metrics, write_equity_png, write_html_report, write_json_atomic
 from prod.configs import CHAMPION_HASH, load_config
 
@@ -111,6 +119,7 @@ class BacktestOptions:
     progress: bool = False
     survival: bool = False
     allow_drift: bool = False
+    ob_dir: Path | None = None
 
 
 @dataclass
@@ -182,6 +191,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
 
     engine: NDAlphaEngine | None = None
     assets: tuple[str, ...] = ()
+    obh: ObHistory | None = None
+    ob_provider: InProcessOBProvider | None = None
+    ob_bars = 0
     stack = SurvivalStack() if opts.survival else None
     warned: set[str] = set()
     per_day: list[dict[str, Any]] = []
@@ -227,6 +239,15 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
                             VOL_SYMBOL, path)
             engine = NDAlphaEngine(cfg.engine, assets)
             engine.set_acb(acb)
+            if opts.ob_dir is not None:
+                try:
+                    obh = load_ob_history(opts.ob_dir, assets)
+                except DayFileError as exc:
+                    raise BacktestError(f"--ob-dir: {exc}") from None
+                ob_provider = InProcessOBProvider()
+                engine.set_ob_engine(ob_provider)
+                log.info("backtest: OB layers fed from %s (%d files, %d symbols)", opts.ob_dir, obh.files,
+                         len(obh.times))
             peak = engine.capital
             equity_t.append(0.0)
             equity.append(engine.capital)
@@ -254,7 +275,11 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
             prev_ts = int(day.timestamp_ns[-1])
         t0 = time.perf_counter()
         step = engine.step_bar
+        ts_s = day.timestamp_ns / 1e9 if obh is not None else None
         for i in range(n):
+            if obh is not None and ts_s is not None:
+                obh.advance(ob_provider, float(ts_s[i]))     # the books as of this bar (§9), as live
+                ob_bars += bool(obh.applied)
             if hold[i] and engine.position is None:
                 skip_reasons["post_gap"] += 1        # the gap gate: no entry until the windows are valid
                 gbar += 1
@@ -336,6 +361,10 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         "acb": {"exf_file": str(exf_path) if exf else None, "exf_dates": len(exf),
                 "w750_threshold": acb.w750_threshold},
         "survival": opts.survival,
+        "ob": None if obh is None else {
+            "dir": str(opts.ob_dir), "files": obh.files, "skipped_files": obh.skipped_files,
+            "symbols": len(obh.times), "rows_applied": obh.applied, "rows_dropped": obh.dropped,
+            "bars_with_ob": ob_bars},
         "per_day": per_day,
         "trade_list": trades,
         "equity_png": str(png_path) if png_path else None,
