@@ -171,6 +171,7 @@ class ReplayResult:
     capital: float
     scans: int
     raced: int
+    raced_scans: set = field(default_factory=set)
     core: Any = field(repr=False, default=None)
 
 
@@ -195,17 +196,19 @@ def replay(rec: Recording, work_dir: Path) -> ReplayResult:
     ev_path = rec.dir / EVENTS_FILE
     items = sorted([(s["seq"], 1, s) for s in rec.scans] + [(e["seq"], 0, e) for e in rec.events],
                    key=lambda x: (x[0], x[1]))
-    open_scans: list[int] = []
+    seq_end, cur_scan = 0, None
     raced = 0
+    raced_scans: set = set()
     for seq, is_scan, it in items:
         if is_scan:
             clock.load(it["clock"] or [])
             core.process(it["scan"], it["t_recv"])
             clock.values = []
-            open_scans = [it["seq_end"]]
+            seq_end, cur_scan = it["seq_end"], it["scan_number"]
             continue
-        if open_scans and seq < open_scans[0]:
+        if seq < seq_end:
             raced += 1
+            raced_scans.add(cur_scan)
         d, kind = it["data"], it["kind"]
         if kind == "acb":
             core.on_acb(d.get("boost"), d.get("beta"))
@@ -220,7 +223,7 @@ def replay(rec: Recording, work_dir: Path) -> ReplayResult:
                 raise RecordingError(str(exc)) from None
     out = [e for e in journal.events() if e["kind"] in TRADE_KINDS]
     journal.close()
-    return ReplayResult(out, core.account.capital, len(rec.scans), raced, core)
+    return ReplayResult(out, core.account.capital, len(rec.scans), raced, raced_scans, core)
 
 
 def live_events(rec: Recording, journal_path: Path) -> tuple[list[dict], float | None]:
@@ -265,9 +268,13 @@ def _diff(a: Any, b: Any, path: str, tol: float, out: list[tuple[str, Any, Any]]
 
 
 def compare(live: list[dict], rep: list[dict], live_cap: float | None, rep_cap: float,
-            tol: float = TOL) -> list[str]:
-    """Return one line per difference (empty = parity); rows are paired in journal order."""
+            tol: float = TOL, raced_scans: set | None = None) -> list[str]:
+    """Return one line per difference (empty = parity); rows are paired in journal order.
+
+    A difference on a scan during which an input raced the decision thread is marked ``[raced input]``.
+    """
     lines: list[str] = []
+    raced_scans = raced_scans or set()
     for i in range(max(len(live), len(rep))):
         a = live[i] if i < len(live) else None
         b = rep[i] if i < len(rep) else None
@@ -282,8 +289,9 @@ def compare(live: list[dict], rep: list[dict], live_cap: float | None, rep_cap: 
               {"kind": b["kind"], "scan_number": b["scan_number"], **b["payload"]}, "", tol, d)
         for p, x, y in d:
             delta = f" (Δ {y - x:+.3e})" if isinstance(x, (int, float)) and isinstance(y, (int, float)) else ""
+            mark = " [raced input]" if a["scan_number"] in raced_scans else ""
             lines.append(f"row {i + 1}: {a['kind']} trade {a['payload'].get('trade_id')} scan {a['scan_number']}: "
-                         f"{p} live={x!r} replay={y!r}{delta}")
+                         f"{p} live={x!r} replay={y!r}{delta}{mark}")
     if live_cap is not None and not abs(live_cap - rep_cap) <= tol:
         lines.append(f"final capital: live={live_cap!r} replay={rep_cap!r} (Δ {rep_cap - live_cap:+.3e})")
     return lines
@@ -308,7 +316,7 @@ def run_parity(run_dir: Path, journal: Path | None = None, tol: float = TOL) -> 
     live, live_cap = live_events(rec, jpath)
     with tempfile.TemporaryDirectory(prefix="dolphin_parity_") as tmp:
         res = replay(rec, Path(tmp))
-    diffs = compare(live, res.events, live_cap, res.capital, tol)
+    diffs = compare(live, res.events, live_cap, res.capital, tol, res.raced_scans)
     summary = {"recording": str(run_dir), "scans": res.scans, "events": len(rec.events), "raced": res.raced,
                "live_rows": len(live), "replay_rows": len(res.events),
                "trades": sum(1 for e in live if e["kind"] == "EXIT"),
