@@ -239,7 +239,12 @@ def live_events(rec: Recording, journal_path: Path) -> tuple[list[dict], float |
         snap = con.execute("SELECT paper_state FROM snapshot WHERE id=1").fetchone()
     finally:
         con.close()
-    rows = [r for r in rows if end is None or r[0] <= int(end)]
+    if end is not None:
+        rows = [r for r in rows if r[0] <= int(end)]
+    else:   # no end.json (the run was killed): the run ends where the next run's TRADER_START begins
+        starts = [r[0] for r in rows if r[2] == "TRADER_START"]
+        if len(starts) > 1:
+            rows = [r for r in rows if r[0] < starts[1]]
     evs = [{"id": r[0], "kind": r[2], "scan_number": r[3], "payload": json.loads(r[4])} for r in rows]
     capital: float | None = None
     stops = [e for e in evs if e["kind"] == "TRADER_STOP"]
