@@ -15,13 +15,18 @@ Decision: the replay drives the same per-scan path the trader runs (``TraderCore
 the runner has no fills, books or sub-day ACB/posture feed, so it could not reproduce the live fees and
 fill prices to 1e-10; the engine is the same object type in both.
 
-Limits: a recording of ``execution=venue`` fills at the venue's prices, which no replay can reproduce; such a
-recording is refused (exit 3). An input that reached the core while it was deciding a scan (a listener
+Venue execution: the venue is an outside system, so a recording of ``execution=venue`` carries every
+``open``/``close`` the core made and the venue's answer (fill or error); the replay takes those answers as
+inputs (:class:`RecordedFills`): it checks the decisions (when, which asset, side, requested size, exit
+reason) and the account's bookkeeping, not the venue's prices. Kill-switch flattening the venue account does
+on its own (``kill_exits``) is not recorded: a run with one shows differences from there on.
+
+Races: an input that reached the core while it was deciding a scan (a listener
 thread raced the decision thread) is replayed after that scan and counted (``raced``); a difference next to
 one is reported as such.
 
 Exit codes: 0 all within tolerance, 1 differences above it, 2 the recording is corrupt or truncated (the
-message names the file), 3 the recording cannot be replayed (venue execution, journal missing).
+message names the file), 3 the recording cannot be replayed (unknown execution mode, journal missing).
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ from prod.alpha.params import EngineParams, ParamError
 from prod.bus.payloads import ObFeatures, PayloadError
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.journal import Journal
-from services.event_trader.paper import PaperAccount
+from services.event_trader.paper import PaperAccount, PaperPosition
 from services.event_trader.recorder import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
                                             SCAN_SCHEMA, SCANS_FILE)
 
@@ -58,7 +63,7 @@ class RecordingError(ValueError):
 
 
 class UnusableRecording(ValueError):
-    """The recording is intact but cannot be replayed (venue execution, no journal)."""
+    """The recording is intact but cannot be replayed (unknown execution mode, no live journal)."""
 
 
 @dataclass
@@ -149,6 +154,55 @@ def _read_events(path: Path) -> list[dict]:
     return out
 
 
+class ReplayDiverged(RuntimeError):
+    """The replay asked the account for something the live trader did not (venue recordings)."""
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= TOL
+    return a == b
+
+
+class RecordedFills(PaperAccount):
+    """The account of a venue recording: ``open``/``close`` return the venue's recorded fill (or raise its error)
+    with the venue account's bookkeeping (capital -= entry fee; += gross - exit fee); a call the live trader did
+    not make with these arguments raises :class:`ReplayDiverged` (journaled, so it shows as a difference)."""
+
+    calls: list = []     # set per scan by replay()
+
+    def _take(self, op: str, args: dict) -> dict:
+        if not self.calls:
+            raise ReplayDiverged(f"replay {op} {args}: the live trader made no such call at this scan")
+        c = self.calls.pop(0)
+        if c.get("op") != op or any(not _same(c.get("args", {}).get(k), v) for k, v in args.items()):
+            raise ReplayDiverged(f"replay {op} {args}: live made {c.get('op')} {c.get('args')}")
+        if c.get("error"):
+            raise type(str(c["error"]), (RuntimeError,), {})(c.get("detail") or "")
+        return dict(c["fill"])
+
+    def open(self, trade_id: int, symbol: str, direction: int, notional: float, book: Any, ref_price: float,
+             now: float, scan: int, max_book_age_s: float = 30.0) -> dict:
+        f = self._take("open", {"trade_id": trade_id, "symbol": symbol, "direction": direction, "notional": notional})
+        self.capital -= f["fee"]
+        self.fees_paid += f["fee"]
+        self.position = PaperPosition(trade_id, symbol, direction, f["price"], f["notional"], f["fee"], now, scan,
+                                      f.get("source", "venue"))
+        return f
+
+    def close(self, reason: str, book: Any, ref_price: float, now: float, scan: int,
+              max_book_age_s: float = 30.0) -> dict:
+        f = self._take("close", {"reason": reason})
+        self.capital += f["gross"] - f["fee"]
+        self.fees_paid += f["fee"]
+        self.peak_capital = max(self.peak_capital, self.capital)
+        self.trades += 1
+        self.day_trades += 1
+        self.history = (self.history + [f])[-50:]
+        self.position = None
+        return f
+
+
 class ReplayClock:
     """Returns the clock values recorded for the scan being replayed, then keeps the last one."""
 
@@ -179,9 +233,10 @@ def replay(rec: Recording, work_dir: Path) -> ReplayResult:
     """Feed the recording through a fresh TraderCore; return its journal's trade rows and capital."""
     cfg = rec.config
     src = rec.dir / CONFIG_FILE
-    if cfg.get("execution", "paper") != "paper":
-        raise UnusableRecording(f"{src}: execution={cfg.get('execution')!r}: venue fills cannot be replayed "
-                                "(record with DOLPHIN_EVENT_TRADER_EXECUTION=paper)")
+    mode = cfg.get("execution", "paper")
+    if mode not in ("paper", "venue"):
+        raise UnusableRecording(f"{src}: execution={mode!r} is neither paper nor venue")
+    account_type: Any = PaperAccount if mode == "paper" else type("RecordedFillsRun", (RecordedFills,), {"calls": []})
     try:
         params = EngineParams.from_dict(cfg["params"], str(src))
         limits = CoreLimits(**cfg["limits"])
@@ -192,7 +247,7 @@ def replay(rec: Recording, work_dir: Path) -> ReplayResult:
     if engine_state is not None:
         journal.save_snapshot(last_scan, engine_state, trader_state)
     clock = ReplayClock()
-    core = TraderCore(limits, journal, params, tuple(cfg["symbols"]), clock, account_type=PaperAccount)
+    core = TraderCore(limits, journal, params, tuple(cfg["symbols"]), clock, account_type=account_type)
     ev_path = rec.dir / EVENTS_FILE
     items = sorted([(s["seq"], 1, s) for s in rec.scans] + [(e["seq"], 0, e) for e in rec.events],
                    key=lambda x: (x[0], x[1]))
@@ -202,6 +257,12 @@ def replay(rec: Recording, work_dir: Path) -> ReplayResult:
     for seq, is_scan, it in items:
         if is_scan:
             clock.load(it["clock"] or [])
+            if mode == "venue":
+                try:
+                    account_type.calls[:] = json.loads(it["account"])
+                except ValueError as exc:
+                    raise RecordingError(f"{rec.dir / SCANS_FILE}: scan seq {seq}: account calls not JSON ({exc})") \
+                        from None
             core.process(it["scan"], it["t_recv"])
             clock.values = []
             seq_end, cur_scan = it["seq_end"], it["scan_number"]

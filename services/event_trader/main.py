@@ -58,7 +58,7 @@ from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCor
 from services.event_trader.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
 from services.event_trader.paper import PaperAccount
-from services.event_trader.recorder import Recorder
+from services.event_trader.recorder import Recorder, RecordingAccount
 from prod.execution.killswitch import KillSwitch
 from prod.execution import ExecConfig, ExecutionError
 from prod.execution.signing import ENV_KEY, ENV_SECRET, Credentials, MissingCredentials
@@ -483,6 +483,7 @@ def start_recorder(cfg: TraderConfig, core: TraderCore, journal: Journal, params
         log.error("recording not started (%s): this run cannot be replayed by prod.backtest.parity", exc)
         return None
     core.clock = rec.clock(core.clock)
+    core.account = RecordingAccount(core.account, rec)
     core.recorder = rec
     return rec
 

@@ -15,11 +15,14 @@ Decisions (written down here because the bible gives only the goal: ALGO-3, live
     limits, the journal path and its last event id at start, and the snapshot the core started from
     (``last_scan, engine_state, trader_state``);
   - ``scans.arrow`` — an Arrow IPC *stream*, one record batch per scan handed to the core:
-    ``seq, scan_number, t_recv, clock, scan``. ``scan`` is the bus payload as the trader received it (JSON
+    ``seq, scan_number, t_recv, clock, seq_end, scan, account``. ``scan`` is the bus payload as the trader received it (JSON
     of ``EigenScan.to_dict()``: the scanner's per-scan Arrow file schema is one file per scan and lacks the
     bus fields — ``bridge_ts``, ``written_at`` — the core reads, so it is not reused); ``clock`` is every
     value the core's clock returned on the decision thread while it processed that scan (staleness check,
-    decision/fill time), which is what makes the replay exact;
+    decision/fill time), which is what makes the replay exact; ``account`` (JSON) every ``open``/``close`` the
+    core made on the account during the scan, its arguments and the fill or the error
+    (:class:`RecordingAccount`): with ``execution=venue`` the venue is an outside system and its fills are
+    replayed as recorded inputs, so the replay checks the decisions and the bookkeeping, not the venue;
   - ``events.jsonl`` — ``{"v": 1, "seq", "t", "kind", "data"}`` for every input the listeners handed to
     the core: ``acb`` (each valid update), ``posture`` and ``mc`` (changes), ``ob`` (every book, before the
     core's own validation, so the replay validates it the same way);
@@ -55,7 +58,8 @@ CONFIG_FILE, SCANS_FILE, EVENTS_FILE, END_FILE = "config.json", "scans.arrow", "
 SCAN_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64(), nullable=False), pa.field("scan_number", pa.int64()),
      pa.field("t_recv", pa.float64()), pa.field("clock", pa.list_(pa.float64()), nullable=False),
-     pa.field("seq_end", pa.int64(), nullable=False), pa.field("scan", pa.string(), nullable=False)],
+     pa.field("seq_end", pa.int64(), nullable=False), pa.field("scan", pa.string(), nullable=False),
+     pa.field("account", pa.string(), nullable=False)],
     metadata={"kind": "dolphin_recorded_scans", "schema_version": str(RECORDING_VERSION)})
 
 
@@ -77,6 +81,42 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+class RecordingAccount:
+    """The trader's account seen through the recorder: ``open``/``close`` results (or errors) are recorded with
+    the scan (with ``execution=venue`` the venue's fills are inputs the replay takes from the recording);
+    everything else is the account's own."""
+
+    def __init__(self, account: Any, rec: "Recorder"):
+        object.__setattr__(self, "_acct", account)
+        object.__setattr__(self, "_rec", rec)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._acct, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._acct, name, value)
+
+    def open(self, trade_id: int, symbol: str, direction: int, notional: float, *a: Any, **kw: Any) -> dict:
+        args = {"trade_id": trade_id, "symbol": symbol, "direction": direction, "notional": notional}
+        try:
+            fill = self._acct.open(trade_id, symbol, direction, notional, *a, **kw)
+        except Exception as exc:
+            self._rec.account_call("open", args, None, exc)
+            raise
+        self._rec.account_call("open", args, fill, None)
+        return fill
+
+    def close(self, reason: str, *a: Any, **kw: Any) -> dict:
+        args = {"reason": reason}
+        try:
+            fill = self._acct.close(reason, *a, **kw)
+        except Exception as exc:
+            self._rec.account_call("close", args, None, exc)
+            raise
+        self._rec.account_call("close", args, fill, None)
+        return fill
+
+
 class Recorder:
     """Records scans (with the clock values the core used) and input events into one run directory."""
 
@@ -89,6 +129,7 @@ class Recorder:
         self._q: queue.Queue = queue.Queue()
         self._scan_thread: int | None = None
         self._clocks: list[float] | None = None
+        self._calls: list[dict] = []
         self._cur: tuple | None = None
         self.failed: str | None = None
         self.scans = self.events = 0
@@ -127,13 +168,21 @@ class Recorder:
         self._scan_thread = threading.get_ident()
         self._cur = (self._next(), scan, t_recv)
         self._clocks = []
+        self._calls = []
 
     def end_scan(self) -> None:
         if self._cur is None:
             return
         seq, scan, t_recv = self._cur
         clocks, self._clocks, self._cur = self._clocks or [], None, None
-        self._q.put(("scan", (seq, scan, t_recv, clocks, self._next())))
+        calls, self._calls = self._calls, []
+        self._q.put(("scan", (seq, scan, t_recv, clocks, self._next(), calls)))
+
+    def account_call(self, op: str, args: dict, fill: dict | None, exc: BaseException | None) -> None:
+        """One open/close of the account during the current scan: its arguments and the fill (or the error)."""
+        self._calls.append({"op": op, "args": args, "fill": None if fill is None else dict(fill),
+                            "error": None if exc is None else type(exc).__name__,
+                            "detail": None if exc is None else str(exc)})
 
     # ── listener threads ─────────────────────────────────────────────────────────────────────
     def event(self, kind: str, data: dict) -> None:
@@ -156,14 +205,15 @@ class Recorder:
 
     def _write(self, what: str, item: tuple) -> None:
         if what == "scan":
-            seq, scan, t_recv, clocks, seq_end = item
+            seq, scan, t_recv, clocks, seq_end, calls = item
             body = json.dumps(_jsonable(scan), allow_nan=False, separators=(",", ":"))
+            acct = json.dumps(calls, allow_nan=False, separators=(",", ":"))
             sn = getattr(scan, "scan_number", None)
             if sn is None and isinstance(scan, dict):
                 sn = scan.get("scan_number")
             batch = pa.record_batch([pa.array([seq]), pa.array([sn if isinstance(sn, int) else None], pa.int64()),
                                      pa.array([t_recv], pa.float64()), pa.array([clocks], pa.list_(pa.float64())),
-                                     pa.array([seq_end]), pa.array([body])], schema=SCAN_SCHEMA)
+                                     pa.array([seq_end]), pa.array([body]), pa.array([acct])], schema=SCAN_SCHEMA)
             self._writer.write_batch(batch)
             self.scans += 1
         else:

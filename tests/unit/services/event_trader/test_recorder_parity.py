@@ -14,8 +14,9 @@ from prod.bus.payloads import ObFeatures
 from prod.settings import PRIORITY_SYMBOLS, load_settings
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.journal import Journal
-from services.event_trader.main import load_engine_params
-from services.event_trader.recorder import SCAN_SCHEMA, Recorder
+from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
+from services.event_trader.paper import PaperAccount, PaperPosition
+from services.event_trader.recorder import SCAN_SCHEMA
 
 
 class Market:
@@ -34,19 +35,34 @@ class Market:
                 "assets": list(self.prices), "asset_prices": list(self.prices.values())}
 
 
-def _live_run(tmp_path):
+class VenueLike(PaperAccount):
+    """An account whose fills the paper model cannot reproduce (its own slippage and fee, one refusal), as a venue."""
+
+    refused = False
+
+    def open(self, trade_id, symbol, direction, notional, book, ref_price, now, scan, max_book_age_s=30.0):
+        if not VenueLike.refused:
+            VenueLike.refused = True
+            raise RuntimeError("-2019 margin is insufficient")
+        price, fee = ref_price * (1.0003 if direction > 0 else 0.9997), 0.0004 * notional * 0.999
+        self.capital -= fee                     # VenueAccount's bookkeeping: the venue's fee, its fill price
+        self.fees_paid += fee
+        self.position = PaperPosition(trade_id, symbol, direction, price, notional * 0.999, fee, now, scan, "venue")
+        f = {"side": "SELL" if direction < 0 else "BUY", "trade_id": trade_id, "symbol": symbol, "price": price,
+             "notional": notional * 0.999, "fee": fee, "source": "venue", "ts": now, "scan_number": scan}
+        return f
+
+
+def _live_run(tmp_path, mode="paper"):
     """A core with a recorder, driven through warm-up, a stress leg (entry, exit) with ACB/posture/book inputs."""
     m = Market(time.time())
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "journal.sqlite", tmp_path / "audit.log")
     params = load_engine_params()
-    core = TraderCore(CoreLimits(), j, params, tuple(s.symbols), clock=lambda: m.t + 0.001)
-    rec = Recorder.start(tmp_path / "recordings", core.clock, {
-        "execution": "paper", "symbols": list(core.symbols), "params": params.to_dict(),
-        "limits": {"max_scan_age_s": 10.0, "max_book_age_s": 30.0, "snapshot_every_s": 5.0},
-        "journal": str(j.db_path), "journal_start_id": j.last_event_id(), "initial_snapshot": list(core.snapshot_now())})
-    core.clock = rec.clock(core.clock)
-    core.recorder = rec
+    VenueLike.refused = False
+    core = TraderCore(CoreLimits(), j, params, tuple(s.symbols), clock=lambda: m.t + 0.001,
+                      account_type=PaperAccount if mode == "paper" else VenueLike)
+    rec = start_recorder(TraderConfig(settings=s, record_dir=str(tmp_path / "recordings")), core, j, params, mode)
 
     def step(n, *a):
         sc = m.scan(n, *a)
@@ -122,3 +138,17 @@ def test_truncated_or_corrupted_recording_is_named_and_exits_2(tmp_path, capsys)
     ev.write_text("".join(lines[:3] + lines[4:]))       # a line dropped: end.json's count says truncated
     assert parity.main(["--recording", str(run_dir)]) == parity.EXIT_CORRUPT
     assert "truncated" in capsys.readouterr().err
+
+
+def test_a_venue_recording_replays_the_venues_fills_as_inputs_and_checks_the_decisions(tmp_path):
+    run_dir, cap = _live_run(tmp_path, "venue")
+    code, diffs, s = parity.run_parity(run_dir)
+    assert code == parity.EXIT_OK, diffs
+    assert s["replay_capital"] == cap and s["trades"] >= 1
+    live, _ = parity.live_events(parity.load_recording(run_dir), tmp_path / "journal.sqlite")
+    assert any(e["kind"] == "ENTRY_NOT_TAKEN" for e in live)         # the venue's refusal replayed as such
+    # the venue's fills are not the paper model's: replaying them as paper gives differences
+    cfg = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**cfg, "execution": "paper"}))
+    code, diffs, _ = parity.run_parity(run_dir)
+    assert code == parity.EXIT_DIFF and any("price" in d or "fee" in d for d in diffs)
