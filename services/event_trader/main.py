@@ -17,7 +17,10 @@ and the core:
   write is skipped, counted (``skipped_writes`` in the heartbeat) and logged rate-limited;
 * a heartbeat thread (also appends ``<data>/trader/latency.csv``: ``scan_number,latency_ms,bus_ms,
   publish_to_decision_ms``) and a persist thread that saves and publishes the snapshots between
-  trades off the decision path.
+  trades off the decision path;
+* the recorder (``services/event_trader/recorder.py``, on by default, ``DOLPHIN_EVENT_TRADER_RECORD=0`` off):
+  each scan handed to the core with the clock values it read, every input the listeners hand over and the
+  account's fills, into ``<data>/recordings/<run>/`` for ``python -m prod.backtest.parity`` (issue 17).
 
 At start the trader takes the single-instance lock (busy → exit 3), verifies the journal's audit
 chain (tamper or truncation → refuses to trade, exit 4), loads the frozen engine parameters (bad →
