@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
+
+import pytest
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -94,22 +97,37 @@ def _live_run(tmp_path, mode="paper"):
     return rec.dir, core.account.capital
 
 
-def test_replay_of_a_recording_matches_the_journal_and_a_perturbed_scan_is_a_diff(tmp_path, capsys):
-    run_dir, cap = _live_run(tmp_path)
-    code, diffs, s = parity.run_parity(run_dir)
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    """One recorded paper episode for the module: (its directory, the recording's name, final capital)."""
+    base = tmp_path_factory.mktemp("paper_run")
+    run_dir, cap = _live_run(base)
+    return base, run_dir.relative_to(base), cap
+
+
+def _copy(paper_run, tmp_path):
+    """A private copy of the episode (tests edit it): (recording dir, journal path, capital)."""
+    base, rel, cap = paper_run
+    shutil.copytree(base, tmp_path / "run")
+    return tmp_path / "run" / rel, tmp_path / "run" / "journal.sqlite", cap
+
+
+def test_replay_of_a_recording_matches_the_journal_and_a_perturbed_scan_is_a_diff(paper_run, tmp_path, capsys):
+    run_dir, jpath, cap = _copy(paper_run, tmp_path)
+    code, diffs, s = parity.run_parity(run_dir, jpath)
     assert code == parity.EXIT_OK, diffs
     assert s["trades"] >= 1 and s["replay_capital"] == cap and s["live_capital"] == cap
     assert s["events"] > 50     # acb, posture changes and books were recorded
 
     # perturb one scan's price of the traded asset after the first entry: the replay differs, reported per trade
     scans = parity._read_scans(run_dir / "scans.arrow")
-    live, _ = parity.live_events(parity.load_recording(run_dir), tmp_path / "journal.sqlite")
+    live, _ = parity.live_events(parity.load_recording(run_dir), jpath)
     entry = next(e for e in live if e["kind"] == "ENTRY")
     target = next(r for r in scans if r["scan_number"] == entry["scan_number"])
     i = target["scan"]["assets"].index(entry["payload"]["symbol"])
     target["scan"]["asset_prices"][i] *= 1.001
     _write_scans(run_dir / "scans.arrow", scans)
-    assert parity.main(["--recording", str(run_dir)]) == parity.EXIT_DIFF
+    assert parity.main(["--recording", str(run_dir), "--journal", str(jpath)]) == parity.EXIT_DIFF
     out = capsys.readouterr().out
     assert "DIFF row" in out and f"scan {entry['scan_number']}" in out and "PARITY FAILED" in out
 
@@ -120,8 +138,8 @@ def _write_scans(path, rows):
             w.write_batch(pa.RecordBatch.from_pylist([{**r, "scan": json.dumps(r["scan"])}], schema=SCAN_SCHEMA))
 
 
-def test_truncated_or_corrupted_recording_is_named_and_exits_2(tmp_path, capsys):
-    run_dir, _ = _live_run(tmp_path)
+def test_truncated_or_corrupted_recording_is_named_and_exits_2(paper_run, tmp_path, capsys):
+    run_dir, jpath, _ = _copy(paper_run, tmp_path)
     arrow = run_dir / "scans.arrow"
     good = arrow.read_bytes()
     arrow.write_bytes(good[: len(good) // 2])          # truncated mid-stream (a kill -9 or a full disk)
@@ -152,3 +170,17 @@ def test_a_venue_recording_replays_the_venues_fills_as_inputs_and_checks_the_dec
     (run_dir / "config.json").write_text(json.dumps({**cfg, "execution": "paper"}))
     code, diffs, _ = parity.run_parity(run_dir)
     assert code == parity.EXIT_DIFF and any("price" in d or "fee" in d for d in diffs)
+
+
+def test_a_write_error_stops_the_recording_never_the_trader(tmp_path, caplog):
+    from services.event_trader.recorder import END_FILE, Recorder
+    from tests.helpers import wait_until
+    rec = Recorder.start(tmp_path, time.time, {"execution": "paper"})
+    rec._ev.close()                        # the file goes away under the writer (a full or lost disk)
+    rec.event("acb", {"boost": 1.1, "beta": 0.2})
+    wait_until(lambda: rec.failed is not None, 5, what="the writer noticed")
+    rec.begin_scan({"scan_number": 1}, None)
+    rec.end_scan()                         # the decision thread goes on without an exception
+    rec.close({"capital": 1.0})
+    assert "recording" in caplog.text and "stopped" in caplog.text
+    assert not (rec.dir / END_FILE).exists()      # an incomplete recording never claims to be complete
