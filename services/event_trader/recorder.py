@@ -4,8 +4,9 @@ Decisions (written down here because the bible gives only the goal: ALGO-3, live
 
 * **On by default** (``DOLPHIN_EVENT_TRADER_RECORD=1``; ``0`` turns it off). Parity is how a user checks the
   live trader; a recording that was not made cannot be checked afterwards. Volume is dominated by the
-  order-book events (one JSON line per book update of an engine symbol, ≈ 250 bytes): plan on a few
-  hundred MB per day with ~50 symbols; delete old run directories as you would old logs.
+  order-book events (one JSON line per book update of an engine symbol, ≈ 600 bytes; the e2e mesh gave
+  ≈ 23 per second with 50 symbols, ≈ 14 kB/s): plan on ≈ 1.2 GB per day; delete old run directories as you
+  would old logs, or set ``DOLPHIN_EVENT_TRADER_RECORD=0``.
 * **Where:** ``<data>/recordings/<UTC start>_<pid>/`` (``DOLPHIN_EVENT_TRADER_RECORD_DIR`` overrides the
   parent). One directory per trader run: a restart starts a new one, beginning from the journal snapshot
   the restarted trader restored from, so each run replays on its own.
