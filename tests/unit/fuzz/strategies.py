@@ -12,9 +12,9 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-settings.register_profile("fuzz", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("deep", max_examples=5000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("fuzz", max_examples=200, deadline=None, suppress_health_check=_QUIET)
+settings.register_profile("deep", max_examples=5000, deadline=None, suppress_health_check=_QUIET)
 FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "fuzz"))
 
 # numbers a hostile writer can put in JSON: NaN/inf, huge ints (beyond float and int64), -0.0, bools
