@@ -1,7 +1,8 @@
 """Shared hypothesis strategies and the fuzz profile of tests/unit/fuzz.
 
 The profile is chosen by ``HYPOTHESIS_PROFILE`` (``fuzz``, the default: 200 examples a property,
-what ``make test`` runs; ``deep``: 5000 examples for a longer hunt). It is applied with
+what ``make test`` runs; ``deep``: 5000 examples for a longer hunt, minutes: run it with
+``--timeout 0``). It is applied with
 ``@FUZZ`` on each fuzz test only, so the other hypothesis tests keep their own settings.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ nasty_numbers = st.one_of(
 scalars = st.one_of(st.none(), st.booleans(), nasty_numbers, st.text(max_size=20),
                     st.sampled_from(["", "nan", "inf", "-1", "1e400", "0x10", "BUY", "NEW", "TRADE", "USDT"]))
 json_values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=8), inner, max_size=6)), max_leaves=25)
+    st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=8), inner, max_size=6)), max_leaves=12)
 
 
 def to_json(v) -> str:

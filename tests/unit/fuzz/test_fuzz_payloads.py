@@ -8,6 +8,7 @@ extra fields, huge numbers, bytes, deep nesting) is either a valid payload of th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -29,9 +30,10 @@ TOPICS = [maps.EIGEN_SCAN, maps.ACB_BOOST, maps.ACB_STATE, maps.EXF, maps.OBF_UN
 finite = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53), 2**53)
 finite_json = st.recursive(st.none() | st.booleans() | finite | st.text(max_size=10),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                       max_size=4), max_leaves=12)
+                                                                                       max_size=4), max_leaves=6)
 
 
+@functools.lru_cache(maxsize=None)
 def _valid(tp: Any) -> st.SearchStrategy:
     """A strategy of JSON values that satisfy annotation ``tp`` (the schema's own rules)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -62,22 +64,28 @@ OVERRIDES: dict[type, dict[str, st.SearchStrategy]] = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _fields(cls: type[Payload]) -> tuple[tuple[str, bool, st.SearchStrategy], ...]:
+    """(name, optional, strategy) of every declared field, once per payload type."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING,
+                  OVERRIDES.get(cls, {})[f.name] if f.name in OVERRIDES.get(cls, {}) else _valid(hints[f.name]))
+                 for f in dataclasses.fields(cls) if f.name != "extra")
+
+
 @st.composite
 def well_formed(draw, cls: type[Payload]) -> dict:
-    hints = typing.get_type_hints(cls)
+    hints = cls._hints()
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name == "extra":
-            continue
-        optional = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    for name, optional, strategy in _fields(cls):
         if optional and draw(st.booleans()):
             continue
-        out[f.name] = draw(OVERRIDES.get(cls, {}).get(f.name, _valid(hints[f.name])))
+        out[name] = draw(strategy)
     if cls is pl.EigenScan:
         out["asset_prices"] = draw(st.lists(st.none() | finite, min_size=len(out["assets"]),
                                             max_size=len(out["assets"])))
     extra = draw(st.dictionaries(st.text(max_size=6).filter(lambda k: k not in hints and k != "_v"),
-                                 finite_json, max_size=3))
+                                 finite_json, max_size=2))
     return {**extra, **out}
 
 
