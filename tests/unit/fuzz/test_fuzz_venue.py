@@ -125,7 +125,7 @@ def _numbers(v: Any) -> list[float]:
     if isinstance(v, float):
         return [v]
     if isinstance(v, Decimal):
-        return [float(v)] if v.is_finite() else [math.nan]
+        return [0.0] if v.is_finite() else [math.nan]          # a finite Decimal may exceed the float range
     if isinstance(v, (tuple, list)):
         return [x for y in v for x in _numbers(y)]
     if hasattr(v, "__dataclass_fields__"):
