@@ -5,7 +5,11 @@ one of: Binance archive CSV (``BTCUSDT-1m-2021-05-10.csv``; open_time in ms or Â
 freqtrade JSON (``BTC_USDT-1m.json``: ``[[ts_ms, o, h, l, c, v], ...]``) or feather (columns ``date``,
 ``close``), or a Binance ``/fapi/v1/klines`` JSON body (``[[open_time, "o", "h", "l", "c", ...], ...]``).
 The symbol is the file name's part before the first ``-`` (``_`` removed, a freqtrade ``_USDT`` settle
-suffix dropped). The cadence is the most common open-time step over all files (stated in the output).
+suffix dropped). The cadence is the most common open-time step over all files (stated in the output, with what it
+makes of the scanner's windows: w50..w750 are 50..750 scans, so at a 1 m cadence w750 spans 12.5 h
+where the live scanner's 5 s scans span 62.5 min; the signal thresholds were set on the live cadence).
+The engine runs with that cadence, so a step over 2.5 cadences (and 60 s) is a gap: windows restart
+and the rows carry ``gap_hold`` (the backtest takes no entries on them) until w750 is warm again.
 Closes are placed on one grid at that cadence from the first to the last kline of all symbols; a symbol
 has no price (null) before it is listed, after it ends and in its gaps; grid times where no
 symbol has a kline are not scanned (reported as gaps). Each grid row is one scan of
@@ -30,8 +34,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from prod.settings import ConfigError, Settings, load_settings
 from scanner.build_daily import to_table
-from scanner.engine import EigenEngine
+from scanner.engine import GAP_FACTOR, MIN_GAP_S, WINDOWS, EigenEngine
 
 SUFFIXES = (".csv", ".json", ".feather")
 
@@ -155,6 +160,12 @@ def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _span(s: float) -> str:
+    if s < 3600:
+        return f"{s / 60:.3g} min" if s >= 60 else f"{s:.3g} s"
+    return f"{s / 3600:.3g} h"
+
+
 def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=print) -> dict:
     """Import ``paths`` into ``out_dir``; return the summary dict (also written as JSON)."""
     series: dict[str, dict[int, float]] = {}
@@ -187,7 +198,7 @@ def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=
         sym_info[s] = {"first": _iso(first), "last": _iso(last), "klines": len(v),
                        "missing_in_range": int(expected - on), "late_listed": first > t0,
                        "off_grid": len(v) - on}
-    eng = EigenEngine(assets, precision_mode=precision_mode)
+    eng = EigenEngine(assets, precision_mode=precision_mode, interval_s=step / 1000)   # gaps restart windows
     by_day: dict[str, list[dict]] = collections.OrderedDict()
     gaps: list[dict] = []
     for n, t in enumerate(grid):
@@ -202,6 +213,7 @@ def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=
             rec[f"w{k}_velocity"] = w[k].velocity
         rec["w50_instability"] = w[50].instability
         rec["w150_instability"] = w[150].instability
+        rec["gap_hold"] = r.gap_hold
         day = dt.datetime.fromtimestamp(t / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
         by_day.setdefault(day, []).append(rec)
     vdir = Path(out_dir) / "vbt_cache_klines"
@@ -212,10 +224,22 @@ def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=
         pq.write_table(to_table(recs), tmp)
         os.replace(tmp, path)
         summary["days"].append({"date": day, "rows": len(recs), "path": str(path)})
-    summary.update({"cadence_s": step / 1000, "symbols": sym_info, "first": _iso(t0), "last": _iso(t1),
+    try:
+        live_s = load_settings().scan_interval_s          # DOLPHIN_SCAN_INTERVAL_S: the live scanner's cadence
+    except ConfigError:
+        live_s = Settings().scan_interval_s
+    windows = {f"w{k}": {"klines": k, "span_s": k * step / 1000, "live_span_s": k * live_s} for k in WINDOWS}
+    summary.update({"cadence_s": step / 1000, "live_cadence_s": live_s, "windows": windows,
+                    "gap_hold_rows": sum(1 for recs in by_day.values() for r in recs if r["gap_hold"]),
+                    "symbols": sym_info, "first": _iso(t0), "last": _iso(t1),
                     "rows": len(grid), "all_symbol_gaps": gaps,
                     "late_listed": [s for s in assets if sym_info[s]["late_listed"]]})
     echo(f"cadence: {step / 1000:g} s (most common kline step); {len(grid)} scans {_iso(t0)} .. {_iso(t1)}")
+    echo("windows: " + ", ".join(f"w{k} = {k} klines = {_span(k * step / 1000)}" for k in WINDOWS)
+         + f" at this cadence (the live scanner at {live_s:g} s: "
+         + ", ".join(_span(k * live_s) for k in WINDOWS) + "); a kline step over "
+         + f"{GAP_FACTOR:g} x cadence and {MIN_GAP_S:g} s is a gap: the windows restart "
+         + f"(gap_hold on {summary['gap_hold_rows']} scans)")
     for s in assets:
         i = sym_info[s]
         echo(f"{s}: {i['klines']} klines {i['first']} .. {i['last']}, {i['missing_in_range']} missing"

@@ -96,6 +96,8 @@ def _loads(raw: Any, source: str) -> Any:
         return json.loads(raw, parse_constant=_reject_nonfinite)
     except ValueError as exc:
         raise PayloadError(f"{source}: malformed JSON ({exc})") from exc
+    except RecursionError:        # issue 17 fuzzing: "[[[[..." leaked RecursionError
+        raise PayloadError(f"{source}: JSON nested too deeply") from None
 
 
 def dumps(obj: Any, source: str = "payload") -> str:
@@ -159,7 +161,10 @@ class Topic(Generic[T]):
             v = obj.pop("_v", None)
             if v is not None and (not isinstance(v, str) or v.split(".")[0] != self.version.split(".")[0]):
                 raise PayloadError(f"{src}: schema version {v!r} is not compatible with {self.version}")
-        return self.type.from_dict(obj, src)
+        try:
+            return self.type.from_dict(obj, src)
+        except RecursionError:    # JSON just under json's own depth limit, checked recursively
+            raise PayloadError(f"{src}: value nested too deeply") from None
 
     def written_at(self, payload: T) -> float | None:
         """Return the writer's timestamp of ``payload`` (epoch seconds), None when absent."""

@@ -72,7 +72,11 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise PayloadError(f"{where} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:     # an int beyond the float range (issue 17 fuzzing: it leaked OverflowError)
+            raise PayloadError(f"{where} is out of the float range ({str(value)[:24]}...)") from None
+        if not finite:
             raise PayloadError(f"{where} is not finite ({value})")
         return value
     if tp is int:

@@ -18,7 +18,7 @@ from prod.venue.errors import MalformedMessage
 def _f(d: dict, k: str, src: str) -> float:
     try:
         v = float(d[k])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):   # OverflowError: int beyond float (issue 17 fuzzing)
         raise MalformedMessage(f"{src}: field {k!r} missing or not a number: {d.get(k)!r}") from None
     if not math.isfinite(v):
         raise MalformedMessage(f"{src}: field {k!r} is not finite: {d.get(k)!r}")
@@ -66,6 +66,8 @@ class OrderUpdate:
 def parse_order_trade_update(ev: dict) -> OrderUpdate:
     """Parse an ``ORDER_TRADE_UPDATE`` user-data event."""
     src = "ORDER_TRADE_UPDATE"
+    if not isinstance(ev, dict):
+        raise MalformedMessage(f"{src}: event is not an object")
     o = ev.get("o")
     if not isinstance(o, dict):
         raise MalformedMessage(f"{src}: field 'o' missing or not an object")
@@ -147,9 +149,14 @@ class AccountUpdate:
 def parse_account_update(ev: dict) -> AccountUpdate:
     """Parse an ``ACCOUNT_UPDATE`` user-data event (USDT balance and changed positions)."""
     src = "ACCOUNT_UPDATE"
+    if not isinstance(ev, dict):
+        raise MalformedMessage(f"{src}: event is not an object")
     a = ev.get("a")
     if not isinstance(a, dict):
         raise MalformedMessage(f"{src}: field 'a' missing or not an object")
+    for part in ("B", "P"):
+        if not isinstance(a.get(part) or [], list):
+            raise MalformedMessage(f"{src}: field 'a.{part}' is not a list")
     wb = None
     for b in a.get("B") or []:
         if isinstance(b, dict) and b.get("a") == "USDT":
@@ -198,4 +205,8 @@ def parse_symbol_rules(info: Any) -> dict[str, SymbolRules]:
                 float(filt.get("MIN_NOTIONAL", {}).get("notional", 0)))
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise MalformedMessage(f"{src}: bad symbol entry {str(s)[:80]}: {exc!r}") from None
+        r = out[s["symbol"]]
+        if not (r.tick.is_finite() and r.tick > 0 and r.step.is_finite() and r.step > 0 and r.min_qty.is_finite()
+                and r.min_qty >= 0 and math.isfinite(r.min_notional)):   # issue 17 fuzzing: "NaN" got through
+            raise MalformedMessage(f"{src}: {r.symbol}: tick/step must be finite > 0, minQty/notional finite")
     return out

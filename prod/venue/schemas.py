@@ -26,8 +26,8 @@ def _f(d: dict, k: str, *, positive: bool = False, nonneg: bool = False) -> floa
         raise MalformedMessage(f"field {k!r} has type {type(v).__name__}")
     try:
         x = float(v)
-    except ValueError:
-        raise MalformedMessage(f"field {k!r}={v!r} is not a number") from None
+    except (ValueError, OverflowError):   # OverflowError: an int beyond the float range (issue 17 fuzzing)
+        raise MalformedMessage(f"field {k!r}={str(v)[:40]!r} is not a number") from None
     if not math.isfinite(x):
         raise MalformedMessage(f"field {k!r}={v!r} is not finite")
     if positive and x <= 0:
@@ -45,6 +45,10 @@ def _i(d: dict, k: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise MalformedMessage(f"field {k!r}={v!r} is not an integer")
     return v
+
+
+def _opt_i(d: dict, k: str, default: int) -> int:
+    return default if d.get(k) is None else _i(d, k)
 
 
 def _s(d: dict, k: str) -> str:
@@ -364,15 +368,18 @@ def parse_exchange_info(body: Any) -> tuple[SymbolInfo, ...]:
     out = []
     for s in syms:
         s = _dict(s)
-        filters = {f.get("filterType"): f for f in s.get("filters", []) if isinstance(f, dict)}
+        raw_filters = s.get("filters", [])
+        if not isinstance(raw_filters, list):
+            raise MalformedMessage(f"symbol {s.get('symbol')!r}: 'filters' is not a list")
+        filters = {f["filterType"]: f for f in raw_filters if isinstance(f, dict) and isinstance(f.get("filterType"), str)}
         pf, lf = filters.get("PRICE_FILTER"), filters.get("LOT_SIZE")
         if pf is None or lf is None:
             raise MalformedMessage(f"symbol {s.get('symbol')!r} lacks PRICE_FILTER/LOT_SIZE")
         out.append(SymbolInfo(_s(s, "symbol"), _s(s, "status"), str(s.get("contractType", "")),
                               str(s.get("baseAsset", "")), str(s.get("quoteAsset", "")),
                               _f(pf, "tickSize", positive=True), _f(lf, "stepSize", positive=True),
-                              _f(lf, "minQty", nonneg=True), int(s.get("pricePrecision", 8)),
-                              int(s.get("quantityPrecision", 8))))
+                              _f(lf, "minQty", nonneg=True), _opt_i(s, "pricePrecision", 8),
+                              _opt_i(s, "quantityPrecision", 8)))
     return tuple(out)
 
 
@@ -383,7 +390,7 @@ def parse_depth_snapshot(symbol: str, body: Any) -> DepthSnapshot:
     asks = tuple(sorted(asks, key=lambda lv: lv[0]))
     if bids and asks and asks[0][0] <= bids[0][0]:
         raise CrossedBook(f"crossed depth snapshot {symbol}: bid {bids[0][0]} >= ask {asks[0][0]}")
-    return DepthSnapshot(symbol, _i(d, "lastUpdateId"), int(d.get("E", 0)), bids, asks)
+    return DepthSnapshot(symbol, _i(d, "lastUpdateId"), _opt_i(d, "E", 0), bids, asks)
 
 
 def parse_klines(body: Any) -> tuple[Kline, ...]:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from hazelcast.core import Address, DistributedObjectInfo, MemberInfo, MemberVersion
 from hazelcast.protocol.builtin import (EntryListUUIDListIntegerCodec, FixSizedTypesCodec, ListMultiFrameCodec,
                                         SetUUIDCodec, StringCodec)
-from hazelcast.protocol.client_message import Frame, InboundMessage, OutboundMessage, _IS_FINAL_FLAG
+from hazelcast.protocol.client_message import InboundMessage, OutboundMessage
 from hazelcast.protocol.codec import (
     client_add_cluster_view_listener_codec as c_view, client_add_distributed_object_listener_codec as c_dol,
     client_authentication_codec as c_auth, client_create_proxy_codec as c_create,
@@ -38,6 +38,7 @@ from hazelcast.protocol.codec.custom.member_info_codec import MemberInfoCodec
 
 from standins.hz_member import protocol as P
 from standins.hz_member.base import HandlerError
+from standins.hz_member.framing import FrameReader, ProtocolError
 from standins.hz_member.imap import MAP_SERVICE_NAME, MapService
 from standins.hz_member.snapshot import SnapshotStore
 
@@ -51,12 +52,10 @@ MAX_OUT_BUFFER = 64 * 1024 * 1024     # a client that stops reading is disconnec
 OUT_HIGH = 4 * 1024 * 1024            # above this much unsent output a connection's requests wait (backpressure)
 OUT_LOW = 1024 * 1024
 HEARTBEAT_S = 5.0
-_HEAD = struct.Struct("<iH")
 _REQ_HEAD = struct.Struct("<iqi")      # message type, correlation id, partition id
 _I32 = struct.Struct("<i")
 _I64 = struct.Struct("<q")
 _AUTH = c_auth._REQUEST_MESSAGE_TYPE
-_PROTOCOL = b"CP2"
 
 
 @dataclass(frozen=True)
@@ -105,9 +104,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.buf = bytearray()
-        self.started = False
-        self.msg: InboundMessage | None = None
-        self.msg_size = 0
+        self.reader = FrameReader(MAX_FRAME, MAX_MESSAGE)
         self.out: list = []
         self.out_bytes = 0
         self.write_paused = False         # transport above OUT_HIGH: stop reading requests
@@ -134,7 +131,7 @@ class Connection(asyncio.Protocol):
             self.abort(f"not authenticated within {self.member.cfg.auth_timeout_s:g}s")
 
     def connection_lost(self, exc) -> None:
-        if not self.closed and (self.buf or self.msg is not None):
+        if not self.closed and (self.buf or self.reader.mid_message):
             log.warning("connection %d from %s (client %s) closed mid-message: %d bytes of a truncated frame "
                         "dropped", self.id, self.peer, self.client_name or "unauthenticated", len(self.buf))
         self.closed = True
@@ -171,46 +168,22 @@ class Connection(asyncio.Protocol):
                 self.abort(f"more than {MAX_MESSAGE} bytes of requests sent without reading the responses")
             return
         pos = 0
-        if not self.started:
-            if len(buf) < 3:
-                if not _PROTOCOL.startswith(bytes(buf)):
-                    self.abort(f"bad protocol header {bytes(buf)!r} (expected b'CP2')")
-                return
-            if buf[:3] != _PROTOCOL:
-                self.abort(f"bad protocol header {bytes(buf[:3])!r} (expected b'CP2')")
-                return
-            self.started = True
-            pos = 3
-        n = len(buf)
+        reader = self.reader
         on_message = self.member.on_message
-        mv = memoryview(buf)
-        while n - pos >= 6:
-            length, flags = _HEAD.unpack_from(buf, pos)
-            if length < 6 or length > MAX_FRAME:
-                self.abort(f"malformed frame: length {length}")
-                return
-            if n - pos < length:
-                break
-            frame = Frame(bytes(mv[pos + 6:pos + length]), flags)
-            pos += length
-            self.msg_size += length
-            if self.msg is None:
-                self.msg = InboundMessage(frame)
-            else:
-                if self.msg_size > MAX_MESSAGE:
-                    self.abort(f"message larger than {MAX_MESSAGE} bytes")
-                    return
-                self.msg.add_frame(frame)
-            if flags & _IS_FINAL_FLAG:
-                msg, self.msg, self.msg_size = self.msg, None, 0
+        try:
+            while True:
+                msg, pos = reader.next_message(buf, pos)
+                if msg is None:
+                    break
                 on_message(self, msg)
                 if self.closed:
-                    mv.release()
                     return
                 if self.out_bytes > OUT_HIGH:     # the rest waits until this output has been written
                     self.parse_held = True
                     break
-        mv.release()
+        except ProtocolError as exc:
+            self.abort(str(exc))
+            return
         if pos:
             del buf[:pos]
 
@@ -383,13 +356,7 @@ class Member:
     # ---- dispatch ------------------------------------------------------------------------------
 
     def on_message(self, conn: Connection, msg: InboundMessage) -> None:
-        start = msg.start_frame
-        if len(start.buf) < 16:
-            conn.abort(f"malformed message: initial frame of {len(start.buf)} bytes")
-            return
-        if not start.has_unfragmented_message_flags():
-            conn.abort("fragmented client messages are not supported")
-            return
+        start = msg.start_frame          # (length and fragmentation checked by the FrameReader)
         mtype, corr, pid = _REQ_HEAD.unpack_from(start.buf, 0)
         self.stats["messages"] += 1
         if not conn.authenticated and mtype != _AUTH:

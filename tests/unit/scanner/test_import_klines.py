@@ -58,3 +58,80 @@ def test_real_archive_ms_and_us(tmp_path):
     s = ik.run(pick, tmp_path, echo=lambda _: None)
     assert s["cadence_s"] == 60 and not s["skipped"]
     assert {d["date"] for d in s["days"]} >= {p.name[11:21] for p in pick}
+
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "klines"
+
+
+def _closes(n: int) -> list[float]:
+    return [100 + (i * 7919 % 13) * 0.1 for i in range(n)]
+
+
+def test_freqtrade_feather_with_timestamp_or_int_dates(tmp_path):
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    n = 40
+    closes = _closes(n)
+    feather.write_feather(pa.table({"date": pa.array([T0 + i * 300_000 for i in range(n)], type=pa.timestamp("ms", tz="UTC")),
+                                    "open": closes, "close": closes}), tmp_path / "AAA_USDT_USDT-5m-futures.feather")
+    feather.write_feather(pa.table({"date": pa.array([(T0 + i * 300_000) * 1000 for i in range(n)],
+                                                     type=pa.timestamp("us")), "close": closes[::-1]}),
+                          tmp_path / "BBB_USDT-5m.feather")
+    feather.write_feather(pa.table({"date": [T0 + i * 300_000 for i in range(n)], "close": closes}),
+                          tmp_path / "CCC_USDT-5m.feather")                # int ms dates
+    feather.write_feather(pa.table({"time": [T0], "close": [1.0]}), tmp_path / "DDD_USDT-5m.feather")
+    s = ik.run([tmp_path], tmp_path / "out", echo=lambda _: None)
+    assert s["cadence_s"] == 300
+    assert sorted(s["symbols"]) == ["AAAUSDT", "BBBUSDT", "CCCUSDT"]          # futures _USDT_USDT -> AAAUSDT
+    assert [Path(x["file"]).name for x in s["skipped"]] == ["DDD_USDT-5m.feather"]
+    assert "'date' and 'close'" in s["skipped"][0]["error"]
+    t = pq.read_table(tmp_path / "out" / "vbt_cache_klines" / "2021-05-10.parquet")
+    assert t.column("AAAUSDT").to_pylist() == closes == t.column("CCCUSDT").to_pylist()
+    assert t.column("BBBUSDT").to_pylist() == closes[::-1]
+    assert t.column("timestamp").to_pylist()[1].timestamp() * 1000 == T0 + 300_000
+
+
+def test_fapi_klines_json_body(tmp_path):
+    n = 30
+    closes = _closes(n)
+    body = [[T0 + i * 60_000, "1.0", "2.0", "0.5", f"{c:.8f}", "12.5", T0 + i * 60_000 + 59_999, "100.0", 7,
+             "6.0", "50.0", "0"] for i, c in enumerate(closes)]
+    (tmp_path / "XYZUSDT-1m-fapi.json").write_text(json.dumps(body))
+    (tmp_path / "BADUSDT-1m-fapi.json").write_text(json.dumps([row[:4] for row in body]))   # no close column
+    s = ik.run([tmp_path], tmp_path / "out", echo=lambda _: None)
+    assert s["cadence_s"] == 60 and list(s["symbols"]) == ["XYZUSDT"]
+    assert "expected [open_time, open, high, low, close" in s["skipped"][0]["error"]
+    t = pq.read_table(tmp_path / "out" / "vbt_cache_klines" / "2021-05-10.parquet")
+    assert t.column("XYZUSDT").to_pylist() == [float(f"{c:.8f}") for c in closes]
+
+
+def test_shipped_fixture_imports_end_to_end_with_cadence_windows_gap_and_late_listing(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert ik.main([str(FIXTURE), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    s = json.loads((out / "import_summary.json").read_text())
+    assert s["files"] == 11 and not s["skipped"]
+    assert sorted(s["symbols"]) == [*(f"ALT{c}USDT" for c in "ABCDEFGHIJ"), "BTCUSDT"]
+    assert s["cadence_s"] == 60
+    assert s["windows"]["w750"] == {"klines": 750, "span_s": 45000.0, "live_span_s": 750 * s["live_cadence_s"]}
+    assert s["late_listed"] == ["ALTBUSDT"] and s["symbols"]["ALTBUSDT"]["first"] == "2021-05-19T11:00:00Z"
+    assert s["all_symbol_gaps"] == [{"from": "2021-05-19T13:10:00Z", "to": "2021-05-19T13:19:00Z"}]
+    assert s["symbols"]["ALTAUSDT"]["missing_in_range"] == 15                 # its own 5 + the common 10
+    assert s["symbols"]["BTCUSDT"]["missing_in_range"] == 10
+    assert any(x.startswith("cadence: 60 s") for x in lines)
+    assert any(x.startswith("windows: w50 = 50 klines = 50 min") and "w750 = 750 klines = 12.5 h" in x
+               for x in lines)
+    assert any(x.startswith("ALTBUSDT") and x.endswith("(late-listed)") for x in lines)
+    assert any(x.startswith("gap: no symbol has a kline 2021-05-19T13:10:00Z") for x in lines)
+    t = pq.read_table(out / "vbt_cache_klines" / "2021-05-19.parquet").to_pylist()
+    assert len(t) == s["rows"] == 230
+    after = next(i for i, r in enumerate(t) if r["timestamp"].strftime("%H:%M") == "13:20")
+    assert not any(r["gap_hold"] for r in t[:after]) and all(r["gap_hold"] for r in t[after:])
+    assert s["gap_hold_rows"] == len(t) - after == 40
+    v50 = [r["v50_lambda_max_velocity"] for r in t]
+    assert all(v is None for v in v50[:50]) and sum(v is not None for v in v50[:after]) > 100   # w50 warm
+    assert all(v is None for v in v50[after:])                                # restarted, < 50 klines since
+    assert all(r["vel_div"] is None for r in t)                               # w750 needs 12.5 h of klines
+    assert all(r["ALTBUSDT"] is None for r in t[:60]) and t[60]["ALTBUSDT"] is not None
+    assert t[0]["BTCUSDT"] == 40415.0                                          # the real archive's first close
