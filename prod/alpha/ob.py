@@ -98,8 +98,15 @@ class InProcessOBProvider:
         self._placements[asset] = pl
 
     def update_macro(self, d: Mapping) -> None:
-        self._macro = OBMacro(int(_f(d, "cascade_count", 0)), int(_f(d, "regime_signal", 0)),
+        rs = int(_f(d, "regime_signal", 0))
+        if rs not in (-1, 0, 1):
+            raise ValueError(f"OB field 'regime_signal' is not -1, 0 or +1: {rs!r}")
+        self._macro = OBMacro(max(0, int(_f(d, "cascade_count", 0))), rs,
                               _f(d, "market_imbalance", 0.0), _f(d, "withdrawal_stress", 0.0))
+
+    def clear_macro(self) -> None:
+        """Forget the macro (stale or invalid source): the engine sees None, i.e. neutral."""
+        self._macro = None
 
     def get_signal(self, asset: str) -> Optional[OBSignal]:
         return self._signals.get(asset)
