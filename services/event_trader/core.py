@@ -347,6 +347,7 @@ class TraderCore:
             self._roll_day(day)
         if self.engine.posture != self.posture:
             self.engine.set_posture(self.posture)
+        self._decision_stale = False
         killed = self._book_kill_exits(prices, sn)
         self._check_macro_age(now)
         eng = self.engine
