@@ -37,7 +37,8 @@ on ``DOLPHIN_FEATURES[ob_macro_latest]`` (``maps.OB_MACRO``). :meth:`TraderCore.
 adapter's listener) feeds it to the engine's OB provider (``update_macro``), so ``get_macro()`` is
 live for the OB-3 leverage multiplier and the cascade / liquidity-withdrawal exits. A macro older than
 ``max_macro_age_s`` (15 s = 3 bars; checked on arrival and again before every decision), dated in
-the future by more than that, or out of range is dropped and the engine sees None (neutral: OB-3
+the future by more than that, or malformed / out of range (:meth:`TraderCore.on_ob_macro_invalid`,
+the listener's error hook) is dropped and the engine sees None (neutral: OB-3
 multiplier 1.0, champion exits); each such drop is logged, rate-limited, naming the key.
 
 MC-Forewarner (§12, §16.8; resolves §11.2 vs §12): the MC status reaches the engine only here, from
@@ -155,6 +156,7 @@ class TraderCore:
         self._macro_lock = threading.Lock()
         self._macro_ts: float | None = None   # bar time of the macro the OB provider holds
         self.macro_updates = self.macro_dropped = 0
+        self.macro_drop_reason: str | None = None
         self.stale_state_events = 0
         self.scans_processed = self.scans_dup = self.scans_stale = self.scans_bad = 0
         self.latencies: deque = deque(maxlen=20000)
@@ -290,9 +292,15 @@ class TraderCore:
             self.macro_updates += 1
         return True
 
+    def on_ob_macro_invalid(self, exc: Exception) -> None:
+        """A malformed or out-of-range value arrived on the macro key: neutral at once, not after 15 s."""
+        with self._macro_lock:
+            self._drop_macro(f"{maps.OB_MACRO.source()} invalid: {exc}")
+
     def _drop_macro(self, why: str) -> None:
         """(under _macro_lock) Forget the macro: the engine runs neutral until a fresh one arrives."""
         self.macro_dropped += 1
+        self.macro_drop_reason = why
         self.ob.clear_macro()
         self._macro_ts = None
         self.rl.warning("ob_macro", "OB macro dropped, engine neutral (no OB-3 multiplier, champion exits): %s", why)
@@ -575,7 +583,7 @@ class TraderCore:
                 "latency": self.latency_stats(), "capital": self.account.capital,
                 "open_position": self.account.position is not None,
                 "ob_macro": self._macro_ts is not None, "ob_macro_updates": self.macro_updates,
-                "ob_macro_dropped": self.macro_dropped}
+                "ob_macro_dropped": self.macro_dropped, "ob_macro_drop_reason": self.macro_drop_reason}
 
     def drain_latency_lines(self) -> list[str]:
         buf = []

@@ -244,6 +244,9 @@ class TraderService:
     def on_ob_macro(self, _key: str, p: ObMacro) -> None:
         self.core.on_ob_macro(p)
 
+    def on_ob_macro_invalid(self, _key: str, exc: Exception) -> None:
+        self.core.on_ob_macro_invalid(exc)
+
     def read_posture(self) -> None:
         """Poll the CP AtomicReference, then the map; APEX when neither answers (§14.6).
 
@@ -318,7 +321,7 @@ class TraderService:
         b.listen(maps.ACB_BOOST, self.on_acb)
         b.listen(maps.SAFETY_LATEST, self.on_safety)
         b.listen(maps.MC_FOREWARNER, self.on_mc, key=maps.KEY_MC_FOREWARNER)
-        b.listen(maps.OB_MACRO, self.on_ob_macro, key=maps.KEY_OB_MACRO)
+        b.listen(maps.OB_MACRO, self.on_ob_macro, key=maps.KEY_OB_MACRO, on_error=self.on_ob_macro_invalid)
         b.listen(maps.KILL_SWITCH, self.on_kill_switch)
         for sym in self.core.symbols:   # one key listener per engine symbol: no event for the rest
             b.listen(maps.ob_topic(sym), self.on_shard, key=sym)

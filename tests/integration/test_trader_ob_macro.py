@@ -12,7 +12,8 @@ import queue
 import time
 
 from prod.alpha import exits as ex
-from prod.runtime import Bus, SystemClock
+from prod.bus import maps
+from prod.runtime import Bus, SystemClock, result_within
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.journal import Journal
 from services.event_trader.main import BusOutputs, TraderConfig, TraderService, load_engine_params
@@ -26,6 +27,12 @@ def _core(tmp_path, settings, name):
     d.mkdir()
     j = Journal.open(d / "j.sqlite", d / "audit.log")
     return TraderCore(CoreLimits(), j, load_engine_params(), tuple(settings.symbols), clock=time.time)
+
+
+def stressed_payload(bus):
+    p = bus.get(maps.OB_MACRO)
+    assert p is not None, "no macro on the bus"
+    return {k: v for k, v in p.to_dict().items() if k != "_v"}
 
 
 def _flat_until_exit(core, m, n, limit):
@@ -75,6 +82,14 @@ def test_liquidity_withdrawal_episode_tightens_the_open_short_exit_live(hz_membe
             assert set(regimes) == {1}, f"macro not live on every bar: {regimes}"
             print(f"stressed SHORT exited {x['reason']} after {x['bars_held']} bars (champion {hold})")
             assert live.heartbeat_fields()["ob_macro"] is True and live.macro_updates >= 2
+
+            # an out-of-range macro on the key turns the engine neutral at once (the next bar brings a good one)
+            dropped = live.macro_dropped
+            bad = maps.OB_MACRO.encode(maps.OB_MACRO.build(**{**stressed_payload(bus), "regime_signal": 0}))
+            result_within(bus.map(maps.FEATURES).put(maps.KEY_OB_MACRO, bad.replace('"regime_signal":0',
+                                                                                   '"regime_signal":7')), 5)
+            wait_until(lambda: live.macro_dropped > dropped, 10, what="the invalid macro is dropped")
+            assert "ob_macro_latest" in live.macro_drop_reason and "invalid" in live.macro_drop_reason
 
             x0, regimes0 = _flat_until_exit(ctrl, mc, n, hold + 1)
             assert x0 is not None and x0["reason"] == ex.MAX_HOLD and x0["bars_held"] == hold

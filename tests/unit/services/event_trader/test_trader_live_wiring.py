@@ -80,6 +80,14 @@ class TestObMacro:
         assert tr.on_ob_macro(_macro(m.t + 60, **STRESS)) is False
         assert tr.on_ob_macro(_macro(m.t - 14, **STRESS)) is True      # just inside the limit
 
+    def test_a_malformed_macro_on_the_key_turns_the_engine_neutral_at_once(self, tmp_path):
+        m = Market(time.time())
+        tr, _ = _trader(tmp_path, m)
+        tr.on_ob_macro(_macro(m.t, **STRESS))
+        tr.on_ob_macro_invalid(PayloadError("DOLPHIN_FEATURES['ob_macro_latest']: ob_macro out of range"))
+        assert tr.engine._ob.get_macro() is None and "invalid" in tr.heartbeat_fields()["ob_macro_drop_reason"]
+        assert tr.heartbeat_fields()["ob_macro"] is False
+
     def test_out_of_range_macro_never_builds(self):
         for bad in ({"regime_signal": 2}, {"market_imbalance": 1.5}, {"withdrawal_stress": -0.1},
                     {"cascade_count": 41}, {"withdrawal_stress": float("nan")}):
