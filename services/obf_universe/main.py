@@ -354,10 +354,14 @@ class Writer(threading.Thread):
             self.publish_macro(now)
 
     def publish_macro(self, now: float) -> None:
-        """Write this bar's macro to ``maps.OB_MACRO`` without waiting (skipped while the breaker is open)."""
+        """Write this bar's macro to ``maps.OB_MACRO`` without waiting (only while the breaker is CLOSED).
+
+        Never through ``breaker.allow``: that hands out the half-open probe, which only the shard
+        writes report back on; the macro waits for them to close the breaker.
+        """
         m = self.macro
-        if m.n_assets == 0 or not self.breaker.allow(now):
-            return                          # no warm asset yet: no macro (the trader stays neutral)
+        if m.n_assets == 0 or self.breaker.state != CLOSED:
+            return                          # no warm asset yet / bus failing: no macro (the trader goes neutral)
         try:
             payload = maps.OB_MACRO.build(ts=now, cascade_count=m.cascade_count, regime_signal=m.regime_signal,
                                           market_imbalance=m.market_imbalance, withdrawal_stress=m.withdrawal_stress,
