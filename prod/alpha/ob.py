@@ -2,8 +2,10 @@
 by dicts, OB sub-3 market multiplier and OB sub-4 macro stress for the ACB.
 
 The engine only sees `OBProvider` (get_signal / get_macro / get_placement).  The bus adapter that
-keeps an `InProcessOBProvider` current from DOLPHIN_FEATURES_SHARD_* listeners lives with the
-trader; this module does no I/O.  A provider returns None for an asset it knows nothing about.
+keeps an `InProcessOBProvider` current from DOLPHIN_FEATURES_SHARD_* listeners (per asset) and the
+DOLPHIN_FEATURES[ob_macro_latest] listener (the §9.2 macro obf_universe computes once per bar, fed
+through `update_macro`; `clear_macro` when it goes stale or arrives invalid, so the engine sees None
+= neutral) lives with the trader; this module does no I/O.  A provider returns None for an asset it knows nothing about.
 
 Decisions where the bible gives only ranges: sub-3 multiplier on final leverage with
 eff = direction * market_imbalance: eff > 0.10 → 1 + min(0.20, eff); eff < -0.10 →
