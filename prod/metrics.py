@@ -179,6 +179,7 @@ def stop_metrics() -> None:
 _SINGLE_KEY_SOURCES = {f"{m}[{k}]" for m, k in (
     (maps.FEATURES, maps.KEY_EIGEN_SCAN), (maps.FEATURES, maps.KEY_ACB_BOOST), (maps.FEATURES, maps.KEY_ACB_STATE),
     (maps.FEATURES, maps.KEY_EXF), (maps.FEATURES, maps.KEY_OBF_UNIVERSE), (maps.FEATURES, maps.KEY_MC_FOREWARNER),
+    (maps.FEATURES, maps.KEY_OB_MACRO),
     (maps.SAFETY, maps.KEY_LATEST), (maps.META_HEALTH, maps.KEY_LATEST), (maps.STATE_BLUE, maps.KEY_LATEST))}
 _MAX_FREE_SOURCES = 64
 _free_sources: set[str] = set()

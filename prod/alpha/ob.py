@@ -2,8 +2,10 @@
 by dicts, OB sub-3 market multiplier and OB sub-4 macro stress for the ACB.
 
 The engine only sees `OBProvider` (get_signal / get_macro / get_placement).  The bus adapter that
-keeps an `InProcessOBProvider` current from DOLPHIN_FEATURES_SHARD_* listeners lives with the
-trader; this module does no I/O.  A provider returns None for an asset it knows nothing about.
+keeps an `InProcessOBProvider` current from DOLPHIN_FEATURES_SHARD_* listeners (per asset) and the
+DOLPHIN_FEATURES[ob_macro_latest] listener (the §9.2 macro obf_universe computes once per bar, fed
+through `update_macro`; `clear_macro` when it goes stale or arrives invalid, so the engine sees None
+= neutral) lives with the trader; this module does no I/O.  A provider returns None for an asset it knows nothing about.
 
 Decisions where the bible gives only ranges: sub-3 multiplier on final leverage with
 eff = direction * market_imbalance: eff > 0.10 → 1 + min(0.20, eff); eff < -0.10 →
@@ -98,8 +100,15 @@ class InProcessOBProvider:
         self._placements[asset] = pl
 
     def update_macro(self, d: Mapping) -> None:
-        self._macro = OBMacro(int(_f(d, "cascade_count", 0)), int(_f(d, "regime_signal", 0)),
+        rs = int(_f(d, "regime_signal", 0))
+        if rs not in (-1, 0, 1):
+            raise ValueError(f"OB field 'regime_signal' is not -1, 0 or +1: {rs!r}")
+        self._macro = OBMacro(max(0, int(_f(d, "cascade_count", 0))), rs,
                               _f(d, "market_imbalance", 0.0), _f(d, "withdrawal_stress", 0.0))
+
+    def clear_macro(self) -> None:
+        """Forget the macro (stale or invalid source): the engine sees None, i.e. neutral."""
+        self._macro = None
 
     def get_signal(self, asset: str) -> Optional[OBSignal]:
         return self._signals.get(asset)

@@ -40,6 +40,7 @@ KEY_ACB_BOOST = "acb_boost"
 KEY_ACB_STATE = "acb_state_latest"
 KEY_EXF = "exf_latest"
 KEY_OBF_UNIVERSE = "obf_universe_latest"
+KEY_OB_MACRO = "ob_macro_latest"               # the §9.2 market-wide OB macro, one per bar
 KEY_MC_FOREWARNER = "mc_forewarner_latest"
 KEY_LATEST = "latest"
 KEY_KILL_SWITCH = "kill_switch"                 # DOLPHIN_SAFETY: the trader kill switch
@@ -180,21 +181,24 @@ ACB_BOOST = Topic(FEATURES, KEY_ACB_BOOST, pl.AcbBoost, "computed_at")
 ACB_STATE = Topic(FEATURES, KEY_ACB_STATE, pl.AcbState, "computed_at")
 EXF = Topic(FEATURES, KEY_EXF, pl.Exf, "_pushed_at")
 OBF_UNIVERSE = Topic(FEATURES, KEY_OBF_UNIVERSE, pl.ObfUniverse, "_snapshot_utc")
+OB_MACRO = Topic(FEATURES, KEY_OB_MACRO, pl.ObMacro, "ts")
 MC_FOREWARNER = Topic(FEATURES, KEY_MC_FOREWARNER, pl.McForewarner, "ts")
 SAFETY_LATEST = Topic(SAFETY, KEY_LATEST, pl.Safety, "ts")
 KILL_SWITCH = Topic(SAFETY, KEY_KILL_SWITCH, pl.KillSwitchState, "ts")
 META_HEALTH_LATEST = Topic(META_HEALTH, KEY_LATEST, pl.MetaHealth, "timestamp")
-STATE_LATEST = Topic(STATE_BLUE, KEY_LATEST, pl.EngineState, "updated_at")
-STATE_DAY = Topic(STATE_BLUE, None, pl.EngineState, "updated_at")          # key: state_key(strategy, date)
-PNL_BLUE_DAY = Topic(PNL_BLUE, None, pl.Pnl, "updated_at")                 # key: YYYY-MM-DD
-PNL_GREEN_DAY = Topic(PNL_GREEN, None, pl.Pnl, "updated_at")
+# 1.1: EngineState gains date/pnl/trades/drawdown, Pnl gains stale_state (§15.1); both have defaults, so
+# a 1.0 value still decodes (same major) and a 1.0 reader keeps the new fields in ``extra``
+STATE_LATEST = Topic(STATE_BLUE, KEY_LATEST, pl.EngineState, "updated_at", "1.1")
+STATE_DAY = Topic(STATE_BLUE, None, pl.EngineState, "updated_at", "1.1")   # key: state_key(strategy, date)
+PNL_BLUE_DAY = Topic(PNL_BLUE, None, pl.Pnl, "updated_at", "1.1")          # key: YYYY-MM-DD
+PNL_GREEN_DAY = Topic(PNL_GREEN, None, pl.Pnl, "updated_at", "1.1")
 HEARTBEATS = Topic(HEARTBEAT, None, pl.Heartbeat, "ts")                    # key: service name
 FLOW_PNL_BLUE = Topic(PNL_BLUE, None, pl.FlowResult, "updated_at")         # key: flow_pnl_key(flow, date)
 FLOW_PNL_GREEN = Topic(PNL_GREEN, None, pl.FlowResult, "updated_at")
 OB_SHARDS = tuple(Topic(m, None, pl.ObFeatures, "ts") for m in SHARD_MAPS)  # key: symbol
 
 _TOPIC_BY_KEY: dict[tuple[str, str], Topic] = {
-    (t.map, t.key): t for t in (EIGEN_SCAN, ACB_BOOST, ACB_STATE, EXF, OBF_UNIVERSE, MC_FOREWARNER,
+    (t.map, t.key): t for t in (EIGEN_SCAN, ACB_BOOST, ACB_STATE, EXF, OBF_UNIVERSE, OB_MACRO, MC_FOREWARNER,
                                 SAFETY_LATEST, META_HEALTH_LATEST, STATE_LATEST, KILL_SWITCH) if t.key is not None}
 _TOPIC_BY_MAP: dict[str, Topic] = {STATE_BLUE: STATE_DAY, PNL_BLUE: PNL_BLUE_DAY, PNL_GREEN: PNL_GREEN_DAY,
                              HEARTBEAT: HEARTBEATS}

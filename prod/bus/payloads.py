@@ -303,6 +303,38 @@ class ObFeatures(Payload):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ObMacro(Payload):
+    """``DOLPHIN_FEATURES[ob_macro_latest]``: the market-wide order-book macro of one bar (bible §9.2).
+
+    Written by obf_universe once per bar from the warm, non-stale per-asset books
+    (services/obf_universe/features.py defines every field); read by the trader for OB-3 (leverage
+    multiplier from ``market_imbalance``) and OB-5 (cascade / withdrawal-stress exits).
+    """
+
+    KIND: ClassVar[str] = "ob_macro"
+    ts: float                              # bar time (writer clock, epoch s)
+    cascade_count: int
+    regime_signal: int                     # -1 calm, 0 neutral, +1 withdrawal stress
+    market_imbalance: float                # mean imbalance_ma5 over the macro assets, [-1, 1]
+    withdrawal_stress: float               # fraction of the macro assets thinning, [0, 1]
+    n_assets: int                          # assets the macro is computed over (0 = no macro)
+    median_spread_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        bad = []
+        if self.regime_signal not in (-1, 0, 1):
+            bad.append(f"regime_signal={self.regime_signal}")
+        if self.cascade_count < 0 or self.n_assets < 0 or self.cascade_count > max(self.n_assets, 0):
+            bad.append(f"cascade_count={self.cascade_count} of n_assets={self.n_assets}")
+        if not -1.0 <= self.market_imbalance <= 1.0:
+            bad.append(f"market_imbalance={self.market_imbalance}")
+        if not 0.0 <= self.withdrawal_stress <= 1.0:
+            bad.append(f"withdrawal_stress={self.withdrawal_stress}")
+        if bad:
+            raise PayloadError(f"ob_macro out of range: {', '.join(bad)}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Safety(Payload):
     """``DOLPHIN_SAFETY[latest]`` (and the CP AtomicReference): posture and Rm (bible §11)."""
 
@@ -370,6 +402,7 @@ class Pnl(Payload):
     stale_state_events: int = 0
     fees_paid: float = 0.0
     day_end: bool = False
+    stale_state: bool = False              # 1.1 (§15.1): the write's decision ran under changed gates
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -404,6 +437,11 @@ class EngineState(Payload):
     engine_state: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
     stale_state_events: int = 0
+    # 1.1 (§15.1): the day the state belongs to, its PnL and trade count, drawdown from the peak
+    date: str | None = None
+    pnl: float | None = None
+    trades: int | None = None
+    drawdown: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -434,6 +472,6 @@ class KillSwitchState(Payload):
     by: str = ""
 
 
-__all__ = ["PayloadError", "Payload", "EigenScan", "AcbBoost", "AcbState", "Exf", "ObfUniverse", "ObFeatures",
+__all__ = ["PayloadError", "Payload", "EigenScan", "AcbBoost", "AcbState", "Exf", "ObfUniverse", "ObFeatures", "ObMacro",
            "Safety", "Heartbeat", "MetaHealth", "Pnl", "FlowResult", "EngineState", "McForewarner",
            "KillSwitchState"]

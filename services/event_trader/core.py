@@ -25,8 +25,21 @@ never touches Hazelcast and takes time from an injected clock, so tests drive it
    publish-to-decision part (``bridge_ts`` → decision); snapshots between trades (every
    ``snapshot_every_s``) go to ``Outputs.snapshot`` (the adapter persists them off the decision path).
 
-HIBERNATE is passed to the engine, which force-closes an open position and blocks entries (§11.7)
-rather than skipping the bar (a skipped bar could never close the position).
+HIBERNATE (§11.7 chosen over §14.1): the posture is passed to the engine, whose ``_manage_position``
+force-closes an open position at the next scan (``HIBERNATE_HALT``) and whose ``regime_dd_halt``
+blocks every entry while it lasts. §14.1's actor instead returns before ``step_bar`` ("hard skip"):
+a skipped bar can never close the position, so a HIBERNATE meant to protect capital would leave it
+exposed, unmanaged, for as long as the posture holds. The skip is right only for a flat book, and
+there the engine's halt has the same effect.
+
+OB macro (§9.2, OB-3, OB-5 exits of §7.2): obf_universe publishes the market-wide macro once per bar
+on ``DOLPHIN_FEATURES[ob_macro_latest]`` (``maps.OB_MACRO``). :meth:`TraderCore.on_ob_macro` (the
+adapter's listener) feeds it to the engine's OB provider (``update_macro``), so ``get_macro()`` is
+live for the OB-3 leverage multiplier and the cascade / liquidity-withdrawal exits. A macro older than
+``max_macro_age_s`` (15 s = 3 bars; checked on arrival and again before every decision), dated in
+the future by more than that, or malformed / out of range (:meth:`TraderCore.on_ob_macro_invalid`,
+the listener's error hook) is dropped and the engine sees None (neutral: OB-3
+multiplier 1.0, champion exits); each such drop is logged, rate-limited, naming the key.
 
 MC-Forewarner (§12, §16.8; resolves §11.2 vs §12): the MC status reaches the engine only here, from
 ``DOLPHIN_FEATURES[mc_forewarner_latest]`` (:meth:`TraderCore.set_mc_status`, fed by the adapter's
@@ -50,7 +63,7 @@ from prod.alpha.ob import InProcessOBProvider
 from prod.alpha.params import EngineParams
 from prod.alpha.vol import VolGate
 from prod.bus import maps
-from prod.bus.payloads import EigenScan, EngineState, ObFeatures, PayloadError, Pnl
+from prod.bus.payloads import EigenScan, EngineState, ObFeatures, ObMacro, PayloadError, Pnl
 from prod.runtime import RateLog
 from services.event_trader.journal import Journal, JournalIntegrityError
 from services.event_trader.paper import Book, PaperAccount
@@ -97,6 +110,7 @@ class CoreLimits:
     max_scan_age_s: float = 10.0
     max_book_age_s: float = 30.0
     snapshot_every_s: float = 5.0
+    max_macro_age_s: float = 15.0
 
 
 def _pct(sorted_vals: list[float], q: float) -> float | None:
@@ -140,6 +154,10 @@ class TraderCore:
         self.posture = "APEX"
         self.posture_source = "default"
         self.mc_status: str | None = None     # None = no MC data → the engine's OK
+        self._macro_lock = threading.Lock()
+        self._macro_ts: float | None = None   # bar time of the macro the OB provider holds
+        self.macro_updates = self.macro_dropped = 0
+        self.macro_drop_reason: str | None = None
         self.stale_state_events = 0
         self.scans_processed = self.scans_dup = self.scans_stale = self.scans_bad = 0
         self.latencies: deque = deque(maxlen=20000)
@@ -258,6 +276,46 @@ class TraderCore:
             return
         self.books[sym] = book
 
+    def on_ob_macro(self, p: ObMacro) -> bool:
+        """Feed the §9.2 macro to the engine's OB provider; False (logged, neutral) when stale or invalid."""
+        src = maps.OB_MACRO.source()
+        age = self.clock() - float(p.ts)
+        with self._macro_lock:
+            if abs(age) > self.limits.max_macro_age_s:
+                self._drop_macro(f"{src} is {age:.1f}s old (limit {self.limits.max_macro_age_s:.0f}s)")
+                return False
+            try:
+                self.ob.update_macro({"cascade_count": p.cascade_count, "regime_signal": p.regime_signal,
+                                      "market_imbalance": p.market_imbalance, "withdrawal_stress": p.withdrawal_stress})
+            except ValueError as exc:
+                self._drop_macro(f"{src} invalid: {exc}")
+                return False
+            if self._macro_ts is None:
+                log.info("OB macro live from %s: regime_signal=%d cascade_count=%d market_imbalance=%.3f",
+                         src, p.regime_signal, p.cascade_count, p.market_imbalance)
+            self._macro_ts = float(p.ts)
+            self.macro_updates += 1
+        return True
+
+    def on_ob_macro_invalid(self, exc: Exception) -> None:
+        """A malformed or out-of-range value arrived on the macro key: neutral at once, not after 15 s."""
+        with self._macro_lock:
+            self._drop_macro(f"{maps.OB_MACRO.source()} invalid: {exc}")
+
+    def _drop_macro(self, why: str) -> None:
+        """(under _macro_lock) Forget the macro: the engine runs neutral until a fresh one arrives."""
+        self.macro_dropped += 1
+        self.macro_drop_reason = why
+        self.ob.clear_macro()
+        self._macro_ts = None
+        self.rl.warning("ob_macro", "OB macro dropped, engine neutral (no OB-3 multiplier, champion exits): %s", why)
+
+    def _check_macro_age(self, now: float) -> None:
+        with self._macro_lock:
+            if self._macro_ts is not None and now - self._macro_ts > self.limits.max_macro_age_s:
+                self._drop_macro(f"{maps.OB_MACRO.source()} went stale ({now - self._macro_ts:.1f}s without "
+                                 f"an update, limit {self.limits.max_macro_age_s:.0f}s)")
+
     # ── the decision ─────────────────────────────────────────────────────────────────────────
     def process(self, scan: EigenScan | Mapping[str, Any], t_recv: float | None = None) -> dict | None:
         """Run one scan through the engine; return the decision record (None when skipped)."""
@@ -302,7 +360,9 @@ class TraderCore:
             self._roll_day(day)
         if self.engine.posture != self.posture:
             self.engine.set_posture(self.posture)
+        self._decision_stale = False
         killed = self._book_kill_exits(prices, sn)
+        self._check_macro_age(now)
         eng = self.engine
         # the gates this bar is evaluated under (a pending ACB update is applied by step_bar itself)
         before = _GateSnap(*eng.next_acb, self.posture, eng.mc_gate_open)
@@ -322,8 +382,11 @@ class TraderCore:
         pub_ms = (t_dec - pub_ts) * 1e3 if pub_ts is not None and pub_ts > 0 else float("nan")
         self.lat_buf.append(f"{sn},{latency_ms:.4f},{bus_ms:.4f},{pub_ms:.4f}\n")
         self.scans_processed += 1
+        macro = self.ob.get_macro()
         decision = {"scan_number": sn, "vel_div": vd, "latency_ms": latency_ms, "vol_ok": vol_ok, "note": res.note,
-                    "skipped": res.skipped, "stale_state": stale, "posture": self.posture}
+                    "skipped": res.skipped, "stale_state": stale, "posture": self.posture,
+                    "ob_regime": None if macro is None else macro.regime_signal}
+        self._decision_stale = stale
         acct = self.account
         if killed:
             decision["kill_exits"] = killed
@@ -461,10 +524,13 @@ class TraderCore:
         self.journal.append(kind, payload, sn, snapshot=self.snapshot_now())
         self._last_snapshot = self.clock()
 
+    _decision_stale = False     # the stale_state flag of the decision being booked (PnL writes carry it)
+
     def _journal(self, kind: str, payload: dict, sn: int | None) -> None:
         self._journal_only(kind, payload, sn)
         day = self.account.day or "unknown"
-        self._emit("pnl", day, lambda: self.pnl_payload(day))
+        stale = self._decision_stale
+        self._emit("pnl", day, lambda: self.pnl_payload(day, stale_state=stale))
         self._emit("state", None, self.state_payload)
 
     def _emit(self, kind: str, day: str | None, build: Callable[[], Any]) -> None:
@@ -492,7 +558,8 @@ class TraderCore:
         return {"n": len(vals), "p50_ms": _pct(vals, 0.50), "p99_ms": _pct(vals, 0.99),
                 "max_ms": vals[-1] if vals else None}
 
-    def pnl_payload(self, day: str, day_end: bool = False) -> Pnl:
+    def pnl_payload(self, day: str, day_end: bool = False, stale_state: bool = False) -> Pnl:
+        """The day's result (§15.1); ``stale_state`` True when the decision it books ran under changed gates."""
         p = self.account
         return maps.PNL_BLUE_DAY.build(
             day, date=day, strategy=STRATEGY, capital=p.capital, pnl=p.capital - p.day_start_capital,
@@ -501,13 +568,16 @@ class TraderCore:
             last_trades=p.history[-5:], boost=self.engine.day_base_boost, beta=self.engine.day_beta,
             mc_status=self.engine.mc_status, posture=self.posture,
             stale_state_events=self.stale_state_events, fees_paid=p.fees_paid, day_end=day_end,
-            updated_at=self.clock())
+            stale_state=stale_state, updated_at=self.clock())
 
     def state_payload(self, snap: Snapshot | None = None) -> EngineState:
         """Build the trader's state; ``snap`` = (last_scan, engine_state, trader_state) taken earlier."""
         last_scan, engine_state, ts = snap if snap is not None else self.snapshot_now()
         acct = ts["account"]
+        cap, peak = float(acct["capital"]), float(acct["peak_capital"])
         return maps.STATE_LATEST.build(
+            date=acct.get("day"), pnl=cap - float(acct.get("day_start_capital", cap)),
+            trades=int(acct.get("day_trades", 0)), drawdown=max(0.0, 1.0 - cap / peak) if peak > 0 else 0.0,
             strategy=STRATEGY, capital=acct["capital"], peak_capital=acct["peak_capital"],
             updated_at=self.clock(), last_scan_number=last_scan, posture=self.posture,
             posture_source=self.posture_source, paper=acct, engine_state=engine_state,
@@ -517,7 +587,9 @@ class TraderCore:
         return {"posture": self.posture, "scans": self.scans_processed, "last_scan": self.last_scan,
                 "dup": self.scans_dup, "stale": self.scans_stale, "signals_not_taken": self.signals_not_taken,
                 "latency": self.latency_stats(), "capital": self.account.capital,
-                "open_position": self.account.position is not None}
+                "open_position": self.account.position is not None,
+                "ob_macro": self._macro_ts is not None, "ob_macro_updates": self.macro_updates,
+                "ob_macro_dropped": self.macro_dropped, "ob_macro_drop_reason": self.macro_drop_reason}
 
     def drain_latency_lines(self) -> list[str]:
         buf = []

@@ -7,7 +7,8 @@ vol gate, stale-state snapshots, fills, journal). This module only moves values 
 and the core:
 
 * listeners: scans (``maps.EIGEN_SCAN``), ACB (``maps.ACB_BOOST``), posture (``maps.SAFETY_LATEST``), MC
-  status (``maps.MC_FOREWARNER``, applied at the day roll, see core.py)
+  status (``maps.MC_FOREWARNER``, applied at the day roll, see core.py), the §9.2 OB macro
+  (``maps.OB_MACRO``, :meth:`TraderService.on_ob_macro` → the engine's OB provider, see core.py)
   and one key listener per engine symbol on its feature shard (``maps.ob_topic(sym)``, §22.2);
   malformed values are logged and dropped by the bus, never reach the core;
 * posture: a poller of the CP AtomicReference ``DOLPHIN_SAFETY`` with the map as fallback, APEX when
@@ -54,7 +55,8 @@ from typing import Any, ClassVar
 from prod.alpha.params import EngineParams
 from prod import metrics
 from prod.bus import maps
-from prod.bus.payloads import AcbBoost, EigenScan, EngineState, McForewarner, ObFeatures, PayloadError, Pnl, Safety
+from prod.bus.payloads import (AcbBoost, EigenScan, EngineState, McForewarner, ObFeatures, ObMacro, PayloadError, Pnl,
+                               Safety)
 from prod.runtime import Bus, Clock, RateLog, Service, result_within
 from prod.settings import ConfigError, Settings
 from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCore
@@ -139,10 +141,12 @@ class TraderConfig:
     record: bool = field(default=True, metadata={
         "help": "record scans and inputs for python -m prod.backtest.parity (services/event_trader/recorder.py)"})
     record_dir: str = field(default="", metadata={"help": "parent of the recordings (default <data>/recordings)"})
+    max_macro_age_s: float = field(default=15.0, metadata={"help": "an OB macro older than this is dropped (neutral)"})
 
     def __post_init__(self) -> None:
         for name in ("max_scan_age_s", "max_book_age_s", "posture_poll_s", "heartbeat_s", "snapshot_every_s",
-                     "gil_switch_interval_s", "hz_timeout_s", "decision_log_s", "fill_timeout_s", "venue_connect_s"):
+                     "gil_switch_interval_s", "hz_timeout_s", "decision_log_s", "fill_timeout_s", "venue_connect_s",
+                     "max_macro_age_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
         if self.execution not in ("auto", "venue", "paper"):
@@ -165,7 +169,7 @@ class TraderConfig:
 
     @property
     def limits(self) -> CoreLimits:
-        return CoreLimits(self.max_scan_age_s, self.max_book_age_s, self.snapshot_every_s)
+        return CoreLimits(self.max_scan_age_s, self.max_book_age_s, self.snapshot_every_s, self.max_macro_age_s)
 
 
 def load_engine_params() -> EngineParams:
@@ -246,6 +250,12 @@ class TraderService:
     def on_shard(self, _key: str, p: ObFeatures) -> None:
         self.core.on_book(p)
 
+    def on_ob_macro(self, _key: str, p: ObMacro) -> None:
+        self.core.on_ob_macro(p)
+
+    def on_ob_macro_invalid(self, _key: str, exc: Exception) -> None:
+        self.core.on_ob_macro_invalid(exc)
+
     def read_posture(self) -> None:
         """Poll the CP AtomicReference, then the map; APEX when neither answers (§14.6).
 
@@ -301,6 +311,7 @@ class TraderService:
         """
         seeds = ((maps.EIGEN_SCAN, maps.KEY_EIGEN_SCAN, self.on_scan), (maps.ACB_BOOST, maps.KEY_ACB_BOOST, self.on_acb),
                  (maps.MC_FOREWARNER, maps.KEY_MC_FOREWARNER, self.on_mc),
+                 (maps.OB_MACRO, maps.KEY_OB_MACRO, self.on_ob_macro),
                  (maps.KILL_SWITCH, maps.KEY_KILL_SWITCH, self.on_kill_switch))
         for topic, key, handler in seeds:
             try:
@@ -319,6 +330,7 @@ class TraderService:
         b.listen(maps.ACB_BOOST, self.on_acb)
         b.listen(maps.SAFETY_LATEST, self.on_safety)
         b.listen(maps.MC_FOREWARNER, self.on_mc, key=maps.KEY_MC_FOREWARNER)
+        b.listen(maps.OB_MACRO, self.on_ob_macro, key=maps.KEY_OB_MACRO, on_error=self.on_ob_macro_invalid)
         b.listen(maps.KILL_SWITCH, self.on_kill_switch)
         for sym in self.core.symbols:   # one key listener per engine symbol: no event for the rest
             b.listen(maps.ob_topic(sym), self.on_shard, key=sym)

@@ -39,6 +39,9 @@ Rolling features, sampled once per *bar* (the service's ``--bar-s``, default 5 s
 Market-wide (§9.2), over warm, non-stale assets:
 
 * ``cascade_count``     = number of assets in cascade
+* ``market_imbalance``  = mean of ``imbalance_ma5`` over the same assets, in [-1, 1] (the OB-3 input:
+  prod/alpha/ob.py turns ``direction × market_imbalance`` into the leverage multiplier; an equal
+  weight per asset, so one deep book cannot stand for the market)
 * ``withdrawal_stress`` = fraction of assets thinning, in [0, 1] (the ACB's OB sub-4 input)
 * ``regime_signal``     = +1 (withdrawal stress) if withdrawal_stress ≥ 0.25 or cascade_count ≥
   max(3, 2 % of assets); −1 (calm) if withdrawal_stress ≤ 0.05, no cascade and the median
@@ -244,11 +247,12 @@ class Macro:
     withdrawal_stress: float
     n_assets: int
     median_spread_ratio: float
+    market_imbalance: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
         return {"cascade_count": self.cascade_count, "regime_signal": self.regime_signal,
                 "withdrawal_stress": self.withdrawal_stress, "n_macro_assets": self.n_assets,
-                "median_spread_ratio": self.median_spread_ratio}
+                "median_spread_ratio": self.median_spread_ratio, "market_imbalance": self.market_imbalance}
 
 
 def macro(assets: Iterable[AssetRolling], params: FeatureParams = FeatureParams()) -> Macro:
@@ -261,6 +265,7 @@ def macro(assets: Iterable[AssetRolling], params: FeatureParams = FeatureParams(
     stress = sum(1 for a in live if a.thinning) / n
     ratios = sorted(a.spread_ratio for a in live)
     med = ratios[n // 2] if n % 2 else 0.5 * (ratios[n // 2 - 1] + ratios[n // 2])
+    imb = min(1.0, max(-1.0, sum(a.last["imbalance_ma5"] for a in live) / n))
     if stress >= params.stress_fraction or cascades >= max(params.cascade_min_assets,
                                                            params.cascade_min_fraction * n):
         regime = 1
@@ -268,4 +273,4 @@ def macro(assets: Iterable[AssetRolling], params: FeatureParams = FeatureParams(
         regime = -1
     else:
         regime = 0
-    return Macro(cascades, regime, stress, n, med)
+    return Macro(cascades, regime, stress, n, med, imb)

@@ -23,7 +23,10 @@ Start: ``python -m services.obf_universe`` (flags below override ``DOLPHIN_*`` s
   least every ``--refresh-s`` (≤ 5 s). Flushes are
   pipelined: up to ``max_inflight`` (4) await their acknowledgement at once, each one acknowledged
   within ``--write-timeout-s`` or counted as a failure (its assets are rewritten by the next flush);
-  ``obf_universe_latest`` every ``--snapshot-s`` (60 s); Hive Parquet
+  ``obf_universe_latest`` every ``--snapshot-s`` (60 s); the §9.2 macro (``maps.OB_MACRO``,
+  ``DOLPHIN_FEATURES[ob_macro_latest]``: cascade_count, regime_signal, market_imbalance,
+  withdrawal_stress, n_assets, ts = the bar time) once per bar, fire-and-forget behind the breaker
+  (the trader feeds it to the engine's OB-3 multiplier and OB-5 exits and treats an old one as none); Hive Parquet
   ``<data>/ob_universe/date=YYYY-MM-DD/part-NNN.parquet`` (one row per asset per snapshot, written
   atomically, never pruned) every ``--parquet-s`` (300 s); ``<data>/ob_cache/latest_ob_features.json``
   every ``--file-s`` (the documented fallback, always written, also while the bus is down).
@@ -211,6 +214,7 @@ class Writer(threading.Thread):
         self.rl = RateLog(log)
         self.published = False
         self.bus_writes = 0
+        self.macro_writes = 0
 
     # -- bus ---------------------------------------------------------------------------------
     def _bus_call(self, fn: Callable[[Bus], list], now: float, what: str) -> bool:
@@ -343,8 +347,35 @@ class Writer(threading.Thread):
         prev = self.macro
         self.macro = macro(self.rolling.values(), self.cfg.params)
         if (prev.regime_signal, prev.cascade_count > 0) != (self.macro.regime_signal, self.macro.cascade_count > 0):
-            log.info("OB macro: regime_signal=%d cascade_count=%d withdrawal_stress=%.3f",
-                     self.macro.regime_signal, self.macro.cascade_count, self.macro.withdrawal_stress)
+            log.info("OB macro: regime_signal=%d cascade_count=%d withdrawal_stress=%.3f market_imbalance=%.3f",
+                     self.macro.regime_signal, self.macro.cascade_count, self.macro.withdrawal_stress,
+                     self.macro.market_imbalance)
+        if self.published:
+            self.publish_macro(now)
+
+    def publish_macro(self, now: float) -> None:
+        """Write this bar's macro to ``maps.OB_MACRO`` without waiting (only while the breaker is CLOSED).
+
+        Never through ``breaker.allow``: that hands out the half-open probe, which only the shard
+        writes report back on; the macro waits for them to close the breaker.
+        """
+        m = self.macro
+        if m.n_assets == 0 or self.breaker.state != CLOSED:
+            return                          # no warm asset yet / bus failing: no macro (the trader goes neutral)
+        try:
+            payload = maps.OB_MACRO.build(ts=now, cascade_count=m.cascade_count, regime_signal=m.regime_signal,
+                                          market_imbalance=m.market_imbalance, withdrawal_stress=m.withdrawal_stress,
+                                          n_assets=m.n_assets, median_spread_ratio=m.median_spread_ratio)
+            fut = self.bus.publish(maps.OB_MACRO, payload, wait=False)
+        except maps.PayloadError as exc:
+            self.rl.warning("enc:macro", "dropped unencodable OB macro: %s", exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - BusUnavailable while (re)connecting: the next bar retries
+            self.rl.warning("bus:macro", "%s not written: %r", maps.OB_MACRO.source(), exc)
+            return
+        self.macro_writes += 1
+        fut.add_done_callback(lambda f: f.exception() is not None and self.rl.warning(
+            "bus:macro", "%s not written: %r", maps.OB_MACRO.source(), f.exception()))
 
     def stats(self) -> dict:
         lat = sorted(self.latency_ms)
@@ -353,6 +384,7 @@ class Writer(threading.Thread):
         return {**dict(st.counters), **feed, "connections": list(st.connections),
                 "n_symbols": len(self.symbols), "n_assets_with_book": len(st.latest),
                 "breaker": self.breaker.snapshot(), "published": self.published, "bus_writes": self.bus_writes,
+                "macro_writes": self.macro_writes,
                 "latency_ms_p50": _pct(lat, 50), "latency_ms_p99": _pct(lat, 99), "latency_samples": len(lat),
                 "flush_ms_p50": _pct(sorted(self.flush_ms), 50), "flush_ms_p99": _pct(sorted(self.flush_ms), 99),
                 "queue_ms_p50": _pct(sorted(self.queue_ms), 50), "queue_ms_p99": _pct(sorted(self.queue_ms), 99),

@@ -173,6 +173,9 @@ def test_breaker_opens_when_member_dies_and_closes_when_it_returns(venue, tmp_pa
         bus2 = _bus(settings_for(hz_port=hz_port), "t_obf2")
         try:
             wait_until(lambda: _n_shard_entries(bus2) == 60, 20, what="all 60 assets rewritten to the new member")
+            # the per-bar OB macro resumes too (it never takes the breaker's half-open probe)
+            macro = wait_until(lambda: bus2.get(maps.OB_MACRO), 20, what="the OB macro on the new member")
+            assert macro.n_assets > 0 and -1.0 <= macro.market_imbalance <= 1.0
         finally:
             bus2.close()
         assert proc.p.poll() is None            # recovered without a restart

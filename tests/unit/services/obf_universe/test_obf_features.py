@@ -162,3 +162,20 @@ def test_features_of_any_valid_book_are_finite_and_in_range(bid, gap, nb, na, qb
     assert all(math.isfinite(v) for v in f.values())
     assert f["spread_bps"] > 0 and 0 <= f["depth_quality"] <= 1 and 0 < f["fill_probability"] <= 1
     assert -1 <= f["imbalance"] <= 1 and f["depth_1pct_usd"] >= 0
+
+
+def test_market_imbalance_is_the_equal_weight_mean_of_imbalance_ma5_over_live_assets():
+    p = FeatureParams(dark_streak_bars=2)
+    imbs = [-0.6, -0.2, 0.1, 0.3]
+    assets = [AssetRolling(p) for _ in imbs]
+    for _ in range(p.warm_bars + 5):
+        for a, i in zip(assets, imbs):
+            a.step(_feats(i, 1e6 if i != 0.3 else 1e3, 2.0), True)   # depth does not weight the mean
+    m = macro(assets, p)
+    assert m.market_imbalance == pytest.approx(sum(imbs) / 4) and m.as_dict()["market_imbalance"] == m.market_imbalance
+    for _ in range(2):                          # the -0.6 asset goes dark: left out of the macro
+        assets[0].step(None, False)
+        for a, i in zip(assets[1:], imbs[1:]):
+            a.step(_feats(i, 1e6, 2.0), True)
+    assert macro(assets, p).market_imbalance == pytest.approx(sum(imbs[1:]) / 3)
+    assert macro([], p).market_imbalance == 0.0
