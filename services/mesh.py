@@ -339,6 +339,9 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
             d.mkdir(parents=True, exist_ok=True)
     if is_up(paths):
         print(f"mesh already running (supervisord socket {paths.socket})")
+        pid = supervisord_pid(paths, timeout=2)
+        if pid is not None and all(e["conf"] != str(paths.conf) for e in mesh_record.live_records()):
+            mesh_record.add(record_entry(paths, pid, time.time()))   # started before the record existed
         print(supervisorctl(paths, "status").stdout)
         return 0
     if paths.socket.exists():
