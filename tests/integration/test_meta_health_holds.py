@@ -88,3 +88,17 @@ def test_hold_cli_refuses_unknown_and_never_restarted_programs(tmp_path):
     listed = _cli("holds", "--json", "--run-logs", str(tmp_path))
     hold = json.loads(listed.stdout)["holds"]["dolphin_data:scanner"]
     assert 299 <= hold["until"] - hold["since"] <= 301
+
+
+def test_a_malformed_holds_file_is_logged_with_its_path_and_recovery_goes_on(sv, tmp_path, caplog):
+    run_logs = tmp_path / "run_logs"
+    run_logs.mkdir()
+    (run_logs / "meta_health_holds.json").write_text('{"holds": {"dolphin_data:exf_fetcher": "please"}}')
+    s = load_settings(env={}, run_logs=str(run_logs), hz_members=(f"127.0.0.1:{free_port()}",))
+    svc = mh.MetaHealthService(mh.MHSConfig(settings=s, supervisor_conf=str(sv.conf), prefect_port=0),
+                               Bus(s, "meta_health"))
+    sv.ctl("stop", EXF)
+    rep = svc.check()
+    assert rep["holds"] == {}
+    assert any(str(run_logs / "meta_health_holds.json") in m and "malformed" in m for m in caplog.messages)
+    wait_until(lambda: sv.states()[EXF] == "RUNNING", 20, 0.1, what="revived despite the broken holds file")
