@@ -383,9 +383,18 @@ class TuiState:
         for name in sorted(services):
             state = services[name]
             out.append(Line(f"  {name:<22} {state}", OK if state == "RUNNING" else BAD))
+        for name, hold in sorted(self.meta_holds().items()):
+            reason = hold.get("reason") if isinstance(hold, dict) else None
+            out.append(Line(f"  HELD {name.split(':')[-1]}: {reason or 'maintenance'} (MHS leaves it stopped)", WARN))
         if st == WARN:
             out.append(Line("meta health report is stale", WARN))
         return out
+
+    def meta_holds(self) -> dict[str, dict]:
+        """Return the maintenance holds of the latest MHS report (``program -> {since, until, reason, by}``)."""
+        m = self.payload(META, maps.KEY_LATEST)
+        holds = getattr(m, "holds", None) if m is not None else None
+        return {k: v for k, v in holds.items() if isinstance(v, dict)} if isinstance(holds, dict) else {}
 
     def _r_heartbeat(self, now: float) -> list[Line]:
         entries = self.panels[HEARTBEAT].entries

@@ -4,7 +4,15 @@
 ``run_logs/meta_health.json`` reads GREEN (or times out with a message naming what is not healthy),
 then prints ``supervisorctl status`` and where to look, and registers the Prefect deployments on the
 mesh's own Prefect server (``python -m prod.flows register``; a failure is a warning, the mesh stays
-up). ``down`` shuts supervisord and every program down. ``status`` prints both views.
+up). ``down`` shuts supervisord and every program down. ``status`` prints both views. ``logs [PROGRAM]``
+lists the supervisor log files (or prints the tail of one program's log).
+
+Every ``up`` records the running instance in ``run/active.json`` (:mod:`services.mesh_record`: instance
+dir, config, socket, logs, ports, supervisord pid, profile) as soon as supervisord runs. ``down``,
+``status`` and ``logs`` without options act on every recorded mesh (and on the default one if it runs
+unrecorded), so a mesh started with ``--env`` or ``--instance-dir`` is found without repeating them;
+with options they act on that instance only. ``down`` clears the entry; a stale entry (its supervisord
+is gone) is reported and cleared.
 
 By default the committed config is used as is (embedded profile, ports 5701/8765 and Prefect 4200,
 socket under ``run/``, logs under ``run_logs/supervisor/``, Prefect state under ``data/prefect/``).
@@ -32,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prod.settings import REPO_ROOT
+from services import mesh_record
 
 CONF = REPO_ROOT / "supervisor" / "dolphin-supervisord.conf"
 DEFAULT_HZ_PORT = 5701
@@ -52,6 +61,8 @@ class MeshPaths:
     prefect_home: Path | None = None   # PREFECT_HOME of the prefect program: created by up() (prefect makes no parents)
     hz_cluster: tuple = ()             # ports of the real members of a local cluster (--hz-members); () = none
     deferred: tuple = ()               # programs started by up() once the local cluster serves
+    instance: Path = REPO_ROOT         # the instance directory (the repository for the committed config)
+    profile: str = "embedded"
 
     @property
     def health_file(self) -> Path:
@@ -62,7 +73,7 @@ def default_paths() -> MeshPaths:
     return MeshPaths(conf=CONF, socket=REPO_ROOT / "run" / "supervisor.sock", pidfile=REPO_ROOT / "run" / "supervisord.pid",
                      logdir=REPO_ROOT / "run_logs" / "supervisor",
                      run_logs=Path(os.environ.get("DOLPHIN_RUN_LOGS") or REPO_ROOT / "run_logs"),
-                     prefect_home=REPO_ROOT / "data" / "prefect")
+                     prefect_home=REPO_ROOT / "data" / "prefect", instance=REPO_ROOT)
 
 
 def _set_in_section(text: str, section: str, key: str, value: str) -> str:
@@ -229,7 +240,50 @@ def instance_paths(instance_dir: Path, hz_port: int, venue_port: int, profile: s
         ports = ()
     return MeshPaths(conf=conf, socket=instance_dir / "sv.sock", pidfile=instance_dir / "supervisord.pid",
                      logdir=instance_dir / "logs", run_logs=instance_dir / "run_logs", env=env, ports=ports,
-                     prefect_home=instance_dir / "data" / "prefect", hz_cluster=hz_ports, deferred=deferred)
+                     prefect_home=instance_dir / "data" / "prefect", hz_cluster=hz_ports, deferred=deferred,
+                     instance=instance_dir, profile=profile)
+
+
+def paths_from_record(entry: dict) -> MeshPaths:
+    """The paths of a mesh recorded by ``up`` (enough for ``down``, ``status`` and ``logs``)."""
+    return MeshPaths(conf=Path(entry["conf"]), socket=Path(entry["socket"]), pidfile=Path(entry["pidfile"]),
+                     logdir=Path(entry["logdir"]), run_logs=Path(entry["run_logs"]), ports=tuple(entry["ports"]),
+                     instance=Path(entry["instance"]), profile=str(entry["profile"]))
+
+
+def record_entry(paths: MeshPaths, pid: int, started_at: float) -> dict:
+    return {"instance": str(paths.instance), "conf": str(paths.conf), "socket": str(paths.socket),
+            "pidfile": str(paths.pidfile), "logdir": str(paths.logdir), "run_logs": str(paths.run_logs),
+            "ports": list(paths.ports), "pid": pid, "profile": paths.profile, "started_at": started_at}
+
+
+def running_meshes(args_paths: MeshPaths | None = None) -> list[MeshPaths]:
+    """The meshes ``down``/``status``/``logs`` act on: ``args_paths`` alone, else every recorded live one.
+
+    The default mesh counts too when its supervisord answers without a record (started by an older
+    ``up``); a stale record is reported and cleared by :func:`services.mesh_record.live_records`.
+    """
+    if args_paths is not None:
+        return [args_paths]
+    out = [paths_from_record(e) for e in mesh_record.live_records()]
+    default = default_paths()
+    if all(p.conf != default.conf for p in out) and is_up(default):
+        out.append(default)
+    return out
+
+
+def supervisord_pid(paths: MeshPaths, timeout: float = 15.0) -> int | None:
+    """The pid of the daemonised supervisord of ``paths`` (from its pidfile, once written)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = int(paths.pidfile.read_text().strip())
+            if mesh_record.supervisord_alive(pid, str(paths.conf)):
+                return pid
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    return None
 
 
 def _port_in_use(port: int) -> bool:
@@ -285,10 +339,15 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
             d.mkdir(parents=True, exist_ok=True)
     if is_up(paths):
         print(f"mesh already running (supervisord socket {paths.socket})")
+        pid = supervisord_pid(paths, timeout=2)
+        if pid is not None and all(e["conf"] != str(paths.conf) for e in mesh_record.live_records()):
+            mesh_record.add(record_entry(paths, pid, time.time()))   # started before the record existed
         print(supervisorctl(paths, "status").stdout)
         return 0
     if paths.socket.exists():
         paths.socket.unlink()  # stale socket of a dead supervisord
+    if paths.pidfile.exists():
+        paths.pidfile.unlink()  # and its pidfile: the record must get the new supervisord's pid
     busy = [p for p in paths.ports if _port_in_use(p)]
     if busy:
         print(f"ERROR: port(s) {busy} already in use on 127.0.0.1 (another mesh or service?); stop it, or start "
@@ -312,6 +371,14 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
         print(f"ERROR: supervisord failed to start (exit {res.returncode}):\n{res.stdout}{res.stderr}", file=sys.stderr)
         return 2
     print(f"supervisord started with {paths.conf}")
+    pid = supervisord_pid(paths)
+    if pid is None:
+        print(f"WARNING: no supervisord pid in {paths.pidfile}; this mesh is not recorded (stop it with "
+              f"`python -m services.mesh down` and the same options)", file=sys.stderr)
+    else:
+        mesh_record.add(record_entry(paths, pid, t_start))
+        print(f"recorded in {mesh_record.record_path()} (supervisord pid {pid}; "
+              f"`python -m services.mesh status|logs|down` find it without options)")
     if paths.hz_cluster:
         rc = _start_after_cluster(paths, timeout)
         if rc:
@@ -372,18 +439,21 @@ def _start_after_cluster(paths: MeshPaths, timeout: float) -> int:
 
 
 def down(paths: MeshPaths, timeout: float = 60.0) -> int:
-    """Stop every program and supervisord; return 0 when it is gone."""
+    """Stop every program and supervisord; return 0 when it is gone (its record is then removed)."""
     if not is_up(paths):
-        print("mesh is not running")
+        mesh_record.remove(paths.conf)
+        print(f"mesh is not running ({paths.instance})")
         return 0
     pid = supervisorctl(paths, "pid", timeout=10).stdout.strip()
+    print(f"stopping the mesh of {paths.instance} (supervisord pid {pid}) ...", flush=True)
     print(supervisorctl(paths, "shutdown", timeout=timeout).stdout.strip())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.kill(int(pid), 0)
         except (OSError, ValueError):
-            print("mesh stopped")
+            mesh_record.remove(paths.conf)
+            print(f"mesh stopped ({paths.instance})")
             return 0
         time.sleep(0.2)
     print(f"ERROR: supervisord pid {pid} still alive after {timeout:.0f}s", file=sys.stderr)
@@ -394,17 +464,46 @@ def status(paths: MeshPaths) -> int:
     if not is_up(paths):
         print(f"mesh is not running (no supervisord on {paths.socket}); start it with `make run`")
         return 3
+    print(f"== mesh {paths.instance} (profile {paths.profile}, ports {list(paths.ports)}, conf {paths.conf})")
     print(supervisorctl(paths, "status").stdout)
     rep = read_health(paths)
     if rep:
         print(f"meta_health: {rep.get('status')} rm_meta={rep.get('rm_meta')} at {rep.get('timestamp_iso')} "
               f"sensors={rep.get('sensors')}")
+        if rep.get("holds"):
+            print(f"maintenance holds (MHS leaves them stopped): {', '.join(sorted(rep['holds']))}")
+    print(f"logs: {paths.logdir}/<program>.log | health: {paths.health_file}")
+    return 0
+
+
+def logs(paths: MeshPaths, program: str | None = None, lines: int = 40) -> int:
+    """List the supervisor log files of a mesh, or print the last ``lines`` lines of one program's log."""
+    print(f"== mesh {paths.instance}: logs in {paths.logdir} (health report: {paths.health_file})")
+    if program is None:
+        files = sorted(paths.logdir.glob("*.log")) if paths.logdir.is_dir() else []
+        for f in files:
+            print(f"  {f.name:<28} {f.stat().st_size:>10,d} B")
+        if not files:
+            print("  (no log files yet)")
+        return 0
+    f = paths.logdir / f"{program.split(':')[-1]}.log"
+    if not f.exists():
+        known = ", ".join(sorted(p.stem for p in paths.logdir.glob("*.log"))) or "none"
+        print(f"ERROR: no log {f} (logs: {known})", file=sys.stderr)
+        return 2
+    with open(f, "rb") as fh:
+        fh.seek(max(0, f.stat().st_size - 256 * 1024))
+        tail = fh.read().decode(errors="replace").splitlines()[-lines:]
+    print(f"-- {f} (last {len(tail)} lines)")
+    print("\n".join(tail))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="DOLPHIN mesh driver (supervisord)")
-    ap.add_argument("command", choices=("up", "down", "status"))
+    ap.add_argument("command", choices=("up", "down", "status", "logs"))
+    ap.add_argument("program", nargs="?", default=None, help="logs: the program whose log tail to print")
+    ap.add_argument("--lines", type=int, default=40, help="logs PROGRAM: how many lines")
     ap.add_argument("--instance-dir", type=Path, default=None,
                     help="render the config into this directory (own socket, logs, data, ports)")
     ap.add_argument("--hz-port", type=int, default=DEFAULT_HZ_PORT)
@@ -457,7 +556,12 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(kv.split("=", 1) for kv in args.env)
     if args.hz_members and (args.profile != "cluster" or not 1 <= args.hz_members <= len(HZ_CLUSTER_PROGRAMS)):
         ap.error(f"--hz-members {args.hz_members}: needs --profile cluster and a count of 1..{len(HZ_CLUSTER_PROGRAMS)}")
-    if is_custom(args):
+    if args.program is not None and args.command != "logs":
+        ap.error(f"{args.command} takes no program argument ({args.program!r})")
+    custom = is_custom(args)
+    if args.command != "up" and not custom:
+        return _on_running(args)
+    if custom:
         default_dir = REPO_ROOT / "run" / ("cluster" if args.hz_members else "instance")
         paths = instance_paths(args.instance_dir or default_dir, args.hz_port, args.venue_port,
                                args.profile, args.mhs_interval, extra, False if args.no_trader else None,
@@ -474,7 +578,32 @@ def main(argv: list[str] | None = None) -> int:
         return up(paths, timeout=args.timeout, wait=not args.no_wait, register=not args.no_register)
     if args.command == "down":
         return down(paths)
+    if args.command == "logs":
+        return logs(paths, args.program, args.lines)
     return status(paths)
+
+
+def _on_running(args: argparse.Namespace) -> int:
+    """``down``/``status``/``logs`` without instance options: every running mesh (record + default)."""
+    meshes = running_meshes()
+    if not meshes:
+        if args.command == "status":
+            print("mesh is not running (nothing in the record, no supervisord on the default socket); "
+                  "start it with `make run`")
+            return 3
+        if args.command == "logs":
+            return logs(default_paths(), args.program, args.lines)
+        print("mesh is not running")
+        return 0
+    rcs = []
+    for paths in meshes:
+        if args.command == "down":
+            rcs.append(down(paths))
+        elif args.command == "logs":
+            rcs.append(logs(paths, args.program, args.lines))
+        else:
+            rcs.append(status(paths))
+    return max(rcs)
 
 
 if __name__ == "__main__":

@@ -378,6 +378,7 @@ class MetaHealth(Payload):
     services: dict[str, str] = field(default_factory=dict)
     data_sources: dict[str, Any] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
+    holds: dict[str, Any] = field(default_factory=dict)   # maintenance holds: program -> {since, until, reason, by}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,6 +31,11 @@ A critical data program in STOPPED or FATAL is restarted with ``supervisorctl -c
 committed under a lock *before* the daemon thread that runs supervisorctl is spawned, so concurrent
 triggers fire once. Informational programs (trader, scan bridge) are never restarted, and this
 module never calls systemctl.
+
+Maintenance holds (:mod:`services.meta_health.holds`): ``python -m services.meta_health hold PROGRAM``
+writes ``meta_health_holds.json`` next to the report; every cycle reads it, a held program is left
+stopped (one log line per hold, one when it is released or expires) and the report carries the active
+holds under ``"holds"``.
 """
 from __future__ import annotations
 
@@ -56,6 +61,7 @@ from prod.bus.payloads import AcbBoost, ObfUniverse, Payload, PayloadError
 from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, SystemClock, atomic_write_json, result_within
 from prod.settings import REPO_ROOT, Settings
 from prod.timeparse import parse_timestamp
+from services.meta_health import holds
 
 log = logging.getLogger("meta_health")
 
@@ -273,9 +279,11 @@ def status_for(rm: float) -> str:
     return STATUS_DEAD
 
 
-def programs_to_restart(states: Mapping[str, str], critical: Sequence[str] = CRITICAL_DATA_PROGRAMS) -> list[str]:
-    """Return the critical programs in STOPPED or FATAL; informational programs are never listed."""
-    return [p for p in critical if states.get(p) in RESTARTABLE_STATES and p not in INFORMATIONAL_PROGRAMS]
+def programs_to_restart(states: Mapping[str, str], critical: Sequence[str] = CRITICAL_DATA_PROGRAMS,
+                        held: Iterable[str] = ()) -> list[str]:
+    """Return the critical programs in STOPPED or FATAL that are not ``held``; informational ones never."""
+    skip = set(held) | set(INFORMATIONAL_PROGRAMS)
+    return [p for p in critical if states.get(p) in RESTARTABLE_STATES and p not in skip]
 
 
 # ── recovery ─────────────────────────────────────────────────────────────────────────────────
@@ -430,6 +438,10 @@ class MHSConfig:
     def report_path(self) -> Path:
         return Path(self.settings.run_logs) / "meta_health.json"
 
+    @property
+    def holds_path(self) -> Path:
+        return holds.holds_path(self.settings.run_logs)
+
 
 class MetaHealthService:
     """One MHS instance: sensors → report → outputs → recovery, once per :meth:`check`.
@@ -449,6 +461,7 @@ class MetaHealthService:
         bus.on_connect(self._watch_members)
         self.cycles = 0
         self.skipped_writes = 0
+        self._holds: dict[str, dict] = {}        # active holds of the last cycle (for the once-per-hold lines)
         hz = cfg.settings.hz_members[0]
         host, _, port = hz.rpartition(":")
         self.hz_host, self.hz_port = host, int(port)
@@ -507,6 +520,23 @@ class MetaHealthService:
             return 0.0, ages
         return sum(1 for a in ages.values() if a <= DATA_STALE_S) / len(ages), ages
 
+    def _read_holds(self, now: float) -> dict[str, dict]:
+        """Return the active maintenance holds; log a new hold, a release and an expiry once each."""
+        try:
+            allh = holds.read_holds(self.cfg.holds_path)
+        except holds.HoldError as exc:
+            self.rl.error("holds", "MHS: %s; ignoring it, every stopped program is revived", exc)
+            allh = {}
+        active = holds.active_holds(allh, now)
+        for prog, h in active.items():
+            if self._holds.get(prog) != h:
+                log.warning("MAINTENANCE %s", holds.describe(prog, h, now) + ": MHS will not restart it")
+        for prog in self._holds.keys() - active.keys():
+            log.warning("MAINTENANCE %s: hold %s; MHS revives it again", prog,
+                        "expired" if prog in allh else "released")
+        self._holds = active
+        return active
+
     def check(self) -> dict:
         """Run one health cycle: read sensors, write the report, trigger recovery; return the report."""
         now = self.clock.time()
@@ -557,7 +587,8 @@ class MetaHealthService:
         if prefect_up and not workers:
             actions.append(f"info: no ONLINE Prefect worker in pool {PREFECT_POOL!r}"
                            + (" (API did not answer)" if workers is None else "") + ": scheduled flows will not run")
-        for prog in programs_to_restart(states):
+        held = self._read_holds(now)      # reported under "holds", not in the per-cycle actions (logged once)
+        for prog in programs_to_restart(states, held=held):
             if self.recovery.restart(prog):
                 metrics.record_restart(prog)
                 actions.append(f"restart {prog} (was {states.get(prog)})")
@@ -578,6 +609,7 @@ class MetaHealthService:
             "data_sources": data_sources,
             "heartbeat_ages_s": hb_ages,
             "actions": actions,
+            "holds": held,
             "recovery_last_monotonic": self.recovery.last_restarts(),
             "cycle": self.cycles,
             "pid": os.getpid(),
@@ -622,6 +654,10 @@ def run(cfg: MHSConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the service, or one maintenance-hold command (``hold`` / ``release`` / ``holds``)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in holds.HOLD_COMMANDS:
+        return holds.main(args, critical=CRITICAL_DATA_PROGRAMS, informational=INFORMATIONAL_PROGRAMS)
     return Service.main(SERVICE_NAME, MHSConfig, run, argv, description=__doc__.splitlines()[0])
 
 

@@ -50,13 +50,14 @@ def cluster_mesh(tmp_path_factory):
     base = _three_free_ports()
     args = ["--profile", "cluster", "--hz-members", "3", "--instance-dir", str(root), "--hz-port", str(base),
             "--venue-port", str(free_port()), "--prefect-port", str(free_port()), "--mhs-interval", "3"]
+    env = {**os.environ, "DOLPHIN_MESH_RECORD": str(root / "mesh_record.json")}   # not the repository's record
     res = subprocess.run([sys.executable, "-m", "services.mesh", "up", *args, "--timeout", "360"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env=env)
     try:
         yield root, base, res
     finally:
         subprocess.run([sys.executable, "-m", "services.mesh", "down", *args], cwd=REPO_ROOT, capture_output=True,
-                       text=True, timeout=180)
+                       text=True, timeout=180, env=env)
 
 
 def _sv(root: Path, *args: str) -> str:

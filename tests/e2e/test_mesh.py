@@ -39,10 +39,19 @@ class Mesh:
         self.health = root / "run_logs" / "meta_health.json"
         self.up_seconds: float | None = None
         self.up_output = ""
+        self.record = root / "mesh_record.json"     # never the repository's run/active.json (a user's mesh)
+        self.env = {**os.environ, "DOLPHIN_MESH_RECORD": str(self.record)}
+        for k in ("DOLPHIN_RUN_LOGS", "DOLPHIN_PROFILE"):
+            self.env.pop(k, None)
 
     def driver(self, cmd: str, *extra: str, timeout: float = 200) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "services.mesh", cmd, *self.args, *extra], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env=self.env)
+
+    def bare(self, module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """``python -m <module> args`` without the instance options (found through the mesh record)."""
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=timeout, env=self.env)
 
     def sv(self, *args: str) -> str:
         return subprocess.run([str(BIN / "supervisorctl"), "-c", str(self.conf), *args], capture_output=True,
@@ -89,7 +98,7 @@ def mesh(tmp_path_factory):
         m.args += ["--env", kv]
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *m.args, "--timeout", "150"], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=m.env)
     try:
         # while `up` waits for GREEN, publish what the MC-forewarner flow would (before the watchdog warms up)
         wait_until(lambda: port_open(m.hz_port) or proc.poll() is not None, 60, what="member port")
@@ -106,8 +115,12 @@ def mesh(tmp_path_factory):
     finally:
         if proc.poll() is None:
             proc.kill()
-        down = m.driver("down", timeout=120)
+        down = m.bare("services.mesh", "down")             # no options: the record says which mesh
+        if down.returncode != 0 or m.sv("pid").strip().isdigit():
+            m.driver("down", timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
+        assert f"mesh stopped ({m.root})" in down.stdout, down.stdout + down.stderr
+        assert json.loads(m.record.read_text()) == {"meshes": {}}
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +140,23 @@ def test_mesh_up_every_program_running_and_green_within_120s(mesh):
     assert rep["status"] == "GREEN" and rep["rm_meta"] > 0.85
     assert rep["sensors"]["m4_control_plane"] == 1.0, rep["control_plane"]   # member and Prefect ports reachable
     assert "mesh is GREEN" in mesh.up_output and "supervisorctl" in mesh.up_output
+
+
+def test_status_logs_and_holds_find_the_mesh_from_its_record_without_options(mesh):
+    entry = json.loads(mesh.record.read_text())["meshes"][str(mesh.conf.resolve())]
+    assert entry["ports"] == [mesh.hz_port, mesh.venue_port, mesh.prefect_port]
+    assert Path(entry["logdir"]) == (mesh.root / "logs").resolve() and entry["profile"] == "embedded"
+    st = mesh.bare("services.mesh", "status")
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert f"== mesh {mesh.root.resolve()}" in st.stdout and "dolphin_data:scanner" in st.stdout
+    lg = mesh.bare("services.mesh", "logs", "dolphin_data:meta_health")
+    assert lg.returncode == 0 and "rm_meta=" in lg.stdout, lg.stdout + lg.stderr
+    hold = mesh.bare("services.meta_health", "hold", "obf_universe", "--reason", "e2e")  # run_logs from the record
+    assert hold.returncode == 0, hold.stderr
+    assert "dolphin_data:obf_universe" in json.loads((mesh.root / "run_logs" / "meta_health_holds.json").read_text())["holds"]
+    wait_until(lambda: "dolphin_data:obf_universe" in mesh.report().get("holds", {}), 30, what="hold in the MHS report")
+    assert mesh.bare("services.meta_health", "release", "obf_universe").returncode == 0
+    wait_until(lambda: mesh.report().get("holds") == {}, 30, what="release in the MHS report")
 
 
 def _scanner_numbers(mesh) -> set[int]:

@@ -227,3 +227,16 @@ def test_every_panel_ages_from_its_topic_writer_timestamp():
     assert s.age(S.SAFETY, maps.KEY_MC_FOREWARNER, NOW) == pytest.approx(7.0, abs=1e-3)   # ns normalised
     mc = [ln for ln in s.lines(S.SAFETY, NOW) if ln.text.startswith("MC-Forewarner")]
     assert mc[0].style == S.OK                    # OK is the forewarner's GREEN (§12)
+
+
+def test_maintenance_holds_of_the_mhs_report_are_a_field_and_a_warn_line():
+    s = TuiState()
+    rep = {"rm_meta": 0.9, "status": "GREEN", "timestamp": NOW, "services": {"dolphin_data:exf_fetcher": "STOPPED"}}
+    s.ingest(maps.META_HEALTH, maps.KEY_LATEST, json.dumps(rep), NOW)
+    assert s.meta_holds() == {} and "HELD" not in s.text(S.META, NOW)
+    hold = {"since": NOW - 60, "until": None, "reason": "key rotation", "by": "ops"}
+    s.ingest(maps.META_HEALTH, maps.KEY_LATEST, json.dumps({**rep, "holds": {"dolphin_data:exf_fetcher": hold}}), NOW)
+    assert s.meta_holds() == {"dolphin_data:exf_fetcher": hold}
+    held = [ln for ln in s.lines(S.META, NOW) if "HELD" in ln.text]
+    assert [(ln.text.strip(), ln.style) for ln in held] == \
+        [("HELD exf_fetcher: key rotation (MHS leaves it stopped)", S.WARN)]
