@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     wr = "n/a" if s["win_rate_pct"] is None else f"{s['win_rate_pct']:.1f}%"
     print(f"ROI {s['roi_pct']:+.2f}% | PF {pf} | Sharpe {sh} | Max DD {s['max_drawdown_pct']:.2f}% | "
           f"WR {wr} | Trades {s['trades']} | days {s['days']} | hash {s['config_hash']}")
+    for w in s.get("warnings") or []:
+        print(f"WARNING: {w}")
     print(f"summary: {res.summary_path}" + (f"\nequity:  {res.png_path}" if res.png_path else ""))
     return 0
 
