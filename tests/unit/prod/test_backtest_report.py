@@ -70,3 +70,16 @@ def test_html_report_shows_the_summary_warnings(tmp_path):
          "warnings": ["Sharpe 9.10 is annualised from only 3 daily return(s) <30"]}
     text = write_html_report(s, [0.0, 1.0], [100.0, 101.0], tmp_path / "w.html").read_text()
     assert 'class="warning"' in text and "only 3 daily return(s) &lt;30" in text
+
+
+def test_cli_prints_each_warning_between_the_headline_and_the_files():
+    from pathlib import Path
+
+    from prod.backtest.__main__ import result_lines
+    s = {"profit_factor": 1.5, "sharpe": 9.1, "win_rate_pct": 60.0, "roi_pct": 2.0, "max_drawdown_pct": 1.0,
+         "trades": 3, "days": 3, "config_hash": "abc", "warnings": [sharpe_warning(3, 9.1)]}
+    lines = result_lines(s, Path("s.json"), Path("s.png"))
+    assert lines[0].startswith("ROI +2.00% | PF 1.500 | Sharpe 9.10")
+    assert lines[1].startswith("WARNING: Sharpe 9.10 is annualised") and "only 3 daily return(s)" in lines[1]
+    assert lines[2:] == ["summary: s.json", "equity:  s.png"]
+    assert [ln for ln in result_lines({**s, "warnings": []}, Path("s.json"), None) if "WARNING" in ln] == []
