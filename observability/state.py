@@ -27,8 +27,11 @@ Decisions (the bible §28 leaves them open):
 - Closed trades come from ``DOLPHIN_STATE_BLUE[latest].paper.history`` (the trader keeps the last
   50; side is the position's, i.e. SHORT for a BUY close), else from today's ``DOLPHIN_PNL_BLUE``
   ``last_trades``. A malformed row is skipped, never drawn half.
-- The vel_div sparkline reads a bounded deque of the last ``spark_n`` scans (one value per new
-  scan number; the feed coalesces bursts, so under a burst it may miss scans, never duplicate one).
+- The vel_div sparkline reads a bounded deque of the last ``spark_n`` scans: a scan is plotted when
+  its ``timestamp_ns`` is newer than the last plotted one, so the initial read or a refresh that
+  delivers a scan again (or late) never plots it twice; one more than 300 s older means the
+  writer's clock went back (a replay) and the sparkline starts over. The feed coalesces bursts, so
+  under a burst it may miss scans, never duplicate one.
 - MHS holds: rendered when the meta-health payload carries a ``holds`` dict
   (``{program: {reason, since, until}}``), nothing when absent.
 """
@@ -77,6 +80,7 @@ MAP_ROUTES: dict[str, str] = {maps.HEARTBEAT: HEARTBEAT, maps.PNL_BLUE: PNL}
 # styles: the widget layer maps them to colours
 OK, WARN, BAD, DIM, PLAIN = "ok", "warn", "bad", "dim", ""
 WINDOWS = (50, 150, 300, 750)
+REPLAY_BACK_NS = 300e9      # a scan this much older than the last plotted one restarts the sparkline
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,7 @@ class TuiState:
         self.updates = 0
         self.errors = 0
         self.vel_divs: deque[float] = deque(maxlen=self.cfg.spark_n)
-        self._spark_scan: int | None = None
+        self._spark_ts: float | None = None
 
     # ── input ────────────────────────────────────────────────────────────────────────────────
     def ingest(self, map_name: str, key: str, raw: Any, now: float) -> str | None:
@@ -211,10 +215,14 @@ class TuiState:
         return panel
 
     def _record_scan(self, scan: Any) -> None:
-        n, vd = getattr(scan, "scan_number", None), _num(getattr(scan, "vel_div", None))
-        if vd is None or n == self._spark_scan:
+        ts, vd = _num(getattr(scan, "timestamp_ns", None)), _num(getattr(scan, "vel_div", None))
+        if vd is None or ts is None:
             return
-        self._spark_scan = n
+        if self._spark_ts is not None and ts <= self._spark_ts:
+            if self._spark_ts - ts < REPLAY_BACK_NS:
+                return                  # a late or repeated delivery (initial read, refresh) of a plotted scan
+            self.vel_divs.clear()       # the writer's clock went far back (a replay): start over
+        self._spark_ts = ts
         self.vel_divs.append(vd)
 
     def remove(self, map_name: str, key: str) -> str | None:

@@ -58,6 +58,13 @@ async def _feed(pilot, app: DolphinTui, writer, now: float) -> None:
         await _wait_for(pilot, lambda n=n: f"scan #{n}" in _overview(app), 5, f"scan #{n} in the overview")
 
 
+def _complete(app: DolphinTui) -> bool:
+    """Every source has reached the overview (events of different maps may arrive in any order)."""
+    ov = _overview(app)
+    return all(n in ov for n in ("STALKER", "MHS GREEN", "scan #103", "uPnL +60", "HOLD")) \
+        and app.query_one("#trades", TradesTable).row_count == 4
+
+
 def _assert_overview(app: DolphinTui, width: int) -> None:
     rows = _overview(app).splitlines()
     assert rows[0].startswith("STALKER Rm 0.620  MHS GREEN 0.975  scan #103 age"), rows
@@ -82,7 +89,7 @@ def test_at_80x24_the_overview_sparkline_and_trades_fit_the_screen(hz_member, se
         async with app.run_test(size=(80, 24)) as pilot:
             await _wait_for(pilot, lambda: _bus(app).startswith("bus: connected"), 15, "bus connected")
             await _feed(pilot, app, writer, time.time())
-            await _wait_for(pilot, lambda: "HOLD" in _overview(app), 5, "holds row")
+            await _wait_for(pilot, lambda: _complete(app), 5, "every source in the overview")
             _assert_overview(app, 80)
             for sel in ESSENTIAL:
                 assert _inside(app, sel), (sel, app.query_one(sel).region)
@@ -120,7 +127,7 @@ def test_at_a_big_size_the_detail_panels_show_under_the_overview(hz_member, sett
         async with app.run_test(size=(200, 60)) as pilot:
             await _wait_for(pilot, lambda: _bus(app).startswith("bus: connected"), 15, "bus connected")
             await _feed(pilot, app, writer, time.time())
-            await _wait_for(pilot, lambda: "HOLD" in _overview(app), 5, "holds row")
+            await _wait_for(pilot, lambda: _complete(app), 5, "every source in the overview")
             _assert_overview(app, 200)
             for sel in ESSENTIAL + ("#grid",) + tuple(f"#panel-{p}" for p in app.views):
                 assert _inside(app, sel), (sel, app.query_one(sel).region)

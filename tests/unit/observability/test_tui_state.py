@@ -232,8 +232,9 @@ def test_every_panel_ages_from_its_topic_writer_timestamp():
 
 
 # ── overview (issue 20) ──────────────────────────────────────────────────────────────────────
-def _scan_json(n: int, vel_div: float | None, prices: dict[str, float]) -> str:
-    return json.dumps({"scan_number": n, "timestamp_ns": int(NOW * 1e9), "timestamp": "t", "bridge_ts": NOW,
+def _scan_json(n: int, vel_div: float | None, prices: dict[str, float], ts: float | None = None) -> str:
+    ts = NOW + 5 * n if ts is None else ts
+    return json.dumps({"scan_number": n, "timestamp_ns": int(ts * 1e9), "timestamp": "t", "bridge_ts": NOW,
                        "vel_div": vel_div, "w50_velocity": 0.0, "w150_velocity": 0.0, "w300_velocity": 0.0,
                        "w750_velocity": 0.0, "instability_50": 0.0, "instability_150": 0.0,
                        "assets": list(prices), "asset_prices": list(prices.values())})
@@ -311,6 +312,10 @@ def test_vel_div_history_is_bounded_and_counts_each_scan_once():
     for n, vd in [(1, -0.01), (1, -0.01), (2, None), (3, 0.02), (4, -0.03), (5, 0.005)]:
         s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan_json(n, vd, {"BTCUSDT": 1.0}), NOW)
     assert list(s.vel_divs) == [0.02, -0.03, 0.005]
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan_json(4, -0.03, {"BTCUSDT": 1.0}), NOW)   # late re-read
+    assert list(s.vel_divs) == [0.02, -0.03, 0.005]
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan_json(1, 0.01, {"BTCUSDT": 1.0}, ts=NOW - 3600), NOW)
+    assert list(s.vel_divs) == [0.01]                                  # clock went back an hour: a replay
 
 
 def test_mhs_holds_render_when_present_and_nothing_when_absent():
