@@ -17,11 +17,29 @@ Decisions (the bible §28 leaves them open):
   values under an error line that names the source (map and key) and the problem.
 - ``DOLPHIN_PNL_BLUE`` shows today's UTC date key; before the first write of the day it says so and
   shows the most recent day it has.
+- Overview (issue 20, the part an operator needs at 80×24): :meth:`TuiState.overview` renders at most
+  four short rows of segments (posture/Rm, MHS status, scan age, capital/day PnL, position with
+  unrealised PnL, MHS holds); :meth:`TuiState.trade_rows` the last closed trades.
+- Unrealised PnL = direction × (last − entry) / entry × notional, before fees (the realised ``net``
+  of a closed trade subtracts both fees). ``last`` is the open symbol's price in the latest scan
+  (``assets``/``asset_prices`` of ``latest_eigen_scan``, the price the trader itself decides on);
+  without one the PnL shows as unknown, never as zero.
+- Closed trades come from ``DOLPHIN_STATE_BLUE[latest].paper.history`` (the trader keeps the last
+  50; side is the position's, i.e. SHORT for a BUY close), else from today's ``DOLPHIN_PNL_BLUE``
+  ``last_trades``. A malformed row is skipped, never drawn half.
+- The vel_div sparkline reads a bounded deque of the last ``spark_n`` scans: a scan is plotted when
+  its ``timestamp_ns`` is newer than the last plotted one, so the initial read or a refresh that
+  delivers a scan again (or late) never plots it twice; one more than 300 s older means the
+  writer's clock went back (a replay) and the sparkline starts over. The feed coalesces bursts, so
+  under a burst it may miss scans, never duplicate one.
+- MHS holds: rendered when the meta-health payload carries a ``holds`` dict
+  (``{program: {reason, since, until}}``), nothing when absent.
 """
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -62,6 +80,7 @@ MAP_ROUTES: dict[str, str] = {maps.HEARTBEAT: HEARTBEAT, maps.PNL_BLUE: PNL}
 # styles: the widget layer maps them to colours
 OK, WARN, BAD, DIM, PLAIN = "ok", "warn", "bad", "dim", ""
 WINDOWS = (50, 150, 300, 750)
+REPLAY_BACK_NS = 300e9      # a scan this much older than the last plotted one restarts the sparkline
 
 
 @dataclass(frozen=True)
@@ -80,12 +99,16 @@ class TuiConfig:
     hb_stale_s: float = 60.0
     panel_stale_s: float = 120.0
     obf_worst_n: int = 5
+    spark_n: int = 120          # scans kept for the vel_div sparkline (10 min at 5 s)
+    trades_n: int = 20          # closed trades in the trades table (as many as fit are drawn)
 
     def __post_init__(self) -> None:
         if not (0 < self.hb_warn_s <= self.hb_stale_s):
             raise ValueError(f"TuiConfig: need 0 < hb_warn_s <= hb_stale_s, got {self.hb_warn_s}, {self.hb_stale_s}")
         if self.panel_stale_s <= 0 or self.obf_worst_n < 1:
             raise ValueError("TuiConfig: panel_stale_s must be > 0 and obf_worst_n >= 1")
+        if self.spark_n < 2 or self.trades_n < 1:
+            raise ValueError(f"TuiConfig: need spark_n >= 2 and trades_n >= 1, got {self.spark_n}, {self.trades_n}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +183,8 @@ class TuiState:
         self.bus_since: float | None = None
         self.updates = 0
         self.errors = 0
+        self.vel_divs: deque[float] = deque(maxlen=self.cfg.spark_n)
+        self._spark_ts: float | None = None
 
     # ── input ────────────────────────────────────────────────────────────────────────────────
     def ingest(self, map_name: str, key: str, raw: Any, now: float) -> str | None:
@@ -185,7 +210,20 @@ class TuiState:
             written = topic.written_at(d.payload) if topic is not None and isinstance(d.payload, Payload) else None
             p.entries[d.key] = _Entry(d.payload, now, written)
             p.errors.pop(d.key, None)
+            if panel == SCAN:
+                self._record_scan(d.payload)
         return panel
+
+    def _record_scan(self, scan: Any) -> None:
+        ts, vd = _num(getattr(scan, "timestamp_ns", None)), _num(getattr(scan, "vel_div", None))
+        if vd is None or ts is None:
+            return
+        if self._spark_ts is not None and ts <= self._spark_ts:
+            if self._spark_ts - ts < REPLAY_BACK_NS:
+                return                  # a late or repeated delivery (initial read, refresh) of a plotted scan
+            self.vel_divs.clear()       # the writer's clock went far back (a replay): start over
+        self._spark_ts = ts
+        self.vel_divs.append(vd)
 
     def remove(self, map_name: str, key: str) -> str | None:
         """Forget ``map_name[key]`` (entry removed or evicted on the bus)."""
@@ -254,6 +292,141 @@ class TuiState:
     def text(self, panel: str, now: float) -> str:
         """Plain text of ``panel`` (what an operator reads; used by tests)."""
         return "\n".join(line.text for line in self.lines(panel, now))
+
+    # ── overview (80×24) ─────────────────────────────────────────────────────────────────────
+    def last_price(self, symbol: Any) -> float | None:
+        """Return ``symbol``'s price in the latest scan (None when the scan or the symbol is missing)."""
+        s = self.payload(SCAN, maps.KEY_EIGEN_SCAN)
+        if s is None or not isinstance(symbol, str):
+            return None
+        try:
+            i = list(s.assets).index(symbol)
+        except ValueError:
+            return None
+        p = _num(s.asset_prices[i]) if i < len(s.asset_prices) else None
+        return p if p is not None and p > 0 else None
+
+    def open_position(self) -> dict | None:
+        """Return the trader's open position (``STATE_BLUE.paper.position``), None when flat or unknown."""
+        s = self.payload(POSITION, maps.KEY_LATEST)
+        if s is None:
+            return None
+        paper = s.paper if isinstance(s.paper, dict) else {}
+        pos = paper.get("position", s.extra.get("open_position"))
+        return pos if isinstance(pos, dict) else None
+
+    def unrealised(self, pos: dict | None = None) -> tuple[float | None, float | None]:
+        """Return (last price, unrealised PnL before fees) of the open position; Nones when unknown."""
+        pos = self.open_position() if pos is None else pos
+        if pos is None:
+            return None, None
+        last = self.last_price(pos.get("symbol"))
+        d, entry, notional = _num(pos.get("direction")), _num(pos.get("entry_price")), _num(pos.get("notional"))
+        if last is None or d is None or entry is None or notional is None or entry <= 0:
+            return last, None
+        return last, d * (last - entry) / entry * notional
+
+    def trade_rows(self, n: int | None = None) -> list[tuple[str, str, str, str, str, str, str]]:
+        """Return the last ``n`` closed trades, newest first: (time UTC, asset, side, entry, exit, pnl, reason)."""
+        try:
+            return self._trade_rows(self.cfg.trades_n if n is None else n)
+        except Exception as exc:  # noqa: BLE001 - an odd but schema-valid payload must not crash the UI
+            return [("ERROR", "", "", "", "", "", f"{exc!r}"[:40])]
+
+    def _trade_rows(self, n: int) -> list[tuple[str, str, str, str, str, str, str]]:
+        s = self.payload(POSITION, maps.KEY_LATEST)
+        hist: Any = (s.paper.get("history") if s is not None and isinstance(s.paper, dict) else None)
+        if not isinstance(hist, list) or not hist:
+            pnl = self._today_pnl()
+            hist = pnl.last_trades if pnl is not None else []
+        rows = []
+        for rec in reversed(hist):
+            if len(rows) >= n:
+                break
+            if not isinstance(rec, dict):
+                continue
+            ts, entry, exit_, net = (_num(rec.get(k)) for k in ("ts", "entry_price", "price", "net"))
+            sym, close_side = rec.get("symbol"), rec.get("side")
+            if ts is None or entry is None or exit_ is None or not isinstance(sym, str):
+                continue
+            side = {"BUY": "SHORT", "SELL": "LONG"}.get(str(close_side), str(close_side))
+            rows.append((time.strftime("%m-%d %H:%M", time.gmtime(ts)), sym[:12], side, f"{entry:.6g}",
+                         f"{exit_:.6g}", _fmt(net, "+,.2f"), str(rec.get("reason", "?"))[:10]))
+        return rows
+
+    def _today_pnl(self) -> Any:
+        entries = self.panels[PNL].entries
+        return entries[max(entries)].payload if entries else None
+
+    def holds(self) -> dict[str, dict]:
+        """Return MHS maintenance holds ``{program: {reason, since, until}}`` (empty when none or absent)."""
+        m = self.payload(META, maps.KEY_LATEST)
+        if m is None:
+            return {}
+        h = getattr(m, "holds", None)
+        if h is None:
+            h = m.extra.get("holds")
+        return {str(k): (v if isinstance(v, dict) else {"reason": str(v)}) for k, v in h.items()} \
+            if isinstance(h, dict) else {}
+
+    def hold_lines(self, now: float) -> list[Line]:
+        """One line per MHS hold (nothing when there is none)."""
+        out = []
+        for prog, h in sorted(self.holds().items()):
+            since, until = _num(h.get("since")), _num(h.get("until"))
+            when = "" if since is None else f" {_age_text(now - since)[4:]}"
+            end = "" if until is None else f", {max(0.0, until - now):.0f}s left"
+            out.append(Line(f"HOLD {prog}: {h.get('reason') or '?'}{when}{end}", WARN))
+        return out
+
+    def overview(self, now: float) -> list[list[Line]]:
+        """The compact status rows (each a list of styled segments, every row under 80 columns)."""
+        try:
+            return self._overview(now)
+        except Exception as exc:  # noqa: BLE001 - an odd but schema-valid payload must not crash the UI
+            return [[Line(f"ERROR cannot render the overview: {exc!r}", BAD)]]
+
+    def _overview(self, now: float) -> list[list[Line]]:
+        s, _, sst = self._single(SAFETY, maps.KEY_LATEST, now)
+        if s is None:
+            posture = Line("posture ?", DIM)
+        else:
+            pst = {"APEX": OK, "STALKER": WARN, "TURTLE": WARN, "HIBERNATE": BAD}.get(s.posture, WARN)
+            posture = Line(f"{s.posture} Rm {_fmt(s.Rm, '.3f')}", pst if sst == OK else WARN)
+        m, _, mst = self._single(META, maps.KEY_LATEST, now)
+        mhs = Line("MHS ?", DIM) if m is None else Line(
+            f"MHS {m.status} {_fmt(m.rm_meta, '.3f')}",
+            ({"GREEN": OK, "YELLOW": WARN, "ORANGE": WARN}.get(m.status, BAD)) if mst == OK else WARN)
+        sc, sage, scst = self._single(SCAN, maps.KEY_EIGEN_SCAN, now)
+        scan = Line("scan ?", DIM) if sc is None else Line(f"scan #{sc.scan_number} {_age_text(sage)}",
+                                                           OK if sage is not None and sage <= 30 else WARN)
+        rows = [[posture, mhs, scan]]
+        st = self.payload(POSITION, maps.KEY_LATEST)
+        pnl = self._today_pnl()
+        money = [Line("capital ?", DIM) if st is None else Line(f"capital {_fmt(st.capital, ',.2f')}")]
+        if pnl is not None:
+            dp = _num(pnl.pnl)
+            money.append(Line(f"day {_fmt(dp, '+,.2f')} ({pnl.trades} trades)",
+                              PLAIN if dp is None else OK if dp >= 0 else BAD))
+        rows.append(money)
+        pos = self.open_position()
+        if pos is None:
+            rows.append([Line("position flat" if st is not None else "position ?", DIM)])
+        else:
+            d = pos.get("direction")
+            side = "SHORT" if d == -1 else "LONG" if d == 1 else str(d)
+            last, upnl = self.unrealised(pos)
+            notional = _num(pos.get("notional"))
+            pct = None if upnl is None or not notional else upnl / notional * 100
+            rows.append([Line(f"{side} {pos.get('symbol')} @ {_fmt(pos.get('entry_price'), '.6g')}", WARN),
+                         Line(f"last {_fmt(last, '.6g')}"),
+                         Line("uPnL ?" if upnl is None else f"uPnL {upnl:+,.2f} ({pct:+.2f}%)",
+                              DIM if upnl is None else OK if upnl >= 0 else BAD)])
+        holds = self.hold_lines(now)
+        if holds:
+            rows.append([Line(", ".join(h.text[5:] for h in holds), WARN)])
+            rows[-1].insert(0, Line("HOLD", WARN))
+        return rows
 
     # ── renderers ────────────────────────────────────────────────────────────────────────────
     def _single(self, panel: str, key: str, now: float) -> tuple[Any, float | None, str]:
@@ -383,18 +556,10 @@ class TuiState:
         for name in sorted(services):
             state = services[name]
             out.append(Line(f"  {name:<22} {state}", OK if state == "RUNNING" else BAD))
-        for name, hold in sorted(self.meta_holds().items()):
-            reason = hold.get("reason") if isinstance(hold, dict) else None
-            out.append(Line(f"  HELD {name.split(':')[-1]}: {reason or 'maintenance'} (MHS leaves it stopped)", WARN))
+        out.extend(self.hold_lines(now))
         if st == WARN:
             out.append(Line("meta health report is stale", WARN))
         return out
-
-    def meta_holds(self) -> dict[str, dict]:
-        """Return the maintenance holds of the latest MHS report (``program -> {since, until, reason, by}``)."""
-        m = self.payload(META, maps.KEY_LATEST)
-        holds = getattr(m, "holds", None) if m is not None else None
-        return {k: v for k, v in holds.items() if isinstance(v, dict)} if isinstance(holds, dict) else {}
 
     def _r_heartbeat(self, now: float) -> list[Line]:
         entries = self.panels[HEARTBEAT].entries
@@ -440,6 +605,9 @@ class TuiState:
         out.append(Line(f"position: {side} {pos.get('symbol')} @ {_fmt(pos.get('entry_price'), '.6g')}"
                         f"  notional {_fmt(pos.get('notional'), ',.2f')}"
                         + ("" if held is None else f"  held {_age_text(now - held)[4:]}"), WARN))
+        last, upnl = self.unrealised(pos)
+        out.append(Line(f"last {_fmt(last, '.6g')}  unrealised {_fmt(upnl, '+,.2f')} (before fees)",
+                        DIM if upnl is None else OK if upnl >= 0 else BAD))
         return out
 
 

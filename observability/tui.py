@@ -3,7 +3,15 @@
 Run ``python -m observability.tui`` (``--members host:port,...`` / ``--cluster NAME`` override the
 ``DOLPHIN_HZ_MEMBERS`` / ``DOLPHIN_HZ_CLUSTER`` settings). Keys: ``q`` quit, ``r`` force a refresh
 (one read of every key), ``t`` re-read and show/hide the test footer (the last ``make test`` run from
-``run_logs/test_results_latest.json``, bible §28.4; read on mount and on ``t``, never polled).
+``run_logs/test_results_latest.json``, bible §28.4; read on mount and on ``t``, never polled),
+``d`` show/hide the detail panels.
+
+Layout (issue 20: the nine-panel grid was unreadable at 80×24): the top is always the overview,
+sized for 80 columns — three to four short rows (posture/Rm, MHS, scan age; capital and day PnL;
+position with last price and unrealised PnL; MHS holds when there are any), a one-row vel_div
+sparkline over the recent scans, and the closed-trades table. The nine detail panels appear below
+it when the terminal is at least ``BIG`` (120×40); on a smaller one ``d`` swaps the trades table for
+them (one scrollable column of panels, each as tall as its content).
 
 Threading: :class:`observability.feed.BusFeed` decodes values on the Hazelcast event threads and
 drops them into a small coalescing buffer (latest value per map/key) without blocking. A pump worker
@@ -23,8 +31,9 @@ from typing import Callable
 
 from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.containers import Grid
-from textual.widgets import Footer, Static
+from textual import events
+from textual.containers import Grid, Horizontal
+from textual.widgets import DataTable, Footer, Sparkline, Static
 from textual.worker import get_current_worker
 
 from observability.feed import BusFeed
@@ -60,6 +69,50 @@ class PanelView(Static):
         if plain != self.plain:
             self.plain = plain
             self.update(_text(lines))
+
+
+def _segments(rows: list[list[Line]]) -> Text:
+    t = Text(no_wrap=True, overflow="ellipsis")
+    for i, row in enumerate(rows):
+        if i:
+            t.append("\n")
+        for j, seg in enumerate(row):
+            if j:
+                t.append("  ")
+            t.append(seg.text, style=STYLES.get(seg.style, ""))
+    return t
+
+
+class Overview(Static):
+    """The compact status rows; keeps their plain text in :attr:`plain` (read by tests)."""
+
+    plain = ""
+
+    def show(self, rows: list[list[Line]]) -> None:
+        plain = "\n".join("  ".join(seg.text for seg in row) for row in rows)
+        if plain != self.plain:
+            self.plain = plain
+            self.update(_segments(rows))
+
+
+TRADE_COLUMNS = ("time UTC", "asset", "side", "entry", "exit", "pnl", "reason")
+
+
+class TradesTable(DataTable):
+    """The last closed trades, newest first; keeps the rows it shows in :attr:`rows_shown`."""
+
+    def __init__(self) -> None:
+        super().__init__(id="trades", show_cursor=False, zebra_stripes=True)
+        self.rows_shown: list[tuple[str, ...]] = []
+
+    def on_mount(self) -> None:
+        self.add_columns(*TRADE_COLUMNS)
+
+    def show(self, rows: list[tuple[str, ...]]) -> None:
+        if rows != self.rows_shown:
+            self.rows_shown = list(rows)
+            self.clear()
+            self.add_rows(rows)
 
 
 class BusLine(Static):
@@ -116,13 +169,22 @@ class DolphinTui(App):
     """The live observability terminal."""
 
     TITLE = "DOLPHIN TUI v3"
+    BIG = (120, 40)      # from this size on the detail panels show under the overview
     CSS = """
     #bus { height: 1; padding: 0 1; }
-    #grid { grid-size: 3; grid-gutter: 0 1; }
+    #overview { height: auto; padding: 0 1; }
+    #spark-row { height: 1; }
+    #spark-label { width: 30; padding: 0 1; }
+    #spark { width: 1fr; height: 1; }
+    #trades { height: 1fr; }
+    #grid { grid-size: 3; grid-gutter: 0 1; height: 1fr; }
+    #grid.-narrow { grid-size: 1; grid-rows: auto; overflow-y: auto; }
+    #grid.-narrow .panel { height: auto; }
     #tests { height: 1; padding: 0 1; }
     .panel { border: round $accent; padding: 0 1; height: 100%; overflow-y: auto; }
     """
-    BINDINGS = [("q", "quit", "Quit"), ("r", "force_refresh", "Refresh"), ("t", "toggle_tests", "Tests")]
+    BINDINGS = [("q", "quit", "Quit"), ("r", "force_refresh", "Refresh"), ("t", "toggle_tests", "Tests"),
+                ("d", "toggle_details", "Details")]
 
     def __init__(self, settings: Settings, cfg: TuiConfig | None = None, *,
                  clock: Callable[[], float] = time.time, connect_timeout: float = 3.0, retry_s: float = 1.0):
@@ -137,9 +199,15 @@ class DolphinTui(App):
         self.batches = 0
         self._busline: BusLine | None = None
         self._closing = False
+        self._details: bool | None = None          # None: by terminal size; d toggles
 
     def compose(self) -> ComposeResult:
         yield BusLine("bus: connecting", id="bus")
+        yield Overview("", id="overview")
+        with Horizontal(id="spark-row"):
+            yield Static("vel_div", id="spark-label")
+            yield Sparkline([], id="spark")
+        yield TradesTable()
         with Grid(id="grid"):
             for p in PANELS:
                 self.views[p] = PanelView(p)
@@ -150,6 +218,7 @@ class DolphinTui(App):
     def on_mount(self) -> None:
         self._busline = self.query_one("#bus", BusLine)
         self.load_test_results()
+        self.apply_layout()
         self.redraw_all()
         self.set_interval(1.0, self.redraw_all)
         self.feed.start()
@@ -191,6 +260,43 @@ class DolphinTui(App):
         for p in touched:
             self.views[p].show(self.state.lines(p, now))
         self._busline.show(self.state.header(now))
+        if touched:
+            self.redraw_overview(now)
+
+    def redraw_overview(self, now: float) -> None:
+        """Redraw the overview rows, the vel_div sparkline and the trades table."""
+        self.query_one("#overview", Overview).show(self.state.overview(now))
+        vds = list(self.state.vel_divs)
+        spark = self.query_one("#spark", Sparkline)
+        if list(spark.data or []) != vds:
+            spark.data = vds
+        label = "vel_div ?" if not vds else f"vel_div {vds[-1]:+.4f} min {min(vds):+.4f}"
+        self.query_one("#spark-label", Static).update(Text(label, style="bold red" if vds and vds[-1] <= -0.02
+                                                           else ""))
+        self.query_one("#trades", TradesTable).show(self.state.trade_rows())
+
+    # ── layout ───────────────────────────────────────────────────────────────────────────────
+    @property
+    def big(self) -> bool:
+        """True when the terminal is at least :attr:`BIG`."""
+        return self.size.width >= self.BIG[0] and self.size.height >= self.BIG[1]
+
+    def apply_layout(self) -> None:
+        """Show the detail panels by size (or as ``d`` chose): under the trades when big, instead when small."""
+        details = self.big if self._details is None else self._details
+        grid = self.query_one("#grid", Grid)
+        trades = self.query_one("#trades", TradesTable)
+        grid.display = details
+        grid.set_class(not self.big, "-narrow")
+        trades.display = self.big or not details
+        trades.styles.height = (min(self.state.cfg.trades_n, 12) + 1) if (self.big and details) else "1fr"
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.apply_layout()
+
+    def action_toggle_details(self) -> None:
+        self._details = not (self.big if self._details is None else self._details)
+        self.apply_layout()
 
     def redraw_all(self) -> None:
         if not self._can_draw():
@@ -199,6 +305,7 @@ class DolphinTui(App):
         self._busline.show(self.state.header(now))
         for p, view in self.views.items():
             view.show(self.state.lines(p, now))
+        self.redraw_overview(now)
 
     # ── keys ─────────────────────────────────────────────────────────────────────────────────
     def load_test_results(self) -> None:

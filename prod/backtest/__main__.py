@@ -22,6 +22,20 @@ def _date(s: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{s!r}: expected YYYY-MM-DD") from None
 
 
+def result_lines(s: dict, summary_path: Path, png_path: Path | None) -> list[str]:
+    """Return what the CLI prints after a run: the headline line, one ``WARNING:`` line per warning, the files."""
+    pf = "n/a" if s["profit_factor"] is None else f"{s['profit_factor']:.3f}"
+    sh = "n/a" if s["sharpe"] is None else f"{s['sharpe']:.2f}"
+    wr = "n/a" if s["win_rate_pct"] is None else f"{s['win_rate_pct']:.1f}%"
+    out = [f"ROI {s['roi_pct']:+.2f}% | PF {pf} | Sharpe {sh} | Max DD {s['max_drawdown_pct']:.2f}% | "
+           f"WR {wr} | Trades {s['trades']} | days {s['days']} | hash {s['config_hash']}"]
+    out.extend(f"WARNING: {w}" for w in s.get("warnings") or [])
+    out.append(f"summary: {summary_path}")
+    if png_path:
+        out.append(f"equity:  {png_path}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m prod.backtest",
                                  description="Replay daily Parquet files through NDAlphaEngine.")
@@ -51,13 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except (BacktestError, ConfigError) as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2
-    s = res.summary
-    pf = "n/a" if s["profit_factor"] is None else f"{s['profit_factor']:.3f}"
-    sh = "n/a" if s["sharpe"] is None else f"{s['sharpe']:.2f}"
-    wr = "n/a" if s["win_rate_pct"] is None else f"{s['win_rate_pct']:.1f}%"
-    print(f"ROI {s['roi_pct']:+.2f}% | PF {pf} | Sharpe {sh} | Max DD {s['max_drawdown_pct']:.2f}% | "
-          f"WR {wr} | Trades {s['trades']} | days {s['days']} | hash {s['config_hash']}")
-    print(f"summary: {res.summary_path}" + (f"\nequity:  {res.png_path}" if res.png_path else ""))
+    for line in result_lines(res.summary, res.summary_path, res.png_path):
+        print(line)
     return 0
 
 

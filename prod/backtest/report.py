@@ -6,9 +6,17 @@ Definitions (so the numbers can be compared with the bible's reference run, §1)
 * ``profit_factor`` — sum of winning trade PnL / |sum of losing trade PnL|; ``null`` with no losing trade.
 * ``win_rate_pct`` — share of trades with PnL > 0, in percent.
 * ``sharpe`` — mean / std (ddof 1) of daily returns × √365 (crypto trades every day); ``null`` with
-  fewer than 2 days or zero variance.
+  fewer than 2 days or zero variance. Annualising from a handful of days gives a number that looks
+  precise and is mostly noise (the standard error of a Sharpe estimate is about √(365/days) in
+  annual units: ±3.5 at 30 days), so below ``SHARPE_MIN_DAYS`` (30) daily returns the figures carry
+  ``sharpe_warning``; the runner logs it, the CLI prints it and the summary JSON / HTML report carry it.
 * ``max_drawdown_pct`` — largest peak-to-trough fall of the realised equity curve (capital after
   every closed trade and at every day end), in percent of the peak.
+
+The equity PNG has a date x-axis (matplotlib date locator/formatter): the runner's curve positions
+are day offsets ``k + fraction`` into its list of replayed day files, mapped back to calendar
+dates through that list (:func:`offsets_to_datetimes`), so a missing day file shows as a jump in
+the dates, not a shifted axis.
 """
 from __future__ import annotations
 
@@ -17,10 +25,13 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+SHARPE_MIN_DAYS = 30          # fewer daily returns than this: the annualised Sharpe is flagged
 
 
 @dataclass
@@ -36,6 +47,7 @@ class Metrics:
     win_rate_pct: float | None
     trades: int
     days: int
+    sharpe_warning: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,18 +82,29 @@ def sharpe(daily_returns: Sequence[float], periods_per_year: float = 365.0) -> f
     return float(r.mean() / sd * math.sqrt(periods_per_year))
 
 
+def sharpe_warning(days: int, value: float | None, min_days: int = SHARPE_MIN_DAYS) -> str | None:
+    """Return the warning for a Sharpe annualised from fewer than ``min_days`` daily returns, else None."""
+    if value is None or days >= min_days:
+        return None
+    return (f"Sharpe {value:.2f} is annualised (x sqrt(365)) from only {days} daily return(s), fewer than "
+            f"{min_days}: it is mostly noise (standard error about {math.sqrt(365.0 / max(days, 1)):.1f}); "
+            f"replay at least {min_days} days before reading it")
+
+
 def compute_metrics(initial_capital: float, final_capital: float, trade_pnls: Sequence[float],
                     daily_returns: Sequence[float], equity: Sequence[float]) -> Metrics:
     """Compute the headline figures from trade PnLs, daily returns and the realised equity curve."""
     pnls = np.asarray(trade_pnls, dtype=np.float64)
     n = int(pnls.size)
+    sr = sharpe(daily_returns)
     return Metrics(
         initial_capital=float(initial_capital), final_capital=float(final_capital),
         roi_pct=(final_capital / initial_capital - 1.0) * 100.0 if initial_capital > 0 else 0.0,
-        profit_factor=profit_factor(pnls), sharpe=sharpe(daily_returns),
+        profit_factor=profit_factor(pnls), sharpe=sr,
         max_drawdown_pct=max_drawdown(equity) * 100.0,
         win_rate_pct=float((pnls > 0).mean() * 100.0) if n else None,
         trades=n, days=len(daily_returns),
+        sharpe_warning=sharpe_warning(len(daily_returns), sr),
     )
 
 
@@ -107,23 +130,55 @@ def write_json_atomic(obj: Any, path: Path) -> Path:
     return path
 
 
-def write_equity_png(equity_t: Sequence[float], equity: Sequence[float], path: Path,
-                     title: str = "DOLPHIN backtest equity") -> Path:
-    """Plot the realised equity curve (x: days since start) to a PNG with the Agg backend."""
+def offsets_to_datetimes(equity_t: Sequence[float], dates: Sequence[str]) -> list[datetime]:
+    """Map the runner's curve positions (``k + fraction`` of day file ``k``) to UTC datetimes.
+
+    ``dates`` are the replayed days (``YYYY-MM-DD``) in order; position ``k + f`` is ``dates[k]`` plus
+    ``f`` days, and a position at or past ``len(dates)`` counts on from the last day.
+    """
+    if not dates:
+        raise ValueError("offsets_to_datetimes: no dates to anchor the equity curve")
+    days = [datetime.strptime(d, "%Y-%m-%d").replace(tzinfo=timezone.utc) for d in dates]
+    out = []
+    for t in equity_t:
+        k = min(max(int(math.floor(t)), 0), len(days) - 1)
+        out.append(days[k] + timedelta(days=float(t) - k))
+    return out
+
+
+def equity_figure(equity_t: Sequence[float], equity: Sequence[float], dates: Sequence[str] | None = None,
+                  title: str = "DOLPHIN backtest equity") -> Any:
+    """Build the equity-curve figure (x: dates when ``dates`` is given, else days since start)."""
     import matplotlib
     matplotlib.use("Agg", force=True)
+    import matplotlib.dates as mdates
     from matplotlib.figure import Figure
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(10, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot(list(equity_t), list(equity), lw=1.2, color="#1f5fa8", drawstyle="steps-post")
-    ax.set_xlabel("days")
+    xs: list[Any] = offsets_to_datetimes(equity_t, dates) if dates else list(equity_t)
+    ax.plot(xs, list(equity), lw=1.2, color="#1f5fa8", drawstyle="steps-post")
+    if dates:
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+        ax.set_xlabel("date (UTC)")
+        fig.autofmt_xdate(rotation=30)
+    else:
+        ax.set_xlabel("days")
     ax.set_ylabel("capital (USDT)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def write_equity_png(equity_t: Sequence[float], equity: Sequence[float], path: Path,
+                     title: str = "DOLPHIN backtest equity", dates: Sequence[str] | None = None) -> Path:
+    """Plot the realised equity curve to a PNG with the Agg backend (x: dates when ``dates`` is given)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = equity_figure(equity_t, equity, dates, title)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, format="png")
     os.replace(tmp, path)
@@ -189,6 +244,8 @@ def write_html_report(summary: dict, equity_t: Sequence[float], equity: Sequence
                          "exit_price", "notional", "leverage", "bars_held", "reason", "net_pnl")
              if any(c in t for t in trades)]
     trows = "".join("<tr>" + "".join(f"<td>{_fmt_cell(t.get(c))}</td>" for c in tcols) + "</tr>" for t in trades)
+    warn_html = "".join(f'<p class="warning" style="color:#b22"><strong>warning:</strong> {e(str(w))}</p>'
+                        for w in summary.get("warnings") or [])
     exits = ", ".join(f"{e(str(k))} {v}" for k, v in (summary.get("exit_reasons") or {}).items()) or "none"
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>DOLPHIN backtest {e(str(summary.get('strategy')))}
@@ -199,7 +256,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right;font-size:13px}}th
 <h1>DOLPHIN backtest — {e(str(summary.get('strategy')))} ({e(str(summary.get('direction')))})</h1>
 <p class="muted">created {e(str(summary.get('created_utc')))} · config {e(str(summary.get('config')))} ·
 data {e(str(summary.get('data_dir')))}</p>
-<h2>Headline metrics</h2><table id="metrics">{metrics}</table>
+<h2>Headline metrics</h2><table id="metrics">{metrics}</table>{warn_html}
 <p>exit reasons: {exits}</p>
 <h2>Equity (capital after each trade and day end)</h2>{_svg_line(equity_t, equity, label="capital USDT")}
 <h2>Drawdown (% of running peak)</h2>{_svg_line(equity_t, drawdown_curve(equity), color="#b22", fill=True,

@@ -350,6 +350,8 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         "roi_pct": m.roi_pct,
         "profit_factor": m.profit_factor,
         "sharpe": m.sharpe,
+        "sharpe_warning": m.sharpe_warning,
+        "warnings": [w for w in (m.sharpe_warning,) if w],
         "max_drawdown_pct": m.max_drawdown_pct,
         "win_rate_pct": m.win_rate_pct,
         "trades": m.trades,
@@ -377,7 +379,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
     if png_path is not None:
         title = (f"DOLPHIN {cfg.strategy} {files[0][0]}..{files[-1][0]}  ROI {m.roi_pct:+.2f}%  "
                  f"DD {m.max_drawdown_pct:.2f}%  trades {m.trades}")
-        write_equity_png(equity_t, equity, png_path, title)
+        write_equity_png(equity_t, equity, png_path, title, dates=[d for d, _ in files])
+    if m.sharpe_warning:
+        log.warning("backtest: %s", m.sharpe_warning)
     log.info("backtest: %d days, %d bars, %d trades, ROI %+.2f%%, PF %s, Sharpe %s, max DD %.2f%%, "
              "WR %s -> %s", len(per_day), total_bars, m.trades, m.roi_pct, _fmt(m.profit_factor),
              _fmt(m.sharpe), m.max_drawdown_pct, _fmt(m.win_rate_pct), summary_path)

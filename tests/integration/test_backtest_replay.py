@@ -52,6 +52,8 @@ def test_replay_of_two_synthetic_days_writes_valid_summary_and_png(two_days, tmp
     assert s["trade_list"][-1]["capital_after"] == pytest.approx(s["final_capital"])
     png = Path(s["equity_png"])
     assert png == tmp_path / "s.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert s["sharpe"] is not None                            # two days with different returns
+    assert "only 2 daily return(s), fewer than 30" in s["sharpe_warning"] and s["warnings"] == [s["sharpe_warning"]]
 
 
 
@@ -140,6 +142,7 @@ def test_cli_runs_and_reports(two_days, tmp_path):
     assert "ROI" in p.stdout and str(out) in p.stdout
     s = json.loads(out.read_text())
     assert s["days"] == 1 and out.with_suffix(".png").is_file()
+    assert s["sharpe"] is None and s["warnings"] == [] and "WARNING" not in p.stdout   # one day: no Sharpe to doubt
     bad = subprocess.run([sys.executable, "-m", "prod.backtest", "--config", str(BLUE_PATH), "--data",
                           str(tmp_path / "empty")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no YYYY-MM-DD.parquet files" in bad.stderr

@@ -191,6 +191,8 @@ def test_any_value_on_any_source_never_crashes_the_model(src, value):
     s.ingest(src[0], src[1], value, NOW)
     for p in S.PANELS:
         assert isinstance(s.text(p, NOW), str)
+    assert all(isinstance(seg.text, str) for row in s.overview(NOW) for seg in row)
+    assert isinstance(s.trade_rows(), list)
 
 
 def test_a_payload_that_bypassed_the_schema_renders_as_an_error_line():
@@ -229,14 +231,108 @@ def test_every_panel_ages_from_its_topic_writer_timestamp():
     assert mc[0].style == S.OK                    # OK is the forewarner's GREEN (§12)
 
 
-def test_maintenance_holds_of_the_mhs_report_are_a_field_and_a_warn_line():
+# ── overview (issue 20) ──────────────────────────────────────────────────────────────────────
+def _scan_json(n: int, vel_div: float | None, prices: dict[str, float], ts: float | None = None) -> str:
+    ts = NOW + 5 * n if ts is None else ts
+    return json.dumps({"scan_number": n, "timestamp_ns": int(ts * 1e9), "timestamp": "t", "bridge_ts": NOW,
+                       "vel_div": vel_div, "w50_velocity": 0.0, "w150_velocity": 0.0, "w300_velocity": 0.0,
+                       "w750_velocity": 0.0, "instability_50": 0.0, "instability_150": 0.0,
+                       "assets": list(prices), "asset_prices": list(prices.values())})
+
+
+def _state_json(position: dict | None, history: list | None = None) -> str:
+    return json.dumps({"strategy": "blue", "capital": 1000.0, "updated_at": NOW,
+                       "paper": {"position": position, "history": history or []}})
+
+
+def _plain_rows(s: TuiState, now: float = NOW) -> list[str]:
+    return ["  ".join(seg.text for seg in row) for row in s.overview(now)]
+
+
+def test_unrealised_pnl_of_a_short_uses_the_latest_scan_price():
     s = TuiState()
-    rep = {"rm_meta": 0.9, "status": "GREEN", "timestamp": NOW, "services": {"dolphin_data:exf_fetcher": "STOPPED"}}
-    s.ingest(maps.META_HEALTH, maps.KEY_LATEST, json.dumps(rep), NOW)
-    assert s.meta_holds() == {} and "HELD" not in s.text(S.META, NOW)
-    hold = {"since": NOW - 60, "until": None, "reason": "key rotation", "by": "ops"}
-    s.ingest(maps.META_HEALTH, maps.KEY_LATEST, json.dumps({**rep, "holds": {"dolphin_data:exf_fetcher": hold}}), NOW)
-    assert s.meta_holds() == {"dolphin_data:exf_fetcher": hold}
-    held = [ln for ln in s.lines(S.META, NOW) if "HELD" in ln.text]
-    assert [(ln.text.strip(), ln.style) for ln in held] == \
-        [("HELD exf_fetcher: key rotation (MHS leaves it stopped)", S.WARN)]
+    pos = {"symbol": "SOLUSDT", "direction": -1, "entry_price": 150.0, "notional": 300.0, "entry_ts": NOW - 5}
+    s.ingest(maps.STATE_BLUE, maps.KEY_LATEST, _state_json(pos), NOW)
+    assert s.unrealised() == (None, None)                       # no scan yet: unknown, not zero
+    assert "uPnL ?" in _plain_rows(s)[2]
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan_json(1, -0.01, {"BTCUSDT": 1.0, "SOLUSDT": 147.0}), NOW)
+    last, upnl = s.unrealised()
+    assert last == 147.0 and upnl == pytest.approx(-1 * (147.0 - 150.0) / 150.0 * 300.0)   # +6.00
+    assert _plain_rows(s)[2] == "SHORT SOLUSDT @ 150  last 147  uPnL +6.00 (+2.00%)"
+    assert "unrealised +6.00" in s.text(S.POSITION, NOW)
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan_json(2, -0.01, {"SOLUSDT": 153.0}), NOW)
+    assert s.unrealised()[1] == pytest.approx(-6.0)
+    assert s.overview(NOW)[2][-1].style == S.BAD
+
+
+def test_overview_rows_fit_80_columns_and_say_flat_when_flat():
+    s = TuiState()
+    assert _plain_rows(s) == ["posture ?  MHS ?  scan ?", "capital ?", "position ?"]
+    s.ingest(maps.SAFETY, maps.KEY_LATEST, json.dumps({"posture": "HIBERNATE", "Rm": 0.0, "ts": NOW}), NOW)
+    s.ingest(maps.META_HEALTH, maps.KEY_LATEST, json.dumps({"rm_meta": 0.123, "status": "ORANGE",
+                                                           "timestamp": NOW}), NOW)
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan_json(12345678, -0.05, {"BTCUSDT": 1.0}), NOW)
+    s.ingest(maps.STATE_BLUE, maps.KEY_LATEST, _state_json(None), NOW)
+    rows = _plain_rows(s, NOW + 7)
+    assert rows[0] == "HIBERNATE Rm 0.000  MHS ORANGE 0.123  scan #12345678 age 7s"
+    assert rows[1] == "capital 1,000.00" and rows[2] == "position flat"
+    assert all(len(r) <= 78 for r in rows)
+    assert s.overview(NOW + 60)[0][2].style == S.WARN            # an old scan is flagged in the overview
+
+
+def test_trades_come_newest_first_from_the_trader_history_with_the_position_side():
+    s = TuiState(TuiConfig(trades_n=2))
+    hist = [{"side": "BUY", "symbol": "AAAUSDT", "price": 9.0, "entry_price": 10.0, "net": 1.5, "reason": "FIXED_TP",
+             "ts": NOW - 120},
+            "garbage row",
+            {"side": "SELL", "symbol": "BBBUSDT", "price": 21.0, "entry_price": 20.0, "net": -0.25,
+             "reason": "STOP_LOSS", "ts": NOW - 60},
+            {"side": "BUY", "symbol": "CCCUSDT", "price": None, "entry_price": 5.0, "net": 0.0, "reason": "X",
+             "ts": NOW}]                                          # no exit price: skipped, never drawn half
+    s.ingest(maps.STATE_BLUE, maps.KEY_LATEST, _state_json(None, hist), NOW)
+    t = time.gmtime(NOW - 60)
+    assert s.trade_rows() == [
+        (time.strftime("%m-%d %H:%M", t), "BBBUSDT", "LONG", "20", "21", "-0.25", "STOP_LOSS"),
+        (time.strftime("%m-%d %H:%M", time.gmtime(NOW - 120)), "AAAUSDT", "SHORT", "10", "9", "+1.50", "FIXED_TP")]
+
+
+def test_trades_fall_back_to_the_pnl_last_trades():
+    s = TuiState()
+    today = time.strftime("%Y-%m-%d", time.gmtime(NOW))
+    s.ingest(maps.PNL_BLUE, today, json.dumps({"date": today, "strategy": "blue", "capital": 1.0, "pnl": 0.0,
+                                               "trades": 1, "updated_at": NOW, "last_trades": [
+                                                   {"side": "BUY", "symbol": "XUSDT", "price": 1.0,
+                                                    "entry_price": 2.0, "net": 0.5, "reason": "MAX_HOLD",
+                                                    "ts": NOW}]}), NOW)
+    assert [r[1:] for r in s.trade_rows()] == [("XUSDT", "SHORT", "2", "1", "+0.50", "MAX_HOLD")]
+
+
+def test_vel_div_history_is_bounded_and_counts_each_scan_once():
+    s = TuiState(TuiConfig(spark_n=3))
+    for n, vd in [(1, -0.01), (1, -0.01), (2, None), (3, 0.02), (4, -0.03), (5, 0.005)]:
+        s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan_json(n, vd, {"BTCUSDT": 1.0}), NOW)
+    assert list(s.vel_divs) == [0.02, -0.03, 0.005]
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan_json(4, -0.03, {"BTCUSDT": 1.0}), NOW)   # late re-read
+    assert list(s.vel_divs) == [0.02, -0.03, 0.005]
+    s.ingest(maps.FEATURES, maps.KEY_EIGEN_SCAN, _scan_json(1, 0.01, {"BTCUSDT": 1.0}, ts=NOW - 3600), NOW)
+    assert list(s.vel_divs) == [0.01]                                  # clock went back an hour: a replay
+
+
+def test_mhs_holds_render_when_present_and_nothing_when_absent():
+    s = TuiState()
+    base = {"rm_meta": 1.0, "status": "GREEN", "timestamp": NOW}
+    s.ingest(maps.META_HEALTH, maps.KEY_LATEST, json.dumps(base), NOW)
+    assert s.holds() == {} and s.hold_lines(NOW) == [] and "HOLD" not in s.text(S.META, NOW)
+    assert len(s.overview(NOW)) == 3
+    held = {**base, "holds": {"scanner": {"reason": "maintenance", "since": NOW - 300, "until": NOW + 60}}}
+    s.ingest(maps.META_HEALTH, maps.KEY_LATEST, json.dumps(held), NOW)
+    assert "HOLD scanner: maintenance 5m, 60s left" in s.text(S.META, NOW)
+    assert _plain_rows(s)[-1] == "HOLD  scanner: maintenance 5m, 60s left"
+    assert s.overview(NOW)[-1][0].style == S.WARN
+
+
+def test_config_rejects_a_too_small_sparkline_or_trades_table():
+    with pytest.raises(ValueError, match="spark_n"):
+        TuiConfig(spark_n=1)
+    with pytest.raises(ValueError, match="trades_n"):
+        TuiConfig(trades_n=0)
