@@ -342,14 +342,16 @@ class Soak:
         try:
             while time.monotonic() < end:
                 if time.monotonic() >= regime_until:
-                    self.regime = "stress" if self.regime == "calm" else "calm"
-                    hold = self.rng.uniform(90, 240) if self.regime == "stress" else self.rng.uniform(60, 180)
+                    nxt = "stress" if self.regime == "calm" else "calm"
+                    hold = self.rng.uniform(90, 240) if nxt == "stress" else self.rng.uniform(60, 180)
                     try:
-                        self.sim("/sim/admin/regime", {"regime": self.regime, "hold_s": None})
-                        self.regimes.append({"t_rel_s": round(time.time() - self.t0, 1), "regime": self.regime})
-                        print(f"soak: regime -> {self.regime}", flush=True)
+                        self.sim("/sim/admin/regime", {"regime": nxt, "hold_s": None})
+                        self.regime = nxt
+                        self.regimes.append({"t_rel_s": round(time.time() - self.t0, 1), "regime": nxt})
+                        print(f"soak: regime -> {nxt}", flush=True)
                     except OSError as exc:
-                        print(f"soak: regime switch failed ({exc}); retry next cycle", flush=True)
+                        self.record("regime_switch_failed", regime=nxt, error=str(exc))
+                        hold = 10.0   # retry soon
                     regime_until = time.monotonic() + hold
                 if turn % 2 == 0:
                     if not kill_round:
@@ -416,6 +418,7 @@ class Soak:
                            "max": max(recs) if recs else None,
                            "per_program": {p: [f["recovery_s"] for f in kills if f["program"] == p] for p in programs}},
             "rss": slopes, "rss_limit_mb_per_h": RSS_LIMIT_MB_PER_H,
+            "rss_samples": {p: rows[::max(1, len(rows) // 200)] for p, rows in self.rss.items()},
             "trades": {"entries": kinds.count("ENTRY"), "exits": kinds.count("EXIT"),
                        "entry_not_taken": kinds.count("ENTRY_NOT_TAKEN"), "exit_failed": kinds.count("EXIT_FAILED"),
                        "trader_starts": kinds.count("TRADER_START"), "journal_events": len(events),
