@@ -194,14 +194,14 @@ def slope_per_hour(samples: Sequence[tuple[float, float]]) -> float | None:
     return sum((t - mt) * (v - mv) for t, v in samples) / den * 3600.0
 
 
-def rss_slopes(samples: Mapping[str, Sequence[tuple[float, int, float]]], warmup_s: float = 360.0,
+def rss_slopes(samples: Mapping[str, Sequence[tuple[float, int, float]]], warmup_s: float = 420.0,
                min_span_s: float = 180.0) -> dict[str, dict]:
     """Per program: RSS slope (MB/h) over its longest-lived pid, after ``warmup_s`` of that pid's life.
 
     ``samples[program]`` = [(t, pid, rss_mb)]; a kill starts a new pid, so each lifetime is fitted on
     its own. Lifetimes shorter than ``min_span_s`` after warm-up give no slope (too noisy to judge).
-    The warm-up is 6 min: a program's RSS steps up once when its first periodic job loads a big
-    library (obf_universe's first Parquet flush imports pyarrow, +60 MB about 4 min after start, flat
+    The warm-up is 7 min: a program's RSS steps up once when its first periodic job loads a big
+    library (obf_universe's first Parquet flush imports pyarrow, +60 MB 4–5 min after start, flat
     after; measured by the soak), which is growth of a start, not of a run.
     """
     out = {}
