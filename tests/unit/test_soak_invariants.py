@@ -90,8 +90,8 @@ def test_recoveries_and_rss_slope():
              {"program": "c", "t": 3.0, "recovery_s": None}]
     found = inv.check_recoveries(kills, 30)
     assert len(found) == 2 and "31.0s" in found[0] and "not back" in found[1]
-    flat = [(t, 7, 100.0 + (t % 2) * 0.1) for t in range(0, 600, 5)]
-    leak = [(t, 8, 100.0 + t / 3600 * 500) for t in range(0, 600, 5)]          # 500 MB/h
+    flat = [(t, 7, 100.0 + (t % 2) * 0.1) for t in range(0, 900, 5)]
+    leak = [(t, 8, 100.0 + t / 3600 * 500) for t in range(0, 900, 5)]          # 500 MB/h
     short = [(t, 9, 100.0 + t) for t in range(0, 100, 5)]                      # too short to judge
     slopes = inv.rss_slopes({"flat": flat, "leak": leak, "short": short})
     assert abs(slopes["flat"]["slope_mb_per_h"]) < 5
