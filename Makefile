@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run stop test bench lint venv clean status cluster cluster-stop hz-jar
+.PHONY: run stop test bench lint venv clean status cluster cluster-stop hz-jar soak
 
 venv: $(STAMP)
 
@@ -24,6 +24,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/bench -s
+
+# chaos soak of the whole mesh (tests/soak): kill -9, ws faults, full journal, garbage; run_logs/soak_*.json
+MINUTES ?= 10
+SEED ?=
+soak: $(STAMP)
+	$(PY) -m tests.soak --minutes $(MINUTES) $(if $(SEED),--seed $(SEED))
 
 run: $(STAMP)
 	$(PY) -m services.mesh up

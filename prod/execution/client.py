@@ -133,12 +133,15 @@ class ExecutionClient:
         return self.stream is not None and self.stream.connected.is_set()
 
     # ------------------------------------------------------------------ events
-    def _emit(self, event: str, o: Order) -> None:
+    def _emit(self, event: str, o: Order) -> bool:
+        """Pass the event to the journal hook; False when the hook failed (logged)."""
         if self.on_order is not None:
             try:
                 self.on_order(event, o.to_dict())
             except Exception:  # noqa: BLE001 - a journal failure must be loud but not kill the stream
                 log.exception("on_order hook failed for %s %s", event, o.client_id)
+                return False
+        return True
 
     def _touch(self, cid: str) -> _Track:
         t = self._track.setdefault(cid, _Track())
@@ -206,7 +209,12 @@ class ExecutionClient:
         self.orders[o.client_id] = o
         self._touch(o.client_id)
         self.stats.submitted += 1
-        self._emit("SUBMIT", o)
+        if not self._emit("SUBMIT", o) and not intent.reduce_only:
+            # the journal cannot record the order (full disk): an entry is not sent; a reduceOnly exit is
+            o.apply_status(S.REJECTED, reason="not_sent: the journal hook failed for SUBMIT")
+            self.stats.rejected += 1
+            self._emit("REJECTED", o)
+            return o
         params: dict[str, Any] = {"symbol": intent.symbol, "side": intent.side, "type": intent.type,
                                   "quantity": intent.qty, "newClientOrderId": intent.client_id}
         if intent.type == "LIMIT":

@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sqlite3
 import threading
 from collections import deque, namedtuple
 from datetime import datetime, timezone
@@ -70,6 +71,10 @@ from services.event_trader.paper import Book, PaperAccount
 from services.event_trader.recorder import NULL_RECORDER
 
 log = logging.getLogger("event_trader")
+
+
+class JournalUnavailable(RuntimeError):
+    """An entry refused because decided events are still waiting to be journaled."""
 STRATEGY = "blue"
 VOL_SYMBOL = "BTCUSDT"
 POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
@@ -169,6 +174,7 @@ class TraderCore:
         self.signals_not_taken = 0
         self._last_snapshot = 0.0
         self.rl = RateLog(log, 30.0)
+        self.journal_backlog: deque = deque()   # events decided but not yet journaled (full disk)
         self._restore()
 
     # ── restore ──────────────────────────────────────────────────────────────────────────────
@@ -326,6 +332,8 @@ class TraderCore:
                 self.scans_bad += 1
                 log.error("scan dropped: %s", exc)
                 return None
+        if self.journal_backlog:
+            self.flush_journal_backlog()
         sn = scan.scan_number
         if self.last_scan is not None and sn <= self.last_scan:
             self.scans_dup += 1
@@ -392,6 +400,11 @@ class TraderCore:
             decision["kill_exits"] = killed
         if res.entered is not None and eng.position is not None:
             e = res.entered
+            if not self.flush_journal_backlog():
+                self._entry_not_taken(e, JournalUnavailable(
+                    f"{len(self.journal_backlog)} event(s) not journaled yet (journal write failing)"), sn, decision)
+                self.last_decision = decision
+                return decision
             try:
                 fill = acct.open(e.trade_id, e.asset, e.direction, e.notional, self.books.get(e.asset),
                                  prices.get(e.asset, e.price), t_dec, sn, self.limits.max_book_age_s)
@@ -521,8 +534,29 @@ class TraderCore:
                 "gate": "gap", "gap_s": scan.gap_s}
 
     def _journal_only(self, kind: str, payload: dict, sn: int | None) -> None:
-        self.journal.append(kind, payload, sn, snapshot=self.snapshot_now())
-        self._last_snapshot = self.clock()
+        self.journal_backlog.append((kind, payload, sn))
+        self.flush_journal_backlog()
+
+    def flush_journal_backlog(self) -> bool:
+        """Journal the held events in order; False while a write still fails (they stay held).
+
+        A failed journal write (full disk, I/O error) must neither lose a trade that happened (the
+        account moved) nor let the trader open another one unrecorded: the event is held in memory
+        and retried on every scan, and entries are refused (``ENTRY_NOT_TAKEN``) until the backlog
+        drains. Found by the chaos soak (``tests/soak``): before, an EFBIG on the journal lost the
+        ENTRY/EXIT rows while the venue filled them, and capital diverged from the journal.
+        """
+        while self.journal_backlog:
+            kind, payload, sn = self.journal_backlog[0]
+            try:
+                self.journal.append(kind, payload, sn, snapshot=self.snapshot_now())
+            except (OSError, sqlite3.Error, JournalIntegrityError) as exc:
+                self.rl.error("journal-write", "journal write failed (%d event(s) held, entries halted): %s: %s",
+                              len(self.journal_backlog), type(exc).__name__, exc)
+                return False
+            self.journal_backlog.popleft()
+            self._last_snapshot = self.clock()
+        return True
 
     _decision_stale = False     # the stale_state flag of the decision being booked (PnL writes carry it)
 
@@ -548,7 +582,10 @@ class TraderCore:
             self.out.state(payload)
 
     def journal_event(self, kind: str, payload: dict) -> None:
-        """Append a lifecycle event (TRADER_START / TRADER_STOP) to the journal."""
+        """Append a lifecycle event (TRADER_START / TRADER_STOP) to the journal (after any held events)."""
+        if not self.flush_journal_backlog():
+            log.critical("%d decided event(s) could not be journaled: %s", len(self.journal_backlog),
+                         [k for k, _, _ in self.journal_backlog])
         self.journal.append(kind, payload)
 
     # ── outputs ──────────────────────────────────────────────────────────────────────────────

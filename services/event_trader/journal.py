@@ -11,6 +11,10 @@ truncated log (the anchor is missing) or a log with lines the journal never comm
 (a crash between the two writes leaves at most one) raises :class:`JournalIntegrityError`, and the
 trader refuses to trade. The single crash leftover is closed by an ``UNCOMMITTED_TAIL`` line, so the
 chain records that the event never took effect.
+
+A write that fails (full disk: ENOSPC/EFBIG, I/O error) is undone in the audit log too (truncated back
+to its size before the write), so a failed append leaves neither a torn line nor an uncommitted line
+that the next append would collide with (found by the chaos soak, ``tests/soak``).
 """
 from __future__ import annotations
 
@@ -96,6 +100,7 @@ class Journal:
         self.db: sqlite3.Connection | None = None
         self.seq = 0
         self.tail = GENESIS
+        self.broken: str | None = None
 
     @classmethod
     def open(cls, db_path: str | os.PathLike, audit_path: str | os.PathLike) -> "Journal":
@@ -148,25 +153,51 @@ class Journal:
             ts = f"{time.time():.6f}"
             h = line_hash(seq, ts, self.tail, kind, body)
             line = AuditLine(seq, ts, self.tail, kind, body, h)
-            with open(self.audit_path, "a", encoding="utf-8") as fh:
-                fh.write(line.render())
-                fh.flush()
-                os.fsync(fh.fileno())
-            cur = self.db
-            cur.execute("BEGIN IMMEDIATE")
+            if self.broken:
+                raise JournalIntegrityError(f"journal unusable until restart: {self.broken}")
+            size0 = self.audit_path.stat().st_size if self.audit_path.exists() else 0
             try:
-                cur.execute("INSERT INTO events(ts, kind, scan_number, audit_seq, payload) VALUES (?,?,?,?,?)",
-                            (float(ts), kind, scan_number, seq, body))
-                if snapshot is not None:
-                    self._write_snapshot(*snapshot)
-                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('anchor_hash', ?)", (h,))
-                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('anchor_seq', ?)", (str(seq),))
-                cur.execute("COMMIT")
+                with open(self.audit_path, "a", encoding="utf-8") as fh:
+                    fh.write(line.render())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                cur = self.db
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    cur.execute("INSERT INTO events(ts, kind, scan_number, audit_seq, payload) VALUES (?,?,?,?,?)",
+                                (float(ts), kind, scan_number, seq, body))
+                    if snapshot is not None:
+                        self._write_snapshot(*snapshot)
+                    cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('anchor_hash', ?)", (h,))
+                    cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('anchor_seq', ?)", (str(seq),))
+                    cur.execute("COMMIT")
+                except BaseException:
+                    if cur.in_transaction:   # a failed COMMIT (disk I/O error) has already rolled back
+                        cur.execute("ROLLBACK")
+                    raise
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._undo_audit(size0)
                 raise
             self.seq, self.tail = seq, h
             return seq
+
+    def _undo_audit(self, size0: int) -> None:
+        """A write that did not commit (full disk, I/O error) leaves no audit bytes behind.
+
+        Without this a torn line (a partial write) or a line the journal never committed stays in the
+        log, and the next append reuses its sequence number: the chain breaks and the trader refuses
+        to start. Shrinking needs no space; if even that fails, every later append is refused.
+        """
+        try:
+            if self.audit_path.exists() and self.audit_path.stat().st_size > size0:
+                os.truncate(self.audit_path, size0)
+                fd = os.open(self.audit_path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            self.broken = f"could not undo an uncommitted audit write: {exc}"
 
     def _write_snapshot(self, last_scan: int | None, engine_state: dict | None, paper_state: dict | None) -> None:
         self.db.execute(
@@ -190,7 +221,8 @@ class Journal:
                 self._write_snapshot(last_scan, engine_state, paper_state)
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:   # a failed COMMIT has already rolled back
+                    self.db.execute("ROLLBACK")
                 raise
             return True
 

@@ -1,0 +1,5 @@
+import sys
+
+from tests.soak.runner import main
+
+sys.exit(main())
