@@ -21,9 +21,11 @@ inputs (:class:`RecordedFills`): it checks the decisions (when, which asset, sid
 reason) and the account's bookkeeping, not the venue's prices. Kill-switch flattening the venue account does
 on its own (``kill_exits``) is not recorded: a run with one shows differences from there on.
 
-Races: an input that reached the core while it was deciding a scan (a listener
-thread raced the decision thread) is replayed after that scan and counted (``raced``); a difference next to
-one is reported as such.
+Order: the trader applies every input on its decision thread, between scans, in arrival order
+(``services/event_trader/main.py``), so the recorded sequence is the order the core saw. ``raced`` counts
+inputs recorded while a scan was being decided — none from a current trader; a recording that has some
+(an older trader) replays them after that scan and marks a difference next to one ``[raced input]``.
+The §9.2 OB macro is an input like the others (``ob_macro``, with the clock value its age check read).
 
 Exit codes: 0 all within tolerance, 1 differences above it, 2 the recording is corrupt or truncated (the
 message names the file), 3 the recording cannot be replayed (unknown execution mode, journal missing).
@@ -45,7 +47,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from prod.alpha.params import EngineParams, ParamError
-from prod.bus.payloads import ObFeatures, PayloadError
+from prod.bus.payloads import ObFeatures, ObMacro, PayloadError
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.journal import Journal
 from services.event_trader.paper import PaperAccount, PaperPosition
@@ -54,6 +56,7 @@ from services.event_trader.recorder import (CONFIG_FILE, END_FILE, EVENTS_FILE, 
 
 log = logging.getLogger("dolphin.parity")
 TOL = 1e-10
+EVENT_KINDS = ("acb", "posture", "mc", "ob", "ob_macro", "ob_macro_invalid")
 TRADE_KINDS = ("ENTRY", "EXIT", "ENTRY_NOT_TAKEN", "EXIT_FAILED", "GATE", "DAY_END")
 EXIT_OK, EXIT_DIFF, EXIT_CORRUPT, EXIT_UNUSABLE = 0, 1, 2, 3
 
@@ -148,7 +151,7 @@ def _read_events(path: Path) -> list[dict]:
             except ValueError as exc:
                 raise RecordingError(f"{path}:{n}: not JSON ({exc})") from None
             if (not isinstance(ev, dict) or ev.get("v") != RECORDING_VERSION or not isinstance(ev.get("seq"), int)
-                    or ev.get("kind") not in ("acb", "posture", "mc", "ob") or not isinstance(ev.get("data"), dict)):
+                    or ev.get("kind") not in EVENT_KINDS or not isinstance(ev.get("data"), dict)):
                 raise RecordingError(f"{path}:{n}: not a version-{RECORDING_VERSION} event line")
             out.append(ev)
     return out
@@ -277,6 +280,16 @@ def replay(rec: Recording, work_dir: Path) -> ReplayResult:
             core.set_posture(d.get("posture"), str(d.get("source", "replay")))
         elif kind == "mc":
             core.set_mc_status(d.get("status"), str(d.get("source", "replay")))
+        elif kind == "ob_macro":
+            try:
+                macro = ObMacro.from_dict(d.get("macro"), f"{ev_path} seq {seq}")
+                clock.load([float(d["now"])])
+            except (PayloadError, KeyError, TypeError, ValueError) as exc:
+                raise RecordingError(f"{ev_path} seq {seq}: bad ob_macro event ({exc})") from None
+            core.on_ob_macro(macro)
+            clock.values = []
+        elif kind == "ob_macro_invalid":
+            core.on_ob_macro_invalid(ValueError(str(d.get("error"))))
         else:
             try:
                 core.on_book(ObFeatures.from_dict(d, f"{ev_path} seq {seq}"))

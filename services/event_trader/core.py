@@ -285,7 +285,9 @@ class TraderCore:
     def on_ob_macro(self, p: ObMacro) -> bool:
         """Feed the §9.2 macro to the engine's OB provider; False (logged, neutral) when stale or invalid."""
         src = maps.OB_MACRO.source()
-        age = self.clock() - float(p.ts)
+        now = self.clock()
+        self.recorder.event("ob_macro", {"now": now, "macro": p.to_dict()})
+        age = now - float(p.ts)
         with self._macro_lock:
             if abs(age) > self.limits.max_macro_age_s:
                 self._drop_macro(f"{src} is {age:.1f}s old (limit {self.limits.max_macro_age_s:.0f}s)")
@@ -305,6 +307,7 @@ class TraderCore:
 
     def on_ob_macro_invalid(self, exc: Exception) -> None:
         """A malformed or out-of-range value arrived on the macro key: neutral at once, not after 15 s."""
+        self.recorder.event("ob_macro_invalid", {"error": str(exc)})
         with self._macro_lock:
             self._drop_macro(f"{maps.OB_MACRO.source()} invalid: {exc}")
 

@@ -10,7 +10,10 @@ and the core:
   status (``maps.MC_FOREWARNER``, applied at the day roll, see core.py), the §9.2 OB macro
   (``maps.OB_MACRO``, :meth:`TraderService.on_ob_macro` → the engine's OB provider, see core.py)
   and one key listener per engine symbol on its feature shard (``maps.ob_topic(sym)``, §22.2);
-  malformed values are logged and dropped by the bus, never reach the core;
+  malformed values are logged and dropped by the bus, never reach the core; every listener (and the
+  posture poller) only queues its value, and the decision thread applies it between two scans, in arrival
+  order, so nothing changes the core during a decision and a recording replays exactly (the kill switch
+  alone acts at once);
 * posture: a poller of the CP AtomicReference ``DOLPHIN_SAFETY`` with the map as fallback, APEX when
   neither answers (§14.6), plus the map listener;
 * outputs: ``maps.PNL_BLUE_DAY[date]``, ``maps.STATE_LATEST`` and, at a day roll,
@@ -50,7 +53,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from prod.alpha.params import EngineParams
 from prod import metrics
@@ -220,6 +223,15 @@ class BusOutputs:
         self.persist_q.put(snap)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Input:
+    """An input for the core, queued by a listener and applied on the decision thread."""
+    fn: Callable[..., Any]
+
+    def __str__(self) -> str:
+        return f"input {getattr(self.fn, '__name__', self.fn)}"
+
+
 class TraderService:
     """Listeners, the posture poller, the heartbeat and persist threads around one :class:`TraderCore`."""
 
@@ -234,33 +246,41 @@ class TraderService:
         self._threads: list[threading.Thread] = []
 
     # ── listeners (client threads: hand over at once) ────────────────────────────────────────
+    # Every input reaches the core through the decision queue, in arrival order with the scans: the
+    # decision thread is the only one that touches the engine and the books, so a recording replays
+    # the live order exactly (issue 17) and no input changes under a decision. The kill switch is the
+    # exception: it acts on the account at once, even while a decision waits on the venue.
+    def _input(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._q.put((_Input(fn), args))
+
     def on_scan(self, _key: str, scan: EigenScan) -> None:
         self.scans_seen += 1
         self._q.put((scan, self.clock.time()))
 
     def on_acb(self, _key: str, p: AcbBoost) -> None:
-        self.core.on_acb(p.boost, p.beta)
+        self._input(self.core.on_acb, p.boost, p.beta)
 
     def on_safety(self, _key: str, p: Safety) -> None:
-        self.core.set_posture(p.posture, "map-listener")
+        self._input(self.core.set_posture, p.posture, "map-listener")
 
     def on_mc(self, _key: str, p: McForewarner) -> None:
-        self.core.set_mc_status(p.status, "mc-listener")
+        self._input(self.core.set_mc_status, p.status, "mc-listener")
 
     def on_shard(self, _key: str, p: ObFeatures) -> None:
-        self.core.on_book(p)
+        self._input(self.core.on_book, p)
 
     def on_ob_macro(self, _key: str, p: ObMacro) -> None:
-        self.core.on_ob_macro(p)
+        self._input(self.core.on_ob_macro, p)
 
     def on_ob_macro_invalid(self, _key: str, exc: Exception) -> None:
-        self.core.on_ob_macro_invalid(exc)
+        self._input(self.core.on_ob_macro_invalid, exc)
 
-    def read_posture(self) -> None:
+    def read_posture(self) -> tuple[str, str] | None:
         """Poll the CP AtomicReference, then the map; APEX when neither answers (§14.6).
 
-        A malformed value is not an answer that can open trading: when the reference or the map holds
-        one (and nothing valid answers), the last good posture stays.
+        Returns ``(posture, source)`` for the decision thread to apply, or None: a malformed value is not
+        an answer that can open trading, so when the reference or the map holds one (and nothing valid
+        answers) the last good posture stays.
         """
         t = self.cfg.hz_timeout_s
         malformed = False
@@ -268,8 +288,7 @@ class TraderService:
             raw = result_within(self.bus.cp.get_atomic_reference(maps.SAFETY_ATOMIC_REF).get(), t)
             if raw is not None:
                 try:
-                    self.core.set_posture(maps.SAFETY_LATEST.decode(raw, maps.KEY_LATEST).posture, "cp-atomic-ref")
-                    return
+                    return maps.SAFETY_LATEST.decode(raw, maps.KEY_LATEST).posture, "cp-atomic-ref"
                 except PayloadError as exc:
                     malformed = True
                     self.core.rl.error("posture:cp", "posture from the CP AtomicReference ignored: %s", exc)
@@ -280,13 +299,11 @@ class TraderService:
             bad_before = self.bus.bad_payloads.get(src, 0)
             p = self.bus.get(maps.SAFETY_LATEST, timeout=t)
             if p is not None:
-                self.core.set_posture(p.posture, "map-fallback")
-                return
+                return p.posture, "map-fallback"
             malformed = malformed or self.bus.bad_payloads.get(src, 0) > bad_before
         except Exception as exc:  # noqa: BLE001
             log.debug("safety map read failed: %r", exc)
-        if not malformed:
-            self.core.set_posture("APEX", "default")
+        return None if malformed else ("APEX", "default")
 
     def on_kill_switch(self, _key: str, p: Any) -> None:
         """``DOLPHIN_SAFETY[kill_switch]``: engage or clear the account's kill switch (its watcher acts)."""
@@ -352,6 +369,9 @@ class TraderService:
                 if scan is None:
                     self.out.state(self.core.state_payload())
                     continue
+                if isinstance(scan, _Input):
+                    scan.fn(*t_recv)
+                    continue
                 rec = self.recorder
                 if rec is not None:
                     rec.begin_scan(scan, t_recv)
@@ -362,8 +382,9 @@ class TraderService:
                         rec.end_scan()
                 _record(decision)
                 self.decision_log.offer(decision, self.clock.monotonic(), self.core.signals_not_taken)
-            except Exception:  # noqa: BLE001 - one bad scan must not kill the trader
-                log.exception("scan %s failed", getattr(scan, "scan_number", "?"))
+            except Exception:  # noqa: BLE001 - one bad scan (or input) must not kill the trader
+                log.exception("%s failed", scan if isinstance(scan, _Input) else
+                              f"scan {getattr(scan, 'scan_number', '?')}")
 
     def _persist_loop(self) -> None:
         q = self.out.persist_q
@@ -380,7 +401,9 @@ class TraderService:
 
     def _posture_loop(self) -> None:
         while not self.clock.wait(self._stop, self.cfg.posture_poll_s):
-            self.read_posture()
+            answer = self.read_posture()
+            if answer is not None:
+                self._input(self.core.set_posture, *answer)
 
     def flush_latency_log(self) -> None:
         """Append the buffered latency lines to ``<data>/trader/latency.csv``."""

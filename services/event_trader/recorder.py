@@ -26,12 +26,13 @@ Decisions (written down here because the bible gives only the goal: ALGO-3, live
     replayed as recorded inputs, so the replay checks the decisions and the bookkeeping, not the venue;
   - ``events.jsonl`` — ``{"v": 1, "seq", "t", "kind", "data"}`` for every input the listeners handed to
     the core: ``acb`` (each valid update), ``posture`` and ``mc`` (changes), ``ob`` (every book, before the
-    core's own validation, so the replay validates it the same way);
+    core's own validation, so the replay validates it the same way), ``ob_macro`` (each §9.2 macro with the
+    clock value the core's age check read) and ``ob_macro_invalid``;
   - ``end.json`` — written at a clean stop: the journal's last event id, capital, scans recorded.
 
 * ``seq`` is one counter over scans and events (taken under a lock when the input reaches the core), so
-  the replay interleaves them as they happened. An event whose ``seq`` falls inside a scan's processing
-  (a listener thread raced the decision thread) is replayed after that scan and counted as ``raced``.
+  the replay interleaves them as they happened. The trader applies inputs on its decision thread between
+  scans, so no event's ``seq`` falls inside a scan's processing; the replay counts any that does (``raced``).
 * Off the hot path: the decision thread only appends clock values to a list and puts one tuple on a
   queue; serialisation and file writes happen on the recorder's writer thread. A write error stops the
   recording (logged once), never the trader.

@@ -83,6 +83,11 @@ def test_live_episode_replays_to_identical_trades_fees_and_capital(hz_member, se
         for i in range(260):   # the stress leg (falling, volatile, vel_div -0.06), then the recovery
             if i % 5 == 0:
                 books()
+            if i % 10 == 0:   # the §9.2 macro: bid-side withdrawal in the stress leg, calm after it
+                fm.set(maps.KEY_OB_MACRO, maps.OB_MACRO.encode({
+                    "ts": time.time(), "cascade_count": 3 if i < 100 else 0, "regime_signal": 1 if i < 100 else -1,
+                    "market_imbalance": -0.2 if i < 100 else 0.05, "withdrawal_stress": 0.5 if i < 100 else 0.0,
+                    "n_assets": 8}))
             push(-0.06 if i < 100 else 0.01, -0.002 if i < 100 else 0.001, 0.003)
         wait_until(lambda: json.loads(hb.get("event_trader") or "{}").get("last_scan") == n, 30,
                    what="every scan decided")
@@ -97,12 +102,13 @@ def test_live_episode_replays_to_identical_trades_fees_and_capital(hz_member, se
     r = _parity("--recording", str(runs[0]))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PARITY OK: 0 difference(s)" in r.stdout
+    assert "input events (0 raced)" in r.stdout      # inputs are applied on the decision thread, in order
     trades = _rows(db, "EXIT")
     assert f"{trades} closed trades" in r.stdout
     end = json.loads((runs[0] / "end.json").read_text())
     assert f"final capital live={end['capital']!r} replay={end['capital']!r}" in r.stdout
     ev = [json.loads(x)["kind"] for x in (runs[0] / "events.jsonl").read_text().splitlines()]
-    assert {"acb", "posture", "ob"} <= set(ev), set(ev)     # the inputs besides scans were recorded and replayed
+    assert {"acb", "posture", "ob", "ob_macro"} <= set(ev), set(ev)     # the inputs besides scans were recorded and replayed
 
     # a recording cut short (kill -9 mid-write, full disk): named, distinct exit code
     arrow = runs[0] / "scans.arrow"

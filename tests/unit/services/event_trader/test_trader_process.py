@@ -138,22 +138,16 @@ def test_posture_reads_atomic_reference_then_map_then_defaults_to_apex(hz_member
         cfg = TraderConfig(settings=settings)
         core = TraderCore(cfg.limits, j, load_engine_params(), tuple(settings.symbols), time.time)
         svc = TraderService(cfg, core, bus, SystemClock(), BusOutputs(bus, __import__("queue").Queue()))
-        svc.read_posture()
-        assert (core.posture, core.posture_source) == ("APEX", "default")
+        assert svc.read_posture() == ("APEX", "default")
         client.get_map(maps.SAFETY).blocking().set(maps.KEY_LATEST, _safety("TURTLE", 0.6))
-        svc.read_posture()
-        assert (core.posture, core.posture_source) == ("TURTLE", "map-fallback")
+        assert svc.read_posture() == ("TURTLE", "map-fallback")
         ref = client.cp_subsystem.get_atomic_reference(maps.SAFETY_ATOMIC_REF).blocking()
         ref.set(_safety("STALKER", 0.8))
-        svc.read_posture()
-        assert (core.posture, core.posture_source) == ("STALKER", "cp-atomic-ref")
+        assert svc.read_posture() == ("STALKER", "cp-atomic-ref")
         ref.set(json.dumps({"posture": "BOGUS", "Rm": 1, "ts": time.time()}))
-        svc.read_posture()
-        assert (core.posture, core.posture_source) == ("TURTLE", "map-fallback")   # invalid ref: the map answers
+        assert svc.read_posture() == ("TURTLE", "map-fallback")   # invalid ref: the map answers
         client.get_map(maps.SAFETY).blocking().set(maps.KEY_LATEST, "{garbage")
-        core.set_posture("HIBERNATE", "test")
-        svc.read_posture()
-        assert core.posture == "HIBERNATE"   # nothing valid answers: the last good posture stays, never APEX
+        assert svc.read_posture() is None   # nothing valid answers: the last good posture stays, never APEX
     finally:
         j.close()
         bus.close()
