@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
-import random
 import shutil
 import time
 
@@ -14,28 +12,15 @@ import pyarrow.ipc as ipc
 
 from prod.backtest import parity
 from prod.bus.payloads import ObFeatures
-from prod.settings import PRIORITY_SYMBOLS, load_settings
+from prod.settings import load_settings
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from services.event_trader.paper import PaperAccount, PaperPosition
 from services.event_trader.recorder import SCAN_SCHEMA
+from tests.market import Market
 
 
-class Market:
-    def __init__(self, t0: float):
-        self.rng = random.Random(3)
-        self.prices = {a: 100.0 + i for i, a in enumerate(PRIORITY_SYMBOLS)}
-        self.t = t0
-
-    def scan(self, n, vd, drift=0.0, noise=0.001):
-        for a in self.prices:
-            self.prices[a] *= math.exp(drift + self.rng.gauss(0, noise))
-        self.t += 5
-        return {"scan_number": n, "timestamp_ns": int(self.t * 1e9), "timestamp": "", "bridge_ts": self.t,
-                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0,
-                "w750_velocity": 0.0, "instability_50": 0.0, "instability_150": 0.0,
-                "assets": list(self.prices), "asset_prices": list(self.prices.values())}
 
 
 class VenueLike(PaperAccount):
@@ -58,7 +43,7 @@ class VenueLike(PaperAccount):
 
 def _live_run(tmp_path, mode="paper"):
     """A core with a recorder, driven through warm-up, a stress leg (entry, exit) with ACB/posture/book inputs."""
-    m = Market(time.time())
+    m = Market(time.time(), seed=3)
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "journal.sqlite", tmp_path / "audit.log")
     params = load_engine_params()

@@ -2,21 +2,20 @@
 from __future__ import annotations
 
 import json
-import math
-import random
 import subprocess
 import sys
 import time
 
 import pytest
 
-from prod.settings import PRIORITY_SYMBOLS, load_settings
+from prod.settings import load_settings
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.main import load_engine_params
 from services.event_trader.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
 from services.event_trader.lock import InstanceLock, LockBusy
 from services.event_trader.paper import TAKER_FEE, Book, PaperAccount, fill_price
 from tests.helpers import REPO_ROOT
+from tests.market import Market
 
 
 
@@ -154,20 +153,6 @@ class TestPaper:
 
 
 # ── the decision loop without a bus ───────────────────────────────────────────────────────────
-class Market:
-    def __init__(self, t0: float):
-        self.rng = random.Random(1)
-        self.prices = {a: 100.0 + i for i, a in enumerate(PRIORITY_SYMBOLS)}
-        self.t = t0
-
-    def scan(self, n, vd, drift=0.0, noise=0.001):
-        for a in self.prices:
-            self.prices[a] *= math.exp(drift + self.rng.gauss(0, noise))
-        self.t += 5
-        return {"scan_number": n, "timestamp_ns": int(self.t * 1e9), "timestamp": "", "bridge_ts": self.t,
-                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0,
-                "w750_velocity": 0.0, "instability_50": 0.0, "instability_150": 0.0,
-                "assets": list(self.prices), "asset_prices": list(self.prices.values())}
 
 
 def _trader(tmp_path, market, **kw):
