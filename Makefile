@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -p tests.results_plugin
+	$(PY) -m pytest -q -p no:cacheprovider -p tests.results_plugin --durations=25
 
 # ruff (pyflakes, pycodestyle, bugbear, blind-except) over the tree; mypy over the runtime, bus and settings
 lint: $(STAMP)
