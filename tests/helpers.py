@@ -33,9 +33,50 @@ def wait_until(pred: Callable[[], object], timeout: float = 10.0, interval: floa
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that can be bound now, below the ephemeral range (see :func:`free_port_block`)."""
+    return free_port_block(1)
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; the IANA range elsewhere)."""
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def free_port_block(n: int, tries: int = 200) -> int:
+    """First of ``n`` consecutive ports that can all be bound now, chosen below the ephemeral range.
+
+    Members that listen on ``base + i`` must not be picked from the ephemeral range: between the pick and
+    the member's bind, any process's outgoing connection can be given one of those ports as its local
+    port (a cluster member bind then fails with "Address already in use").
+    """
+    import random
+    lo = 20000
+    hi = min(ephemeral_range()[0], 65536) - n
+    for _ in range(tries):
+        base = random.randrange(lo, hi)
+        if any(base + i in _HANDED_OUT for i in range(n)):
+            continue                     # this process gave it out already (maybe not bound yet)
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            _HANDED_OUT.update(range(base, base + n))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError(f"no {n} consecutive free ports in [{lo}, {hi})")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -25,20 +25,12 @@ from prod.bus.client import make_client
 from prod.settings import load_settings
 from tests.conftest import real_member_unavailable
 from tests.e2e.episodes import BridgeScans, entries, journal_rows, publish_mc_green
-from tests.helpers import REPO_ROOT, free_port, port_open, wait_until
+from tests.helpers import REPO_ROOT, free_port, free_port_block, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
 DATA_PROGRAMS = ("dolphin_data:exf_fetcher", "dolphin_data:acb_processor", "dolphin_data:obf_universe",
                  "dolphin_data:scanner", "dolphin_data:safety_watchdog", "dolphin_data:meta_health")
-
-
-def _three_free_ports() -> int:
-    for _ in range(50):
-        base = free_port()
-        if base < 65000 and not any(port_open(base + i) for i in range(3)):
-            return base
-    raise AssertionError("no three consecutive free ports")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +39,7 @@ def cluster_mesh(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("cluster_mesh")
-    base = _three_free_ports()
+    base = free_port_block(3)
     args = ["--profile", "cluster", "--hz-members", "3", "--instance-dir", str(root), "--hz-port", str(base),
             "--venue-port", str(free_port()), "--prefect-port", str(free_port()), "--mhs-interval", "3"]
     env = {**os.environ, "DOLPHIN_MESH_RECORD": str(root / "mesh_record.json")}   # not the repository's record
