@@ -424,10 +424,27 @@ def _start_after_cluster(paths: MeshPaths, timeout: float) -> int:
     n = len(paths.hz_cluster)
     print(f"waiting up to {timeout:.0f}s for {n} real Hazelcast member(s) on 127.0.0.1:{paths.hz_cluster} ...",
           flush=True)
+    dead: list[str] = []
+    last = [0.0]
+
+    def members_alive() -> bool:
+        """False once supervisord gave up on a member (FATAL/EXITED/BACKOFF): a member that cannot bind
+        its port never joins, so waiting the whole timeout for it only hides the cause."""
+        if time.monotonic() - last[0] < 2.0:
+            return not dead
+        last[0] = time.monotonic()
+        for line in supervisorctl(paths, "status", timeout=10).stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].startswith("hz_cluster:") and parts[1] in ("FATAL", "EXITED"):
+                dead.append(parts[0].split(":")[1])
+        return not dead
+
     try:
-        check_member("127.0.0.1", paths.hz_cluster[0], cluster, timeout, cluster_size=n, cp=True)
+        check_member("127.0.0.1", paths.hz_cluster[0], cluster, timeout, cluster_size=n, cp=True,
+                     alive=members_alive)
     except HzRealError as exc:
-        print(f"ERROR: the real Hazelcast cluster did not form: {exc}\n(see {paths.logdir}/hz1.log)\n"
+        logs = ", ".join(f"{paths.logdir}/{m}.log" for m in (dead or ["hz1"]))
+        print(f"ERROR: the real Hazelcast cluster did not form: {exc}\n(see {logs})\n"
               f"{supervisorctl(paths, 'status').stdout}", file=sys.stderr)
         return 1
     print(f"cluster {cluster!r} serves with {n} member(s); starting {len(paths.deferred)} programs", flush=True)

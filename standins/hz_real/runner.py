@@ -103,8 +103,8 @@ def check_member(host: str, port: int, cluster_name: str, timeout: float = 10.0,
 
     Raises HzRealError naming the cause: nothing accepting on the port, a member of another cluster
     (wrong cluster name), a cluster that does not reach the expected size in time, or (``cp``) a CP
-    subsystem that does not answer. ``alive`` is an optional callable; when it returns False (the
-    JVM died) the wait stops at once.
+    subsystem that does not answer. ``alive`` is an optional callable; when it returns False (a member
+    JVM died) the wait stops at once, in every phase.
     """
     import hazelcast
     from hazelcast.errors import HazelcastError
@@ -145,6 +145,9 @@ def check_member(host: str, port: int, cluster_name: str, timeout: float = 10.0,
     try:
         if cluster_size:
             while len(client.cluster_service.get_members()) < cluster_size:
+                if alive is not None and not alive():
+                    raise HzRealError(f"a member of cluster {cluster_name!r} exited before the cluster had "
+                                      f"{cluster_size} members")
                 if time.monotonic() > deadline:
                     n = len(client.cluster_service.get_members())
                     raise HzRealError(f"cluster {cluster_name!r} at {host}:{port} has {n} of {cluster_size} "
@@ -153,6 +156,8 @@ def check_member(host: str, port: int, cluster_name: str, timeout: float = 10.0,
         if cp:
             while True:
                 left = deadline - time.monotonic()
+                if alive is not None and not alive():
+                    raise HzRealError(f"a member of cluster {cluster_name!r} exited before its CP subsystem answered")
                 if left <= 0:
                     raise HzRealError(f"the CP subsystem of cluster {cluster_name!r} did not answer within "
                                       f"{timeout:.0f}s (CP group not formed: are all CP members up?)")
