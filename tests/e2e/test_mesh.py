@@ -243,6 +243,29 @@ def test_a_stress_regime_in_the_simulator_produces_paper_trades(mesh, bus):
         set_regime(mesh.venue_port, "calm", None)
 
 
+def test_the_live_stress_trade_replays_to_identical_trades_fees_and_capital(mesh):
+    """Bible ALGO-3 on the live path: the trader's recording of the run above, replayed by
+    ``prod.backtest.parity``, gives the journal's trades, fees and capital within 1e-10."""
+    out = mesh.sv("stop", "dolphin:event_trader")      # SIGTERM: the recording closes with end.json
+    assert "stopped" in out, out
+    try:
+        runs = sorted(p for p in (mesh.root / "data" / "recordings").iterdir() if (p / "end.json").exists())
+        assert runs, "no closed recording"
+        run = runs[-1]
+        start = json.loads((run / "config.json").read_text())["journal_start_id"]
+        end = json.loads((run / "end.json").read_text())["journal_end_id"]
+        journal = mesh.root / "data" / "trader" / "journal.sqlite"
+        n_entries = _journal_rows(journal, "SELECT COUNT(*) FROM events WHERE kind='ENTRY' AND id > ? AND id <= ?",
+                                  start, end)[0][0]
+        assert n_entries >= 1, "the stress entry is not in the last recording"
+        r = subprocess.run([sys.executable, "-m", "prod.backtest.parity", "--recording", str(run)], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+        assert "PARITY OK: 0 difference(s)" in r.stdout and "(0 raced)" in r.stdout, r.stdout[-4000:]
+    finally:
+        assert "started" in mesh.sv("start", "dolphin:event_trader")
+
+
 def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_double_entry(mesh, bus):
     hb = bus.get_map(maps.HEARTBEAT).blocking()
     wait_until(lambda: json.loads(hb.get("event_trader"))["posture"] in ("APEX", "STALKER"), 60, interval=0.5,
@@ -312,13 +335,16 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
 
 def test_mhs_restarts_a_stopped_data_service_and_never_touches_the_trader(mesh):
     trader_pid = mesh.status()["dolphin:event_trader"][1]
-    mesh.sv("stop", "dolphin_data:exf_fetcher")
+    exf_pid = mesh.status()["dolphin_data:exf_fetcher"][1]
+    restarts0 = mesh.log("meta_health").count("restart dolphin_data:exf_fetcher")
+    out = mesh.sv("stop", "dolphin_data:exf_fetcher")   # MHS may revive it before a status call can see STOPPED
     t_stop = time.monotonic()
-    assert mesh.status()["dolphin_data:exf_fetcher"][0] == "STOPPED"
-    wait_until(lambda: mesh.status()["dolphin_data:exf_fetcher"][0] == "RUNNING", 30,
-               what="MHS revives exf_fetcher")
+    assert "stopped" in out, out
+    wait_until(lambda: mesh.status()["dolphin_data:exf_fetcher"][0] == "RUNNING"
+               and mesh.status()["dolphin_data:exf_fetcher"][1] != exf_pid, 30, what="MHS revives exf_fetcher")
     revive_s = time.monotonic() - t_stop
-    assert "restart dolphin_data:exf_fetcher" in mesh.log("meta_health")
+    wait_until(lambda: mesh.log("meta_health").count("restart dolphin_data:exf_fetcher") > restarts0, 10,
+               what="the MHS restart line")
     assert "dolphin:event_trader" not in [l.split()[-1] for l in mesh.log("meta_health").splitlines() if "RECOVERY:" in l]
     assert mesh.status()["dolphin:event_trader"] == ("RUNNING", trader_pid)
     out = mesh.root / "e2e_revive_seconds.txt"
