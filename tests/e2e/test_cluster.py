@@ -41,7 +41,8 @@ def cluster_mesh(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster_mesh")
     base = free_port_block(3)
     args = ["--profile", "cluster", "--hz-members", "3", "--instance-dir", str(root), "--hz-port", str(base),
-            "--venue-port", str(free_port()), "--prefect-port", str(free_port()), "--mhs-interval", "3"]
+            "--venue-port", str(free_port()), "--prefect-port", str(free_port()), "--mhs-interval", "3",
+            "--env", f"DOLPHIN_WEB_PORT={free_port()}"]   # not the default mesh's 8088
     env = {**os.environ, "DOLPHIN_MESH_RECORD": str(root / "mesh_record.json")}   # not the repository's record
     res = subprocess.run([sys.executable, "-m", "services.mesh", "up", *args, "--timeout", "360"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=600, env=env)

@@ -34,7 +34,8 @@ class Mesh:
         self.root = root
         self.hz_port, self.venue_port, self.prefect_port = free_port(), free_port(), free_port()
         self.args = ["--instance-dir", str(root), "--hz-port", str(self.hz_port), "--venue-port",
-                     str(self.venue_port), "--prefect-port", str(self.prefect_port), "--mhs-interval", "5"]
+                     str(self.venue_port), "--prefect-port", str(self.prefect_port), "--mhs-interval", "5",
+                     "--env", f"DOLPHIN_WEB_PORT={free_port()}"]   # not the default mesh's 8088
         self.conf = root / "dolphin-supervisord.conf"
         self.health = root / "run_logs" / "meta_health.json"
         self.up_seconds: float | None = None

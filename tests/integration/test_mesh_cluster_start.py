@@ -18,7 +18,8 @@ def test_up_fails_fast_naming_the_member_whose_port_is_taken(tmp_path):
         pytest.skip(reason)
     base = free_port_block(3)
     args = ["--profile", "cluster", "--hz-members", "3", "--instance-dir", str(tmp_path / "c"), "--hz-port",
-            str(base), "--venue-port", str(free_port()), "--prefect-port", str(free_port())]
+            str(base), "--venue-port", str(free_port()), "--prefect-port", str(free_port()),
+            "--env", f"DOLPHIN_WEB_PORT={free_port()}"]
     env = {**os.environ, "DOLPHIN_MESH_RECORD": str(tmp_path / "record.json")}
     squatter = socket.socket()
     # hz2's port bound but not listening, as an outgoing connection's local port holds it: the mesh's

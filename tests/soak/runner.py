@@ -90,7 +90,8 @@ class Soak:
         self.fault_every = fault_every
         self.hz_port, self.venue_port, self.prefect_port = _free_port(), _free_port(), _free_port()
         self.args = ["--instance-dir", str(root), "--hz-port", str(self.hz_port), "--venue-port", str(self.venue_port),
-                     "--prefect-port", str(self.prefect_port), "--mhs-interval", "5", "--no-register"]
+                     "--prefect-port", str(self.prefect_port), "--mhs-interval", "5", "--no-register",
+                     "--env", f"DOLPHIN_WEB_PORT={_free_port()}"]   # not the default mesh's 8088
         for kv in LIVE_ENV:
             self.args += ["--env", kv]
         self.conf = root / "dolphin-supervisord.conf"
