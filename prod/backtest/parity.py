@@ -18,14 +18,25 @@ fill prices to 1e-10; the engine is the same object type in both.
 Venue execution: the venue is an outside system, so a recording of ``execution=venue`` carries every
 ``open``/``close`` the core made and the venue's answer (fill or error); the replay takes those answers as
 inputs (:class:`RecordedFills`): it checks the decisions (when, which asset, side, requested size, exit
-reason) and the account's bookkeeping, not the venue's prices. Kill-switch flattening the venue account does
-on its own (``kill_exits``) is not recorded: a run with one shows differences from there on.
+reason) and the account's bookkeeping, not the venue's prices. A kill-switch flattening the venue account
+did on its own thread (``kill_exits``) is a recorded ``kill_exit`` call of the scan at which the core booked it;
+the replay books the same fill at that scan.
 
 Order: the trader applies every input on its decision thread, between scans, in arrival order
 (``services/event_trader/main.py``), so the recorded sequence is the order the core saw. ``raced`` counts
 inputs recorded while a scan was being decided — none from a current trader; a recording that has some
 (an older trader) replays them after that scan and marks a difference next to one ``[raced input]``.
 The §9.2 OB macro is an input like the others (``ob_macro``, with the clock value its age check read).
+
+Partial runs: a run without ``end.json`` was killed (kill -9, OOM, power) or its recording stopped on a write
+error (full disk). Everything it wrote up to then replays: a write the kill cut short (the last Arrow message
+of ``scans.arrow``, the last line of ``events.jsonl``) is a torn tail, dropped and counted; inputs after the last
+recorded scan are left out; live trade rows on scans the recording does not hold (decided after it ended) are
+left out and counted; the final capital compared is the live account's after the last compared row (the
+last EXIT's ``capital_after`` less later entry fees). Damage anywhere but the tail is still corruption (exit 2),
+and a run with ``end.json`` must be complete.
+
+    python -m prod.backtest.parity --recording data/recordings     # every run under it, one verdict each
 
 Exit codes: 0 all within tolerance, 1 differences above it, 2 the recording is corrupt or truncated (the
 message names the file), 3 the recording cannot be replayed (unknown execution mode, journal missing).
@@ -49,7 +60,7 @@ import pyarrow.ipc as ipc
 from prod.alpha.params import EngineParams, ParamError
 from prod.bus.payloads import ObFeatures, ObMacro, PayloadError
 from services.event_trader.core import CoreLimits, TraderCore
-from services.event_trader.journal import Journal
+from services.event_trader.journal import Journal, JournalIntegrityError
 from services.event_trader.paper import PaperAccount, PaperPosition
 from services.event_trader.recorder import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
                                             SCAN_SCHEMA, SCANS_FILE)
@@ -76,6 +87,13 @@ class Recording:
     scans: list[dict]
     events: list[dict]
     end: dict | None
+    torn_bytes: int = 0     # bytes of a write a kill cut short, dropped (runs without end.json only)
+    live_not_recorded: int = 0   # live trade rows on scans the recording does not hold (partial runs)
+
+    @property
+    def partial(self) -> bool:
+        """No ``end.json``: the run was killed or its recording stopped; it replays up to its last scan."""
+        return self.end is None
 
 
 def _json_file(path: Path) -> Any:
@@ -96,47 +114,84 @@ def load_recording(run_dir: Path) -> Recording:
     for k in ("params", "symbols", "limits", "initial_snapshot", "journal_start_id"):
         if k not in cfg:
             raise RecordingError(f"{run_dir / CONFIG_FILE}: missing {k!r}")
-    scans = _read_scans(run_dir / SCANS_FILE)
-    events = _read_events(run_dir / EVENTS_FILE)
     end_path = run_dir / END_FILE
     end = _json_file(end_path) if end_path.exists() else None
+    # no end.json: the run was killed (or its recording stopped on a write error); what it wrote up to then is
+    # replayable, and a write the kill cut short (the last Arrow message, the last JSON line) is its torn tail
+    scans, torn = _read_scans(run_dir / SCANS_FILE, torn_tail_ok=end is None)
+    events, torn_ev = _read_events(run_dir / EVENTS_FILE, torn_tail_ok=end is None)
     if end is not None and isinstance(end.get("scans"), int) and end["scans"] != len(scans):
         raise RecordingError(f"{run_dir / SCANS_FILE}: {len(scans)} scans, {end_path} says {end['scans']} "
                              "(truncated)")
     if end is not None and isinstance(end.get("events"), int) and end["events"] != len(events):
         raise RecordingError(f"{run_dir / EVENTS_FILE}: {len(events)} events, {end_path} says {end['events']} "
                              "(truncated)")
-    return Recording(run_dir, cfg, scans, events, end)
+    if end is None:
+        # inputs after the last recorded scan never reached a recorded decision: left out of the replay
+        last = max((s["seq_end"] for s in scans), default=0)
+        events = [e for e in events if e["seq"] < last]
+    return Recording(run_dir, cfg, scans, events, end, torn_bytes=torn + torn_ev)
 
 
-def _read_scans(path: Path) -> list[dict]:
+# a short read at the end of the file (what a kill -9 in the middle of a write leaves), as pyarrow words it
+_SHORT_READ = ("bytes available", "but only read", "for message body, got")
+_MAX_META = 1 << 20     # a recorded-scan batch's metadata is < 1 kB; a larger declared length is garbage
+
+
+def _torn_tail(path: Path, good_end: int, exc: BaseException) -> int:
+    """Bytes after the last complete message if the stream ends in one cut-short message, else 0."""
+    size = path.stat().st_size
+    if not any(m in str(exc) for m in _SHORT_READ) or size <= good_end:
+        return 0
+    with open(path, "rb") as fh:
+        fh.seek(good_end)
+        head = fh.read(8)
+    if len(head) == 8 and head[:4] == b"\xff\xff\xff\xff" and int.from_bytes(head[4:], "little") > _MAX_META:
+        return 0
+    return size - good_end
+
+
+def _read_scans(path: Path, torn_tail_ok: bool = False) -> tuple[list[dict], int]:
+    """The recorded scans and the size of a torn tail (0: none); a torn tail is accepted only if ``torn_tail_ok``."""
     out: list[dict] = []
+    good_end = 0
     try:
         with pa.OSFile(str(path), "rb") as src:
-            reader = ipc.open_stream(src)
-            if not reader.schema.equals(SCAN_SCHEMA, check_metadata=False):
-                raise RecordingError(f"{path}: schema {reader.schema} is not the recorded-scan schema")
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                for row in batch.to_pylist():
+            if torn_tail_ok and src.size() == 0:
+                return out, 0       # killed before the first scan was written
+            try:
+                reader = ipc.open_stream(src)
+                if not reader.schema.equals(SCAN_SCHEMA, check_metadata=False):
+                    raise RecordingError(f"{path}: schema {reader.schema} is not the recorded-scan schema")
+                good_end = src.tell()
+                while True:
                     try:
-                        row["scan"] = json.loads(row["scan"])
-                    except ValueError as exc:
-                        raise RecordingError(f"{path}: scan {len(out) + 1} (seq {row['seq']}) is not JSON ({exc})") \
-                            from None
-                    out.append(row)
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        break
+                    for row in batch.to_pylist():
+                        try:
+                            row["scan"] = json.loads(row["scan"])
+                        except ValueError as exc:
+                            raise RecordingError(f"{path}: scan {len(out) + 1} (seq {row['seq']}) is not JSON "
+                                                 f"({exc})") from None
+                        out.append(row)
+                    good_end = src.tell()
+            except (OSError, pa.ArrowException) as exc:
+                torn = _torn_tail(path, good_end, exc) if torn_tail_ok else 0
+                if not torn:
+                    raise RecordingError(f"{path}: corrupt or truncated Arrow IPC stream after {len(out)} scans "
+                                         f"({exc})") from None
+                return out, torn
     except FileNotFoundError:
         raise RecordingError(f"{path}: missing") from None
-    except (OSError, pa.ArrowException) as exc:
-        raise RecordingError(f"{path}: corrupt or truncated Arrow IPC stream after {len(out)} scans ({exc})") \
-            from None
-    return out
+    except OSError as exc:
+        raise RecordingError(f"{path}: unreadable ({exc})") from None
+    return out, 0
 
 
-def _read_events(path: Path) -> list[dict]:
+def _read_events(path: Path, torn_tail_ok: bool = False) -> tuple[list[dict], int]:
+    """The recorded input events and the size of a torn last line (accepted only if ``torn_tail_ok``)."""
     out: list[dict] = []
     try:
         fh = open(path, encoding="utf-8")
@@ -145,6 +200,8 @@ def _read_events(path: Path) -> list[dict]:
     with fh:
         for n, line in enumerate(fh, 1):
             if not line.endswith("\n"):
+                if torn_tail_ok:
+                    return out, len(line.encode("utf-8"))
                 raise RecordingError(f"{path}:{n}: partial last line (truncated)")
             try:
                 ev = json.loads(line)
@@ -154,7 +211,7 @@ def _read_events(path: Path) -> list[dict]:
                     or ev.get("kind") not in EVENT_KINDS or not isinstance(ev.get("data"), dict)):
                 raise RecordingError(f"{path}:{n}: not a version-{RECORDING_VERSION} event line")
             out.append(ev)
-    return out
+    return out, 0
 
 
 class ReplayDiverged(RuntimeError):
@@ -183,6 +240,23 @@ class RecordedFills(PaperAccount):
         if c.get("error"):
             raise type(str(c["error"]), (RuntimeError,), {})(c.get("detail") or "")
         return dict(c["fill"])
+
+    @property
+    def kill_exits(self) -> list[dict]:
+        """The kill-switch exits the core booked at this scan: the venue account had flattened and booked them on
+        its own thread before the core looked (capital += gross - fee, position gone), so they are applied now."""
+        out = []
+        while self.calls and self.calls[0].get("op") == "kill_exit":
+            f = dict(self.calls.pop(0)["fill"])
+            self.capital += f["gross"] - f["fee"]
+            self.fees_paid += f["fee"]
+            self.peak_capital = max(self.peak_capital, self.capital)
+            self.trades += 1
+            self.day_trades += 1
+            self.history = (self.history + [f])[-50:]
+            self.position = None
+            out.append(f)
+        return out
 
     def open(self, trade_id: int, symbol: str, direction: int, notional: float, book: Any, ref_price: float,
              now: float, scan: int, max_book_age_s: float = 30.0) -> dict:
@@ -250,7 +324,12 @@ def replay(rec: Recording, work_dir: Path) -> ReplayResult:
     if engine_state is not None:
         journal.save_snapshot(last_scan, engine_state, trader_state)
     clock = ReplayClock()
-    core = TraderCore(limits, journal, params, tuple(cfg["symbols"]), clock, account_type=account_type)
+    try:
+        core = TraderCore(limits, journal, params, tuple(cfg["symbols"]), clock, account_type=account_type)
+    except JournalIntegrityError as exc:
+        journal.close()
+        raise RecordingError(f"{src}: the start snapshot does not restore with the recorded parameters ({exc})") \
+            from None
     ev_path = rec.dir / EVENTS_FILE
     items = sorted([(s["seq"], 1, s) for s in rec.scans] + [(e["seq"], 0, e) for e in rec.events],
                    key=lambda x: (x[0], x[1]))
@@ -310,7 +389,6 @@ def live_events(rec: Recording, journal_path: Path) -> tuple[list[dict], float |
     try:
         rows = con.execute("SELECT id, ts, kind, scan_number, payload FROM events WHERE id > ? ORDER BY id",
                            (start,)).fetchall()
-        snap = con.execute("SELECT paper_state FROM snapshot WHERE id=1").fetchone()
     finally:
         con.close()
     if end is not None:
@@ -320,15 +398,33 @@ def live_events(rec: Recording, journal_path: Path) -> tuple[list[dict], float |
         if len(starts) > 1:
             rows = [r for r in rows if r[0] < starts[1]]
     evs = [{"id": r[0], "kind": r[2], "scan_number": r[3], "payload": json.loads(r[4])} for r in rows]
-    capital: float | None = None
+    trade_rows = [e for e in evs if e["kind"] in TRADE_KINDS]
     stops = [e for e in evs if e["kind"] == "TRADER_STOP"]
     if rec.end is not None and isinstance(rec.end.get("capital"), (int, float)):
-        capital = float(rec.end["capital"])
-    elif stops:
-        capital = float(stops[0]["payload"]["capital"])
-    elif snap is not None and snap[0]:
-        capital = float(json.loads(snap[0])["account"]["capital"])
-    return [e for e in evs if e["kind"] in TRADE_KINDS], capital
+        return trade_rows, float(rec.end["capital"])
+    if not rec.partial:
+        return trade_rows, (float(stops[0]["payload"]["capital"]) if stops else None)
+    # a partial run: only the decisions on recorded scans can be replayed; rows of scans the live trader decided
+    # after its recording ended (the writer's lag at a kill, the rest of a run whose recording failed) are left out
+    recorded = {s["scan_number"] for s in rec.scans}
+    kept = [e for e in trade_rows if e["scan_number"] in recorded]
+    rec.live_not_recorded = len(trade_rows) - len(kept)
+    if not rec.live_not_recorded and stops:
+        return kept, float(stops[0]["payload"]["capital"])
+    return kept, _capital_after(kept)
+
+
+def _capital_after(rows: list[dict]) -> float | None:
+    """The account's capital after ``rows``: the last EXIT's ``capital_after`` less the fees of later entries
+    (the same operations the account made, so exact); None when no EXIT carries it."""
+    cap = None
+    for e in rows:
+        p = e["payload"]
+        if e["kind"] == "EXIT":
+            cap = p.get("capital_after") if isinstance(p.get("capital_after"), (int, float)) else None
+        elif e["kind"] == "ENTRY" and cap is not None:
+            cap = cap - p["fee"] if isinstance(p.get("fee"), (int, float)) else None
+    return None if cap is None else float(cap)
 
 
 def _diff(a: Any, b: Any, path: str, tol: float, out: list[tuple[str, Any, Any]]) -> None:
@@ -400,20 +496,15 @@ def run_parity(run_dir: Path, journal: Path | None = None, tol: float = TOL) -> 
                "live_rows": len(live), "replay_rows": len(res.events),
                "trades": sum(1 for e in live if e["kind"] == "EXIT"),
                "live_capital": live_cap, "replay_capital": res.capital, "differences": len(diffs), "tol": tol,
+               "partial": rec.partial, "torn_bytes": rec.torn_bytes, "live_not_recorded": rec.live_not_recorded,
                "live_table": trade_table(live)}
     return (EXIT_DIFF if diffs else EXIT_OK), diffs, summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prod.backtest.parity",
-                                 description="Replay a trader recording and compare it with the live journal.")
-    ap.add_argument("--recording", required=True, type=Path, help="a run directory under <data>/recordings/")
-    ap.add_argument("--journal", type=Path, help="live journal.sqlite (default: the path in config.json)")
-    ap.add_argument("--tol", type=float, default=TOL, help="absolute tolerance per number (default 1e-10)")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
+def _check(run_dir: Path, journal: Path | None, tol: float) -> int:
+    """Replay one run and print its verdict; return its exit code."""
     try:
-        code, diffs, s = run_parity(a.recording, a.journal, a.tol)
+        code, diffs, s = run_parity(run_dir, journal, tol)
     except RecordingError as exc:
         print(f"parity: corrupt recording: {exc}", file=sys.stderr)
         return EXIT_CORRUPT
@@ -422,13 +513,42 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNUSABLE
     print(f"recording {s['recording']}: {s['scans']} scans, {s['events']} input events ({s['raced']} raced), "
           f"{s['live_rows']} live journal rows, {s['trades']} closed trades")
+    if s["partial"]:
+        print(f"partial run (no end.json: killed, or its recording stopped): replayed up to its last recorded scan; "
+              f"torn tail dropped: {s['torn_bytes']} bytes; live rows on scans not recorded: {s['live_not_recorded']}")
     for line in s["live_table"]:
         print(line)
     for line in diffs:
         print("DIFF " + line)
-    print(f"final capital live={s['live_capital']!r} replay={s['replay_capital']!r}")
+    print(f"final capital live={s['live_capital']!r} replay={s['replay_capital']!r}"
+          + (" (not compared: no end.json, TRADER_STOP or EXIT to take it from)" if s["live_capital"] is None else ""))
     print(f"PARITY {'OK' if code == EXIT_OK else 'FAILED'}: {s['differences']} difference(s) above {s['tol']:g}")
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m prod.backtest.parity",
+                                 description="Replay a trader recording and compare it with the live journal.")
+    ap.add_argument("--recording", required=True, type=Path,
+                    help="a run directory under <data>/recordings/, or that parent directory (every run in it)")
+    ap.add_argument("--journal", type=Path, help="live journal.sqlite (default: the path in config.json)")
+    ap.add_argument("--tol", type=float, default=TOL, help="absolute tolerance per number (default 1e-10)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    if (a.recording / CONFIG_FILE).exists() or not a.recording.is_dir():
+        return _check(a.recording, a.journal, a.tol)
+    runs = sorted(p for p in a.recording.iterdir() if (p / CONFIG_FILE).is_file())
+    if not runs:
+        print(f"parity: corrupt recording: {a.recording}: no {CONFIG_FILE} in it or in any directory under it",
+              file=sys.stderr)
+        return EXIT_CORRUPT
+    codes = []
+    for run in runs:
+        codes.append(_check(run, a.journal, a.tol))
+        print(flush=True)
+    names = {EXIT_OK: "ok", EXIT_DIFF: "differ", EXIT_CORRUPT: "corrupt", EXIT_UNUSABLE: "not replayable"}
+    print(f"{len(runs)} runs: " + ", ".join(f"{codes.count(c)} {n}" for c, n in names.items()))
+    return max(codes)
 
 
 if __name__ == "__main__":

@@ -479,6 +479,8 @@ class TraderCore:
         exits, booked = getattr(self.account, "kill_exits", None), []
         while exits:
             fill = exits.pop(0)
+            # the account booked it on its own thread: a recorded input of this scan for the replay (issue 17)
+            self.recorder.account_call("kill_exit", {"trade_id": fill.get("trade_id")}, dict(fill), None)
             eng = self.engine
             if eng.position is not None and (eng.close_position(self.bar_idx, prices, "KILL_SWITCH") is None):
                 eng.position = None

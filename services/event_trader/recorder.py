@@ -23,7 +23,9 @@ Decisions (written down here because the bible gives only the goal: ALGO-3, live
     decision/fill time), which is what makes the replay exact; ``account`` (JSON) every ``open``/``close`` the
     core made on the account during the scan, its arguments and the fill or the error
     (:class:`RecordingAccount`): with ``execution=venue`` the venue is an outside system and its fills are
-    replayed as recorded inputs, so the replay checks the decisions and the bookkeeping, not the venue;
+    replayed as recorded inputs, so the replay checks the decisions and the bookkeeping, not the venue; a
+    kill-switch flattening the venue account made on its own thread is recorded as a ``kill_exit`` call of the
+    scan at which the core booked it (its fill as the account booked it);
   - ``events.jsonl`` — ``{"v": 1, "seq", "t", "kind", "data"}`` for every input the listeners handed to
     the core: ``acb`` (each valid update), ``posture`` and ``mc`` (changes), ``ob`` (every book, before the
     core's own validation, so the replay validates it the same way), ``ob_macro`` (each §9.2 macro with the
@@ -34,8 +36,14 @@ Decisions (written down here because the bible gives only the goal: ALGO-3, live
   the replay interleaves them as they happened. The trader applies inputs on its decision thread between
   scans, so no event's ``seq`` falls inside a scan's processing; the replay counts any that does (``raced``).
 * Off the hot path: the decision thread only appends clock values to a list and puts one tuple on a
-  queue; serialisation and file writes happen on the recorder's writer thread. A write error stops the
-  recording (logged once), never the trader.
+  queue; serialisation and file writes happen on the recorder's writer thread.
+* A write error never stops the trader. A failed write (``OSError``: full disk, ``EFBIG``) is cut back
+  off the file (so nothing torn stays in it) and retried every 1–10 s while everything after it waits in
+  the queue, in order: a disk that fills and frees again leaves a complete recording. More than
+  ``MAX_HELD`` waiting items, or any other error, stops the recording (logged): the run then has no
+  ``end.json`` and replays up to where it stopped. ``scans.arrow`` is written message by message (the
+  schema, each batch's encapsulated IPC message, the end-of-stream marker at close: the bytes an Arrow
+  stream writer writes), each message whole or not at all.
 """
 from __future__ import annotations
 
@@ -46,17 +54,20 @@ import logging
 import os
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 
 log = logging.getLogger("event_trader.recorder")
 
 RECORDING_VERSION = 1
 RECORDING_KIND = "dolphin_trader_recording"
 CONFIG_FILE, SCANS_FILE, EVENTS_FILE, END_FILE = "config.json", "scans.arrow", "events.jsonl", "end.json"
+EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"   # the Arrow IPC stream's end-of-stream marker
+MAX_HELD = 200_000          # items held behind a failing write (~2 h of a 50-symbol mesh) before giving up
+RETRY_MIN_S, RETRY_MAX_S = 1.0, 10.0
 SCAN_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64(), nullable=False), pa.field("scan_number", pa.int64()),
      pa.field("t_recv", pa.float64()), pa.field("clock", pa.list_(pa.float64()), nullable=False),
@@ -69,6 +80,9 @@ class NullRecorder:
     """The recorder of a core that records nothing (tests, replay, ``DOLPHIN_EVENT_TRADER_RECORD=0``)."""
 
     def event(self, kind: str, data: dict) -> None:
+        pass
+
+    def account_call(self, op: str, args: dict, fill: dict | None, exc: BaseException | None) -> None:
         pass
 
 
@@ -122,8 +136,9 @@ class RecordingAccount:
 class Recorder:
     """Records scans (with the clock values the core used) and input events into one run directory."""
 
-    def __init__(self, run_dir: Path, clock: Callable[[], float]):
+    def __init__(self, run_dir: Path, clock: Callable[[], float], max_held: int = MAX_HELD):
         self.dir = Path(run_dir)
+        self.max_held = max_held
         self.dir.mkdir(parents=True, exist_ok=False)
         self._clock = clock
         self._lock = threading.Lock()
@@ -135,17 +150,18 @@ class Recorder:
         self._cur: tuple | None = None
         self.failed: str | None = None
         self.scans = self.events = 0
-        self._sink = pa.OSFile(str(self.dir / SCANS_FILE), "wb")
-        self._writer = ipc.new_stream(self._sink, SCAN_SCHEMA)
-        self._ev = open(self.dir / EVENTS_FILE, "w", encoding="utf-8")
+        self.write_errors = 0           # failed writes retried (full disk): the items wait in the queue
+        self.held_max = 0               # the most items that waited behind a failing write
+        self._files = {"scan": _AppendFile(self.dir / SCANS_FILE), "event": _AppendFile(self.dir / EVENTS_FILE)}
+        self._files["scan"].write(SCAN_SCHEMA.serialize().to_pybytes())
         self._thread = threading.Thread(target=self._write_loop, name="trader-recorder", daemon=True)
         self._thread.start()
 
     @classmethod
-    def start(cls, parent: Path, clock: Callable[[], float], config: dict) -> "Recorder":
+    def start(cls, parent: Path, clock: Callable[[], float], config: dict, max_held: int = MAX_HELD) -> "Recorder":
         """Create ``parent/<UTC start>_<pid>/``, write ``config.json`` and start the writer thread."""
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        rec = cls(Path(parent) / f"{stamp}_{os.getpid()}", clock)
+        rec = cls(Path(parent) / f"{stamp}_{os.getpid()}", clock, max_held)
         body = {"kind": RECORDING_KIND, "version": RECORDING_VERSION, "started_utc": stamp, **config}
         (rec.dir / CONFIG_FILE).write_text(json.dumps(body, default=_jsonable, allow_nan=False))
         log.info("recording the trader's inputs into %s", rec.dir)
@@ -192,50 +208,97 @@ class Recorder:
 
     # ── the writer thread ────────────────────────────────────────────────────────────────────
     def _write_loop(self) -> None:
+        delay = RETRY_MIN_S
         while True:
             item = self._q.get()
             if item is None:
                 return
-            if self.failed:
-                continue
-            try:
-                self._write(*item)
-            except Exception as exc:  # noqa: BLE001 - a full disk stops the recording, never the trader
-                self.failed = f"{type(exc).__name__}: {exc}"
-                log.error("recording %s stopped: %s (the trader goes on; this run cannot be replayed)",
-                          self.dir, self.failed)
+            while not self.failed:
+                try:
+                    self._write(*item)
+                    delay = RETRY_MIN_S
+                    break
+                except OSError as exc:      # a full disk: hold everything, retry the same item until it fits
+                    self.write_errors += 1
+                    held = self._q.qsize() + 1
+                    self.held_max = max(self.held_max, held)
+                    if held > self.max_held:
+                        self._stop_recording(f"{type(exc).__name__}: {exc}; {held} items held, more than "
+                                             f"{self.max_held}")
+                        break
+                    if self.write_errors == 1 or self.write_errors % 100 == 0:
+                        log.error("recording %s: write failed (%s: %s); %d item(s) held, retrying every %.0f s",
+                                  self.dir, type(exc).__name__, exc, held, delay)
+                    time.sleep(delay)
+                    delay = min(RETRY_MAX_S, delay * 2)
+                except Exception as exc:  # noqa: BLE001 - anything else stops the recording, never the trader
+                    self._stop_recording(f"{type(exc).__name__}: {exc}")
+
+    def _stop_recording(self, why: str) -> None:
+        self.failed = why
+        log.error("recording %s stopped: %s (the trader goes on; this run replays up to here)", self.dir, why)
 
     def _write(self, what: str, item: tuple) -> None:
         if what == "scan":
             seq, scan, t_recv, clocks, seq_end, calls = item
-            body = json.dumps(_jsonable(scan), allow_nan=False, separators=(",", ":"))
-            acct = json.dumps(calls, allow_nan=False, separators=(",", ":"))
+            # NaN/inf as Python writes and reads them: the replay must see what the core saw, bad values included
+            body = json.dumps(_jsonable(scan), separators=(",", ":"))
+            acct = json.dumps(calls, separators=(",", ":"))
             sn = getattr(scan, "scan_number", None)
             if sn is None and isinstance(scan, dict):
                 sn = scan.get("scan_number")
             batch = pa.record_batch([pa.array([seq]), pa.array([sn if isinstance(sn, int) else None], pa.int64()),
                                      pa.array([t_recv], pa.float64()), pa.array([clocks], pa.list_(pa.float64())),
                                      pa.array([seq_end]), pa.array([body]), pa.array([acct])], schema=SCAN_SCHEMA)
-            self._writer.write_batch(batch)
+            self._files["scan"].write(batch.serialize().to_pybytes())   # = what an IPC stream writer writes
             self.scans += 1
         else:
             seq, t, kind, data = item
-            self._ev.write(json.dumps({"v": RECORDING_VERSION, "seq": seq, "t": t, "kind": kind,
-                                       "data": _jsonable(data)}, allow_nan=False, separators=(",", ":")) + "\n")
-            self._ev.flush()
+            self._files["event"].write((json.dumps({"v": RECORDING_VERSION, "seq": seq, "t": t, "kind": kind,
+                                                    "data": _jsonable(data)},
+                                                   separators=(",", ":")) + "\n").encode("utf-8"))
             self.events += 1
 
-    def close(self, end: dict | None = None) -> None:
-        """Drain the queue, close the files and write ``end.json``."""
+    def close(self, end: dict | None = None, drain_s: float = 10.0) -> None:
+        """Drain the queue (up to ``drain_s``), close the files and write ``end.json`` if all was written."""
         self._q.put(None)
-        self._thread.join(10)
+        self._thread.join(drain_s)
+        if self._thread.is_alive():
+            self._stop_recording(f"{self._q.qsize()} item(s) still unwritten after {drain_s:g} s at close")
+            self._thread.join(RETRY_MAX_S + 1)
         try:
-            self._writer.close()
-            self._sink.close()
-            self._ev.close()
+            if not self.failed:
+                self._files["scan"].write(EOS)
+            for f in self._files.values():
+                f.close()
             if end is not None and not self.failed:
                 (self.dir / END_FILE).write_text(json.dumps(
                     {"version": RECORDING_VERSION, "scans": self.scans, "events": self.events, **end},
                     allow_nan=False))
         except Exception as exc:  # noqa: BLE001 - best effort on the way out
             log.error("recording %s not closed cleanly: %s", self.dir, exc)
+
+
+class _AppendFile:
+    """An append-only file whose every write is whole or not at all: a write cut short (``ENOSPC``, ``EFBIG``)
+    is truncated back off before the error is raised, so a retry appends at a clean message boundary."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, view[done:])
+        except OSError:
+            if done:
+                os.ftruncate(self.fd, self.size)
+                os.lseek(self.fd, self.size, os.SEEK_SET)
+            raise
+        self.size += done
+
+    def close(self) -> None:
+        os.close(self.fd)

@@ -333,6 +333,15 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
     wait_until(lambda: json.loads(hb.get("event_trader"))["last_scan"] == last, 30, what="post-restart scans")
     assert _entries(journal) == entries   # never a second entry
 
+    # the killed run left no end.json: parity replays it up to its last recorded scan (venue fills as inputs)
+    killed = [p for p in (mesh.root / "data" / "recordings").iterdir() if p.name.endswith(f"_{pid}")]
+    assert len(killed) == 1 and not (killed[0] / "end.json").exists(), killed
+    r = subprocess.run([sys.executable, "-m", "prod.backtest.parity", "--recording", str(killed[0])], cwd=REPO_ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "partial run" in r.stdout and "PARITY OK: 0 difference(s)" in r.stdout, r.stdout[-4000:]
+    assert f"ENTRY #{pos['trade_id']} " in r.stdout, r.stdout[-4000:]     # the open position's entry was compared
+
 
 def test_mhs_restarts_a_stopped_data_service_and_never_touches_the_trader(mesh):
     trader_pid = mesh.status()["dolphin:event_trader"][1]
