@@ -18,7 +18,9 @@ Decisions:
   trade id never twice, and never more than ``max_positions`` open at once;
 * "capital == journal replay": the first TRADER_START's capital plus every EXIT's ``net`` minus the
   entry fee of a position still open equals ``DOLPHIN_STATE_BLUE[latest].capital`` (relative 1e-9);
-* recovery within 30 s and RSS slope: over the samples the soak collected.
+* recovery within 30 s and RSS slope: over the samples the soak collected;
+* "live == replay": after the mesh is down, every trader run's recording (one per start: each kill -9 leaves
+  a partial one) is replayed by :mod:`prod.backtest.parity` against the live journal, tolerance 1e-10.
 """
 from __future__ import annotations
 
@@ -225,3 +227,33 @@ def rss_slopes(samples: Mapping[str, Sequence[tuple[float, int, float]]], warmup
 def check_rss(slopes: Mapping[str, Mapping], limit_mb_per_h: float) -> list[str]:
     return [f"{p}: RSS grows {s['slope_mb_per_h']:.1f} MB/h over {s['span_s']:.0f}s (> {limit_mb_per_h:g})"
             for p, s in slopes.items() if s["slope_mb_per_h"] is not None and s["slope_mb_per_h"] > limit_mb_per_h]
+
+
+def check_parity(recordings: Path) -> tuple[dict, list[str]]:
+    """Replay every run under ``recordings`` (``prod.backtest.parity``); return (summary, violations)."""
+    from prod.backtest import parity
+
+    runs = sorted(p for p in Path(recordings).iterdir() if (p / parity.CONFIG_FILE).is_file()) \
+        if Path(recordings).is_dir() else []
+    out: list[str] = []
+    summary: dict = {"runs": len(runs), "ok": 0, "partial": 0, "trades": 0, "scans": 0, "live_rows_not_recorded": 0,
+                     "per_run": []}
+    for run in runs:
+        try:
+            code, diffs, s = parity.run_parity(run)
+        except (parity.RecordingError, parity.UnusableRecording) as exc:
+            out.append(f"{run.name}: {type(exc).__name__}: {exc}")
+            summary["per_run"].append({"run": run.name, "error": str(exc)})
+            continue
+        summary["ok"] += code == parity.EXIT_OK
+        summary["partial"] += bool(s["partial"])
+        summary["trades"] += s["trades"]
+        summary["scans"] += s["scans"]
+        summary["live_rows_not_recorded"] += s["live_not_recorded"]
+        summary["per_run"].append({k: s[k] for k in ("scans", "events", "trades", "partial", "torn_bytes",
+                                                     "live_not_recorded", "differences", "live_capital",
+                                                     "replay_capital")} | {"run": run.name})
+        out += [f"{run.name}: {d}" for d in diffs[:20]]
+    if not runs:
+        out.append(f"{recordings}: no trader recording to replay")
+    return summary, out

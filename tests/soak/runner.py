@@ -104,7 +104,8 @@ class Soak:
         self.rss: dict[str, list[tuple[float, int, float]]] = {}
         self.violations: dict[str, list[str]] = {k: [] for k in (
             "no_trade_on_stale_or_invalid_input", "no_double_entry", "journal_chain_intact",
-            "capital_equals_journal_replay", "recovery_within_30s", "rss_not_growing", "harness")}
+            "capital_equals_journal_replay", "recovery_within_30s", "rss_not_growing", "live_equals_replay",
+            "harness")}
         self.pending: dict[str, tuple[int, list[str]]] = {}
         self.samples = 0
         self.capital_checks = 0
@@ -438,9 +439,15 @@ class Soak:
             except Exception:  # noqa: BLE001 - the member may be mid-restart
                 pass
         down = self.driver("down", timeout=120)
+        # the trader is stopped now (its last recording closed): replay every run it made against the journal
+        report["parity"], found = inv.check_parity(self.root / "data" / "recordings")
+        self.violations["live_equals_replay"] += found
+        report["invariants"] = {k: {"ok": not v, "violations": v} for k, v in self.violations.items()}
+        self.out.write_text(json.dumps(report, indent=2, default=str))
         ok = all(not v for v in self.violations.values())
         print(f"soak: {len(self.faults)} faults, recoveries p50 {report['recovery_s']['p50']} max "
               f"{report['recovery_s']['max']} s, trades {report['trades']['entries']}/{report['trades']['exits']}, "
+              f"parity {report['parity']['ok']}/{report['parity']['runs']} runs, "
               f"invariants {'OK' if ok else 'FAILED: ' + ', '.join(k for k, v in self.violations.items() if v)}; "
               f"report {self.out}; mesh down rc={down.returncode}", flush=True)
         self.report = report
