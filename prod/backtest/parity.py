@@ -535,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tol", type=float, default=TOL, help="absolute tolerance per number (default 1e-10)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("event_trader").setLevel(logging.ERROR)   # the replayed core's warnings, not the live trader's
     if (a.recording / CONFIG_FILE).exists() or not a.recording.is_dir():
         return _check(a.recording, a.journal, a.tol)
     runs = sorted(p for p in a.recording.iterdir() if (p / CONFIG_FILE).is_file())

@@ -25,6 +25,7 @@ Decisions:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 from datetime import datetime, timezone
@@ -235,6 +236,18 @@ def check_parity(recordings: Path) -> tuple[dict, list[str]]:
 
     runs = sorted(p for p in Path(recordings).iterdir() if (p / parity.CONFIG_FILE).is_file()) \
         if Path(recordings).is_dir() else []
+    quiet = logging.getLogger("event_trader")     # the replayed core's own warnings are not the live trader's
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return _check_parity(runs, Path(recordings))
+    finally:
+        quiet.setLevel(level)
+
+
+def _check_parity(runs: list[Path], recordings: Path) -> tuple[dict, list[str]]:
+    from prod.backtest import parity
+
     out: list[str] = []
     summary: dict = {"runs": len(runs), "ok": 0, "partial": 0, "trades": 0, "scans": 0, "live_rows_not_recorded": 0,
                      "per_run": []}
