@@ -22,8 +22,10 @@ import hashlib
 import json
 import os
 import sqlite3
+import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,9 +252,7 @@ class Journal:
 
     def append_order_event(self, event: str, order: dict) -> int:
         """Record one order event (``ORDER_<event>``: SUBMIT, NEW, FILL, FILLED, REJECTED, ...) in the chain."""
-        if not event or not event.replace("_", "").isalnum():
-            raise ValueError(f"bad order event name {event!r}")
-        return self.append(self.ORDER_PREFIX + event, order)
+        return self.append(order_kind(event), order)
 
     def order_states(self) -> dict[str, dict]:
         """Return the last journaled state of every order, keyed by client order id (oldest first)."""
@@ -271,3 +271,66 @@ class Journal:
         if self.db is not None:
             self.db.close()
             self.db = None
+
+
+def order_kind(event: str) -> str:
+    """The journal kind of an order event (``ORDER_<event>``); ValueError on a bad name."""
+    if not event or not event.replace("_", "").isalnum():
+        raise ValueError(f"bad order event name {event!r}")
+    return Journal.ORDER_PREFIX + event
+
+
+class HeldAppends:
+    """Journal appends that a failed write (full disk, I/O error) holds in memory, in order, and retries.
+
+    For the journal's writers beside the core's decision path — the execution runtime's order events, the
+    venue account's reconcile and kill-switch reports — which used to lose an event when the disk was full
+    (the order the venue acknowledged stayed out of the journal that restart reconcile reads). Every append
+    first writes what is held; :meth:`flush` retries (the kill watcher calls it every poll, reconcile before it
+    reads the journal's orders, stop at the end). Held events are in memory only: a kill -9 while the disk is
+    full loses them, and restart reconcile then works from the venue's side. More than ``max_held`` held
+    events drop the oldest, logged (a disk full for days must not exhaust memory).
+    """
+
+    def __init__(self, journal: "Journal", max_held: int = 100_000):
+        self.journal, self.max_held = journal, max_held
+        self.held: deque = deque()
+        self.failures = self.dropped = 0
+        self._lock = threading.Lock()
+
+    def append(self, kind: str, payload: dict, scan_number: int | None = None) -> bool:
+        """Append (after anything held); False when the write failed and the event is held."""
+        with self._lock:
+            self.held.append((kind, payload, scan_number))
+            while len(self.held) > self.max_held:
+                k, _, _ = self.held.popleft()
+                self.dropped += 1
+                _log.error("journal: %d held events, more than %d: dropped the oldest (%s)", len(self.held) + 1,
+                           self.max_held, k)
+            return self._flush()
+
+    def order_event(self, event: str, order: dict) -> None:
+        """The execution runtime's ``on_order`` hook: ``ORDER_<event>``, held if the write fails."""
+        self.append(order_kind(event), dict(order))
+
+    def flush(self) -> bool:
+        """Write what is held, in order; True when nothing is left."""
+        with self._lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
+        while self.held:
+            kind, payload, sn = self.held[0]
+            try:
+                self.journal.append(kind, payload, sn)
+            except (OSError, sqlite3.Error) as exc:
+                self.failures += 1
+                if self.failures == 1 or self.failures % 100 == 0:
+                    _log.error("journal write failed (%s: %s): %d event(s) held (%s first), retried", type(exc).__name__,
+                               exc, len(self.held), kind)
+                return False
+            self.held.popleft()
+        return True
+
+
+_log = logging.getLogger("event_trader.journal")

@@ -5,7 +5,8 @@ day_start_capital, day_trades, fees_paid, history) and methods (``roll_day``, ``
 ``to_dict``) but fills through :mod:`prod.execution` on a Binance-USDT-M-compatible venue: the
 simulator for paper (``DOLPHIN_VENUE_REST`` / ``_WS`` at ``standins.venue_sim``) or the real venue
 — the same code, only URLs and keys differ. Every order event goes into the trade journal's audit
-hash chain (``Journal.append_order_event``).
+hash chain (``ORDER_<event>``), through :class:`~services.event_trader.journal.HeldAppends`: a write that
+fails (full disk) is held in order and retried, never lost while the trader runs.
 
 * ``open``: quantity = notional / the expected fill price (best bid for a sell, best ask for a
   buy, else the scan price ± slippage), rounded down to the lot step; one MARKET order whose client
@@ -42,7 +43,7 @@ from prod.execution import (DuplicateDecision, EntryNotFilled, ExecConfig, Execu
                             OrderIntent, OrderStatus, client_order_id)
 from prod.execution.killswitch import KillSwitch
 from prod.execution.signing import Credentials
-from services.event_trader.journal import Journal
+from services.event_trader.journal import HeldAppends, Journal
 from services.event_trader.paper import OTHER_SLIP, Book, PaperPosition, fill_price
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ class VenueAccount:
 
     def __init__(self, runtime: ExecutionRuntime, journal: Journal, capital: float, *, strategy: str = "blue",
                  kill_switch: KillSwitch | None = None, fill_timeout_s: float = 10.0, max_exit_rounds: int = 5,
-                 state: Mapping[str, Any] | None = None, kill_poll_s: float = 0.2):
+                 state: Mapping[str, Any] | None = None, kill_poll_s: float = 0.2, held: HeldAppends | None = None):
         self.runtime, self.journal, self.strategy = runtime, journal, strategy
+        self.held = held or HeldAppends(journal)     # order events and reports survive a full disk (held, retried)
         self.kill_switch = kill_switch
         self.fill_timeout_s, self.max_exit_rounds = fill_timeout_s, max_exit_rounds
         self.capital = self.peak_capital = self.day_start_capital = float(capital)
@@ -80,10 +82,11 @@ class VenueAccount:
     def connect(cls, cfg: ExecConfig, journal: Journal, capital: float, *, state: Mapping[str, Any] | None = None,
                 creds: Credentials | None = None, kill_switch: KillSwitch | None = None, **kw: Any) -> "VenueAccount":
         """Start the execution runtime (journal hooked in), reconcile with the venue, start the kill watcher."""
-        runtime = ExecutionRuntime(cfg, creds or Credentials.from_env(), on_order=journal.append_order_event)
+        held = HeldAppends(journal)
+        runtime = ExecutionRuntime(cfg, creds or Credentials.from_env(), on_order=held.order_event)
         runtime.start()
         acct = cls(runtime, journal, capital, state=state, kill_switch=kill_switch, fill_timeout_s=cfg.fill_timeout_s,
-                   **kw)
+                   held=held, **kw)
         try:
             acct.reconcile()
         except BaseException:
@@ -236,6 +239,9 @@ class VenueAccount:
     def reconcile(self) -> dict:
         """Reconcile journal, account and venue (see the module docstring); return and journal the report."""
         with self._lock:
+            if not self.held.flush():
+                log.error("reconcile: %d order event(s) still held (journal write failing): the venue's side decides",
+                          len(self.held.held))
             rep = self._call(self.client.reconcile, self.journal.order_states(), timeout_s=60.0)
             venue = {p["symbol"]: p for p in rep["positions"]}
             pos = self.position
@@ -266,7 +272,7 @@ class VenueAccount:
                 else:
                     actions.append({"foreign_position": sym, "amount": v["amount"]})
             rep["actions"] = actions
-            self.journal.append("RECONCILE", rep)
+            self.held.append("RECONCILE", rep)
             self.reconcile_report = rep
             return rep
 
@@ -278,6 +284,8 @@ class VenueAccount:
 
     def _watch_kill(self) -> None:
         while not self._stop.wait(self._kill_poll_s):
+            if self.held.held:
+                self.held.flush()
             try:
                 active = self.kill_switch.active()
                 if active and not self._kill_handled:
@@ -285,7 +293,7 @@ class VenueAccount:
                 elif not active and self._kill_handled:
                     self._kill_handled = False
                     self.client.clear_kill()
-                    self.journal.append("KILL_CLEARED", {})
+                    self.held.append("KILL_CLEARED", {})
                     log.warning("kill switch cleared: entries allowed again")
             except Exception:  # noqa: BLE001 - the watcher must survive a venue hiccup and retry
                 log.exception("kill watcher")
@@ -304,7 +312,7 @@ class VenueAccount:
                     fills = self._call(self._closing_trades, pos)
                 self.kill_exits.append(self._book_exit(pos, fills, "KILL_SWITCH", 0.0, None))
             rep["flag"] = flag
-            self.journal.append("KILL_SWITCH", rep)
+            self.held.append("KILL_SWITCH", rep)
             self._kill_handled = True
         return rep
 
@@ -329,4 +337,7 @@ class VenueAccount:
         if self._watcher is not None:
             self._watcher.join(2.0)
         self.runtime.stop()
+        if not self.held.flush():
+            log.critical("%d order event(s) could not be journaled at stop: %s", len(self.held.held),
+                         [k for k, _, _ in self.held.held])
 

@@ -110,3 +110,45 @@ def test_the_trader_holds_unjournaled_events_refuses_entries_and_catches_up_when
     assert bool(inv.open_positions(events)) == out["position"]
     assert inv.check_chain(tmp_path / "j.sqlite", tmp_path / "audit.log") == []
     assert inv.check_capital(events, out["capital"]) == []
+
+
+HELD_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from services.event_trader.journal import HeldAppends, Journal
+    d = Path(sys.argv[1])
+    j = Journal.open(d / "j.sqlite", d / "audit.log")
+    held = HeldAppends(j)
+    held.order_event("SUBMIT", {"client_id": "a1", "status": "NEW"})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, ((d / "audit.log").stat().st_size + 37, hard))
+    held.order_event("NEW", {"client_id": "a1", "status": "NEW"})      # the venue acknowledged it: held
+    held.order_event("FILLED", {"client_id": "a1", "status": "FILLED"})
+    ok_full = held.append("KILL_SWITCH", {"flatten_orders": []})
+    n_held, retried = len(held.held), held.flush()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    flushed = held.flush()
+    states = j.order_states()
+    j.close()
+    print(json.dumps({"ok_full": ok_full, "held": n_held, "retried": retried, "flushed": flushed,
+                      "left": len(held.held), "failures": held.failures, "a1": states["a1"]["status"]}))
+""")
+
+
+def test_order_events_the_venue_acknowledged_are_held_through_a_full_disk_and_journaled_in_order(tmp_path):
+    res = subprocess.run([sys.executable, "-c", HELD_CHILD, str(tmp_path), str(REPO_ROOT)], capture_output=True,
+                         text=True, timeout=60, cwd=REPO_ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["ok_full"] is False and out["held"] == 3 and out["retried"] is False and out["failures"] >= 2, out
+    assert out["flushed"] is True and out["left"] == 0 and out["a1"] == "FILLED", out
+    assert "journal write failed" in res.stderr and "(ORDER_NEW first)" in res.stderr
+    lines = parse_audit(tmp_path / "audit.log")           # the chain holds: no torn line, no reused sequence
+    assert [ln.event for ln in lines] == ["JOURNAL_CREATED", "ORDER_SUBMIT", "ORDER_NEW", "ORDER_FILLED",
+                                          "KILL_SWITCH"]
+    j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
+    try:
+        assert [e["kind"] for e in j.events()][1:] == ["ORDER_SUBMIT", "ORDER_NEW", "ORDER_FILLED", "KILL_SWITCH"]
+    finally:
+        j.close()
