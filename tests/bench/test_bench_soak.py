@@ -3,7 +3,8 @@
 Runs :class:`tests.soak.runner.Soak` (the harness behind ``make soak``) for 10 minutes with a fixed
 seed and asserts every invariant it checks: no trade on a stale or invalid input, no double entry,
 journal chain intact, capital in DOLPHIN_STATE_BLUE == journal replay, every program RUNNING again
-within 30 s of its kill -9, no RSS growth. The full report (every fault, every recovery) is written
+within 30 s of its kill -9, no RSS growth, and live == replay for every trader run (parity at 1e-10, killed
+runs up to their last recorded scan). The full report (every fault, every recovery) is written
 beside the bench figures.
 """
 from __future__ import annotations
@@ -30,5 +31,6 @@ def test_bench_soak_10_minutes(tmp_path):
     assert rc == 0
     kills = {f["program"] for f in rep["faults"] if f["kind"] == "kill9"}
     assert "dolphin_core:hz_member" in kills or len(kills) >= 10, kills   # a round of kills went through
+    assert rep["parity"]["runs"] >= 1 and rep["parity"]["ok"] == rep["parity"]["runs"], rep["parity"]
     assert rep["fault_counts"].get("garbage", 0) >= 1 and rep["fault_counts"].get("journal_full", 0) >= 1, \
         rep["fault_counts"]
