@@ -28,13 +28,13 @@ inputs recorded while a scan was being decided — none from a current trader; a
 (an older trader) replays them after that scan and marks a difference next to one ``[raced input]``.
 The §9.2 OB macro is an input like the others (``ob_macro``, with the clock value its age check read).
 
-Partial runs: a run without ``end.json`` was killed (kill -9, OOM, power) or its recording stopped on a write
-error (full disk). Everything it wrote up to then replays: a write the kill cut short (the last Arrow message
+Partial runs: a run without ``end.json`` was killed (kill -9, OOM, power) or its recording stopped (a disk
+full for too long). Everything it wrote up to then replays: a write the kill cut short (the last Arrow message
 of ``scans.arrow``, the last line of ``events.jsonl``) is a torn tail, dropped and counted; inputs after the last
 recorded scan are left out; live trade rows on scans the recording does not hold (decided after it ended) are
-left out and counted; the final capital compared is the live account's after the last compared row (the
-last EXIT's ``capital_after`` less later entry fees). Damage anywhere but the tail is still corruption (exit 2),
-and a run with ``end.json`` must be complete.
+left out and counted; the final capital compared is the live account's after the last compared row (the run's
+TRADER_START capital, then each EXIT's ``capital_after`` less later entry fees). Damage anywhere but the tail
+is still corruption (exit 2), and a run with ``end.json`` must be complete.
 
     python -m prod.backtest.parity --recording data/recordings     # every run under it, one verdict each
 
@@ -411,13 +411,15 @@ def live_events(rec: Recording, journal_path: Path) -> tuple[list[dict], float |
     rec.live_not_recorded = len(trade_rows) - len(kept)
     if not rec.live_not_recorded and stops:
         return kept, float(stops[0]["payload"]["capital"])
-    return kept, _capital_after(kept)
+    starts = [e for e in evs if e["kind"] == "TRADER_START"]
+    start = starts[0]["payload"].get("capital") if starts else None
+    return kept, _capital_after(kept, float(start) if isinstance(start, (int, float)) else None)
 
 
-def _capital_after(rows: list[dict]) -> float | None:
-    """The account's capital after ``rows``: the last EXIT's ``capital_after`` less the fees of later entries
-    (the same operations the account made, so exact); None when no EXIT carries it."""
-    cap = None
+def _capital_after(rows: list[dict], start: float | None) -> float | None:
+    """The account's capital after ``rows`` from ``start`` (the run's TRADER_START): each EXIT's ``capital_after``,
+    less each later entry's fee (the same operations the account made, so exact); None when not known."""
+    cap = start
     for e in rows:
         p = e["payload"]
         if e["kind"] == "EXIT":

@@ -72,6 +72,7 @@ def _live_run(tmp_path, mode="paper"):
     core = TraderCore(CoreLimits(), j, params, tuple(s.symbols), clock=lambda: m.t + 0.001,
                       account_type=PaperAccount if mode == "paper" else VenueLike)
     rec = start_recorder(TraderConfig(settings=s, record_dir=str(tmp_path / "recordings")), core, j, params, mode)
+    core.journal_event("TRADER_START", {"capital": core.account.capital, "last_scan": core.last_scan})
 
     def step(n, *a):
         sc = m.scan(n, *a)
@@ -202,6 +203,14 @@ def test_a_killed_run_replays_up_to_its_torn_tail_and_damage_before_the_tail_is_
     code, diffs, s = parity.run_parity(run_dir, jpath)
     assert code == parity.EXIT_OK and s["live_capital"] is not None and s["live_capital"] == s["replay_capital"]
     assert s["live_rows"] == len(live) - cut_rows and s["trades"] >= 1
+
+    # killed with a position open and no exit yet: the capital compared is TRADER_START's less the entry fee
+    first_entry = next(e for e in live if e["kind"] == "ENTRY")
+    ke = next(i for i, r in enumerate(scans) if r["scan_number"] == first_entry["scan_number"]) + 1
+    _write_scans(arrow, scans[:ke])
+    code, diffs, s = parity.run_parity(run_dir, jpath)
+    assert code == parity.EXIT_OK and s["live_rows"] == 1 and s["torn_bytes"] == len(torn_line), (diffs, s)
+    assert s["live_capital"] == s["replay_capital"] == 25_000.0 - first_entry["payload"]["fee"], s
 
     # the replay still checks what the partial run holds: a perturbed price before the cut is a difference
     entry = next(e for e in live if e["kind"] == "ENTRY")
