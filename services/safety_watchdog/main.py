@@ -21,6 +21,15 @@ Sensors (decisions of ours where the bible leaves the source open):
 - Cat4: a DVOL spike is ``dvol_btc`` ≥ ``dvol_spike_level`` (80, ACB "extreme") or a rise of
   ≥ ``dvol_spike_jump`` (15) points between two readings; minutes since the last spike feed the impulse.
 - Cat5: drawdown = 1 − capital / peak_capital from ``DOLPHIN_STATE_BLUE["latest"]`` (0 if absent).
+
+A read that gives nothing usable — garbage in the map (logged and counted by the bus as a bad payload),
+or the key gone after the member lost its data — leaves the last valid reading of that sensor in place
+(OBF universe, MC forewarner, trader state), judged by its own timestamp: the OB snapshot turns stale
+``ob_stale_s`` after it was written, the MC reading's staleness keeps growing. Before, one garbage write
+to ``obf_universe_latest`` read as a stale feed (Cat3 0.5 → Rm ≈ 0.49 → HIBERNATE) and, with the bounded
+recovery (≤ 2 % of the gap a minute), kept the trader out of the market for about an hour (found by the
+chaos soak, whose garbage fault every few minutes kept the mesh from ever trading). A sensor with no valid
+reading since the watchdog started is absent, as before.
 """
 from __future__ import annotations
 
@@ -154,7 +163,19 @@ class SafetyWatchdog:
         self.warm = False
         self.publish_failures = 0
         self.rl = RateLog(log, 30.0)
+        self.kept: dict[str, Any] = {}       # the last valid reading of each sensor map (see the docstring)
+        self.kept_used: dict[str, int] = {}  # ticks that fell back on it
         self._restore()
+
+    def _valid(self, name: str, value: Any) -> Any:
+        """``value`` if the read gave one (and keep it), else the last valid reading of ``name`` (or None)."""
+        if value is not None:
+            self.kept[name] = value
+            return value
+        kept = self.kept.get(name)
+        if kept is not None:
+            self.kept_used[name] = self.kept_used.get(name, 0) + 1
+        return kept
 
     def _restore(self) -> None:
         try:
@@ -191,10 +212,10 @@ class SafetyWatchdog:
         try:
             ages = self._heartbeat_ages(now)
             hz_nodes = max(1, len(self.bus.client.cluster_service.get_members()))
-            mc = self.bus.get(maps.MC_FOREWARNER, timeout=t)
-            obf = self.bus.get(maps.OBF_UNIVERSE, timeout=t)
+            mc = self._valid("mc", self.bus.get(maps.MC_FOREWARNER, timeout=t))
+            obf = self._valid("obf", self.bus.get(maps.OBF_UNIVERSE, timeout=t))
             exf = self.bus.get(maps.EXF, timeout=t)
-            st = self.bus.get(maps.STATE_LATEST, timeout=t)
+            st = self._valid("state", self.bus.get(maps.STATE_LATEST, timeout=t))
         except Exception as exc:  # noqa: BLE001 - BusUnavailable, a timeout or a lost member: all Cat1
             self.rl.warning("bus-down", "bus unreachable (%r): Cat1 kill", exc)
             return SensorReadings(hz_nodes=0, heartbeat_age_s=math.inf), {"bus": "down"}
@@ -205,7 +226,7 @@ class SafetyWatchdog:
         mins = self.dvol.update(dvol, now)
         extra = dict(obf_present=obf is not None, mc_source=mc_source,
                      dvol_btc=dvol if isinstance(dvol, (int, float)) and not isinstance(dvol, bool) else None,
-                     n_heartbeats=len(ages))
+                     n_heartbeats=len(ages), kept_readings=dict(self.kept_used))
         extra["mc_reported"] = mc_status    # reported only; §12's effect is the trader's (see the docstring)
         return SensorReadings(hz_nodes=hz_nodes, heartbeat_age_s=hb_age, mc_status="OK",
                               staleness_hours=stale_h, ob_stale=ob_stale, depth_quality=dq, fill_prob=fp,

@@ -147,9 +147,40 @@ class TestWatchdogOnTheBus:
         assert p["posture"] == "APEX" and p["Rm"] >= 0.9
         w.map(maps.FEATURES).blocking().set(maps.KEY_MC_FOREWARNER, "{not json")
         p2 = wd.tick()
-        assert p2["sensors"]["mc_reported"] == "ORANGE"     # garbage → fallback, no crash
+        # garbage is dropped (counted), the last valid reading stays: no crash, no flip to the ORANGE fallback
+        assert p2["sensors"]["mc_reported"] == "OK" and p2["sensors"]["mc_source"] == "REAL_MODEL"
+        assert p2["sensors"]["kept_readings"] == {"mc": 1}
         assert p2["Rm"] == pytest.approx(p["Rm"])        # MC never moves Rm (§12 is the trader's, not Cat2's)
         assert b.bad_payloads.get(maps.MC_FOREWARNER.source()) == 1
+        # a watchdog that never saw a valid reading has nothing to keep: the §28.6 fallback
+        fresh = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1), b).tick()
+        assert fresh["sensors"]["mc_reported"] == "ORANGE" and fresh["sensors"]["mc_source"] == "FALLBACK_NO_DATA"
+
+    def test_garbage_in_the_ob_snapshot_keeps_the_last_valid_one_until_it_is_stale(self, bus):
+        """One bad write to obf_universe_latest must not read as a dead OB feed (Cat3 0.5 → HIBERNATE, then
+        an hour of bounded recovery); the kept snapshot still ages out ob_stale_s after it was written."""
+        b, w, settings = bus
+        now = time.time()
+        clock = ManualClock(now)
+        _beat(w, "scanner", now)
+        w.publish(maps.OBF_UNIVERSE, _good_obf(now))
+        w.publish(maps.MC_FOREWARNER, {"status": "GREEN", "ts": now})
+        wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=5, ob_stale_s=60), b, clock)
+        p = wd.tick()
+        assert p["posture"] == "APEX" and p["sensors"]["ob_stale"] is False
+        for bad in ("{not json", json.dumps({"_snapshot_utc": float("nan"), "assets": 7}), json.dumps([1, 2])):
+            w.map(maps.FEATURES).blocking().set(maps.KEY_OBF_UNIVERSE, bad)
+            clock.advance(5)
+            _beat(w, "scanner", clock.time())
+            q = wd.tick()
+            assert q["sensors"]["ob_stale"] is False and q["categories"]["cat3"] == p["categories"]["cat3"], q
+            assert q["posture"] == "APEX"
+        assert q["sensors"]["kept_readings"] == {"obf": 3}
+        assert b.bad_payloads.get(maps.OBF_UNIVERSE.source()) == 3
+        clock.advance(60)                      # the kept snapshot is now older than ob_stale_s: stale, as a dead feed
+        _beat(w, "scanner", clock.time())
+        r = wd.tick()
+        assert r["sensors"]["ob_stale"] is True and r["categories"]["cat3"] == pytest.approx(0.5)
 
     def test_warm_up_publishes_hibernate_without_touching_the_stack(self, bus):
         b, w, settings = bus
