@@ -108,6 +108,7 @@ class Soak:
             "harness")}
         self.pending: dict[str, tuple[int, list[str]]] = {}
         self.samples = 0
+        self.postures: dict[str, int] = {}    # samples per DOLPHIN_SAFETY posture
         self.capital_checks = 0
         self.journal_fault_until = 0.0
         self.stop = threading.Event()
@@ -302,6 +303,12 @@ class Soak:
             cap = None
         if time.monotonic() < self.journal_fault_until:
             cap = None   # while the journal cannot be written it lags the account by design (held events)
+        try:    # how long the survival stack let the trader trade (why a soak made few or no trades)
+            raw = self.client().get_map(maps.SAFETY).blocking().get(maps.KEY_LATEST)
+            posture = str(json.loads(raw)["posture"])
+        except Exception:  # noqa: BLE001 - absent, garbage, member down
+            posture = "unknown"
+        self.postures[posture] = self.postures.get(posture, 0) + 1
         if cap is not None and len(inv.read_events(journal)) == len(events):
             self.capital_checks += 1
             self._flag("capital_equals_journal_replay", inv.check_capital(events, cap), persist=4)
@@ -428,6 +435,7 @@ class Soak:
                        "dropped_bad_payload_lines": tlog.count("dropped bad payload"),
                        "stale_scans_skipped_lines": tlog.count("old (>")},
             "capital": {"final": final_cap, "checks": self.capital_checks}, "samples": self.samples,
+            "posture_samples": self.postures,
             "injected_scan_numbers": sorted(self.injected),
             "invariants": {k: {"ok": not v, "violations": v} for k, v in self.violations.items()},
         }
