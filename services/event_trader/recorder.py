@@ -250,7 +250,7 @@ class Recorder:
             batch = pa.record_batch([pa.array([seq]), pa.array([sn if isinstance(sn, int) else None], pa.int64()),
                                      pa.array([t_recv], pa.float64()), pa.array([clocks], pa.list_(pa.float64())),
                                      pa.array([seq_end]), pa.array([body]), pa.array([acct])], schema=SCAN_SCHEMA)
-            self._files["scan"].write(batch.serialize().to_pybytes())   # = what an IPC stream writer writes
+            self._files["scan"].write(batch.serialize())   # = what an IPC stream writer writes
             self.scans += 1
         else:
             seq, t, kind, data = item
@@ -288,10 +288,11 @@ class _AppendFile:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self.size = 0
 
-    def write(self, data: bytes) -> None:
-        view, done = memoryview(data), 0
+    def write(self, data: Any) -> None:
+        """Append ``data`` (bytes or any buffer, e.g. a pyarrow Buffer) whole, or raise with nothing appended."""
+        view, done = memoryview(data).cast("B"), 0
         try:
-            while done < len(data):
+            while done < len(view):
                 done += os.write(self.fd, view[done:])
         except OSError:
             if done:
