@@ -135,7 +135,7 @@ def test_ttl_max_idle_and_set_ttl_expire_entries_with_expired_events(member, cli
     m.put("forever", "c")
     m.put("later", "d")
     assert m.set_ttl("later", 0.5) and not m.set_ttl("missing", 1)
-    wait_until(lambda: m.key_set() == ["forever"], 5, what="expired entries gone from reads")
+    wait_until(lambda: m.key_set() == ["forever"], 30, what="expired entries gone from reads")
     assert [m.get(k) for k in ("ttl", "idle", "later")] == [None, None, None]
     # The real member sends EXPIRED when its expiration task (every 5 s) or a read finds the entry;
     # the embedded one within its 100 ms sweep (docs/hz_member.md, "Differences").
@@ -160,7 +160,8 @@ def test_listeners_filter_by_flags_key_and_include_value(client):
     assert m.remove_entry_listener(reg)
     m.put("k4", "after-removal")
     m.clear()
-    wait_until(lambda: len(wide) == 8 and len(novalue) == 3, 5, what="8 map-wide and 3 key-only events")
+    # a real member's JVM on a loaded shared box can take seconds to deliver (CI: > 5 s once); returns at once
+    wait_until(lambda: len(wide) == 8 and len(novalue) == 3, 30, what="8 map-wide and 3 key-only events")
     # Hazelcast orders events per key (per partition), not across keys: a real member delivers events of
     # keys on different partitions in either order (seen in CI), so each key's sequence is compared
     def per_key(events, fields):
@@ -221,9 +222,9 @@ def test_near_cache_is_invalidated_by_writes_of_another_client(member, client):
         # member in CI): the entry is then fetched again, and a later read is served from the near cache
         wait_until(lambda: nc.get("k") == "v1" and hits() >= 1, 10, what="a read served by the near cache")
         client.get_map(name).blocking().put("k", "v2")
-        wait_until(lambda: nc.get("k") == "v2", 5, what="near cache invalidated")
+        wait_until(lambda: nc.get("k") == "v2", 30, what="near cache invalidated")
         client.get_map(name).blocking().clear()
-        wait_until(lambda: nc.get("k") is None, 5, what="near cache cleared")
+        wait_until(lambda: nc.get("k") is None, 30, what="near cache cleared")
     finally:
         cached.shutdown()
 
@@ -283,7 +284,7 @@ def test_garbage_and_half_frames_only_affect_their_own_socket(member, client):
         assert _closed_by_peer(garbage) and _closed_by_peer(bad_frame)
         assert not _closed_by_peer(half, 0.3)            # a half-sent frame just waits for the rest
         assert m.get("k") == "v"
-        wait_until(lambda: [e.key for e in seen] == ["k"], 5, what="listener still served")
+        wait_until(lambda: [e.key for e in seen] == ["k"], 30, what="listener still served")
         if member.embedded:
             log = member.log_text()
             assert "bad protocol header" in log and "malformed frame: length 3" in log
