@@ -247,16 +247,19 @@ class RecordedFills(PaperAccount):
         its own thread before the core looked (capital += gross - fee, position gone), so they are applied now."""
         out = []
         while self.calls and self.calls[0].get("op") == "kill_exit":
-            f = dict(self.calls.pop(0)["fill"])
-            self.capital += f["gross"] - f["fee"]
-            self.fees_paid += f["fee"]
-            self.peak_capital = max(self.peak_capital, self.capital)
-            self.trades += 1
-            self.day_trades += 1
-            self.history = (self.history + [f])[-50:]
-            self.position = None
-            out.append(f)
+            out.append(self._book_exit(dict(self.calls.pop(0)["fill"])))
         return out
+
+    def _book_exit(self, f: dict) -> dict:
+        """The venue account's bookkeeping of an exit fill (``VenueAccount._book_exit``)."""
+        self.capital += f["gross"] - f["fee"]
+        self.fees_paid += f["fee"]
+        self.peak_capital = max(self.peak_capital, self.capital)
+        self.trades += 1
+        self.day_trades += 1
+        self.history = (self.history + [f])[-50:]
+        self.position = None
+        return f
 
     def open(self, trade_id: int, symbol: str, direction: int, notional: float, book: Any, ref_price: float,
              now: float, scan: int, max_book_age_s: float = 30.0) -> dict:
@@ -269,15 +272,7 @@ class RecordedFills(PaperAccount):
 
     def close(self, reason: str, book: Any, ref_price: float, now: float, scan: int,
               max_book_age_s: float = 30.0) -> dict:
-        f = self._take("close", {"reason": reason})
-        self.capital += f["gross"] - f["fee"]
-        self.fees_paid += f["fee"]
-        self.peak_capital = max(self.peak_capital, self.capital)
-        self.trades += 1
-        self.day_trades += 1
-        self.history = (self.history + [f])[-50:]
-        self.position = None
-        return f
+        return self._book_exit(self._take("close", {"reason": reason}))
 
 
 class ReplayClock:
@@ -503,6 +498,11 @@ def run_parity(run_dir: Path, journal: Path | None = None, tol: float = TOL) -> 
     return (EXIT_DIFF if diffs else EXIT_OK), diffs, summary
 
 
+def runs_in(parent: Path) -> list[Path]:
+    """The run directories (those with a ``config.json``) directly under ``parent``, oldest first."""
+    return sorted(p for p in Path(parent).iterdir() if (p / CONFIG_FILE).is_file()) if Path(parent).is_dir() else []
+
+
 def _check(run_dir: Path, journal: Path | None, tol: float) -> int:
     """Replay one run and print its verdict; return its exit code."""
     try:
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("event_trader").setLevel(logging.ERROR)   # the replayed core's warnings, not the live trader's
     if (a.recording / CONFIG_FILE).exists() or not a.recording.is_dir():
         return _check(a.recording, a.journal, a.tol)
-    runs = sorted(p for p in a.recording.iterdir() if (p / CONFIG_FILE).is_file())
+    runs = runs_in(a.recording)
     if not runs:
         print(f"parity: corrupt recording: {a.recording}: no {CONFIG_FILE} in it or in any directory under it",
               file=sys.stderr)

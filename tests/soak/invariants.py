@@ -234,8 +234,7 @@ def check_parity(recordings: Path) -> tuple[dict, list[str]]:
     """Replay every run under ``recordings`` (``prod.backtest.parity``); return (summary, violations)."""
     from prod.backtest import parity
 
-    runs = sorted(p for p in Path(recordings).iterdir() if (p / parity.CONFIG_FILE).is_file()) \
-        if Path(recordings).is_dir() else []
+    runs = parity.runs_in(recordings)
     quiet = logging.getLogger("event_trader")     # the replayed core's own warnings are not the live trader's
     level = quiet.level
     quiet.setLevel(logging.ERROR)
