@@ -46,6 +46,8 @@ CONF = REPO_ROOT / "supervisor" / "dolphin-supervisord.conf"
 DEFAULT_HZ_PORT = 5701
 DEFAULT_VENUE_PORT = 8765
 DEFAULT_PREFECT_PORT = 4200
+DEFAULT_WEB_PORT = 8088
+TRADER = "dolphin:event_trader"
 BIN = Path(sys.executable).parent
 
 
@@ -63,17 +65,35 @@ class MeshPaths:
     deferred: tuple = ()               # programs started by up() once the local cluster serves
     instance: Path = REPO_ROOT         # the instance directory (the repository for the committed config)
     profile: str = "embedded"
+    start_trader: bool = False         # up() starts dolphin:event_trader once GREEN (the committed config keeps it manual)
+
+    def port_owners(self) -> dict[int, str]:
+        """Every port this mesh binds on 127.0.0.1, with the program that binds it (checked free before ``up``)."""
+        if not self.ports:
+            return {}
+        names = ([f"hz_cluster:hz{i + 1}" for i in range(len(self.hz_cluster))] if self.hz_cluster
+                 else ["hz_member"]) + ["venue_sim", "prefect"]
+        owners = dict(zip(self.ports, names))
+        web = self.env.get("DOLPHIN_WEB_PORT") or os.environ.get("DOLPHIN_WEB_PORT") or DEFAULT_WEB_PORT
+        try:
+            owners.setdefault(int(web), "web_console")
+        except ValueError:
+            pass    # config_errors() names a malformed DOLPHIN_WEB_PORT before anything starts
+        return owners
 
     @property
     def health_file(self) -> Path:
         return self.run_logs / "meta_health.json"
 
 
-def default_paths() -> MeshPaths:
+def default_paths(for_up: bool = False) -> MeshPaths:
+    """The committed config as is. ``for_up``: with the venue key of ``run/venue_api_key`` for venue_sim and the
+    trader (generated once), and the trader started by ``up`` once the mesh is GREEN."""
+    env = venue_key_env(REPO_ROOT / "run", {}) if for_up else {}
     return MeshPaths(conf=CONF, socket=REPO_ROOT / "run" / "supervisor.sock", pidfile=REPO_ROOT / "run" / "supervisord.pid",
                      logdir=REPO_ROOT / "run_logs" / "supervisor",
                      run_logs=Path(os.environ.get("DOLPHIN_RUN_LOGS") or REPO_ROOT / "run_logs"),
-                     prefect_home=REPO_ROOT / "data" / "prefect", instance=REPO_ROOT)
+                     prefect_home=REPO_ROOT / "data" / "prefect", instance=REPO_ROOT, env=env, start_trader=for_up)
 
 
 def _set_in_section(text: str, section: str, key: str, value: str) -> str:
@@ -191,6 +211,7 @@ def venue_key_env(instance_dir: Path, env: dict) -> dict:
     so the trader fills through the order API; a key already set (environment or ``extra_env``) wins.
     """
     import secrets
+    instance_dir.mkdir(parents=True, exist_ok=True)
     if (env.get("DOLPHIN_VENUE_API_KEY") or os.environ.get("DOLPHIN_VENUE_API_KEY")) and \
             (env.get("DOLPHIN_VENUE_API_SECRET") or os.environ.get("DOLPHIN_VENUE_API_SECRET")):
         return {}
@@ -295,6 +316,23 @@ def _port_in_use(port: int) -> bool:
         return False
 
 
+def _port_holder(port: int) -> str:
+    """Who listens on ``port`` (``pid N (cmdline)``), as far as this user may see; else "another process"."""
+    import psutil
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return "another process"
+    for c in conns:
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid:
+            try:
+                cmd = " ".join(psutil.Process(c.pid).cmdline())[:120]
+            except psutil.Error:
+                cmd = "?"
+            return f"pid {c.pid} ({cmd})"
+    return "another process"
+
+
 def supervisorctl(paths: MeshPaths, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "supervisorctl"), "-c", str(paths.conf), *args], capture_output=True,
                           text=True, timeout=timeout)
@@ -348,11 +386,13 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
         paths.socket.unlink()  # stale socket of a dead supervisord
     if paths.pidfile.exists():
         paths.pidfile.unlink()  # and its pidfile: the record must get the new supervisord's pid
-    busy = [p for p in paths.ports if _port_in_use(p)]
+    busy = {p: prog for p, prog in paths.port_owners().items() if _port_in_use(p)}
     if busy:
-        print(f"ERROR: port(s) {busy} already in use on 127.0.0.1 (another mesh or service?); stop it, or start "
-              f"this mesh elsewhere: python -m services.mesh up --instance-dir DIR --hz-port N --venue-port M "
-              f"--prefect-port P",
+        for p, prog in busy.items():
+            print(f"ERROR: port {p} (needed by {prog}) is already in use on 127.0.0.1 by {_port_holder(p)}",
+                  file=sys.stderr)
+        print("mesh: nothing started. Stop what holds the port, or start this mesh elsewhere: python -m services.mesh "
+              "up --instance-dir DIR --hz-port N --venue-port M --prefect-port P --env DOLPHIN_WEB_PORT=W",
               file=sys.stderr)
         return 2
     if paths.hz_cluster:
@@ -404,6 +444,8 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
         print(where)
         if register and len(paths.ports) == 3:
             register_flows(paths.ports[2], env)
+        if paths.start_trader:
+            return start_trader(paths)
         return 0
     if last is None:
         print(f"ERROR: no meta_health report within {timeout:.0f}s: is dolphin_data:meta_health running? "
@@ -414,6 +456,19 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
               f"sensors={last.get('sensors')} not running={bad} data={last.get('data_sources')}", file=sys.stderr)
     print(where, file=sys.stderr)
     return 1
+
+
+def start_trader(paths: MeshPaths) -> int:
+    """Start the (manual) trader once the mesh is GREEN; print its state. Non-zero when it does not reach RUNNING."""
+    res = supervisorctl(paths, "start", TRADER, timeout=120)
+    state = supervisorctl(paths, "status", TRADER, timeout=10).stdout.strip()
+    if " RUNNING " not in f" {state} ":
+        print(f"ERROR: the trader did not start: {res.stdout.strip()} {res.stderr.strip()}\n{state}\n"
+              f"see {paths.logdir}/event_trader.log", file=sys.stderr)
+        return 1
+    print(f"trader started: {state}")
+    print(f"decisions and fills: tail -f {paths.logdir}/event_trader.log")
+    return 0
 
 
 def _start_after_cluster(paths: MeshPaths, timeout: float) -> int:
@@ -584,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                                args.profile, args.mhs_interval, extra, False if args.no_trader else None,
                                prefect_port=args.prefect_port, hz_members=args.hz_members)
     else:
-        paths = default_paths()
+        paths = default_paths(for_up=args.command == "up")
     if args.command == "up":
         errors = config_errors({**os.environ, **paths.env, **extra})
         if errors:

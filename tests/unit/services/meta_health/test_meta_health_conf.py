@@ -154,7 +154,9 @@ def test_up_refuses_when_a_port_is_taken(tmp_path, capsys):
         from tests.helpers import free_port
         paths = mesh.instance_paths(tmp_path / "p", taken, free_port(), "embedded", None, {})
         assert mesh.up(paths, timeout=1) == 2
-        assert f"[{taken}]" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"port {taken} (needed by hz_member) is already in use" in err, err
+        assert f"pid {os.getpid()}" in err, err          # the process holding it: this test
         assert not paths.socket.exists()
     finally:
         srv.close()
