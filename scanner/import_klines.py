@@ -18,21 +18,29 @@ symbol has a kline are not scanned (reported as gaps). Each grid row is one scan
 format). A bad file (truncated, garbage, NaN/non-positive close, unknown format) is reported by name and
 skipped; the others continue. A summary (cadence, symbols, first/last kline, gaps, late-listed symbols,
 skipped files, days written) goes to stdout as lines and to ``DATA_DIR/import_summary.json``.
+Progress goes to stderr: a tqdm bar per file loaded, then per scan (``--progress``; by default only when
+stderr is a terminal, so supervisord and CI logs get no carriage-return bars), and, once the days are written, one
+closing line with the throughput (``import_klines: N scans x M symbols in T s (R scans/s); ...``).
 Exit 0 when at least one day was written, 1 when nothing could be imported, 2 on bad arguments.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import csv
 import datetime as dt
 import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import pyarrow.parquet as pq
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from prod.settings import ConfigError, Settings, load_settings
 from scanner.build_daily import to_table
@@ -166,12 +174,23 @@ def _span(s: float) -> str:
     return f"{s / 3600:.3g} h"
 
 
-def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=print) -> dict:
-    """Import ``paths`` into ``out_dir``; return the summary dict (also written as JSON)."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=print, progress: bool = False,
+        note: Callable[[str], None] = _stderr) -> dict:
+    """Import ``paths`` into ``out_dir``; return the summary dict (also written as JSON).
+
+    ``echo`` takes the summary lines, ``note`` the closing throughput line; ``progress`` shows tqdm bars
+    (files loaded, then scans) on stderr.
+    """
+    t_start = time.perf_counter()
     series: dict[str, dict[int, float]] = {}
     skipped: list[dict] = []
     files = collect(paths)
-    for f in files:
+    loading = tqdm(files, desc="load", unit="file", disable=not progress, dynamic_ncols=True)
+    for f in loading:
         try:
             sym = symbol_of(f)
             rows = read_file(f)
@@ -179,6 +198,9 @@ def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=
         except KlineFileError as exc:
             skipped.append({"file": str(f), "error": str(exc)})
             echo(f"skipped: {exc}")
+        loading.set_postfix(symbols=len(series), refresh=False)
+    loading.close()
+    load_s = time.perf_counter() - t_start
     summary: dict = {"files": len(files), "skipped": skipped, "days": []}
     if not series:
         echo("nothing imported: no readable kline file")
@@ -201,21 +223,28 @@ def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=
     eng = EigenEngine(assets, precision_mode=precision_mode, interval_s=step / 1000)   # gaps restart windows
     by_day: dict[str, list[dict]] = collections.OrderedDict()
     gaps: list[dict] = []
-    for n, t in enumerate(grid):
-        prices = [series[s].get(t) for s in assets]
-        if n and t - grid[n - 1] > step:     # no symbol has a kline in between: no scans there
-            gaps.append({"from": _iso(grid[n - 1] + step), "to": _iso(t - step)})
-        r = eng.enhance(prices, t * 1_000_000)
-        w = r.windows
-        rec = {"timestamp_ns": t * 1_000_000, "scan_number": n + 1, "vel_div": r.vel_div,
-               "assets": assets, "prices": prices}
-        for k in (50, 150, 300, 750):
-            rec[f"w{k}_velocity"] = w[k].velocity
-        rec["w50_instability"] = w[50].instability
-        rec["w150_instability"] = w[150].instability
-        rec["gap_hold"] = r.gap_hold
-        day = dt.datetime.fromtimestamp(t / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
-        by_day.setdefault(day, []).append(rec)
+    scanning = tqdm(grid, desc="scan", unit="scan", disable=not progress, dynamic_ncols=True)
+    t_scan = time.perf_counter()
+    # with the bar on, the engine's warnings (gaps) print above it instead of through it
+    with logging_redirect_tqdm() if progress else contextlib.nullcontext():
+        for n, t in enumerate(scanning):
+            prices = [series[s].get(t) for s in assets]
+            if n and t - grid[n - 1] > step:     # no symbol has a kline in between: no scans there
+                gaps.append({"from": _iso(grid[n - 1] + step), "to": _iso(t - step)})
+            r = eng.enhance(prices, t * 1_000_000)
+            w = r.windows
+            rec = {"timestamp_ns": t * 1_000_000, "scan_number": n + 1, "vel_div": r.vel_div,
+                   "assets": assets, "prices": prices}
+            for k in (50, 150, 300, 750):
+                rec[f"w{k}_velocity"] = w[k].velocity
+            rec["w50_instability"] = w[50].instability
+            rec["w150_instability"] = w[150].instability
+            rec["gap_hold"] = r.gap_hold
+            day = dt.datetime.fromtimestamp(t / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
+            by_day.setdefault(day, []).append(rec)
+    scanning.close()
+    scan_s = time.perf_counter() - t_scan
+    t_write = time.perf_counter()
     vdir = Path(out_dir) / "vbt_cache_klines"
     vdir.mkdir(parents=True, exist_ok=True)
     for day, recs in by_day.items():
@@ -224,6 +253,7 @@ def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=
         pq.write_table(to_table(recs), tmp)
         os.replace(tmp, path)
         summary["days"].append({"date": day, "rows": len(recs), "path": str(path)})
+    write_s = time.perf_counter() - t_write
     try:
         live_s = load_settings().scan_interval_s          # DOLPHIN_SCAN_INTERVAL_S: the live scanner's cadence
     except ConfigError:
@@ -248,6 +278,10 @@ def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=
         echo(f"gap: no symbol has a kline {g['from']} .. {g['to']}")
     for d in summary["days"]:
         echo(f"wrote {d['path']}: {d['rows']} rows")
+    rate = f"{len(grid) / scan_s:,.0f}" if scan_s > 0 else "n/a"
+    note(f"import_klines: {len(grid)} scans x {len(assets)} symbols in {scan_s:.1f} s ({rate} scans/s); "
+         f"{len(files)} files loaded in {load_s:.1f} s, {len(summary['days'])} days written in {write_s:.1f} s; "
+         f"total {time.perf_counter() - t_start:.1f} s")
     return summary
 
 
@@ -256,12 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("inputs", nargs="+", help="kline files or folders")
     ap.add_argument("--out", required=True, help="data directory (writes vbt_cache_klines/ under it)")
     ap.add_argument("--precision", default="float64", choices=("float64", "arb512"))
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bars on stderr (default: only when stderr is a terminal)")
     a = ap.parse_args(argv)
     missing = [p for p in a.inputs if not Path(p).exists()]
     if missing:
         print(f"bad arguments: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    summary = run([Path(p) for p in a.inputs], Path(a.out), a.precision)
+    progress = sys.stderr.isatty() if a.progress is None else a.progress
+    summary = run([Path(p) for p in a.inputs], Path(a.out), a.precision, progress=progress)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "import_summary.json").write_text(json.dumps(summary, indent=1))
     return 0 if summary["days"] else 1

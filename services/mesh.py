@@ -572,7 +572,7 @@ def logs(paths: MeshPaths, program: str | None = None, lines: int = 40) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="DOLPHIN mesh driver (supervisord)")
+    ap = argparse.ArgumentParser(prog="python -m services.mesh", description="DOLPHIN mesh driver (supervisord)")
     ap.add_argument("command", choices=("up", "down", "status", "logs"))
     ap.add_argument("program", nargs="?", default=None, help="logs: the program whose log tail to print")
     ap.add_argument("--lines", type=int, default=40, help="logs PROGRAM: how many lines")

@@ -157,7 +157,8 @@ def backtest_supervisor_flow(config: str = "prod/configs/blue.yml", date: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="DOLPHIN backtest supervisor flow (one day, §17.2 guards)")
+    ap = argparse.ArgumentParser(prog="python -m prod.flows.backtest",
+                                 description="DOLPHIN backtest supervisor flow (one day, §17.2 guards)")
     ap.add_argument("--config", default="prod/configs/blue.yml")
     ap.add_argument("--date", default=None, help="YYYY-MM-DD (default: yesterday UTC)")
     ap.add_argument("--dry-run", action="store_true", help="validate the config and the day's data only")

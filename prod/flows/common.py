@@ -14,10 +14,16 @@ plus every ``DOLPHIN_*`` variable of :mod:`prod.settings` (members, data and run
 flow's ``hz_members`` / ``data_dir`` / ``run_logs`` parameters override them for one run.
 
 :func:`replay_day` is the one engine cycle both day flows run: ``begin_day`` with the posture, ACB
-boost/beta and MC status read from the bus, ``step_bar`` over every bar (``vol_regime_ok`` from bar 100
-of the day, as the backtest's replay), ``end_day``. The engine parameters are the config's, SmartPlacer
-fee/slippage emulation included: a replay has no paper fills to carry the friction (bible §8.3 turns
-it off only where the matching engine fills).
+boost/beta and MC status read from the bus, ``step_bar`` over every bar, ``end_day``. Each bar's
+``vol_regime_ok`` comes from :class:`prod.alpha.vol.VolGate`, the trader's and the backtest's gate, fed
+the bar's BTCUSDT price (:func:`prod.backtest.runner.day_vol_gates`): open when the rolling 50-bar dvol
+(512 bits) exceeds the 60th percentile of the previous bars' dvols, so a fresh gate stays closed until it
+has 50 good returns and 10 dvols of history (the 61st bar at the earliest), a bad or missing price
+closes it until the window refills, and an engine without a BTCUSDT asset never opens it. The gate's
+state rides in the returned engine state (``vol_gate``): the paper-trade flow, which continues from the
+previous day's stored state, carries it across days; the backtest flow starts every day with a fresh
+gate. The engine parameters are the config's, SmartPlacer fee/slippage emulation included: a replay
+has no paper fills to carry the friction (bible §8.3 turns it off only where the matching engine fills).
 """
 from __future__ import annotations
 
@@ -115,7 +121,7 @@ def replay_day(cfg: StrategyConfig, day: Any, ctx: DayContext, start_state: Mapp
     engine starts from ``start_capital`` (or the config's initial capital). ``close_at_end`` closes a
     position still open after the last bar (END_OF_DATA), so the day's capital is realised.
     """
-    gate = VolGate()     # the trader's and the backtest's volatility gate (prod/alpha/vol.py), carried across days
+    gate = VolGate()     # the trader's and the backtest's volatility gate; carried across days in start_state
     if start_state is not None and isinstance(start_state.get("vol_gate"), dict):
         gate.restore(start_state["vol_gate"])
     if start_state is not None:

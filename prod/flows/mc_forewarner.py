@@ -82,7 +82,8 @@ def mc_forewarner_flow(config: str = "prod/configs/blue.yml", hz_members: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="DOLPHIN MC-forewarner flow (one assessment)")
+    ap = argparse.ArgumentParser(prog="python -m prod.flows.mc_forewarner",
+                                 description="DOLPHIN MC-forewarner flow (one assessment)")
     ap.add_argument("--config", default="prod/configs/blue.yml")
     ap.add_argument("--api-url", default=None, help="Prefect API (default: $PREFECT_API_URL or the embedded server)")
     args = ap.parse_args(argv)

@@ -150,7 +150,8 @@ def paper_trade_flow(config: str = "prod/configs/blue.yml", date: str | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="DOLPHIN paper-trade flow: replay one day through the engine")
+    ap = argparse.ArgumentParser(prog="python -m prod.flows.paper_trade",
+                                 description="DOLPHIN paper-trade flow: replay one day through the engine")
     ap.add_argument("--config", default="prod/configs/blue.yml")
     ap.add_argument("--date", default=None, help="YYYY-MM-DD (default: yesterday UTC)")
     ap.add_argument("--api-url", default=None, help="Prefect API (default: $PREFECT_API_URL or the embedded server)")

@@ -463,7 +463,8 @@ class Soak:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="DOLPHIN chaos soak (whole mesh, kill -9, ws faults, full journal, garbage)")
+    ap = argparse.ArgumentParser(prog="python -m tests.soak",
+                                 description="DOLPHIN chaos soak (whole mesh, kill -9, ws faults, full journal, garbage)")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=None, help="fault schedule seed (printed; default random)")
     ap.add_argument("--instance-dir", type=Path, default=None, help="default: a new temporary directory")

@@ -135,3 +135,28 @@ def test_shipped_fixture_imports_end_to_end_with_cadence_windows_gap_and_late_li
     assert all(r["vel_div"] is None for r in t)                               # w750 needs 12.5 h of klines
     assert all(r["ALTBUSDT"] is None for r in t[:60]) and t[60]["ALTBUSDT"] is not None
     assert t[0]["BTCUSDT"] == 40415.0                                          # the real archive's first close
+
+
+def _import(tmp_path, capsys, name: str, *flags: str) -> tuple[list[str], str, dict, list[dict]]:
+    out = tmp_path / name
+    assert ik.main([str(FIXTURE), "--out", str(out), *flags]) == 0
+    cap = capsys.readouterr()
+    summary = json.loads((out / "import_summary.json").read_text().replace(str(out), "OUT"))
+    rows = pq.read_table(out / "vbt_cache_klines" / "2021-05-19.parquet").to_pylist()
+    return cap.out.replace(str(out), "OUT").splitlines(), cap.err, summary, rows
+
+
+def test_progress_bars_and_throughput_go_to_stderr_and_leave_the_output_unchanged(tmp_path, capsys):
+    plain_out, plain_err, plain_summary, plain_rows = _import(tmp_path, capsys, "plain")   # stderr not a TTY
+    bar_out, bar_err, bar_summary, bar_rows = _import(tmp_path, capsys, "bar", "--progress")
+    off_out, off_err, _, _ = _import(tmp_path, capsys, "off", "--no-progress")
+    assert bar_out == plain_out == off_out and any(x.startswith("cadence: 60 s") for x in bar_out)
+    assert bar_summary == plain_summary and bar_rows == plain_rows
+    assert "load: 100%" in bar_err and "11/11" in bar_err and "scan: 100%" in bar_err and "230/230" in bar_err
+    for err in (plain_err, off_err):                       # not a terminal, no flag: no carriage-return bars
+        assert "\r" not in err and "230/230" not in err
+    for err in (plain_err, bar_err, off_err):
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("import_klines: 230 scans x 11 symbols in ") and " scans/s); 11 files loaded" in last
+    # the engine's gap warning prints on a line of its own above the bar (tqdm.write), not spliced into it
+    assert any(x.startswith("scan input gap: 660.0s") for x in bar_err.replace("\r", "\n").splitlines())
