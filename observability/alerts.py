@@ -1,7 +1,8 @@
-"""Operator alerts: posture changes, rm_meta leaving GREEN, MHS restarts and trades, to a webhook and Telegram.
+"""Operator alerts (trader down, kill switch, MC-Forewarner, failed MHS restarts, posture, trades) to webhook/Telegram.
 
 Driven by entry listeners: :class:`Alerter` is a consumer of :class:`observability.web.hub.BusHub`
-(the hub's listeners on ``DOLPHIN_SAFETY``, ``DOLPHIN_META_HEALTH`` and ``DOLPHIN_STATE_BLUE``). It
+(the hub's listeners on ``DOLPHIN_SAFETY``, ``DOLPHIN_META_HEALTH``, ``DOLPHIN_STATE_BLUE``,
+``DOLPHIN_FEATURES`` and ``DOLPHIN_HEARTBEAT``). It
 runs inside the web console process when configured (``python -m observability.web``), or on its
 own with ``python -m observability.alerts`` (same settings; use one or the other, not both, or every
 alert is sent twice).
@@ -16,8 +17,21 @@ Configuration (environment; secrets never appear in a log line):
 | ``DOLPHIN_ALERT_MIN_INTERVAL_S`` | at most one alert per kind and subject in this many seconds (default 60) |
 | ``DOLPHIN_ALERT_MAX_PER_MIN`` | at most this many alerts a minute in all (default 20) |
 
-Rules (:class:`AlertRules`, pure; time passed in). The first value seen of each source is the
-baseline and raises nothing (a console restart does not replay history):
+Rules (:class:`AlertRules`, pure; time passed in). Alerts are raised on transitions only. The first value
+seen of each source is the baseline and raises nothing (a console restart does not replay history),
+except the kill switch, whose baseline is "not engaged": an engaged switch is always announced.
+The most important ones are *urgent*: they skip the per-subject interval of the rate limiter (they fire
+once per transition anyway) and only count against the per-minute cap.
+- ``trader`` (urgent): the trader's supervisord program (``dolphin:event_trader`` in the MHS report's
+  ``services``) leaves RUNNING (EXITED, STOPPED, BACKOFF, ...), goes FATAL, or runs again; and the pid of
+  its heartbeat ``DOLPHIN_HEARTBEAT[event_trader]`` changes, i.e. it exited and supervisord restarted it
+  between two MHS cycles (10 s), which the state alone would miss.
+- ``kill_switch`` (urgent): ``DOLPHIN_SAFETY[kill_switch].engaged`` turned true (or is true when first
+  seen) or turned false.
+- ``mc_forewarner`` (urgent): ``DOLPHIN_FEATURES[mc_forewarner_latest].status`` changed (GREEN and OK
+  are the same status).
+- ``restart_failed`` (urgent): a new failed outcome in the MHS report's ``restart_outcomes``
+  (``{program: {ok, detail, at}}``: supervisorctl's answer to the last restart MHS triggered).
 - ``posture``: ``DOLPHIN_SAFETY[latest].posture`` changed.
 - ``rm_meta``: ``DOLPHIN_META_HEALTH[latest].status`` left GREEN, or came back to GREEN.
 - ``restart``: a meta-health report whose ``actions`` say ``restart <program>`` (once per cycle and program).
@@ -49,17 +63,23 @@ from prod.bus import maps
 log = logging.getLogger("observability.alerts")
 
 _RESTART_RE = re.compile(r"^restart (\S+)")
+TRADER_SERVICE = "event_trader"           # the trader's service name: heartbeat key, program ``group:event_trader``
+_MC_SAME = {"GREEN": "OK"}                # McForewarner: OK is §12's name for GREEN
+_MC_EFFECT = {"OK": "normal sizing", "ORANGE": "the trader halves its size from the next day roll",
+              "RED": "no new entries from the next day roll"}
 
 
 @dataclass(frozen=True)
 class Alert:
-    """One alert: ``kind`` (posture, rm_meta, restart, trade), a subject for rate limiting, the text."""
+    """One alert: ``kind`` (trader, kill_switch, mc_forewarner, restart_failed, posture, rm_meta, restart,
+    trade), a subject for rate limiting, the text; ``urgent`` ones skip the per-subject interval."""
 
     kind: str
     subject: str
     text: str
     ts: float
     details: Mapping[str, Any] = field(default_factory=dict)
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,16 +143,99 @@ class AlertRules:
         self.position_id: Any = None
         self.closes_seen: set[tuple[Any, Any]] | None = None
         self.state_seen = False
+        self.trader_state: str | None = None
+        self.trader_pid: Any = None
+        self.kill_engaged: bool | None = None
+        self.mc_status: str | None = None
+        self.outcomes_seen: set[tuple[str, Any]] | None = None
 
     def on_value(self, map_name: str, key: str, payload: Mapping[str, Any], now: float) -> list[Alert]:
         """Return the alerts raised by the new ``map_name[key]`` payload (already validated)."""
         if map_name == maps.SAFETY and key == maps.KEY_LATEST:
             return self._safety(payload, now)
+        if map_name == maps.SAFETY and key == maps.KEY_KILL_SWITCH:
+            return self._kill_switch(payload, now)
         if map_name == maps.META_HEALTH and key == maps.KEY_LATEST:
-            return self._meta(payload, now)
+            return self._meta(payload, now) + self._trader_state(payload, now) + self._restart_outcomes(payload, now)
         if map_name == maps.STATE_BLUE and key == maps.KEY_LATEST:
             return self._state(payload, now)
+        if map_name == maps.FEATURES and key == maps.KEY_MC_FOREWARNER:
+            return self._mc(payload, now)
+        if map_name == maps.HEARTBEAT and key == TRADER_SERVICE:
+            return self._trader_pid(payload, now)
         return []
+
+    def _trader_state(self, p: Mapping[str, Any], now: float) -> list[Alert]:
+        services = p.get("services") if isinstance(p.get("services"), Mapping) else {}
+        progs = [k for k in services if str(k).rsplit(":", 1)[-1] == TRADER_SERVICE]
+        if not progs:
+            return []
+        prog, state = progs[0], str(services[progs[0]])
+        prev, self.trader_state = self.trader_state, state
+        if prev is None or state == prev:
+            return []
+        det = {"program": prog, "from": prev, "to": state}
+        if state == "FATAL":
+            text = (f"DOLPHIN TRADER DOWN: {prog} is FATAL (was {prev}); supervisord gave up restarting it, "
+                    "no trading until an operator starts it")
+        elif prev == "RUNNING":
+            text = f"DOLPHIN TRADER DOWN: {prog} is {state} (was RUNNING); it is not trading"
+        elif state == "RUNNING":
+            text = f"DOLPHIN trader running again: {prog} is RUNNING (was {prev})"
+        else:
+            return []                           # STARTING ↔ BACKOFF while it is down already: no new news
+        return [Alert("trader", TRADER_SERVICE, text, now, det, urgent=True)]
+
+    def _trader_pid(self, p: Mapping[str, Any], now: float) -> list[Alert]:
+        pid = p.get("pid")
+        if pid is None:
+            return []
+        prev, self.trader_pid = self.trader_pid, pid
+        if prev is None or pid == prev:
+            return []
+        return [Alert("trader", TRADER_SERVICE, f"DOLPHIN trader process restarted (pid {prev} → {pid}): it exited "
+                      "and was started again; check run_logs/supervisor/event_trader.log", now,
+                      {"from_pid": prev, "to_pid": pid}, urgent=True)]
+
+    def _kill_switch(self, p: Mapping[str, Any], now: float) -> list[Alert]:
+        engaged = bool(p.get("engaged"))
+        prev, self.kill_engaged = self.kill_engaged, engaged
+        if engaged == bool(prev):               # never seen counts as "not engaged"
+            return []
+        by = f" by {p.get('by')}" if p.get("by") else ""
+        if engaged:
+            text = (f"DOLPHIN KILL SWITCH ENGAGED{by}: {p.get('reason') or 'no reason given'}; the trader cancels "
+                    "open orders, flattens and takes no new entries until it is cleared")
+        else:
+            text = f"DOLPHIN kill switch cleared{by}: the trader may enter again"
+        return [Alert("kill_switch", "kill_switch", text, now,
+                      {"engaged": engaged, "reason": p.get("reason"), "by": p.get("by")}, urgent=True)]
+
+    def _mc(self, p: Mapping[str, Any], now: float) -> list[Alert]:
+        status = _MC_SAME.get(str(p.get("status")), str(p.get("status")))
+        prev, self.mc_status = self.mc_status, status
+        if prev is None or status == prev:
+            return []
+        return [Alert("mc_forewarner", "mc_forewarner",
+                      f"DOLPHIN MC-Forewarner {prev} → {status} (catastrophic prob {_f(p.get('catastrophic_prob'), 3)}, "
+                      f"envelope {_f(p.get('envelope_score'), 3)}): {_MC_EFFECT.get(status, 'see the trader log')}",
+                      now, {"from": prev, "to": status, "catastrophic_prob": p.get("catastrophic_prob"),
+                            "envelope_score": p.get("envelope_score"), "source": p.get("source")}, urgent=True)]
+
+    def _restart_outcomes(self, p: Mapping[str, Any], now: float) -> list[Alert]:
+        outcomes = p.get("restart_outcomes") if isinstance(p.get("restart_outcomes"), Mapping) else {}
+        seen = {(str(prog), o.get("at")) for prog, o in outcomes.items() if isinstance(o, Mapping)}
+        first, known = self.outcomes_seen is None, self.outcomes_seen or set()
+        self.outcomes_seen = (known | seen) if len(known) < 1000 else seen
+        if first:
+            return []
+        out = []
+        for prog, o in sorted(outcomes.items()):
+            if isinstance(o, Mapping) and o.get("ok") is False and (str(prog), o.get("at")) not in known:
+                out.append(Alert("restart_failed", str(prog), f"DOLPHIN meta-health could not restart {prog}: "
+                                 f"{o.get('detail') or 'no detail'}; it stays down until an operator looks",
+                                 now, {"program": str(prog), **o}, urgent=True))
+        return out
 
     def _safety(self, p: Mapping[str, Any], now: float) -> list[Alert]:
         posture, prev = p.get("posture"), self.posture
@@ -192,7 +295,7 @@ def _f(v: Any, digits: int) -> str:
 
 
 class RateLimiter:
-    """At most one alert per (kind, subject) per ``min_interval_s`` and ``max_per_min`` in all."""
+    """At most one alert per (kind, subject) per ``min_interval_s`` (urgent ones exempt) and ``max_per_min`` in all."""
 
     def __init__(self, min_interval_s: float, max_per_min: int):
         self.min_interval_s, self.max_per_min = min_interval_s, max_per_min
@@ -206,7 +309,8 @@ class RateLimiter:
         while self.sent and now - self.sent[0] >= 60.0:
             self.sent.popleft()
         last = self.last.get(k)
-        if (last is not None and now - last < self.min_interval_s) or len(self.sent) >= self.max_per_min:
+        too_soon = not alert.urgent and last is not None and now - last < self.min_interval_s
+        if too_soon or len(self.sent) >= self.max_per_min:
             self.suppressed[k] = self.suppressed.get(k, 0) + 1
             return None
         self.last[k] = now
@@ -214,7 +318,7 @@ class RateLimiter:
         n = self.suppressed.pop(k, 0)
         if n:
             alert = Alert(alert.kind, alert.subject, f"{alert.text} (+{n} similar suppressed by the rate limit)",
-                          alert.ts, {**alert.details, "suppressed": n})
+                          alert.ts, {**alert.details, "suppressed": n}, alert.urgent)
         return alert
 
 
@@ -262,7 +366,7 @@ class Alerter:
         jobs = []
         if self.cfg.webhook_url:
             body = {"text": alert.text, "kind": alert.kind, "subject": alert.subject, "ts": alert.ts,
-                    "details": dict(alert.details)}
+                    "urgent": alert.urgent, "details": dict(alert.details)}
             jobs.append(self._post("webhook", self.cfg.webhook_url, body))
         if self.cfg.telegram_token:
             url = f"{self.cfg.telegram_api}/bot{self.cfg.telegram_token}/sendMessage"

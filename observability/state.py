@@ -34,6 +34,9 @@ Decisions (the bible §28 leaves them open):
   under a burst it may miss scans, never duplicate one.
 - MHS holds: rendered when the meta-health payload carries a ``holds`` dict
   (``{program: {reason, since, until}}``), nothing when absent.
+- Posture warm-up and sensor values as :mod:`observability.views` reads them (shared with the web
+  console): the watchdog's warm-up placeholder reads "warming up" with what it waits for, a sensor
+  without a first reading says so, a nested sensor value is written as ``key value`` pairs.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from observability.views import posture_view, readable
 from prod.bus import maps
 from prod.bus.payloads import Payload
 
@@ -390,6 +394,8 @@ class TuiState:
         s, _, sst = self._single(SAFETY, maps.KEY_LATEST, now)
         if s is None:
             posture = Line("posture ?", DIM)
+        elif s.warming_up:       # the watchdog's placeholder (HIBERNATE, Rm 0) is not a computed posture
+            posture = Line("warming up", WARN)
         else:
             pst = {"APEX": OK, "STALKER": WARN, "TURTLE": WARN, "HIBERNATE": BAD}.get(s.posture, WARN)
             posture = Line(f"{s.posture} Rm {_fmt(s.Rm, '.3f')}", pst if sst == OK else WARN)
@@ -521,12 +527,20 @@ class TuiState:
         if s is None:
             return [Line("waiting for DOLPHIN_SAFETY latest", DIM), *out]
         posture = s.posture
-        pstyle = {"APEX": OK, "STALKER": WARN, "TURTLE": WARN, "HIBERNATE": BAD}.get(posture, WARN)
-        out = [Line(f"posture {posture}  Rm {_fmt(s.Rm, '.3f')}", pstyle), Line(_age_text(age), st), *out]
+        view = posture_view(s.to_dict())
+        pending = view.pending if view is not None else {}
+        awaiting = ", ".join(view.awaiting) if view is not None else ""
+        if s.warming_up:         # the watchdog's placeholder (HIBERNATE, Rm 0) is not a computed posture
+            head = Line(f"warming up: no posture computed yet, waiting for {awaiting or 'the first readings'}", WARN)
+        else:
+            pstyle = {"APEX": OK, "STALKER": WARN, "TURTLE": WARN, "HIBERNATE": BAD}.get(posture, WARN)
+            head = Line(f"posture {posture}  Rm {_fmt(s.Rm, '.3f')}"
+                        + (f"  (no reading yet: {awaiting})" if awaiting else ""), pstyle)
+        out = [head, Line(_age_text(age), st), *out]
         sensors = s.sensors or {}
         for k in sorted(sensors):
             v = sensors[k]
-            out.append(Line(f"  {k:<22} {_fmt(v, '.4g') if _num(v) is not None else v}"))
+            out.append(Line(f"  {k:<22} {'no reading yet' if k in pending else readable(v)}", DIM if k in pending else PLAIN))
         return out
 
     def _r_mc(self, now: float) -> list[Line]:

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from observability.views import join_services, posture_view
 from prod.bus import maps
 
 VALUE_MAPS: tuple[str, ...] = (maps.FEATURES, maps.SAFETY, maps.PNL_BLUE, maps.PNL_GREEN, maps.STATE_BLUE,
@@ -185,6 +186,18 @@ class ConsoleModel:
         return {"state": state or None, "position": paper.get("position"), "trades_today": trades_today,
                 "equity": equity, "pnl_today": pnl_today, "today": today}
 
+    def services(self) -> list[dict]:
+        """One row per service: MHS's supervisor state (``group:name``) joined to its heartbeat and hold."""
+        meta, _ = self.meta_health()
+        meta = meta or {}
+        hbs = {k: (p.get("ts") if isinstance(p, dict) else None) for k, p in self.heartbeats().items()}
+        return [r.to_dict() for r in join_services(meta.get("services"), hbs, meta.get("holds"))]
+
+    def posture(self) -> dict | None:
+        """The latest safety payload read for the page: warming up or not, and which sensors await a reading."""
+        view = posture_view(self.payload(maps.SAFETY, maps.KEY_LATEST))
+        return None if view is None else view.to_dict()
+
     def heartbeats(self) -> dict[str, dict]:
         return {k: e.payload for k, e in sorted(self.values.get(maps.HEARTBEAT, {}).items())
                 if e.payload is not None}
@@ -194,7 +207,7 @@ class ConsoleModel:
         meta, meta_src = self.meta_health()
         return {"t": "snapshot", "now": now, "bus": dict(self.bus), "sizes": self.sizes(),
                 "safety": self.payload(maps.SAFETY, maps.KEY_LATEST), "meta": meta, "meta_source": meta_src,
-                "heartbeats": self.heartbeats(), "trader": self.trader(now),
+                "posture": self.posture(), "services": self.services(), "trader": self.trader(now),
                 "counts": {"updates": self.updates, "bad": self.bad}}
 
     def key_list(self, map_name: str) -> list[str]:

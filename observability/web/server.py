@@ -68,6 +68,7 @@ class Broadcaster:
         self._bus: dict | None = None
         self._trader_dirty = False
         self._health_dirty = False
+        self._posture_dirty = False
         self._scheduled = False
         hub.consumers.append(self.on_change)
         hub.bus_consumers.append(self.on_bus)
@@ -76,8 +77,10 @@ class Broadcaster:
         self._entries.append(msg)
         if map_name in (maps.STATE_BLUE, maps.PNL_BLUE):
             self._trader_dirty = True
-        if map_name == maps.META_HEALTH:
+        if map_name in (maps.META_HEALTH, maps.HEARTBEAT):
             self._health_dirty = True
+        if map_name == maps.SAFETY:
+            self._posture_dirty = True
         self._kick()
 
     def on_bus(self, bus: dict) -> None:
@@ -104,8 +107,11 @@ class Broadcaster:
             msg["trader"] = model.trader(now)
         if self._health_dirty:
             meta, src = model.meta_health()
-            msg["meta"], msg["meta_source"] = meta, src
+            msg["meta"], msg["meta_source"], msg["services"] = meta, src, model.services()
+        if self._posture_dirty:
+            msg["posture"] = model.posture()
         self._entries, self._bus, self._trader_dirty, self._health_dirty = [], None, False, False
+        self._posture_dirty = False
         if not self.sockets:
             return
         text = _dumps(msg)

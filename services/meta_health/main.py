@@ -30,7 +30,9 @@ A critical data program in STOPPED or FATAL is restarted with ``supervisorctl -c
 <program>`` whatever rm_meta's status (ARCHITECTURE §7). The per-program cooldown timestamp is
 committed under a lock *before* the daemon thread that runs supervisorctl is spawned, so concurrent
 triggers fire once. Informational programs (trader, scan bridge) are never restarted, and this
-module never calls systemctl.
+module never calls systemctl. The last outcome of each program's restart (supervisorctl's answer, read
+by :func:`restart_outcome`) is reported under ``restart_outcomes`` as ``{program: {ok, detail, at}}``
+(``at``: wall time the answer came); the operator alerts (``observability/alerts.py``) announce a failure.
 
 Maintenance holds (:mod:`services.meta_health.holds`): ``python -m services.meta_health hold PROGRAM``
 writes ``meta_health_holds.json`` next to the report; every cycle reads it, a held program is left
@@ -324,8 +326,9 @@ class Recovery:
     def __init__(self, conf: str | os.PathLike, runner: Runner | None = None,
                  clock: Callable[[], float] = time.monotonic, supervisorctl: str | None = None,
                  cooldown_critical_s: float = RECOVERY_COOLDOWN_CRITICAL_S,
-                 cooldown_default_s: float = RECOVERY_COOLDOWN_DEFAULT_S):
+                 cooldown_default_s: float = RECOVERY_COOLDOWN_DEFAULT_S, wall_clock: Callable[[], float] = time.time):
         self.conf = str(conf)
+        self.wall_clock = wall_clock
         self.runner = runner or _default_runner
         self.clock = clock
         self.supervisorctl = supervisorctl or supervisorctl_path()
@@ -333,6 +336,7 @@ class Recovery:
         self.cooldown_default_s = cooldown_default_s
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
+        self._outcomes: dict[str, dict] = {}     # program -> last restart's {ok, detail, at} (alerts read it)
         self.fired: list[tuple[str, float]] = []
         self.threads: list[threading.Thread] = []
 
@@ -368,7 +372,15 @@ class Recovery:
             ok, text = restart_outcome(getattr(res, "stdout", "") or "", getattr(res, "returncode", 0))
             (log.info if ok else log.error)("RECOVERY %s %s", program, text)
         except Exception as exc:  # noqa: BLE001 - a hung/failed supervisorctl must not kill MHS
+            ok, text = False, f"restart FAILED: {exc!r}"[:300]
             log.error("RECOVERY %s failed: %r", program, exc)
+        with self._lock:
+            self._outcomes[program] = {"ok": ok, "detail": text, "at": self.wall_clock()}
+
+    def outcomes(self) -> dict[str, dict]:
+        """Return the last restart outcome of each program ``{program: {ok, detail, at}}`` (report field)."""
+        with self._lock:
+            return {p: dict(o) for p, o in self._outcomes.items()}
 
     def last_restarts(self) -> dict[str, float]:
         with self._lock:
@@ -611,6 +623,7 @@ class MetaHealthService:
             "actions": actions,
             "holds": held,
             "recovery_last_monotonic": self.recovery.last_restarts(),
+            "restart_outcomes": self.recovery.outcomes(),
             "cycle": self.cycles,
             "pid": os.getpid(),
         }

@@ -129,3 +129,76 @@ def test_standalone_refuses_a_bad_configuration(env, msg):
     r = subprocess.run([sys.executable, "-m", "observability.alerts"], cwd=REPO_ROOT, env={**full, **env},
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and msg in r.stderr
+
+
+def _mhs(trader: str, cycle: int, outcomes: dict) -> dict:
+    return {"rm_meta": 0.98, "status": "GREEN", "timestamp": time.time(), "cycle": cycle, "actions": [],
+            "services": {"dolphin_data:scanner": "RUNNING", "dolphin:event_trader": trader},
+            "restart_outcomes": outcomes}
+
+
+def test_trader_kill_switch_mc_and_failed_restart_alert_once_per_transition(hz_member, settings_for, tmp_path):
+    """Issue 28: what matters most reaches the webhook and Telegram once per transition, even within the interval."""
+    _, hz_port = hz_member
+    writer = make_client(settings_for(hz_port=hz_port), name="alerts-test-writer2", cluster_connect_timeout=10)
+    old_fail = {"dolphin_data:acb_processor": {"ok": False, "detail": "restart FAILED (old)", "at": time.time() - 900}}
+    _put(writer, maps.SAFETY, maps.KEY_LATEST, {"posture": "APEX", "Rm": 1.0, "ts": time.time()})
+    _put(writer, maps.META_HEALTH, maps.KEY_LATEST, _mhs("RUNNING", 1, old_fail))
+    _put(writer, maps.SAFETY, maps.KEY_KILL_SWITCH, {"engaged": False, "reason": "cleared", "ts": time.time()})
+    _put(writer, maps.FEATURES, maps.KEY_MC_FOREWARNER, {"status": "OK", "ts": time.time(), "catastrophic_prob": 0.01})
+    _put(writer, maps.HEARTBEAT, "event_trader", {"service": "event_trader", "ts": time.time(), "pid": 4242})
+    with Receiver() as rx:
+        env = {"DOLPHIN_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{rx.port}/hook",
+               "DOLPHIN_TELEGRAM_BOT_TOKEN": TOKEN, "DOLPHIN_TELEGRAM_CHAT_ID": "-10042",
+               "DOLPHIN_TELEGRAM_API": f"http://127.0.0.1:{rx.port}", "DOLPHIN_ALERT_MIN_INTERVAL_S": "600",
+               "DOLPHIN_METRICS_PORT_BASE": "0", "DOLPHIN_HZ_MEMBERS": f"127.0.0.1:{hz_port}"}
+        proc = Proc("observability.alerts", [], tmp_path / "alerts.log", env=env).start()
+        try:
+            wait_until(lambda: "bus hub: listening on" in proc.log_text(), 20, what="alerts listening")
+
+            def texts(kind: str) -> list[str]:
+                return [m["text"] for m in rx.webhook if m["kind"] == kind]
+
+            # the trader exits (its heartbeat pid changes when supervisord restarts it), then goes FATAL
+            _put(writer, maps.HEARTBEAT, "event_trader", {"service": "event_trader", "ts": time.time(), "pid": 4343})
+            wait_until(lambda: texts("trader"), 15, what="trader restart alert")
+            assert "pid 4242 → 4343" in texts("trader")[0]
+            fail = {**old_fail, "dolphin_data:scanner": {"ok": False, "at": time.time(), "detail":
+                    "restart FAILED (supervisorctl exit 7): dolphin_data:scanner: ERROR (spawn error)"}}
+            _put(writer, maps.META_HEALTH, maps.KEY_LATEST, _mhs("FATAL", 2, fail))
+            wait_until(lambda: len(texts("trader")) == 2 and texts("restart_failed"), 15, what="FATAL + restart_failed")
+            assert "dolphin:event_trader is FATAL (was RUNNING)" in texts("trader")[1]
+            assert texts("restart_failed") == [
+                "DOLPHIN meta-health could not restart dolphin_data:scanner: restart FAILED (supervisorctl exit 7): "
+                "dolphin_data:scanner: ERROR (spawn error); it stays down until an operator looks"]
+
+            # the kill switch engaged and cleared within the interval: both go out
+            _put(writer, maps.SAFETY, maps.KEY_KILL_SWITCH, {"engaged": True, "reason": "venue outage", "by": "ops",
+                                                             "ts": time.time()})
+            wait_until(lambda: texts("kill_switch"), 15, what="kill switch engaged alert")
+            _put(writer, maps.SAFETY, maps.KEY_KILL_SWITCH, {"engaged": False, "reason": "cleared", "ts": time.time()})
+            wait_until(lambda: len(texts("kill_switch")) == 2, 15, what="kill switch cleared alert")
+            assert texts("kill_switch")[0].startswith("DOLPHIN KILL SWITCH ENGAGED by ops: venue outage")
+            assert texts("kill_switch")[1] == "DOLPHIN kill switch cleared: the trader may enter again"
+
+            _put(writer, maps.FEATURES, maps.KEY_MC_FOREWARNER, {"status": "ORANGE", "ts": time.time(),
+                                                                 "catastrophic_prob": 0.12, "envelope_score": 0.4})
+            wait_until(lambda: texts("mc_forewarner"), 15, what="mc_forewarner alert")
+            assert texts("mc_forewarner")[0].startswith("DOLPHIN MC-Forewarner OK → ORANGE (catastrophic prob 0.120")
+
+            # the same states written again raise nothing; a posture change after them marks "all processed"
+            _put(writer, maps.META_HEALTH, maps.KEY_LATEST, _mhs("FATAL", 3, fail))
+            _put(writer, maps.SAFETY, maps.KEY_KILL_SWITCH, {"engaged": False, "reason": "cleared", "ts": time.time()})
+            _put(writer, maps.FEATURES, maps.KEY_MC_FOREWARNER, {"status": "ORANGE", "ts": time.time()})
+            _put(writer, maps.HEARTBEAT, "event_trader", {"service": "event_trader", "ts": time.time(), "pid": 4343})
+            _put(writer, maps.SAFETY, maps.KEY_LATEST, {"posture": "STALKER", "Rm": 0.7, "ts": time.time()})
+            wait_until(lambda: texts("posture"), 15, what="posture sentinel alert")
+            kinds = sorted(m["kind"] for m in rx.webhook)
+            assert kinds == ["kill_switch", "kill_switch", "mc_forewarner", "posture", "restart_failed",
+                             "trader", "trader"], rx.texts()
+            assert all(m["urgent"] for m in rx.webhook if m["kind"] != "posture")
+            wait_until(lambda: len(rx.telegram) == len(rx.webhook), 10, what="the same alerts on Telegram")
+            assert TOKEN not in proc.log_text() and proc.p.poll() is None
+        finally:
+            proc.stop()
+            writer.shutdown()

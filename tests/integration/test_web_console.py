@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -12,7 +13,7 @@ import pytest
 
 from prod.bus import maps
 from prod.bus.client import make_client
-from tests.helpers import REPO_ROOT, free_port, start_listening, wait_until
+from tests.helpers import REPO_ROOT, Proc, free_port, start_listening, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -97,12 +98,17 @@ def test_page_shows_live_values_in_headless_chromium(console):
             expect(page.locator("#rm-meta")).to_contain_text("from run_logs/meta_health.json")
 
             t = time.time()
-            _put(writer, maps.SAFETY, maps.KEY_LATEST, {"posture": "HIBERNATE", "Rm": 0.12, "ts": t,
-                                                        "sensors": {"cat1": 0.0, "dvol": 88.0}})
+            _put(writer, maps.SAFETY, maps.KEY_LATEST, {"posture": "HIBERNATE", "Rm": 0.12, "ts": t, "sensors": {
+                "hz_nodes": 1, "dvol_btc": 88.0, "obf_present": True, "mc_source": "HZ",
+                "kept_readings": {"mc": 1, "obf": 3}, "categories_seen": [1, 2]}})
+            # supervisord names programs group:name (MHS's services), processes heartbeat as name
             _put(writer, maps.META_HEALTH, maps.KEY_LATEST, {
                 "rm_meta": 0.975, "status": "GREEN", "timestamp": t, "sensors": {"m1_data_infra": 1.0},
-                "services": {"scanner": "RUNNING", "exf_fetcher": "STOPPED"}})
-            _put(writer, maps.HEARTBEAT, "scanner", {"service": "scanner", "ts": t})
+                "services": {"dolphin_data:scanner": "RUNNING", "dolphin_data:exf_fetcher": "STOPPED",
+                             "dolphin_data:acb_processor": "RUNNING"},
+                "holds": {"dolphin_data:exf_fetcher": {"reason": "key rotation", "since": t - 60, "until": t + 600}}})
+            for name in ("scanner", "acb_processor", "web_console"):
+                _put(writer, maps.HEARTBEAT, name, {"service": name, "ts": t})
             history = [{"trade_id": f"T{i}", "symbol": "ETHUSDT", "side": "BUY", "entry_price": 2000.0, "price": 1990.0,
                         "net": 4.5 * (i + 1), "reason": "FIXED_TP", "ts": t - 600 + 60 * i,
                         "capital_after": 25000.0 + 4.5 * (i + 1)} for i in range(3)]
@@ -118,9 +124,29 @@ def test_page_shows_live_values_in_headless_chromium(console):
             expect(page.locator("#posture")).to_have_class("bad")
             expect(page.locator("#rm-meta")).to_contain_text("rm_meta 0.975 [GREEN]")
             expect(page.locator("#rm-meta")).not_to_contain_text("meta_health.json")
-            row = page.locator('#services tr[data-service="scanner"]')
-            expect(row).to_contain_text("RUNNING")
-            expect(page.locator('#services tr[data-service="exf_fetcher"]')).to_contain_text("STOPPED")
+            # one row per service: supervisor state and heartbeat joined (issue 28: acb_processor was listed
+            # twice, once as "dolphin_data:acb_processor" without a heartbeat and once without a state)
+            rows = page.locator("#services tbody tr")
+            expect(page.locator('#services tr[data-service="acb_processor"] td').nth(2)).to_contain_text("ago")
+            names = rows.evaluate_all("rs => rs.map(r => r.dataset.service)")
+            assert len(names) == len(set(names)) and not any(":" in n for n in names), names
+            assert {"acb_processor", "exf_fetcher", "scanner", "web_console"} <= set(names), names
+            for name in ("scanner", "acb_processor"):
+                cells = page.locator(f'#services tr[data-service="{name}"] td')
+                expect(cells.nth(1)).to_have_text("RUNNING")
+                expect(cells.nth(2)).to_have_text(re.compile(r"^\d+s ago$"))
+            exf = page.locator('#services tr[data-service="exf_fetcher"] td')
+            expect(exf.nth(1)).to_have_text("STOPPED")
+            expect(exf.nth(2)).to_have_text("no heartbeat")
+            expect(exf.nth(3)).to_contain_text("HOLD key rotation")
+            web = page.locator('#services tr[data-service="web_console"] td')
+            expect(web.nth(1)).to_have_text("not watched by MHS")
+            expect(web.nth(2)).to_have_text(re.compile(r"^\d+s ago$"))
+            # nested values read as key/value, never as a raw object
+            def sensor(name: str):
+                return page.locator("#safety-sensors tr", has=page.locator("td", has_text=name)).locator("td").nth(1)
+            expect(sensor("kept_readings")).to_have_text("mc 1, obf 3")
+            expect(sensor("categories_seen")).to_have_text("1, 2")
             expect(page.locator("#position")).to_contain_text("SHORT BTCUSDT @ 65000.5")
             expect(page.locator("#pnl")).to_contain_text(f"{today}: pnl 13.5  trades 3")
             expect(page.locator("#trades tbody tr")).to_have_count(3)
@@ -141,10 +167,59 @@ def test_page_shows_live_values_in_headless_chromium(console):
             page.locator('#keys li[data-key="acb_boost"]').click()
             expect(page.locator("#entry")).to_contain_text("ERROR DOLPHIN_FEATURES['acb_boost']: malformed JSON")
             expect(page.locator("#counts")).to_contain_text("bad payloads 1")
+            assert "[object Object]" not in page.inner_text("body")
             page.screenshot(path=str(shots / "web_console.png"), full_page=True)
         finally:
             browser.close()
     assert (shots / "web_console.png").stat().st_size > 10_000
+    assert proc.p.poll() is None, proc.log_text()
+
+
+def test_posture_says_warming_up_until_the_watchdog_has_its_first_readings(console, tmp_path):
+    """Issue 28: the watchdog's warm-up placeholder (HIBERNATE, Rm 0) read as a real posture for seconds."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to run this test")
+    from playwright.sync_api import expect, sync_playwright
+
+    url, writer, proc = console
+    members = _get(f"{url}/api/maps")[1]["bus"]["detail"]
+    # the real safety watchdog against the same member: no order books yet, so it warms up
+    wd = Proc("services.safety_watchdog", ["--interval", "0.5"], tmp_path / "watchdog.log",
+              env={"DOLPHIN_HZ_MEMBERS": members, "DOLPHIN_HZ_CLUSTER": "dolphin", "DOLPHIN_METRICS_PORT_BASE": "0",
+                   "DOLPHIN_RUN_LOGS": str(tmp_path / "run_logs")}).start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url + "/")
+                posture = page.locator("#posture")
+                expect(posture).to_contain_text("warming up: no posture computed yet", timeout=30_000)
+                expect(posture).to_contain_text("order books, obf_universe_latest (Cat3)")
+                expect(posture).not_to_contain_text("HIBERNATE")
+                expect(posture).not_to_contain_text("Rm 0.000")
+                expect(posture).to_have_class("warn")
+                obf_row = page.locator("#safety-sensors tr", has=page.locator("td", has_text="obf_present"))
+                expect(obf_row.locator("td").nth(1)).to_have_text("no reading yet")
+                assert "[object Object]" not in page.inner_text("body")
+
+                now = time.time()
+                _put(writer, maps.FEATURES, maps.KEY_OBF_UNIVERSE, {
+                    "_snapshot_utc": now, "_n_assets": 2,
+                    "assets": {s: {"depth_quality": 0.95, "fill_probability": 0.95} for s in ("BTCUSDT", "ETHUSDT")}})
+                # the first readings arrived: a computed posture replaces the warm-up line
+                expect(posture).to_have_text(re.compile(r"^posture (APEX|STALKER|TURTLE|HIBERNATE)  Rm \d\.\d{3}"),
+                                             timeout=30_000)
+                expect(posture).not_to_contain_text("warming up")
+                # still no MC-Forewarner run and no DVOL: named, not shown as readings
+                expect(posture).to_contain_text("no reading yet: MC-Forewarner (Cat2), DVOL, exf_latest (Cat4)")
+                expect(obf_row.locator("td").nth(1)).to_have_text("yes")
+                assert "[object Object]" not in page.inner_text("body")
+            finally:
+                browser.close()
+    finally:
+        wd.stop()
+    assert "warm-up done" in wd.log_text()
     assert proc.p.poll() is None, proc.log_text()
 
 

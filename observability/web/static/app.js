@@ -1,17 +1,29 @@
 // DOLPHIN web console page: renders the snapshot and the pushed batches from /ws; reads an entry on click.
-// Every value from the bus is inserted as text (textContent), never as HTML.
+// Every value from the bus is inserted as text (textContent), never as HTML, and written readably by fmt():
+// a nested value as "key value" pairs, never "[object Object]".
 "use strict";
 
 const S = {
-  sizes: {}, safety: null, meta: null, metaSource: "none", heartbeats: {}, trader: null,
+  sizes: {}, safety: null, posture: null, meta: null, metaSource: "none", services: [], trader: null,
   selMap: null, selKey: null, skew: 0, ws: null, retry: 500,
 };
-const SAFETY = "DOLPHIN_SAFETY", META = "DOLPHIN_META_HEALTH", HB = "DOLPHIN_HEARTBEAT";
+const SAFETY = "DOLPHIN_SAFETY";
 const $ = (id) => document.getElementById(id);
+
+// Any JSON value as text for a person (the same rules as observability/views.py readable()).
+function fmt(v, digits = 4) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (typeof v === "number") return isFinite(v) ? String(Number(v.toPrecision(digits))) : "—";
+  const nested = (x) => { const t = fmt(x, digits); return (x && typeof x === "object" && Object.keys(x).length) ? `(${t})` : t; };
+  if (Array.isArray(v)) return v.map(nested).join(", ") || "none";
+  if (typeof v === "object") return Object.keys(v).sort().map(k => `${k} ${nested(v[k])}`).join(", ") || "none";
+  return String(v);
+}
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
-  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (text !== undefined && text !== null) e.textContent = typeof text === "object" ? fmt(text) : String(text);
   if (cls) e.className = cls;
   return e;
 }
@@ -47,23 +59,29 @@ function renderHealth() {
   if (!m) { rm.textContent = "waiting for DOLPHIN_META_HEALTH"; rm.className = "dim"; }
   else {
     const cls = m.status === "GREEN" ? "ok" : (m.status === "DEGRADED" ? "warn" : "bad");
-    rm.textContent = `rm_meta ${num(m.rm_meta, 3)} [${m.status}]  ${age(m.timestamp)} ago` +
+    rm.textContent = `rm_meta ${num(m.rm_meta, 3)} [${fmt(m.status)}]  ${age(m.timestamp)} ago` +
       (S.metaSource === "file" ? "  (from run_logs/meta_health.json)" : "");
     rm.className = cls;
     for (const [k, v] of Object.entries(m.sensors || {}).sort()) {
-      sens.appendChild(row([k, num(v, 3)], typeof v === "number" ? (v >= 0.9 ? "ok" : v >= 0.5 ? "warn" : "bad") : ""));
+      sens.appendChild(row([k, typeof v === "number" ? num(v, 3) : fmt(v)], typeof v === "number" ? (v >= 0.9 ? "ok" : v >= 0.5 ? "warn" : "bad") : ""));
     }
   }
+  // one row per service: the server joins supervisord's group:name to the heartbeat name (observability/views.py)
   const body = $("services").tBodies[0];
   body.replaceChildren();
-  const services = (m && m.services) || {};
-  const names = new Set([...Object.keys(services), ...Object.keys(S.heartbeats)]);
-  for (const name of [...names].sort()) {
-    const st = services[name] || "—", hb = S.heartbeats[name];
-    const tr = row([name]);
-    tr.appendChild(el("td", st, st === "RUNNING" ? "ok" : st === "—" ? "dim" : "bad"));
-    tr.appendChild(el("td", hb ? age(hb.ts) : "no heartbeat", hb ? hbClass(hb.ts) : "dim"));
-    tr.dataset.service = name;
+  for (const s of S.services || []) {
+    const tr = row([]);
+    const name = el("td", s.name);
+    if (s.program) name.title = s.program;
+    tr.appendChild(name);
+    const st = s.supervisor;
+    tr.appendChild(el("td", st ?? "not watched by MHS", st === "RUNNING" ? "ok" : st == null ? "dim" : "bad"));
+    const hbTs = s.heartbeat_ts;
+    tr.appendChild(el("td", typeof hbTs === "number" ? `${age(hbTs)} ago` : "no heartbeat", typeof hbTs === "number" ? hbClass(hbTs) : "bad"));
+    const h = s.hold;
+    tr.appendChild(el("td", h ? `HOLD ${fmt(h.reason ?? "no reason")}` + (typeof h.until === "number" ? ` (until ${new Date(h.until * 1000).toISOString().slice(11, 16)} UTC)` : "") : "",
+                      h ? "warn" : ""));
+    tr.dataset.service = s.name;
     body.appendChild(tr);
   }
 }
@@ -71,35 +89,46 @@ function renderHealth() {
 function renderSafety() {
   const s = S.safety, p = $("posture"), t = $("safety-sensors");
   t.replaceChildren();
-  if (!s) { p.textContent = "waiting for DOLPHIN_SAFETY"; p.className = "dim"; return; }
-  p.textContent = `posture ${s.posture}  Rm ${num(s.Rm, 3)}  ${age(s.ts)} ago`;
-  p.className = {APEX: "ok", STALKER: "warn", TURTLE: "warn", HIBERNATE: "bad"}[s.posture] || "warn";
-  for (const [k, v] of Object.entries(s.sensors || {}).sort()) t.appendChild(row([k, typeof v === "number" ? num(v, 4) : v]));
+  if (!s) { p.textContent = "waiting for DOLPHIN_SAFETY (no posture published yet)"; p.className = "dim"; return; }
+  const view = S.posture || {}, pending = view.pending || {}, awaiting = view.awaiting || [];
+  if (view.warming_up) {        // the watchdog's placeholder (HIBERNATE, Rm 0) is not a computed posture
+    p.textContent = `warming up: no posture computed yet, waiting for the first readings of ` +
+      `${awaiting.length ? awaiting.join(", ") : "the survival-stack sensors"}  (${age(s.ts)} ago)`;
+    p.className = "warn";
+  } else {
+    p.textContent = `posture ${fmt(s.posture)}  Rm ${num(s.Rm, 3)}  ${age(s.ts)} ago` +
+      (awaiting.length ? `  (no reading yet: ${awaiting.join(", ")})` : "");
+    p.className = {APEX: "ok", STALKER: "warn", TURTLE: "warn", HIBERNATE: "bad"}[s.posture] || "warn";
+  }
+  p.dataset.warmingUp = view.warming_up ? "1" : "0";
+  for (const [k, v] of Object.entries(s.sensors || {}).sort()) {
+    t.appendChild(k in pending ? row([k, "no reading yet"], "dim") : row([k, fmt(v)]));
+  }
 }
 
 function renderTrader() {
   const tr = S.trader || {}, st = tr.state, pos = tr.position;
   const p = $("position");
   if (!st) { p.textContent = "waiting for DOLPHIN_STATE_BLUE"; p.className = "dim"; }
-  else if (!pos) { p.textContent = `flat  capital ${money(st.capital)}  posture ${st.posture || "?"}`; p.className = ""; }
+  else if (!pos) { p.textContent = `flat  capital ${money(st.capital)}  posture ${fmt(st.posture ?? "?")}`; p.className = ""; }
   else {
-    const side = pos.direction === -1 ? "SHORT" : pos.direction === 1 ? "LONG" : String(pos.direction);
-    p.textContent = `${side} ${pos.symbol} @ ${pos.entry_price}  notional ${money(pos.notional)}  held ${age(pos.entry_ts)}` +
+    const side = pos.direction === -1 ? "SHORT" : pos.direction === 1 ? "LONG" : fmt(pos.direction);
+    p.textContent = `${side} ${fmt(pos.symbol)} @ ${fmt(pos.entry_price, 10)}  notional ${money(pos.notional)}  held ${age(pos.entry_ts)}` +
       `  capital ${money(st.capital)}`;
     p.className = "warn";
   }
   const pnl = tr.pnl_today, pe = $("pnl");
   if (pnl) {
-    pe.textContent = `${tr.today}: pnl ${money(pnl.pnl)}  trades ${pnl.trades}  capital ${money(pnl.capital)}`;
+    pe.textContent = `${tr.today}: pnl ${money(pnl.pnl)}  trades ${fmt(pnl.trades)}  capital ${money(pnl.capital)}`;
     pe.className = pnl.pnl >= 0 ? "ok" : "bad";
   } else { pe.textContent = `no PnL for ${tr.today || "today"} yet`; pe.className = "dim"; }
   const body = $("trades").tBodies[0];
   body.replaceChildren();
   for (const t of tr.trades_today || []) {
     const d = new Date(t.ts * 1000).toISOString().slice(11, 19);
-    const r = row([d, t.symbol, t.side, t.entry_price, t.price]);
+    const r = row([d, fmt(t.symbol), fmt(t.side), fmt(t.entry_price, 10), fmt(t.price, 10)]);
     r.appendChild(el("td", money(t.net), t.net >= 0 ? "ok" : "bad"));
-    r.appendChild(el("td", t.reason));
+    r.appendChild(el("td", fmt(t.reason)));
     body.appendChild(r);
   }
   renderEquity(tr.equity || []);
@@ -166,10 +195,6 @@ async function openEntry(map, key) {
 // ── messages ─────────────────────────────────────────────────────────────────────────────────
 function onEntry(e) {
   if (e.map === SAFETY && e.key === "latest") S.safety = e.removed ? null : (e.value || S.safety);
-  if (e.map === HB) {
-    if (e.removed || e.cleared) { if (e.key) delete S.heartbeats[e.key]; else S.heartbeats = {}; }
-    else if (e.value) S.heartbeats[e.key] = e.value;
-  }
   if (e.map === S.selMap && e.key === S.selKey && !e.removed) {
     if (e.value) {
       $("entry").textContent = JSON.stringify(e.value, Object.keys(flatKeys(e.value)).sort(), 2);
@@ -196,10 +221,12 @@ function onMessage(msg) {
   if (msg.counts) $("counts").textContent = `updates ${msg.counts.updates}  bad payloads ${msg.counts.bad}`;
   if (msg.t === "snapshot") {
     S.safety = msg.safety; S.meta = msg.meta; S.metaSource = msg.meta_source;
-    S.heartbeats = msg.heartbeats || {}; S.trader = msg.trader;
+    S.services = msg.services || []; S.posture = msg.posture; S.trader = msg.trader;
   }
   for (const e of msg.entries || []) onEntry(e);
   if ("meta" in msg) { S.meta = msg.meta; S.metaSource = msg.meta_source; }
+  if ("services" in msg) S.services = msg.services || [];
+  if ("posture" in msg) S.posture = msg.posture;
   if (msg.trader) S.trader = msg.trader;
   renderHealth(); renderSafety(); renderTrader(); renderMaps();
 }

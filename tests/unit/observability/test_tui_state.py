@@ -336,3 +336,22 @@ def test_config_rejects_a_too_small_sparkline_or_trades_table():
         TuiConfig(spark_n=1)
     with pytest.raises(ValueError, match="trades_n"):
         TuiConfig(trades_n=0)
+
+
+def test_safety_warm_up_placeholder_reads_as_warming_up_not_hibernate():
+    """Issue 28: the watchdog's warm-up payload (HIBERNATE, Rm 0) was shown as a real posture."""
+    s = TuiState()
+    warm = {"posture": "HIBERNATE", "Rm": 0.0, "ts": NOW, "warming_up": True,
+            "sensors": {"hz_nodes": 1, "n_heartbeats": 2, "heartbeat_age_s": 1.0, "mc_source": "FALLBACK_NO_DATA",
+                        "obf_present": False, "dvol_btc": 50.0, "kept_readings": {"mc": 1, "obf": 3}}}
+    s.ingest(maps.SAFETY, maps.KEY_LATEST, json.dumps(warm), NOW)
+    text = s.text(S.SAFETY, NOW)
+    assert "warming up: no posture computed yet, waiting for MC-Forewarner (Cat2), order books" in text
+    assert "HIBERNATE" not in text and "Rm 0.000" not in text
+    assert "obf_present            no reading yet" in text and "kept_readings          mc 1, obf 3" in text
+    assert s.overview(NOW)[0][0].text == "warming up"
+    s.ingest(maps.SAFETY, maps.KEY_LATEST, json.dumps({**warm, "warming_up": False, "posture": "APEX", "Rm": 0.96,
+                                                       "sensors": {**warm["sensors"], "obf_present": True}}), NOW)
+    text = s.text(S.SAFETY, NOW)
+    assert "posture APEX  Rm 0.960  (no reading yet: MC-Forewarner (Cat2))" in text and "warming up" not in text
+    assert s.overview(NOW)[0][0].text == "APEX Rm 0.960"
