@@ -191,7 +191,7 @@ class ConsoleModel:
         meta, _ = self.meta_health()
         meta = meta or {}
         hbs = {k: (p.get("ts") if isinstance(p, dict) else None) for k, p in self.heartbeats().items()}
-        return [r.to_dict() for r in join_services(meta.get("services"), hbs, meta.get("holds"))]
+        return [r.to_dict() for r in join_services(_programs(meta), hbs, meta.get("holds"))]
 
     def posture(self) -> dict | None:
         """The latest safety payload read for the page: warming up or not, and which sensors await a reading."""
@@ -222,3 +222,12 @@ def pretty(value: Any) -> str:
         except ValueError:
             return value
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def _programs(meta: dict) -> dict:
+    """Supervisor states of every program MHS saw (``programs``), the scored ``services`` winning on overlap."""
+    progs = meta.get("programs")
+    out = dict(progs) if isinstance(progs, dict) else {}
+    services = meta.get("services")
+    out.update(services if isinstance(services, dict) else {})
+    return out

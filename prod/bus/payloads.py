@@ -375,10 +375,11 @@ class MetaHealth(Payload):
     status: str
     timestamp: float
     sensors: dict[str, float] = field(default_factory=dict)
-    services: dict[str, str] = field(default_factory=dict)
+    services: dict[str, str] = field(default_factory=dict)   # the programs MHS scores and revives
     data_sources: dict[str, Any] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
     holds: dict[str, Any] = field(default_factory=dict)   # maintenance holds: program -> {since, until, reason, by}
+    programs: dict[str, str] = field(default_factory=dict)   # every supervisord program's state (reported only)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -613,6 +613,8 @@ class MetaHealthService:
             "sensors": {k: round(v, 6) for k, v in sensors.items()},
             "weights": SENSOR_WEIGHTS,
             "services": {p: states.get(p, "UNKNOWN") for p in all_programs},
+            # every program supervisord runs (member, simulator, Prefect, console, ... too): for the consoles' rows
+            "programs": dict(sorted(states.items())) if reachable else {},
             "status_source": source,
             "control_plane": {"hz": f"{self.hz_host}:{self.hz_port}", "hz_up": hz_up, "hz_members_up": hz_members_up,
                               "hz_cluster_members": self._cluster_members(), "hz_member_events": self.member_events,

@@ -50,6 +50,8 @@ def test_a_failed_restart_is_reported_with_supervisorctls_answer(sv, tmp_path):
         t.join(60)
     wait_until(lambda: s_v.states()[EXF] == "RUNNING", 20, 0.1, what="exf_fetcher revived")
     rep = svc.check()
+    assert set(rep["programs"]) == set(s_v.states())        # every program supervisord runs, for the consoles
+    assert rep["programs"][EXF] == "RUNNING"
     out = rep["restart_outcomes"]
     assert out[EXF]["ok"] is True and out[EXF]["detail"].startswith("restarted")
     assert out[SCANNER]["ok"] is False, out

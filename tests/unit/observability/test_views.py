@@ -54,3 +54,13 @@ def test_readable_writes_nested_values_as_key_value():
     assert readable({}) == "none" and readable([]) == "none" and readable(None) == "—"
     assert readable({"a": {"b": 1, "c": [1, 2]}, "d": True}) == "a (b 1, c (1, 2)), d yes"
     assert readable(0.123456) == "0.1235" and readable(float("inf")) == "—"
+
+
+def test_web_rows_take_every_programs_state_with_the_scored_services_winning():
+    from observability.web.model import _programs
+    meta = {"programs": {"dolphin_core:hz_member": "RUNNING", "dolphin_data:scanner": "STARTING"},
+            "services": {"dolphin_data:scanner": "RUNNING"}}
+    rows = {r.name: r for r in join_services(_programs(meta), {"hz_member": 1.0, "scanner": 2.0})}
+    assert rows["hz_member"].supervisor == "RUNNING" and rows["hz_member"].heartbeat_ts == 1.0
+    assert rows["scanner"].supervisor == "RUNNING"
+    assert _programs({"programs": "garbage", "services": None}) == {}
