@@ -93,6 +93,10 @@ def test_loop_heartbeats_and_stops_on_sigterm(hz_member, settings_for, tmp_path)
         wait_until(lambda: c.get(maps.MC_FOREWARNER).day_boost == 1.4, 15,
                    what="a new assessment at the new day boost (interval 1 h)")
         assert "assessing again" in proc.log_text()
+        assert c.get(maps.MC_FOREWARNER).source == "FALLBACK_NO_DATA"
+        fit_model(load_blue(), tmp_path / "data" / "mc_models" / "blue_forewarner.zip")   # a model appears
+        wait_until(lambda: c.get(maps.MC_FOREWARNER).source == "REAL_MODEL", 15,
+                   what="the new model file picked up within a heartbeat")
         proc.p.terminate()
         assert proc.p.wait(15) == 0
         assert "mc_forewarner stopped" in proc.log_text()

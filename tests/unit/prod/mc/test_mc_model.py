@@ -189,3 +189,11 @@ class TestCli:
         assert r.returncode == 2 and "FALLBACK_ERROR" in r.stderr and "bad.zip: corrupt" in r.stderr
         r = self._run("train", "--data", str(tmp_path), "--out", str(tmp_path / "m.zip"))
         assert r.returncode == 2 and "no YYYY-MM-DD.parquet day files in" in r.stderr
+
+
+def test_prod_mc_imports_no_service_scanner_observability_or_standin():
+    code = ("import sys, prod.mc.__main__, prod.mc.train, prod.mc.assess, prod.mc.model\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('services', 'scanner', 'observability', 'standins')))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
