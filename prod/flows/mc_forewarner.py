@@ -21,6 +21,7 @@ read_published     2        20 s     ``DOLPHIN_FEATURES[mc_forewarner_latest]`` 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from prod.flows import bus_io
 from prod.flows.common import flow_settings, resolve_config, run_settings
 from prod.mc.assess import assess, default_model_path
 from prod.settings import Settings
+from prod.timeparse import parse_timestamp
 
 
 class McDisagreementError(RuntimeError):
@@ -67,7 +69,8 @@ def compare(assessed: dict, published: dict | None, now: float, max_age_h: float
     if published is None:
         return [f"nothing published in {maps.FEATURES}[{maps.KEY_MC_FOREWARNER}]: is services.mc_forewarner running?"]
     out = []
-    age_h = (now - float(published["ts"])) / 3600.0
+    ts = parse_timestamp(published.get("ts"))
+    age_h = math.inf if ts is None else (now - ts) / 3600.0
     if age_h > max_age_h:
         out.append(f"published value is {age_h:.1f} h old (> {max_age_h} h)")
     for k in ("status", "source"):

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--window-days", type=int, default=1, help="days per random backtest window")
     t.add_argument("--seed", type=int, default=7)
     t.add_argument("--folds", type=int, default=5, help="K of the K-fold out-of-sample error")
-    t.add_argument("--exf", type=Path, help="external factors JSON (default <data>/exf_daily.json)")
+    t.add_argument("--exf", type=Path, help="train under these ACB external factors (default: none, boost 1.0)")
     a = sub.add_parser("assess", help="assess a config with a model at a day boost")
     a.add_argument("--model", required=True, type=Path)
     a.add_argument("--config", type=Path, default=BLUE_PATH)

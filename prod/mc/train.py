@@ -8,6 +8,10 @@ it is above it, so the config runs at the leverage it claims, as the §12 assess
 engine, vol gate and ACB as every backtest) on ``window_days`` consecutive days starting at a random day
 of the data directory. The summary's max drawdown and ROI are the sample's outcome.
 
+The windows run **without ACB external factors** (boost 1.0; beta still follows w750) unless ``exf`` is
+given: a sample's ``max_leverage`` is then the leverage it ran at, so assessing ``max_leverage × boost``
+(§12) asks the model about a day run at that boost, not about a boost applied twice.
+
 The factors and windows come from ``numpy.random.default_rng(seed)``: the same data, config and seed give
 the same samples.
 """
@@ -97,6 +101,7 @@ def run_samples(opts: TrainOptions, cfg: StrategyConfig, days: list[tuple[str, P
     w = min(opts.window_days, len(days))
     X, dd, roi, rows = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="dolphin_mc_") as tmp:
+        exf = opts.exf if opts.exf is not None else Path(tmp) / "no_exf.json"   # absent file: boost 1.0
         for i in range(opts.samples):
             eng = sample_config(base, rng)
             start = int(rng.integers(0, len(days) - w + 1))
@@ -104,7 +109,7 @@ def run_samples(opts: TrainOptions, cfg: StrategyConfig, days: list[tuple[str, P
             path = _write_config(cfg, eng, Path(tmp) / f"sample_{i}.yml")
             res = run_backtest(BacktestOptions(
                 config=path, data=opts.data, date_from=dt.date.fromisoformat(d0), date_to=dt.date.fromisoformat(d1),
-                summary=Path(tmp) / f"summary_{i}.json", exf=opts.exf, png=False, allow_drift=True))
+                summary=Path(tmp) / f"summary_{i}.json", exf=exf, png=False, allow_drift=True))
             s = res.summary
             X.append([float(eng[k]) for k in FEATURES])
             dd.append(float(s["max_drawdown_pct"]) / 100.0)
@@ -136,6 +141,7 @@ def train(opts: TrainOptions, now: dt.datetime | None = None) -> tuple[EnvelopeM
         "data": {"dir": Path(opts.data).name, "date_from": days[0][0], "date_to": days[-1][0], "days": len(days),
                  "window_days": min(opts.window_days, len(days))},
         "perturb": {k: list(v) for k, v in PERTURB.items()}, "seed": opts.seed,
+        "acb_exf": None if opts.exf is None else Path(opts.exf).name,
     }
     t1 = time.perf_counter()
     model = EnvelopeModel.fit(X, dd, roi, meta, folds=opts.folds, seed=opts.seed)
