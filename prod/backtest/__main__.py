@@ -2,6 +2,7 @@
 
     python -m prod.backtest --config prod/configs/blue.yml --data data/vbt_cache_klines \\
         [--from 2026-01-01] [--to 2026-01-31] [--summary PATH] [--exf FILE] [--survival] [--ob-dir data/ob_universe]
+        [--mc-model data/mc_models/blue_forewarner.zip]
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exf", type=Path, help="external factors JSON (default <data>/exf_daily.json)")
     ap.add_argument("--ob-dir", type=Path, help="obf_universe Parquet (data/ob_universe): OB layers see the books")
     ap.add_argument("--survival", action="store_true", help="drive posture from the drawdown survival stack")
+    ap.add_argument("--mc-model", type=Path, help="MC-forewarner model (python -m prod.mc train): §12 gate every day")
     ap.add_argument("--no-png", action="store_true", help="skip the equity-curve PNG")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ap.add_argument("--allow-drift", action="store_true", help="research only: run a drifted blue config")
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = BacktestOptions(config=args.config, data=args.data, date_from=args.date_from,
                            date_to=args.date_to, summary=args.summary, out_dir=args.out_dir,
                            exf=args.exf, png=not args.no_png, progress=not args.no_progress,
-                           survival=args.survival, allow_drift=args.allow_drift, ob_dir=args.ob_dir)
+                           survival=args.survival, allow_drift=args.allow_drift, ob_dir=args.ob_dir,
+                           mc_model=args.mc_model)
     if opts.date_from and opts.date_to and opts.date_from > opts.date_to:
         print(f"backtest: --from {opts.date_from} is after --to {opts.date_to}", file=sys.stderr)
         return 2

@@ -25,6 +25,12 @@ Replay rules (written down because the bible leaves them to the caller):
   is fed to it with the live trader's rules (:class:`prod.backtest.data.ObHistory`); a symbol with no row
   yet has no OB signal, as live before its first book. Macro OB (sub-4) is not fed (the trader does not
   feed it either).
+* MC-forewarner gate (§12, issue 32): with ``--mc-model FILE`` (a ``python -m prod.mc train`` model for this
+  config's hash; a refused file stops the replay with the reason) the engine consults the model at every
+  ``begin_day`` at ``max_leverage × that day's ACB boost``, as live: ORANGE halves the day's size, RED halts
+  its entries. Each day's ``mc_status``, ``mc_source`` (``REAL_MODEL``), ``mc_prob`` and ``mc_envelope`` go
+  to ``per_day`` and the HTML report. Without it the gate is off (``mc_status`` OK, ``mc_source`` OFF): the
+  reference run, and what the MC training itself replays.
 * Posture is APEX for every day (the reference run), or with ``--survival`` it follows the survival
   stack fed with healthy sensors and the realised drawdown (Cat5), updated at each day start.
 * Bad input: an unreadable day file or one without the required columns is logged and skipped
@@ -120,6 +126,29 @@ class BacktestOptions:
     survival: bool = False
     allow_drift: bool = False
     ob_dir: Path | None = None
+    mc_model: Path | None = None
+
+
+class _McRecorder:
+    """The engine's §12 port around a forewarner model; keeps the day's report for the summary."""
+
+    def __init__(self, model):
+        self.model = model
+        self.last = None
+
+    def assess_config_dict(self, cfg):
+        self.last = self.model.assess_config_dict(cfg)
+        return self.last
+
+
+def _load_mc(path: Path, config_hash: str) -> _McRecorder:
+    from prod.mc.model import EnvelopeModel, ModelError
+    try:
+        return _McRecorder(EnvelopeModel.load(path, config_hash))
+    except FileNotFoundError:
+        raise BacktestError(f"--mc-model {path}: no such file") from None
+    except ModelError as exc:
+        raise BacktestError(f"--mc-model: {exc}") from None
 
 
 @dataclass
@@ -184,6 +213,7 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
     exf_path = opts.exf if opts.exf is not None else Path(opts.data) / EXF_FILENAME
     exf = load_exf(exf_path)
     acb = AdaptiveCircuitBreaker(exf, _w750_by_date(files), cfg.acb)
+    mc = _load_mc(Path(opts.mc_model), cfg.champion_hash) if opts.mc_model is not None else None
     log.info("backtest: config=%s strategy=%s hash=%s champion=%s data=%s days=%d exf=%s (%d dates) "
              "w750_threshold=%s survival=%s", cfg.source, cfg.strategy, cfg.champion_hash,
              cfg.champion_hash == CHAMPION_HASH, opts.data, len(files),
@@ -239,6 +269,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
                             VOL_SYMBOL, path)
             engine = NDAlphaEngine(cfg.engine, assets)
             engine.set_acb(acb)
+            if mc is not None:
+                from prod.mc.model import FEATURES
+                engine.set_mc_forewarner(mc, {k: getattr(cfg.engine, k) for k in FEATURES})
             if opts.ob_dir is not None:
                 try:
                     obh = load_ob_history(opts.ob_dir, assets)
@@ -257,7 +290,10 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
             dd = 0.0 if peak <= 0 else max(0.0, (peak - engine.capital) / peak)
             posture = stack.update(SensorReadings(drawdown=dd), 1440.0).posture.value
         start_cap = engine.capital
+        if mc is not None:
+            mc.last = None
         engine.begin_day(date, posture=posture, direction=cfg.direction)
+        mc_rep = mc.last if mc is not None else None
         info = acb.last
         vd, v50, v750 = day.vel_div.tolist(), day.v50.tolist(), day.v750.tolist()
         n = day.n_bars
@@ -312,7 +348,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
             "date": date, "bars": n, "trades": res.trades, "pnl": res.pnl, "capital": res.capital,
             "return_pct": ret * 100.0, "boost": res.boost, "beta": res.beta,
             "signals": info.signals if info is not None else 0.0, "posture": res.posture,
-            "mc_status": res.mc_status, "skipped_bars": res.skipped_bars,
+            "mc_status": res.mc_status, "mc_source": "REAL_MODEL" if mc_rep is not None else "OFF",
+            "mc_prob": None if mc_rep is None else mc_rep.catastrophic_probability,
+            "mc_envelope": None if mc_rep is None else mc_rep.envelope_score, "skipped_bars": res.skipped_bars,
             "open_position": res.open_position,
         })
         if pbar:
@@ -363,6 +401,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         "acb": {"exf_file": str(exf_path) if exf else None, "exf_dates": len(exf),
                 "w750_threshold": acb.w750_threshold},
         "survival": opts.survival,
+        "mc": {"model": None if mc is None else str(opts.mc_model),
+               "model_trained_at": None if mc is None else mc.model.meta.get("trained_at"),
+               "days_by_status": dict(sorted(Counter(d["mc_status"] for d in per_day).items()))},
         "ob": None if obh is None else {
             "dir": str(opts.ob_dir), "files": obh.files, "skipped_files": obh.skipped_files,
             "symbols": len(obh.times), "rows_applied": obh.applied, "rows_dropped": obh.dropped,

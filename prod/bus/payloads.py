@@ -448,15 +448,32 @@ class EngineState(Payload):
 
 @dataclass(frozen=True, kw_only=True)
 class McForewarner(Payload):
-    """``DOLPHIN_FEATURES[mc_forewarner_latest]``: envelope assessment of the active config (§12)."""
+    """``DOLPHIN_FEATURES[mc_forewarner_latest]``: envelope assessment of the active config (§12, §28.6).
+
+    One writer: services/mc_forewarner. ``status`` is GREEN | ORANGE | RED (§28.6's names; readers also take
+    §12's "OK" for GREEN). ``source`` is REAL_MODEL (a trained model assessed the config), FALLBACK_NO_DATA
+    (no model: ORANGE, prob 0.20, envelope 0.80) or FALLBACK_ERROR (the model was refused or failed:
+    ORANGE, numbers null, ``reason`` says why); test fixtures may write their own label.
+    """
 
     KIND: ClassVar[str] = "mc_forewarner"
     STATUSES: ClassVar[tuple[str, ...]] = ("GREEN", "OK", "ORANGE", "RED")   # OK: §12's name for GREEN
+    SOURCES: ClassVar[tuple[str, ...]] = ("REAL_MODEL", "FALLBACK_NO_DATA", "FALLBACK_ERROR")
     status: str
     ts: float
     catastrophic_prob: float | None = None
     envelope_score: float | None = None
     source: str | None = None
+    timestamp: str | None = None          # ISO form of ts (§28.6)
+    reason: str | None = None             # why a FALLBACK_* was published
+    config_hash: str | None = None        # the assessed config
+    day_boost: float | None = None        # assessed at max_leverage = base × day_boost (§12)
+    max_leverage: float | None = None
+
+    @property
+    def is_fallback(self) -> bool:
+        """True for FALLBACK_NO_DATA / FALLBACK_ERROR (the status is ORANGE by rule, not by a model)."""
+        return self.source in ("FALLBACK_NO_DATA", "FALLBACK_ERROR")
 
     def __post_init__(self) -> None:
         if self.status not in self.STATUSES:

@@ -15,9 +15,9 @@ DOLPHIN_STATE_BLUE         ``paper_flow_<strategy>_latest``             paper fl
 DOLPHIN_STATE_BLUE         ``paper_flow_<strategy>_<date>``             paper flow (per-run snapshot)
 DOLPHIN_STATE_BLUE         ``latest_backtest``                          backtest flow (bible: ``latest_nautilus``)
 DOLPHIN_HEARTBEAT          ``backtest_flow_heartbeat``, ``backtest_flow_probe``  backtest flow (phases, hz probe)
-DOLPHIN_FEATURES           ``mc_forewarner_latest``                     MC-forewarner flow
 =========================  ===========================================  =====================================
 
+``DOLPHIN_FEATURES[mc_forewarner_latest]`` is only read here: its one writer is services/mc_forewarner.
 The key formats live in ``prod/bus/maps.py``; the results are the ``FlowResult`` topic there.
 :func:`write_all` encodes every payload before the first write, so a bad payload writes nothing, and
 writes in the given order (callers put the "latest" pointer last).
@@ -139,14 +139,15 @@ def read_acb(client: Any, timeout: float) -> tuple[float, float]:
 
 
 def read_mc_status(client: Any, timeout: float) -> str | None:
-    """Return the MC-forewarner status (OK/ORANGE/RED) or None when absent or malformed."""
+    """Return the MC-forewarner status as the engine names it (OK/ORANGE/RED; §28.6's GREEN is OK), None when
+    absent or malformed."""
     try:
         p = read(client, maps.FEATURES, maps.KEY_MC_FOREWARNER, timeout)
     except maps.PayloadError as exc:
         log.error("ignored bad mc_forewarner_latest: %s", exc)
         return None
     s = None if p is None else p.get("status")
-    return s if s in ("OK", "ORANGE", "RED") else None
+    return {"GREEN": "OK", "OK": "OK", "ORANGE": "ORANGE", "RED": "RED"}.get(s) if isinstance(s, str) else None
 
 
 def write_all(client: Any, writes: Sequence[tuple[str, str, dict]], timeout: float) -> None:

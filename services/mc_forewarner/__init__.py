@@ -1,1 +1,1 @@
-"""mc_forewarner: bootstrap assessment of the active config → mc_forewarner_latest."""
+"""mc_forewarner: assess the active config with the prod/mc model (or its fallback) → mc_forewarner_latest (sole writer)."""

@@ -264,15 +264,36 @@ def test_drifted_config_fails_before_the_engine_runs(prefect_api, hz_member, bus
 
 
 # ── MC-forewarner flow ────────────────────────────────────────────────────────────────────────
-def test_mc_forewarner_flow_publishes_the_assessment(prefect_api, hz_member, bus, days, fast_retries):
-    from prod.flows.mc_forewarner import mc_forewarner_flow
-    state = mc_forewarner_flow(hz_members=_members(hz_member), data_dir=str(days), return_state=True)
+def test_mc_forewarner_flow_checks_the_one_writer_and_writes_nothing(prefect_api, hz_member, bus, days, tmp_path,
+                                                                     fast_retries):
+    from prod.configs import load_blue
+    from prod.flows.mc_forewarner import McDisagreementError, mc_forewarner_flow
+    from tests.mc_fixture import fit_model
+    model = fit_model(load_blue(), tmp_path / "model.zip")
+    assert model.config_hash == load_blue().champion_hash
+    kw = {"hz_members": _members(hz_member), "data_dir": str(days), "model_path": str(tmp_path / "model.zip")}
+    state = mc_forewarner_flow(**kw, return_state=True)       # nothing published yet: the run fails, names why
     fr, tasks = _runs(state)
+    assert fr.state.is_failed() and "nothing published" in fr.state.message
+    with pytest.raises(McDisagreementError):
+        state.result()
+    assert set(tasks) == {"load_config", "read_day_boost", "assess_config", "read_published"}
+    assert _get(bus, maps.FEATURES, maps.KEY_MC_FOREWARNER) is None          # the flow never writes the key
+    r = subprocess.run([PY, "-m", "services.mc_forewarner", "--once", "--model", str(tmp_path / "model.zip")],
+                       cwd=REPO_ROOT, env={**os.environ, "DOLPHIN_HZ_MEMBERS": _members(hz_member),
+                                           "DOLPHIN_DATA_DIR": str(days)}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    published = _get(bus, maps.FEATURES, maps.KEY_MC_FOREWARNER)
+    assert published["status"] == "GREEN" and bus_io.read_mc_status(bus, 3.0) == "OK"   # the paper flow's reading
+    state = mc_forewarner_flow(**kw, return_state=True)
+    fr, _ = _runs(state)
     assert fr.state.is_completed()
-    assert set(tasks) == {"load_config", "read_day_boost", "gather_returns", "assess_envelope", "publish_mc"}
-    mc = _get(bus, maps.FEATURES, maps.KEY_MC_FOREWARNER)
-    assert mc["status"] in ("OK", "ORANGE", "RED") and mc["source"] == "BACKTEST" and mc == state.result()
-    assert mc["n_paths"] >= 2000 and mc["source_detail"]["date_to"] == D2
+    out = state.result()
+    assert (out["assessed"]["status"], out["assessed"]["source"]) == ("GREEN", "REAL_MODEL")
+    assert out["published"] == published and _get(bus, maps.FEATURES, maps.KEY_MC_FOREWARNER) == published
+    state = mc_forewarner_flow(**{**kw, "model_path": str(tmp_path / "absent.zip")}, return_state=True)
+    fr, _ = _runs(state)                        # the service published REAL_MODEL; this assessment falls back
+    assert fr.state.is_failed() and "published source 'REAL_MODEL' != assessed 'FALLBACK_NO_DATA'" in fr.state.message
 
 
 # ── deployments, worker, UI ───────────────────────────────────────────────────────────────────
