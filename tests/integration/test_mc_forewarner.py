@@ -86,6 +86,7 @@ def test_loop_heartbeats_and_stops_on_sigterm(hz_member, settings_for, tmp_path)
                    what="mc_forewarner_latest")
         assert proc.p.poll() is None, proc.log_text()
         assert "mc_forewarner starting" in proc.log_text()
+        wait_until(lambda: c.get(maps.HEARTBEATS, "mc_forewarner") is not None, 10, what="a first heartbeat")
         first = c.get(maps.HEARTBEATS, "mc_forewarner").ts
         wait_until(lambda: c.get(maps.HEARTBEATS, "mc_forewarner").ts > first, 10, what="a heartbeat between runs")
         assert c.get(maps.MC_FOREWARNER).day_boost == 1.0
