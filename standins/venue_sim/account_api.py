@@ -322,7 +322,10 @@ class AccountApi:
                                   "isolated": sorted(self.model.symbols[i] for i in acct.isolated)})
 
     def _admin_lev(self, acct, i: int, val, now: int, notify: bool) -> None:
-        lev = int(val)
+        try:
+            lev = int(val)
+        except (TypeError, ValueError):
+            raise ValueError(f"leverage {val!r}: must be an integer in [1, 125]") from None
         if not 1 <= lev <= 125:
             raise ValueError(f"leverage {lev}: must be in [1, 125]")
         lev = min(lev, A.max_leverage(self.exchange, i))
