@@ -136,7 +136,8 @@ class AccountApi:
 
     async def h_leverage_bracket(self, request: web.Request) -> web.Response:
         def row(i: int) -> dict:
-            return {"symbol": self.model.symbols[i], "notionalCoef": 1.0, "brackets": A.brackets(self.exchange, i)}
+            # (notionalCoef appears only on accounts whose brackets Binance adjusted)
+            return {"symbol": self.model.symbols[i], "brackets": A.brackets(self.exchange, i)}
 
         def fn(k, p, i):
             return row(i) if i is not None else [row(j) for j in range(self.model.n)]
