@@ -184,6 +184,7 @@ class SimExchange:
         self._taken_tick = -1
         self._taken: dict[tuple[int, int], int] = {}   # (symbol, price tick) -> lot steps taken this tick
         self.fills = 0
+        self.status: dict[int, str] = {}    # symbol index -> status other than TRADING (delisting fault)
         self.on_flat: Any = None        # callback(acct, symbol index, now_ms) when a position closes (algo)
 
     # ------------------------------------------------------------------ formatting
@@ -301,6 +302,8 @@ class SimExchange:
             raise ExchangeError(-4116, "ClientOrderId is duplicated.")
         pos = acct.positions.get(i, Position())
         sign = 1 if side == "BUY" else -1
+        if i in self.status and not reduce_only:
+            raise ExchangeError(-4140, "Invalid symbol status for opening position.")
         if reduce_only:
             if pos.amt == 0 or (pos.amt > 0) == (sign > 0):
                 raise ExchangeError(-2022, "ReduceOnly Order is rejected.")

@@ -15,7 +15,9 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.integration.test_venue_real_clients import ccxt_client
 
+ccxt = pytest.importorskip("ccxt")
 um_futures = pytest.importorskip("binance.um_futures")
 binance_error = pytest.importorskip("binance.error")
 
@@ -164,3 +166,37 @@ def test_funding_is_charged_at_the_8_hour_mark_of_market_time(venue):
         assert float(rows[0]["income"]) != 0
     finally:
         us.close()
+
+
+def fault(port: int, body: dict) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/sim/admin/fault", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_clock_skew_refuses_unsynced_timestamps_until_the_client_measures_the_offset(venue):
+    port, c = venue
+    fault(port, {"kind": "clock_skew", "offset_ms": 30_000})
+    assert refused(lambda: c.balance()) == -1021                   # the connector signs with the local clock
+    ex = ccxt_client(port, c.key, c.secret)
+    with pytest.raises(ccxt.InvalidNonce):                         # ccxt names -1021 a nonce error
+        ex.fetch_balance()
+    ex.load_time_difference()                                      # measures serverTime - local clock
+    assert -35_000 < ex.options["timeDifference"] < -25_000         # local - server; speed 1: market time = wall
+    assert ex.fetch_balance()["USDT"]["total"] > 0
+    fault(port, {"kind": "clear"})
+    assert c.balance()[0]["asset"] == "USDT"
+
+
+def test_a_delisted_symbol_refuses_openings_but_lets_positions_close(venue):
+    port, c = venue
+    c.new_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.010")
+    fault(port, {"kind": "delist", "symbol": SYM, "status": "SETTLING"})
+    assert {s["symbol"]: s["status"] for s in c.exchange_info()["symbols"]}[SYM] == "SETTLING"
+    assert refused(lambda: c.new_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.010")) == -4140
+    r = c.new_order(symbol=SYM, side="SELL", type="MARKET", quantity="0.010", reduceOnly="true",
+                    newOrderRespType="RESULT")
+    assert r["status"] == "FILLED"
+    fault(port, {"kind": "delist", "symbol": SYM, "status": "TRADING"})
+    assert c.new_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.010")["symbol"] == SYM
