@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leverage", type=int, default=10, help="leverage of every symbol (cross margin)")
     ap.add_argument("--taker-fee", type=float, default=0.0005, help="taker fee rate (Binance VIP 0: 0.0005)")
     ap.add_argument("--maker-fee", type=float, default=0.0002, help="maker fee rate (Binance VIP 0: 0.0002)")
+    ap.add_argument("--hedge-mode", action="store_true",
+                    help="accounts start in hedge mode (dualSidePosition): orders without positionSide get -4061")
+    ap.add_argument("--multi-assets", action="store_true", help="accounts start in multi-assets margin mode")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     if not a.api_key and os.environ.get("DOLPHIN_VENUE_API_KEY") and os.environ.get("DOLPHIN_VENUE_API_SECRET"):
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                         stream_cap=a.stream_cap, n_symbols=a.symbols, start_ms=a.start_ms,
                         klines_1s=a.klines_1s, liq_tau_s=a.liq_tau_s,
                         exchange=ExchangeConfig(start_balance=a.start_balance, leverage=a.leverage,
-                                                taker_fee=a.taker_fee, maker_fee=a.maker_fee),
+                                                taker_fee=a.taker_fee, maker_fee=a.maker_fee,
+                                                dual_side=a.hedge_mode, multi_assets=a.multi_assets),
                         **({"api_keys": tuple(a.api_key)} if a.api_key else {}))
     except ValueError as exc:
         logging.getLogger("venue_sim").error("bad configuration: %s", exc)

@@ -70,6 +70,8 @@ class ExchangeConfig:
     taker_fee: float = 0.0005
     maker_fee: float = 0.0002
     maint_margin_rate: float = 0.025
+    dual_side: bool = False           # accounts start in hedge mode (a misconfigured account, for tests)
+    multi_assets: bool = False        # accounts start in multi-assets mode
 
     def __post_init__(self) -> None:
         if not (0 < self.start_balance < 1e12):
@@ -177,7 +179,8 @@ class SimExchange:
     def __init__(self, model: MarketModel, cfg: ExchangeConfig, api_keys: dict[str, str]):
         self.m, self.cfg = model, cfg
         self.secrets = dict(api_keys)
-        self.accounts = {k: Account(k, cfg.start_balance, update_ms=model.t_ms) for k in api_keys}
+        self.accounts = {k: Account(k, cfg.start_balance, update_ms=model.t_ms, dual_side=cfg.dual_side,
+                                    multi_assets=cfg.multi_assets) for k in api_keys}
         self._oid = 7_000_000_000
         self._tid = 900_000_000
         self._tran = 5_000_000_000

@@ -27,12 +27,14 @@ EIGHT_H = 8 * 3_600_000
 
 @pytest.fixture
 def venue(tmp_path, request):
-    """A simulator whose market clock starts ``start_before_funding_s`` before an 8-hour mark (default: far)."""
+    """A simulator (param: seconds of market time before an 8-hour mark to start at, or "hedge": hedge mode)."""
     before = getattr(request, "param", None)
     key, secret = f"acct-{secrets.token_hex(4)}", secrets.token_hex(16)
     port = free_port()
     args = ["--host", "127.0.0.1", "--port", str(port), "--symbols", "60", "--api-key", f"{key}:{secret}"]
-    if before is not None:
+    if before == "hedge":
+        args.append("--hedge-mode")
+    elif before is not None:
         mark = (int(time.time() * 1000) // EIGHT_H + 1) * EIGHT_H
         args += ["--start-ms", str(mark - int(before * 1000))]
     proc = Proc("standins.venue_sim", args, tmp_path / "sim.log").start()
@@ -199,4 +201,13 @@ def test_a_delisted_symbol_refuses_openings_but_lets_positions_close(venue):
                     newOrderRespType="RESULT")
     assert r["status"] == "FILLED"
     fault(port, {"kind": "delist", "symbol": SYM, "status": "TRADING"})
+    assert c.new_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.010")["symbol"] == SYM
+
+
+@pytest.mark.parametrize("venue", ["hedge"], indirect=True)
+def test_hedge_mode_flag_starts_a_misconfigured_account(venue):
+    port, c = venue
+    assert c.get_position_mode()["dualSidePosition"] is True
+    assert refused(lambda: c.new_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.010")) == -4061
+    c.change_position_mode(dualSidePosition="false")
     assert c.new_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.010")["symbol"] == SYM
