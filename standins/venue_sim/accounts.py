@@ -205,10 +205,10 @@ def _totals(acct: Account, g: dict[str, float]) -> dict:
 
 
 def account_v2(ex: SimExchange, acct: Account) -> dict:
-    """``GET /fapi/v2/account`` body (positions: the symbols with a position or an open order)."""
+    """``GET /fapi/v2/account`` body (positions of every symbol, as v2 documents; v3 lists the active ones)."""
     g = _margins(ex, acct)
     poss = []
-    for i in _active(acct):
+    for i in range(ex.m.n):
         n = _pos_numbers(ex, acct, i)
         pos = n["pos"]
         poss.append({"symbol": ex.m.symbols[i], "initialMargin": f8(n["im"] + n["om"]), "maintMargin": f8(n["mm"]),
