@@ -353,11 +353,11 @@ class UserApi:
             asyncio.ensure_future(ws.close(code=1000, message=b"listenKey deleted"))
         return self._ujson({}, request)
 
-    def is_listen_key(self, path: str) -> bool:
-        return path.startswith("/ws/") and path[4:] in self.listen_keys
+    def is_listen_key(self, lk: str) -> bool:
+        return lk in self.listen_keys
 
-    async def handle_user_ws(self, request: web.Request) -> web.StreamResponse:
-        lk = request.path[4:]
+    async def handle_user_ws(self, request: web.Request, lk: str) -> web.StreamResponse:
+        """The user stream of ``lk``: ``/ws/<listenKey>``, ``/private/ws/<listenKey>`` or ``/private/ws?listenKey=``."""
         key, exp = self.listen_keys[lk]
         loop = asyncio.get_running_loop()
         if loop.time() < self.user_refuse_until:
