@@ -71,12 +71,14 @@ class AccountApi:
                     log.info("venue_sim: countdownCancelAll fired for %s (%d orders cancelled)", sym, n)
 
     async def _call(self, request: web.Request, weight: int, fn, symbol: str = "") -> web.Response:
-        """Sign-check, charge ``weight``, check the symbol (``required``/``optional``), run ``fn(key, p, i)``."""
+        """Sign-check, charge ``weight`` (429 above the IP limit), check the symbol (``required``/``optional``),
+        run ``fn(key, p, i)``."""
         s = await self._signed(request)     # type: ignore[attr-defined]
         if isinstance(s, web.Response):
             return s
         key, p = s
-        self._charge(request, weight)       # type: ignore[attr-defined]
+        if (r := self._over_limit(request, weight)) is not None:   # type: ignore[attr-defined]
+            return r                        # HTTP 429 -1003 once the IP's weight passes 2400 a minute
         i = None
         if symbol:
             if (r := self._sym_param(p, request, required=symbol == "required")) is not None:  # type: ignore[attr-defined]
