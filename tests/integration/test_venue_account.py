@@ -168,6 +168,8 @@ def test_funding_is_charged_at_the_8_hour_mark_of_market_time(venue):
         assert len(rows) == 1 and rows[0]["symbol"] == SYM and rows[0]["time"] == ev["E"]
         assert float(ev["a"]["B"][0]["wb"]) == pytest.approx(w0 + float(rows[0]["income"]), abs=1e-6)
         assert float(rows[0]["income"]) != 0
+        paid = ccxt_client(port, c.key, c.secret).fetch_funding_history("BTC/USDT:USDT")    # a real client's view
+        assert [(p["amount"], p["timestamp"]) for p in paid] == [(float(rows[0]["income"]), rows[0]["time"])]
     finally:
         us.close()
 
