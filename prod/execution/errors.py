@@ -34,6 +34,10 @@ class EntryNotFilled(ExecutionError):
     """An entry order ended with nothing filled (rejected, expired, cancelled): there is no position."""
 
 
+class EntriesRefused(ExecutionError):
+    """The account's preflight refuses this entry (a setting to change, a delisted symbol): nothing was sent."""
+
+
 class KillSwitchActive(ExecutionError):
     """Entries are halted by the kill switch until it is cleared."""
 
