@@ -181,7 +181,7 @@ class OrderRestClient:
                     except ValueError:
                         ra = 1.0
                     if ra > self.max_retry_after_s or attempt >= self.retries:
-                        raise RateLimited(status, ra, msg)
+                        raise RateLimited(status, ra, msg, what)
                     log.warning("venue REST: %s rate limited (code %s); waiting %.1fs", what, code, ra)
                     attempt += 1
                     self.retried += 1
