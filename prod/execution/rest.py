@@ -41,6 +41,16 @@ log = logging.getLogger(__name__)
 UNKNOWN_CODES = frozenset({-1006, -1007})
 
 
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# The server-time offset is a property of this host's clock and the venue, not of one client: the last
+# measurement per REST base (for clients on the wall clock) seeds a new client while it is younger than its
+# time_sync_s, so short-lived clients (CLI commands, reconnects) do not each spend a request on it.
+_OFFSETS: dict[str, tuple[int, float, float]] = {}      # base -> (offset ms, rtt ms, monotonic time measured)
+
+
 class OrderRestClient:
     """Async signed client; use ``async with OrderRestClient(base, creds) as rest``."""
 
@@ -48,7 +58,7 @@ class OrderRestClient:
                  retries: int = 3, backoff_initial_s: float = 0.2, backoff_max_s: float = 5.0,
                  max_retry_after_s: float = 30.0, weight_soft_limit: int = 2000, order_soft_limit: int = 1100,
                  time_sync_s: float = 60.0,
-                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 clock_ms: Callable[[], int] = wall_ms,
                  sleep: Callable[[float], Any] = asyncio.sleep, rng: random.Random | None = None) -> None:
         if not rest_base.startswith(("http://", "https://")):
             raise ValueError(f"rest_base {rest_base!r} must start with http(s)://")
@@ -71,6 +81,9 @@ class OrderRestClient:
         self.time_synced_at: float | None = None   # monotonic time of the last successful sync
         self.time_syncs = self.time_resyncs_1021 = 0
         self._sync_lock: asyncio.Lock | None = None
+        known = _OFFSETS.get(self.base) if clock_ms is wall_ms else None
+        if known is not None and time.monotonic() - known[2] < time_sync_s:
+            self.time_offset_ms, self.time_rtt_ms, self.time_synced_at = known
 
     async def __aenter__(self) -> "OrderRestClient":
         return self
@@ -115,6 +128,8 @@ class OrderRestClient:
             self.time_rtt_ms = float(t1 - t0)
             self.time_synced_at = time.monotonic()
             self.time_syncs += 1
+            if self.clock_ms is wall_ms:
+                _OFFSETS[self.base] = (self.time_offset_ms, self.time_rtt_ms, self.time_synced_at)
             return self.time_offset_ms
 
     def _time_stale(self) -> bool:
