@@ -555,6 +555,7 @@ class PreflightRunner:
         self.on_report = on_report
         self.capital_from_wallet = True
         self.runs = 0
+        self._last_outcome: tuple | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -567,8 +568,13 @@ class PreflightRunner:
         self.gate.apply(report)
         if report.entries_allowed and not self.capital_from_wallet:
             self.gate.close("the wallet could not be read at start, so the capital is unknown: restart the trader")
-        for line in report.lines():
-            (log.info if line.startswith(("PASS", "SKIP")) else log.error)("preflight: %s", line)
+        outcome = tuple((c.name, c.ok, c.detail if not c.ok else "") for c in report.checks)
+        if outcome != self._last_outcome:      # the whole report when something changed, else one quiet line
+            for line in report.lines():
+                (log.info if line.startswith(("PASS", "SKIP")) else log.error)("preflight: %s", line)
+        else:
+            log.debug("preflight run %d: unchanged (%s)", self.runs, report.lines()[-1])
+        self._last_outcome = outcome
         if self.on_report is not None:
             self.on_report(report)
         return report

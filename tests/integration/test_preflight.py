@@ -279,3 +279,91 @@ def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_on
         finally:
             acct.stop()
             journal.close()
+
+
+def test_the_trader_process_in_hedge_mode_stays_up_refusing_entries_and_trades_once_one_way(sim, tmp_path, hz_member):
+    """``python -m services.event_trader`` (execution=venue) on the member and the simulator, scans on the bus."""
+    import sqlite3
+    from prod.bus import maps
+    from prod.bus.client import make_client
+    from prod.settings import PRIORITY_SYMBOLS, load_settings
+    _, hz_port = hz_member
+    admin(sim, "/sim/admin/account", {"dual_side": True})
+    marks = {r["symbol"]: float(r["markPrice"]) for r in admin(sim, "/fapi/v1/premiumIndex")}
+    data = tmp_path / "data"
+    tr = Proc("services.event_trader", ["--hz-members", f"127.0.0.1:{hz_port}", "--data-dir", str(data)],
+              tmp_path / "trader.log", env={
+                  "DOLPHIN_EVENT_TRADER_EXECUTION": "venue", "DOLPHIN_EVENT_TRADER_RECORD": "0",
+                  "DOLPHIN_EVENT_TRADER_PREFLIGHT_RETRY_S": "3", "DOLPHIN_VENUE_REST": f"http://127.0.0.1:{sim}",
+                  "DOLPHIN_VENUE_WS": f"ws://127.0.0.1:{sim}", "DOLPHIN_VENUE_API_KEY": CREDS.api_key,
+                  "DOLPHIN_VENUE_API_SECRET": CREDS.secret}).start()
+    client = make_client(load_settings(env={}, hz_members=(f"127.0.0.1:{hz_port}",)), name="test-preflight")
+    db = data / "trader" / "journal.sqlite"
+
+    def rows(kind):
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return [json.loads(p) for (p,) in con.execute("SELECT payload FROM events WHERE kind=?", (kind,))]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            con.close()
+    try:
+        hb = client.get_map(maps.HEARTBEAT).blocking()
+        wait_until(lambda: hb.get("event_trader") is not None or tr.p.poll() is not None, 90, what="trader heartbeat")
+        assert tr.p.poll() is None, tr.log_text()[-3000:]
+        log = tr.log_text()
+        assert "REFUSING ENTRIES: preflight failed: position mode: Hedge Mode" in log and "One-way" in log, log[-3000:]
+        fm = client.get_map(maps.FEATURES).blocking()
+        rng = random.Random(5)
+        prices = {a: marks[a] for a in PRIORITY_SYMBOLS}
+        n = 0
+
+        def push(vd, drift, noise):
+            nonlocal n
+            for a in prices:
+                prices[a] *= math.exp(drift + rng.gauss(0, noise))
+            n += 1
+            fm.set(maps.KEY_EIGEN_SCAN, json.dumps({
+                "scan_number": n, "timestamp_ns": time.time_ns(), "timestamp": "", "bridge_ts": time.time(),
+                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0, "w750_velocity": 0.0,
+                "instability_50": 0.0, "instability_150": 0.0, "assets": list(prices),
+                "asset_prices": list(prices.values())}))
+
+        def decided():
+            return json.loads(hb.get("event_trader") or "{}").get("last_scan") == n
+
+        for i in range(159):
+            push(0.0, 0.0, 0.001 + i * 0.00002)
+        for _ in range(80):
+            push(-0.06, -0.002, 0.003)
+        wait_until(decided, 60, what="every scan decided")
+        refused = rows("ENTRY_NOT_TAKEN")
+        assert refused and refused[0]["error"] == "EntriesRefused" and "Hedge Mode" in refused[0]["detail"]
+        assert not rows("ENTRY") and tr.p.poll() is None
+        admin(sim, "/sim/admin/account", {"dual_side": False})
+        wait_until(lambda: "preflight passed: entries allowed" in tr.log_text(), 30, what="the retry passes")
+        for _ in range(80):
+            push(-0.06, -0.002, 0.003)
+        wait_until(decided, 60, what="every scan decided")
+        entry = rows("ENTRY")
+        assert entry and entry[0]["source"] == "venue" and entry[0]["status"] == "FILLED", tr.log_text()[-3000:]
+        runs = rows("PREFLIGHT")
+        assert not runs[0]["ok"] and runs[-1]["ok"]
+    finally:
+        tr.stop()
+        client.shutdown()
+        try:
+            async def flatten():
+                from prod.execution import ExecutionClient
+                async with OrderRestClient(f"http://127.0.0.1:{sim}", CREDS) as rest:
+                    c = ExecutionClient(rest, None)
+                    await c.start()
+                    try:
+                        await c.kill()
+                    finally:
+                        await c.stop()
+            asyncio.run(flatten())
+        except Exception:  # noqa: BLE001 - best effort; the module's simulator ends with the module
+            pass
+    assert tr.p.returncode == 0, tr.log_text()[-2000:]
