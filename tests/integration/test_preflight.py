@@ -367,3 +367,27 @@ def test_the_trader_process_in_hedge_mode_stays_up_refusing_entries_and_trades_o
         except Exception:  # noqa: BLE001 - best effort; the module's simulator ends with the module
             pass
     assert tr.p.returncode == 0, tr.log_text()[-2000:]
+
+
+def test_a_trader_whose_key_is_refused_logs_the_failing_check_with_endpoint_and_code(sim, tmp_path, monkeypatch,
+                                                                                      caplog):
+    """A venue that refuses the key at start: the trader's connect gives up (exit 5 in ``run``) after logging the
+    preflight, so the operator reads which check failed, on which endpoint, with which code."""
+    import logging
+    from prod.execution import ExecutionError
+    from prod.settings import load_settings
+    from services.event_trader.main import TraderConfig, VenueAccounts, load_engine_params
+    monkeypatch.setenv("DOLPHIN_VENUE_API_KEY", "not-a-key")
+    monkeypatch.setenv("DOLPHIN_VENUE_API_SECRET", "nope")
+    settings = load_settings(env={}, data_dir=str(tmp_path / "data"), venue_rest=f"http://127.0.0.1:{sim}",
+                             venue_ws=f"ws://127.0.0.1:{sim}", symbols=SYMBOLS)
+    cfg = TraderConfig(settings=settings, execution="venue", venue_connect_s=0.5)
+    cfg.trader_dir.mkdir(parents=True)
+    journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
+    try:
+        with caplog.at_level(logging.INFO, logger="event_trader"), pytest.raises(ExecutionError, match="-2015"):
+            VenueAccounts(cfg, journal, load_engine_params()).new(25_000.0)
+    finally:
+        journal.close()
+    fails = [r.getMessage() for r in caplog.records if r.getMessage().startswith("preflight: FAIL")]
+    assert any("api key" in m and "GET /fapi/v2/balance" in m and "code=-2015" in m for m in fails), fails
