@@ -195,6 +195,14 @@ def test_a_leverage_below_the_engines_maximum_or_above_the_bracket_fails(sim):
 
 
 # ── the command line and the trader ────────────────────────────────────────────────────────────
+@pytest.fixture
+def own_sim(tmp_path):
+    """A simulator of its own: its request-weight budget (2400/min) is not shared with the other tests."""
+    with running_venue(tmp_path, "--start-balance", "100000", "--symbols", "80", "--klines-1s", "0",
+                       name="own_sim") as (_proc, port):
+        yield port
+
+
 def _cli(port: int, tmp: Path, name: str, **env) -> tuple[int, list[str]]:
     e = {"DOLPHIN_VENUE_REST": f"http://127.0.0.1:{port}", "DOLPHIN_VENUE_WS": f"ws://127.0.0.1:{port}",
          "DOLPHIN_DATA_DIR": str(tmp / "data"), "DOLPHIN_VENUE_API_KEY": CREDS.api_key,
@@ -204,7 +212,8 @@ def _cli(port: int, tmp: Path, name: str, **env) -> tuple[int, list[str]]:
     return rc, [ln for ln in p.log_text().splitlines() if ln.startswith(("PASS", "FAIL", "SKIP"))]
 
 
-def test_the_preflight_command_fails_in_hedge_mode_naming_the_setting_and_passes_in_one_way(sim, tmp_path):
+def test_the_preflight_command_fails_in_hedge_mode_naming_the_setting_and_passes_in_one_way(own_sim, tmp_path):
+    sim = own_sim
     admin(sim, "/sim/admin/account", {"dual_side": True})
     rc, lines = _cli(sim, tmp_path, "hedge")
     assert rc == 1 and len(lines) == 10, lines
@@ -217,8 +226,10 @@ def test_the_preflight_command_fails_in_hedge_mode_naming_the_setting_and_passes
     assert rc == 1 and lines[0].startswith("FAIL endpoint") and "simulator endpoint" in lines[0]
 
 
-def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_one_way(sim, tmp_path, monkeypatch):
+def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_one_way(own_sim, tmp_path,
+                                                                                     monkeypatch):
     """The trader's venue account (VenueAccounts → VenueAccount + preflight) under its decision core."""
+    sim = own_sim
     from prod.settings import load_settings
     from services.event_trader.core import CoreLimits, TraderCore
     from services.event_trader.main import TraderConfig, VenueAccounts, load_engine_params
@@ -281,8 +292,10 @@ def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_on
             journal.close()
 
 
-def test_the_trader_process_in_hedge_mode_stays_up_refusing_entries_and_trades_once_one_way(sim, tmp_path, hz_member):
+def test_the_trader_process_in_hedge_mode_stays_up_refusing_entries_and_trades_once_one_way(own_sim, tmp_path,
+                                                                                            hz_member):
     """``python -m services.event_trader`` (execution=venue) on the member and the simulator, scans on the bus."""
+    sim = own_sim
     import sqlite3
     from prod.bus import maps
     from prod.bus.client import make_client
@@ -391,3 +404,13 @@ def test_a_trader_whose_key_is_refused_logs_the_failing_check_with_endpoint_and_
         journal.close()
     fails = [r.getMessage() for r in caplog.records if r.getMessage().startswith("preflight: FAIL")]
     assert any("api key" in m and "GET /fapi/v2/balance" in m and "code=-2015" in m for m in fails), fails
+
+
+def test_a_symbol_not_trading_is_refused_alone(sim):
+    admin(sim, "/sim/admin/fault", {"kind": "symbol_status", "symbol": "XRPUSDT", "status": "SETTLING"})
+    r, _ = preflight(sim)
+    c = check(r, "symbols")
+    assert not c.ok and "XRPUSDT: GET /fapi/v1/exchangeInfo status 'SETTLING' (not TRADING)" in c.detail
+    assert r.entries_allowed and list(r.refused_symbols) == ["XRPUSDT"] and "XRPUSDT" not in r.tradable
+    admin(sim, "/sim/admin/fault", {"kind": "clear"})
+    assert preflight(sim)[0].ok
