@@ -28,6 +28,7 @@ class RestApi:
     rest_delay_ms: float
     rest_delay_until: float
     rest_error: dict | None
+    clock_skew_ms: int
 
     # ------------------------------------------------------------------ REST plumbing
     def _json(self, body: Any, status: int = 200, weight: int = 0, request: web.Request | None = None,
@@ -59,7 +60,7 @@ class RestApi:
 
     @web.middleware
     async def rest_middleware(self, request: web.Request, handler):
-        if request.path.startswith(("/sim/", "/ws", "/stream")):
+        if request.path.startswith(("/sim/", "/ws", "/stream", "/public/", "/market/", "/private/")):
             return await handler(request)
         loop = asyncio.get_running_loop()
         if self.rest_delay_ms > 0 and loop.time() < self.rest_delay_until:
@@ -120,7 +121,7 @@ class RestApi:
 
     async def h_time(self, request: web.Request) -> web.Response:
         self._charge(request, 1)
-        return self._json({"serverTime": self.model.t_ms}, request=request)
+        return self._json({"serverTime": self.model.t_ms + self.clock_skew_ms}, request=request)
 
     async def h_exchange_info(self, request: web.Request) -> web.Response:
         self._charge(request, 1)

@@ -3,8 +3,10 @@
 Wire-compatible with Binance USDT-M: ``X-MBX-APIKEY`` header, ``timestamp`` + ``recvWindow`` +
 ``signature`` = hex HMAC-SHA256 of *totalParams* (query string concatenated with the form body, the
 ``signature`` pair removed) under the account's secret. ``timestamp`` is checked against the wall
-clock (the simulator's market time may run at another speed), with Binance's rule: refused with
-``-1021`` when ahead by more than 1 s or older than ``recvWindow`` (default 5000, at most 60000).
+clock (the simulator's market time may run at another speed) and, at ``--speed 1``, also against
+``serverTime`` (market time, which lags the wall clock when the simulator falls behind), with Binance's
+rule: refused with ``-1021`` when ahead by more than 1 s or older than ``recvWindow`` (default 5000,
+at most 60000).
 
 Endpoints: ``POST/GET/DELETE /fapi/v1/order``, ``DELETE /fapi/v1/allOpenOrders``,
 ``GET /fapi/v1/openOrders``, ``GET /fapi/v1/userTrades``, ``POST/PUT/DELETE /fapi/v1/listenKey`` (API key only, unsigned) and the
@@ -20,7 +22,11 @@ them open but sends nothing for ``duration_s`` — the events are lost, as on a 
 stream), ``ack_delay`` (``delay_ms``, ``duration_s``: the order executes at once, its HTTP answer
 is late), ``user_garbage`` (``count``: that many malformed frames, one before each of the next
 events), ``ack_lost`` (``count``: the order executes, the answer is HTTP 503 ``-1007`` *execution
-status unknown*), ``reject_orders`` (``count``, ``code``, ``msg``: refused before matching).
+status unknown*), ``reject_orders`` (``count``, ``code``, ``msg``: refused before matching),
+``clock_skew`` (``offset_ms``: the server clock -- ``serverTime`` and the ``timestamp`` check -- runs
+that far ahead of the wall clock, so a client that never measures the offset meets ``-1021``),
+``delist`` (``symbol``, ``status`` e.g. ``SETTLING``: exchangeInfo shows it, opening orders get
+``-4140``, reduce-only orders still work; ``TRADING`` restores it).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import WSMsgType, web
 
+from standins.venue_sim import messages as M
 from standins.venue_sim.exchange import ExchangeError, SimExchange
 
 log = logging.getLogger("venue_sim")
@@ -57,6 +64,7 @@ class UserApi:
 
     exchange: SimExchange
     model: Any
+    cfg: Any
 
     def init_user_api(self) -> None:
         self.listen_keys: dict[str, tuple[str, float]] = {}       # listenKey -> (api key, expiry wall time)
@@ -73,6 +81,7 @@ class UserApi:
         self.order_counts: dict[str, tuple[int, int]] = {}
         self.user_events_sent = 0
         self.user_events_lost = 0
+        self.clock_skew_ms = 0
 
     # ------------------------------------------------------------------ auth
     def _api_key(self, request: web.Request) -> str | web.Response:
@@ -123,8 +132,12 @@ class UserApi:
             return self._bad(-1100, "Illegal characters found in parameter 'timestamp'.", request)
         if not 0 < rw <= 60_000:
             return self._bad(-1131, "recvWindow must be less than 60000", request)
-        now = int(time.time() * 1000)
-        if ts >= now + 1000 or now - ts > rw:
+        def outside(now: int) -> bool:
+            return ts >= now + 1000 or now - ts > rw
+        # the wall clock; at speed 1 also serverTime (market time), which lags the wall clock when the
+        # simulator falls behind: a client synced to serverTime, as on Binance, is not refused for that lag
+        if outside(int(time.time() * 1000) + self.clock_skew_ms) and (
+                self.cfg.speed != 1.0 or outside(self.model.t_ms + self.clock_skew_ms)):
             return self._bad(-1021, "Timestamp for this request is outside of the recvWindow.", request)
         return key, params
 
@@ -340,11 +353,11 @@ class UserApi:
             asyncio.ensure_future(ws.close(code=1000, message=b"listenKey deleted"))
         return self._ujson({}, request)
 
-    def is_listen_key(self, path: str) -> bool:
-        return path.startswith("/ws/") and path[4:] in self.listen_keys
+    def is_listen_key(self, lk: str) -> bool:
+        return lk in self.listen_keys
 
-    async def handle_user_ws(self, request: web.Request) -> web.StreamResponse:
-        lk = request.path[4:]
+    async def handle_user_ws(self, request: web.Request, lk: str) -> web.StreamResponse:
+        """The user stream of ``lk``: ``/ws/<listenKey>``, ``/private/ws/<listenKey>`` or ``/private/ws?listenKey=``."""
         key, exp = self.listen_keys[lk]
         loop = asyncio.get_running_loop()
         if loop.time() < self.user_refuse_until:
@@ -424,6 +437,18 @@ class UserApi:
         if kind == "user_garbage":
             self.user_garbage_left += int(body.get("count", 5))
             return {"user_garbage_left": self.user_garbage_left}
+        if kind == "clock_skew":
+            self.clock_skew_ms = int(body.get("offset_ms", 2000))
+            return {"clock_skew_ms": self.clock_skew_ms}
+        if kind == "delist":
+            i = self.model.index[str(body["symbol"]).upper()]
+            st = str(body.get("status", "SETTLING"))
+            if st == "TRADING":
+                self.exchange.status.pop(i, None)
+            else:
+                self.exchange.status[i] = st
+            self.exchange_info_body = orjson.dumps(M.exchange_info(self.model, self.exchange.status))
+            return {"symbol": self.model.symbols[i], "status": st}
         if kind == "reject_orders":
             self.reject_left += int(body.get("count", 1))
             self.reject_code = int(body.get("code", -2019))
@@ -432,6 +457,10 @@ class UserApi:
         raise ValueError(f"unknown fault kind {kind!r}")
 
     def clear_user_faults(self) -> None:
+        self.clock_skew_ms = 0
+        if self.exchange.status:
+            self.exchange.status.clear()
+            self.exchange_info_body = orjson.dumps(M.exchange_info(self.model))
         self.user_refuse_until = self.user_mute_until = 0.0
         self.ack_delay_until = 0.0
         self.ack_lost_left = self.reject_left = self.user_garbage_left = 0
@@ -439,7 +468,8 @@ class UserApi:
     def user_fault_state(self, now: float) -> dict:
         return {"user_stream_refusing": now < self.user_refuse_until, "user_stream_muted": now < self.user_mute_until,
                 "ack_delay_ms": self.ack_delay_ms if now < self.ack_delay_until else 0,
-                "ack_lost_left": self.ack_lost_left, "reject_left": self.reject_left}
+                "ack_lost_left": self.ack_lost_left, "reject_left": self.reject_left, "clock_skew_ms": self.clock_skew_ms,
+                "delisted": {self.model.symbols[i]: st for i, st in self.exchange.status.items()}}
 
 
 async def _send_all(ws: web.WebSocketResponse, frames: list[str]) -> None:
