@@ -345,9 +345,9 @@ class _Run:
         except (OrderRejected, VenueUnavailable, UnknownOutcome):
             rows = []
         now: dict[str, dict] = {}
-        for r in rows if isinstance(rows, list) else []:
-            if isinstance(r, dict) and r.get("positionSide", "BOTH") == "BOTH":
-                now[str(r.get("symbol"))] = r
+        for r in rows if isinstance(rows, list) else []:     # leverage and margin type are per symbol: in hedge
+            if isinstance(r, dict):                           # mode its LONG and SHORT rows carry the same ones
+                now.setdefault(str(r.get("symbol")), r)
         want_mt = "isolated" if cfg.margin_type == "ISOLATED" else "cross"
         sem = asyncio.Semaphore(cfg.concurrency)
         sent = {"marginType": 0, "leverage": 0}
