@@ -88,6 +88,25 @@ def test_signed_calls_use_the_server_offset_and_minus_1021_resyncs_and_retries_o
     asyncio.run(go())
 
 
+def test_a_venue_clock_that_jumps_ahead_is_followed_by_the_minus_1021_resync(sim):
+    """The simulator's clock_skew fault moves serverTime and its timestamp check ahead, as a drifting host
+    clock would look from the venue: the next signed call meets -1021, resyncs and succeeds."""
+    async def go():
+        async with OrderRestClient(f"http://127.0.0.1:{sim}", CREDS, time_sync_s=600) as rest:
+            await rest.account()
+            before = rest.time_offset_ms
+            admin(sim, "/sim/admin/fault", {"kind": "clock_skew", "offset_ms": 6_500})   # > recvWindow 5000
+            await rest.account()
+            return before, rest.time_offset_ms, rest.time_resyncs_1021
+    before, after, resyncs = asyncio.run(go())
+    assert resyncs == 1 and 6_000 < after - before < 7_000
+    admin(sim, "/sim/admin/fault", {"kind": "clock_skew", "offset_ms": 8_000})   # the preflight: beyond recvWindow
+    r, _ = preflight(sim)
+    c = check(r, "server")
+    assert not c.ok and "s behind the venue, beyond recvWindow 5000 ms" in c.detail and not r.entries_allowed
+    assert 7_000 < r.time_offset_ms < 9_000
+
+
 # ── bans, unreachable ─────────────────────────────────────────────────────────────────────────
 @pytest.mark.parametrize("status,what", [(418, "IP banned (418)"), (429, "rate limited (429)")])
 def test_a_418_or_429_ban_fails_naming_the_endpoint_and_retry_after(sim, status, what):
@@ -407,10 +426,12 @@ def test_a_trader_whose_key_is_refused_logs_the_failing_check_with_endpoint_and_
 
 
 def test_a_symbol_not_trading_is_refused_alone(sim):
-    admin(sim, "/sim/admin/fault", {"kind": "symbol_status", "symbol": "XRPUSDT", "status": "SETTLING"})
-    r, _ = preflight(sim)
+    admin(sim, "/sim/admin/fault", {"kind": "delist", "symbol": "XRPUSDT", "status": "SETTLING"})
+    try:
+        r, _ = preflight(sim)
+    finally:
+        admin(sim, "/sim/admin/fault", {"kind": "delist", "symbol": "XRPUSDT", "status": "TRADING"})
     c = check(r, "symbols")
     assert not c.ok and "XRPUSDT: GET /fapi/v1/exchangeInfo status 'SETTLING' (not TRADING)" in c.detail
     assert r.entries_allowed and list(r.refused_symbols) == ["XRPUSDT"] and "XRPUSDT" not in r.tradable
-    admin(sim, "/sim/admin/fault", {"kind": "clear"})
     assert preflight(sim)[0].ok
