@@ -15,6 +15,8 @@
   more executed than the fills we hold (``GET /fapi/v1/userTrades`` fetches them; trade ids dedupe).
 * Malformed events, events for unknown client ids, illegal transitions and over-fills are logged,
   counted (``stats``) and dropped; the order is then re-read from the venue (venue truth wins).
+* Server time: a task measures the REST client's server-time offset every ``time_sync_s`` (60 s), so the
+  order path never waits for a resync (``prod/execution/rest.py``).
 * :meth:`reconcile` (at start): open orders first, then positions (so a fill between the two reads
   cannot hide an order), each journaled order that was not final is re-read and adopted, ours
   (``DLP-`` prefix) open on the venue but unknown or final in the journal are strays and cancelled,
@@ -29,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -74,6 +76,7 @@ class ExecStats:
     illegal: int = 0
     bad_fills: int = 0
     stale: int = 0
+    fees_converted: int = 0
 
 
 @dataclass
@@ -104,6 +107,7 @@ class ExecutionClient:
         self.stats = ExecStats()
         self.halted = False
         self.last_account: X.AccountUpdate | None = None
+        self.fee_rates: X.FeeRates | None = None     # the account's rates (preflight): books non-USDT commissions
         self.stream = UserStream(rest, ws_base, self._on_stream, self._on_connect) if ws_base else None
         self._tasks: list[asyncio.Task] = []
         self._sweep_all = asyncio.Event()
@@ -119,6 +123,19 @@ class ExecutionClient:
             except asyncio.TimeoutError:
                 log.warning("user stream not connected after %.0fs; REST polling only until it is", stream_timeout_s)
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="order-poller"))
+        self._tasks.append(asyncio.create_task(self._time_loop(), name="server-time"))
+
+    async def _time_loop(self) -> None:
+        """Measure the server-time offset every ``rest.time_sync_s``, so an order never waits for a resync."""
+        while True:
+            await asyncio.sleep(self.rest.time_sync_s)
+            try:
+                before = self.rest.time_offset_ms
+                after = await self.rest.sync_time()
+                if abs(after - before) > 500:
+                    log.warning("server-time offset moved %d -> %d ms", before, after)
+            except Exception as exc:  # noqa: BLE001 - keep the last offset; -1021 resyncs on demand
+                log.warning("server-time resync failed (%s); keeping offset %d ms", exc, self.rest.time_offset_ms)
 
     async def stop(self) -> None:
         if self.stream is not None:
@@ -172,7 +189,7 @@ class ExecutionClient:
             if u.symbol != o.symbol or u.side != o.side:
                 raise IllegalTransition(f"{o.client_id}: venue reports {u.side} {u.symbol}, "
                                         f"we sent {o.side} {o.symbol}")
-            if u.fill is not None and o.add_fill(u.fill):
+            if u.fill is not None and o.add_fill(self._usdt_fee(u.fill, o.symbol)):
                 self.stats.stream_fills += source == "stream"
                 self._emit("FILL", o)
             before = o.stale_updates
@@ -190,6 +207,20 @@ class ExecutionClient:
             tr.next_poll = 0.0
             return
         self._touch(u.client_id)
+
+    def _usdt_fee(self, f: Fill, symbol: str) -> Fill:
+        """A fill whose commission is in another asset (BNB fee discount) is booked in USDT at the account's
+        maker/taker rate (``GET /fapi/v1/commissionRate``): a BNB amount is never booked as USDT."""
+        if f.fee_asset == "USDT":
+            return f
+        if self.fee_rates is None:
+            log.error("%s: commission of trade %d is %g %s and the account's commission rate is unknown; booking "
+                      "the taker rate of Binance's base tier (0.05%%)", symbol, f.trade_id, f.fee, f.fee_asset)
+            rate = 0.0005
+        else:
+            rate = self.fee_rates.rate(f.maker)
+        self.stats.fees_converted += 1
+        return replace(f, fee=rate * f.qty * f.price, fee_asset="USDT")
 
     # ------------------------------------------------------------------ orders
     def format_qty(self, symbol: str, qty: float) -> str:
@@ -333,7 +364,7 @@ class ExecutionClient:
                 oid, f = X.parse_user_trade(row)
                 if oid == o.venue_order_id:
                     try:
-                        if o.add_fill(f):
+                        if o.add_fill(self._usdt_fee(f, o.symbol)):
                             self.stats.rest_fills += 1
                             self._emit("FILL", o)
                     except BadFill as exc:
@@ -350,7 +381,7 @@ class ExecutionClient:
         for f in d.get("fills", []):
             o.fills[int(f["trade_id"])] = Fill(int(f["trade_id"]), float(f["qty"]), float(f["price"]),
                                                float(f["fee"]), bool(f["maker"]), float(f["realized_pnl"]),
-                                               int(f["ts_ms"]))
+                                               int(f["ts_ms"]), str(f.get("fee_asset") or "USDT"))
         self.orders[o.client_id] = o
         self._touch(o.client_id)
         return o

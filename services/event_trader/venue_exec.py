@@ -39,8 +39,8 @@ import time
 from dataclasses import asdict
 from typing import Any, Mapping
 
-from prod.execution import (DuplicateDecision, EntryNotFilled, ExecConfig, ExecutionRuntime, KillSwitchActive,
-                            OrderIntent, OrderStatus, client_order_id)
+from prod.execution import (DuplicateDecision, EntriesRefused, EntryNotFilled, ExecConfig, ExecutionRuntime,
+                            KillSwitchActive, OrderIntent, OrderStatus, client_order_id)
 from prod.execution.killswitch import KillSwitch
 from prod.execution.signing import Credentials
 from services.event_trader.journal import HeldAppends, Journal
@@ -54,10 +54,12 @@ class VenueAccount:
 
     def __init__(self, runtime: ExecutionRuntime, journal: Journal, capital: float, *, strategy: str = "blue",
                  kill_switch: KillSwitch | None = None, fill_timeout_s: float = 10.0, max_exit_rounds: int = 5,
-                 state: Mapping[str, Any] | None = None, kill_poll_s: float = 0.2, held: HeldAppends | None = None):
+                 state: Mapping[str, Any] | None = None, kill_poll_s: float = 0.2, held: HeldAppends | None = None,
+                 gate: Any = None):
         self.runtime, self.journal, self.strategy = runtime, journal, strategy
         self.held = held or HeldAppends(journal)     # order events and reports survive a full disk (held, retried)
         self.kill_switch = kill_switch
+        self.gate = gate              # prod.execution.preflight.EntryGate: entries the preflight refuses
         self.fill_timeout_s, self.max_exit_rounds = fill_timeout_s, max_exit_rounds
         self.capital = self.peak_capital = self.day_start_capital = float(capital)
         self.position: PaperPosition | None = None
@@ -145,6 +147,8 @@ class VenueAccount:
         with self._lock:
             if self.kill_active():
                 raise KillSwitchActive(f"kill switch engaged: entry #{trade_id} {symbol} refused")
+            if self.gate is not None and (why := self.gate.refusal(symbol)) is not None:
+                raise EntriesRefused(f"entry #{trade_id} {symbol} refused: {why}")
             if self.position is not None:
                 raise RuntimeError(f"position {self.position.trade_id} already open; refusing a second entry")
             if not (math.isfinite(notional) and notional > 0):
