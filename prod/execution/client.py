@@ -21,8 +21,12 @@
   foreign orders and all positions are reported.
 * :meth:`kill`: halt entries, cancel every open order, flatten every position with reduceOnly
   MARKET orders (repeated until flat, at most ``attempts`` rounds) and report.
+* :meth:`venue_state` (the trader's periodic reconcile): open orders, positions with every symbol's
+  leverage and margin type, and the wallet, in one pass, with its duration and the REST weight it used;
+  :meth:`income` reads ``/fapi/v1/income`` (funding fees).
 
-Every state change is passed to ``on_order(event, order_dict)`` (the journal hook).
+Every state change is passed to ``on_order(event, order_dict)`` (the journal hook); the account events of
+the user stream (``ACCOUNT_UPDATE``, ``ACCOUNT_CONFIG_UPDATE``, ``MARGIN_CALL``) to ``on_account(event)``.
 """
 from __future__ import annotations
 
@@ -58,6 +62,8 @@ class OrderIntent:
     tif: str | None = None        # GTC | IOC for LIMIT
     reduce_only: bool = False
     meta: dict = field(default_factory=dict)
+    stop_price: str | None = None     # STOP_MARKET: the trigger price, on the tick
+    working_type: str | None = None   # STOP_MARKET: MARK_PRICE | CONTRACT_PRICE (the venue's default)
 
 
 @dataclass
@@ -92,9 +98,10 @@ class ExecutionClient:
     def __init__(self, rest: OrderRestClient, ws_base: str | None, *,
                  on_order: Callable[[str, dict], None] | None = None, poll_interval_s: float = 0.1,
                  stream_silence_s: float = 1.0, poll_max_s: float = 10.0, lost_after_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, on_account: Callable[[Any], None] | None = None):
         self.rest = rest
         self.on_order = on_order
+        self.on_account = on_account
         self.poll_interval_s, self.stream_silence_s = poll_interval_s, stream_silence_s
         self.poll_max_s, self.lost_after_s = poll_max_s, lost_after_s
         self.clock = clock
@@ -154,8 +161,14 @@ class ExecutionClient:
     def _on_stream(self, ev: Any) -> None:
         if isinstance(ev, X.OrderUpdate):
             self._apply(ev, "stream")
-        elif isinstance(ev, X.AccountUpdate):
+            return
+        if isinstance(ev, X.AccountUpdate):
             self.last_account = ev
+        if self.on_account is not None:
+            try:
+                self.on_account(ev)
+            except Exception:  # noqa: BLE001 - a failing hook must not kill the stream
+                log.exception("on_account hook failed for %s", type(ev).__name__)
 
     async def _on_connect(self) -> None:
         self._sweep_all.set()                 # events while we were away are lost: re-read open orders
@@ -219,6 +232,10 @@ class ExecutionClient:
                                   "quantity": intent.qty, "newClientOrderId": intent.client_id}
         if intent.type == "LIMIT":
             params.update(price=intent.price, timeInForce=intent.tif or "GTC")
+        if intent.stop_price is not None:
+            params["stopPrice"] = intent.stop_price
+        if intent.working_type is not None:
+            params["workingType"] = intent.working_type
         if intent.reduce_only:
             params["reduceOnly"] = True
         try:
@@ -389,6 +406,31 @@ class ExecutionClient:
                     len(report["adopted"]), len(report["lost"]), len(report["strays_canceled"]),
                     len(report["foreign_open_orders"]), report["positions"])
         return report
+
+    async def refresh(self, client_id: str) -> Order:
+        """Re-read one of our orders (and its missing fills) from the venue; return it."""
+        o = self.orders[client_id]
+        await self._check(o)
+        return o
+
+    async def venue_state(self) -> dict[str, Any]:
+        """Read open orders, then positions (with leverage/margin type per symbol), then the wallet; return them
+        parsed with ``ms`` (duration) and ``weight`` (REST weight used, from ``X-MBX-USED-WEIGHT-1M``)."""
+        t0, w0 = time.perf_counter(), self.rest.used_weight
+        opens = [X.parse_rest_order(x) for x in await self.rest.open_orders()]
+        risk = await self.rest.position_risk()
+        wallet = X.parse_wallet(await self.rest.account())
+        w1 = self.rest.used_weight
+        return {"open_orders": opens, "positions": X.parse_position_risk(risk),
+                "settings": X.parse_symbol_settings(risk), "wallet": wallet,
+                "ms": (time.perf_counter() - t0) * 1e3, "weight": w1 - w0 if w1 >= w0 else w1}
+
+    async def income(self, symbol: str | None, start_ms: int, income_type: str = "FUNDING_FEE",
+                     limit: int = 1000) -> tuple[X.IncomeRow, ...]:
+        """``GET /fapi/v1/income`` rows of ``income_type`` since ``start_ms`` (of one symbol, or all)."""
+        body = await self.rest.request("GET", "/fapi/v1/income", {"symbol": symbol, "incomeType": income_type,
+                                                                  "startTime": int(start_ms), "limit": limit})
+        return X.parse_income(body)
 
     async def positions(self, symbol: str | None = None) -> tuple[X.PositionInfo, ...]:
         """Return the venue's non-zero positions (of one symbol, or all)."""

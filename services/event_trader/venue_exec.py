@@ -29,6 +29,30 @@ fails (full disk) is held in order and retried, never lost while the trader runs
   the journal shows our filled entry that the snapshot never saw (a crash between fill and journal)
   → flattened with reduceOnly orders (the engine never saw that entry, so it is not adopted); a
   position we never ordered → reported, and entries in that symbol are refused.
+
+Running safely (issue 29; the pure parts in :mod:`services.event_trader.safety`):
+
+* **Protective stop.** Every entry is followed by a reduceOnly STOP_MARKET order for the filled quantity,
+  ``stop_pct`` (default 12 %) against the position from its entry price (``workingType`` MARK_PRICE), so a
+  trader that dies leaves a protected position. ``close`` cancels it after the exit (a stop that fired first
+  has its fills booked with the exit), the kill switch cancels it with every other order, and a restart
+  adopts it with the position (the journal holds its client id; no second stop). A stop that fires while
+  the trader runs is booked as a forced exit (``kill_exits``, reason ``PROTECTIVE_STOP``) at the next scan.
+* **Periodic reconcile** (:meth:`check`, every ``reconcile_s`` on the safety thread, at once after an account
+  event): open orders, positions (with every symbol's leverage and margin type) and the wallet are read and
+  compared with the journal (:func:`~services.event_trader.safety.venue_mismatches`). A mismatch freezes
+  entries (:class:`EntriesFrozen`, journaled ``ENTRY_NOT_TAKEN`` by the core) and journals a ``RECONCILE``
+  row; entries open again only when a later check finds the venue and the journal agreeing (another
+  ``RECONCILE`` row says so). A position whose stop is missing gets a new one after the mismatch is journaled.
+* **External changes.** ``ACCOUNT_CONFIG_UPDATE`` (leverage changed by hand, multi-assets mode) freezes
+  entries at once; the reconcile clears it when ``positionRisk`` shows the start values again.
+  ``MARGIN_CALL`` is journaled and counted (the state's ``safety.margin_calls``; observability/alerts.py).
+* **Funding.** After an entry the position's symbol is watched: ``/fapi/v1/income`` ``FUNDING_FEE`` rows from
+  the entry's fill time on (fetched each reconcile and at once after an ``ACCOUNT_UPDATE`` with reason
+  ``FUNDING_FEE``; deduplicated by ``tranId``) wait in ``funding_due`` until the core books them at its next
+  scan (:meth:`book_funding`: capital, a ``FUNDING`` journal row, recorded for the parity replay).
+* ``to_dict()['safety']`` — ``frozen``, ``reasons``, ``margin_calls``, the last reconcile's cost — reaches
+  ``DOLPHIN_STATE_BLUE[latest].paper.safety``, where the alerts read it.
 """
 from __future__ import annotations
 
@@ -43,8 +67,11 @@ from prod.execution import (DuplicateDecision, EntryNotFilled, ExecConfig, Execu
                             OrderIntent, OrderStatus, client_order_id)
 from prod.execution.killswitch import KillSwitch
 from prod.execution.signing import Credentials
+from prod.execution import schemas as X
 from services.event_trader.journal import HeldAppends, Journal
 from services.event_trader.paper import OTHER_SLIP, Book, PaperPosition, fill_price
+from services.event_trader.safety import (AccountEvents, EntriesFrozen, Held, SafetyConfig, apply_funding, stop_price,
+                                          venue_mismatches)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +81,25 @@ class VenueAccount:
 
     def __init__(self, runtime: ExecutionRuntime, journal: Journal, capital: float, *, strategy: str = "blue",
                  kill_switch: KillSwitch | None = None, fill_timeout_s: float = 10.0, max_exit_rounds: int = 5,
-                 state: Mapping[str, Any] | None = None, kill_poll_s: float = 0.2, held: HeldAppends | None = None):
+                 state: Mapping[str, Any] | None = None, kill_poll_s: float = 0.2, held: HeldAppends | None = None,
+                 safety: SafetyConfig | None = None, events: AccountEvents | None = None):
         self.runtime, self.journal, self.strategy = runtime, journal, strategy
+        self.safety = safety or SafetyConfig()
+        self.events = events or AccountEvents()
+        self.stop_cid: str | None = None           # the open position's protective stop (client order id)
+        self._stop_seq = 0
+        self.mismatches: dict[str, str] = {}       # key -> what the venue and the journal disagree on
+        self.baseline: dict[str, tuple[int, str]] | None = None   # leverage / margin type per symbol at start
+        self.margin_calls = 0
+        self.last_margin_call: dict | None = None
+        self.funding_watch: list[dict] = []        # symbol, trade_id, start_ms, end_ms, after
+        self.funding_ids: list[int] = []           # tranIds already taken (the newest 500)
+        self.funding_due: list[dict] = []          # taken, waiting for the core to book them (decision thread)
+        self.funding_total = 0.0
+        self.recon = {"cycles": 0, "failures": 0, "last_ms": None, "last_weight": None, "last_ts": None,
+                      "last_error": None}
+        self._safety_thread: threading.Thread | None = None
+        self._gap0: float | None = None
         self.held = held or HeldAppends(journal)     # order events and reports survive a full disk (held, retried)
         self.kill_switch = kill_switch
         self.fill_timeout_s, self.max_exit_rounds = fill_timeout_s, max_exit_rounds
@@ -83,12 +127,15 @@ class VenueAccount:
                 creds: Credentials | None = None, kill_switch: KillSwitch | None = None, **kw: Any) -> "VenueAccount":
         """Start the execution runtime (journal hooked in), reconcile with the venue, start the kill watcher."""
         held = HeldAppends(journal)
-        runtime = ExecutionRuntime(cfg, creds or Credentials.from_env(), on_order=held.order_event)
+        events = AccountEvents()
+        runtime = ExecutionRuntime(cfg, creds or Credentials.from_env(), on_order=held.order_event,
+                                   on_account=events.put)
         runtime.start()
         acct = cls(runtime, journal, capital, state=state, kill_switch=kill_switch, fill_timeout_s=cfg.fill_timeout_s,
-                   held=held, **kw)
+                   held=held, events=events, **kw)
         try:
             acct.reconcile()
+            acct.check(initial=True)
         except BaseException:
             runtime.stop()
             raise
@@ -104,7 +151,17 @@ class VenueAccount:
         self.day_trades, self.fees_paid = int(d.get("day_trades", 0)), float(d.get("fees_paid", 0.0))
         self.history = list(d.get("history", []))
         self.qty = float((d.get("venue") or {}).get("qty", 0.0))
-        self.entry_ts_ms = int((d.get("venue") or {}).get("entry_ts_ms", 0))
+        v = d.get("venue") or {}
+        self.entry_ts_ms = int(v.get("entry_ts_ms", 0))
+        self.stop_cid = v.get("stop_cid")
+        self._stop_seq = int(v.get("stop_seq", 0))
+        self.funding_watch = [dict(w) for w in v.get("funding_watch", [])]
+        self.funding_ids = [int(x) for x in v.get("funding_ids", [])]
+        self.funding_due = [dict(r) for r in v.get("funding_due", [])]
+        self.funding_total = float(v.get("funding_total", 0.0))
+        if self.position is not None and not self.funding_watch:
+            self.funding_watch = [{"symbol": self.position.symbol, "trade_id": self.position.trade_id,
+                                   "start_ms": self.entry_ts_ms, "end_ms": None, "after": 0}]
         if self.position is not None and not self.qty > 0:
             raise ValueError("venue account state: a position without a venue quantity")
 
@@ -113,7 +170,20 @@ class VenueAccount:
         return {"capital": self.capital, "peak_capital": self.peak_capital,
                 "position": None if self.position is None else asdict(self.position), "trades": self.trades,
                 "day": self.day, "day_start_capital": self.day_start_capital, "day_trades": self.day_trades,
-                "fees_paid": self.fees_paid, "history": self.history, "venue": {"qty": self.qty, "entry_ts_ms": self.entry_ts_ms}}
+                "fees_paid": self.fees_paid, "history": self.history,
+                "venue": {"qty": self.qty, "entry_ts_ms": self.entry_ts_ms, "stop_cid": self.stop_cid,
+                          "stop_seq": self._stop_seq, "funding_watch": [dict(w) for w in self.funding_watch],
+                          "funding_ids": list(self.funding_ids), "funding_due": [dict(r) for r in self.funding_due],
+                          "funding_total": self.funding_total},
+                "safety": self.safety_state()}
+
+    def safety_state(self) -> dict[str, Any]:
+        """``frozen`` and why, margin calls, the last reconcile's cost, the stop (for the state and the alerts)."""
+        mm = dict(self.mismatches)
+        stream = self.client.stream if self.runtime.client is not None else None
+        return {"frozen": bool(mm), "reasons": sorted(mm.values()), "keys": sorted(mm), "margin_calls": self.margin_calls,
+                "last_margin_call": self.last_margin_call, "reconcile": dict(self.recon), "stop_cid": self.stop_cid,
+                "unknown_events": dict(stream.unknown_kinds) if stream is not None else {}}
 
     def roll_day(self, day: str) -> None:
         self.day, self.day_start_capital, self.day_trades = day, self.capital, 0
@@ -145,6 +215,9 @@ class VenueAccount:
         with self._lock:
             if self.kill_active():
                 raise KillSwitchActive(f"kill switch engaged: entry #{trade_id} {symbol} refused")
+            if self.mismatches:
+                raise EntriesFrozen(f"entries frozen (venue and journal disagree): entry #{trade_id} {symbol} refused; "
+                                    + "; ".join(sorted(self.mismatches.values())))
             if self.position is not None:
                 raise RuntimeError(f"position {self.position.trade_id} already open; refusing a second entry")
             if not (math.isfinite(notional) and notional > 0):
@@ -178,7 +251,11 @@ class VenueAccount:
             self.entry_ts_ms = max(f.ts_ms for f in o.fills.values())
             actual = o.filled_qty * o.avg_price
             self.position = PaperPosition(trade_id, symbol, direction, o.avg_price, actual, fee, now, scan, "venue")
-            return {"side": side, "trade_id": trade_id, "symbol": symbol, "price": o.avg_price, "notional": actual,
+            self.funding_watch.append({"symbol": symbol, "trade_id": trade_id, "start_ms": self.entry_ts_ms,
+                                       "end_ms": None, "after": 0})
+            stop = self._place_stop(scan)
+            return {"protective_stop": stop,
+                    "side": side, "trade_id": trade_id, "symbol": symbol, "price": o.avg_price, "notional": actual,
                     "fee": fee, "source": "venue", "ts": now, "scan_number": scan, "client_id": cid,
                     "venue_order_id": o.venue_order_id, "status": o.status.value, "qty": o.filled_qty,
                     "fills": len(o.fills), "requested_notional": notional, "expected_price": expected}
@@ -207,6 +284,10 @@ class VenueAccount:
                 if o.status == OrderStatus.REJECTED and (o.reason or "").startswith("-2022"):
                     left = 0.0            # reduceOnly refused: the venue holds nothing more to close
                     break
+            stop = self._end_stop()
+            if stop is not None and stop.fills:
+                fills += list(stop.fills.values())       # the stop fired before (or during) our exit: its fills count
+                left -= stop.filled_qty
             if rules.round_qty(left) > 0:
                 log.critical("exit of #%d %s incomplete (%.8g left); engaging the kill switch", pos.trade_id,
                              pos.symbol, left)
@@ -217,6 +298,9 @@ class VenueAccount:
             return rec
 
     def _book_exit(self, pos: PaperPosition, fills: list, reason: str, now: float, scan: int | None) -> dict:
+        for w in self.funding_watch:
+            if w["trade_id"] == pos.trade_id and w["end_ms"] is None:
+                w["end_ms"] = max([f.ts_ms for f in fills], default=0) or self.entry_ts_ms
         qty = sum(f.qty for f in fills)
         price = sum(f.qty * f.price for f in fills) / qty if qty > 0 else pos.entry_price
         share = min(1.0, qty / self.qty) if self.qty > 0 else 0.0
@@ -272,11 +356,252 @@ class VenueAccount:
                 else:
                     actions.append({"foreign_position": sym, "amount": v["amount"]})
             rep["actions"] = actions
+            rep["stop"] = self._adopt_stop()
             self.held.append("RECONCILE", rep)
             self.reconcile_report = rep
             return rep
 
+    # ------------------------------------------------------------------ protective stop
+    def _place_stop(self, scan: int | str) -> dict | None:
+        """(under _lock) Place the open position's reduceOnly STOP_MARKET; return its summary (None: not placed)."""
+        pos = self.position
+        if pos is None or self.safety.stop_pct <= 0:
+            return None
+        rules = self.client.rules[pos.symbol]
+        side = "BUY" if pos.direction < 0 else "SELL"
+        sp = stop_price(pos.direction, pos.entry_price, self.safety.stop_pct, rules.tick)
+        self._stop_seq += 1
+        cid = client_order_id(self.strategy, self.day or "-", scan, side, f"stop-{pos.trade_id}-{self._stop_seq}")
+        try:
+            o = self._call(self.client.submit, OrderIntent(
+                cid, pos.symbol, side, str(rules.round_qty(self.qty)), type="STOP_MARKET", reduce_only=True,
+                stop_price=str(sp), working_type=self.safety.stop_working_type,
+                meta={"leg": "stop", "trade_id": pos.trade_id, "stop_price": float(sp)}))
+        except Exception as exc:  # noqa: BLE001 - the position stands; the reconcile places it again
+            log.critical("protective stop for #%d %s not placed: %s: %s (the reconcile retries)", pos.trade_id,
+                         pos.symbol, type(exc).__name__, exc)
+            return None
+        if o.status == OrderStatus.REJECTED:
+            log.critical("protective stop for #%d %s refused by the venue (%s); the reconcile retries", pos.trade_id,
+                         pos.symbol, o.reason)
+            return None
+        self.stop_cid = cid
+        log.info("protective stop for #%d %s: %s %s at %s (%s)", pos.trade_id, pos.symbol, side, self.qty, sp, cid)
+        return {"client_id": cid, "stop_price": float(sp), "side": side}
+
+    def _stop_open(self) -> bool:
+        o = self.client.orders.get(self.stop_cid) if self.stop_cid else None
+        return o is not None and not o.terminal
+
+    def _end_stop(self):
+        """(under _lock) Cancel the position's stop if open; return its Order (its fills: it fired) or None."""
+        cid, self.stop_cid = self.stop_cid, None
+        o = self.client.orders.get(cid) if cid else None
+        if o is None:
+            return None
+        if not o.terminal:
+            try:
+                o = self._call(self.client.cancel, cid)
+            except Exception as exc:  # noqa: BLE001 - reduceOnly: it can no longer open anything; reconcile reports it
+                log.error("protective stop %s not cancelled: %s: %s", cid, type(exc).__name__, exc)
+        return o
+
+    def _adopt_stop(self) -> dict:
+        """(under _lock, at start) Keep the position's stop if it is open on the venue, else place one; cancel the rest."""
+        out: dict[str, Any] = {"adopted": None, "placed": None, "fired": None}
+        if self.position is None and self.stop_cid:
+            o = self._end_stop()
+            if o is not None and o.fills:
+                out["fired"] = {"client_id": o.client_id, "qty": o.filled_qty, "price": o.avg_price}
+        out["strays_canceled"] = self._stray_stops()
+        if self.position is not None and self.safety.stop_pct > 0:
+            if self._stop_open():
+                out["adopted"] = self.stop_cid
+            else:
+                out["placed"] = self._place_stop("restart")
+        return out
+
+    def _stray_stops(self) -> list[str]:
+        """(under _lock) Cancel our open stops that are not the current position's; return their client ids."""
+        out = []
+        for cid, o in list(self.client.orders.items()):
+            if o.meta.get("leg") == "stop" and cid != self.stop_cid and not o.terminal:
+                try:
+                    self._call(self.client.cancel, cid)
+                    out.append(cid)
+                except Exception as exc:  # noqa: BLE001
+                    log.error("stray stop %s not cancelled: %s", cid, exc)
+        return out
+
+    def _stop_fired(self) -> dict | None:
+        """(under _lock) The stop filled while we run: book the exit as a forced one (the core books it next scan)."""
+        o = self.client.orders.get(self.stop_cid) if self.stop_cid else None
+        pos = self.position
+        if o is None or pos is None or not o.fills or not (o.terminal or o.filled_qty >= self.qty - 1e-12):
+            return None
+        self.stop_cid = None
+        rec = self._book_exit(pos, list(o.fills.values()), "PROTECTIVE_STOP", 0.0, None)
+        self.kill_exits.append(rec)
+        self.held.append("PROTECTIVE_STOP", {"trade_id": pos.trade_id, "symbol": pos.symbol, "client_id": o.client_id,
+                                             "qty": o.filled_qty, "price": o.avg_price, "net": rec["net"]})
+        log.critical("PROTECTIVE STOP fired for #%d %s at %.6g (net %.4f)", pos.trade_id, pos.symbol, o.avg_price,
+                     rec["net"])
+        return rec
+
+    # ------------------------------------------------------------------ periodic reconcile (safety thread)
+    def check(self, initial: bool = False) -> dict:
+        """Compare the venue with the journal (positions, open orders, wallet, leverage/margin); freeze on a mismatch,
+        clear when they agree; journal a ``RECONCILE`` row when that changes; return this check's report."""
+        with self._lock:
+            if not self.held.flush():
+                log.error("reconcile: %d journal event(s) still held", len(self.held.held))
+            st = self._call(self.client.venue_state, timeout_s=30.0)
+            fired = self._stop_fired()
+            cost_ms, weight = st["ms"], st["weight"]
+            if self.funding_watch:
+                t0, w0 = time.perf_counter(), self.client.rest.used_weight
+                self._fetch_funding()
+                cost_ms += (time.perf_counter() - t0) * 1e3
+                weight += max(0, self.client.rest.used_weight - w0)
+            settings = {k: (v.leverage, v.margin_type) for k, v in st["settings"].items()}
+            pending = sum(float(r["income"]) for r in self.funding_due)
+            gap = st["wallet"] - self.capital - pending
+            if initial or self.baseline is None:
+                self.baseline, self._gap0 = settings, gap
+            known = {}
+            for cid, o in list(self.client.orders.items()):
+                if cid.startswith("DLP-") and not o.terminal and o.status != OrderStatus.PENDING_NEW:
+                    known[cid] = o.symbol
+            on_venue = {u.client_id for u in st["open_orders"]}
+            for cid in [c for c in known if c not in on_venue]:      # a final event we may not have seen yet
+                try:
+                    self._call(self.client.refresh, cid)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("reconcile: re-reading %s failed: %s", cid, exc)
+                if self.client.orders[cid].terminal:
+                    known.pop(cid)
+            pos = self.position
+            held = None if pos is None else Held(pos.trade_id, pos.symbol, pos.direction * self.qty)
+            step = float(self.client.rules[pos.symbol].step) if pos is not None else 0.0
+            found = venue_mismatches(
+                held, step, known, {p.symbol: p.amount for p in st["positions"]},
+                [(u.client_id, u.symbol) for u in st["open_orders"]],
+                None if self.safety.stop_pct <= 0 else self._stop_open(), gap, self._gap0, self.baseline, settings)
+            for k, v in self.mismatches.items():       # stream-reported, not visible in positionRisk: kept until seen
+                if k == "multi_assets" and k not in found:
+                    found[k] = v
+            rep = self._set_mismatches(found, "initial" if initial else "periodic", stop_fired=fired,
+                                       wallet=st["wallet"], capital=self.capital, ms=round(cost_ms, 3), weight=weight)
+            if pos is not None and self.position is pos and self.safety.stop_pct > 0 and not self._stop_open():
+                rep["stop_placed"] = self._place_stop("reconcile")
+            self.recon.update(cycles=self.recon["cycles"] + 1, last_ms=round(cost_ms, 3), last_weight=weight,
+                              last_ts=time.time(), last_error=None)
+            return rep
+
+    def _set_mismatches(self, found: dict[str, str], source: str, **detail: Any) -> dict:
+        """(under _lock) Take the new set of mismatches; journal ``RECONCILE`` when it changed; return the report."""
+        old = self.mismatches
+        new_keys = sorted(set(found) - set(old))
+        cleared = sorted(set(old) - set(found))
+        self.mismatches = dict(found)
+        rep = {"kind": source, "frozen": bool(found), "mismatches": found, "new": new_keys, "cleared": cleared, **detail}
+        if new_keys or cleared:
+            self.held.append("RECONCILE", rep)
+            if found:
+                log.critical("RECONCILE mismatch (%s): entries frozen: %s", source, "; ".join(found[k] for k in new_keys)
+                             or "; ".join(found.values()))
+            else:
+                log.warning("RECONCILE: the venue and the journal agree again (%s cleared); entries allowed",
+                            ", ".join(cleared))
+        return rep
+
+    def _fetch_funding(self) -> None:
+        """(under _lock) Take the watched positions' new FUNDING_FEE income rows into ``funding_due``."""
+        seen = set(self.funding_ids)
+        keep = []
+        for w in self.funding_watch:
+            rows = self._call(self.client.income, w["symbol"], w["start_ms"], timeout_s=30.0)
+            for r in sorted(rows, key=lambda r: (r.time_ms, r.tran_id)):
+                if (r.income_type != "FUNDING_FEE" or r.symbol != w["symbol"] or r.tran_id in seen
+                        or r.time_ms < w["start_ms"] or (w["end_ms"] is not None and r.time_ms > w["end_ms"])):
+                    continue
+                seen.add(r.tran_id)
+                self.funding_ids = (self.funding_ids + [r.tran_id])[-500:]
+                self.funding_due.append({"trade_id": w["trade_id"], "symbol": r.symbol, "income": r.income,
+                                         "asset": r.asset, "time_ms": r.time_ms, "tran_id": r.tran_id,
+                                         "source": "venue"})
+                log.info("funding fee %+.8f %s for #%s (tranId %s) taken; booked at the next scan", r.income,
+                         r.symbol, w["trade_id"], r.tran_id)
+            if w["end_ms"] is not None:
+                w["after"] = int(w.get("after", 0)) + 1
+            if w["end_ms"] is None or w["after"] < 2:     # a closed position: looked at twice more, then dropped
+                keep.append(w)
+        self.funding_watch = keep
+
+    def book_funding(self, row: Mapping[str, Any]) -> dict:
+        """Book one taken funding fee (the core calls this on the decision thread); return the journal payload."""
+        with self._lock:
+            rec = apply_funding(self, row)
+            self.funding_total += float(row["income"])
+            return rec
+
+    def _on_account_event(self, ev: Any) -> bool:
+        """(safety thread) One user-stream account event; return True when a reconcile is due at once."""
+        if isinstance(ev, X.AccountConfigUpdate):
+            with self._lock:
+                found = dict(self.mismatches)
+                base = self.baseline or {}
+                if ev.symbol is not None and ev.leverage is not None and base.get(ev.symbol, (ev.leverage,))[0] != ev.leverage:
+                    found[f"leverage:{ev.symbol}"] = (f"{ev.symbol} leverage changed to {ev.leverage}x outside the "
+                                                      f"trader (ACCOUNT_CONFIG_UPDATE; {base[ev.symbol][0]}x at start)")
+                if ev.multi_assets:
+                    found["multi_assets"] = "multi-assets mode switched on outside the trader (ACCOUNT_CONFIG_UPDATE)"
+                elif ev.multi_assets is False:
+                    found.pop("multi_assets", None)
+                self._set_mismatches(found, "ACCOUNT_CONFIG_UPDATE", symbol=ev.symbol, leverage=ev.leverage,
+                                     multi_assets=ev.multi_assets)
+            return True
+        if isinstance(ev, X.MarginCall):
+            self.margin_calls += 1
+            self.last_margin_call = {"ts_ms": ev.ts_ms, "cross_wallet": ev.cross_wallet, "positions": list(ev.positions)}
+            self.held.append("MARGIN_CALL", self.last_margin_call)
+            log.critical("MARGIN_CALL from the venue: %s", self.last_margin_call)
+            return True
+        if isinstance(ev, X.AccountUpdate):
+            return ev.reason == "FUNDING_FEE" or (self.stop_cid is not None and self._stop_has_fills())
+        return False
+
+    def _stop_has_fills(self) -> bool:
+        o = self.client.orders.get(self.stop_cid) if self.stop_cid else None
+        return o is not None and bool(o.fills)
+
+    def _safety_loop(self) -> None:
+        next_at = time.monotonic() + self.safety.reconcile_s
+        while not self._stop.is_set():
+            self.events.wake.wait(max(0.0, next_at - time.monotonic()))
+            if self._stop.is_set():
+                break
+            self.events.wake.clear()
+            due = time.monotonic() >= next_at
+            for ev in self.events.drain():
+                try:
+                    due = self._on_account_event(ev) or due
+                except Exception:  # noqa: BLE001 - the safety thread must survive anything
+                    log.exception("account event %s", type(ev).__name__)
+            if not due:
+                continue
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - venue down: keep the last verdict, try again next cycle
+                self.recon.update(failures=self.recon["failures"] + 1, last_error=f"{type(exc).__name__}: {exc}")
+                log.error("reconcile failed (%s: %s); the last verdict stands, next try in %.0fs", type(exc).__name__,
+                          exc, self.safety.reconcile_s)
+            next_at = time.monotonic() + self.safety.reconcile_s
+
     def start_watcher(self) -> None:
+        if self._safety_thread is None:
+            self._safety_thread = threading.Thread(target=self._safety_loop, name="venue-safety", daemon=True)
+            self._safety_thread.start()
         if self.kill_switch is None or self._watcher is not None:
             return
         self._watcher = threading.Thread(target=self._watch_kill, name="kill-watcher", daemon=True)
@@ -311,6 +636,7 @@ class VenueAccount:
                 if not fills:       # flattened by someone else (the kill CLI): book the venue's closing trades
                     fills = self._call(self._closing_trades, pos)
                 self.kill_exits.append(self._book_exit(pos, fills, "KILL_SWITCH", 0.0, None))
+            self.stop_cid = None                         # the kill cancelled every open order, the stop too
             rep["flag"] = flag
             self.held.append("KILL_SWITCH", rep)
             self._kill_handled = True
@@ -334,8 +660,11 @@ class VenueAccount:
 
     def stop(self) -> None:
         self._stop.set()
+        self.events.wake.set()
         if self._watcher is not None:
             self._watcher.join(2.0)
+        if self._safety_thread is not None:
+            self._safety_thread.join(35.0)
         self.runtime.stop()
         if not self.held.flush():
             log.critical("%d order event(s) could not be journaled at stop: %s", len(self.held.held),
