@@ -21,9 +21,15 @@ Matching (decisions written down here because Binance's own engine is not public
 * Fees: ``taker_fee``/``maker_fee`` of the fill's notional in USDT (``n`` in the event), taken from
   the wallet. Realised PnL (``rp``) when a fill reduces the position; the entry price is the VWAP of
   the fills that opened it.
-* Margin: cross, ``leverage`` from the config for every symbol. An order that would increase the
+* Margin: ``leverage`` from the config for every symbol until ``POST /fapi/v1/leverage`` sets one;
+  margin type CROSSED until ``POST /fapi/v1/marginType`` (ISOLATED is reported, not modelled: every
+  position draws on the one wallet). An order that would increase the
   position needs ``notional / leverage`` of available balance (wallet + unrealised PnL − position
   and open-order initial margin) or it is refused with ``-2019`` *Margin is insufficient.*
+* Position mode: one-way. In hedge mode (``dualSidePosition``) an order without ``positionSide``
+  is ``-4061`` as on Binance; LONG/SHORT hedge positions are not simulated (refused, ``-1000``).
+* Conditional types (STOP_MARKET, TAKE_PROFIT_MARKET, ...) on ``/fapi/v1/order`` are ``-4120``, as
+  on Binance since 2025-12-09: they go through the algo-order API (:mod:`algo`).
 * reduceOnly: refused with ``-2022`` when there is no position to reduce on that side; the quantity
   is capped to the position (as on Binance).
 * ``newClientOrderId`` must be unique among the account's *open* orders (Binance's rule): a
@@ -43,6 +49,8 @@ CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 MIN_NOTIONAL = 5.0
 KEEP_CLOSED = 5000
 TERMINAL = ("FILLED", "CANCELED", "EXPIRED", "REJECTED")
+CONDITIONAL_TYPES = ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET")
+KEEP_INCOME = 10_000
 
 
 class ExchangeError(Exception):
@@ -87,6 +95,8 @@ class SimOrder:
     price: int                # ticks (0 for MARKET)
     reduce_only: bool
     status: str = "NEW"
+    orig_type: str = ""       # STOP_MARKET / TAKE_PROFIT_MARKET for the order a triggered algo order placed
+    stop_price: int = 0       # ticks (that algo order's trigger price)
     filled: int = 0
     quote: float = 0.0        # cumulative filled notional (USDT)
     time_ms: int = 0
@@ -118,6 +128,14 @@ class Account:
     positions: dict[int, Position] = field(default_factory=dict)
     trades: list[dict] = field(default_factory=list)             # userTrades rows (last 5,000)
     outbox: list[dict] = field(default_factory=list)             # user-data events not yet sent
+    update_ms: int = 0                                           # last change of the wallet (market time)
+    dual_side: bool = False                                      # hedge mode (positionSide/dual)
+    multi_assets: bool = False                                   # multi-assets margin mode
+    leverage: dict[int, int] = field(default_factory=dict)      # symbol -> leverage (missing: config)
+    isolated: set[int] = field(default_factory=set)              # symbols in ISOLATED margin type
+    income: list[dict] = field(default_factory=list)             # income rows (last 10,000)
+    algos: dict[int, Any] = field(default_factory=dict)          # algoId -> algo.AlgoOrder
+    algo_by_client: dict[str, int] = field(default_factory=dict)  # open algo orders only
 
 
 def _dec(raw: Any, name: str) -> Decimal:
@@ -140,18 +158,33 @@ def _units(raw: Any, unit: float, decimals: int, name: str) -> int:
     return int(n)
 
 
+def check_position_side(acct: Account, p: dict[str, str]) -> str:
+    """Return the order's positionSide, refused as Binance does for the account's position mode."""
+    ps = p.get("positionSide") or "BOTH"
+    if ps not in ("BOTH", "LONG", "SHORT"):
+        raise ExchangeError(-1130, "Data sent for parameter 'positionSide' is not valid.")
+    if (ps == "BOTH") == acct.dual_side:
+        raise ExchangeError(-4061, "Order's position side does not match user's setting.")
+    if acct.dual_side:
+        raise ExchangeError(-1000, "An unknown error occurred while processing the request. (venue_sim: hedge-mode "
+                                   "LONG/SHORT positions are not simulated; switch the account to one-way mode)")
+    return ps
+
+
 class SimExchange:
     """Accounts, orders and matching against :class:`MarketModel`'s books."""
 
     def __init__(self, model: MarketModel, cfg: ExchangeConfig, api_keys: dict[str, str]):
         self.m, self.cfg = model, cfg
         self.secrets = dict(api_keys)
-        self.accounts = {k: Account(k, cfg.start_balance) for k in api_keys}
+        self.accounts = {k: Account(k, cfg.start_balance, update_ms=model.t_ms) for k in api_keys}
         self._oid = 7_000_000_000
         self._tid = 900_000_000
+        self._tran = 5_000_000_000
         self._taken_tick = -1
         self._taken: dict[tuple[int, int], int] = {}   # (symbol, price tick) -> lot steps taken this tick
         self.fills = 0
+        self.on_flat: Any = None        # callback(acct, symbol index, now_ms) when a position closes (algo)
 
     # ------------------------------------------------------------------ formatting
     def fq(self, i: int, steps: int) -> str:
@@ -164,7 +197,11 @@ class SimExchange:
         return float(ticks * self.m.tick_size[i])
 
     def mark(self, i: int) -> float:
-        return float(self.m.mid[i])
+        """Mark price (as premiumIndex and markPrice streams publish it)."""
+        return float(self.m.mid[i] * (1.0 + self.m.basis[i]))
+
+    def lev(self, acct: Account, i: int) -> int:
+        return acct.leverage.get(i, self.cfg.leverage)
 
     # ------------------------------------------------------------------ book access
     def _levels(self, i: int, buy: bool) -> list[tuple[int, int]]:
@@ -193,23 +230,27 @@ class SimExchange:
                    if p.amt)
 
     def position_margin(self, acct: Account) -> float:
-        return sum(abs(p.amt) * self.m.step_size[i] * self.mark(i) for i, p in acct.positions.items()) \
-            / self.cfg.leverage
+        return sum(abs(p.amt) * self.m.step_size[i] * self.mark(i) / self.lev(acct, i)
+                   for i, p in acct.positions.items())
 
     def order_margin(self, acct: Account) -> float:
         tot = 0.0
         for oid in acct.by_client.values():
             o = acct.orders[oid]
             if not o.reduce_only:
-                tot += (o.qty - o.filled) * self.m.step_size[o.i] * self.price(o.i, o.price)
-        return tot / self.cfg.leverage
+                tot += (o.qty - o.filled) * self.m.step_size[o.i] * self.price(o.i, o.price) / self.lev(acct, o.i)
+        return tot
 
     def available(self, acct: Account) -> float:
         return acct.wallet + self.unrealized(acct) - self.position_margin(acct) - self.order_margin(acct)
 
     # ------------------------------------------------------------------ orders
-    def place(self, api_key: str, p: dict[str, str], now_ms: int) -> SimOrder:
-        """Validate and match a new order (Binance parameter names); raise ExchangeError if refused."""
+    def place(self, api_key: str, p: dict[str, str], now_ms: int,
+              trigger: tuple[str, int] | None = None) -> SimOrder:
+        """Validate and match a new order (Binance parameter names); raise ExchangeError if refused.
+
+        ``trigger`` (original type, trigger price in ticks) marks the MARKET order a triggered algo
+        order places."""
         acct = self.accounts[api_key]
         for name in ("symbol", "side", "type"):
             if not p.get(name):
@@ -222,11 +263,12 @@ class SimExchange:
         side, otype = p["side"], p["type"]
         if side not in ("BUY", "SELL"):
             raise ExchangeError(-1117, "Invalid side.")
+        if otype in CONDITIONAL_TYPES:
+            raise ExchangeError(-4120, "Order type not supported for this endpoint. Please use the Algo Order API "
+                                       "endpoints instead.")
         if otype not in ("MARKET", "LIMIT"):
             raise ExchangeError(-1116, "Invalid orderType.")
-        ps = p.get("positionSide", "BOTH")
-        if ps != "BOTH":
-            raise ExchangeError(-4061, "Order's position side does not match user's setting.")
+        check_position_side(acct, p)
         if not p.get("quantity"):
             raise ExchangeError(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
         qty = _units(p["quantity"], float(self.m.step_size[i]), self.m.qty_dec[i], "quantity")
@@ -268,17 +310,20 @@ class SimExchange:
             if qty <= 0:
                 raise ExchangeError(-2022, "ReduceOnly Order is rejected.")
         ref = self.price(i, price) if otype == "LIMIT" else self.mark(i)
+        lev = self.lev(acct, i)
         notional = qty * float(self.m.step_size[i]) * ref
         if not reduce_only and notional < MIN_NOTIONAL:
             raise ExchangeError(-4164, f"Order's notional must be no smaller than {MIN_NOTIONAL:g} (unless you "
                                        "choose reduce only).")
         increase = max(0, abs(pos.amt + sign * qty) - abs(pos.amt)) if not reduce_only else 0
-        need = increase * float(self.m.step_size[i]) * ref / self.cfg.leverage
+        need = increase * float(self.m.step_size[i]) * ref / lev
         if need > self.available(acct) + 1e-9:
             raise ExchangeError(-2019, "Margin is insufficient.")
         self._oid += 1
         o = SimOrder(self._oid, cid, sym, i, side, otype, tif, qty, price, reduce_only, time_ms=now_ms,
                      update_ms=now_ms)
+        if trigger is not None:
+            o.orig_type, o.stop_price = trigger
         acct.orders[o.order_id] = o
         acct.by_client[cid] = o.order_id
         self._event(acct, o, "NEW", now_ms)
@@ -344,6 +389,12 @@ class SimExchange:
         notional = n * step * px
         fee = notional * (self.cfg.maker_fee if maker else self.cfg.taker_fee)
         acct.wallet += realized - fee
+        acct.update_ms = now_ms
+        tid = self._tid + 1
+        if realized:
+            self.book_income(acct, o.symbol, "REALIZED_PNL", realized, now_ms, str(tid))
+        if fee:
+            self.book_income(acct, o.symbol, "COMMISSION", -fee, now_ms, str(tid))
         o.filled += n
         o.quote += notional
         o.update_ms = now_ms
@@ -361,6 +412,17 @@ class SimExchange:
         acct.outbox.append(self._account_update(acct, i, now_ms))
         if status == "FILLED":
             self._retire(acct, o)
+        if pos.amt == 0 and self.on_flat is not None:
+            self.on_flat(acct, i, now_ms)
+
+    def book_income(self, acct: Account, symbol: str, kind: str, amount: float, now_ms: int,
+                    trade_id: str = "") -> None:
+        """Append one ``GET /fapi/v1/income`` row."""
+        self._tran += 1
+        acct.income.append({"symbol": symbol, "incomeType": kind, "income": f"{amount:.8f}", "asset": "USDT",
+                            "info": kind if kind in ("FUNDING_FEE", "TRANSFER") else "", "time": now_ms,
+                            "tranId": self._tran, "tradeId": trade_id})
+        del acct.income[:-KEEP_INCOME]
 
     def cancel(self, api_key: str, order_id: int | None, client_id: str | None, now_ms: int) -> SimOrder:
         acct = self.accounts[api_key]
@@ -414,8 +476,9 @@ class SimExchange:
                 "origQty": self.fq(i, o.qty), "executedQty": self.fq(i, o.filled),
                 "cumQty": self.fq(i, o.filled), "cumQuote": f"{o.quote:.8f}", "timeInForce": o.tif,
                 "type": o.type, "reduceOnly": o.reduce_only, "closePosition": False, "side": o.side,
-                "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-                "origType": o.type, "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0,
+                "positionSide": "BOTH", "stopPrice": self.fp(i, o.stop_price) if o.stop_price else "0",
+                "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": o.orig_type or o.type,
+                "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0,
                 "time": o.time_ms, "updateTime": o.update_ms}
 
     def _event(self, acct: Account, o: SimOrder, x: str, now_ms: int,
@@ -426,10 +489,11 @@ class SimExchange:
         avg = o.quote / (o.filled * step) if o.filled else 0.0
         acct.outbox.append({"e": "ORDER_TRADE_UPDATE", "E": now_ms, "T": now_ms, "o": {
             "s": o.symbol, "c": o.client_id, "S": o.side, "o": o.type, "f": o.tif, "q": self.fq(i, o.qty),
-            "p": self.fp(i, o.price), "ap": f"{avg:.8f}" if o.filled else "0", "sp": "0", "x": x,
+            "p": self.fp(i, o.price), "ap": f"{avg:.8f}" if o.filled else "0",
+            "sp": self.fp(i, o.stop_price) if o.stop_price else "0", "x": x,
             "X": o.status if x != "NEW" else "NEW", "i": o.order_id, "l": self.fq(i, n), "z": self.fq(i, o.filled),
             "L": self.fp(i, lp) if n else "0", "N": "USDT", "n": f"{fee:.8f}", "T": now_ms, "t": tid,
-            "b": "0", "a": "0", "m": maker, "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.type,
+            "b": "0", "a": "0", "m": maker, "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.orig_type or o.type,
             "ps": "BOTH", "cp": False, "rp": f"{rp:.8f}", "pP": False, "si": 0, "ss": 0, "V": "NONE",
             "pm": "NONE", "gtd": 0}})
 
@@ -441,63 +505,6 @@ class SimExchange:
             "m": "ORDER",
             "B": [{"a": "USDT", "wb": f"{acct.wallet:.8f}", "cw": f"{acct.wallet:.8f}", "bc": "0"}],
             "P": [{"s": self.m.symbols[i], "pa": self.fq(i, pos.amt), "ep": f"{pos.entry:.8f}",
-                   "bep": f"{pos.entry:.8f}", "cr": "0", "up": f"{up:.8f}", "mt": "cross", "iw": "0",
+                   "bep": f"{pos.entry:.8f}", "cr": "0", "up": f"{up:.8f}",
+                   "mt": "isolated" if i in acct.isolated else "cross", "iw": "0",
                    "ps": "BOTH"}]}}
-
-    def position_risk(self, api_key: str, symbol: str | None) -> list[dict]:
-        """``GET /fapi/v2/positionRisk`` rows (every symbol, or one)."""
-        acct = self.accounts[api_key]
-        idx = range(self.m.n) if symbol is None else [self.m.index[symbol]]
-        rows = []
-        lev = self.cfg.leverage
-        for i in idx:
-            pos = acct.positions.get(i, Position())
-            step = float(self.m.step_size[i])
-            mark = self.mark(i)
-            up = pos.amt * step * (mark - pos.entry) if pos.amt else 0.0
-            rows.append({"symbol": self.m.symbols[i], "positionAmt": self.fq(i, pos.amt),
-                         "entryPrice": f"{pos.entry:.8f}", "breakEvenPrice": f"{pos.entry:.8f}",
-                         "markPrice": f"{mark:.8f}", "unRealizedProfit": f"{up:.8f}",
-                         "liquidationPrice": "0", "leverage": str(lev), "maxNotionalValue": "1000000",
-                         "marginType": "cross", "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
-                         "positionSide": "BOTH", "notional": f"{pos.amt * step * mark:.8f}",
-                         "isolatedWallet": "0", "updateTime": pos.update_ms})
-        return rows
-
-    def account_json(self, api_key: str) -> dict:
-        """``GET /fapi/v2/account`` body (positions: the symbols with a position or an open order)."""
-        acct = self.accounts[api_key]
-        up, pm, om = self.unrealized(acct), self.position_margin(acct), self.order_margin(acct)
-        avail = acct.wallet + up - pm - om
-        mm = sum(abs(p.amt) * self.m.step_size[i] * self.mark(i) for i, p in acct.positions.items()) \
-            * self.cfg.maint_margin_rate
-        active = {i for i, p in acct.positions.items() if p.amt} | {acct.orders[x].i for x in acct.by_client.values()}
-        poss = []
-        for i in sorted(active):
-            pos = acct.positions.get(i, Position())
-            step = float(self.m.step_size[i])
-            mark = self.mark(i)
-            im = abs(pos.amt) * step * mark / self.cfg.leverage
-            poss.append({"symbol": self.m.symbols[i], "initialMargin": f"{im:.8f}",
-                         "maintMargin": f"{abs(pos.amt) * step * mark * self.cfg.maint_margin_rate:.8f}",
-                         "unrealizedProfit": f"{pos.amt * step * (mark - pos.entry) if pos.amt else 0.0:.8f}",
-                         "positionInitialMargin": f"{im:.8f}",
-                         "openOrderInitialMargin": "0", "leverage": str(self.cfg.leverage), "isolated": False,
-                         "entryPrice": f"{pos.entry:.8f}", "breakEvenPrice": f"{pos.entry:.8f}",
-                         "maxNotional": "1000000", "bidNotional": "0", "askNotional": "0", "positionSide": "BOTH",
-                         "positionAmt": self.fq(i, pos.amt), "updateTime": pos.update_ms})
-        f8 = lambda v: f"{v:.8f}"  # noqa: E731
-        return {"feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True, "canWithdraw": True,
-                "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1,
-                "totalInitialMargin": f8(pm + om), "totalMaintMargin": f8(mm), "totalWalletBalance": f8(acct.wallet),
-                "totalUnrealizedProfit": f8(up), "totalMarginBalance": f8(acct.wallet + up),
-                "totalPositionInitialMargin": f8(pm), "totalOpenOrderInitialMargin": f8(om),
-                "totalCrossWalletBalance": f8(acct.wallet), "totalCrossUnPnl": f8(up),
-                "availableBalance": f8(avail), "maxWithdrawAmount": f8(max(0.0, avail)),
-                "assets": [{"asset": "USDT", "walletBalance": f8(acct.wallet), "unrealizedProfit": f8(up),
-                            "marginBalance": f8(acct.wallet + up), "maintMargin": f8(mm),
-                            "initialMargin": f8(pm + om), "positionInitialMargin": f8(pm),
-                            "openOrderInitialMargin": f8(om), "crossWalletBalance": f8(acct.wallet),
-                            "crossUnPnl": f8(up), "availableBalance": f8(avail),
-                            "maxWithdrawAmount": f8(max(0.0, avail)), "marginAvailable": True, "updateTime": 0}],
-                "positions": poss}

@@ -147,3 +147,47 @@ def premium_index(model: MarketModel, i: int) -> dict:
             "estimatedSettlePrice": f"{mark * (1 + 0.5 * model.basis[i]):.8f}",
             "lastFundingRate": f"{model.funding[i]:.8f}", "interestRate": "0.00010000",
             "nextFundingTime": model.next_funding_ms(), "time": model.t_ms}
+
+
+def ticker_24hr(model: MarketModel, idx: list[int]) -> list[dict]:
+    """``GET /fapi/v1/ticker/24hr`` entries: the last 1,440 one-minute klines and the open one."""
+    from standins.venue_sim.model import KLINE_CAP
+    cnt = min(model.k_count, KLINE_CAP, 1440)
+    pos = np.arange(model.k_count - cnt, model.k_count) % KLINE_CAP
+    h, lo = model.k_hist["h"][:, pos], model.k_hist["l"][:, pos]
+    out = []
+    for i in idx:
+        o = float(model.k_hist["o"][i, pos[0]]) if cnt else float(model.k_open["o"][i])
+        c = float(model.k_open["c"][i])
+        hi = max(float(h[i].max()) if cnt else c, float(model.k_open["h"][i]))
+        low = min(float(lo[i].min()) if cnt else c, float(model.k_open["l"][i]))
+        v = float(model.k_hist["v"][i, pos].sum() + model.k_open["v"][i])
+        q = float(model.k_hist["q"][i, pos].sum() + model.k_open["q"][i])
+        n = int(model.k_hist_n[i, pos].sum() + model.k_open["n"][i])
+        last = int(model.trade_id[i])
+        open_t = int(model.k_times[pos[0]]) if cnt else int(model.k_open_t)
+        out.append({"symbol": model.symbols[i], "priceChange": fmt_price(model, i, c - o),
+                    "priceChangePercent": f"{(c / o - 1) * 100 if o else 0.0:.3f}",
+                    "weightedAvgPrice": fmt_price(model, i, q / v if v else c), "lastPrice": fmt_price(model, i, c),
+                    "lastQty": _qty(model, i, float(model.step_size[i])), "openPrice": fmt_price(model, i, o),
+                    "highPrice": fmt_price(model, i, hi), "lowPrice": fmt_price(model, i, low),
+                    "volume": _qty(model, i, v), "quoteVolume": f"{q:.2f}", "openTime": open_t,
+                    "closeTime": model.t_ms, "firstId": max(0, last - n + 1), "lastId": last, "count": n})
+    return out
+
+
+def ticker_price(model: MarketModel, idx: list[int]) -> list[dict]:
+    """``GET /fapi/v1/ticker/price`` entries (last trade price)."""
+    return [{"symbol": model.symbols[i], "price": fmt_price(model, i, float(model.k_open["c"][i])),
+             "time": model.t_ms} for i in idx]
+
+
+def book_ticker_rest(model: MarketModel, idx: list[int]) -> list[dict]:
+    """``GET /fapi/v1/ticker/bookTicker`` entries."""
+    out = []
+    for i in idx:
+        bids, asks = _sides(model, i, 1)
+        out.append({"symbol": model.symbols[i], "bidPrice": bids[0][0], "bidQty": bids[0][1],
+                    "askPrice": asks[0][0], "askQty": asks[0][1], "time": model.t_ms,
+                    "lastUpdateId": int(model.update_id[i])})
+    return out

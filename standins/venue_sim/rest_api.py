@@ -80,9 +80,12 @@ class RestApi:
                                          "X-MBX-USED-WEIGHT-1M": str(self._used_weight(request))})
         try:
             return await handler(request)
-        except web.HTTPNotFound:
-            return web.Response(status=404, text="<html><body><h2>404 Not found</h2></body></html>",
-                                content_type="text/html")
+        except web.HTTPNotFound:            # Binance answers an unknown path with a JSON body, never HTML
+            return self._json({"code": -5000, "msg": f"Path {request.path}, Method "
+                                                     f"{request.method} is invalid"}, status=404)
+        except web.HTTPMethodNotAllowed:
+            return self._json({"code": -5000, "msg": f"Path {request.path}, Method "
+                                                     f"{request.method} is invalid"}, status=405)
 
     def _symbol(self, request: web.Request, required: bool = True) -> int | web.Response | None:
         s = request.query.get("symbol")
@@ -131,6 +134,24 @@ class RestApi:
                                 headers={"Retry-After": str(60 - int(time.time()) % 60),
                                          "X-MBX-USED-WEIGHT-1M": str(self._used_weight(request))})
         return None
+
+    async def _ticker(self, request: web.Request, w_one: int, w_all: int, render) -> web.Response:
+        i = self._symbol(request, required=False)
+        if isinstance(i, web.Response):
+            return i
+        if (r := self._over_limit(request, w_one if i is not None else w_all)) is not None:
+            return r
+        rows = render(self.model, [i] if i is not None else list(range(self.model.n)))
+        return self._json(rows[0] if i is not None else rows, request=request)
+
+    async def h_ticker_24hr(self, request: web.Request) -> web.Response:
+        return await self._ticker(request, 1, 40, M.ticker_24hr)
+
+    async def h_ticker_price(self, request: web.Request) -> web.Response:
+        return await self._ticker(request, 1, 2, M.ticker_price)
+
+    async def h_book_ticker(self, request: web.Request) -> web.Response:
+        return await self._ticker(request, 2, 5, M.book_ticker_rest)
 
     async def h_depth(self, request: web.Request) -> web.Response:
         i = self._symbol(request)

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from standins.venue_sim import messages as M
+from standins.venue_sim.account_api import AccountApi
 from standins.venue_sim.exchange import ExchangeConfig, SimExchange
 from standins.venue_sim.rest_api import RestApi
 from standins.venue_sim.user_api import UserApi
@@ -101,7 +102,7 @@ def err_frame(code: int, msg: str, req_id: Any) -> bytes:
     return orjson.dumps({"error": {"code": code, "msg": msg}, "id": req_id})
 
 
-class VenueSim(RestApi, UserApi):
+class VenueSim(RestApi, UserApi, AccountApi):
     """The running simulator: model, subscriptions, faults, counters and the aiohttp app."""
 
     def __init__(self, cfg: SimConfig) -> None:
@@ -143,6 +144,7 @@ class VenueSim(RestApi, UserApi):
         self.exchange_info_body = orjson.dumps(M.exchange_info(self.model))
         self.exchange = SimExchange(self.model, cfg.exchange, dict(cfg.api_keys))
         self.init_user_api()
+        self.init_account_api()
 
     # ------------------------------------------------------------------ stream names
     def parse_stream(self, name: str) -> tuple[str, int] | None:
@@ -211,6 +213,7 @@ class VenueSim(RestApi, UserApi):
         m = self.model
         m.step()
         self.exchange.on_tick(m.t_ms)
+        self.account_tick(m.t_ms, now)
         self.flush_user_events()
         if m.n_switches != self._switches_seen:
             self._switches_seen = m.n_switches
@@ -432,6 +435,7 @@ class VenueSim(RestApi, UserApi):
             "messages_sent": self.msgs_sent, "bytes_sent": self.bytes_sent, "garbage_sent": self.garbage_sent,
             "user_streams": sum(len(c) for c in self.user_conns.values()), "fills": self.exchange.fills,
             "user_events_sent": self.user_events_sent, "user_events_lost": self.user_events_lost,
+            "funding_charged": self.funding_charged,
             "faults": self.active_faults()})
 
     def active_faults(self) -> dict:
@@ -546,9 +550,36 @@ class VenueSim(RestApi, UserApi):
         r.add_delete("/fapi/v1/order", self.h_order_delete)
         r.add_delete("/fapi/v1/allOpenOrders", self.h_all_open_delete)
         r.add_get("/fapi/v1/openOrders", self.h_open_orders)
+        r.add_get("/fapi/v1/openOrder", self.h_open_order_get)
+        r.add_get("/fapi/v1/allOrders", self.h_all_orders)
         r.add_get("/fapi/v1/userTrades", self.h_user_trades)
-        r.add_get("/fapi/v2/positionRisk", self.h_position_risk)
-        r.add_get("/fapi/v2/account", self.h_account)
+        r.add_get("/fapi/v1/ticker/24hr", self.h_ticker_24hr)
+        r.add_get("/fapi/v1/ticker/price", self.h_ticker_price)
+        r.add_get("/fapi/v2/ticker/price", self.h_ticker_price)
+        r.add_get("/fapi/v1/ticker/bookTicker", self.h_book_ticker)
+        for v in ("v2", "v3"):
+            r.add_get(f"/fapi/{v}/positionRisk", self.h_position_risk if v == "v2" else self.h_position_risk_v3)
+            r.add_get(f"/fapi/{v}/account", self.h_account if v == "v2" else self.h_account_v3)
+            r.add_get(f"/fapi/{v}/balance", self.h_balance)
+        r.add_get("/fapi/v1/positionSide/dual", self.h_dual_get)
+        r.add_post("/fapi/v1/positionSide/dual", self.h_dual_post)
+        r.add_get("/fapi/v1/multiAssetsMargin", self.h_multi_get)
+        r.add_post("/fapi/v1/multiAssetsMargin", self.h_multi_post)
+        r.add_post("/fapi/v1/leverage", self.h_leverage)
+        r.add_post("/fapi/v1/marginType", self.h_margin_type)
+        r.add_get("/fapi/v1/leverageBracket", self.h_leverage_bracket)
+        r.add_get("/fapi/v1/accountConfig", self.h_account_config)
+        r.add_get("/fapi/v1/symbolConfig", self.h_symbol_config)
+        r.add_get("/fapi/v1/commissionRate", self.h_commission_rate)
+        r.add_get("/fapi/v1/income", self.h_income)
+        r.add_get("/fapi/v1/adlQuantile", self.h_adl_quantile)
+        r.add_post("/fapi/v1/countdownCancelAll", self.h_countdown)
+        r.add_post("/fapi/v1/algoOrder", self.h_algo_post)
+        r.add_get("/fapi/v1/algoOrder", self.h_algo_get)
+        r.add_delete("/fapi/v1/algoOrder", self.h_algo_delete)
+        r.add_get("/fapi/v1/openAlgoOrders", self.h_open_algo)
+        r.add_delete("/fapi/v1/algoOpenOrders", self.h_algo_open_delete)
+        r.add_get("/fapi/v1/allAlgoOrders", self.h_all_algo)
         r.add_post("/fapi/v1/listenKey", self.h_listen_key)
         r.add_put("/fapi/v1/listenKey", self.h_listen_key)
         r.add_delete("/fapi/v1/listenKey", self.h_listen_key)
@@ -556,6 +587,7 @@ class VenueSim(RestApi, UserApi):
         r.add_get("/sim/status", self.h_status)
         r.add_post("/sim/admin/regime", self.h_admin_regime)
         r.add_post("/sim/admin/fault", self.h_admin_fault)
+        r.add_post("/sim/admin/account", self.h_admin_account)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         return app

@@ -7,10 +7,10 @@ clock (the simulator's market time may run at another speed), with Binance's rul
 ``-1021`` when ahead by more than 1 s or older than ``recvWindow`` (default 5000, at most 60000).
 
 Endpoints: ``POST/GET/DELETE /fapi/v1/order``, ``DELETE /fapi/v1/allOpenOrders``,
-``GET /fapi/v1/openOrders``, ``GET /fapi/v1/userTrades``, ``GET /fapi/v2/positionRisk``,
-``GET /fapi/v2/account``, ``POST/PUT/DELETE /fapi/v1/listenKey`` (API key only, unsigned) and the
-user-data websocket ``/ws/<listenKey>`` carrying ``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE`` and
-``listenKeyExpired``. ``newOrderRespType`` ``ACK`` (default) answers with the order as accepted,
+``GET /fapi/v1/openOrders``, ``GET /fapi/v1/userTrades``, ``POST/PUT/DELETE /fapi/v1/listenKey`` (API key only, unsigned) and the
+user-data websocket ``/ws/<listenKey>`` carrying ``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``, ``ALGO_UPDATE``,
+``ACCOUNT_CONFIG_UPDATE``, ``MARGIN_CALL`` and ``listenKeyExpired``. Account settings, account state
+and algo orders: :mod:`account_api`. ``newOrderRespType`` ``ACK`` (default) answers with the order as accepted,
 ``RESULT`` with its state after matching. Every order request counts toward
 ``X-MBX-ORDER-COUNT-1M`` (1,200 per minute; then HTTP 429 ``-1015``).
 
@@ -218,6 +218,37 @@ class UserApi:
             return self._bad(-2013, "Order does not exist.", request)
         return self._ujson(self.exchange.order_json(o), request)
 
+    async def h_open_order_get(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/openOrder``: like ``/order`` but only an open order (else ``-2013``)."""
+        r = await self._order_request(request)
+        if isinstance(r, web.Response):
+            return r
+        key, p, ref = r
+        o = self.exchange.find(key, *ref)
+        if o is None or o.symbol != p["symbol"] or not o.open:
+            return self._bad(-2013, "Order does not exist.", request)
+        return self._ujson(self.exchange.order_json(o), request)
+
+    async def h_all_orders(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/allOrders``: the symbol's orders still kept (open and the last closed), oldest first."""
+        s = await self._signed(request)
+        if isinstance(s, web.Response):
+            return s
+        key, p = s
+        if (i := self._sym_param(p, request)) is not None:
+            return i
+        self._charge(request, 5)
+        try:
+            limit = min(1000, max(1, int(p.get("limit", "500"))))
+            oid = int(p["orderId"]) if p.get("orderId") else None
+        except ValueError:
+            return self._bad(-1100, "Illegal characters found in parameter 'limit'.", request)
+        rows = [o for o in self.exchange.account(key).orders.values()
+                if o.symbol == p["symbol"] and (oid is None or o.order_id >= oid)]
+        rows.sort(key=lambda o: o.order_id)
+        rows = rows[:limit] if oid is not None else rows[-limit:]
+        return self._ujson([self.exchange.order_json(o) for o in rows], request)
+
     async def h_order_delete(self, request: web.Request) -> web.Response:
         r = await self._order_request(request)
         if isinstance(r, web.Response):
@@ -286,24 +317,6 @@ class UserApi:
         rows = [t for t in self.exchange.account(key).trades
                 if t["symbol"] == p["symbol"] and (oid is None or t["orderId"] == oid)]
         return self._ujson(rows[-limit:], request)
-
-    async def h_position_risk(self, request: web.Request) -> web.Response:
-        s = await self._signed(request)
-        if isinstance(s, web.Response):
-            return s
-        key, p = s
-        if (i := self._sym_param(p, request, required=False)) is not None:
-            return i
-        self._charge(request, 5)
-        return self._ujson(self.exchange.position_risk(key, p.get("symbol")), request)
-
-    async def h_account(self, request: web.Request) -> web.Response:
-        s = await self._signed(request)
-        if isinstance(s, web.Response):
-            return s
-        key, _ = s
-        self._charge(request, 5)
-        return self._ujson(self.exchange.account_json(key), request)
 
     # ------------------------------------------------------------------ listen keys + user streams
     async def h_listen_key(self, request: web.Request) -> web.Response:

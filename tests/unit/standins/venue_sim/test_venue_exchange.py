@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from standins.venue_sim import accounts as A
 from standins.venue_sim.exchange import ExchangeConfig, ExchangeError, SimExchange
 from standins.venue_sim.model import MarketModel
 from standins.venue_sim.universe import build_universe
@@ -82,7 +83,9 @@ def test_limit_gtc_rests_as_maker_and_fills_when_the_book_crosses(ex):
     ({"quantity": "abc"}, -1100),
     ({"quantity": "0"}, -4003),
     ({"side": "UP"}, -1117),
-    ({"type": "STOP"}, -1116),
+    ({"type": "LIMIT_MAKER"}, -1116),
+    ({"type": "STOP_MARKET", "stopPrice": "1"}, -4120),      # conditional types: algo-order API since 2025-12
+    ({"positionSide": "LONG"}, -4061),                       # one-way account
     ({"newClientOrderId": "x" * 37}, -4015),
     ({"reduceOnly": "true"}, -2022),
     ({"quantity": None}, -1102),
@@ -125,4 +128,4 @@ def test_reduce_only_is_capped_to_the_position_and_realises_pnl(ex):
     rp = sum(float(t["realizedPnl"]) for t in acct.trades if t["orderId"] == o.order_id)
     fee = sum(float(t["commission"]) for t in acct.trades if t["orderId"] == o.order_id)
     assert acct.wallet == pytest.approx(w0 + rp - fee)
-    assert [r["positionAmt"] for r in ex.position_risk(K, _sym(ex, i))] == [_q(ex, i, 0)]
+    assert [r["positionAmt"] for r in A.position_risk_v2(ex, ex.account(K), _sym(ex, i))] == [_q(ex, i, 0)]
