@@ -111,6 +111,7 @@ class ExecutionClient:
         self.stats = ExecStats()
         self.halted = False
         self.last_account: X.AccountUpdate | None = None
+        self.algos: dict[str, X.AlgoUpdate] = {}     # our conditional (algo) orders by clientAlgoId, last state
         self.stream = UserStream(rest, ws_base, self._on_stream, self._on_connect) if ws_base else None
         self._tasks: list[asyncio.Task] = []
         self._sweep_all = asyncio.Event()
@@ -164,6 +165,8 @@ class ExecutionClient:
             return
         if isinstance(ev, X.AccountUpdate):
             self.last_account = ev
+        elif isinstance(ev, X.AlgoUpdate):
+            self._take_algo(ev)
         if self.on_account is not None:
             try:
                 self.on_account(ev)
@@ -173,8 +176,15 @@ class ExecutionClient:
     async def _on_connect(self) -> None:
         self._sweep_all.set()                 # events while we were away are lost: re-read open orders
 
+    def _take_algo(self, a: X.AlgoUpdate) -> None:
+        prev = self.algos.get(a.client_id)
+        if prev is None or a.ts_ms >= prev.ts_ms or a.status != X.ALGO_OPEN:
+            self.algos[a.client_id] = a
+
     def _apply(self, u: X.OrderUpdate, source: str) -> None:
         o = self.orders.get(u.client_id)
+        if o is None and u.client_id in self.algos:
+            return        # the market order one of our algo orders placed: its fills are read by its order id
         if o is None:
             self.stats.unknown_client_id += 1
             log.warning("%s: update for unknown client order id %s (%s %s) dropped", source, u.client_id,
@@ -413,15 +423,77 @@ class ExecutionClient:
         await self._check(o)
         return o
 
-    async def venue_state(self) -> dict[str, Any]:
-        """Read open orders, then positions (with leverage/margin type per symbol), then the wallet; return them
-        parsed with ``ms`` (duration) and ``weight`` (REST weight used, from ``X-MBX-USED-WEIGHT-1M``)."""
+    # ------------------------------------------------------------------ conditional (algo) orders
+    async def place_algo(self, client_id: str, symbol: str, side: str, type: str, trigger_price: str, *,
+                         working_type: str = "MARK_PRICE", close_position: bool = True,
+                         qty: str | None = None) -> X.AlgoUpdate:
+        """``POST /fapi/v1/algoOrder`` (``algoType=CONDITIONAL``; Binance takes STOP_MARKET only there since
+        2025-12-09); return the accepted order. OrderRejected carries the venue's refusal."""
+        params: dict[str, Any] = {"algoType": "CONDITIONAL", "symbol": symbol, "side": side, "type": type,
+                                  "triggerPrice": trigger_price, "workingType": working_type,
+                                  "clientAlgoId": client_id}
+        if close_position:
+            params["closePosition"] = True
+        else:
+            params.update(quantity=qty, reduceOnly=True)
+        a = X.parse_algo_order(await self.rest.request("POST", "/fapi/v1/algoOrder", params, placing=True))
+        self._take_algo(a)
+        return a
+
+    async def cancel_algo(self, client_id: str, symbol: str) -> X.AlgoUpdate | None:
+        """Cancel one of our algo orders (already final: re-read); return its last known state."""
+        try:
+            await self.rest.request("DELETE", "/fapi/v1/algoOrder", {"symbol": symbol, "clientAlgoId": client_id})
+        except OrderRejected as exc:
+            log.info("algo order %s not cancelled (%s %s); re-reading it", client_id, exc.code, exc.msg)
+        return await self.refresh_algo(client_id, symbol)
+
+    async def refresh_algo(self, client_id: str, symbol: str) -> X.AlgoUpdate | None:
+        """Re-read one of our algo orders from the venue; return it (None: the venue does not know it)."""
+        try:
+            a = X.parse_algo_order(await self.rest.request("GET", "/fapi/v1/algoOrder",
+                                                           {"symbol": symbol, "clientAlgoId": client_id}))
+        except OrderRejected:
+            return self.algos.get(client_id)
+        self._take_algo(a)
+        return self.algos.get(client_id)
+
+    async def open_algo_orders(self, symbol: str | None = None) -> list[X.AlgoUpdate]:
+        """The venue's open algo orders (``GET /fapi/v1/openAlgoOrders``); ours are remembered."""
+        out = [X.parse_algo_order(x) for x in await self.rest.request("GET", "/fapi/v1/openAlgoOrders",
+                                                                       {"symbol": symbol})]
+        for a in out:
+            if a.client_id.startswith(CLIENT_ID_PREFIX):
+                self._take_algo(a)
+        return out
+
+    async def order_fills(self, symbol: str, order_id: int) -> list[Fill]:
+        """The fills of one venue order, read from ``/fapi/v1/userTrades`` (an algo order's market order)."""
+        out = []
+        for row in await self.rest.user_trades(symbol, order_id=order_id, limit=1000):
+            oid, f = X.parse_user_trade(row)
+            if oid == order_id:
+                out.append(f)
+        return out
+
+    async def venue_state(self, symbols: list[str] | None = None, orders: bool = True) -> dict[str, Any]:
+        """Read open orders (plain and algo), then positions (with leverage/margin type per symbol), then the wallet;
+        return them parsed with ``ms`` (duration) and ``weight`` (REST weight used, ``X-MBX-USED-WEIGHT-1M``).
+
+        ``symbols`` None reads every symbol's open orders (weight 40 each kind on Binance), a list only those
+        symbols' (weight 1 each); ``orders`` False reads no plain open orders (reconcile at start just did).
+        """
         t0, w0 = time.perf_counter(), self.rest.used_weight
-        opens = [X.parse_rest_order(x) for x in await self.rest.open_orders()]
+        opens: list[X.OrderUpdate] = []
+        algos: list[X.AlgoUpdate] = []
+        for sym in ([None] if symbols is None else symbols):
+            if orders:
+                opens += [X.parse_rest_order(x) for x in await self.rest.open_orders(sym)]
+            algos += await self.open_algo_orders(sym)
         risk = await self.rest.position_risk()
         wallet = X.parse_wallet(await self.rest.account())
         w1 = self.rest.used_weight
-        return {"open_orders": opens, "positions": X.parse_position_risk(risk),
+        return {"open_orders": opens, "open_algos": algos, "positions": X.parse_position_risk(risk),
                 "settings": X.parse_symbol_settings(risk), "wallet": wallet,
                 "ms": (time.perf_counter() - t0) * 1e3, "weight": w1 - w0 if w1 >= w0 else w1}
 
@@ -437,13 +509,22 @@ class ExecutionClient:
         return X.parse_position_risk(await self.rest.position_risk(symbol))
 
     async def kill(self, attempts: int = 3, fill_timeout_s: float = 5.0) -> dict:
-        """Halt entries, cancel all open orders, flatten all positions with reduceOnly MARKET orders."""
+        """Halt entries, cancel all open orders (conditional ones too), flatten all positions with reduceOnly MARKET
+        orders."""
         self.halted = True
         t0 = time.monotonic()
         report: dict[str, Any] = {"canceled_symbols": [], "flatten_orders": [], "flat": False}
         for sym in sorted({X.parse_rest_order(x).symbol for x in await self.rest.open_orders()}):
             await self.rest.cancel_all(sym)
             report["canceled_symbols"].append(sym)
+        try:
+            algo_syms = sorted({a.symbol for a in await self.open_algo_orders()})
+        except OrderRejected as exc:          # a venue without the algo service: nothing conditional to cancel
+            log.warning("kill: open algo orders not read (%s %s)", exc.code, exc.msg)
+            algo_syms = []
+        for sym in algo_syms:
+            await self.rest.request("DELETE", "/fapi/v1/algoOpenOrders", {"symbol": sym})
+            report.setdefault("canceled_algo_symbols", []).append(sym)
         for k in range(attempts):
             poss = await self.positions()
             if not poss:

@@ -329,3 +329,56 @@ def parse_symbol_rules(info: Any) -> dict[str, SymbolRules]:
                 and r.min_qty >= 0 and math.isfinite(r.min_notional)):   # issue 17 fuzzing: "NaN" got through
             raise MalformedMessage(f"{src}: {r.symbol}: tick/step must be finite > 0, minQty/notional finite")
     return out
+
+
+ALGO_OPEN = "NEW"                       # an algo order that can still trigger
+ALGO_DONE = frozenset({"TRIGGERED", "FINISHED"})    # it placed its market order (``actual_order_id``)
+
+
+@dataclass(frozen=True)
+class AlgoUpdate:
+    """A conditional (algo) order: ``ALGO_UPDATE`` event or a ``/fapi/v1/algoOrder`` / ``openAlgoOrders`` object.
+
+    Status: NEW (waiting for its trigger), TRIGGERING, TRIGGERED / FINISHED (it placed ``actual_order_id``),
+    CANCELED, EXPIRED (nothing to reduce), REJECTED.
+    """
+
+    client_id: str
+    algo_id: int
+    symbol: str
+    side: str
+    type: str
+    status: str
+    trigger_price: float
+    actual_order_id: int | None
+    ts_ms: int
+    reason: str = ""
+
+
+def _opt_id(v: Any) -> int | None:
+    if v in (None, "", "0", 0):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_algo_update(ev: dict) -> AlgoUpdate:
+    """Parse an ``ALGO_UPDATE`` user-data event."""
+    src = "ALGO_UPDATE"
+    o = ev.get("o") if isinstance(ev, dict) else None
+    if not isinstance(o, dict):
+        raise MalformedMessage(f"{src}: field 'o' missing or not an object")
+    return AlgoUpdate(_s(o, "caid", src), _i(o, "aid", src), _s(o, "s", src), _s(o, "S", src), _s(o, "o", src),
+                      _s(o, "X", src), _f(o, "tp", src), _opt_id(o.get("ai")), _i(ev, "E", src), str(o.get("rm") or ""))
+
+
+def parse_algo_order(d: Any) -> AlgoUpdate:
+    """Parse a ``/fapi/v1/algoOrder`` (or ``openAlgoOrders`` element) object."""
+    src = "algoOrder"
+    if not isinstance(d, dict):
+        raise MalformedMessage(f"{src}: not an object: {str(d)[:80]}")
+    return AlgoUpdate(_s(d, "clientAlgoId", src), _i(d, "algoId", src), _s(d, "symbol", src), _s(d, "side", src),
+                      _s(d, "orderType", src), _s(d, "algoStatus", src), _f(d, "triggerPrice", src),
+                      _opt_id(d.get("actualOrderId")), int(d.get("updateTime") or 0))

@@ -7,9 +7,10 @@ within it), reconnects with exponential backoff and full jitter after any close,
 (re)connect — events sent while we were away are lost for good, so the caller sweeps open orders
 over REST then. Frames are parsed once here (``ORDER_TRADE_UPDATE`` → :class:`OrderUpdate`,
 ``ACCOUNT_UPDATE`` → :class:`AccountUpdate`, ``ACCOUNT_CONFIG_UPDATE`` → :class:`AccountConfigUpdate`,
-``MARGIN_CALL`` → :class:`MarginCall`); malformed ones are counted and logged at most once per 10 s,
-never passed on. Event kinds we do not use (``TRADE_LITE``, ``CONDITIONAL_ORDER_TRIGGER_REJECT``, new
-ones Binance adds) are ignored and counted per kind (``unknown_kinds``), logged once per kind.
+``MARGIN_CALL`` → :class:`MarginCall`, ``ALGO_UPDATE`` → :class:`AlgoUpdate`); malformed ones are
+counted and logged at most once per 10 s, never passed on. Event kinds we do not use (``TRADE_LITE``,
+``CONDITIONAL_ORDER_TRIGGER_REJECT``, new ones Binance adds) are ignored and counted per kind
+(``unknown_kinds``), logged once per kind.
 """
 from __future__ import annotations
 
@@ -123,6 +124,8 @@ class UserStream:
                 parsed = X.parse_account_config_update(ev)
             elif kind == "MARGIN_CALL":
                 parsed = X.parse_margin_call(ev)
+            elif kind == "ALGO_UPDATE":
+                parsed = X.parse_algo_update(ev)
             elif kind == "listenKeyExpired":
                 log.warning("user stream: listen key expired; reconnecting with a new one")
                 return True

@@ -81,7 +81,7 @@ def venue_mismatches(held: Held | None, step: float, known_open: Mapping[str, st
     stop_open : whether the position's protective stop is open on the venue (None: no stop is wanted).
     gap, gap0 : the venue's USDT wallet less the trader's capital (and the funding taken but not booked yet), now
         and at start. Everything the trader books (fills' PnL, commissions, funding) moves both alike, so the gap
-        stays; a change beyond ``max(0.05, 1e-6 x gap0)`` USDT is money the journal does not explain (a transfer,
+        stays; a change beyond 0.01 USDT (+ 1e-9 of it, float rounding) is money the journal does not explain (a transfer,
         another strategy on the same account, a fill or a fee it never saw).
     baseline, settings : symbol -> (leverage, margin type) at start, and now.
     """
@@ -104,7 +104,7 @@ def venue_mismatches(held: Held | None, step: float, known_open: Mapping[str, st
             out[f"order:{cid}"] = f"our order {cid} ({sym}) is open in the journal; the venue does not hold it open"
     if held is not None and stop_open is False:
         out[f"stop:{held.trade_id}"] = f"position {held.trade_id} {held.symbol} has no protective stop on the venue"
-    if gap is not None and gap0 is not None and abs(gap - gap0) > max(0.05, 1e-6 * abs(gap0)):
+    if gap is not None and gap0 is not None and abs(gap - gap0) > 0.01 + 1e-9 * abs(gap0):
         out["balance"] = (f"the venue's USDT wallet moved {gap - gap0:+.4f} more than the journal's capital "
                           "(unexplained: a transfer, another strategy on this account, an unbooked fill or fee)")
     for sym, (lev, mt) in (baseline or {}).items():

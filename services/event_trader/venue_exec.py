@@ -32,25 +32,29 @@ fails (full disk) is held in order and retried, never lost while the trader runs
 
 Running safely (issue 29; the pure parts in :mod:`services.event_trader.safety`):
 
-* **Protective stop.** Every entry is followed by a reduceOnly STOP_MARKET order for the filled quantity,
-  ``stop_pct`` (default 12 %) against the position from its entry price (``workingType`` MARK_PRICE), so a
-  trader that dies leaves a protected position. ``close`` cancels it after the exit (a stop that fired first
-  has its fills booked with the exit), the kill switch cancels it with every other order, and a restart
-  adopts it with the position (the journal holds its client id; no second stop). A stop that fires while
-  the trader runs is booked as a forced exit (``kill_exits``, reason ``PROTECTIVE_STOP``) at the next scan.
+* **Protective stop.** Every entry is followed by a STOP_MARKET ``closePosition`` order (Binance's algo-order
+  API, ``POST /fapi/v1/algoOrder``: since 2025-12-09 ``/fapi/v1/order`` refuses conditional types), ``stop_pct``
+  (default 12 %) against the position from its entry price, ``workingType`` MARK_PRICE, so a trader that dies
+  leaves a protected position. ``close`` cancels it after the exit (a stop that fired first has its fills
+  booked with the exit), the kill switch cancels it with every other order, and a restart adopts it with the
+  position (the snapshot holds its client id; no second stop). A stop that fires while the trader runs is
+  booked as a forced exit (``kill_exits``, reason ``PROTECTIVE_STOP``) at the next scan.
 * **Periodic reconcile** (:meth:`check`, every ``reconcile_s`` on the safety thread, at once after an account
-  event): open orders, positions (with every symbol's leverage and margin type) and the wallet are read and
-  compared with the journal (:func:`~services.event_trader.safety.venue_mismatches`). A mismatch freezes
-  entries (:class:`EntriesFrozen`, journaled ``ENTRY_NOT_TAKEN`` by the core) and journals a ``RECONCILE``
-  row; entries open again only when a later check finds the venue and the journal agreeing (another
-  ``RECONCILE`` row says so). A position whose stop is missing gets a new one after the mismatch is journaled.
+  event): open orders (plain and algo: at start every symbol's, then only in the symbols where the journal
+  holds a position or an open order, weight 1 each instead of 40), positions (with every symbol's leverage
+  and margin type) and the wallet are compared with the journal
+  (:func:`~services.event_trader.safety.venue_mismatches`). A mismatch freezes entries
+  (:class:`EntriesFrozen`, journaled ``ENTRY_NOT_TAKEN`` by the core) and journals a ``RECONCILE`` row;
+  entries open again only when a later check finds the venue and the journal agreeing (another
+  ``RECONCILE`` row). A position whose stop is missing gets a new one after the mismatch is journaled.
 * **External changes.** ``ACCOUNT_CONFIG_UPDATE`` (leverage changed by hand, multi-assets mode) freezes
   entries at once; the reconcile clears it when ``positionRisk`` shows the start values again.
   ``MARGIN_CALL`` is journaled and counted (the state's ``safety.margin_calls``; observability/alerts.py).
-* **Funding.** After an entry the position's symbol is watched: ``/fapi/v1/income`` ``FUNDING_FEE`` rows from
-  the entry's fill time on (fetched each reconcile and at once after an ``ACCOUNT_UPDATE`` with reason
-  ``FUNDING_FEE``; deduplicated by ``tranId``) wait in ``funding_due`` until the core books them at its next
-  scan (:meth:`book_funding`: capital, a ``FUNDING`` journal row, recorded for the parity replay).
+* **Funding.** After an entry the position's symbol is watched: its ``/fapi/v1/income`` ``FUNDING_FEE`` rows
+  from the entry's fill time on (weight 30: read at once after an ``ACCOUNT_UPDATE`` with reason
+  ``FUNDING_FEE``, after the exit, and every ``FUNDING_POLL_S`` in case an event was missed; deduplicated by
+  ``tranId``) wait in ``funding_due`` until the core books them at its next scan (:meth:`book_funding`:
+  capital, a ``FUNDING`` journal row, recorded for the parity replay).
 * ``to_dict()['safety']`` — ``frozen``, ``reasons``, ``margin_calls``, the last reconcile's cost — reaches
   ``DOLPHIN_STATE_BLUE[latest].paper.safety``, where the alerts read it.
 """
@@ -74,6 +78,7 @@ from services.event_trader.safety import (AccountEvents, EntriesFrozen, Held, Sa
                                           venue_mismatches)
 
 log = logging.getLogger(__name__)
+FUNDING_POLL_S = 900.0     # income is read at a FUNDING_FEE event, at the exit, and at least this often in a position
 
 
 class VenueAccount:
@@ -86,7 +91,8 @@ class VenueAccount:
         self.runtime, self.journal, self.strategy = runtime, journal, strategy
         self.safety = safety or SafetyConfig()
         self.events = events or AccountEvents()
-        self.stop_cid: str | None = None           # the open position's protective stop (client order id)
+        self.stop_cid: str | None = None           # the open position's protective stop (clientAlgoId)
+        self.stop_symbol: str | None = None
         self._stop_seq = 0
         self.mismatches: dict[str, str] = {}       # key -> what the venue and the journal disagree on
         self.baseline: dict[str, tuple[int, str]] | None = None   # leverage / margin type per symbol at start
@@ -100,6 +106,9 @@ class VenueAccount:
                       "last_error": None}
         self._safety_thread: threading.Thread | None = None
         self._gap0: float | None = None
+        self._killing = False
+        self._check_due = False
+        self._funding_event = False
         self.held = held or HeldAppends(journal)     # order events and reports survive a full disk (held, retried)
         self.kill_switch = kill_switch
         self.fill_timeout_s, self.max_exit_rounds = fill_timeout_s, max_exit_rounds
@@ -154,6 +163,7 @@ class VenueAccount:
         v = d.get("venue") or {}
         self.entry_ts_ms = int(v.get("entry_ts_ms", 0))
         self.stop_cid = v.get("stop_cid")
+        self.stop_symbol = v.get("stop_symbol") or (self.position.symbol if self.position is not None else None)
         self._stop_seq = int(v.get("stop_seq", 0))
         self.funding_watch = [dict(w) for w in v.get("funding_watch", [])]
         self.funding_ids = [int(x) for x in v.get("funding_ids", [])]
@@ -172,7 +182,8 @@ class VenueAccount:
                 "day": self.day, "day_start_capital": self.day_start_capital, "day_trades": self.day_trades,
                 "fees_paid": self.fees_paid, "history": self.history,
                 "venue": {"qty": self.qty, "entry_ts_ms": self.entry_ts_ms, "stop_cid": self.stop_cid,
-                          "stop_seq": self._stop_seq, "funding_watch": [dict(w) for w in self.funding_watch],
+                          "stop_symbol": self.stop_symbol, "stop_seq": self._stop_seq,
+                          "funding_watch": [dict(w) for w in self.funding_watch],
                           "funding_ids": list(self.funding_ids), "funding_due": [dict(r) for r in self.funding_due],
                           "funding_total": self.funding_total},
                 "safety": self.safety_state()}
@@ -284,10 +295,10 @@ class VenueAccount:
                 if o.status == OrderStatus.REJECTED and (o.reason or "").startswith("-2022"):
                     left = 0.0            # reduceOnly refused: the venue holds nothing more to close
                     break
-            stop = self._end_stop()
-            if stop is not None and stop.fills:
-                fills += list(stop.fills.values())       # the stop fired before (or during) our exit: its fills count
-                left -= stop.filled_qty
+            fired = self._end_stop()
+            if fired:                                    # the stop fired before (or during) our exit: its fills count
+                fills += fired
+                left -= sum(f.qty for f in fired)
             if rules.round_qty(left) > 0:
                 log.critical("exit of #%d %s incomplete (%.8g left); engaging the kill switch", pos.trade_id,
                              pos.symbol, left)
@@ -356,14 +367,14 @@ class VenueAccount:
                 else:
                     actions.append({"foreign_position": sym, "amount": v["amount"]})
             rep["actions"] = actions
-            rep["stop"] = self._adopt_stop()
             self.held.append("RECONCILE", rep)
             self.reconcile_report = rep
             return rep
 
     # ------------------------------------------------------------------ protective stop
-    def _place_stop(self, scan: int | str) -> dict | None:
-        """(under _lock) Place the open position's reduceOnly STOP_MARKET; return its summary (None: not placed)."""
+    def _place_stop(self, scan: int) -> dict | None:
+        """(under _lock) Place the open position's STOP_MARKET (closePosition, an algo order); return its summary
+        (None: not placed — the position stands, the reconcile places it again)."""
         pos = self.position
         if pos is None or self.safety.stop_pct <= 0:
             return None
@@ -373,78 +384,83 @@ class VenueAccount:
         self._stop_seq += 1
         cid = client_order_id(self.strategy, self.day or "-", scan, side, f"stop-{pos.trade_id}-{self._stop_seq}")
         try:
-            o = self._call(self.client.submit, OrderIntent(
-                cid, pos.symbol, side, str(rules.round_qty(self.qty)), type="STOP_MARKET", reduce_only=True,
-                stop_price=str(sp), working_type=self.safety.stop_working_type,
-                meta={"leg": "stop", "trade_id": pos.trade_id, "stop_price": float(sp)}))
-        except Exception as exc:  # noqa: BLE001 - the position stands; the reconcile places it again
+            a = self._call(self.client.place_algo, cid, pos.symbol, side, "STOP_MARKET", str(sp),
+                           working_type=self.safety.stop_working_type)
+        except Exception as exc:  # noqa: BLE001 - refused / venue down: the reconcile retries
             log.critical("protective stop for #%d %s not placed: %s: %s (the reconcile retries)", pos.trade_id,
                          pos.symbol, type(exc).__name__, exc)
+            self.held.append("STOP_NOT_PLACED", {"trade_id": pos.trade_id, "symbol": pos.symbol, "client_id": cid,
+                                                 "error": f"{type(exc).__name__}: {exc}"})
             return None
-        if o.status == OrderStatus.REJECTED:
-            log.critical("protective stop for #%d %s refused by the venue (%s); the reconcile retries", pos.trade_id,
-                         pos.symbol, o.reason)
-            return None
-        self.stop_cid = cid
-        log.info("protective stop for #%d %s: %s %s at %s (%s)", pos.trade_id, pos.symbol, side, self.qty, sp, cid)
-        return {"client_id": cid, "stop_price": float(sp), "side": side}
+        self.stop_cid, self.stop_symbol = cid, pos.symbol
+        rec = {"client_id": cid, "algo_id": a.algo_id, "symbol": pos.symbol, "side": side, "stop_price": float(sp),
+               "trade_id": pos.trade_id, "status": a.status}
+        self.held.append("STOP_PLACED", rec)
+        log.info("protective stop for #%d %s: %s closePosition at %s (%s)", pos.trade_id, pos.symbol, side, sp, cid)
+        return rec
+
+    def _stop_state(self):
+        return self.client.algos.get(self.stop_cid) if self.stop_cid else None
 
     def _stop_open(self) -> bool:
-        o = self.client.orders.get(self.stop_cid) if self.stop_cid else None
-        return o is not None and not o.terminal
+        a = self._stop_state()
+        return a is not None and a.status == X.ALGO_OPEN
 
-    def _end_stop(self):
-        """(under _lock) Cancel the position's stop if open; return its Order (its fills: it fired) or None."""
-        cid, self.stop_cid = self.stop_cid, None
-        o = self.client.orders.get(cid) if cid else None
-        if o is None:
-            return None
-        if not o.terminal:
-            try:
-                o = self._call(self.client.cancel, cid)
-            except Exception as exc:  # noqa: BLE001 - reduceOnly: it can no longer open anything; reconcile reports it
-                log.error("protective stop %s not cancelled: %s: %s", cid, type(exc).__name__, exc)
-        return o
+    def _stop_fills(self, a) -> list:
+        """(under _lock) The fills of the market order a triggered stop placed (from the venue, by its order id)."""
+        if a is None or a.status not in X.ALGO_DONE or a.actual_order_id is None:
+            return []
+        return self._call(self.client.order_fills, a.symbol, a.actual_order_id)
 
-    def _adopt_stop(self) -> dict:
-        """(under _lock, at start) Keep the position's stop if it is open on the venue, else place one; cancel the rest."""
-        out: dict[str, Any] = {"adopted": None, "placed": None, "fired": None}
+    def _end_stop(self) -> list:
+        """(under _lock) Cancel the position's stop if open; return the fills it made if it fired (else [])."""
+        cid, sym, self.stop_cid = self.stop_cid, self.stop_symbol, None
+        if not cid:
+            return []
+        a = self.client.algos.get(cid)
+        try:
+            if a is None or a.status == X.ALGO_OPEN or a.status == "TRIGGERING":
+                a = self._call(self.client.cancel_algo, cid, sym)
+            if a is not None:
+                self.held.append("STOP_" + a.status, {"client_id": cid, "symbol": sym, "algo_id": a.algo_id})
+            return self._stop_fills(a)
+        except Exception as exc:  # noqa: BLE001 - closePosition: it expires with the position; reconcile reports it
+            log.error("protective stop %s not cancelled: %s: %s", cid, type(exc).__name__, exc)
+            return []
+
+    def _adopt_stop(self, opens: dict) -> dict:
+        """(under _lock, at start) Keep the position's stop if it is open on the venue (``opens``: the venue's open
+        algo orders by client id), else place one; cancel our other open algo orders (a stop left by a crashed run
+        whose position is gone)."""
+        out: dict[str, Any] = {"adopted": None, "placed": None, "strays_canceled": []}
         if self.position is None and self.stop_cid:
-            o = self._end_stop()
-            if o is not None and o.fills:
-                out["fired"] = {"client_id": o.client_id, "qty": o.filled_qty, "price": o.avg_price}
-        out["strays_canceled"] = self._stray_stops()
+            out["fired"] = [f.to_dict() for f in self._end_stop()] or None
+        for cid, a in opens.items():
+            if cid.startswith("DLP-") and (self.position is None or cid != self.stop_cid):
+                self._call(self.client.cancel_algo, cid, a.symbol)
+                out["strays_canceled"].append(cid)
         if self.position is not None and self.safety.stop_pct > 0:
-            if self._stop_open():
+            if self.stop_cid in opens:
                 out["adopted"] = self.stop_cid
             else:
-                out["placed"] = self._place_stop("restart")
-        return out
-
-    def _stray_stops(self) -> list[str]:
-        """(under _lock) Cancel our open stops that are not the current position's; return their client ids."""
-        out = []
-        for cid, o in list(self.client.orders.items()):
-            if o.meta.get("leg") == "stop" and cid != self.stop_cid and not o.terminal:
-                try:
-                    self._call(self.client.cancel, cid)
-                    out.append(cid)
-                except Exception as exc:  # noqa: BLE001
-                    log.error("stray stop %s not cancelled: %s", cid, exc)
+                out["placed"] = self._place_stop(int(time.time()))
         return out
 
     def _stop_fired(self) -> dict | None:
-        """(under _lock) The stop filled while we run: book the exit as a forced one (the core books it next scan)."""
-        o = self.client.orders.get(self.stop_cid) if self.stop_cid else None
-        pos = self.position
-        if o is None or pos is None or not o.fills or not (o.terminal or o.filled_qty >= self.qty - 1e-12):
+        """(under _lock) The stop fired while we run: book the exit as a forced one (the core books it next scan)."""
+        a, pos = self._stop_state(), self.position
+        if pos is None or a is None or a.status not in X.ALGO_DONE:
+            return None
+        fills = self._stop_fills(a)
+        if not fills:
             return None
         self.stop_cid = None
-        rec = self._book_exit(pos, list(o.fills.values()), "PROTECTIVE_STOP", 0.0, None)
+        rec = self._book_exit(pos, fills, "PROTECTIVE_STOP", 0.0, None)
         self.kill_exits.append(rec)
-        self.held.append("PROTECTIVE_STOP", {"trade_id": pos.trade_id, "symbol": pos.symbol, "client_id": o.client_id,
-                                             "qty": o.filled_qty, "price": o.avg_price, "net": rec["net"]})
-        log.critical("PROTECTIVE STOP fired for #%d %s at %.6g (net %.4f)", pos.trade_id, pos.symbol, o.avg_price,
+        self.held.append("STOP_FIRED", {"trade_id": pos.trade_id, "symbol": pos.symbol, "client_id": a.client_id,
+                                        "order_id": a.actual_order_id, "qty": rec["qty"], "price": rec["price"],
+                                        "net": rec["net"]})
+        log.critical("PROTECTIVE STOP fired for #%d %s at %.6g (net %.4f)", pos.trade_id, pos.symbol, rec["price"],
                      rec["net"])
         return rec
 
@@ -455,7 +471,24 @@ class VenueAccount:
         with self._lock:
             if not self.held.flush():
                 log.error("reconcile: %d journal event(s) still held", len(self.held.held))
-            st = self._call(self.client.venue_state, timeout_s=30.0)
+            if self._killing:        # the kill switch is flattening; its exit is not booked yet: judge after it
+                return {"kind": "skipped", "why": "kill switch flattening"}
+            if initial:      # every symbol's algo orders; the plain ones were read by reconcile() just before
+                st = self._call(self.client.venue_state, None, False, timeout_s=30.0)
+                stop_rep = self._adopt_stop({a.client_id: a for a in st["open_algos"]})
+                st["open_algos"] = [a for a in st["open_algos"] if a.client_id not in stop_rep["strays_canceled"]]
+                if stop_rep["placed"] is not None:
+                    st["open_algos"].append(self.client.algos[self.stop_cid])
+                if self.reconcile_report is not None:
+                    self.reconcile_report["stop"] = stop_rep
+                    self.held.append("RECONCILE", {"kind": "stop", **stop_rep})
+            else:            # only the symbols where the journal holds something (weight 1 each, not 40)
+                syms = {o.symbol for o in self.client.orders.values() if not o.terminal}
+                syms |= {s for s in (self.stop_symbol, self.position.symbol if self.position else None) if s}
+                st = self._call(self.client.venue_state, sorted(syms), timeout_s=30.0)
+            algo_open = {a.client_id: a.symbol for a in st["open_algos"]}
+            if self.stop_cid and self.stop_cid not in algo_open and self._stop_open():
+                self._call(self.client.refresh_algo, self.stop_cid, self.stop_symbol)   # fired or cancelled?
             fired = self._stop_fired()
             cost_ms, weight = st["ms"], st["weight"]
             if self.funding_watch:
@@ -470,10 +503,12 @@ class VenueAccount:
                 self.baseline, self._gap0 = settings, gap
             known = {}
             for cid, o in list(self.client.orders.items()):
-                if cid.startswith("DLP-") and not o.terminal and o.status != OrderStatus.PENDING_NEW:
+                if cid.startswith("DLP-") and not o.terminal and o.status != OrderStatus.PENDING_NEW and not initial:
                     known[cid] = o.symbol
-            on_venue = {u.client_id for u in st["open_orders"]}
-            for cid in [c for c in known if c not in on_venue]:      # a final event we may not have seen yet
+            if self._stop_open():
+                known[self.stop_cid] = self.stop_symbol
+            on_venue = {u.client_id for u in st["open_orders"]} | set(algo_open)
+            for cid in [c for c in known if c not in on_venue and c in self.client.orders]:   # a final event not seen yet
                 try:
                     self._call(self.client.refresh, cid)
                 except Exception as exc:  # noqa: BLE001
@@ -485,15 +520,16 @@ class VenueAccount:
             step = float(self.client.rules[pos.symbol].step) if pos is not None else 0.0
             found = venue_mismatches(
                 held, step, known, {p.symbol: p.amount for p in st["positions"]},
-                [(u.client_id, u.symbol) for u in st["open_orders"]],
-                None if self.safety.stop_pct <= 0 else self._stop_open(), gap, self._gap0, self.baseline, settings)
+                [(u.client_id, u.symbol) for u in st["open_orders"]] + list(algo_open.items()),
+                None if self.safety.stop_pct <= 0 else self.stop_cid in algo_open, gap, self._gap0, self.baseline,
+                settings)
             for k, v in self.mismatches.items():       # stream-reported, not visible in positionRisk: kept until seen
                 if k == "multi_assets" and k not in found:
                     found[k] = v
             rep = self._set_mismatches(found, "initial" if initial else "periodic", stop_fired=fired,
                                        wallet=st["wallet"], capital=self.capital, ms=round(cost_ms, 3), weight=weight)
             if pos is not None and self.position is pos and self.safety.stop_pct > 0 and not self._stop_open():
-                rep["stop_placed"] = self._place_stop("reconcile")
+                rep["stop_placed"] = self._place_stop(int(time.time()))
             self.recon.update(cycles=self.recon["cycles"] + 1, last_ms=round(cost_ms, 3), last_weight=weight,
                               last_ts=time.time(), last_error=None)
             return rep
@@ -519,7 +555,12 @@ class VenueAccount:
         """(under _lock) Take the watched positions' new FUNDING_FEE income rows into ``funding_due``."""
         seen = set(self.funding_ids)
         keep = []
+        event, self._funding_event = self._funding_event, False
         for w in self.funding_watch:
+            if not (event or w["end_ms"] is not None or time.time() - float(w.get("fetched", 0.0)) >= FUNDING_POLL_S):
+                keep.append(w)
+                continue
+            w["fetched"] = time.time()
             rows = self._call(self.client.income, w["symbol"], w["start_ms"], timeout_s=30.0)
             for r in sorted(rows, key=lambda r: (r.time_ms, r.tran_id)):
                 if (r.income_type != "FUNDING_FEE" or r.symbol != w["symbol"] or r.tran_id in seen
@@ -568,12 +609,23 @@ class VenueAccount:
             log.critical("MARGIN_CALL from the venue: %s", self.last_margin_call)
             return True
         if isinstance(ev, X.AccountUpdate):
-            return ev.reason == "FUNDING_FEE" or (self.stop_cid is not None and self._stop_has_fills())
+            if ev.reason == "FUNDING_FEE":
+                self._funding_event = True
+                return True
+            return False
+        if isinstance(ev, X.AlgoUpdate):
+            if ev.client_id == self.stop_cid and ev.status != X.ALGO_OPEN:
+                self.held.append("STOP_" + ev.status, {"client_id": ev.client_id, "symbol": ev.symbol,
+                                                       "algo_id": ev.algo_id, "order_id": ev.actual_order_id,
+                                                       "reason": ev.reason})
+                return True             # fired, or cancelled/expired behind our back: reconcile at once
+            return False
         return False
 
-    def _stop_has_fills(self) -> bool:
-        o = self.client.orders.get(self.stop_cid) if self.stop_cid else None
-        return o is not None and bool(o.fills)
+    def check_soon(self) -> None:
+        """Ask the safety thread for a reconcile now (after a kill, a cleared kill switch)."""
+        self._check_due = True
+        self.events.wake.set()
 
     def _safety_loop(self) -> None:
         next_at = time.monotonic() + self.safety.reconcile_s
@@ -582,7 +634,8 @@ class VenueAccount:
             if self._stop.is_set():
                 break
             self.events.wake.clear()
-            due = time.monotonic() >= next_at
+            due = time.monotonic() >= next_at or self._check_due
+            self._check_due = False
             for ev in self.events.drain():
                 try:
                     due = self._on_account_event(ev) or due
@@ -619,6 +672,7 @@ class VenueAccount:
                     self._kill_handled = False
                     self.client.clear_kill()
                     self.held.append("KILL_CLEARED", {})
+                    self.check_soon()
                     log.warning("kill switch cleared: entries allowed again")
             except Exception:  # noqa: BLE001 - the watcher must survive a venue hiccup and retry
                 log.exception("kill watcher")
@@ -626,6 +680,7 @@ class VenueAccount:
     def kill(self) -> dict:
         """Cancel everything and flatten (reduceOnly); book our position's flattening; journal the report."""
         self.client.halted = True
+        self._killing = True          # the reconcile holds its verdict until the flattening is booked
         flag = self.kill_switch.read() if self.kill_switch is not None else None
         rep = self._call(self.client.kill, timeout_s=60.0)
         with self._lock:
@@ -640,6 +695,8 @@ class VenueAccount:
             rep["flag"] = flag
             self.held.append("KILL_SWITCH", rep)
             self._kill_handled = True
+            self._killing = False
+        self.check_soon()
         return rep
 
     async def _closing_trades(self, pos: PaperPosition) -> list:

@@ -45,8 +45,11 @@ def main(argv: list[str]) -> int:
     except RuntimeError as exc:
         outcome = f"refused: {exc}"
     pos = [{"symbol": p.symbol, "amount": p.amount} for p in acct._call(acct.client.positions)]
+    algos = [{"client_id": a.client_id, "symbol": a.symbol, "type": a.type, "side": a.side}
+             for a in acct._call(acct.client.open_algo_orders)]
     print(json.dumps({"step": "REPORT", "outcome": outcome, "position": acct.to_dict()["position"],
-                      "venue_positions": pos, "report": acct.reconcile_report}), flush=True)
+                      "venue_positions": pos, "report": acct.reconcile_report, "open_algos": algos,
+                      "stop_cid": acct.stop_cid}), flush=True)
     acct.stop()
     journal.close()
     return 0

@@ -37,7 +37,7 @@ def test_venue_and_journal_that_agree_have_no_mismatch():
     (dict(venue_open=[("DLP-stop", "ETHUSDT"), ("DLP-x", "ETHUSDT")]), "order:DLP-x"),   # ours, unknown open
     (dict(venue_open=[], stop_open=True), "order:DLP-stop"),                       # open for us, not on the venue
     (dict(stop_open=False, known_open={}, venue_open=[]), "stop:7"),               # the position lost its stop
-    (dict(gap=974_990.0), "balance"),                                              # 10 USDT nobody booked
+    (dict(gap=974_999.95), "balance"),                                             # a fee nobody booked
     (dict(settings={**BASE, "ETHUSDT": (5, "cross")}), "leverage:ETHUSDT"),        # leverage changed by hand
     (dict(settings={**BASE, "BTCUSDT": (20, "isolated")}), "margin:BTCUSDT"),      # margin type changed by hand
 ])
@@ -47,7 +47,7 @@ def test_each_disagreement_is_one_keyed_mismatch(change, key):
 
 
 def test_quantities_within_half_a_step_and_cent_sized_balance_noise_agree():
-    assert _agree(venue_positions={"ETHUSDT": -0.5004}, gap=975_000.04) == {}
+    assert _agree(venue_positions={"ETHUSDT": -0.5004}, gap=975_000.008) == {}
     assert "position:ETHUSDT" in _agree(venue_positions={"ETHUSDT": -0.501})
 
 
