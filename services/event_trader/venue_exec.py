@@ -552,19 +552,20 @@ class VenueAccount:
         return rep
 
     def _fetch_funding(self) -> None:
-        """(under _lock) Take the watched positions' new FUNDING_FEE income rows into ``funding_due``."""
+        """(under _lock) Take the watched positions' new FUNDING_FEE income rows into ``funding_due`` (one income
+        read per symbol, from its oldest watched entry on)."""
         seen = set(self.funding_ids)
-        keep = []
         event, self._funding_event = self._funding_event, False
-        for w in self.funding_watch:
-            if not (event or w["end_ms"] is not None or time.time() - float(w.get("fetched", 0.0)) >= FUNDING_POLL_S):
-                keep.append(w)
-                continue
-            w["fetched"] = time.time()
-            rows = self._call(self.client.income, w["symbol"], w["start_ms"], timeout_s=30.0)
+        now = time.time()
+        due = [w for w in self.funding_watch
+               if event or w["end_ms"] is not None or now - float(w.get("fetched", 0.0)) >= FUNDING_POLL_S]
+        for sym in sorted({w["symbol"] for w in due}):
+            ws = [w for w in due if w["symbol"] == sym]
+            rows = self._call(self.client.income, sym, min(w["start_ms"] for w in ws), timeout_s=30.0)
             for r in sorted(rows, key=lambda r: (r.time_ms, r.tran_id)):
-                if (r.income_type != "FUNDING_FEE" or r.symbol != w["symbol"] or r.tran_id in seen
-                        or r.time_ms < w["start_ms"] or (w["end_ms"] is not None and r.time_ms > w["end_ms"])):
+                w = next((w for w in ws if w["start_ms"] <= r.time_ms
+                          and (w["end_ms"] is None or r.time_ms <= w["end_ms"])), None)
+                if r.income_type != "FUNDING_FEE" or r.symbol != sym or r.tran_id in seen or w is None:
                     continue
                 seen.add(r.tran_id)
                 self.funding_ids = (self.funding_ids + [r.tran_id])[-500:]
@@ -573,11 +574,12 @@ class VenueAccount:
                                          "source": "venue"})
                 log.info("funding fee %+.8f %s for #%s (tranId %s) taken; booked at the next scan", r.income,
                          r.symbol, w["trade_id"], r.tran_id)
-            if w["end_ms"] is not None:
-                w["after"] = int(w.get("after", 0)) + 1
-            if w["end_ms"] is None or w["after"] < 2:     # a closed position: looked at twice more, then dropped
-                keep.append(w)
-        self.funding_watch = keep
+            for w in ws:
+                w["fetched"] = now
+                if w["end_ms"] is not None:
+                    w["after"] = int(w.get("after", 0)) + 1
+        # a closed position's watch is read twice after its exit (a fee booked late by the venue), then dropped
+        self.funding_watch = [w for w in self.funding_watch if w["end_ms"] is None or int(w.get("after", 0)) < 2]
 
     def book_funding(self, row: Mapping[str, Any]) -> dict:
         """Book one taken funding fee (the core calls this on the decision thread); return the journal payload."""
