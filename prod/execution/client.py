@@ -31,6 +31,7 @@ the user stream (``ACCOUNT_UPDATE``, ``ACCOUNT_CONFIG_UPDATE``, ``MARGIN_CALL``)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -446,7 +447,11 @@ class ExecutionClient:
             await self.rest.request("DELETE", "/fapi/v1/algoOrder", {"symbol": symbol, "clientAlgoId": client_id})
         except OrderRejected as exc:
             log.info("algo order %s not cancelled (%s %s); re-reading it", client_id, exc.code, exc.msg)
-        return await self.refresh_algo(client_id, symbol)
+            return await self.refresh_algo(client_id, symbol)
+        a = self.algos.get(client_id)
+        if a is not None and a.status == X.ALGO_OPEN:
+            self.algos[client_id] = dataclasses.replace(a, status="CANCELED")
+        return self.algos.get(client_id)
 
     async def refresh_algo(self, client_id: str, symbol: str) -> X.AlgoUpdate | None:
         """Re-read one of our algo orders from the venue; return it (None: the venue does not know it)."""

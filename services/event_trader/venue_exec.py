@@ -78,7 +78,8 @@ from services.event_trader.safety import (AccountEvents, EntriesFrozen, Held, Sa
                                           venue_mismatches)
 
 log = logging.getLogger(__name__)
-FUNDING_POLL_S = 900.0     # income is read at a FUNDING_FEE event, at the exit, and at least this often in a position
+FUNDING_POLL_S = 900.0     # income is read at a FUNDING_FEE event and at least this often in a position,
+FUNDING_AFTER_EXIT_S = 30.0  # and once this long after the exit (a fee the venue charged just before it)
 
 
 class VenueAccount:
@@ -109,6 +110,7 @@ class VenueAccount:
         self._killing = False
         self._check_due = False
         self._funding_event = False
+        self._closing = False         # close() ends the stop itself: its EXPIRED/CANCELED event needs no reconcile
         self.held = held or HeldAppends(journal)     # order events and reports survive a full disk (held, retried)
         self.kill_switch = kill_switch
         self.fill_timeout_s, self.max_exit_rounds = fill_timeout_s, max_exit_rounds
@@ -281,37 +283,47 @@ class VenueAccount:
             side = "BUY" if pos.direction < 0 else "SELL"
             rules = self.client.rules[pos.symbol]
             left, fills = self.qty, []
-            ids = []
-            for k in range(self.max_exit_rounds):
-                q = rules.round_qty(left)
-                if q <= 0:
-                    break
-                cid = client_order_id(self.strategy, self.day or "-", scan, side, f"exit-{pos.trade_id}-{k}")
-                o = self._fill_order(OrderIntent(cid, pos.symbol, side, str(q), reduce_only=True, meta={
-                    "leg": "exit", "trade_id": pos.trade_id, "reason": reason, "scan": scan}))
-                ids.append(cid)
-                fills += list(o.fills.values())
-                left -= o.filled_qty
-                if o.status == OrderStatus.REJECTED and (o.reason or "").startswith("-2022"):
-                    left = 0.0            # reduceOnly refused: the venue holds nothing more to close
-                    break
-            fired = self._end_stop()
-            if fired:                                    # the stop fired before (or during) our exit: its fills count
-                fills += fired
-                left -= sum(f.qty for f in fired)
-            if rules.round_qty(left) > 0:
-                log.critical("exit of #%d %s incomplete (%.8g left); engaging the kill switch", pos.trade_id,
-                             pos.symbol, left)
-                if self.kill_switch is not None:
-                    self.kill_switch.engage(f"exit of trade {pos.trade_id} incomplete")
-            rec = self._book_exit(pos, fills, reason, now, scan)
-            rec.update(client_ids=ids, incomplete=rules.round_qty(left) > 0)
-            return rec
+            self._closing = True
+            try:
+                return self._close(pos, side, rules, left, fills, reason, now, scan)
+            finally:
+                self._closing = False
+
+    def _close(self, pos: PaperPosition, side: str, rules: Any, left: float, fills: list, reason: str, now: float,
+               scan: int) -> dict:
+        """(under _lock) close()'s body."""
+        ids = []
+        for k in range(self.max_exit_rounds):
+            q = rules.round_qty(left)
+            if q <= 0:
+                break
+            cid = client_order_id(self.strategy, self.day or "-", scan, side, f"exit-{pos.trade_id}-{k}")
+            o = self._fill_order(OrderIntent(cid, pos.symbol, side, str(q), reduce_only=True, meta={
+                "leg": "exit", "trade_id": pos.trade_id, "reason": reason, "scan": scan}))
+            ids.append(cid)
+            fills += list(o.fills.values())
+            left -= o.filled_qty
+            if o.status == OrderStatus.REJECTED and (o.reason or "").startswith("-2022"):
+                left = 0.0            # reduceOnly refused: the venue holds nothing more to close
+                break
+        fired = self._end_stop()
+        if fired:                                    # the stop fired before (or during) our exit: its fills count
+            fills += fired
+            left -= sum(f.qty for f in fired)
+        if rules.round_qty(left) > 0:
+            log.critical("exit of #%d %s incomplete (%.8g left); engaging the kill switch", pos.trade_id,
+                         pos.symbol, left)
+            if self.kill_switch is not None:
+                self.kill_switch.engage(f"exit of trade {pos.trade_id} incomplete")
+        rec = self._book_exit(pos, fills, reason, now, scan)
+        rec.update(client_ids=ids, incomplete=rules.round_qty(left) > 0)
+        return rec
 
     def _book_exit(self, pos: PaperPosition, fills: list, reason: str, now: float, scan: int | None) -> dict:
         for w in self.funding_watch:
             if w["trade_id"] == pos.trade_id and w["end_ms"] is None:
                 w["end_ms"] = max([f.ts_ms for f in fills], default=0) or self.entry_ts_ms
+                w["closed_at"] = time.time()
         qty = sum(f.qty for f in fills)
         price = sum(f.qty * f.price for f in fills) / qty if qty > 0 else pos.entry_price
         share = min(1.0, qty / self.qty) if self.qty > 0 else 0.0
@@ -414,7 +426,7 @@ class VenueAccount:
 
     def _end_stop(self) -> list:
         """(under _lock) Cancel the position's stop if open; return the fills it made if it fired (else [])."""
-        cid, sym, self.stop_cid = self.stop_cid, self.stop_symbol, None
+        cid, sym, self.stop_cid, self.stop_symbol = self.stop_cid, self.stop_symbol, None, None
         if not cid:
             return []
         a = self.client.algos.get(cid)
@@ -558,7 +570,8 @@ class VenueAccount:
         event, self._funding_event = self._funding_event, False
         now = time.time()
         due = [w for w in self.funding_watch
-               if event or w["end_ms"] is not None or now - float(w.get("fetched", 0.0)) >= FUNDING_POLL_S]
+               if event or now - float(w.get("fetched", 0.0)) >= FUNDING_POLL_S
+               or (w["end_ms"] is not None and now - float(w.get("closed_at", 0.0)) >= FUNDING_AFTER_EXIT_S)]
         for sym in sorted({w["symbol"] for w in due}):
             ws = [w for w in due if w["symbol"] == sym]
             rows = self._call(self.client.income, sym, min(w["start_ms"] for w in ws), timeout_s=30.0)
@@ -576,10 +589,10 @@ class VenueAccount:
                          r.symbol, w["trade_id"], r.tran_id)
             for w in ws:
                 w["fetched"] = now
-                if w["end_ms"] is not None:
-                    w["after"] = int(w.get("after", 0)) + 1
-        # a closed position's watch is read twice after its exit (a fee booked late by the venue), then dropped
-        self.funding_watch = [w for w in self.funding_watch if w["end_ms"] is None or int(w.get("after", 0)) < 2]
+                if w["end_ms"] is not None and now - float(w.get("closed_at", 0.0)) >= FUNDING_AFTER_EXIT_S:
+                    w["after"] = 1
+        # a closed position's watch is read once FUNDING_AFTER_EXIT_S after its exit, then dropped
+        self.funding_watch = [w for w in self.funding_watch if w["end_ms"] is None or not w.get("after")]
 
     def book_funding(self, row: Mapping[str, Any]) -> dict:
         """Book one taken funding fee (the core calls this on the decision thread); return the journal payload."""
@@ -616,7 +629,7 @@ class VenueAccount:
                 return True
             return False
         if isinstance(ev, X.AlgoUpdate):
-            if ev.client_id == self.stop_cid and ev.status != X.ALGO_OPEN:
+            if ev.client_id == self.stop_cid and ev.status != X.ALGO_OPEN and not self._closing:
                 self.held.append("STOP_" + ev.status, {"client_id": ev.client_id, "symbol": ev.symbol,
                                                        "algo_id": ev.algo_id, "order_id": ev.actual_order_id,
                                                        "reason": ev.reason})
@@ -693,7 +706,7 @@ class VenueAccount:
                 if not fills:       # flattened by someone else (the kill CLI): book the venue's closing trades
                     fills = self._call(self._closing_trades, pos)
                 self.kill_exits.append(self._book_exit(pos, fills, "KILL_SWITCH", 0.0, None))
-            self.stop_cid = None                         # the kill cancelled every open order, the stop too
+            self.stop_cid = self.stop_symbol = None      # the kill cancelled every open order, the stop too
             rep["flag"] = flag
             self.held.append("KILL_SWITCH", rep)
             self._kill_handled = True

@@ -29,7 +29,7 @@ from tests.helpers import REPO_ROOT, Proc, free_port, port_open, wait_until
 N = 300
 N_FALLBACK = 40
 N_TRADER = 100
-N_RECONCILE = 30
+N_RECONCILE = 10
 
 
 def _p(xs, q):
