@@ -13,13 +13,20 @@ from typing import Any
 
 from prod.execution.orders import Fill, OrderStatus
 from prod.venue.errors import MalformedMessage
+from prod.venue.schemas import as_int
+
+# Numbers may come as JSON numbers or as strings (Binance documents both spellings across endpoints);
+# unknown fields are ignored. Booleans are never numbers.
 
 
 def _f(d: dict, k: str, src: str) -> float:
     try:
-        v = float(d[k])
+        raw = d[k]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise TypeError
+        v = float(raw)
     except (KeyError, TypeError, ValueError, OverflowError):   # OverflowError: int beyond float (issue 17 fuzzing)
-        raise MalformedMessage(f"{src}: field {k!r} missing or not a number: {d.get(k)!r}") from None
+        raise MalformedMessage(f"{src}: field {k!r} missing or not a number: {str(d.get(k))[:40]!r}") from None
     if not math.isfinite(v):
         raise MalformedMessage(f"{src}: field {k!r} is not finite: {d.get(k)!r}")
     return v
@@ -27,9 +34,10 @@ def _f(d: dict, k: str, src: str) -> float:
 
 def _i(d: dict, k: str, src: str) -> int:
     v = d.get(k)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise MalformedMessage(f"{src}: field {k!r} missing or not an integer: {v!r}")
-    return v
+    n = as_int(v)
+    if n is None:
+        raise MalformedMessage(f"{src}: field {k!r} missing or not an integer: {str(v)[:40]!r}")
+    return n
 
 
 def _s(d: dict, k: str, src: str) -> str:
@@ -309,6 +317,14 @@ class SymbolRules:
         return (q * self.tick).quantize(self.tick)
 
 
+def _dec(v: Any) -> Decimal:
+    """A filter value as a Decimal: strings and ints exactly, a JSON float by its shortest repr (0.1, not
+    0.1000000000000000055...)."""
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise TypeError(f"not a number: {v!r}")
+    return Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+
+
 def parse_symbol_rules(info: Any) -> dict[str, SymbolRules]:
     """Parse ``/fapi/v1/exchangeInfo`` into rules per symbol."""
     src = "exchangeInfo"
@@ -319,9 +335,9 @@ def parse_symbol_rules(info: Any) -> dict[str, SymbolRules]:
         try:
             filt = {f["filterType"]: f for f in s["filters"]}
             out[s["symbol"]] = SymbolRules(
-                s["symbol"], Decimal(filt["PRICE_FILTER"]["tickSize"]).normalize(),
-                Decimal(filt["LOT_SIZE"]["stepSize"]).normalize(), Decimal(filt["LOT_SIZE"]["minQty"]),
-                float(filt.get("MIN_NOTIONAL", {}).get("notional", 0)))
+                s["symbol"], _dec(filt["PRICE_FILTER"]["tickSize"]).normalize(),
+                _dec(filt["LOT_SIZE"]["stepSize"]).normalize(), _dec(filt["LOT_SIZE"]["minQty"]),
+                float(_dec(filt.get("MIN_NOTIONAL", {}).get("notional", 0))))
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise MalformedMessage(f"{src}: bad symbol entry {str(s)[:80]}: {exc!r}") from None
         r = out[s["symbol"]]

@@ -6,7 +6,7 @@ Public API::
 
 See :mod:`prod.venue.stream`, :mod:`prod.venue.rest` and :mod:`prod.venue.schemas`.
 """
-from prod.venue.errors import (MalformedMessage, RateLimitedError, TransientVenueError, VenueError,
+from prod.venue.errors import (MalformedMessage, RateLimitedError, TransientVenueError, UnknownMessage, VenueError,
                                VenueRequestError, VenueUnreachableError)
 from prod.venue.rest import VenueRestClient
 from prod.venue.schemas import (AggTradeEvent, BookTickerEvent, CrossedBook, DepthEvent, DepthSnapshot,
@@ -31,5 +31,5 @@ __all__ = [
     "AggTradeEvent", "MarkPriceEvent", "MarkPriceArrayEvent", "KlineEvent", "SymbolInfo", "DepthSnapshot",
     "Kline", "PremiumIndex", "TakerRatio", "DvolCandle", "FearGreed", "VenueError", "TransientVenueError",
     "VenueUnreachableError", "RateLimitedError", "VenueRequestError", "MalformedMessage", "CrossedBook",
-    "parse_stream_payload", "parse_raw_payload", "depth_stream", "stream_name",
+    "UnknownMessage", "parse_stream_payload", "parse_raw_payload", "depth_stream", "stream_name",
 ]

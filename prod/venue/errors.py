@@ -36,3 +36,8 @@ class VenueRequestError(VenueError):
 
 class MalformedMessage(VenueError):
     """A frame or body does not match the venue schema (contract error: log once, count, drop)."""
+
+
+class UnknownMessage(MalformedMessage):
+    """A well-formed frame of a kind (event type, stream) the decoders do not use: ignored and counted,
+    not an error (Binance adds event kinds without notice)."""

@@ -9,12 +9,14 @@ routed by stream suffix through :data:`STREAM_ROUTES` (built once), raw ``/ws`` 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
-from prod.venue.errors import MalformedMessage
+from prod.venue.errors import MalformedMessage, UnknownMessage
 
 Level = tuple[float, float]
+_INT_TEXT = re.compile(r"-?[0-9]{1,19}")
 
 
 def _f(d: dict, k: str, *, positive: bool = False, nonneg: bool = False) -> float:
@@ -37,14 +39,34 @@ def _f(d: dict, k: str, *, positive: bool = False, nonneg: bool = False) -> floa
     return x
 
 
+def as_int(v: Any) -> int | None:
+    """``v`` as an int when it is one in any of Binance's documented spellings, else None.
+
+    Binance sends integers as JSON numbers and, in some bodies (``takerlongshortRatio``'s
+    ``timestamp``), as strings of digits; an integral float (``1.0``) is accepted too. Booleans,
+    fractions, non-finite values and text that is not a plain 64-bit integer are refused.
+    """
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and _INT_TEXT.fullmatch(v):
+        n = int(v)
+        return n if -(2 ** 63) <= n < 2 ** 63 else None
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer() and abs(v) < 2 ** 63:
+        return int(v)
+    return None
+
+
 def _i(d: dict, k: str) -> int:
     try:
         v = d[k]
     except (KeyError, TypeError):
         raise MalformedMessage(f"missing field {k!r}") from None
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise MalformedMessage(f"field {k!r}={v!r} is not an integer")
-    return v
+    n = as_int(v)
+    if n is None:
+        raise MalformedMessage(f"field {k!r}={str(v)[:40]!r} is not an integer")
+    return n
 
 
 def _opt_i(d: dict, k: str, default: int) -> int:
@@ -270,7 +292,7 @@ def parse_stream_payload(stream: str, data: Any) -> StreamEvent:
     """Parse the ``data`` of a combined-stream envelope for ``stream`` into a typed event."""
     parser = STREAM_ROUTES.get(stream_suffix(stream))
     if parser is None:
-        raise MalformedMessage(f"no parser for stream {stream!r}")
+        raise UnknownMessage(f"stream {stream!r} not used")
     return parser(data)
 
 
@@ -281,7 +303,9 @@ def parse_raw_payload(data: Any) -> StreamEvent:
     e = _dict(data).get("e")
     parser = EVENT_ROUTES.get(e) if isinstance(e, str) else None
     if parser is None:
-        raise MalformedMessage(f"unknown event type {data.get('e')!r}")
+        if isinstance(e, str) and e:        # a kind we do not use (e.g. a new venue event): ignored, counted
+            raise UnknownMessage(f"event type {e!r} not used")
+        raise MalformedMessage(f"event type {e!r} is not a non-empty string")
     return parser(data)
 
 

@@ -30,7 +30,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import connect
 
-from prod.venue.errors import MalformedMessage
+from prod.venue.errors import MalformedMessage, UnknownMessage
 from prod.venue.schemas import (AggTradeEvent, CrossedBook, DepthEvent, StreamEvent, parse_raw_payload,
                                 parse_stream_payload)
 
@@ -46,6 +46,7 @@ class StreamStats:
     frames: int = 0
     events: int = 0
     malformed: int = 0
+    unknown: int = 0         # well-formed frames of a kind not used (new event types): ignored, counted
     crossed: int = 0
     gaps: int = 0
     stalls: int = 0
@@ -53,6 +54,7 @@ class StreamStats:
     callback_errors: int = 0
     last_error: str = ""
     per_kind_malformed: dict[str, int] = field(default_factory=dict)
+    per_kind_unknown: dict[str, int] = field(default_factory=dict)
 
 
 class RateLimitedLog:
@@ -228,6 +230,12 @@ class VenueStreamClient:
         self._rl.warning(f"bad:{kind}", "%s: dropped malformed frame from %s (%s): %.120r",
                          self.name, self.ws_base, why, raw)
 
+    def _unknown(self, exc: UnknownMessage) -> None:
+        kind = str(exc)[:60]
+        self.stats.unknown += 1
+        self.stats.per_kind_unknown[kind] = self.stats.per_kind_unknown.get(kind, 0) + 1
+        self._rl.warning(f"unknown:{kind}", "%s: ignored a frame of a kind not used (%s)", self.name, kind)
+
     def _handle(self, raw, k: int) -> None:
         if isinstance(raw, bytes):
             self._bad("binary", "binary frame", raw)
@@ -248,6 +256,9 @@ class VenueStreamClient:
                 self.stats.crossed += 1
                 self._bad("crossed", str(exc), raw)
                 return
+            except UnknownMessage as exc:
+                self._unknown(exc)
+                return
             except MalformedMessage as exc:
                 self._bad(stream.partition("@")[2] or stream, str(exc), raw)
                 return
@@ -263,6 +274,9 @@ class VenueStreamClient:
             except CrossedBook as exc:
                 self.stats.crossed += 1
                 self._bad("crossed", str(exc), raw)
+                return
+            except UnknownMessage as exc:
+                self._unknown(exc)
                 return
             except MalformedMessage as exc:
                 self._bad("raw", str(exc), raw)

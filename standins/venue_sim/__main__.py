@@ -19,6 +19,13 @@ def _key_pair(raw: str) -> tuple[str, str]:
     return key, secret
 
 
+def _env_flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise SystemExit(f"venue_sim: {name}={raw!r}: expected 1/0, true/false or yes/no")
+    return raw in ("1", "true", "yes")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m standins.venue_sim",
                                  description="Binance-USDT-M-compatible venue simulator")
@@ -41,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leverage", type=int, default=10, help="leverage of every symbol (cross margin)")
     ap.add_argument("--taker-fee", type=float, default=0.0005, help="taker fee rate (Binance VIP 0: 0.0005)")
     ap.add_argument("--maker-fee", type=float, default=0.0002, help="maker fee rate (Binance VIP 0: 0.0002)")
+    ap.add_argument("--hedge-mode", action="store_true", default=_env_flag("DOLPHIN_SIM_HEDGE_MODE"),
+                    help="accounts start in hedge mode (dualSidePosition): orders without positionSide get -4061 "
+                         "(env DOLPHIN_SIM_HEDGE_MODE=1)")
+    ap.add_argument("--multi-assets", action="store_true", default=_env_flag("DOLPHIN_SIM_MULTI_ASSETS"),
+                    help="accounts start in multi-assets margin mode (env DOLPHIN_SIM_MULTI_ASSETS=1)")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     if not a.api_key and os.environ.get("DOLPHIN_VENUE_API_KEY") and os.environ.get("DOLPHIN_VENUE_API_SECRET"):
@@ -53,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                         stream_cap=a.stream_cap, n_symbols=a.symbols, start_ms=a.start_ms,
                         klines_1s=a.klines_1s, liq_tau_s=a.liq_tau_s,
                         exchange=ExchangeConfig(start_balance=a.start_balance, leverage=a.leverage,
-                                                taker_fee=a.taker_fee, maker_fee=a.maker_fee),
+                                                taker_fee=a.taker_fee, maker_fee=a.maker_fee,
+                                                dual_side=a.hedge_mode, multi_assets=a.multi_assets),
                         **({"api_keys": tuple(a.api_key)} if a.api_key else {}))
     except ValueError as exc:
         logging.getLogger("venue_sim").error("bad configuration: %s", exc)

@@ -136,7 +136,8 @@ class AccountApi:
 
     async def h_leverage_bracket(self, request: web.Request) -> web.Response:
         def row(i: int) -> dict:
-            return {"symbol": self.model.symbols[i], "notionalCoef": 1.0, "brackets": A.brackets(self.exchange, i)}
+            # (notionalCoef appears only on accounts whose brackets Binance adjusted)
+            return {"symbol": self.model.symbols[i], "brackets": A.brackets(self.exchange, i)}
 
         def fn(k, p, i):
             return row(i) if i is not None else [row(j) for j in range(self.model.n)]
@@ -322,7 +323,10 @@ class AccountApi:
                                   "isolated": sorted(self.model.symbols[i] for i in acct.isolated)})
 
     def _admin_lev(self, acct, i: int, val, now: int, notify: bool) -> None:
-        lev = int(val)
+        try:
+            lev = int(val)
+        except (TypeError, ValueError):
+            raise ValueError(f"leverage {val!r}: must be an integer in [1, 125]") from None
         if not 1 <= lev <= 125:
             raise ValueError(f"leverage {lev}: must be in [1, 125]")
         lev = min(lev, A.max_leverage(self.exchange, i))

@@ -70,6 +70,8 @@ class ExchangeConfig:
     taker_fee: float = 0.0005
     maker_fee: float = 0.0002
     maint_margin_rate: float = 0.025
+    dual_side: bool = False           # accounts start in hedge mode (a misconfigured account, for tests)
+    multi_assets: bool = False        # accounts start in multi-assets mode
 
     def __post_init__(self) -> None:
         if not (0 < self.start_balance < 1e12):
@@ -177,13 +179,15 @@ class SimExchange:
     def __init__(self, model: MarketModel, cfg: ExchangeConfig, api_keys: dict[str, str]):
         self.m, self.cfg = model, cfg
         self.secrets = dict(api_keys)
-        self.accounts = {k: Account(k, cfg.start_balance, update_ms=model.t_ms) for k in api_keys}
+        self.accounts = {k: Account(k, cfg.start_balance, update_ms=model.t_ms, dual_side=cfg.dual_side,
+                                    multi_assets=cfg.multi_assets) for k in api_keys}
         self._oid = 7_000_000_000
         self._tid = 900_000_000
         self._tran = 5_000_000_000
         self._taken_tick = -1
         self._taken: dict[tuple[int, int], int] = {}   # (symbol, price tick) -> lot steps taken this tick
         self.fills = 0
+        self.status: dict[int, str] = {}    # symbol index -> status other than TRADING (delisting fault)
         self.on_flat: Any = None        # callback(acct, symbol index, now_ms) when a position closes (algo)
 
     # ------------------------------------------------------------------ formatting
@@ -301,6 +305,8 @@ class SimExchange:
             raise ExchangeError(-4116, "ClientOrderId is duplicated.")
         pos = acct.positions.get(i, Position())
         sign = 1 if side == "BUY" else -1
+        if i in self.status and not reduce_only:
+            raise ExchangeError(-4140, "Invalid symbol status for opening position.")
         if reduce_only:
             if pos.amt == 0 or (pos.amt > 0) == (sign > 0):
                 raise ExchangeError(-2022, "ReduceOnly Order is rejected.")

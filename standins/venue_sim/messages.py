@@ -83,15 +83,16 @@ def kline(model: MarketModel, i: int, closed: bool) -> dict:
 
 
 # ---------------------------------------------------------------------- REST bodies
-def exchange_info(model: MarketModel) -> dict:
-    """``GET /fapi/v1/exchangeInfo`` body."""
+def exchange_info(model: MarketModel, status: dict[int, str] | None = None) -> dict:
+    """``GET /fapi/v1/exchangeInfo`` body (``status``: symbol index -> a status other than TRADING)."""
+    status = status or {}
     syms = []
-    for _i, s in enumerate(model.universe):
+    for i, s in enumerate(model.universe):
         tick = f"{s.tick:.{s.price_decimals}f}"
         step = f"{s.step:.{s.qty_decimals}f}"
         syms.append({
             "symbol": s.symbol, "pair": s.symbol, "contractType": "PERPETUAL",
-            "deliveryDate": 4133404800000, "onboardDate": 1569398400000, "status": "TRADING",
+            "deliveryDate": 4133404800000, "onboardDate": 1569398400000, "status": status.get(i, "TRADING"),
             "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
             "baseAsset": s.base, "quoteAsset": "USDT", "marginAsset": "USDT",
             "pricePrecision": s.price_decimals, "quantityPrecision": s.qty_decimals,

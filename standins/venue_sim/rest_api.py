@@ -28,6 +28,7 @@ class RestApi:
     rest_delay_ms: float
     rest_delay_until: float
     rest_error: dict | None
+    clock_skew_ms: int
 
     # ------------------------------------------------------------------ REST plumbing
     def _json(self, body: Any, status: int = 200, weight: int = 0, request: web.Request | None = None,
@@ -120,7 +121,7 @@ class RestApi:
 
     async def h_time(self, request: web.Request) -> web.Response:
         self._charge(request, 1)
-        return self._json({"serverTime": self.model.t_ms}, request=request)
+        return self._json({"serverTime": self.model.t_ms + self.clock_skew_ms}, request=request)
 
     async def h_exchange_info(self, request: web.Request) -> web.Response:
         self._charge(request, 1)

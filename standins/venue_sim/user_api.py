@@ -20,7 +20,11 @@ them open but sends nothing for ``duration_s`` — the events are lost, as on a 
 stream), ``ack_delay`` (``delay_ms``, ``duration_s``: the order executes at once, its HTTP answer
 is late), ``user_garbage`` (``count``: that many malformed frames, one before each of the next
 events), ``ack_lost`` (``count``: the order executes, the answer is HTTP 503 ``-1007`` *execution
-status unknown*), ``reject_orders`` (``count``, ``code``, ``msg``: refused before matching).
+status unknown*), ``reject_orders`` (``count``, ``code``, ``msg``: refused before matching),
+``clock_skew`` (``offset_ms``: the server clock -- ``serverTime`` and the ``timestamp`` check -- runs
+that far ahead of the wall clock, so a client that never measures the offset meets ``-1021``),
+``delist`` (``symbol``, ``status`` e.g. ``SETTLING``: exchangeInfo shows it, opening orders get
+``-4140``, reduce-only orders still work; ``TRADING`` restores it).
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import WSMsgType, web
 
+from standins.venue_sim import messages as M
 from standins.venue_sim.exchange import ExchangeError, SimExchange
 
 log = logging.getLogger("venue_sim")
@@ -73,6 +78,7 @@ class UserApi:
         self.order_counts: dict[str, tuple[int, int]] = {}
         self.user_events_sent = 0
         self.user_events_lost = 0
+        self.clock_skew_ms = 0
 
     # ------------------------------------------------------------------ auth
     def _api_key(self, request: web.Request) -> str | web.Response:
@@ -123,7 +129,7 @@ class UserApi:
             return self._bad(-1100, "Illegal characters found in parameter 'timestamp'.", request)
         if not 0 < rw <= 60_000:
             return self._bad(-1131, "recvWindow must be less than 60000", request)
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) + self.clock_skew_ms
         if ts >= now + 1000 or now - ts > rw:
             return self._bad(-1021, "Timestamp for this request is outside of the recvWindow.", request)
         return key, params
@@ -424,6 +430,18 @@ class UserApi:
         if kind == "user_garbage":
             self.user_garbage_left += int(body.get("count", 5))
             return {"user_garbage_left": self.user_garbage_left}
+        if kind == "clock_skew":
+            self.clock_skew_ms = int(body.get("offset_ms", 2000))
+            return {"clock_skew_ms": self.clock_skew_ms}
+        if kind == "delist":
+            i = self.model.index[str(body["symbol"]).upper()]
+            st = str(body.get("status", "SETTLING"))
+            if st == "TRADING":
+                self.exchange.status.pop(i, None)
+            else:
+                self.exchange.status[i] = st
+            self.exchange_info_body = orjson.dumps(M.exchange_info(self.model, self.exchange.status))
+            return {"symbol": self.model.symbols[i], "status": st}
         if kind == "reject_orders":
             self.reject_left += int(body.get("count", 1))
             self.reject_code = int(body.get("code", -2019))
@@ -432,6 +450,10 @@ class UserApi:
         raise ValueError(f"unknown fault kind {kind!r}")
 
     def clear_user_faults(self) -> None:
+        self.clock_skew_ms = 0
+        if self.exchange.status:
+            self.exchange.status.clear()
+            self.exchange_info_body = orjson.dumps(M.exchange_info(self.model))
         self.user_refuse_until = self.user_mute_until = 0.0
         self.ack_delay_until = 0.0
         self.ack_lost_left = self.reject_left = self.user_garbage_left = 0
@@ -439,7 +461,8 @@ class UserApi:
     def user_fault_state(self, now: float) -> dict:
         return {"user_stream_refusing": now < self.user_refuse_until, "user_stream_muted": now < self.user_mute_until,
                 "ack_delay_ms": self.ack_delay_ms if now < self.ack_delay_until else 0,
-                "ack_lost_left": self.ack_lost_left, "reject_left": self.reject_left}
+                "ack_lost_left": self.ack_lost_left, "reject_left": self.reject_left, "clock_skew_ms": self.clock_skew_ms,
+                "delisted": {self.model.symbols[i]: st for i, st in self.exchange.status.items()}}
 
 
 async def _send_all(ws: web.WebSocketResponse, frames: list[str]) -> None:

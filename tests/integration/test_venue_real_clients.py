@@ -60,7 +60,7 @@ def admin(port: int, body: dict) -> dict:
 def error_code(exc: Exception) -> int | None:
     """The Binance error code a client raised (connector: ``error_code``; ccxt: the JSON body in the message)."""
     if isinstance(exc, binance_error.ClientError):
-        return int(exc.error_code)
+        return None if exc.error_code is None else int(exc.error_code)     # None: not a Binance JSON error body
     m = re.search(r'"code"\s*:\s*(-?\d+)', str(exc))
     return int(m.group(1)) if m else None
 

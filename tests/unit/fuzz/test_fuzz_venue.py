@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from prod.execution import schemas as X
 from prod.execution.user_stream import UserStream
 from prod.venue import schemas as S
-from prod.venue.errors import MalformedMessage
+from prod.venue.errors import MalformedMessage, UnknownMessage
 from tests.unit.fuzz.strategies import FUZZ, json_values, nasty_numbers, raw_values
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures" / "venue"
@@ -189,3 +190,65 @@ def test_non_object_user_event_is_malformed():
         X.parse_order_trade_update([1, 2])
     with pytest.raises(MalformedMessage):
         X.parse_account_update({"e": "ACCOUNT_UPDATE", "E": 1, "a": {"B": 5}})
+
+
+# ---------------------------------------------------------------------- Binance's documented variants
+_NUM_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_TEXT_KEYS = {"c", "clientOrderId", "s", "symbol", "caid"}      # strings by contract, even when made of digits
+
+
+def _respell_leaf(draw, key: Any, v: Any) -> Any:
+    """``v`` in another spelling Binance uses for the same number (number <-> string), or unchanged."""
+    if key in _TEXT_KEYS or not draw(st.booleans()):
+        return v
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str) and _NUM_TEXT.fullmatch(v):
+        return int(v) if "." not in v and abs(int(v)) < 2 ** 63 else float(v)
+    return v
+
+
+@st.composite
+def respelled(draw, good: Any, key: Any = None) -> Any:
+    """``good`` with any of its numbers respelled (JSON number <-> string) and unknown fields added."""
+    if isinstance(good, dict):
+        out = {k: draw(respelled(v, k)) for k, v in good.items()}
+        for n in range(draw(st.integers(0, 2))):                # fields a newer venue version adds
+            out[f"zz_new_{n}"] = draw(json_values)
+        return out
+    if isinstance(good, list):
+        return [draw(respelled(v, key)) for v in good]
+    return _respell_leaf(draw, key, good)
+
+
+@FUZZ
+@given(case=st.sampled_from(DECODERS), data=st.data())
+def test_numbers_as_strings_or_numbers_and_unknown_fields_decode_the_same(case, data):
+    """Binance writes numbers as JSON strings in some bodies and as numbers in others, and adds fields
+    without notice: every decoder gives the same typed value for any such spelling."""
+    name, fn, good = case
+    variant = data.draw(respelled(copy.deepcopy(good)))
+    assert repr(fn(variant)) == repr(fn(copy.deepcopy(good))), name     # repr: ACCOUNT_UPDATE's NaN mark
+
+
+@FUZZ
+@given(kind=st.text(min_size=1, max_size=24).filter(lambda k: k not in ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE",
+                                                                        "listenKeyExpired")),
+       body=st.dictionaries(st.text(max_size=6), st.integers() | st.text(max_size=8) | st.booleans(), max_size=4))
+def test_unknown_user_event_kinds_are_ignored_not_malformed(kind, body):
+    got: list = []
+    us = UserStream(None, "ws://127.0.0.1:1", got.append)     # type: ignore[arg-type]
+    us._handle(json.dumps({**body, "e": kind}))
+    assert got == [] and us.malformed == 0
+
+
+@FUZZ
+@given(kind=st.text(min_size=1, max_size=24).filter(lambda k: k not in S.EVENT_ROUTES),
+       body=st.dictionaries(st.text(max_size=6), json_values, max_size=4))
+def test_unknown_market_event_kinds_are_unknown_not_malformed(kind, body):
+    with pytest.raises(UnknownMessage):
+        S.parse_raw_payload({**body, "e": kind})

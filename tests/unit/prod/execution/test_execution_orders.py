@@ -157,7 +157,8 @@ def test_account_update_and_rest_order_fixtures_parse():
 
 
 @pytest.mark.parametrize("patch", [
-    {"X": "EXPLODED"}, {"z": "NaN"}, {"l": "0"}, {"t": "12"}, {"c": None}, {"L": "-1"}, {"i": True}, {"z": "-1"},
+    {"X": "EXPLODED"}, {"z": "NaN"}, {"l": "0"}, {"t": "12.5"}, {"c": None}, {"L": "-1"}, {"i": True}, {"z": "-1"},
+    {"q": True}, {"t": "twelve"},
 ])
 def test_malformed_order_events_are_refused_naming_the_field(patch):
     ev = json.loads((FIX / "ws_order_trade_update.json").read_text())

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from prod.venue import schemas as S
-from prod.venue.errors import MalformedMessage
+from prod.venue.errors import MalformedMessage, UnknownMessage
 from standins.venue_sim import messages as M
 from standins.venue_sim.model import MarketModel
 from standins.venue_sim.universe import build_universe
@@ -112,7 +112,8 @@ def test_documented_rest_bodies_parse():
 BAD = [
     ("bookTicker", {"e": "bookTicker", "u": 1, "s": "BTCUSDT", "b": "NaN", "B": "1", "a": "2", "A": "1", "T": 1, "E": 1}),
     ("bookTicker", {"e": "bookTicker", "u": 1, "s": "BTCUSDT", "b": "2", "B": "1", "a": "-5", "A": "1", "T": 1, "E": 1}),
-    ("bookTicker", {"e": "bookTicker", "u": "1", "s": "BTCUSDT", "b": "1", "B": "1", "a": "2", "A": "1", "T": 1, "E": 1}),
+    ("bookTicker", {"e": "bookTicker", "u": "1.5", "s": "BTCUSDT", "b": "1", "B": "1", "a": "2", "A": "1", "T": 1, "E": 1}),
+    ("bookTicker", {"e": "bookTicker", "u": True, "s": "BTCUSDT", "b": "1", "B": "1", "a": "2", "A": "1", "T": 1, "E": 1}),
     ("depth5@500ms", {"e": "depthUpdate", "E": "yesterday", "s": 42, "b": [["1"]], "a": None}),
     ("depth5@500ms", {"e": "depthUpdate", "E": 1, "T": 1, "s": "X", "U": 1, "u": 2, "pu": 0, "b": [], "a": [["1", "1"]]}),
     ("aggTrade", {"e": "aggTrade", "E": 1, "a": 1, "s": "X", "p": "1", "q": "1", "f": 1, "l": 1, "T": 1, "m": "no"}),
@@ -129,6 +130,38 @@ def test_malformed_payloads_are_rejected_with_a_reason(kind, payload):
     with pytest.raises(MalformedMessage) as ei:
         S.parse_stream_payload(f"btcusdt@{kind}", payload)
     assert str(ei.value)
+
+
+def test_taker_ratio_with_a_string_timestamp_decodes():
+    """Regression (issue 29): Binance documents ``takerlongshortRatio`` rows with ``"timestamp": "1583139900000"``;
+    the decoder refused the string."""
+    body = [{"buySellRatio": "1.5586", "buyVol": "387.3300", "sellVol": "248.5030", "timestamp": "1585614900000"},
+            {"buySellRatio": 1.1, "buyVol": 2, "sellVol": "1.8", "timestamp": 1585615200000}]
+    rows = S.parse_taker_ratio(body)
+    assert [r.timestamp_ms for r in rows] == [1585614900000, 1585615200000]
+    assert rows[0].buy_sell_ratio == 1.5586 and rows[1].buy_vol == 2.0
+
+
+@pytest.mark.parametrize("v, want", [(7, 7), ("7", 7), ("-12", -12), (7.0, 7), ("9223372036854775807", 2**63 - 1),
+                                     (True, None), (7.5, None), ("7.0", None), ("0x7", None), ("", None),
+                                     (float("nan"), None), ("9223372036854775808", None), (None, None), ([7], None)])
+def test_integers_are_accepted_as_numbers_or_digit_strings(v, want):
+    assert S.as_int(v) == want
+
+
+def test_unknown_event_kinds_and_streams_are_unknown_not_malformed():
+    with pytest.raises(UnknownMessage):
+        S.parse_raw_payload({"e": "contractInfo", "E": 1, "s": "BTCUSDT"})
+    with pytest.raises(UnknownMessage):
+        S.parse_stream_payload("btcusdt@forceOrder", {"e": "forceOrder"})
+    with pytest.raises(MalformedMessage) as e:
+        S.parse_raw_payload({"e": 5})
+    assert not isinstance(e.value, UnknownMessage)
+
+
+def test_unknown_fields_are_ignored():
+    d = fixture("ws_depth5_500ms.json")["data"]
+    assert S.parse_depth({**d, "newField": {"x": [1]}, "Z": "?"}) == S.parse_depth(d)
 
 
 def test_crossed_book_is_rejected_as_crossed():
@@ -210,3 +243,16 @@ def test_any_payload_either_parses_or_raises_malformed_never_anything_else(suffi
         x = getattr(ev, v)
         if isinstance(x, float):
             assert x == x and abs(x) != float("inf")     # no NaN/inf reaches an event
+
+
+def test_stream_client_counts_unknown_kinds_apart_from_malformed_frames():
+    from prod.venue.stream import VenueStreamClient
+    got: list = []
+    c = VenueStreamClient("ws://127.0.0.1:1", ["btcusdt@bookTicker"], got.append)
+    c._handle('{"e": "contractInfo", "E": 1, "s": "BTCUSDT", "ps": "BTCUSDT"}', 0)
+    c._handle('{"stream": "btcusdt@forceOrder", "data": {"e": "forceOrder"}}', 0)
+    c._handle('{"e": "bookTicker", "u": "x"}', 0)
+    assert (c.stats.unknown, c.stats.malformed, got) == (2, 1, [])
+    c._handle('{"e": "bookTicker", "u": "7", "s": "BTCUSDT", "b": 1, "B": "1", "a": "2", "A": 1, "T": "1", "E": 1,'
+              ' "newField": true}', 0)
+    assert len(got) == 1 and got[0].update_id == 7 and c.stats.malformed == 1
