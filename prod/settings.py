@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PROFILES = ("embedded", "cluster")
+VENUE_KINDS = ("simulator", "testnet", "mainnet")
+MARGIN_TYPES = ("ISOLATED", "CROSSED")
 
 # The 50 scanner symbols (bible §27.7 PRIORITY_SYMBOLS): fixed universe of the correlation scan.
 PRIORITY_SYMBOLS: tuple[str, ...] = (
@@ -53,6 +55,15 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port_base: int = 9300
     web_port: int = 8088
+    # the trading account (prod/execution/preflight.py, docs/execution.md "Go-live checklist"): what the
+    # endpoint is (a mainnet URL trades only with venue_mainnet_ok), the margin type and leverage the trader
+    # sets on every symbol it may trade, and the USDT it may use: capital = min(wallet available, allocation;
+    # None = the engine's initial_capital)
+    venue_kind: str = "simulator"
+    venue_mainnet_ok: bool = False
+    venue_margin_type: str = "ISOLATED"
+    venue_leverage: int = 6
+    venue_allocation_usdt: float | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -77,6 +88,16 @@ class Settings:
             raise ConfigError(f"DOLPHIN_WEB_PORT={self.web_port}: must be in [1, 65535]")
         if not self.metrics_host:
             raise ConfigError("DOLPHIN_METRICS_HOST: empty host")
+        if self.venue_kind not in VENUE_KINDS:
+            raise ConfigError(f"DOLPHIN_VENUE_KIND={self.venue_kind!r}: expected one of {VENUE_KINDS}")
+        if self.venue_margin_type not in MARGIN_TYPES:
+            raise ConfigError(f"DOLPHIN_VENUE_MARGIN_TYPE={self.venue_margin_type!r}: expected one of {MARGIN_TYPES}")
+        if isinstance(self.venue_leverage, bool) or not isinstance(self.venue_leverage, int) \
+                or not 1 <= self.venue_leverage <= 125:
+            raise ConfigError(f"DOLPHIN_VENUE_LEVERAGE={self.venue_leverage!r}: must be an integer in [1, 125]")
+        a = self.venue_allocation_usdt
+        if a is not None and not (isinstance(a, (int, float)) and 0 < a < 1e12):
+            raise ConfigError(f"DOLPHIN_VENUE_ALLOCATION_USDT={a!r}: must be a positive number of USDT")
 
     @property
     def arrow_dir(self) -> Path:
@@ -86,6 +107,15 @@ class Settings:
         """Return the settings as a JSON-friendly dict for the start-up log line."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()
                 if k != "symbols"} | {"n_symbols": len(self.symbols)}
+
+
+def _flag(s: str) -> bool:
+    v = s.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/true/yes/on or 0/false/no/off")
 
 
 def _resolve(p: str) -> Path:
@@ -107,6 +137,11 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DOLPHIN_METRICS_HOST": ("metrics_host", str),
     "DOLPHIN_METRICS_PORT_BASE": ("metrics_port_base", int),
     "DOLPHIN_WEB_PORT": ("web_port", int),
+    "DOLPHIN_VENUE_KIND": ("venue_kind", lambda s: s.strip().lower()),
+    "DOLPHIN_VENUE_MAINNET_OK": ("venue_mainnet_ok", _flag),
+    "DOLPHIN_VENUE_MARGIN_TYPE": ("venue_margin_type", lambda s: s.strip().upper()),
+    "DOLPHIN_VENUE_LEVERAGE": ("venue_leverage", int),
+    "DOLPHIN_VENUE_ALLOCATION_USDT": ("venue_allocation_usdt", float),
     "DOLPHIN_SYMBOLS": ("symbols", lambda s: tuple(x.strip().upper() for x in s.split(",") if x.strip())),
 }
 

@@ -34,7 +34,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -81,6 +81,7 @@ class ExecStats:
     illegal: int = 0
     bad_fills: int = 0
     stale: int = 0
+    fees_converted: int = 0
 
 
 @dataclass
@@ -113,6 +114,7 @@ class ExecutionClient:
         self.halted = False
         self.last_account: X.AccountUpdate | None = None
         self.algos: dict[str, X.AlgoUpdate] = {}     # our conditional (algo) orders by clientAlgoId, last state
+        self.fee_rates: X.FeeRates | None = None     # the account's rates (preflight): books non-USDT commissions
         self.stream = UserStream(rest, ws_base, self._on_stream, self._on_connect) if ws_base else None
         self._tasks: list[asyncio.Task] = []
         self._sweep_all = asyncio.Event()
@@ -196,7 +198,7 @@ class ExecutionClient:
             if u.symbol != o.symbol or u.side != o.side:
                 raise IllegalTransition(f"{o.client_id}: venue reports {u.side} {u.symbol}, "
                                         f"we sent {o.side} {o.symbol}")
-            if u.fill is not None and o.add_fill(u.fill):
+            if u.fill is not None and o.add_fill(self._usdt_fee(u.fill, o.symbol)):
                 self.stats.stream_fills += source == "stream"
                 self._emit("FILL", o)
             before = o.stale_updates
@@ -214,6 +216,20 @@ class ExecutionClient:
             tr.next_poll = 0.0
             return
         self._touch(u.client_id)
+
+    def _usdt_fee(self, f: Fill, symbol: str) -> Fill:
+        """A fill whose commission is in another asset (BNB fee discount) is booked in USDT at the account's
+        maker/taker rate (``GET /fapi/v1/commissionRate``): a BNB amount is never booked as USDT."""
+        if f.fee_asset == "USDT":
+            return f
+        if self.fee_rates is None:
+            log.error("%s: commission of trade %d is %g %s and the account's commission rate is unknown; booking "
+                      "the taker rate of Binance's base tier (0.05%%)", symbol, f.trade_id, f.fee, f.fee_asset)
+            rate = 0.0005
+        else:
+            rate = self.fee_rates.rate(f.maker)
+        self.stats.fees_converted += 1
+        return replace(f, fee=rate * f.qty * f.price, fee_asset="USDT")
 
     # ------------------------------------------------------------------ orders
     def format_qty(self, symbol: str, qty: float) -> str:
@@ -361,7 +377,7 @@ class ExecutionClient:
                 oid, f = X.parse_user_trade(row)
                 if oid == o.venue_order_id:
                     try:
-                        if o.add_fill(f):
+                        if o.add_fill(self._usdt_fee(f, o.symbol)):
                             self.stats.rest_fills += 1
                             self._emit("FILL", o)
                     except BadFill as exc:
@@ -378,7 +394,7 @@ class ExecutionClient:
         for f in d.get("fills", []):
             o.fills[int(f["trade_id"])] = Fill(int(f["trade_id"]), float(f["qty"]), float(f["price"]),
                                                float(f["fee"]), bool(f["maker"]), float(f["realized_pnl"]),
-                                               int(f["ts_ms"]))
+                                               int(f["ts_ms"]), str(f.get("fee_asset") or "USDT"))
         self.orders[o.client_id] = o
         self._touch(o.client_id)
         return o

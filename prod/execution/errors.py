@@ -25,13 +25,18 @@ class VenueUnavailable(ExecutionError):
 class RateLimited(VenueUnavailable):
     """HTTP 429/418 with ``Retry-After`` seconds longer than we are willing to wait."""
 
-    def __init__(self, status: int, retry_after_s: float, msg: str):
-        super().__init__(f"HTTP {status} rate limited (Retry-After {retry_after_s:g}s): {msg}")
+    def __init__(self, status: int, retry_after_s: float, msg: str, what: str = ""):
+        super().__init__(f"{what + ': ' if what else ''}HTTP {status} rate limited (Retry-After {retry_after_s:g}s): "
+                         f"{msg}")
         self.status, self.retry_after_s = status, retry_after_s
 
 
 class EntryNotFilled(ExecutionError):
     """An entry order ended with nothing filled (rejected, expired, cancelled): there is no position."""
+
+
+class EntriesRefused(ExecutionError):
+    """The account's preflight refuses this entry (a setting to change, a delisted symbol): nothing was sent."""
 
 
 class KillSwitchActive(ExecutionError):

@@ -90,10 +90,12 @@ class Fill:
     maker: bool
     realized_pnl: float
     ts_ms: int
+    fee_asset: str = "USDT"       # the venue's commission asset; the client books non-USDT fees at the account's rate
 
     def to_dict(self) -> dict[str, Any]:
         return {"trade_id": self.trade_id, "qty": self.qty, "price": self.price, "fee": self.fee,
-                "maker": self.maker, "realized_pnl": self.realized_pnl, "ts_ms": self.ts_ms}
+                "maker": self.maker, "realized_pnl": self.realized_pnl, "ts_ms": self.ts_ms,
+                "fee_asset": self.fee_asset}
 
 
 @dataclass

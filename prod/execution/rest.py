@@ -11,7 +11,15 @@ Every call signs its parameters (``prod.execution.signing``) with a fresh ``time
 * Timeout, dropped connection, HTTP 5xx, ``-1006``/``-1007``: for ``POST /fapi/v1/order``
   :class:`UnknownOutcome` at once (the order may exist: the caller queries it by client id, never
   resends blindly); reads are retried.
+* ``-1021`` (timestamp outside ``recvWindow``): the server-time offset is measured again
+  (``GET /fapi/v1/time``) and the request re-signed and sent once more (it was not executed); a
+  second ``-1021`` is an :class:`OrderRejected` naming the endpoint.
 * Any other 4xx: :class:`OrderRejected` with the venue's code and message.
+
+Server time: every signed request carries ``timestamp = local clock + offset``, the offset measured
+by :meth:`OrderRestClient.sync_time` (``serverTime`` minus the midpoint of the local send and
+receive times). It is measured before the first signed call and again when it is older than
+``time_sync_s`` (on a read: an order is never delayed by a resync).
 
 The API secret is used for signing only; no URL with a signature, no header and no secret is logged.
 """
@@ -33,13 +41,24 @@ log = logging.getLogger(__name__)
 UNKNOWN_CODES = frozenset({-1006, -1007})
 
 
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# The server-time offset is a property of this host's clock and the venue, not of one client: the last
+# measurement per REST base (for clients on the wall clock) seeds a new client while it is younger than its
+# time_sync_s, so short-lived clients (CLI commands, reconnects) do not each spend a request on it.
+_OFFSETS: dict[str, tuple[int, float, float]] = {}      # base -> (offset ms, rtt ms, monotonic time measured)
+
+
 class OrderRestClient:
     """Async signed client; use ``async with OrderRestClient(base, creds) as rest``."""
 
     def __init__(self, rest_base: str, creds: Credentials, *, timeout_s: float = 5.0, recv_window_ms: int = 5000,
                  retries: int = 3, backoff_initial_s: float = 0.2, backoff_max_s: float = 5.0,
                  max_retry_after_s: float = 30.0, weight_soft_limit: int = 2000, order_soft_limit: int = 1100,
-                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 time_sync_s: float = 60.0,
+                 clock_ms: Callable[[], int] = wall_ms,
                  sleep: Callable[[float], Any] = asyncio.sleep, rng: random.Random | None = None) -> None:
         if not rest_base.startswith(("http://", "https://")):
             raise ValueError(f"rest_base {rest_base!r} must start with http(s)://")
@@ -56,6 +75,15 @@ class OrderRestClient:
         self.rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self.requests = self.retried = self.rate_limited = 0
+        self.time_sync_s = time_sync_s
+        self.time_offset_ms = 0              # server time - local clock (see sync_time)
+        self.time_rtt_ms = 0.0
+        self.time_synced_at: float | None = None   # monotonic time of the last successful sync
+        self.time_syncs = self.time_resyncs_1021 = 0
+        self._sync_lock: asyncio.Lock | None = None
+        known = _OFFSETS.get(self.base) if clock_ms is wall_ms else None
+        if known is not None and time.monotonic() - known[2] < time_sync_s:
+            self.time_offset_ms, self.time_rtt_ms, self.time_synced_at = known
 
     async def __aenter__(self) -> "OrderRestClient":
         return self
@@ -81,17 +109,54 @@ class OrderRestClient:
             await self._sleep(wait)
             self.used_weight = self.order_count = 0
 
+    def server_ms(self) -> int:
+        """Return the venue's time now as this client knows it (local clock + offset)."""
+        return self.clock_ms() + self.time_offset_ms
+
+    async def sync_time(self) -> int:
+        """Measure the server-time offset (``GET /fapi/v1/time``); return it in ms (server - local)."""
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            t0 = self.clock_ms()
+            j = await self.request("GET", "/fapi/v1/time", signed=False, _sync=False)
+            t1 = self.clock_ms()
+            st = j.get("serverTime") if isinstance(j, dict) else None
+            if isinstance(st, bool) or not isinstance(st, int):
+                raise UnknownOutcome(f"GET /fapi/v1/time: no integer serverTime in {str(j)[:80]}")
+            self.time_offset_ms = st - (t0 + t1) // 2
+            self.time_rtt_ms = float(t1 - t0)
+            self.time_synced_at = time.monotonic()
+            self.time_syncs += 1
+            if self.clock_ms is wall_ms:
+                _OFFSETS[self.base] = (self.time_offset_ms, self.time_rtt_ms, self.time_synced_at)
+            return self.time_offset_ms
+
+    def _time_stale(self) -> bool:
+        return self.time_synced_at is None or time.monotonic() - self.time_synced_at >= self.time_sync_s
+
     async def request(self, method: str, path: str, params: dict[str, Any] | None = None, *,
-                      signed: bool = True, placing: bool = False) -> Any:
+                      signed: bool = True, placing: bool = False, _sync: bool = True) -> Any:
         """Send one request and return its JSON body (see the module docstring for the reactions)."""
         what = f"{method} {path}"
         attempt = 0
+        resynced = False
+        if signed and _sync and (self.time_synced_at is None or (not placing and self._time_stale())):
+            try:
+                await self.sync_time()
+            except (OrderRejected, UnknownOutcome, VenueUnavailable) as exc:
+                if self.time_synced_at is None:
+                    log.warning("venue REST: server time not measured (%s); signing with the local clock", exc)
+                    self.time_synced_at = time.monotonic()    # try again after time_sync_s, not on every call
+                else:
+                    log.warning("venue REST: server time resync failed (%s); keeping offset %d ms", exc,
+                                self.time_offset_ms)
         await self._throttle(placing)
         while True:
             self.requests += 1
             url = self.base + path
             if signed:
-                url += "?" + signed_query(params or {}, self.creds.secret, self.clock_ms(), self.recv_window_ms)
+                url += "?" + signed_query(params or {}, self.creds.secret, self.server_ms(), self.recv_window_ms)
             elif params:
                 url += "?" + encode_params(params)
             headers = {"X-MBX-APIKEY": self.creds.api_key}
@@ -131,11 +196,20 @@ class OrderRestClient:
                     except ValueError:
                         ra = 1.0
                     if ra > self.max_retry_after_s or attempt >= self.retries:
-                        raise RateLimited(status, ra, msg)
+                        raise RateLimited(status, ra, msg, what)
                     log.warning("venue REST: %s rate limited (code %s); waiting %.1fs", what, code, ra)
                     attempt += 1
                     self.retried += 1
                     await self._sleep(ra)
+                    continue
+                if code == -1021 and signed and not resynced:
+                    # our timestamp was outside recvWindow: not executed; measure the offset again, re-sign once
+                    resynced = True
+                    self.time_resyncs_1021 += 1
+                    before = self.time_offset_ms
+                    await self.sync_time()
+                    log.warning("venue REST: %s refused with -1021 (%s); server-time offset %d -> %d ms, "
+                                "sending once more", what, msg, before, self.time_offset_ms)
                     continue
                 if status >= 500 or code in UNKNOWN_CODES:
                     err = UnknownOutcome(f"{what}: HTTP {status} code={code} msg={msg!r}")
@@ -152,6 +226,9 @@ class OrderRestClient:
             await self._sleep(delay)
 
     # ------------------------------------------------------------------ endpoints
+    async def server_time(self) -> Any:
+        return await self.request("GET", "/fapi/v1/time", signed=False)
+
     async def exchange_info(self) -> Any:
         return await self.request("GET", "/fapi/v1/exchangeInfo", signed=False)
 

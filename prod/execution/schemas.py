@@ -47,6 +47,10 @@ def _s(d: dict, k: str, src: str) -> str:
     return v
 
 
+def _asset(v: Any) -> str:
+    return v if isinstance(v, str) and v else "USDT"
+
+
 def _status(v: Any, src: str) -> OrderStatus:
     try:
         return OrderStatus(v)
@@ -87,7 +91,7 @@ def parse_order_trade_update(ev: dict) -> OrderUpdate:
             raise MalformedMessage(f"{src}: TRADE with last filled qty {o.get('l')!r}")
         fill = Fill(trade_id=_i(o, "t", src), qty=last, price=_f(o, "L", src), fee=abs(_f(o, "n", src)),
                     maker=bool(o.get("m")), realized_pnl=_f(o, "rp", src) if "rp" in o else 0.0,
-                    ts_ms=_i(o, "T", src))
+                    ts_ms=_i(o, "T", src), fee_asset=_asset(o.get("N")))
         if fill.price <= 0:
             raise MalformedMessage(f"{src}: TRADE at price {o.get('L')!r}")
     cum = _f(o, "z", src)
@@ -117,7 +121,8 @@ def parse_user_trade(d: Any) -> tuple[int, Fill]:
         raise MalformedMessage(f"{src}: not an object")
     f = Fill(trade_id=_i(d, "id", src), qty=_f(d, "qty", src), price=_f(d, "price", src),
              fee=abs(_f(d, "commission", src)), maker=bool(d.get("maker")),
-             realized_pnl=_f(d, "realizedPnl", src), ts_ms=_i(d, "time", src))
+             realized_pnl=_f(d, "realizedPnl", src), ts_ms=_i(d, "time", src),
+             fee_asset=_asset(d.get("commissionAsset")))
     return _i(d, "orderId", src), f
 
 
@@ -398,3 +403,26 @@ def parse_algo_order(d: Any) -> AlgoUpdate:
     return AlgoUpdate(_s(d, "clientAlgoId", src), _i(d, "algoId", src), _s(d, "symbol", src), _s(d, "side", src),
                       _s(d, "orderType", src), _s(d, "algoStatus", src), _f(d, "triggerPrice", src),
                       _opt_id(d.get("actualOrderId")), int(d.get("updateTime") or 0))
+
+
+@dataclass(frozen=True)
+class FeeRates:
+    """Commission rates (fractions of notional) of the account, from ``GET /fapi/v1/commissionRate``."""
+
+    maker: float
+    taker: float
+    symbol: str
+
+    def rate(self, maker: bool) -> float:
+        return self.maker if maker else self.taker
+
+
+def parse_commission_rate(d: Any) -> FeeRates:
+    """Parse ``GET /fapi/v1/commissionRate``; rates must be finite and in [0, 1%)."""
+    src = "commissionRate"
+    if not isinstance(d, dict):
+        raise MalformedMessage(f"{src}: not an object: {str(d)[:80]}")
+    maker, taker = _f(d, "makerCommissionRate", src), _f(d, "takerCommissionRate", src)
+    if not (0 <= maker < 0.01 and 0 <= taker < 0.01):
+        raise MalformedMessage(f"{src}: rates out of range: maker {maker}, taker {taker}")
+    return FeeRates(maker, taker, _s(d, "symbol", src))

@@ -184,6 +184,7 @@ class TraderCore:
             self.engine = NDAlphaEngine(self.params, self.symbols)
             self.engine.set_ob_engine(self.ob)
             self.account = self.account_type.new(self.engine.capital)
+            self.engine.capital = self.account.capital   # a venue account sizes from the wallet (preflight)
             log.info("fresh start: capital %.2f", self.account.capital)
             return
         try:

@@ -150,11 +150,13 @@ class TraderConfig:
         "help": "compare positions, open orders and balance with the venue this often (venue execution)"})
     protective_stop_pct: float = field(default=0.12, metadata={
         "help": "exchange-side stop this far against each entry (0 = none; docs/execution.md says why 12%)"})
+    preflight_retry_s: float = field(default=30.0, metadata={
+        "help": "while the venue preflight refuses every entry, run it again this often"})
 
     def __post_init__(self) -> None:
         for name in ("max_scan_age_s", "max_book_age_s", "posture_poll_s", "heartbeat_s", "snapshot_every_s",
                      "gil_switch_interval_s", "hz_timeout_s", "decision_log_s", "fill_timeout_s", "venue_connect_s",
-                     "max_macro_age_s"):
+                     "max_macro_age_s", "preflight_retry_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
         if self.execution not in ("auto", "venue", "paper"):
@@ -488,7 +490,7 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
             journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
             params = load_engine_params()
             mode = cfg.execution_mode()
-            account_type: Any = PaperAccount if mode == "paper" else VenueAccounts(cfg, journal)
+            account_type: Any = PaperAccount if mode == "paper" else VenueAccounts(cfg, journal, params)
             log.info("execution: %s%s", mode, f" via {cfg.settings.venue_rest}" if mode == "venue" else "")
             core = TraderCore(cfg.limits, journal, params, tuple(cfg.settings.symbols), clock.time,
                               account_type=account_type, outputs=outputs)
@@ -513,6 +515,8 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
         if recorder is not None:
             recorder.close({"journal_end_id": journal.last_event_id(), "capital": core.account.capital,
                             "last_scan": core.last_scan})
+        if isinstance(account_type, VenueAccounts) and account_type.preflight is not None:
+            account_type.preflight.stop()
         if hasattr(core.account, "runtime"):
             core.account.stop()
         journal.close()
@@ -540,11 +544,16 @@ def start_recorder(cfg: TraderConfig, core: TraderCore, journal: Journal, params
 
 
 class VenueAccounts:
-    """The account factory for ``execution=venue``: ``new``/``from_dict`` connect a :class:`VenueAccount`."""
+    """The account factory for ``execution=venue``: ``new``/``from_dict`` connect a :class:`VenueAccount`, then
+    run the preflight (prod/execution/preflight.py) on its REST client: entries it refuses are refused by the
+    account (:class:`~prod.execution.preflight.EntryGate`), a fresh account's capital is min(the wallet's
+    available USDT, the allocation), and while every entry is refused the preflight runs again every
+    ``preflight_retry_s``."""
 
-    def __init__(self, cfg: TraderConfig, journal: Journal):
-        self.cfg, self.journal = cfg, journal
+    def __init__(self, cfg: TraderConfig, journal: Journal, params: EngineParams | None = None):
+        self.cfg, self.journal, self.params = cfg, journal, params
         self.creds = Credentials.from_env()          # MissingCredentials names the variables; never logged
+        self.preflight: Any = None                   # the PreflightRunner, once connected
 
     def new(self, capital: float) -> Any:
         return self.from_dict(None, capital)
@@ -557,13 +566,59 @@ class VenueAccounts:
         deadline = _time.monotonic() + self.cfg.venue_connect_s
         while True:                       # the venue (simulator) may still be starting: retry, then give up
             try:
-                return VenueAccount.connect(ec, self.journal, cap, state=d, creds=self.creds,
-                                            kill_switch=self.cfg.kill_switch, safety=self.cfg.safety)
+                acct = VenueAccount.connect(ec, self.journal, cap, state=d, creds=self.creds,
+                                            kill_switch=self.cfg.kill_switch, safety=self.cfg.safety,
+                                            start_safety=False)
+                break
             except (ExecutionError, OSError) as exc:
                 if _time.monotonic() >= deadline:
                     raise
                 log.warning("venue at %s not ready (%s); retrying", ec.rest_base, exc)
                 _time.sleep(1.0)
+        self.run_preflight(acct, fresh=d is None)
+        acct.rebase()              # the reconcile's baseline: the account as the preflight left it (issue 29)
+        acct.start_safety()
+        return acct
+
+    def run_preflight(self, acct: Any, fresh: bool) -> Any:
+        """Run the preflight on ``acct``'s runtime, gate its entries, take a fresh account's capital from the wallet."""
+        from prod.execution.preflight import EntryGate, PreflightConfig, PreflightRunner
+        params = getattr(self, "params", None) or load_engine_params()
+        pcfg = PreflightConfig.from_settings(self.cfg.settings, params, recv_window_ms=acct.runtime.cfg.recv_window_ms)
+        gate = EntryGate()
+        acct.gate = gate
+        def on_report(r: Any) -> None:
+            acct.held.append("PREFLIGHT", r.to_dict())       # the journal's audit chain keeps every run
+            if r.fees is not None:                           # non-USDT commissions are booked at these rates
+                acct.client.fee_rates = r.fees
+        runner = PreflightRunner(acct.runtime, pcfg, gate, self.cfg.preflight_retry_s, on_report=on_report)
+        self.preflight = runner
+        try:
+            report = runner.run_once()
+        except Exception as exc:  # noqa: BLE001 - the venue went away again: refuse entries, retry in the thread
+            log.error("preflight not run (%s: %s): every entry refused until it passes", type(exc).__name__, exc)
+            gate.close(f"preflight not run: {exc}")
+            report = None
+        wallet = None if report is None else report.capital
+        if wallet is None:
+            runner.capital_from_wallet = not fresh      # a restored account keeps its journaled capital
+            if fresh:
+                gate.close("the wallet could not be read at start, so the capital is unknown: restart the trader")
+        elif fresh:
+            acct.capital = acct.peak_capital = acct.day_start_capital = wallet
+            log.warning("capital %.2f USDT = min(wallet available %.2f, allocation %.2f)", wallet,
+                        report.wallet_available, report.allocation)
+        elif acct.position is None and acct.capital > (report.wallet_available or 0.0):
+            log.warning("journaled capital %.2f exceeds the wallet's available %.2f USDT: capital set to the wallet",
+                        acct.capital, report.wallet_available)
+            acct.capital = float(report.wallet_available or 0.0)
+        else:
+            log.warning("capital %.2f USDT from the journal (wallet available %.2f, allocation %.2f)", acct.capital,
+                        report.wallet_available, report.allocation)
+        if not gate.open:
+            log.critical("REFUSING ENTRIES: %s", gate.refusal(""))
+            runner.start_retry()
+        return report
 
 
 def kill_cli(argv: list[str]) -> int:

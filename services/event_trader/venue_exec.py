@@ -67,8 +67,8 @@ import time
 from dataclasses import asdict
 from typing import Any, Mapping
 
-from prod.execution import (DuplicateDecision, EntryNotFilled, ExecConfig, ExecutionRuntime, KillSwitchActive,
-                            OrderIntent, OrderStatus, client_order_id)
+from prod.execution import (DuplicateDecision, EntriesRefused, EntryNotFilled, ExecConfig, ExecutionRuntime,
+                            KillSwitchActive, OrderIntent, OrderStatus, client_order_id)
 from prod.execution.killswitch import KillSwitch
 from prod.execution.signing import Credentials
 from prod.execution import schemas as X
@@ -88,7 +88,8 @@ class VenueAccount:
     def __init__(self, runtime: ExecutionRuntime, journal: Journal, capital: float, *, strategy: str = "blue",
                  kill_switch: KillSwitch | None = None, fill_timeout_s: float = 10.0, max_exit_rounds: int = 5,
                  state: Mapping[str, Any] | None = None, kill_poll_s: float = 0.2, held: HeldAppends | None = None,
-                 safety: SafetyConfig | None = None, events: AccountEvents | None = None):
+                 safety: SafetyConfig | None = None, events: AccountEvents | None = None,
+                 gate: Any = None):
         self.runtime, self.journal, self.strategy = runtime, journal, strategy
         self.safety = safety or SafetyConfig()
         self.events = events or AccountEvents()
@@ -113,6 +114,7 @@ class VenueAccount:
         self._closing = False         # close() ends the stop itself: its EXPIRED/CANCELED event needs no reconcile
         self.held = held or HeldAppends(journal)     # order events and reports survive a full disk (held, retried)
         self.kill_switch = kill_switch
+        self.gate = gate              # prod.execution.preflight.EntryGate: entries the preflight refuses
         self.fill_timeout_s, self.max_exit_rounds = fill_timeout_s, max_exit_rounds
         self.capital = self.peak_capital = self.day_start_capital = float(capital)
         self.position: PaperPosition | None = None
@@ -135,8 +137,11 @@ class VenueAccount:
     # ------------------------------------------------------------------ construction
     @classmethod
     def connect(cls, cfg: ExecConfig, journal: Journal, capital: float, *, state: Mapping[str, Any] | None = None,
-                creds: Credentials | None = None, kill_switch: KillSwitch | None = None, **kw: Any) -> "VenueAccount":
-        """Start the execution runtime (journal hooked in), reconcile with the venue, start the kill watcher."""
+                creds: Credentials | None = None, kill_switch: KillSwitch | None = None, start_safety: bool = True,
+                **kw: Any) -> "VenueAccount":
+        """Start the execution runtime (journal hooked in), reconcile with the venue, start the kill watcher and
+        (unless ``start_safety`` is False: the caller changes the account first, then calls :meth:`rebase` and
+        :meth:`start_safety`) the periodic reconcile."""
         held = HeldAppends(journal)
         events = AccountEvents()
         runtime = ExecutionRuntime(cfg, creds or Credentials.from_env(), on_order=held.order_event,
@@ -151,6 +156,8 @@ class VenueAccount:
             runtime.stop()
             raise
         acct.start_watcher()
+        if start_safety:
+            acct.start_safety()
         return acct
 
     def _load(self, d: Mapping[str, Any]) -> None:
@@ -228,6 +235,8 @@ class VenueAccount:
         with self._lock:
             if self.kill_active():
                 raise KillSwitchActive(f"kill switch engaged: entry #{trade_id} {symbol} refused")
+            if self.gate is not None and (why := self.gate.refusal(symbol)) is not None:
+                raise EntriesRefused(f"entry #{trade_id} {symbol} refused: {why}")
             if self.mismatches:
                 raise EntriesFrozen(f"entries frozen (venue and journal disagree): entry #{trade_id} {symbol} refused; "
                                     + "; ".join(sorted(self.mismatches.values())))
@@ -477,7 +486,7 @@ class VenueAccount:
         return rec
 
     # ------------------------------------------------------------------ periodic reconcile (safety thread)
-    def check(self, initial: bool = False) -> dict:
+    def check(self, initial: bool = False, rebase: bool = False) -> dict:
         """Compare the venue with the journal (positions, open orders, wallet, leverage/margin); freeze on a mismatch,
         clear when they agree; journal a ``RECONCILE`` row when that changes; return this check's report."""
         with self._lock:
@@ -511,7 +520,7 @@ class VenueAccount:
             settings = {k: (v.leverage, v.margin_type) for k, v in st["settings"].items()}
             pending = sum(float(r["income"]) for r in self.funding_due)
             gap = st["wallet"] - self.capital - pending
-            if initial or self.baseline is None:
+            if initial or rebase or self.baseline is None:
                 self.baseline, self._gap0 = settings, gap
             known = {}
             for cid, o in list(self.client.orders.items()):
@@ -538,7 +547,7 @@ class VenueAccount:
             for k, v in self.mismatches.items():       # stream-reported, not visible in positionRisk: kept until seen
                 if k == "multi_assets" and k not in found:
                     found[k] = v
-            rep = self._set_mismatches(found, "initial" if initial else "periodic", stop_fired=fired,
+            rep = self._set_mismatches(found, "initial" if initial else "rebase" if rebase else "periodic", stop_fired=fired,
                                        wallet=st["wallet"], capital=self.capital, ms=round(cost_ms, 3), weight=weight)
             if pos is not None and self.position is pos and self.safety.stop_pct > 0 and not self._stop_open():
                 rep["stop_placed"] = self._place_stop(int(time.time()))
@@ -666,10 +675,22 @@ class VenueAccount:
                           exc, self.safety.reconcile_s)
             next_at = time.monotonic() + self.safety.reconcile_s
 
-    def start_watcher(self) -> None:
+    def start_safety(self) -> None:
+        """Start the safety thread (periodic reconcile, account events)."""
         if self._safety_thread is None:
             self._safety_thread = threading.Thread(target=self._safety_loop, name="venue-safety", daemon=True)
             self._safety_thread.start()
+
+    def rebase(self) -> dict:
+        """Take the venue's leverage / margin type and the wallet-capital gap as they are now as the baseline (after
+        the preflight set the account up and took the capital from the wallet); the settings events that caused are
+        dropped, other account events handled. Return the check's report."""
+        for ev in self.events.drain():
+            if not isinstance(ev, X.AccountConfigUpdate):
+                self._on_account_event(ev)
+        return self.check(rebase=True)
+
+    def start_watcher(self) -> None:
         if self.kill_switch is None or self._watcher is not None:
             return
         self._watcher = threading.Thread(target=self._watch_kill, name="kill-watcher", daemon=True)
