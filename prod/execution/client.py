@@ -530,22 +530,25 @@ class ExecutionClient:
         return X.parse_position_risk(await self.rest.position_risk(symbol))
 
     async def kill(self, attempts: int = 3, fill_timeout_s: float = 5.0) -> dict:
-        """Halt entries, cancel all open orders (conditional ones too), flatten all positions with reduceOnly MARKET
-        orders."""
+        """Halt entries, cancel all open orders (conditional ones: ours, and those in symbols with a position),
+        flatten all positions with reduceOnly MARKET orders."""
         self.halted = True
         t0 = time.monotonic()
         report: dict[str, Any] = {"canceled_symbols": [], "flatten_orders": [], "flat": False}
         for sym in sorted({X.parse_rest_order(x).symbol for x in await self.rest.open_orders()}):
             await self.rest.cancel_all(sym)
             report["canceled_symbols"].append(sym)
-        try:
-            algo_syms = sorted({a.symbol for a in await self.open_algo_orders()})
-        except OrderRejected as exc:          # a venue without the algo service: nothing conditional to cancel
-            log.warning("kill: open algo orders not read (%s %s)", exc.code, exc.msg)
-            algo_syms = []
-        for sym in algo_syms:
-            await self.rest.request("DELETE", "/fapi/v1/algoOpenOrders", {"symbol": sym})
-            report.setdefault("canceled_algo_symbols", []).append(sym)
+        # conditional orders: ours (the protective stops) and any in a symbol with a position, one symbol at a time
+        # (weight 1, not the 40 of an all-symbol read); a closePosition stop elsewhere has no position to close and
+        # expires with it (GTE_GTC)
+        algo_syms = {a.symbol for a in self.algos.values() if a.status == X.ALGO_OPEN}
+        algo_syms |= {p.symbol for p in await self.positions()}
+        for sym in sorted(algo_syms):
+            try:
+                await self.rest.request("DELETE", "/fapi/v1/algoOpenOrders", {"symbol": sym})
+                report.setdefault("canceled_algo_symbols", []).append(sym)
+            except OrderRejected as exc:      # a venue without the algo service: nothing conditional to cancel
+                log.warning("kill: conditional orders of %s not cancelled (%s %s)", sym, exc.code, exc.msg)
         for k in range(attempts):
             poss = await self.positions()
             if not poss:

@@ -40,9 +40,9 @@ Running safely (issue 29; the pure parts in :mod:`services.event_trader.safety`)
   position (the snapshot holds its client id; no second stop). A stop that fires while the trader runs is
   booked as a forced exit (``kill_exits``, reason ``PROTECTIVE_STOP``) at the next scan.
 * **Periodic reconcile** (:meth:`check`, every ``reconcile_s`` on the safety thread, at once after an account
-  event): open orders (plain and algo: at start every symbol's, then only in the symbols where the journal
-  holds a position or an open order, weight 1 each instead of 40), positions (with every symbol's leverage
-  and margin type) and the wallet are compared with the journal
+  event): open orders (plain and algo; plain ones of every symbol at start, by reconcile(); otherwise only in
+  the symbols where the journal or the venue holds a position or an open order: weight 1 each, not 40),
+  positions (with every symbol's leverage and margin type) and the wallet are compared with the journal
   (:func:`~services.event_trader.safety.venue_mismatches`). A mismatch freezes entries
   (:class:`EntriesFrozen`, journaled ``ENTRY_NOT_TAKEN`` by the core) and journals a ``RECONCILE`` row;
   entries open again only when a later check finds the venue and the journal agreeing (another
@@ -494,8 +494,11 @@ class VenueAccount:
                 log.error("reconcile: %d journal event(s) still held", len(self.held.held))
             if self._killing:        # the kill switch is flattening; its exit is not booked yet: judge after it
                 return {"kind": "skipped", "why": "kill switch flattening"}
-            if initial:      # every symbol's algo orders; the plain ones were read by reconcile() just before
-                st = self._call(self.client.venue_state, None, False, timeout_s=30.0)
+            if initial:      # the plain orders were read by reconcile() just before; algo orders where ours can be
+                syms = {o.symbol for o in self.client.orders.values() if not o.terminal}
+                syms |= {p["symbol"] for p in (self.reconcile_report or {}).get("positions", [])}
+                syms |= {s for s in (self.stop_symbol, self.position.symbol if self.position else None) if s}
+                st = self._call(self.client.venue_state, sorted(syms), False, timeout_s=30.0)
                 stop_rep = self._adopt_stop({a.client_id: a for a in st["open_algos"]})
                 st["open_algos"] = [a for a in st["open_algos"] if a.client_id not in stop_rep["strays_canceled"]]
                 if stop_rep["placed"] is not None:
