@@ -720,6 +720,13 @@ class VenueAccount:
         """Cancel everything and flatten (reduceOnly); book our position's flattening; journal the report."""
         self.client.halted = True
         self._killing = True          # the reconcile holds its verdict until the flattening is booked
+        try:
+            return self._kill()
+        finally:
+            self._killing = False
+            self.check_soon()
+
+    def _kill(self) -> dict:
         flag = self.kill_switch.read() if self.kill_switch is not None else None
         rep = self._call(self.client.kill, timeout_s=60.0)
         with self._lock:
@@ -734,8 +741,6 @@ class VenueAccount:
             rep["flag"] = flag
             self.held.append("KILL_SWITCH", rep)
             self._kill_handled = True
-            self._killing = False
-        self.check_soon()
         return rep
 
     async def _closing_trades(self, pos: PaperPosition) -> list:
