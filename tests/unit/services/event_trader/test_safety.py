@@ -127,3 +127,16 @@ def test_income_settings_and_wallet_parsers_take_binance_shapes_and_name_bad_fie
     assert X.parse_wallet({"totalWalletBalance": "9.25"}) == 9.25
     with pytest.raises(MalformedMessage, match="ACCOUNT_CONFIG_UPDATE"):
         X.parse_account_config_update({"e": "ACCOUNT_CONFIG_UPDATE", "E": 1})
+
+
+def test_trader_config_takes_reconcile_and_stop_settings_and_names_a_bad_one(tmp_path):
+    from prod.settings import ConfigError, load_settings
+    from services.event_trader.main import TraderConfig
+    s = load_settings(env={}, data_dir=str(tmp_path))
+    cfg = TraderConfig(settings=s, reconcile_s=15.0, protective_stop_pct=0.2)
+    assert cfg.safety == SafetyConfig(reconcile_s=15.0, stop_pct=0.2)
+    assert TraderConfig(settings=s).safety == SafetyConfig()          # defaults: 60 s, 12 %
+    with pytest.raises(ConfigError, match="protective_stop_pct"):
+        TraderConfig(settings=s, protective_stop_pct=0.7)
+    with pytest.raises(ConfigError, match="reconcile_s"):
+        TraderConfig(settings=s, reconcile_s=0.0)
