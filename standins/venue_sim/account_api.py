@@ -6,7 +6,8 @@ orders in :mod:`algo`. Also here: ``countdownCancelAll`` (a wall-clock dead-man 
 symbol's countdown runs out, its open orders are cancelled; ``countdownTime=0`` stops it), the
 8-hourly funding of market time, and the admin switch ``POST /sim/admin/account`` that puts an
 account into a state tests need (hedge mode, multi-assets mode, leverage, margin type, balance) or
-pushes a ``MARGIN_CALL`` -- changed "by hand", so leverage and multi-assets changes push
+pushes a ``MARGIN_CALL`` (also pushed by itself once a market minute while an account's margin ratio
+is at least 80 %) -- changed "by hand", so leverage and multi-assets changes push
 ``ACCOUNT_CONFIG_UPDATE`` as Binance does when a user changes them on the website.
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ class AccountApi:
         self.countdowns: dict[tuple[str, str], float] = {}    # (api key, symbol) -> loop-time deadline
         self._funding_mark = self.model.t_ms // A.FUNDING_MS
         self.funding_charged = 0
+        self.margin_calls: dict[str, int] = {}                 # api key -> market time of the last MARGIN_CALL
 
     def account_tick(self, now_ms: int, loop_now: float) -> None:
         """Per tick: algo triggers, funding at the 8-hour marks, expired countdowns."""
@@ -63,6 +65,8 @@ class AccountApi:
         if mark != self._funding_mark:
             self._funding_mark = mark
             self.funding_charged += A.charge_funding(self.exchange, mark * A.FUNDING_MS)
+        if self.model.tick_no % 10 == 0:                       # once a market second
+            A.check_margin_calls(self.exchange, now_ms, self.margin_calls)
         if self.countdowns:
             for (key, sym), until in list(self.countdowns.items()):
                 if loop_now >= until:
@@ -71,12 +75,14 @@ class AccountApi:
                     log.info("venue_sim: countdownCancelAll fired for %s (%d orders cancelled)", sym, n)
 
     async def _call(self, request: web.Request, weight: int, fn, symbol: str = "") -> web.Response:
-        """Sign-check, charge ``weight``, check the symbol (``required``/``optional``), run ``fn(key, p, i)``."""
+        """Sign-check, charge ``weight`` (429 above the IP limit), check the symbol (``required``/``optional``),
+        run ``fn(key, p, i)``."""
         s = await self._signed(request)     # type: ignore[attr-defined]
         if isinstance(s, web.Response):
             return s
         key, p = s
-        self._charge(request, weight)       # type: ignore[attr-defined]
+        if (r := self._over_limit(request, weight)) is not None:   # type: ignore[attr-defined]
+            return r                        # HTTP 429 -1003 once the IP's weight passes 2400 a minute
         i = None
         if symbol:
             if (r := self._sym_param(p, request, required=symbol == "required")) is not None:  # type: ignore[attr-defined]
@@ -312,7 +318,7 @@ class AccountApi:
                     "B": [{"a": "USDT", "wb": A.f8(acct.wallet), "cw": A.f8(acct.wallet), "bc": A.f8(delta)}],
                     "P": []}})
             if body.get("margin_call"):
-                acct.outbox.append(self._margin_call(acct, now))
+                acct.outbox.append(A.margin_call_event(self.exchange, acct, now))
         except (ValueError, TypeError, KeyError) as exc:
             return web.json_response({"error": f"bad account request: {exc!r}"}, status=400)
         self.flush_user_events()            # type: ignore[attr-defined]
@@ -341,17 +347,3 @@ class AccountApi:
         if kind not in ("ISOLATED", "CROSSED"):
             raise ValueError(f"margin_type {val!r}: ISOLATED or CROSSED")
         (acct.isolated.add if kind == "ISOLATED" else acct.isolated.discard)(i)
-
-    def _margin_call(self, acct, now: int) -> dict:
-        ex = self.exchange
-        rows = []
-        for i, pos in acct.positions.items():
-            if not pos.amt:
-                continue
-            step, mark = float(ex.m.step_size[i]), ex.mark(i)
-            rows.append({"s": ex.m.symbols[i], "ps": "BOTH", "pa": ex.fq(i, pos.amt),
-                         "mt": "ISOLATED" if i in acct.isolated else "CROSSED", "iw": "0", "mp": A.f8(mark),
-                         "up": A.f8(pos.amt * step * (mark - pos.entry)),
-                         "mm": A.f8(abs(pos.amt) * step * mark * ex.cfg.maint_margin_rate)})
-        return {"e": "MARGIN_CALL", "E": now, "cw": A.f8(acct.wallet), "p": rows}
-

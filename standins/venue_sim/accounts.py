@@ -152,6 +152,42 @@ def charge_funding(ex: SimExchange, now_ms: int) -> int:
     return n
 
 
+# ---------------------------------------------------------------------- margin calls
+MARGIN_CALL_RATIO = 0.8          # maintenance margin / margin balance that triggers a MARGIN_CALL
+MARGIN_CALL_EVERY_MS = 60_000    # at most one per account per minute of market time
+
+
+def margin_call_event(ex: SimExchange, acct: Account, now_ms: int) -> dict:
+    """The ``MARGIN_CALL`` user event listing the account's open positions."""
+    rows = []
+    for i, pos in acct.positions.items():
+        if not pos.amt:
+            continue
+        step, mark = float(ex.m.step_size[i]), ex.mark(i)
+        rows.append({"s": ex.m.symbols[i], "ps": "BOTH", "pa": ex.fq(i, pos.amt),
+                     "mt": "ISOLATED" if i in acct.isolated else "CROSSED", "iw": "0", "mp": f8(mark),
+                     "up": f8(pos.amt * step * (mark - pos.entry)),
+                     "mm": f8(abs(pos.amt) * step * mark * ex.cfg.maint_margin_rate)})
+    return {"e": "MARGIN_CALL", "E": now_ms, "cw": f8(acct.wallet), "p": rows}
+
+
+def check_margin_calls(ex: SimExchange, now_ms: int, last: dict[str, int]) -> int:
+    """Push a MARGIN_CALL to each account whose margin ratio reached ``MARGIN_CALL_RATIO`` (rate-limited
+    through ``last``: api key -> market time of its last call); return how many were pushed. Liquidation
+    itself is not simulated."""
+    n = 0
+    for key, acct in ex.accounts.items():
+        if not any(p.amt for p in acct.positions.values()) or now_ms - last.get(key, -10**18) < MARGIN_CALL_EVERY_MS:
+            continue
+        g = _margins(ex, acct)
+        balance = acct.wallet + g["up"]
+        if g["mm"] > 0 and (balance <= 0 or g["mm"] / balance >= MARGIN_CALL_RATIO):
+            acct.outbox.append(margin_call_event(ex, acct, now_ms))
+            last[key] = now_ms
+            n += 1
+    return n
+
+
 # ---------------------------------------------------------------------- state views
 def _margins(ex: SimExchange, acct: Account) -> dict[str, float]:
     up, pm, om = ex.unrealized(acct), ex.position_margin(acct), ex.order_margin(acct)
@@ -205,10 +241,10 @@ def _totals(acct: Account, g: dict[str, float]) -> dict:
 
 
 def account_v2(ex: SimExchange, acct: Account) -> dict:
-    """``GET /fapi/v2/account`` body (positions: the symbols with a position or an open order)."""
+    """``GET /fapi/v2/account`` body (positions of every symbol, as v2 documents; v3 lists the active ones)."""
     g = _margins(ex, acct)
     poss = []
-    for i in _active(acct):
+    for i in range(ex.m.n):
         n = _pos_numbers(ex, acct, i)
         pos = n["pos"]
         poss.append({"symbol": ex.m.symbols[i], "initialMargin": f8(n["im"] + n["om"]), "maintMargin": f8(n["mm"]),

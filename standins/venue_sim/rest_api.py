@@ -60,7 +60,7 @@ class RestApi:
 
     @web.middleware
     async def rest_middleware(self, request: web.Request, handler):
-        if request.path.startswith(("/sim/", "/ws", "/stream")):
+        if request.path.startswith(("/sim/", "/ws", "/stream", "/public/", "/market/", "/private/")):
             return await handler(request)
         loop = asyncio.get_running_loop()
         if self.rest_delay_ms > 0 and loop.time() < self.rest_delay_until:

@@ -328,12 +328,17 @@ class VenueSim(RestApi, UserApi, AccountApi):
 
     # ------------------------------------------------------------------ websocket
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
-        if self.is_listen_key(request.path):
-            return await self.handle_user_ws(request)
+        path = request.path
+        for cat in ("/public/", "/market/", "/private/"):     # Binance's 2026 category URLs: same streams
+            if path.startswith(cat):
+                path = path[len(cat) - 1:]
+                break
+        lk = path[4:] if path.startswith("/ws/") else request.query.get("listenKey", "")
+        if lk and self.is_listen_key(lk):
+            return await self.handle_user_ws(request, lk)
         loop = asyncio.get_running_loop()
         if loop.time() < self.refuse_until:
             return web.Response(status=503, text="venue_sim: connections refused (fault injection)")
-        path = request.path
         combined = path.startswith("/stream")
         initial: list[str] = []
         if combined:
@@ -349,9 +354,11 @@ class VenueSim(RestApi, UserApi, AccountApi):
         log.info("venue_sim: conn %d open from %s path=%s streams=%d", conn.cid, conn.peer, path, len(initial))
         try:
             bad = [s for s in initial if self.parse_stream(s) is None]
-            if bad or len(initial) > self.cfg.stream_cap:
-                msg = (f"Invalid request: invalid stream name '{bad[0]}'" if bad else
-                       f"Invalid request: too many streams ({len(initial)} > limit {self.cfg.stream_cap})")
+            if bad:     # Binance accepts unknown names in the URL silently (ccxt opens /ws/<n> and SUBSCRIBEs)
+                log.info("venue_sim: conn %d: ignoring unknown stream names in the URL %s", conn.cid, bad[:5])
+                initial = [s for s in initial if s not in bad]
+            if len(initial) > self.cfg.stream_cap:
+                msg = f"Invalid request: too many streams ({len(initial)} > limit {self.cfg.stream_cap})"
                 await ws.send_str(err_frame(2, msg, None).decode())
                 await ws.close(code=1008, message=msg[:100].encode())
                 return ws
@@ -531,9 +538,10 @@ class VenueSim(RestApi, UserApi, AccountApi):
     def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self.rest_middleware])
         r = app.router
-        r.add_get("/ws", self.handle_ws)
-        r.add_get("/ws/{streams:.*}", self.handle_ws)
-        r.add_get("/stream", self.handle_ws)
+        for cat in ("", "/public", "/market", "/private"):
+            r.add_get(f"{cat}/ws", self.handle_ws)
+            r.add_get(f"{cat}/ws/{{streams:.*}}", self.handle_ws)
+            r.add_get(f"{cat}/stream", self.handle_ws)
         r.add_get("/fapi/v1/ping", self.h_ping)
         r.add_get("/fapi/v1/time", self.h_time)
         r.add_get("/fapi/v1/exchangeInfo", self.h_exchange_info)

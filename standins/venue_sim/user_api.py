@@ -3,8 +3,10 @@
 Wire-compatible with Binance USDT-M: ``X-MBX-APIKEY`` header, ``timestamp`` + ``recvWindow`` +
 ``signature`` = hex HMAC-SHA256 of *totalParams* (query string concatenated with the form body, the
 ``signature`` pair removed) under the account's secret. ``timestamp`` is checked against the wall
-clock (the simulator's market time may run at another speed), with Binance's rule: refused with
-``-1021`` when ahead by more than 1 s or older than ``recvWindow`` (default 5000, at most 60000).
+clock (the simulator's market time may run at another speed) and, at ``--speed 1``, also against
+``serverTime`` (market time, which lags the wall clock when the simulator falls behind), with Binance's
+rule: refused with ``-1021`` when ahead by more than 1 s or older than ``recvWindow`` (default 5000,
+at most 60000).
 
 Endpoints: ``POST/GET/DELETE /fapi/v1/order``, ``DELETE /fapi/v1/allOpenOrders``,
 ``GET /fapi/v1/openOrders``, ``GET /fapi/v1/userTrades``, ``POST/PUT/DELETE /fapi/v1/listenKey`` (API key only, unsigned) and the
@@ -62,6 +64,7 @@ class UserApi:
 
     exchange: SimExchange
     model: Any
+    cfg: Any
 
     def init_user_api(self) -> None:
         self.listen_keys: dict[str, tuple[str, float]] = {}       # listenKey -> (api key, expiry wall time)
@@ -129,8 +132,12 @@ class UserApi:
             return self._bad(-1100, "Illegal characters found in parameter 'timestamp'.", request)
         if not 0 < rw <= 60_000:
             return self._bad(-1131, "recvWindow must be less than 60000", request)
-        now = int(time.time() * 1000) + self.clock_skew_ms
-        if ts >= now + 1000 or now - ts > rw:
+        def outside(now: int) -> bool:
+            return ts >= now + 1000 or now - ts > rw
+        # the wall clock; at speed 1 also serverTime (market time), which lags the wall clock when the
+        # simulator falls behind: a client synced to serverTime, as on Binance, is not refused for that lag
+        if outside(int(time.time() * 1000) + self.clock_skew_ms) and (
+                self.cfg.speed != 1.0 or outside(self.model.t_ms + self.clock_skew_ms)):
             return self._bad(-1021, "Timestamp for this request is outside of the recvWindow.", request)
         return key, params
 
@@ -346,11 +353,11 @@ class UserApi:
             asyncio.ensure_future(ws.close(code=1000, message=b"listenKey deleted"))
         return self._ujson({}, request)
 
-    def is_listen_key(self, path: str) -> bool:
-        return path.startswith("/ws/") and path[4:] in self.listen_keys
+    def is_listen_key(self, lk: str) -> bool:
+        return lk in self.listen_keys
 
-    async def handle_user_ws(self, request: web.Request) -> web.StreamResponse:
-        lk = request.path[4:]
+    async def handle_user_ws(self, request: web.Request, lk: str) -> web.StreamResponse:
+        """The user stream of ``lk``: ``/ws/<listenKey>``, ``/private/ws/<listenKey>`` or ``/private/ws?listenKey=``."""
         key, exp = self.listen_keys[lk]
         loop = asyncio.get_running_loop()
         if loop.time() < self.user_refuse_until:

@@ -34,6 +34,8 @@ def venue(tmp_path, request):
     args = ["--host", "127.0.0.1", "--port", str(port), "--symbols", "60", "--api-key", f"{key}:{secret}"]
     if before == "hedge":
         args.append("--hedge-mode")
+    elif before == "lagging":                      # market time 20 s behind the wall clock, as a loaded simulator
+        args += ["--start-ms", str(int(time.time() * 1000) - 20_000)]
     elif before is not None:
         mark = (int(time.time() * 1000) // EIGHT_H + 1) * EIGHT_H
         args += ["--start-ms", str(mark - int(before * 1000))]
@@ -166,6 +168,8 @@ def test_funding_is_charged_at_the_8_hour_mark_of_market_time(venue):
         assert len(rows) == 1 and rows[0]["symbol"] == SYM and rows[0]["time"] == ev["E"]
         assert float(ev["a"]["B"][0]["wb"]) == pytest.approx(w0 + float(rows[0]["income"]), abs=1e-6)
         assert float(rows[0]["income"]) != 0
+        paid = ccxt_client(port, c.key, c.secret).fetch_funding_history("BTC/USDT:USDT")    # a real client's view
+        assert [(p["amount"], p["timestamp"]) for p in paid] == [(float(rows[0]["income"]), rows[0]["time"])]
     finally:
         us.close()
 
@@ -211,3 +215,13 @@ def test_hedge_mode_flag_starts_a_misconfigured_account(venue):
     assert refused(lambda: c.new_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.010")) == -4061
     c.change_position_mode(dualSidePosition="false")
     assert c.new_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.010")["symbol"] == SYM
+
+
+@pytest.mark.parametrize("venue", ["lagging"], indirect=True)
+def test_a_client_synced_to_server_time_is_accepted_while_market_time_lags_the_wall_clock(venue):
+    port, c = venue
+    assert c.balance()[0]["asset"] == "USDT"                        # wall-clock timestamps
+    ex = ccxt_client(port, c.key, c.secret)
+    ex.load_time_difference()
+    assert 15_000 < ex.options["timeDifference"] < 25_000           # local - serverTime
+    assert ex.fetch_balance()["USDT"]["total"] > 0                  # serverTime-synced timestamps

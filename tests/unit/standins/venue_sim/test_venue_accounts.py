@@ -172,3 +172,31 @@ def test_algo_order_limits_and_refusals(ex):
     ex.m.k_open["c"][i] = (last - 60) * ex.m.tick_size[i]
     desk.on_tick(10)
     assert a.status == "EXPIRED" and a.reason == "Reduce Only reject"
+
+
+def test_account_and_position_views_list_what_each_version_documents(ex):
+    acct = ex.account(K)
+    _buy(ex, 4, _steps(ex, 4))
+    v2, v3 = A.account_v2(ex, acct), A.account_v3(ex, acct)
+    assert len(v2["positions"]) == ex.m.n and "feeTier" in v2 and "feeTier" not in v3
+    assert [p["symbol"] for p in v3["positions"]] == [ex.m.symbols[4]]
+    assert "leverage" not in v3["positions"][0] and "notional" in v3["positions"][0]
+    assert len(A.position_risk_v2(ex, acct, None)) == ex.m.n
+    assert [r["symbol"] for r in A.position_risk_v3(ex, acct, None)] == [ex.m.symbols[4]]
+    assert v2["totalWalletBalance"] == v3["totalWalletBalance"] == A.balance_json(ex, acct)[0]["balance"]
+    assert A.balance_json(ex, acct)[0]["updateTime"] == acct.update_ms > 0
+
+
+def test_a_high_margin_ratio_pushes_a_margin_call_once_a_minute(ex):
+    acct = ex.account(K)
+    i = 1
+    _buy(ex, i, _steps(ex, i, 100_000))
+    last: dict = {}
+    assert A.check_margin_calls(ex, 1_000, last) == 0                        # a 1M wallet: ratio far below 0.8
+    mm = float(A.account_v3(ex, acct)["totalMaintMargin"])
+    acct.wallet = mm * 1.1 - ex.unrealized(acct)                             # margin balance just above maint.
+    assert A.check_margin_calls(ex, 2_000, last) == 1
+    ev = acct.outbox[-1]
+    assert ev["e"] == "MARGIN_CALL" and ev["p"][0]["s"] == ex.m.symbols[i] and float(ev["p"][0]["mm"]) > 0
+    assert A.check_margin_calls(ex, 30_000, last) == 0                       # at most one a minute
+    assert A.check_margin_calls(ex, 62_000, last) == 1
