@@ -121,9 +121,7 @@ class RestApi:
 
     async def h_time(self, request: web.Request) -> web.Response:
         self._charge(request, 1)
-        # the clock the signed-request timestamp check uses (wall + skew), as on Binance: market time differs from it
-        # under --start-ms / --speed, and a client syncing to market time would then meet -1021 on every request
-        return self._json({"serverTime": int(time.time() * 1000) + self.clock_skew_ms}, request=request)
+        return self._json({"serverTime": self.model.t_ms + self.clock_skew_ms}, request=request)
 
     async def h_exchange_info(self, request: web.Request) -> web.Response:
         self._charge(request, 1)

@@ -18,7 +18,7 @@ from prod.execution.rest import OrderRestClient
 from prod.settings import load_settings
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.journal import Journal
-from services.event_trader.main import TraderConfig, VenueAccounts, load_engine_params, start_recorder
+from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from services.event_trader.paper import Book
 from services.event_trader.safety import EntriesFrozen, SafetyConfig
 from services.event_trader.venue_exec import VenueAccount
@@ -222,8 +222,10 @@ def test_reconcile_freezes_entries_on_changes_behind_the_traders_back_and_clears
 
 
 def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_replayed_by_parity(tmp_path):
-    start = (int(time.time() * 1000) // FUNDING_MS + 1) * FUNDING_MS - 150_000   # 150 s of market time to the mark
-    proc, port = _sim(tmp_path, "--start-ms", str(start), "--speed", "5")
+    # market time starts 40 s before an 8-hour mark (speed 1: the simulator's serverTime is its market time, and
+    # the signed-request check accepts it only at speed 1)
+    start = (int(time.time() * 1000) // FUNDING_MS + 1) * FUNDING_MS - 40_000
+    proc, port = _sim(tmp_path, "--start-ms", str(start))
     acct = None
     try:
         marks = {x["symbol"]: float(x["markPrice"]) for x in venue(port, "GET", "/fapi/v1/premiumIndex")}
@@ -233,10 +235,15 @@ def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_repla
         cfg = TraderConfig(settings=settings, execution="venue", fill_timeout_s=5.0)
         cfg.trader_dir.mkdir(parents=True)
         journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
-        accounts = VenueAccounts.__new__(VenueAccounts)          # the factory, with the simulator's test key
-        accounts.cfg, accounts.journal, accounts.creds = cfg, journal, CREDS
+        ec = ExecConfig(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", fill_timeout_s=5.0)
+
+        class Accounts:    # the venue account without the preflight: its clock check refuses a market time hours
+            @staticmethod  # away from the wall clock, which is what puts an 8-hour mark 40 s ahead
+            def new(capital):
+                return VenueAccount.connect(ec, journal, capital, creds=CREDS, safety=cfg.safety)
+
         params = load_engine_params()
-        core = TraderCore(CoreLimits(), journal, params, symbols, time.time, account_type=accounts)
+        core = TraderCore(CoreLimits(), journal, params, symbols, time.time, account_type=Accounts)
         acct = core.account
         rec = start_recorder(cfg, core, journal, params, "venue")
         assert rec is not None
@@ -266,7 +273,8 @@ def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_repla
         for _ in range(60):
             if step(-0.06, -0.002, 0.003).get("entered"):
                 break
-        assert acct.position is not None, "the stress leg must enter"
+        refused = [e["payload"] for e in journal.events("ENTRY_NOT_TAKEN")][-2:]
+        assert acct.position is not None, ("the stress leg must enter", refused, acct.mismatches)
         wait_until(lambda: acct.funding_due, 90, what="the 8-hour mark's funding fee taken from /fapi/v1/income")
         step(0.0, 0.0, 0.0001)
         pos = acct.position
