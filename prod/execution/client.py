@@ -15,6 +15,8 @@
   more executed than the fills we hold (``GET /fapi/v1/userTrades`` fetches them; trade ids dedupe).
 * Malformed events, events for unknown client ids, illegal transitions and over-fills are logged,
   counted (``stats``) and dropped; the order is then re-read from the venue (venue truth wins).
+* Server time: a task measures the REST client's server-time offset every ``time_sync_s`` (60 s), so the
+  order path never waits for a resync (``prod/execution/rest.py``).
 * :meth:`reconcile` (at start): open orders first, then positions (so a fill between the two reads
   cannot hide an order), each journaled order that was not final is re-read and adopted, ours
   (``DLP-`` prefix) open on the venue but unknown or final in the journal are strays and cancelled,
@@ -130,6 +132,19 @@ class ExecutionClient:
             except asyncio.TimeoutError:
                 log.warning("user stream not connected after %.0fs; REST polling only until it is", stream_timeout_s)
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="order-poller"))
+        self._tasks.append(asyncio.create_task(self._time_loop(), name="server-time"))
+
+    async def _time_loop(self) -> None:
+        """Measure the server-time offset every ``rest.time_sync_s``, so an order never waits for a resync."""
+        while True:
+            await asyncio.sleep(self.rest.time_sync_s)
+            try:
+                before = self.rest.time_offset_ms
+                after = await self.rest.sync_time()
+                if abs(after - before) > 500:
+                    log.warning("server-time offset moved %d -> %d ms", before, after)
+            except Exception as exc:  # noqa: BLE001 - keep the last offset; -1021 resyncs on demand
+                log.warning("server-time resync failed (%s); keeping offset %d ms", exc, self.rest.time_offset_ms)
 
     async def stop(self) -> None:
         if self.stream is not None:

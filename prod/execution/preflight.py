@@ -345,9 +345,9 @@ class _Run:
         except (OrderRejected, VenueUnavailable, UnknownOutcome):
             rows = []
         now: dict[str, dict] = {}
-        for r in rows if isinstance(rows, list) else []:
-            if isinstance(r, dict) and r.get("positionSide", "BOTH") == "BOTH":
-                now[str(r.get("symbol"))] = r
+        for r in rows if isinstance(rows, list) else []:     # leverage and margin type are per symbol: in hedge
+            if isinstance(r, dict):                           # mode its LONG and SHORT rows carry the same ones
+                now.setdefault(str(r.get("symbol")), r)
         want_mt = "isolated" if cfg.margin_type == "ISOLATED" else "cross"
         sem = asyncio.Semaphore(cfg.concurrency)
         sent = {"marginType": 0, "leverage": 0}
@@ -555,6 +555,7 @@ class PreflightRunner:
         self.on_report = on_report
         self.capital_from_wallet = True
         self.runs = 0
+        self._last_outcome: tuple | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -567,8 +568,13 @@ class PreflightRunner:
         self.gate.apply(report)
         if report.entries_allowed and not self.capital_from_wallet:
             self.gate.close("the wallet could not be read at start, so the capital is unknown: restart the trader")
-        for line in report.lines():
-            (log.info if line.startswith(("PASS", "SKIP")) else log.error)("preflight: %s", line)
+        outcome = tuple((c.name, c.ok, c.detail if not c.ok else "") for c in report.checks)
+        if outcome != self._last_outcome:      # the whole report when something changed, else one quiet line
+            for line in report.lines():
+                (log.info if line.startswith(("PASS", "SKIP")) else log.error)("preflight: %s", line)
+        else:
+            log.debug("preflight run %d: unchanged (%s)", self.runs, report.lines()[-1])
+        self._last_outcome = outcome
         if self.on_report is not None:
             self.on_report(report)
         return report

@@ -118,9 +118,9 @@ class OrderRestClient:
         if self._sync_lock is None:
             self._sync_lock = asyncio.Lock()
         async with self._sync_lock:
-            t0 = self.clock_ms()
-            j = await self.request("GET", "/fapi/v1/time", signed=False, _sync=False)
-            t1 = self.clock_ms()
+            timing: list[int] = []           # local clock around the attempt that answered (not the waits)
+            j = await self.request("GET", "/fapi/v1/time", signed=False, _sync=False, _timing=timing)
+            t0, t1 = timing[-2], timing[-1]
             st = j.get("serverTime") if isinstance(j, dict) else None
             if isinstance(st, bool) or not isinstance(st, int):
                 raise UnknownOutcome(f"GET /fapi/v1/time: no integer serverTime in {str(j)[:80]}")
@@ -136,7 +136,8 @@ class OrderRestClient:
         return self.time_synced_at is None or time.monotonic() - self.time_synced_at >= self.time_sync_s
 
     async def request(self, method: str, path: str, params: dict[str, Any] | None = None, *,
-                      signed: bool = True, placing: bool = False, _sync: bool = True) -> Any:
+                      signed: bool = True, placing: bool = False, _sync: bool = True,
+                      _timing: list[int] | None = None) -> Any:
         """Send one request and return its JSON body (see the module docstring for the reactions)."""
         what = f"{method} {path}"
         attempt = 0
@@ -151,7 +152,8 @@ class OrderRestClient:
                 else:
                     log.warning("venue REST: server time resync failed (%s); keeping offset %d ms", exc,
                                 self.time_offset_ms)
-        await self._throttle(placing)
+        if _timing is None:                  # the time request (weight 1) is never held back: it would skew it
+            await self._throttle(placing)
         while True:
             self.requests += 1
             url = self.base + path
@@ -160,6 +162,8 @@ class OrderRestClient:
             elif params:
                 url += "?" + encode_params(params)
             headers = {"X-MBX-APIKEY": self.creds.api_key}
+            if _timing is not None:
+                _timing.append(self.clock_ms())
             try:
                 async with self._sess().request(method, url, headers=headers, timeout=self.timeout) as resp:
                     body = await resp.read()
@@ -188,6 +192,8 @@ class OrderRestClient:
                 code = j.get("code") if isinstance(j, dict) and isinstance(j.get("code"), int) else None
                 msg = str(j.get("msg", "")) if isinstance(j, dict) else body[:120].decode(errors="replace")
                 if status == 200 and not (code is not None and code < 0):
+                    if _timing is not None:
+                        _timing.append(self.clock_ms())
                     return j
                 if status in (418, 429):
                     self.rate_limited += 1

@@ -572,6 +572,7 @@ class VenueAccounts:
                 break
             except (ExecutionError, OSError) as exc:
                 if _time.monotonic() >= deadline:
+                    self.explain(ec)
                     raise
                 log.warning("venue at %s not ready (%s); retrying", ec.rest_base, exc)
                 _time.sleep(1.0)
@@ -579,6 +580,23 @@ class VenueAccounts:
         acct.rebase()              # the reconcile's baseline: the account as the preflight left it (issue 29)
         acct.start_safety()
         return acct
+
+    def explain(self, ec: ExecConfig) -> None:
+        """The venue could not be used at all: log the preflight's lines (which check, which endpoint and code)."""
+        import asyncio
+        from prod.execution.preflight import PreflightConfig, run_preflight
+        from prod.execution.rest import OrderRestClient
+        params = getattr(self, "params", None) or load_engine_params()
+        pcfg = PreflightConfig.from_settings(self.cfg.settings, params, recv_window_ms=ec.recv_window_ms)
+
+        async def go() -> Any:
+            async with OrderRestClient(ec.rest_base, self.creds, timeout_s=ec.timeout_s, retries=1) as rest:
+                return await run_preflight(rest, pcfg)
+        try:
+            for line in asyncio.run(go()).lines():
+                (log.info if line.startswith(("PASS", "SKIP")) else log.critical)("preflight: %s", line)
+        except Exception as exc:  # noqa: BLE001 - best effort: the caller reports the connect error anyway
+            log.error("preflight not run: %s", exc)
 
     def run_preflight(self, acct: Any, fresh: bool) -> Any:
         """Run the preflight on ``acct``'s runtime, gate its entries, take a fresh account's capital from the wallet."""

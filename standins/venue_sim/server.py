@@ -141,6 +141,7 @@ class VenueSim(RestApi, UserApi, AccountApi):
         self.weights: dict[str, tuple[int, int]] = {}
         self.lag_logged = False
         self._task: asyncio.Task | None = None
+        self.symbol_status: dict[str, str] = {}      # fault symbol_status: exchangeInfo status (delisting, halts)
         self.exchange_info_body = orjson.dumps(M.exchange_info(self.model))
         self.exchange = SimExchange(self.model, cfg.exchange, dict(cfg.api_keys))
         self.init_user_api()
@@ -468,7 +469,8 @@ class VenueSim(RestApi, UserApi, AccountApi):
         return await self.h_regime(request)
 
     async def h_admin_fault(self, request: web.Request) -> web.Response:
-        """Inject a fault: kind = drop_all | stall | crossed | gap | garbage | rest_delay | rest_error | clear,
+        """Inject a fault: kind = drop_all | stall | crossed | gap | garbage | rest_delay | rest_error |
+        symbol_status | clear,
         or an order-side fault (user_api: user_stream_drop | user_garbage | ack_delay | ack_lost | reject_orders)."""
         try:
             body = await request.json()
@@ -515,7 +517,16 @@ class VenueSim(RestApi, UserApi, AccountApi):
                 self.rest_error = {"status": st, "count": int(body.get("count", 1)),
                                    "retry_after": int(body.get("retry_after", 1))}
                 result = dict(self.rest_error)
+            elif kind == "symbol_status":     # exchangeInfo only, e.g. SETTLING / CLOSE for a delisting symbol
+                sym = str(body["symbol"]).upper()
+                self.model.index[sym]
+                self.symbol_status[sym] = str(body.get("status") or "SETTLING")
+                self._render_exchange_info()
+                result = {"symbol_status": dict(self.symbol_status)}
             elif kind == "clear":
+                if self.symbol_status:
+                    self.symbol_status.clear()
+                    self._render_exchange_info()
                 self.stalled.clear()
                 for i in list(self.crossed_until):
                     self.model.set_crossed(i, False)
@@ -533,6 +544,12 @@ class VenueSim(RestApi, UserApi, AccountApi):
             return web.json_response({"error": f"bad fault request: {exc!r}"}, status=400)
         log.warning("venue_sim: fault injected %s -> %s", body, result)
         return web.json_response({"ok": True, "result": result})
+
+    def _render_exchange_info(self) -> None:
+        info = M.exchange_info(self.model)
+        for row in info["symbols"]:
+            row["status"] = self.symbol_status.get(row["symbol"], row["status"])
+        self.exchange_info_body = orjson.dumps(info)
 
     # ------------------------------------------------------------------ app
     def make_app(self) -> web.Application:

@@ -195,6 +195,14 @@ def test_a_leverage_below_the_engines_maximum_or_above_the_bracket_fails(sim):
 
 
 # ── the command line and the trader ────────────────────────────────────────────────────────────
+@pytest.fixture
+def own_sim(tmp_path):
+    """A simulator of its own: its request-weight budget (2400/min) is not shared with the other tests."""
+    with running_venue(tmp_path, "--start-balance", "100000", "--symbols", "80", "--klines-1s", "0",
+                       name="own_sim") as (_proc, port):
+        yield port
+
+
 def _cli(port: int, tmp: Path, name: str, **env) -> tuple[int, list[str]]:
     e = {"DOLPHIN_VENUE_REST": f"http://127.0.0.1:{port}", "DOLPHIN_VENUE_WS": f"ws://127.0.0.1:{port}",
          "DOLPHIN_DATA_DIR": str(tmp / "data"), "DOLPHIN_VENUE_API_KEY": CREDS.api_key,
@@ -204,7 +212,8 @@ def _cli(port: int, tmp: Path, name: str, **env) -> tuple[int, list[str]]:
     return rc, [ln for ln in p.log_text().splitlines() if ln.startswith(("PASS", "FAIL", "SKIP"))]
 
 
-def test_the_preflight_command_fails_in_hedge_mode_naming_the_setting_and_passes_in_one_way(sim, tmp_path):
+def test_the_preflight_command_fails_in_hedge_mode_naming_the_setting_and_passes_in_one_way(own_sim, tmp_path):
+    sim = own_sim
     admin(sim, "/sim/admin/account", {"dual_side": True})
     rc, lines = _cli(sim, tmp_path, "hedge")
     assert rc == 1 and len(lines) == 10, lines
@@ -217,8 +226,10 @@ def test_the_preflight_command_fails_in_hedge_mode_naming_the_setting_and_passes
     assert rc == 1 and lines[0].startswith("FAIL endpoint") and "simulator endpoint" in lines[0]
 
 
-def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_one_way(sim, tmp_path, monkeypatch):
+def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_one_way(own_sim, tmp_path,
+                                                                                     monkeypatch):
     """The trader's venue account (VenueAccounts → VenueAccount + preflight) under its decision core."""
+    sim = own_sim
     from prod.settings import load_settings
     from services.event_trader.core import CoreLimits, TraderCore
     from services.event_trader.main import TraderConfig, VenueAccounts, load_engine_params
@@ -279,3 +290,127 @@ def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_on
         finally:
             acct.stop()
             journal.close()
+
+
+def test_the_trader_process_in_hedge_mode_stays_up_refusing_entries_and_trades_once_one_way(own_sim, tmp_path,
+                                                                                            hz_member):
+    """``python -m services.event_trader`` (execution=venue) on the member and the simulator, scans on the bus."""
+    sim = own_sim
+    import sqlite3
+    from prod.bus import maps
+    from prod.bus.client import make_client
+    from prod.settings import PRIORITY_SYMBOLS, load_settings
+    _, hz_port = hz_member
+    admin(sim, "/sim/admin/account", {"dual_side": True})
+    marks = {r["symbol"]: float(r["markPrice"]) for r in admin(sim, "/fapi/v1/premiumIndex")}
+    data = tmp_path / "data"
+    tr = Proc("services.event_trader", ["--hz-members", f"127.0.0.1:{hz_port}", "--data-dir", str(data)],
+              tmp_path / "trader.log", env={
+                  "DOLPHIN_EVENT_TRADER_EXECUTION": "venue", "DOLPHIN_EVENT_TRADER_RECORD": "0",
+                  "DOLPHIN_EVENT_TRADER_PREFLIGHT_RETRY_S": "3", "DOLPHIN_VENUE_REST": f"http://127.0.0.1:{sim}",
+                  "DOLPHIN_VENUE_WS": f"ws://127.0.0.1:{sim}", "DOLPHIN_VENUE_API_KEY": CREDS.api_key,
+                  "DOLPHIN_VENUE_API_SECRET": CREDS.secret}).start()
+    client = make_client(load_settings(env={}, hz_members=(f"127.0.0.1:{hz_port}",)), name="test-preflight")
+    db = data / "trader" / "journal.sqlite"
+
+    def rows(kind):
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return [json.loads(p) for (p,) in con.execute("SELECT payload FROM events WHERE kind=?", (kind,))]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            con.close()
+    try:
+        hb = client.get_map(maps.HEARTBEAT).blocking()
+        wait_until(lambda: hb.get("event_trader") is not None or tr.p.poll() is not None, 90, what="trader heartbeat")
+        assert tr.p.poll() is None, tr.log_text()[-3000:]
+        log = tr.log_text()
+        assert "REFUSING ENTRIES: preflight failed: position mode: Hedge Mode" in log and "One-way" in log, log[-3000:]
+        fm = client.get_map(maps.FEATURES).blocking()
+        rng = random.Random(5)
+        prices = {a: marks[a] for a in PRIORITY_SYMBOLS}
+        n = 0
+
+        def push(vd, drift, noise):
+            nonlocal n
+            for a in prices:
+                prices[a] *= math.exp(drift + rng.gauss(0, noise))
+            n += 1
+            fm.set(maps.KEY_EIGEN_SCAN, json.dumps({
+                "scan_number": n, "timestamp_ns": time.time_ns(), "timestamp": "", "bridge_ts": time.time(),
+                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0, "w750_velocity": 0.0,
+                "instability_50": 0.0, "instability_150": 0.0, "assets": list(prices),
+                "asset_prices": list(prices.values())}))
+
+        def decided():
+            return json.loads(hb.get("event_trader") or "{}").get("last_scan") == n
+
+        for i in range(159):
+            push(0.0, 0.0, 0.001 + i * 0.00002)
+        for _ in range(80):
+            push(-0.06, -0.002, 0.003)
+        wait_until(decided, 60, what="every scan decided")
+        refused = rows("ENTRY_NOT_TAKEN")
+        assert refused and refused[0]["error"] == "EntriesRefused" and "Hedge Mode" in refused[0]["detail"]
+        assert not rows("ENTRY") and tr.p.poll() is None
+        admin(sim, "/sim/admin/account", {"dual_side": False})
+        wait_until(lambda: "preflight passed: entries allowed" in tr.log_text(), 30, what="the retry passes")
+        for _ in range(80):
+            push(-0.06, -0.002, 0.003)
+        wait_until(decided, 60, what="every scan decided")
+        entry = rows("ENTRY")
+        assert entry and entry[0]["source"] == "venue" and entry[0]["status"] == "FILLED", tr.log_text()[-3000:]
+        runs = rows("PREFLIGHT")
+        assert not runs[0]["ok"] and runs[-1]["ok"]
+    finally:
+        tr.stop()
+        client.shutdown()
+        try:
+            async def flatten():
+                from prod.execution import ExecutionClient
+                async with OrderRestClient(f"http://127.0.0.1:{sim}", CREDS) as rest:
+                    c = ExecutionClient(rest, None)
+                    await c.start()
+                    try:
+                        await c.kill()
+                    finally:
+                        await c.stop()
+            asyncio.run(flatten())
+        except Exception:  # noqa: BLE001 - best effort; the module's simulator ends with the module
+            pass
+    assert tr.p.returncode == 0, tr.log_text()[-2000:]
+
+
+def test_a_trader_whose_key_is_refused_logs_the_failing_check_with_endpoint_and_code(sim, tmp_path, monkeypatch,
+                                                                                      caplog):
+    """A venue that refuses the key at start: the trader's connect gives up (exit 5 in ``run``) after logging the
+    preflight, so the operator reads which check failed, on which endpoint, with which code."""
+    import logging
+    from prod.execution import ExecutionError
+    from prod.settings import load_settings
+    from services.event_trader.main import TraderConfig, VenueAccounts, load_engine_params
+    monkeypatch.setenv("DOLPHIN_VENUE_API_KEY", "not-a-key")
+    monkeypatch.setenv("DOLPHIN_VENUE_API_SECRET", "nope")
+    settings = load_settings(env={}, data_dir=str(tmp_path / "data"), venue_rest=f"http://127.0.0.1:{sim}",
+                             venue_ws=f"ws://127.0.0.1:{sim}", symbols=SYMBOLS)
+    cfg = TraderConfig(settings=settings, execution="venue", venue_connect_s=0.5)
+    cfg.trader_dir.mkdir(parents=True)
+    journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
+    try:
+        with caplog.at_level(logging.INFO, logger="event_trader"), pytest.raises(ExecutionError, match="-2015"):
+            VenueAccounts(cfg, journal, load_engine_params()).new(25_000.0)
+    finally:
+        journal.close()
+    fails = [r.getMessage() for r in caplog.records if r.getMessage().startswith("preflight: FAIL")]
+    assert any("api key" in m and "GET /fapi/v2/balance" in m and "code=-2015" in m for m in fails), fails
+
+
+def test_a_symbol_not_trading_is_refused_alone(sim):
+    admin(sim, "/sim/admin/fault", {"kind": "symbol_status", "symbol": "XRPUSDT", "status": "SETTLING"})
+    r, _ = preflight(sim)
+    c = check(r, "symbols")
+    assert not c.ok and "XRPUSDT: GET /fapi/v1/exchangeInfo status 'SETTLING' (not TRADING)" in c.detail
+    assert r.entries_allowed and list(r.refused_symbols) == ["XRPUSDT"] and "XRPUSDT" not in r.tradable
+    admin(sim, "/sim/admin/fault", {"kind": "clear"})
+    assert preflight(sim)[0].ok
