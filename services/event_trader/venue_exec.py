@@ -630,9 +630,10 @@ class VenueAccount:
                                      multi_assets=ev.multi_assets)
             return True
         if isinstance(ev, X.MarginCall):
+            call = {"ts_ms": ev.ts_ms, "cross_wallet": ev.cross_wallet, "positions": list(ev.positions)}
+            self.held.append("MARGIN_CALL", call)          # journaled first, then counted (the state's alert)
+            self.last_margin_call = call
             self.margin_calls += 1
-            self.last_margin_call = {"ts_ms": ev.ts_ms, "cross_wallet": ev.cross_wallet, "positions": list(ev.positions)}
-            self.held.append("MARGIN_CALL", self.last_margin_call)
             log.critical("MARGIN_CALL from the venue: %s", self.last_margin_call)
             return True
         if isinstance(ev, X.AccountUpdate):

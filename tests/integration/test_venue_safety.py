@@ -211,7 +211,7 @@ def test_reconcile_freezes_entries_on_changes_behind_the_traders_back_and_clears
         # 5. a margin call is journaled and counted for the alerts
         admin(sim, "/sim/admin/account", {"margin_call": True})
         wait_until(lambda: acct.margin_calls >= 1, 10, what="the MARGIN_CALL event")
-        assert _kinds(acct, "MARGIN_CALL") and acct.to_dict()["safety"]["margin_calls"] >= 1
+        assert _kinds(acct, "MARGIN_CALL")[0]["positions"] and acct.to_dict()["safety"]["margin_calls"] >= 1
         st = acct.to_dict()["safety"]["reconcile"]
         assert st["last_weight"] > 0 and st["last_ms"] > 0 and st["failures"] == 0
     finally:
