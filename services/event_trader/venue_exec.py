@@ -124,7 +124,8 @@ class VenueAccount:
         self.day: str | None = None
         self.fees_paid = 0.0
         self.history: list = []
-        self.kill_exits: list[dict] = []
+        self._kill_exits: list[dict] = []
+        self._down_close: tuple | None = None      # (position, fills, reason) closed on the venue while we were down
         self.reconcile_report: dict | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -364,7 +365,10 @@ class VenueAccount:
             actions = []
             if pos is not None:
                 v = venue.pop(pos.symbol, None)
-                if v is None or (v["amount"] < 0) != (pos.direction < 0):
+                closed = self._closed_while_down(pos) if v is None else None
+                if closed is not None:
+                    actions.append(closed)
+                elif v is None or (v["amount"] < 0) != (pos.direction < 0):
                     actions.append({"dropped_position": pos.trade_id, "symbol": pos.symbol, "venue": v})
                     log.critical("RECONCILE: journal position #%d %s is not on the venue; dropped", pos.trade_id,
                                  pos.symbol)
@@ -460,7 +464,7 @@ class VenueAccount:
             if cid.startswith("DLP-") and (self.position is None or cid != self.stop_cid):
                 self._call(self.client.cancel_algo, cid, a.symbol)
                 out["strays_canceled"].append(cid)
-        if self.position is not None and self.safety.stop_pct > 0:
+        if self.position is not None and self._down_close is None and self.safety.stop_pct > 0:
             if self.stop_cid in opens:
                 out["adopted"] = self.stop_cid
             else:
@@ -539,7 +543,7 @@ class VenueAccount:
                     log.warning("reconcile: re-reading %s failed: %s", cid, exc)
                 if self.client.orders[cid].terminal:
                     known.pop(cid)
-            pos = self.position
+            pos = self.position if self._down_close is None else None     # closed on the venue, booked next scan
             held = None if pos is None else Held(pos.trade_id, pos.symbol, pos.direction * self.qty)
             step = float(self.client.rules[pos.symbol].step) if pos is not None else 0.0
             found = venue_mismatches(
@@ -678,6 +682,39 @@ class VenueAccount:
                 log.error("reconcile failed (%s: %s); the last verdict stands, next try in %.0fs", type(exc).__name__,
                           exc, self.safety.reconcile_s)
             next_at = time.monotonic() + self.safety.reconcile_s
+
+    @property
+    def kill_exits(self) -> list[dict]:
+        """Forced exits the account booked on its own (kill switch, protective stop), for the core's next scan.
+
+        A position the venue closed while the trader was down (its protective stop, or anyone) is booked here, at
+        that first read on the decision thread, not at restart: the recording starts between the two, so the
+        parity replay books the same exit from the same capital.
+        """
+        if self._down_close is not None:
+            with self._lock:
+                if self._down_close is not None:
+                    pos, fills, reason = self._down_close
+                    self._down_close = None
+                    self._kill_exits.append(self._book_exit(pos, fills, reason, 0.0, None))
+        return self._kill_exits
+
+    def _closed_while_down(self, pos: PaperPosition) -> dict | None:
+        """(restart) The journal's position is flat on the venue: find its closing trades (its protective stop's
+        order, or anyone's) and keep the position until the core books that exit (:attr:`kill_exits`)."""
+        a = self.client.algos.get(self.stop_cid) if self.stop_cid else None
+        if self.stop_cid and self.stop_symbol:
+            a = self._call(self.client.refresh_algo, self.stop_cid, self.stop_symbol)
+        fills = self._call(self._closing_trades, pos)
+        if not fills or sum(f.qty for f in fills) < self.qty - float(self.client.rules[pos.symbol].step) / 2:
+            return None
+        reason = "PROTECTIVE_STOP" if a is not None and a.status in X.ALGO_DONE else "CLOSED_WHILE_DOWN"
+        self._down_close = (pos, fills, reason)
+        self.stop_cid = self.stop_symbol = None
+        log.critical("RECONCILE: position #%d %s was closed on the venue while the trader was down (%s); booked as "
+                     "a forced exit at the next scan", pos.trade_id, pos.symbol, reason)
+        return {"closed_while_down": pos.trade_id, "symbol": pos.symbol, "reason": reason,
+                "qty": sum(f.qty for f in fills)}
 
     def start_safety(self) -> None:
         """Start the safety thread (periodic reconcile, account events)."""

@@ -162,6 +162,34 @@ def test_a_trader_killed_mid_position_leaves_its_stop_and_the_restart_adopts_pos
     _market(sim, "ETHUSDT", "BUY", str(abs(amt)), "cleanup-kill9")
 
 
+def test_a_position_closed_on_the_venue_while_the_trader_was_down_is_booked_as_a_forced_exit(sim, tmp_path):
+    d = _driver(tmp_path, sim, "open")
+    try:
+        wait_until(lambda: '"step": "OPENED"' in d.log_text(), 30, what="driver opened")
+    finally:
+        d.kill()                                           # SIGKILL mid-position
+    opened = json.loads([ln for ln in d.log_text().splitlines() if '"step": "OPENED"' in ln][0])
+    qty = opened["fill"]["qty"]
+    # while the trader is down the position is closed on the venue (as its stop would): the stop expires with it
+    _market(sim, "ETHUSDT", "BUY", str(qty), "manual-close-while-down")
+    wait_until(lambda: open_algos(sim) == [], 10, what="the closePosition stop expiring with the position")
+    r = _driver(tmp_path, sim, "restart")
+    try:
+        wait_until(lambda: r.p.poll() is not None, 40, what="restarted driver done")
+    finally:
+        r.kill()
+    line = [ln for ln in r.log_text().splitlines() if ln.startswith('{"step": "REPORT"')]
+    assert line, r.log_text()
+    rep = json.loads(line[0])
+    acts = rep["report"]["actions"]
+    assert [a.get("closed_while_down") for a in acts] == [1] and acts[0]["reason"] == "CLOSED_WHILE_DOWN", acts
+    # the position was kept until the first read of the forced exits (the core's first scan), then booked
+    assert rep["held_at_start"] and rep["position"] is None and rep["venue_positions"] == []
+    (x,) = rep["forced_exits"]
+    assert x["trade_id"] == 1 and x["reason"] == "CLOSED_WHILE_DOWN" and x["qty"] == pytest.approx(qty)
+    assert rep["capital"] == pytest.approx(x["capital_after"]) and rep["open_algos"] == []
+
+
 def test_reconcile_freezes_entries_on_changes_behind_the_traders_back_and_clears_when_they_agree(sim, tmp_path):
     acct = _account(sim, tmp_path, safety=SafetyConfig(reconcile_s=0.3))
     try:
