@@ -37,6 +37,10 @@ once per transition anyway) and only count against the per-minute cap.
 - ``restart``: a meta-health report whose ``actions`` say ``restart <program>`` (once per cycle and program).
 - ``trade``: a position opened (new ``paper.position.trade_id`` on ``DOLPHIN_STATE_BLUE[latest]``) or
   closed (a new record in ``paper.history``).
+- ``frozen``: the venue account froze entries (``paper.safety.frozen`` became true: the periodic reconcile found
+  the venue and the journal disagreeing, or leverage/margin was changed by hand; ``reasons`` says what), or
+  unfroze them (they agree again).
+- ``margin_call``: the venue sent a ``MARGIN_CALL`` (``paper.safety.margin_calls`` went up).
 
 Rate limit (:class:`RateLimiter`): an alert suppressed by either limit is counted, and the next
 alert of that kind and subject that goes out says how many were suppressed. Sending never blocks
@@ -148,6 +152,8 @@ class AlertRules:
         self.kill_engaged: bool | None = None
         self.mc_status: str | None = None
         self.outcomes_seen: set[tuple[str, Any]] | None = None
+        self.frozen: bool | None = None
+        self.margin_calls: int | None = None
 
     def on_value(self, map_name: str, key: str, payload: Mapping[str, Any], now: float) -> list[Alert]:
         """Return the alerts raised by the new ``map_name[key]`` payload (already validated)."""
@@ -287,6 +293,27 @@ class AlertRules:
                                  f"{pos.get('entry_price')} notional {_f(pos.get('notional'), 2)}", now, dict(pos)))
         self.position_id = None if pos is None else pos.get("trade_id")
         self.closes_seen = closes
+        out += self._safety_state(paper.get("safety") if isinstance(paper.get("safety"), Mapping) else {}, now)
+        return out
+
+    def _safety_state(self, sf: Mapping[str, Any], now: float) -> list[Alert]:
+        """The venue account's ``safety`` block (services/event_trader/venue_exec.py): freezes and margin calls."""
+        out: list[Alert] = []
+        frozen = sf.get("frozen") if isinstance(sf.get("frozen"), bool) else None
+        calls = sf.get("margin_calls") if isinstance(sf.get("margin_calls"), int) else None
+        reasons = [str(x) for x in (sf.get("reasons") or [])]
+        if frozen is not None and self.frozen is not None and frozen != self.frozen:
+            text = ("DOLPHIN entries FROZEN (venue and journal disagree): " + "; ".join(reasons) if frozen
+                    else "DOLPHIN entries unfrozen: the venue and the journal agree again")
+            out.append(Alert("frozen", "frozen", text, now, {"frozen": frozen, "reasons": reasons}))
+        if calls is not None and self.margin_calls is not None and calls > self.margin_calls:
+            last = sf.get("last_margin_call") if isinstance(sf.get("last_margin_call"), Mapping) else {}
+            out.append(Alert("margin_call", "margin_call", f"DOLPHIN MARGIN CALL from the venue ({calls} so far): "
+                             f"{last.get('positions')}", now, dict(last)))
+        if frozen is not None:
+            self.frozen = frozen
+        if calls is not None:
+            self.margin_calls = calls
         return out
 
 

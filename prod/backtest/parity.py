@@ -19,8 +19,11 @@ Venue execution: the venue is an outside system, so a recording of ``execution=v
 ``open``/``close`` the core made and the venue's answer (fill or error); the replay takes those answers as
 inputs (:class:`RecordedFills`): it checks the decisions (when, which asset, side, requested size, exit
 reason) and the account's bookkeeping, not the venue's prices. A kill-switch flattening the venue account
-did on its own thread (``kill_exits``) is a recorded ``kill_exit`` call of the scan at which the core booked it;
-the replay books the same fill at that scan.
+did on its own thread (``kill_exits``, also a protective stop that fired) is a recorded ``kill_exit`` call of the
+scan at which the core booked it; the replay books the same fill at that scan. Funding fees (issue 29) the venue
+account took from ``/fapi/v1/income`` are booked by the core at a scan and recorded as that scan's ``funding``
+calls; the replay books the same fee there (:func:`services.event_trader.safety.apply_funding`, the one
+bookkeeping both use), and the live and replayed ``FUNDING`` rows are compared like the trade rows.
 
 Order: the trader applies every input on its decision thread, between scans, in arrival order
 (``services/event_trader/main.py``), so the recorded sequence is the order the core saw. ``raced`` counts
@@ -62,13 +65,14 @@ from prod.bus.payloads import ObFeatures, ObMacro, PayloadError
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.journal import Journal, JournalIntegrityError
 from services.event_trader.paper import PaperAccount, PaperPosition
+from services.event_trader.safety import apply_funding
 from services.event_trader.recorder import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
                                             SCAN_SCHEMA, SCANS_FILE)
 
 log = logging.getLogger("dolphin.parity")
 TOL = 1e-10
 EVENT_KINDS = ("acb", "posture", "mc", "ob", "ob_macro", "ob_macro_invalid")
-TRADE_KINDS = ("ENTRY", "EXIT", "ENTRY_NOT_TAKEN", "EXIT_FAILED", "GATE", "DAY_END")
+TRADE_KINDS = ("ENTRY", "EXIT", "ENTRY_NOT_TAKEN", "EXIT_FAILED", "GATE", "DAY_END", "FUNDING")
 EXIT_OK, EXIT_DIFF, EXIT_CORRUPT, EXIT_UNUSABLE = 0, 1, 2, 3
 
 
@@ -250,6 +254,18 @@ class RecordedFills(PaperAccount):
             out.append(self._book_exit(dict(self.calls.pop(0)["fill"])))
         return out
 
+    @property
+    def funding_due(self) -> list[dict]:
+        """The funding fees the core booked at this scan (recorded ``funding`` calls after its kill exits)."""
+        out = []
+        while self.calls and self.calls[0].get("op") == "funding":
+            out.append(dict(self.calls.pop(0)["fill"]))
+        return out
+
+    def book_funding(self, row: dict) -> dict:
+        """The venue account's bookkeeping of a funding fee (the same function)."""
+        return apply_funding(self, row)
+
     def _book_exit(self, f: dict) -> dict:
         """The venue account's bookkeeping of an exit fill (``VenueAccount._book_exit``)."""
         self.capital += f["gross"] - f["fee"]
@@ -412,12 +428,14 @@ def live_events(rec: Recording, journal_path: Path) -> tuple[list[dict], float |
 
 
 def _capital_after(rows: list[dict], start: float | None) -> float | None:
-    """The account's capital after ``rows`` from ``start`` (the run's TRADER_START): each EXIT's ``capital_after``,
+    """The account's capital after ``rows`` from ``start`` (the run's TRADER_START): each EXIT's (FUNDING's) ``capital_after``,
     less each later entry's fee (the same operations the account made, so exact); None when not known."""
     cap = start
     for e in rows:
         p = e["payload"]
         if e["kind"] == "EXIT":
+            cap = p.get("capital_after") if isinstance(p.get("capital_after"), (int, float)) else None
+        elif e["kind"] == "FUNDING":
             cap = p.get("capital_after") if isinstance(p.get("capital_after"), (int, float)) else None
         elif e["kind"] == "ENTRY" and cap is not None:
             cap = cap - p["fee"] if isinstance(p.get("fee"), (int, float)) else None

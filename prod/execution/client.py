@@ -23,12 +23,17 @@
   foreign orders and all positions are reported.
 * :meth:`kill`: halt entries, cancel every open order, flatten every position with reduceOnly
   MARKET orders (repeated until flat, at most ``attempts`` rounds) and report.
+* :meth:`venue_state` (the trader's periodic reconcile): open orders, positions with every symbol's
+  leverage and margin type, and the wallet, in one pass, with its duration and the REST weight it used;
+  :meth:`income` reads ``/fapi/v1/income`` (funding fees).
 
-Every state change is passed to ``on_order(event, order_dict)`` (the journal hook).
+Every state change is passed to ``on_order(event, order_dict)`` (the journal hook); the account events of
+the user stream (``ACCOUNT_UPDATE``, ``ACCOUNT_CONFIG_UPDATE``, ``MARGIN_CALL``) to ``on_account(event)``.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -60,6 +65,8 @@ class OrderIntent:
     tif: str | None = None        # GTC | IOC for LIMIT
     reduce_only: bool = False
     meta: dict = field(default_factory=dict)
+    stop_price: str | None = None     # STOP_MARKET: the trigger price, on the tick
+    working_type: str | None = None   # STOP_MARKET: MARK_PRICE | CONTRACT_PRICE (the venue's default)
 
 
 @dataclass
@@ -95,9 +102,10 @@ class ExecutionClient:
     def __init__(self, rest: OrderRestClient, ws_base: str | None, *,
                  on_order: Callable[[str, dict], None] | None = None, poll_interval_s: float = 0.1,
                  stream_silence_s: float = 1.0, poll_max_s: float = 10.0, lost_after_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, on_account: Callable[[Any], None] | None = None):
         self.rest = rest
         self.on_order = on_order
+        self.on_account = on_account
         self.poll_interval_s, self.stream_silence_s = poll_interval_s, stream_silence_s
         self.poll_max_s, self.lost_after_s = poll_max_s, lost_after_s
         self.clock = clock
@@ -107,6 +115,7 @@ class ExecutionClient:
         self.stats = ExecStats()
         self.halted = False
         self.last_account: X.AccountUpdate | None = None
+        self.algos: dict[str, X.AlgoUpdate] = {}     # our conditional (algo) orders by clientAlgoId, last state
         self.fee_rates: X.FeeRates | None = None     # the account's rates (preflight): books non-USDT commissions
         self.stream = UserStream(rest, ws_base, self._on_stream, self._on_connect) if ws_base else None
         self._tasks: list[asyncio.Task] = []
@@ -171,14 +180,29 @@ class ExecutionClient:
     def _on_stream(self, ev: Any) -> None:
         if isinstance(ev, X.OrderUpdate):
             self._apply(ev, "stream")
-        elif isinstance(ev, X.AccountUpdate):
+            return
+        if isinstance(ev, X.AccountUpdate):
             self.last_account = ev
+        elif isinstance(ev, X.AlgoUpdate):
+            self._take_algo(ev)
+        if self.on_account is not None:
+            try:
+                self.on_account(ev)
+            except Exception:  # noqa: BLE001 - a failing hook must not kill the stream
+                log.exception("on_account hook failed for %s", type(ev).__name__)
 
     async def _on_connect(self) -> None:
         self._sweep_all.set()                 # events while we were away are lost: re-read open orders
 
+    def _take_algo(self, a: X.AlgoUpdate) -> None:
+        prev = self.algos.get(a.client_id)
+        if prev is None or a.ts_ms >= prev.ts_ms or a.status != X.ALGO_OPEN:
+            self.algos[a.client_id] = a
+
     def _apply(self, u: X.OrderUpdate, source: str) -> None:
         o = self.orders.get(u.client_id)
+        if o is None and u.client_id in self.algos:
+            return        # the market order one of our algo orders placed: its fills are read by its order id
         if o is None:
             self.stats.unknown_client_id += 1
             log.warning("%s: update for unknown client order id %s (%s %s) dropped", source, u.client_id,
@@ -250,6 +274,10 @@ class ExecutionClient:
                                   "quantity": intent.qty, "newClientOrderId": intent.client_id}
         if intent.type == "LIMIT":
             params.update(price=intent.price, timeInForce=intent.tif or "GTC")
+        if intent.stop_price is not None:
+            params["stopPrice"] = intent.stop_price
+        if intent.working_type is not None:
+            params["workingType"] = intent.working_type
         if intent.reduce_only:
             params["reduceOnly"] = True
         try:
@@ -421,18 +449,121 @@ class ExecutionClient:
                     len(report["foreign_open_orders"]), report["positions"])
         return report
 
+    async def refresh(self, client_id: str) -> Order:
+        """Re-read one of our orders (and its missing fills) from the venue; return it."""
+        o = self.orders[client_id]
+        await self._check(o)
+        return o
+
+    # ------------------------------------------------------------------ conditional (algo) orders
+    async def place_algo(self, client_id: str, symbol: str, side: str, type: str, trigger_price: str, *,
+                         working_type: str = "MARK_PRICE", close_position: bool = True,
+                         qty: str | None = None) -> X.AlgoUpdate:
+        """``POST /fapi/v1/algoOrder`` (``algoType=CONDITIONAL``; Binance takes STOP_MARKET only there since
+        2025-12-09); return the accepted order. OrderRejected carries the venue's refusal."""
+        params: dict[str, Any] = {"algoType": "CONDITIONAL", "symbol": symbol, "side": side, "type": type,
+                                  "triggerPrice": trigger_price, "workingType": working_type,
+                                  "clientAlgoId": client_id}
+        if close_position:
+            params["closePosition"] = True
+        else:
+            params.update(quantity=qty, reduceOnly=True)
+        a = X.parse_algo_order(await self.rest.request("POST", "/fapi/v1/algoOrder", params, placing=True))
+        self._take_algo(a)
+        return a
+
+    async def cancel_algo(self, client_id: str, symbol: str) -> X.AlgoUpdate | None:
+        """Cancel one of our algo orders (already final: re-read); return its last known state."""
+        try:
+            await self.rest.request("DELETE", "/fapi/v1/algoOrder", {"symbol": symbol, "clientAlgoId": client_id})
+        except OrderRejected as exc:
+            log.info("algo order %s not cancelled (%s %s); re-reading it", client_id, exc.code, exc.msg)
+            return await self.refresh_algo(client_id, symbol)
+        a = self.algos.get(client_id)
+        if a is not None and a.status == X.ALGO_OPEN:
+            self.algos[client_id] = dataclasses.replace(a, status="CANCELED")
+        return self.algos.get(client_id)
+
+    async def refresh_algo(self, client_id: str, symbol: str) -> X.AlgoUpdate | None:
+        """Re-read one of our algo orders from the venue; return it (None: the venue does not know it)."""
+        try:
+            a = X.parse_algo_order(await self.rest.request("GET", "/fapi/v1/algoOrder",
+                                                           {"symbol": symbol, "clientAlgoId": client_id}))
+        except OrderRejected:
+            return self.algos.get(client_id)
+        self._take_algo(a)
+        return self.algos.get(client_id)
+
+    async def open_algo_orders(self, symbol: str | None = None) -> list[X.AlgoUpdate]:
+        """The venue's open algo orders (``GET /fapi/v1/openAlgoOrders``); ours are remembered."""
+        out = [X.parse_algo_order(x) for x in await self.rest.request("GET", "/fapi/v1/openAlgoOrders",
+                                                                       {"symbol": symbol})]
+        for a in out:
+            if a.client_id.startswith(CLIENT_ID_PREFIX):
+                self._take_algo(a)
+        return out
+
+    async def order_fills(self, symbol: str, order_id: int) -> list[Fill]:
+        """The fills of one venue order, read from ``/fapi/v1/userTrades`` (an algo order's market order)."""
+        out = []
+        for row in await self.rest.user_trades(symbol, order_id=order_id, limit=1000):
+            oid, f = X.parse_user_trade(row)
+            if oid == order_id:
+                out.append(f)
+        return out
+
+    async def venue_state(self, symbols: list[str] | None = None, orders: bool = True) -> dict[str, Any]:
+        """Read open orders (plain and algo), then positions (with leverage/margin type per symbol), then the wallet;
+        return them parsed with ``ms`` (duration) and ``weight`` (REST weight used, ``X-MBX-USED-WEIGHT-1M``).
+
+        ``symbols`` None reads every symbol's open orders (weight 40 each kind on Binance), a list only those
+        symbols' (weight 1 each); ``orders`` False reads no plain open orders (reconcile at start just did).
+        """
+        t0, w0 = time.perf_counter(), self.rest.used_weight
+        opens: list[X.OrderUpdate] = []
+        algos: list[X.AlgoUpdate] = []
+        for sym in ([None] if symbols is None else symbols):
+            if orders:
+                opens += [X.parse_rest_order(x) for x in await self.rest.open_orders(sym)]
+            algos += await self.open_algo_orders(sym)
+        risk = await self.rest.position_risk()
+        wallet = X.parse_wallet(await self.rest.account())
+        w1 = self.rest.used_weight
+        return {"open_orders": opens, "open_algos": algos, "positions": X.parse_position_risk(risk),
+                "settings": X.parse_symbol_settings(risk), "wallet": wallet,
+                "ms": (time.perf_counter() - t0) * 1e3, "weight": w1 - w0 if w1 >= w0 else w1}
+
+    async def income(self, symbol: str | None, start_ms: int, income_type: str = "FUNDING_FEE",
+                     limit: int = 1000) -> tuple[X.IncomeRow, ...]:
+        """``GET /fapi/v1/income`` rows of ``income_type`` since ``start_ms`` (of one symbol, or all)."""
+        body = await self.rest.request("GET", "/fapi/v1/income", {"symbol": symbol, "incomeType": income_type,
+                                                                  "startTime": int(start_ms), "limit": limit})
+        return X.parse_income(body)
+
     async def positions(self, symbol: str | None = None) -> tuple[X.PositionInfo, ...]:
         """Return the venue's non-zero positions (of one symbol, or all)."""
         return X.parse_position_risk(await self.rest.position_risk(symbol))
 
     async def kill(self, attempts: int = 3, fill_timeout_s: float = 5.0) -> dict:
-        """Halt entries, cancel all open orders, flatten all positions with reduceOnly MARKET orders."""
+        """Halt entries, cancel all open orders (conditional ones: ours, and those in symbols with a position),
+        flatten all positions with reduceOnly MARKET orders."""
         self.halted = True
         t0 = time.monotonic()
         report: dict[str, Any] = {"canceled_symbols": [], "flatten_orders": [], "flat": False}
         for sym in sorted({X.parse_rest_order(x).symbol for x in await self.rest.open_orders()}):
             await self.rest.cancel_all(sym)
             report["canceled_symbols"].append(sym)
+        # conditional orders: ours (the protective stops) and any in a symbol with a position, one symbol at a time
+        # (weight 1, not the 40 of an all-symbol read); a closePosition stop elsewhere has no position to close and
+        # expires with it (GTE_GTC)
+        algo_syms = {a.symbol for a in self.algos.values() if a.status == X.ALGO_OPEN}
+        algo_syms |= {p.symbol for p in await self.positions()}
+        for sym in sorted(algo_syms):
+            try:
+                await self.rest.request("DELETE", "/fapi/v1/algoOpenOrders", {"symbol": sym})
+                report.setdefault("canceled_algo_symbols", []).append(sym)
+            except OrderRejected as exc:      # a venue without the algo service: nothing conditional to cancel
+                log.warning("kill: conditional orders of %s not cancelled (%s %s)", sym, exc.code, exc.msg)
         for k in range(attempts):
             poss = await self.positions()
             if not poss:

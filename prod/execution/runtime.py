@@ -54,8 +54,8 @@ class ExecutionRuntime:
     """Start with :meth:`start`, call coroutines with :meth:`call`, end with :meth:`stop`."""
 
     def __init__(self, cfg: ExecConfig, creds: Credentials,
-                 on_order: Callable[[str, dict], None] | None = None):
-        self.cfg, self._creds, self._on_order = cfg, creds, on_order
+                 on_order: Callable[[str, dict], None] | None = None, on_account: Callable[[Any], None] | None = None):
+        self.cfg, self._creds, self._on_order, self._on_account = cfg, creds, on_order, on_account
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="execution-loop", daemon=True)
         self.client: ExecutionClient | None = None
@@ -74,7 +74,7 @@ class ExecutionRuntime:
                                          recv_window_ms=self.cfg.recv_window_ms)
             c = ExecutionClient(self._rest, self.cfg.ws_base, on_order=self._on_order,
                                 poll_interval_s=self.cfg.poll_interval_s, stream_silence_s=self.cfg.stream_silence_s,
-                                lost_after_s=self.cfg.lost_after_s)
+                                lost_after_s=self.cfg.lost_after_s, on_account=self._on_account)
             await c.start()
             return c
 

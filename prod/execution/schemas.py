@@ -153,10 +153,11 @@ def parse_position_risk(body: Any) -> tuple[PositionInfo, ...]:
 
 @dataclass(frozen=True)
 class AccountUpdate:
-    reason: str
+    reason: str               # ``a.m``: ORDER, FUNDING_FEE, DEPOSIT, ...
     wallet_balance: float | None
     positions: tuple[PositionInfo, ...]
     ts_ms: int
+    balance_change: float | None = None   # USDT ``bc``: the change except PnL and commission (the funding fee)
 
 
 def parse_account_update(ev: dict) -> AccountUpdate:
@@ -170,17 +171,135 @@ def parse_account_update(ev: dict) -> AccountUpdate:
     for part in ("B", "P"):
         if not isinstance(a.get(part) or [], list):
             raise MalformedMessage(f"{src}: field 'a.{part}' is not a list")
-    wb = None
+    wb = bc = None
     for b in a.get("B") or []:
         if isinstance(b, dict) and b.get("a") == "USDT":
             wb = _f(b, "wb", src)
+            bc = _f(b, "bc", src) if "bc" in b else None
     poss = []
     for p in a.get("P") or []:
         if not isinstance(p, dict):
             raise MalformedMessage(f"{src}: position is not an object")
         poss.append(PositionInfo(_s(p, "s", src), _f(p, "pa", src), _f(p, "ep", src), float("nan"),
                                  _f(p, "up", src)))
-    return AccountUpdate(str(a.get("m", "")), wb, tuple(poss), _i(ev, "E", src))
+    return AccountUpdate(str(a.get("m", "")), wb, tuple(poss), _i(ev, "E", src), bc)
+
+
+@dataclass(frozen=True)
+class AccountConfigUpdate:
+    """``ACCOUNT_CONFIG_UPDATE``: a symbol's leverage (``ac``) or the multi-assets mode (``ai``) changed."""
+
+    symbol: str | None
+    leverage: int | None
+    multi_assets: bool | None
+    ts_ms: int
+
+
+def parse_account_config_update(ev: dict) -> AccountConfigUpdate:
+    """Parse an ``ACCOUNT_CONFIG_UPDATE`` user-data event (fields other than ``ac``/``ai`` are ignored)."""
+    src = "ACCOUNT_CONFIG_UPDATE"
+    if not isinstance(ev, dict):
+        raise MalformedMessage(f"{src}: event is not an object")
+    sym = lev = multi = None
+    ac, ai = ev.get("ac"), ev.get("ai")
+    if isinstance(ac, dict):
+        sym = _s(ac, "s", src)
+        lev = int(_f(ac, "l", src))
+    if isinstance(ai, dict):
+        multi = bool(ai.get("j"))
+    if sym is None and multi is None:
+        raise MalformedMessage(f"{src}: neither 'ac' (leverage) nor 'ai' (multi-assets) is an object")
+    return AccountConfigUpdate(sym, lev, multi, _i(ev, "E", src))
+
+
+@dataclass(frozen=True)
+class MarginCall:
+    """``MARGIN_CALL``: positions whose margin ratio crossed the maintenance level."""
+
+    cross_wallet: float | None
+    positions: tuple[dict, ...]     # symbol, amount, mark price, maintenance margin, unrealised PnL
+    ts_ms: int
+
+
+def parse_margin_call(ev: dict) -> MarginCall:
+    """Parse a ``MARGIN_CALL`` user-data event."""
+    src = "MARGIN_CALL"
+    if not isinstance(ev, dict):
+        raise MalformedMessage(f"{src}: event is not an object")
+    rows = ev.get("p") or []
+    if not isinstance(rows, list):
+        raise MalformedMessage(f"{src}: field 'p' is not a list")
+    out = []
+    for p in rows:
+        if not isinstance(p, dict):
+            raise MalformedMessage(f"{src}: position is not an object")
+        out.append({"symbol": _s(p, "s", src), "amount": _f(p, "pa", src), "mark_price": _f(p, "mp", src),
+                    "maint_margin": _f(p, "mm", src) if "mm" in p else None,
+                    "unrealized_pnl": _f(p, "up", src) if "up" in p else None})
+    return MarginCall(_f(ev, "cw", src) if "cw" in ev else None, tuple(out), _i(ev, "E", src))
+
+
+@dataclass(frozen=True)
+class IncomeRow:
+    """One ``/fapi/v1/income`` row."""
+
+    symbol: str
+    income_type: str
+    income: float
+    asset: str
+    time_ms: int
+    tran_id: int
+
+
+def parse_income(body: Any) -> tuple[IncomeRow, ...]:
+    """Parse ``/fapi/v1/income`` (tranId and time as integers or numeric strings)."""
+    src = "income"
+    if not isinstance(body, list):
+        raise MalformedMessage(f"{src}: expected a list")
+    out = []
+    for d in body:
+        if not isinstance(d, dict):
+            raise MalformedMessage(f"{src}: row is not an object")
+        try:
+            tran, t = int(d.get("tranId")), int(d.get("time"))
+        except (TypeError, ValueError):
+            raise MalformedMessage(f"{src}: tranId/time not integers: {d.get('tranId')!r}/{d.get('time')!r}") from None
+        out.append(IncomeRow(str(d.get("symbol") or ""), _s(d, "incomeType", src), _f(d, "income", src),
+                             str(d.get("asset") or "USDT"), t, tran))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SymbolSetting:
+    """A symbol's leverage and margin type as ``positionRisk`` reports them (every row, flat or not)."""
+
+    symbol: str
+    leverage: int
+    margin_type: str
+
+
+def parse_symbol_settings(body: Any) -> dict[str, SymbolSetting]:
+    """Parse the leverage and margin type of every ``positionRisk`` row that carries them."""
+    src = "positionRisk"
+    if not isinstance(body, list):
+        raise MalformedMessage(f"{src}: expected a list")
+    out = {}
+    for d in body:
+        if isinstance(d, dict) and "leverage" in d and "marginType" in d:
+            sym = _s(d, "symbol", src)
+            out[sym] = SymbolSetting(sym, int(_f(d, "leverage", src)), str(d["marginType"]).lower())
+    return out
+
+
+def parse_wallet(body: Any) -> float:
+    """The USDT wallet balance of ``/fapi/v2/account`` (the USDT asset row, else ``totalWalletBalance``)."""
+    src = "account"
+    if not isinstance(body, dict):
+        raise MalformedMessage(f"{src}: not an object")
+    for a in body.get("assets") or []:
+        if isinstance(a, dict) and a.get("asset") == "USDT":
+            return _f(a, "walletBalance", src)
+    return _f(body, "totalWalletBalance", src)
 
 
 @dataclass(frozen=True)
@@ -231,6 +350,59 @@ def parse_symbol_rules(info: Any) -> dict[str, SymbolRules]:
                 and r.min_qty >= 0 and math.isfinite(r.min_notional)):   # issue 17 fuzzing: "NaN" got through
             raise MalformedMessage(f"{src}: {r.symbol}: tick/step must be finite > 0, minQty/notional finite")
     return out
+
+
+ALGO_OPEN = "NEW"                       # an algo order that can still trigger
+ALGO_DONE = frozenset({"TRIGGERED", "FINISHED"})    # it placed its market order (``actual_order_id``)
+
+
+@dataclass(frozen=True)
+class AlgoUpdate:
+    """A conditional (algo) order: ``ALGO_UPDATE`` event or a ``/fapi/v1/algoOrder`` / ``openAlgoOrders`` object.
+
+    Status: NEW (waiting for its trigger), TRIGGERING, TRIGGERED / FINISHED (it placed ``actual_order_id``),
+    CANCELED, EXPIRED (nothing to reduce), REJECTED.
+    """
+
+    client_id: str
+    algo_id: int
+    symbol: str
+    side: str
+    type: str
+    status: str
+    trigger_price: float
+    actual_order_id: int | None
+    ts_ms: int
+    reason: str = ""
+
+
+def _opt_id(v: Any) -> int | None:
+    if v in (None, "", "0", 0):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_algo_update(ev: dict) -> AlgoUpdate:
+    """Parse an ``ALGO_UPDATE`` user-data event."""
+    src = "ALGO_UPDATE"
+    o = ev.get("o") if isinstance(ev, dict) else None
+    if not isinstance(o, dict):
+        raise MalformedMessage(f"{src}: field 'o' missing or not an object")
+    return AlgoUpdate(_s(o, "caid", src), _i(o, "aid", src), _s(o, "s", src), _s(o, "S", src), _s(o, "o", src),
+                      _s(o, "X", src), _f(o, "tp", src), _opt_id(o.get("ai")), _i(ev, "E", src), str(o.get("rm") or ""))
+
+
+def parse_algo_order(d: Any) -> AlgoUpdate:
+    """Parse a ``/fapi/v1/algoOrder`` (or ``openAlgoOrders`` element) object."""
+    src = "algoOrder"
+    if not isinstance(d, dict):
+        raise MalformedMessage(f"{src}: not an object: {str(d)[:80]}")
+    return AlgoUpdate(_s(d, "clientAlgoId", src), _i(d, "algoId", src), _s(d, "symbol", src), _s(d, "side", src),
+                      _s(d, "orderType", src), _s(d, "algoStatus", src), _f(d, "triggerPrice", src),
+                      _opt_id(d.get("actualOrderId")), int(d.get("updateTime") or 0))
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,11 @@ within it), reconnects with exponential backoff and full jitter after any close,
 ``listenKeyExpired`` (asking for a key again), and calls ``on_connect`` after every successful
 (re)connect — events sent while we were away are lost for good, so the caller sweeps open orders
 over REST then. Frames are parsed once here (``ORDER_TRADE_UPDATE`` → :class:`OrderUpdate`,
-``ACCOUNT_UPDATE`` → :class:`AccountUpdate`); malformed ones are counted and logged at most once
-per 10 s, never passed on.
+``ACCOUNT_UPDATE`` → :class:`AccountUpdate`, ``ACCOUNT_CONFIG_UPDATE`` → :class:`AccountConfigUpdate`,
+``MARGIN_CALL`` → :class:`MarginCall`, ``ALGO_UPDATE`` → :class:`AlgoUpdate`); malformed ones are
+counted and logged at most once per 10 s, never passed on. Event kinds we do not use (``TRADE_LITE``,
+``CONDITIONAL_ORDER_TRIGGER_REJECT``, new ones Binance adds) are ignored and counted per kind
+(``unknown_kinds``), logged once per kind.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class UserStream:
         self._stop = asyncio.Event()
         self._ws: Any = None
         self.connects = self.reconnects = self.events = self.malformed = 0
+        self.unknown_kinds: dict[str, int] = {}
         self.last_event_mono = 0.0
         self._last_warn = 0.0
 
@@ -116,11 +120,21 @@ class UserStream:
                 parsed: Any = X.parse_order_trade_update(ev)
             elif kind == "ACCOUNT_UPDATE":
                 parsed = X.parse_account_update(ev)
+            elif kind == "ACCOUNT_CONFIG_UPDATE":
+                parsed = X.parse_account_config_update(ev)
+            elif kind == "MARGIN_CALL":
+                parsed = X.parse_margin_call(ev)
+            elif kind == "ALGO_UPDATE":
+                parsed = X.parse_algo_update(ev)
             elif kind == "listenKeyExpired":
                 log.warning("user stream: listen key expired; reconnecting with a new one")
                 return True
-            else:
-                return False                       # other events (MARGIN_CALL, ...) are not used
+            else:                                  # a kind we do not use: ignored, counted, never refused
+                k = str(kind)[:40]
+                n = self.unknown_kinds[k] = self.unknown_kinds.get(k, 0) + 1
+                if n == 1:
+                    log.info("user stream: event kind %r is not used; ignored (counted)", k)
+                return False
         except (orjson.JSONDecodeError, MalformedMessage) as exc:
             self.malformed += 1
             self._warn("user stream: malformed frame dropped (%d so far): %s", self.malformed, exc)

@@ -374,6 +374,7 @@ class TraderCore:
             self.engine.set_posture(self.posture)
         self._decision_stale = False
         killed = self._book_kill_exits(prices, sn)
+        funded = self._book_funding(sn)
         self._check_macro_age(now)
         eng = self.engine
         # the gates this bar is evaluated under (a pending ACB update is applied by step_bar itself)
@@ -402,6 +403,8 @@ class TraderCore:
         acct = self.account
         if killed:
             decision["kill_exits"] = killed
+        if funded:
+            decision["funding"] = funded
         if res.entered is not None and eng.position is not None:
             e = res.entered
             if not self.flush_journal_backlog():
@@ -483,14 +486,34 @@ class TraderCore:
             # the account booked it on its own thread: a recorded input of this scan for the replay (issue 17)
             self.recorder.account_call("kill_exit", {"trade_id": fill.get("trade_id")}, dict(fill), None)
             eng = self.engine
-            if eng.position is not None and (eng.close_position(self.bar_idx, prices, "KILL_SWITCH") is None):
+            reason = str(fill.get("reason") or "KILL_SWITCH")   # KILL_SWITCH, or PROTECTIVE_STOP (the venue's stop)
+            if eng.position is not None and (eng.close_position(self.bar_idx, prices, reason) is None):
                 eng.position = None
             eng.capital = self.account.capital  # capital sync: the account is the truth
             fill.update(scan_number=sn, forced=True)
             booked.append(fill)
             self._journal("EXIT", fill, sn)
-            log.warning("EXIT #%s %s KILL_SWITCH net=%.4f capital=%.4f", fill.get("trade_id"), fill.get("symbol"),
+            log.warning("EXIT #%s %s %s net=%.4f capital=%.4f", fill.get("trade_id"), fill.get("symbol"), reason,
                         fill.get("net", 0.0), self.account.capital)
+        return booked
+
+    def _book_funding(self, sn: int) -> list[dict]:
+        """Book the funding fees the account took from the venue (issue 29) into capital and the journal (FUNDING).
+
+        The venue account fetches them on its own thread; they are booked here, on the decision thread at a scan,
+        and recorded as a ``funding`` call of that scan, so the parity replay books the same fee at the same point.
+        """
+        due, booked = getattr(self.account, "funding_due", None), []
+        while due:
+            row = dict(due.pop(0))
+            self.recorder.account_call("funding", {"tran_id": row.get("tran_id")}, dict(row), None)
+            rec = self.account.book_funding(row)
+            self.engine.capital = self.account.capital   # capital sync: the account is the truth
+            rec.update(scan_number=sn)
+            booked.append(rec)
+            self._journal("FUNDING", rec, sn)
+            log.warning("FUNDING #%s %s %+.8f capital=%.4f", rec.get("trade_id"), rec.get("symbol"),
+                        float(rec.get("income", 0.0)), self.account.capital)
         return booked
 
     def _prices(self, scan: EigenScan) -> dict | None:

@@ -67,6 +67,7 @@ from services.event_trader.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
 from services.event_trader.paper import PaperAccount
 from services.event_trader.recorder import Recorder, RecordingAccount
+from services.event_trader.safety import SafetyConfig
 from prod.execution.killswitch import KillSwitch
 from prod.execution import ExecConfig, ExecutionError
 from prod.execution.signing import ENV_KEY, ENV_SECRET, Credentials, MissingCredentials
@@ -145,6 +146,10 @@ class TraderConfig:
         "help": "record scans and inputs for python -m prod.backtest.parity (services/event_trader/recorder.py)"})
     record_dir: str = field(default="", metadata={"help": "parent of the recordings (default <data>/recordings)"})
     max_macro_age_s: float = field(default=15.0, metadata={"help": "an OB macro older than this is dropped (neutral)"})
+    reconcile_s: float = field(default=60.0, metadata={
+        "help": "compare positions, open orders and balance with the venue this often (venue execution)"})
+    protective_stop_pct: float = field(default=0.12, metadata={
+        "help": "exchange-side stop this far against each entry (0 = none; docs/execution.md says why 12%)"})
     preflight_retry_s: float = field(default=30.0, metadata={
         "help": "while the venue preflight refuses every entry, run it again this often"})
 
@@ -156,6 +161,10 @@ class TraderConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be > 0")
         if self.execution not in ("auto", "venue", "paper"):
             raise ConfigError(f"execution={self.execution!r}: must be venue, paper or auto")
+        try:
+            _ = self.safety            # validates reconcile_s and protective_stop_pct
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def execution_mode(self, env: Any = None) -> str:
         """``venue`` or ``paper`` (``auto``: venue when both key variables are set)."""
@@ -171,6 +180,10 @@ class TraderConfig:
     @property
     def trader_dir(self) -> Path:
         return Path(self.settings.data_dir) / "trader"
+
+    @property
+    def safety(self) -> SafetyConfig:
+        return SafetyConfig(reconcile_s=self.reconcile_s, stop_pct=self.protective_stop_pct)
 
     @property
     def limits(self) -> CoreLimits:
@@ -554,7 +567,8 @@ class VenueAccounts:
         while True:                       # the venue (simulator) may still be starting: retry, then give up
             try:
                 acct = VenueAccount.connect(ec, self.journal, cap, state=d, creds=self.creds,
-                                            kill_switch=self.cfg.kill_switch)
+                                            kill_switch=self.cfg.kill_switch, safety=self.cfg.safety,
+                                            start_safety=False)
                 break
             except (ExecutionError, OSError) as exc:
                 if _time.monotonic() >= deadline:
@@ -563,6 +577,8 @@ class VenueAccounts:
                 log.warning("venue at %s not ready (%s); retrying", ec.rest_base, exc)
                 _time.sleep(1.0)
         self.run_preflight(acct, fresh=d is None)
+        acct.rebase()              # the reconcile's baseline: the account as the preflight left it (issue 29)
+        acct.start_safety()
         return acct
 
     def explain(self, ec: ExecConfig) -> None:

@@ -5,7 +5,10 @@ Writes run_logs/bench_exec.json: per MARKET order, the time from the decision (j
 (user-data stream), median and p99 over ``N`` orders (entries and reduceOnly exits alternate, so the
 account stays flat); the same with the user stream muted (REST polling fallback, ``poll_interval_s``
 0.1 s); and the trader's path, ``VenueAccount.open`` (decision → venue position check → order →
-fill seen → journaled) and ``close`` (reduceOnly), over ``N_TRADER`` round trips. Goal: fill seen p99 < 50 ms
+fill seen → journaled → protective stop placed) and ``close`` (reduceOnly, then the stop cancelled), over
+``N_TRADER`` round trips; and the periodic reconcile (``VenueAccount.check``: open orders and algo orders of the
+journal's symbols, positionRisk, account; issue 29), its time and REST weight per cycle (``X-MBX-USED-WEIGHT-1M``
+before and after), flat and in a position, over ``N_RECONCILE`` cycles each. Goal: fill seen p99 < 50 ms
 with the stream on a 2-core machine; the assertion guards at
 100 ms because the shared machine's load (load average 5-7 on 2 cores) moves the tail.
 """
@@ -26,6 +29,7 @@ from tests.helpers import REPO_ROOT, Proc, free_port, port_open, wait_until
 N = 300
 N_FALLBACK = 40
 N_TRADER = 100
+N_RECONCILE = 10
 
 
 def _p(xs, q):
@@ -81,13 +85,31 @@ def _trader_round_trips(port: int, tmp, n: int) -> tuple[list[float], list[float
             acct.close("FIXED_TP", book, px, time.time(), 1001 + 2 * k)
             t2 = time.perf_counter()
             assert fill["status"] == "FILLED" and acct.position is None
+            assert fill["protective_stop"] is not None
             opens.append((t1 - t0) * 1e3)
             closes.append((t2 - t1) * 1e3)
             px = fill["price"]
+        recon = {"flat": _reconcile_cycles(acct), "in_position": None}
+        book = Book(px * 0.9999, px * 1.0001, time.time())
+        acct.open(N_TRADER + 1, "ETHUSDT", -1, 600.0, book, px, time.time(), 5000)
+        recon["in_position"] = _reconcile_cycles(acct)
+        acct.close("FIXED_TP", book, px, time.time(), 5001)
     finally:
         acct.stop()
         journal.close()
-    return opens, closes
+    return opens, closes, recon
+
+
+def _reconcile_cycles(acct) -> dict:
+    """``N_RECONCILE`` reconcile cycles: ms p50/p99 and REST weight per cycle (all must agree: no mismatch)."""
+    ms, weight = [], []
+    for _ in range(N_RECONCILE):
+        rep = acct.check()
+        assert rep["mismatches"] == {}, rep
+        ms.append(rep["ms"])
+        weight.append(rep["weight"])
+    return {"cycles": N_RECONCILE, "ms_p50": statistics.median(ms), "ms_p99": _p(ms, 99),
+            "weight_per_cycle_median": statistics.median(weight), "weight_per_cycle_max": max(weight)}
 
 
 def test_bench_exec_decision_to_fill(tmp_path):
@@ -98,7 +120,7 @@ def test_bench_exec_decision_to_fill(tmp_path):
         wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim")
         assert proc.p.poll() is None, proc.log_text()
         ack, fill = asyncio.run(_round_trips(port, N, "stream"))
-        t_open, t_close = _trader_round_trips(port, tmp_path, N_TRADER)
+        t_open, t_close, recon = _trader_round_trips(port, tmp_path, N_TRADER)
         import urllib.request
         req = urllib.request.Request(f"http://127.0.0.1:{port}/sim/admin/fault", method="POST",
                                      data=json.dumps({"kind": "user_stream_drop", "mode": "mute",
@@ -114,6 +136,7 @@ def test_bench_exec_decision_to_fill(tmp_path):
             "trader_round_trips": N_TRADER, "trader_open_ms_p50": statistics.median(t_open),
             "trader_open_ms_p99": _p(t_open, 99), "trader_close_ms_p50": statistics.median(t_close),
             "trader_close_ms_p99": _p(t_close, 99),
+            "reconcile_flat": recon["flat"], "reconcile_in_position": recon["in_position"],
             "machine_cores": psutil.cpu_count(), "ts": time.time(),
         }
         out = REPO_ROOT / "run_logs" / "bench_exec.json"

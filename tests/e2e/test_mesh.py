@@ -321,6 +321,10 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
     assert any(f.get("symbol") == pos["symbol"] and f.get("meta", {}).get("trade_id") == pos["trade_id"]
                for f in fills), fills[-3:]
     assert "execution: venue" in mesh.log("event_trader")
+    # issue 29: the entry's exchange-side protective stop is on the venue
+    stop = st["paper"]["venue"]["stop_cid"]
+    algos = _venue_signed(mesh, "request", "GET", "/fapi/v1/openAlgoOrders", {"symbol": pos["symbol"]})
+    assert [(a["clientAlgoId"], a["orderType"], a["closePosition"]) for a in algos] == [(stop, "STOP_MARKET", True)]
 
     pid = mesh.status()["dolphin:event_trader"][1]
     os.kill(pid, signal.SIGKILL)          # kill -9 mid-position; supervisord restarts it (unexpected exit)
@@ -330,6 +334,10 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
     wait_until(lambda: json.loads(state_map.get(maps.KEY_LATEST))["updated_at"] > 0 and
                json.loads(state_map.get(maps.KEY_LATEST))["paper"]["position"] == pos, 30, what="restored position")
     assert json.loads(state_map.get(maps.KEY_LATEST))["capital"] == cap
+    # the stop stayed on the venue while the trader was dead, and the restart adopted it (no second stop)
+    assert json.loads(state_map.get(maps.KEY_LATEST))["paper"]["venue"]["stop_cid"] == stop
+    algos = _venue_signed(mesh, "request", "GET", "/fapi/v1/openAlgoOrders", {"symbol": pos["symbol"]})
+    assert [a["clientAlgoId"] for a in algos] == [stop], algos
     src.n -= 1
     src.push(-0.06, 0.0, 0.0005)          # the last scan again: deduplicated
     for _ in range(3):

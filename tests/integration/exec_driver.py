@@ -28,6 +28,8 @@ def main(argv: list[str]) -> int:
                                 creds=Credentials("dolphin-sim-key", "dolphin-sim-secret"))
     acct.roll_day("2026-12-02")
     print(json.dumps({"step": "CONNECTED", "actions": acct.reconcile_report["actions"]}), flush=True)
+    held_at_start = acct.position is not None
+    forced = list(acct.kill_exits)        # what the core books at its first scan (a position closed while down)
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/fapi/v1/premiumIndex?symbol=ETHUSDT") as r:
         px = float(json.loads(r.read())["markPrice"])
@@ -45,8 +47,12 @@ def main(argv: list[str]) -> int:
     except RuntimeError as exc:
         outcome = f"refused: {exc}"
     pos = [{"symbol": p.symbol, "amount": p.amount} for p in acct._call(acct.client.positions)]
+    algos = [{"client_id": a.client_id, "symbol": a.symbol, "type": a.type, "side": a.side}
+             for a in acct._call(acct.client.open_algo_orders)]
     print(json.dumps({"step": "REPORT", "outcome": outcome, "position": acct.to_dict()["position"],
-                      "venue_positions": pos, "report": acct.reconcile_report}), flush=True)
+                      "venue_positions": pos, "report": acct.reconcile_report, "open_algos": algos,
+                      "stop_cid": acct.stop_cid, "held_at_start": held_at_start, "forced_exits": forced,
+                      "capital": acct.capital}), flush=True)
     acct.stop()
     journal.close()
     return 0

@@ -71,6 +71,23 @@ def test_trade_open_and_close_alert():
     assert "closed BTCUSDT (FIXED_TP): net 40.50 USDT, capital 25040.50" in b.text
 
 
+def test_frozen_entries_and_margin_calls_of_the_venue_account_alert_on_change():
+    def st(frozen, calls, reasons=()):
+        m, k, p = _state(None, [])
+        p["paper"]["safety"] = {"frozen": frozen, "reasons": list(reasons), "margin_calls": calls,
+                                "last_margin_call": {"positions": [{"symbol": "ETHUSDT"}]} if calls else None}
+        return m, k, p
+    r = AlertRules()
+    assert r.on_value(*st(False, 0), now=1) == []                                  # the baseline
+    (a,) = r.on_value(*st(True, 0, ["the venue holds 0.01 BTCUSDT"]), now=2)
+    assert a.kind == "frozen" and "FROZEN" in a.text and "0.01 BTCUSDT" in a.text
+    assert r.on_value(*st(True, 0, ["the venue holds 0.01 BTCUSDT"]), now=3) == []  # still frozen: once
+    (b, c) = r.on_value(*st(False, 1), now=4)
+    assert b.kind == "frozen" and "agree again" in b.text
+    assert c.kind == "margin_call" and "ETHUSDT" in c.text
+    assert r.on_value(*st(False, 1), now=5) == []
+
+
 def test_rate_limit_per_subject_and_overall_and_reports_suppressed():
     lim = RateLimiter(min_interval_s=60, max_per_min=2)
     a = Alert("posture", "posture", "p1", 0)
