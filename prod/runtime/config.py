@@ -109,6 +109,7 @@ def add_flags(ap: argparse.ArgumentParser, cls: type) -> None:
         names = [f"--{f.name.replace('_', '-')}", *f.metadata.get("flags", ())]
         help_ = f.metadata.get("help", "") + (f" (default {f.default!r})"
                                               if f.default is not dataclasses.MISSING else "")
+        help_ = help_.replace("%", "%%")     # argparse %-formats help: a literal "12%" must not break --help
         if base is bool:
             own.add_argument(*names, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_)
         else:

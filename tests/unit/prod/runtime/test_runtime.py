@@ -143,3 +143,17 @@ def test_a_service_flag_wins_over_a_common_alias_of_the_same_name():
     assert cfg.interval_s == 3.0 and cfg.settings.scan_interval_s == 5.0
     cfg, _ = build_config(DemoConfig, "demo", ["--interval", "0.5"], env={})
     assert cfg.settings.scan_interval_s == 0.5
+
+
+def test_a_percent_sign_in_a_field_help_still_formats_help():
+    import argparse
+
+    from prod.runtime.config import add_flags
+
+    @dataclass(frozen=True)
+    class PctConfig:
+        stop_pct: float = field(default=0.12, metadata={"help": "stop this far away (12% by default)"})
+
+    ap = argparse.ArgumentParser(prog="x")
+    add_flags(ap, PctConfig)
+    assert "12% by default" in ap.format_help()
