@@ -241,7 +241,9 @@ def test_unsupported_operation_fails_at_once_with_its_name(embedded_member):
         t0 = time.monotonic()
         with pytest.raises(UnsupportedOperationError, match="queue_offer"):
             c.get_queue(_name()).blocking().offer("x")
-        assert time.monotonic() - t0 < 3
+        # at once: far below the 20 s invocation timeout a missing answer would run into (3 s was too
+        # tight beside other tests on two loaded cores)
+        assert time.monotonic() - t0 < 10
     finally:
         c.shutdown()
 
@@ -253,7 +255,7 @@ def test_wrong_cluster_name_is_refused_within_the_connect_timeout(member):
     with pytest.raises(IllegalStateError):
         hazelcast.HazelcastClient(cluster_members=[f"127.0.0.1:{member.port}"], cluster_name="not-dolphin",
                                   cluster_connect_timeout=2)
-    assert time.monotonic() - t0 < 8
+    assert time.monotonic() - t0 < 15         # the 2 s budget plus a loaded box's slack, not a hang
     if member.embedded:
         assert "cluster name 'not-dolphin'" in member.log_text()
 
