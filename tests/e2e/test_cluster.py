@@ -88,12 +88,12 @@ def _trade_a_stress_episode(root: Path, base: int, c) -> None:
     src = BridgeScans(c)
     for i in range(159):                 # in legs the trader reads before they go stale (episodes.py)
         src.push(0.0, 0.0, 0.001 + i * 0.00002)
-        if i % 20 == 19:
+        if i % 40 == 39:
             src.wait_consumed()
     src.wait_consumed()
     for i in range(120):
         src.push(-0.06, -0.002, 0.003)
-        if i % 5 == 4:
+        if i % 10 == 9:
             src.wait_consumed()
             if entries(journal) > n0:
                 break

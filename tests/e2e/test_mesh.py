@@ -280,13 +280,13 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
     src = BridgeScans(bus)
     for i in range(159):                 # in legs the trader reads before they go stale (episodes.py)
         src.push(0.0, 0.0, 0.001 + i * 0.00002)
-        if i % 20 == 19:
+        if i % 40 == 39:
             src.wait_consumed()
     src.wait_consumed()
     closed = False
     for i in range(120):
         src.push(-0.06, -0.002, 0.003)
-        if i % 5 != 4:
+        if i % 10 != 9:
             continue
         src.wait_consumed()
         if _entries(journal, "EXIT") > n_exits0:
