@@ -98,7 +98,13 @@ def _trade_a_stress_episode(root: Path, base: int, c) -> None:
             if entries(journal) > n0:
                 break
     src.wait_consumed()
-    wait_until(lambda: entries(journal) > n0, 30, interval=0.2, what="a SHORT entry on the real cluster")
+    try:
+        wait_until(lambda: entries(journal) > n0, 30, interval=0.2, what="a SHORT entry on the real cluster")
+    except AssertionError as exc:        # say why the trader did not enter (posture, gates), not only that
+        hb_now = hb.get("event_trader")
+        rows = journal_rows(journal, "SELECT kind, scan_number, payload FROM events ORDER BY id DESC LIMIT 8")
+        log = (root / "logs" / "event_trader.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{exc}\nheartbeat: {hb_now}\nlast journal rows: {rows}\ntrader log tail:\n{log}") from exc
     fill = json.loads(journal_rows(journal, "SELECT payload FROM events WHERE kind='ENTRY' ORDER BY id DESC")[0][0])
     assert fill["side"] == "SELL", fill
 
