@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# two workers (pytest-xdist); tests/conftest.py groups the suite: each module whole on one worker, every
+# mesh-starting test (tests/e2e/, @pytest.mark.serial) in one group, one at a time; one real-member JVM
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -p tests.results_plugin --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider -p tests.results_plugin -n 2 --dist loadgroup --durations=25
 
 # ruff (pyflakes, pycodestyle, bugbear, blind-except) over the tree; mypy over the runtime, bus and settings
 lint: $(STAMP)

@@ -7,9 +7,11 @@ into ``.cache/hazelcast``) and is skipped, with the reason printed, only when ``
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,3 +129,100 @@ def settings_for(tmp_path):
         over.update(kw)
         return load_settings(env={}, **over)
     return _make
+
+
+# ---- the suite in parallel (`make test`: pytest-xdist, ``-n 2 --dist loadgroup``) ----------------------
+# Every test gets one group; a group runs whole on one worker, its tests in file order. Without xdist the
+# groups do nothing (a plain ``pytest`` run is serial, in the same order).
+#   "mesh"     every test that brings up a whole mesh: tests/e2e/ and anything marked ``serial``. One test
+#              of the group at a time, so two meshes (or `make run` on the default ports) never overlap.
+#   "hz_real"  the modules whose tests use the session's real Hazelcast member: one JVM per run.
+#   otherwise  the test's module, so a module-scoped fixture starts once.
+# Groups are handed out in that order (the mesh group first, then the real member's, integration, unit):
+# the long ones start at once and the short ones fill the other worker.
+#
+# xdist's own loadgroup reads ``xdist_group`` marks through node ids it rewrites on the workers, which
+# pytest >= 9.2 no longer allows (pytest-xdist issue #1386: the groups are silently ignored). So the
+# workers write each test's group to a file the controller names (``workerinput``), and the controller's
+# scheduler (:class:`_GroupScheduling`) reads it when it splits the collection into work units.
+MESH_GROUP, REAL_HZ_GROUP = "mesh", "hz_real"
+REAL_MEMBER_FIXTURES = frozenset({"real_hz", "bus_member", "ttl_member"})
+_GROUPS_FILE = "dolphin_xdist_groups"
+
+
+def _test_id(nodeid: str) -> str:
+    """The node id without an ``@group`` suffix (older pytest + xdist add one; an ``@`` in ``[...]`` stays)."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
+
+
+def _group_of(item: pytest.Item, real_modules: set[str]) -> tuple[int, str]:
+    path = item.nodeid.split("::", 1)[0]
+    if item.get_closest_marker("serial") or path.startswith("tests/e2e/"):
+        return 0, MESH_GROUP
+    if path in real_modules:
+        return 1, REAL_HZ_GROUP
+    return (2 if path.startswith("tests/integration/") else 3), path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    real_modules = {it.nodeid.split("::", 1)[0] for it in items
+                    if REAL_MEMBER_FIXTURES & set(getattr(it, "fixturenames", ()))}
+    keyed, groups = [], {}
+    for i, item in enumerate(items):
+        rank, group = _group_of(item, real_modules)
+        marks = [m for m in item.iter_markers("xdist_group")]
+        if marks:
+            group = str(marks[0].args[0] if marks[0].args else marks[0].kwargs.get("name", "default"))
+        groups[item.nodeid] = group
+        keyed.append((rank, i, item))
+    items[:] = [it for _, _, it in sorted(keyed, key=lambda k: k[:2])]
+    target = getattr(config, "workerinput", {}).get(_GROUPS_FILE)
+    if target:                                   # an xdist worker: tell the controller's scheduler
+        tmp = Path(f"{target}.{config.workerinput['workerid']}")
+        tmp.write_text(json.dumps(groups))
+        os.replace(tmp, target)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    node.workerinput[_GROUPS_FILE] = str(node.config.stash[_groups_path_key])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _GroupScheduling(LoadScopeScheduling):
+        """``LoadScopeScheduling`` whose scope is the test's group (read from the workers' file)."""
+
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            self._groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._groups is None:
+                self._groups = json.loads(Path(self.config.stash[_groups_path_key]).read_text())
+            tid = _test_id(nodeid)
+            return self._groups.get(tid, tid)
+
+    config.option.loadscopereorder = False       # keep the collection order: longest groups first
+    return _GroupScheduling(config, log)
+
+
+_groups_path_key = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        d = Path(tempfile.mkdtemp(prefix="dolphin-xdist-"))
+        config.stash[_groups_path_key] = d / "groups.json"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = config.stash.get(_groups_path_key, None)
+    if path is not None:
+        shutil.rmtree(path.parent, ignore_errors=True)

@@ -49,6 +49,22 @@ def ephemeral_range() -> tuple[int, int]:
         return 49152, 65535
 
 
+def _port_range() -> tuple[int, int]:
+    """This process's slice of [20000, ephemeral start): under pytest-xdist each worker has its own.
+
+    A port a test picked is free for a moment only (until its service binds; while a killed member restarts
+    on it): two workers drawing from one range could both pick it. Child processes inherit the worker's
+    slice through ``PYTEST_XDIST_WORKER``.
+    """
+    lo, hi = 20000, min(ephemeral_range()[0], 65536)
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        span = (hi - lo) // int(count)
+        lo += int(worker[2:]) * span
+        hi = lo + span
+    return lo, hi
+
+
 def free_port_block(n: int, tries: int = 200) -> int:
     """First of ``n`` consecutive ports that can all be bound now, chosen below the ephemeral range.
 
@@ -57,8 +73,8 @@ def free_port_block(n: int, tries: int = 200) -> int:
     port (a cluster member bind then fails with "Address already in use").
     """
     import random
-    lo = 20000
-    hi = min(ephemeral_range()[0], 65536) - n
+    lo, hi = _port_range()
+    hi -= n
     for _ in range(tries):
         base = random.randrange(lo, hi)
         if any(base + i in _HANDED_OUT for i in range(n)):

@@ -5,6 +5,9 @@ Loaded by ``make test`` (``-p tests.results_plugin``). One category per top-leve
 passed + failed (a setup/teardown error counts as failed), ``skipped`` beside them (a skip is never
 counted as passed), and ``status`` PASS / FAIL / N/A (nothing ran). The file is written atomically by
 :func:`observability.test_results.write_test_results` when the session ends, whatever its outcome.
+
+Under pytest-xdist only the controller writes: it sees every worker's reports through
+``pytest_runtest_logreport``; their node ids carry the xdist group (``...::test@group``), which is cut off.
 """
 from __future__ import annotations
 
@@ -26,6 +29,12 @@ def _category(nodeid: str) -> str:
     return "other"
 
 
+def _test_id(nodeid: str) -> str:
+    """The node id without the ``@group`` suffix xdist's loadgroup adds (an ``@`` inside ``[...]`` stays)."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
+
+
 class ResultsRecorder:
     def __init__(self, config: pytest.Config):
         self.config = config
@@ -33,13 +42,14 @@ class ResultsRecorder:
         self.t0 = time.time()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        prev = self.outcome.get(report.nodeid)
+        nodeid = _test_id(report.nodeid)
+        prev = self.outcome.get(nodeid)
         if report.failed:
-            self.outcome[report.nodeid] = "failed"
+            self.outcome[nodeid] = "failed"
         elif report.skipped and prev != "failed":
-            self.outcome[report.nodeid] = "skipped"
+            self.outcome[nodeid] = "skipped"
         elif report.when == "call" and report.passed and prev is None:
-            self.outcome[report.nodeid] = "passed"
+            self.outcome[nodeid] = "passed"
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         counts: dict[str, dict[str, int]] = {c: {"passed": 0, "failed": 0, "skipped": 0} for c in (*CATEGORIES, "other")}

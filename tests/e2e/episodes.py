@@ -12,6 +12,7 @@ from pathlib import Path
 from prod.bus import maps
 from prod.bus.client import make_client
 from prod.settings import load_settings
+from tests.helpers import wait_until
 
 
 def publish_mc_green(port: int) -> None:
@@ -52,6 +53,7 @@ class BridgeScans:
 
     def __init__(self, bus, offset: int = 100_000):
         self.fm = bus.get_map(maps.FEATURES)
+        self.hb = bus.get_map(maps.HEARTBEAT).blocking()
         try:   # the key may still hold another test's garbage
             live = int(json.loads(self.fm.blocking().get(maps.KEY_EIGEN_SCAN))["scan_number"])
         except (TypeError, ValueError, KeyError):
@@ -70,6 +72,21 @@ class BridgeScans:
             except (TypeError, ValueError, KeyError):
                 self.prices[sym] = 100.0
         self.rng = random.Random(5)
+
+    def wait_consumed(self, n: int | None = None, timeout: float = 60.0) -> None:
+        """Wait until the trader's heartbeat shows scan ``n`` (default: the last pushed) consumed.
+
+        The trader skips scans older than its ``max_scan_age_s`` (10 s): an episode pushed faster than a
+        loaded box's trader reads it goes stale unread (a cluster run once never entered), so episodes
+        push in short legs and wait here between them.
+        """
+        n = self.n if n is None else n
+        hb = self.hb
+
+        def seen() -> int:
+            raw = hb.get("event_trader")
+            return int(json.loads(raw).get("last_scan") or 0) if raw else 0
+        wait_until(lambda: seen() >= n, timeout, interval=0.05, what=f"the trader consumed scan {n}")
 
     def push(self, vd: float, drift: float = 0.0, noise: float = 0.001) -> int:
         for a in self.prices:

@@ -86,16 +86,25 @@ def _trade_a_stress_episode(root: Path, base: int, c) -> None:
     journal = root / "data" / "trader" / "journal.sqlite"
     n0 = entries(journal)
     src = BridgeScans(c)
-    for i in range(159):
+    for i in range(159):                 # in legs the trader reads before they go stale (episodes.py)
         src.push(0.0, 0.0, 0.001 + i * 0.00002)
-    last = src.n
-    for _ in range(120):
-        last = src.push(-0.06, -0.002, 0.003)
-        if entries(journal) > n0:
-            break
-        wait_until(lambda last=last: (json.loads(hb.get("event_trader")).get("last_scan") or 0) >= last - 20, 30,
-                   interval=0.05, what="the trader keeps up with the episode")
-    wait_until(lambda: entries(journal) > n0, 30, interval=0.2, what="a SHORT entry on the real cluster")
+        if i % 40 == 39:
+            src.wait_consumed()
+    src.wait_consumed()
+    for i in range(120):
+        src.push(-0.06, -0.002, 0.003)
+        if i % 10 == 9:
+            src.wait_consumed()
+            if entries(journal) > n0:
+                break
+    src.wait_consumed()
+    try:
+        wait_until(lambda: entries(journal) > n0, 30, interval=0.2, what="a SHORT entry on the real cluster")
+    except AssertionError as exc:        # say why the trader did not enter (posture, gates), not only that
+        hb_now = hb.get("event_trader")
+        rows = journal_rows(journal, "SELECT kind, scan_number, payload FROM events ORDER BY id DESC LIMIT 8")
+        log = (root / "logs" / "event_trader.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{exc}\nheartbeat: {hb_now}\nlast journal rows: {rows}\ntrader log tail:\n{log}") from exc
     fill = json.loads(journal_rows(journal, "SELECT payload FROM events WHERE kind='ENTRY' ORDER BY id DESC")[0][0])
     assert fill["side"] == "SELL", fill
 

@@ -278,16 +278,21 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
     journal = mesh.root / "data" / "trader" / "journal.sqlite"
     n_entries0, n_exits0 = _entries(journal), _entries(journal, "EXIT")
     src = BridgeScans(bus)
-    for i in range(159):
+    for i in range(159):                 # in legs the trader reads before they go stale (episodes.py)
         src.push(0.0, 0.0, 0.001 + i * 0.00002)
+        if i % 40 == 39:
+            src.wait_consumed()
+    src.wait_consumed()
     closed = False
-    for _ in range(120):
+    for i in range(120):
         src.push(-0.06, -0.002, 0.003)
+        if i % 10 != 9:
+            continue
+        src.wait_consumed()
         if _entries(journal, "EXIT") > n_exits0:
             closed = True
         if closed and _entries(journal) > _entries(journal, "EXIT"):
             break
-        time.sleep(0.02)  # scan cadence of the episode (the trader consumes in order)
     assert closed, mesh.log("event_trader")[-3000:]
 
     def consumed(n: int) -> bool:

@@ -144,6 +144,10 @@ def test_ttl_max_idle_and_set_ttl_expire_entries_with_expired_events(member, cli
 
 
 def test_listeners_filter_by_flags_key_and_include_value(client):
+    # Hazelcast guarantees event order per key (per partition) only, and drops events still in flight when
+    # their listener is removed: each phase waits for the events it caused before the next one starts, and
+    # events are compared per key. A real member's JVM on a loaded box can take seconds to deliver (CI:
+    # > 5 s once), so the waits allow 30 s; they return as soon as the events are there.
     name = _name()
     m = client.get_map(name).blocking()
     wide, keyed, novalue = [], [], []
@@ -157,13 +161,14 @@ def test_listeners_filter_by_flags_key_and_include_value(client):
     m.remove("k1")
     m.evict("k2")
     m.put("k3", "z")
-    assert m.remove_entry_listener(reg)
+    wait_until(lambda: len(wide) >= 6 and len(keyed) >= 2 and len(novalue) >= 3, 30,
+               what="6 map-wide, 2 key k1 and 3 added-without-value events")
+    assert m.remove_entry_listener(reg)       # its handler is gone on return: k4's event cannot reach it
     m.put("k4", "after-removal")
+    wait_until(lambda: any(e.key == "k4" for e in wide), 30, what="the map-wide event of k4")
     m.clear()
-    # a real member's JVM on a loaded shared box can take seconds to deliver (CI: > 5 s once); returns at once
-    wait_until(lambda: len(wide) == 8 and len(novalue) == 3, 30, what="8 map-wide and 3 key-only events")
-    # Hazelcast orders events per key (per partition), not across keys: a real member delivers events of
-    # keys on different partitions in either order (seen in CI), so each key's sequence is compared
+    wait_until(lambda: any(e.event_type == 64 for e in wide), 30, what="the clear-all event")
+
     def per_key(events, fields):
         out: dict = {}
         for e in events:
@@ -236,7 +241,9 @@ def test_unsupported_operation_fails_at_once_with_its_name(embedded_member):
         t0 = time.monotonic()
         with pytest.raises(UnsupportedOperationError, match="queue_offer"):
             c.get_queue(_name()).blocking().offer("x")
-        assert time.monotonic() - t0 < 3
+        # at once: far below the 20 s invocation timeout a missing answer would run into (3 s was too
+        # tight beside other tests on two loaded cores)
+        assert time.monotonic() - t0 < 10
     finally:
         c.shutdown()
 
@@ -248,7 +255,7 @@ def test_wrong_cluster_name_is_refused_within_the_connect_timeout(member):
     with pytest.raises(IllegalStateError):
         hazelcast.HazelcastClient(cluster_members=[f"127.0.0.1:{member.port}"], cluster_name="not-dolphin",
                                   cluster_connect_timeout=2)
-    assert time.monotonic() - t0 < 8
+    assert time.monotonic() - t0 < 15         # the 2 s budget plus a loaded box's slack, not a hang
     if member.embedded:
         assert "cluster name 'not-dolphin'" in member.log_text()
 

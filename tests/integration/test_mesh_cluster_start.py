@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import real_member_unavailable
 from tests.helpers import REPO_ROOT, free_port, free_port_block
 
+pytestmark = pytest.mark.serial        # a cluster mesh under supervisord: never beside another mesh (conftest)
+
 
 def test_up_fails_fast_naming_the_member_whose_port_is_taken(tmp_path):
     reason = real_member_unavailable()

@@ -104,12 +104,16 @@ def _check_warm_and_parity(log, rec, port, expect_step):
 
 
 def test_fresh_scanner_first_scan_is_warm_and_lambda_matches_engine_on_kline_closes(tmp_path):
-    sim, port = _sim(tmp_path)
+    # steps of 5 s of market time (772 of them fit the venue's 4096 s of 1s klines) that last 20 s of wall
+    # time (interval 20 s x speed 0.25): the history loads well within one step even on a loaded box (at
+    # 5 s x speed 1 it once took 7.9 s and the first scan was bridged), so the first scan is compared
+    # with the engine's next step on the same closes
+    sim, port = _sim(tmp_path, "--speed", "0.25")
     try:
-        log, rec = _scan_once(tmp_path, port, "--interval", "5")
+        log, rec = _scan_once(tmp_path, port, "--interval", "20")
         assert "50/50 symbols complete" in log
         bridged = _check_warm_and_parity(log, rec, port, expect_step=5000)
-        assert not bridged, "at 5 s x speed 1 the history ends one scan step before the first scan"
+        assert not bridged, "the history ends one scan step before the first scan"
     finally:
         sim.stop()
 
@@ -144,7 +148,9 @@ def test_a_venue_that_comes_up_after_the_scanner_still_gives_a_warm_first_scan(t
 
 
 def test_speed_above_one_samples_market_time_at_interval_times_speed(tmp_path):
-    sim, port = _sim(tmp_path, "--speed", "10", name="venue_fast")
+    # 8192 s of 1s klines: the history spans 3860 s of market time, and at speed 10 the default 4096 s
+    # would keep its oldest klines only ~23 s of wall time, less than a loaded box took to compare them
+    sim, port = _sim(tmp_path, "--speed", "10", "--klines-1s", "8192", name="venue_fast")
     try:
         log, rec = _scan_once(tmp_path, port, "--interval", "0.5", name="scanner_fast")
         assert "interval 0.5s x speed 10" in log

@@ -58,7 +58,9 @@ def test_footer_line_colours_and_text():
     assert S.results_footer(None, None, NOW).style == S.DIM
 
 
-def test_plugin_writes_per_folder_counts(tmp_path):
+@pytest.mark.parametrize("workers", [[], ["-n", "2", "--dist", "loadgroup"]], ids=["serial", "xdist"])
+def test_plugin_writes_per_folder_counts(tmp_path, workers):
+    # under xdist (make test) the controller alone writes, from the reports of both workers
     proj = tmp_path / "proj"
     (proj / "tests" / "unit").mkdir(parents=True)
     (proj / "tests" / "integration").mkdir(parents=True)
@@ -75,12 +77,13 @@ def test_plugin_writes_per_folder_counts(tmp_path):
         @pytest.fixture
         def broken(): raise RuntimeError("setup fails")
         def test_ok(): pass
+        @pytest.mark.xdist_group("g")     # xdist reports it as ...::test_setup_error@g
         def test_setup_error(broken): pass
     """))
     run_logs = tmp_path / "rl"
     env = {**os.environ, "DOLPHIN_RUN_LOGS": str(run_logs), "PYTHONPATH": str(REPO_ROOT)}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.results_plugin",
-                        "tests"], cwd=proj, env=env, capture_output=True, text=True, timeout=120)
+                        *workers, "tests"], cwd=proj, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "test results written to" in r.stdout
     doc = json.loads((run_logs / "test_results_latest.json").read_text())

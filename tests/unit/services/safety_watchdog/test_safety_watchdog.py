@@ -14,7 +14,7 @@ from prod.bus.payloads import EngineState, ObfUniverse
 from prod.runtime import Bus, ManualClock
 from prod.settings import PRIORITY_SYMBOLS
 from services.safety_watchdog import main as sw
-from tests.helpers import REPO_ROOT, free_port
+from tests.helpers import REPO_ROOT, free_port, wait_until
 
 NOW = 1_800_000_000.0
 
@@ -114,11 +114,12 @@ class TestWatchdogOnTheBus:
         assert p["sensors"]["mc_status"] == "OK" and p["categories"]["cat2"] == pytest.approx(1.0)
         assert p["Rm"] > 0.5 and p["posture"] not in ("TURTLE", "HIBERNATE")   # no MC data never hibernates
         ref = b.cp.get_atomic_reference(maps.SAFETY_ATOMIC_REF).blocking().get()
-        via_map = w.get(maps.SAFETY_LATEST)
+        # the map write and the heartbeat are not awaited by the watchdog: the other client waits for them
+        via_map = wait_until(lambda: w.get(maps.SAFETY_LATEST), 10, what="the payload in the map")
         assert maps.SAFETY_LATEST.decode(ref).posture == via_map.posture == p["posture"]
         assert ref == b.map(maps.SAFETY).blocking().get(maps.KEY_LATEST)       # encoded once, written twice
         assert json.loads(ref)["_v"] == maps.SAFETY_LATEST.version
-        hb = w.get(maps.HEARTBEATS, "safety_watchdog")
+        hb = wait_until(lambda: w.get(maps.HEARTBEATS, "safety_watchdog"), 10, what="the watchdog's heartbeat")
         assert hb.service == "safety_watchdog" and hb.extra["posture"] == p["posture"]
 
     def test_dvol_from_the_exf_payload_shape(self, bus):
@@ -187,7 +188,9 @@ class TestWatchdogOnTheBus:
         wd = sw.SafetyWatchdog(sw.WatchdogConfig(settings=settings, interval_s=1, warmup_max_s=600), b)
         p = wd.tick()     # no obf snapshot yet → warming up
         assert p["warming_up"] and p["posture"] == "HIBERNATE" and wd.stack.rm is None
-        assert w.get(maps.SAFETY_LATEST).warming_up is True
+        # the map write is not awaited by the watchdog (non-blocking proxy): the other client waits for it
+        latest = wait_until(lambda: w.get(maps.SAFETY_LATEST), 10, what="the warm-up payload in the map")
+        assert latest.warming_up is True
         now = time.time()
         _beat(w, "scanner", now)
         w.publish(maps.OBF_UNIVERSE, _good_obf(now))
