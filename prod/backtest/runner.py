@@ -40,6 +40,7 @@ import logging
 import math
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,27 @@ def _aligned_prices(day: DayData, assets: tuple[str, ...], warned: set[str]) -> 
     return out
 
 
+def _load_or_error(date: str, path: Path) -> DayData | DayFileError:
+    try:
+        return load_day(date, path)
+    except DayFileError as exc:
+        return exc
+
+
+def prefetched_days(files: list[tuple[str, Path]]):
+    """Yield ``(date, path, DayData or DayFileError)`` in order, reading the next file in a thread meanwhile
+    (pyarrow releases the GIL, so the read overlaps the replay of the day before)."""
+    if not files:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="day-reader") as pool:
+        fut = pool.submit(_load_or_error, *files[0])
+        for k, (date, path) in enumerate(files):
+            res = fut.result()
+            if k + 1 < len(files):
+                fut = pool.submit(_load_or_error, *files[k + 1])
+            yield date, path, res
+
+
 def day_vol_mask(gate: BatchVolGate, prices: np.ndarray, assets: tuple[str, ...]) -> np.ndarray:
     """Return ``vol_regime_ok`` of every bar of one day as a bool array, advancing the batch ``gate``."""
     col = prices[:, assets.index(VOL_SYMBOL)] if VOL_SYMBOL in assets else np.full(prices.shape[0], np.nan)
@@ -241,10 +263,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
     last_row: np.ndarray | None = None
     gate: VolGate | BatchVolGate = VolGate() if opts.python_loop else BatchVolGate()
     vol_ok_bars = 0
-    for k, (date, path) in enumerate(files):
-        try:
-            day = load_day(date, path)
-        except DayFileError as exc:
+    for k, (date, path, day) in enumerate(prefetched_days(files)):
+        if isinstance(day, DayFileError):
+            exc = day
             log.error("backtest: skipping day %s: %s", date, exc)
             skipped_days.append({"date": date, "reason": str(exc)})
             if pbar:
