@@ -71,6 +71,9 @@ CARRY_SCANS = 2           # scans a missing symbol keeps its last price before i
 PARTIAL_FRAC = 0.5        # a scan with fewer than this share of symbols priced is partial
 GAP_HOLD_RETURNS = max(WINDOWS) + 1   # returns after a gap until w750 and its velocity are valid
 ILL_GAP = 1e-6            # (λ1−λ2)/λ1 below this: the top vector is ill-determined → full eigh
+DIRECT_HOLD = 60          # scans a window stays on the direct path (eigvalsh + inverse iteration) after its warm
+                          # iteration failed, or needed eigvalsh for λ2 twice within RECUR_SCANS, before it tries warm again
+RECUR_SCANS = 10
 
 
 @dataclass
@@ -128,6 +131,8 @@ class _Moments:
     vecs: np.ndarray | None = None    # last Ritz block (included assets × BLOCK)
     idx: np.ndarray | None = None
     since_full: int = 0
+    direct_left: int = 0              # scans left on the direct path after the warm iteration did not pay
+    last_l2: int = -(10 ** 9)         # return count at the last λ2-by-eigvalsh fallback
 
 
 def _dual_top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +156,7 @@ class EigenEngine:
     """Stateful scan engine: feed it one price row per scan with :meth:`enhance`."""
 
     def __init__(self, assets: Sequence[str], *, precision_mode: str = "arb512", solver: str = "incremental",
-                 full_every: int = FULL_EVERY, direct_max_n: int = DIRECT_MAX_N,
+                 full_every: int = FULL_EVERY, direct_max_n: int = DIRECT_MAX_N, direct_hold: int = DIRECT_HOLD,
                  interval_s: float | None = None, carry_scans: int = CARRY_SCANS):
         if precision_mode not in ("arb512", "float64"):
             raise ValueError(f"precision_mode={precision_mode!r}: expected 'arb512' or 'float64'")
@@ -168,6 +173,7 @@ class EigenEngine:
         self.solver = solver
         self.full_every = int(full_every)
         self.direct_max_n = int(direct_max_n)
+        self.direct_hold = int(direct_hold)
         # Ritz block: λ1, λ2 and guards covering the sector modes under λ2 (at most a third of the assets)
         self.block = max(4, min(inc.BLOCK, self.n // 3))
         self.expand = inc.EXPAND
@@ -184,7 +190,8 @@ class EigenEngine:
                                     np.zeros((self.n, self.n) if s2 else (1, 1)))
         self.fallbacks = 0                              # refined → float64 fallbacks (heartbeat)
         self.stats = {"direct": 0, "warm": 0, "iterations": 0, "cold": 0, "set_changed": 0, "schedule": 0,
-                      "not_converged": 0, "ill_conditioned": 0, "lambda2_eigvalsh": 0, "wide_certificates": 0}
+                      "not_converged": 0, "ill_conditioned": 0, "direct_fallback": 0, "lambda2_eigvalsh": 0,
+                      "wide_certificates": 0}
         self._wide_logged = -1
         self.interval_ns: int | None = None
         self.set_cadence(interval_s)
@@ -352,12 +359,33 @@ class EigenEngine:
                 def apply(v, z=z, w=w):
                     return z @ (z.T @ v) / w
             got = None
-            if reason is None and idx.size <= self.direct_max_n:
-                reason = "direct"
+            small = idx.size <= self.direct_max_n
+            if m.direct_left > 0:
+                m.direct_left -= 1
+            if reason is None and (small or m.direct_left > 0):
+                # LAPACK eigvalsh + inverse iteration: for small sets, and for a while after the warm
+                # iteration did not pay (λ2 in the noise bulk, a weak market factor: see DIRECT_HOLD)
+                if z is None and w < idx.size:
+                    z = inc.standardised(x, m.s1[idx], m.q[idx], w)
+                d = inc.direct_top2(c, z, m.vecs, self.refine)
+                if d is not None:
+                    th, v = d
+                    self.stats["direct"] += 1
+                    m.since_full += 1
+                    if small:
+                        m.vecs = v
+                    else:                        # keep the warm block fresh for the next warm attempt
+                        m.vecs = np.linalg.qr(np.hstack((v[:, :2 if self.refine else 1],
+                                                         m.vecs[:, 2 if self.refine else 1:])))[0]
+                    m.idx = idx
+                    eig[w] = (idx, th, v)
+                    continue
+                reason = "direct_fallback"
             if reason is None:
                 got = inc.warm_top(apply, m.vecs, scale=float(idx.size), expand=self.expand)
                 if got is None:
                     reason = "not_converged"
+                    m.direct_left = self.direct_hold
                 elif got[0][0] - got[0][1] < ILL_GAP * got[0][0]:
                     reason = "ill_conditioned"
             if reason is None:
@@ -366,6 +394,9 @@ class EigenEngine:
                     th = th.copy()
                     th[1] = inc.lambda2(c, z if z is not None else inc.standardised(x, m.s1[idx], m.q[idx], w))
                     self.stats["lambda2_eigvalsh"] += 1
+                    if self._nret - m.last_l2 <= RECUR_SCANS:   # λ2 keeps needing eigvalsh: go direct for a while
+                        m.direct_left = self.direct_hold
+                    m.last_l2 = self._nret
                 m.since_full += 1
                 self.stats["warm"] += 1
                 self.stats["iterations"] += got[3]
@@ -375,7 +406,7 @@ class EigenEngine:
                     vecs = np.linalg.qr(np.hstack((vecs, np.random.default_rng(0).standard_normal(
                         (vecs.shape[0], self.block - vecs.shape[1])))))[0]
                 self.stats[reason] += 1
-                if reason == "direct":
+                if reason == "direct_fallback":
                     m.since_full += 1
                     m.vecs, m.idx = vecs, idx
                     eig[w] = (idx, th[:2].copy(), np.ascontiguousarray(vecs[:, :2]))

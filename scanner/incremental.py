@@ -212,3 +212,72 @@ def warm_top(apply, v0: np.ndarray, *, scale: float = 1.0, tol_vec: float = TOL_
         p = qm @ y[k:]
         v, av = basis @ y, abasis @ y
     return None
+
+
+SHIFT = 1e-10        # inverse-iteration shift above LAPACK's eigenvalue, relative to λ1 (well above its error)
+INV_STEPS = 3        # inverse-iteration steps at most before a full eigh
+
+
+def _inverse_vector(a: np.ndarray, sigma: float, v: np.ndarray, lam: float, tol: float,
+                    against: np.ndarray | None = None) -> np.ndarray | None:
+    """The eigenvector of ``a`` for the eigenvalue ``lam`` (just below ``sigma``) by inverse iteration from
+    ``v``; None unless its residual ‖a v − θ v‖ reaches ``tol``."""
+    m = a - sigma * np.eye(a.shape[0])
+    for _ in range(INV_STEPS):
+        try:
+            v = np.linalg.solve(m, v)
+        except np.linalg.LinAlgError:
+            return None
+        if against is not None:
+            v = v - against * (against @ v)
+        nv = float(np.sqrt(v @ v))
+        if not (math.isfinite(nv) and nv > 0.0):
+            return None
+        v = v / nv
+        av = a @ v
+        r = av - (v @ av) * v
+        if float(np.sqrt(r @ r)) <= tol:
+            return v
+    return None
+
+
+def direct_top2(c: np.ndarray | None, z: np.ndarray | None, v0: np.ndarray | None, need_v2: bool,
+                tol_vec: float = TOL_VEC, ill_gap: float = 1e-6):
+    """λ1, λ2 by LAPACK ``eigvalsh`` and their eigenvectors by inverse iteration (no full ``eigh``).
+
+    Works on C (N×N) or, given Z (N×W) with W < N, on the dual ZᵀZ/W. ``v0`` (N × ≥2, e.g. the last
+    scan's vectors) seeds the iteration. v1's residual is brought below ``tol_vec``·(λ1−λ2), the
+    convergence rule of :func:`warm_top`; v2 (only when ``need_v2``) below ``tol_vec``·λ1.
+    Returns (eigenvalues descending [λ1, λ2], vectors N×2) or None (ill-separated λ1, or no
+    convergence: the caller runs :func:`full_top`).
+    """
+    dual = z is not None and (c is None or z.shape[1] < z.shape[0])
+    if dual:
+        w = z.shape[1]
+        a = (z.T @ z) / w
+    else:
+        a = c
+    ev = np.linalg.eigvalsh(a)
+    l1, l2 = float(ev[-1]), float(ev[-2])
+    if not (l1 - l2 > ill_gap * l1):
+        return None
+    k = a.shape[0]
+    if v0 is not None and v0.shape[1] >= 2:
+        s1, s2 = (z.T @ v0[:, 0], z.T @ v0[:, 1]) if dual else (v0[:, 0], v0[:, 1])
+    else:
+        s1, s2 = np.ones(k), np.random.default_rng(k).standard_normal(k)
+    u1 = _inverse_vector(a, l1 + SHIFT * l1, s1, l1, tol_vec * (l1 - l2))
+    if u1 is None:
+        return None
+    u2 = None
+    if need_v2:
+        u2 = _inverse_vector(a, l2 + SHIFT * l1, s2 - u1 * (u1 @ s2), l2, tol_vec * l1, against=u1)
+        if u2 is None:
+            return None
+    u = np.column_stack((u1, u1 if u2 is None else u2))
+    if dual:
+        v = z @ u
+        v /= np.linalg.norm(v, axis=0, keepdims=True)
+    else:
+        v = u
+    return np.array([l1, l2]), np.ascontiguousarray(v)
