@@ -227,6 +227,9 @@ class EigenEngine:
         row = np.array([np.nan if p is None else float(p) for p in prices], dtype=np.float64)
         if row.shape[0] != self.n:
             raise ValueError(f"expected {self.n} prices, got {row.shape[0]}")
+        self._append_row(row)
+
+    def _append_row(self, row: np.ndarray) -> None:
         prev = self._last
         self._last = row
         self._rows = min(self._rows + 1, HISTORY_ROWS)
@@ -265,21 +268,19 @@ class EigenEngine:
                             "from here, entries held for %d scans", step / 1e9, self.interval_ns / 1e9,
                             GAP_HOLD_RETURNS)
         self._prev_ts = ts
-        row = list(prices)
-        priced = sum(p is not None and np.isfinite(p) for p in row)
+        row = np.array([np.nan if p is None else float(p) for p in prices], dtype=np.float64)
+        miss = ~np.isfinite(row)
+        priced = self.n - int(np.count_nonzero(miss))
         partial = priced < PARTIAL_FRAC * self.n
-        carried = 0
-        for i, p in enumerate(row):
-            if p is None or not np.isfinite(p):
-                if self._miss[i] < self.carry_scans and np.isfinite(self._last[i]):
-                    row[i] = float(self._last[i])
-                    carried += 1
-                self._miss[i] += 1
-            else:
-                self._miss[i] = 0
+        carry = miss & (self._miss < self.carry_scans) & np.isfinite(self._last)
+        carried = int(np.count_nonzero(carry))
+        if carried:
+            row[carry] = self._last[carry]
+        self._miss[miss] += 1
+        self._miss[~miss] = 0
         if partial and self._hold < self.carry_scans + 2:
             self._hold = self.carry_scans + 2
-        self.append(row)
+        self._append_row(row)
         hold = self._hold > 0
         if self._hold > 0:
             self._hold -= 1
@@ -303,11 +304,15 @@ class EigenEngine:
             regime = 1.0 if d > REGIME_BAND else (-1.0 if d < -REGIME_BAND else 0.0)
         inst = [results[w].instability for w in WINDOWS if results[w].instability is not None]
         composite = float(np.mean(inst)) if inst else None
-        price_list = [None if not np.isfinite(p) else float(p) for p in self._last]
+        price_list = self._last.tolist()
+        bad = ~np.isfinite(self._last)
+        if bad.any():
+            for i in np.flatnonzero(bad).tolist():
+                price_list[i] = None
         return ScanResult(
             timestamp_ns=int(timestamp_ns), assets=list(self.assets), prices=price_list,
             windows=results, vel_div=vel_div, regime_signal=regime, instability_composite=composite,
-            n_assets=sum(p is not None for p in price_list),
+            n_assets=self.n - int(np.count_nonzero(bad)),
             warm_windows=[w for w in WINDOWS if results[w].lambda_max is not None],
             gap_s=gap_s, carried=carried, partial=partial, gap_hold=hold)
 
@@ -347,14 +352,13 @@ class EigenEngine:
                 m.s1, m.q, m.bad = s1, q, bad
                 if m.use_s2:
                     m.s2 = s2
-            x = self._window_block(w)[idx]
             if m.use_s2:
                 c = inc.corr_from_moments(m.s2, m.s1, m.q, idx, w)
                 z = None
                 apply = c.__matmul__
             else:
                 c = None
-                z = inc.standardised(x, m.s1[idx], m.q[idx], w)
+                z = self._z(w, idx)
 
                 def apply(v, z=z, w=w):
                     return z @ (z.T @ v) / w
@@ -366,7 +370,7 @@ class EigenEngine:
                 # LAPACK eigvalsh + inverse iteration: for small sets, and for a while after the warm
                 # iteration did not pay (λ2 in the noise bulk, a weak market factor: see DIRECT_HOLD)
                 if z is None and w < idx.size:
-                    z = inc.standardised(x, m.s1[idx], m.q[idx], w)
+                    z = self._z(w, idx)
                 d = inc.direct_top2(c, z, m.vecs, self.refine)
                 if d is not None:
                     th, v = d
@@ -392,7 +396,7 @@ class EigenEngine:
                 th, vecs = got[0], got[1]
                 if not got[4]:
                     th = th.copy()
-                    th[1] = inc.lambda2(c, z if z is not None else inc.standardised(x, m.s1[idx], m.q[idx], w))
+                    th[1] = inc.lambda2(c, z if z is not None else self._z(w, idx))
                     self.stats["lambda2_eigvalsh"] += 1
                     if self._nret - m.last_l2 <= RECUR_SCANS:   # λ2 keeps needing eigvalsh: go direct for a while
                         m.direct_left = self.direct_hold
@@ -416,6 +420,11 @@ class EigenEngine:
             m.vecs, m.idx = vecs, idx
             eig[w] = (idx, th[:2].copy(), np.ascontiguousarray(vecs[:, :2]))
         return eig
+
+    def _z(self, w: int, idx: np.ndarray) -> np.ndarray:
+        """Standardised returns Z (included assets × W) of window ``w`` from its moments."""
+        m = self._mom[w]
+        return inc.standardised(self._window_block(w)[idx], m.s1[idx], m.q[idx], w)
 
     # ── internals ──────────────────────────────────────────────────────────────────────────
     def _window(self, w: int, idx: np.ndarray, evals: np.ndarray, evecs: np.ndarray, res: WindowResult):
@@ -448,8 +457,8 @@ class EigenEngine:
         res.lambda_max = precision.to_float(lam1)
         res.eigengap = precision.to_float(precision.dd_sub(lam1, lam2))
         load: list = [None] * self.n
-        for j, i in enumerate(idx):
-            load[int(i)] = float(v1[j])
+        for i, v in zip(idx.tolist(), v1.tolist()):
+            load[i] = v
         res.loadings = load
         res.n_assets = int(n)
         mask = np.zeros(self.n, dtype=np.bool_)

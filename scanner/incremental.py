@@ -222,7 +222,8 @@ def _inverse_vector(a: np.ndarray, sigma: float, v: np.ndarray, lam: float, tol:
                     against: np.ndarray | None = None) -> np.ndarray | None:
     """The eigenvector of ``a`` for the eigenvalue ``lam`` (just below ``sigma``) by inverse iteration from
     ``v``; None unless its residual ‖a v − θ v‖ reaches ``tol``."""
-    m = a - sigma * np.eye(a.shape[0])
+    m = a.copy()
+    m.flat[::a.shape[0] + 1] -= sigma
     for _ in range(INV_STEPS):
         try:
             v = np.linalg.solve(m, v)
