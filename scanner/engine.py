@@ -335,6 +335,7 @@ class EigenEngine:
 
     def _eig_incremental(self, warm: list[int]) -> dict:
         eig = {}
+        batch: list = []                      # small windows solved together after the loop
         for k, w in enumerate(warm):
             m = self._mom[w]
             idx = inc.valid_assets(m.q, m.s1, m.bad, w, kernels.VAR_EPS)
@@ -366,6 +367,9 @@ class EigenEngine:
             small = idx.size <= self.direct_max_n
             if m.direct_left > 0:
                 m.direct_left -= 1
+            if reason is None and small and c is not None and m.vecs.shape[1] >= 2:
+                batch.append((w, idx, c))
+                continue
             if reason is None and (small or m.direct_left > 0):
                 # LAPACK eigvalsh + inverse iteration: for small sets, and for a while after the warm
                 # iteration did not pay (λ2 in the noise bulk, a weak market factor: see DIRECT_HOLD)
@@ -419,7 +423,31 @@ class EigenEngine:
                 m.since_full = 0 if reason == "schedule" else (k * self.full_every) // len(WINDOWS)
             m.vecs, m.idx = vecs, idx
             eig[w] = (idx, th[:2].copy(), np.ascontiguousarray(vecs[:, :2]))
-        return eig
+        if batch:
+            self._direct_batch(batch, eig)
+        return {w: eig[w] for w in warm if w in eig}
+
+    def _direct_batch(self, batch: list, eig: dict) -> None:
+        """Small windows of equal size: eigvalsh and inverse iteration stacked (inc.direct_top2_batch)."""
+        sizes: dict[int, list] = {}
+        for item in batch:
+            sizes.setdefault(item[1].size, []).append(item)
+        for items in sizes.values():
+            got = inc.direct_top2_batch(np.stack([c for _, _, c in items]),
+                                        np.stack([self._mom[w].vecs[:, :2] for w, _, _ in items]), self.refine)
+            for (w, idx, c), d in zip(items, got):
+                m = self._mom[w]
+                if d is None:
+                    d = inc.direct_top2(c, None, m.vecs, self.refine)
+                if d is None:
+                    th, vecs = inc.full_top(c, None, self.block)
+                    self.stats["direct_fallback"] += 1
+                    d = (th[:2].copy(), np.ascontiguousarray(vecs[:, :2]))
+                else:
+                    self.stats["direct"] += 1
+                m.since_full += 1
+                m.vecs, m.idx = d[1], idx
+                eig[w] = (idx, d[0], d[1])
 
     def _z(self, w: int, idx: np.ndarray) -> np.ndarray:
         """Standardised returns Z (included assets × W) of window ``w`` from its moments."""

@@ -282,3 +282,123 @@ def direct_top2(c: np.ndarray | None, z: np.ndarray | None, v0: np.ndarray | Non
     else:
         v = u
     return np.array([l1, l2]), np.ascontiguousarray(v)
+
+
+@njit(cache=True)
+def _inverse_batch(cs, sigma, v0, tol, against, steps):
+    """:func:`_inverse_vector` for a stack of matrices in compiled code: one LU factorisation (partial
+    pivoting) of C − σI per matrix, reused for up to ``steps`` solves; ``against`` (b × N, or 0 rows)
+    is projected out after each solve.  Returns (vectors b × N, converged per matrix)."""
+    b, n, _ = cs.shape
+    out = np.zeros((b, n))
+    done = np.zeros(b, dtype=np.bool_)
+    lu = np.empty((n, n))
+    piv = np.empty(n, dtype=np.int64)
+    v = np.empty(n)
+    av = np.empty(n)
+    for q in range(b):
+        for i in range(n):
+            for j in range(n):
+                lu[i, j] = cs[q, i, j]
+            lu[i, i] -= sigma[q]
+        singular = False
+        for col in range(n):
+            p = col
+            big = abs(lu[col, col])
+            for i in range(col + 1, n):
+                if abs(lu[i, col]) > big:
+                    big = abs(lu[i, col])
+                    p = i
+            piv[col] = p
+            if big == 0.0:
+                singular = True
+                break
+            if p != col:
+                for j in range(n):
+                    t = lu[col, j]
+                    lu[col, j] = lu[p, j]
+                    lu[p, j] = t
+            inv = 1.0 / lu[col, col]
+            for i in range(col + 1, n):
+                f = lu[i, col] * inv
+                lu[i, col] = f
+                if f != 0.0:
+                    for j in range(col + 1, n):
+                        lu[i, j] -= f * lu[col, j]
+        if singular:
+            continue
+        for i in range(n):
+            v[i] = v0[q, i]
+        for _ in range(steps):
+            for i in range(n):                       # apply the row swaps, then L, then U
+                p = piv[i]
+                if p != i:
+                    t = v[i]
+                    v[i] = v[p]
+                    v[p] = t
+            for i in range(n):
+                acc = v[i]
+                for j in range(i):
+                    acc -= lu[i, j] * v[j]
+                v[i] = acc
+            for i in range(n - 1, -1, -1):
+                acc = v[i]
+                for j in range(i + 1, n):
+                    acc -= lu[i, j] * v[j]
+                v[i] = acc / lu[i, i]
+            if against.shape[0] > 0:
+                d = 0.0
+                for i in range(n):
+                    d += against[q, i] * v[i]
+                for i in range(n):
+                    v[i] -= d * against[q, i]
+            nv = 0.0
+            for i in range(n):
+                nv += v[i] * v[i]
+            nv = math.sqrt(nv)
+            if not (nv > 0.0 and nv < np.inf):
+                break
+            for i in range(n):
+                v[i] /= nv
+            th = 0.0
+            for i in range(n):
+                acc = 0.0
+                for j in range(n):
+                    acc += cs[q, i, j] * v[j]
+                av[i] = acc
+                th += v[i] * acc
+            rn = 0.0
+            for i in range(n):
+                r = av[i] - th * v[i]
+                rn += r * r
+            if math.sqrt(rn) <= tol[q]:
+                for i in range(n):
+                    out[q, i] = v[i]
+                done[q] = True
+                break
+    return out, done
+
+
+def direct_top2_batch(cs: np.ndarray, v0s: np.ndarray, need_v2: bool, tol_vec: float = TOL_VEC,
+                      ill_gap: float = 1e-6) -> list:
+    """:func:`direct_top2` on a stack of C matrices (b × N × N) in one LAPACK call each for the eigenvalues
+    and the inverse-iteration solves: the small-universe path, where per-call overhead dominates.
+
+    ``v0s`` (b × N × ≥2) seeds the iteration. Returns, per matrix, (eigenvalues [λ1, λ2], vectors N×2) or
+    None where that matrix needs the single path (ill-separated λ1, or no convergence).
+    """
+    b = cs.shape[0]
+    ev = np.linalg.eigvalsh(cs)
+    l1, l2 = ev[:, -1], ev[:, -2]
+    ok = l1 - l2 > ill_gap * l1
+    cs = np.ascontiguousarray(cs)
+    u1, d1 = _inverse_batch(cs, l1 + SHIFT * l1, np.ascontiguousarray(v0s[:, :, 0]), tol_vec * np.abs(l1 - l2),
+                            np.zeros((0, cs.shape[1])), INV_STEPS)
+    ok &= d1
+    u2 = u1
+    if need_v2:
+        s2 = v0s[:, :, 1] - u1 * np.einsum("bi,bi->b", u1, v0s[:, :, 1])[:, None]
+        u2, d2 = _inverse_batch(cs, l2 + SHIFT * l1, np.ascontiguousarray(s2), tol_vec * l1, u1, INV_STEPS)
+        ok &= d2
+    return [(np.array([l1[i], l2[i]]), np.ascontiguousarray(np.column_stack((u1[i], u2[i])))) if ok[i] else None
+            for i in range(b)]

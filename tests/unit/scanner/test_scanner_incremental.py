@@ -216,3 +216,22 @@ def test_direct_top2_matches_eigh_on_the_primal_and_the_dual():
         for j in range(2):
             assert abs(abs(v[:, j] @ vec[:, -1 - j]) - 1.0) < 1e-12
     assert inc.direct_top2(np.eye(20), None, None, False) is None        # λ1 = λ2: ill-separated
+
+
+def test_direct_top2_batch_matches_eigh_for_each_matrix_of_a_stack():
+    rng = np.random.default_rng(4)
+    cs, eighs = [], []
+    for k in range(4):
+        x = rng.standard_normal((30, 120)) + (0.2 + 0.3 * k) * rng.standard_normal(120)
+        c = np.corrcoef(x)
+        cs.append(c)
+        eighs.append(np.linalg.eigh(c))
+    cs.append(np.eye(30))                                                 # λ1 = λ2: needs the single path
+    v0 = np.stack([np.linalg.qr(rng.standard_normal((30, 2)))[0] for _ in cs])
+    got = inc.direct_top2_batch(np.stack(cs), v0, True)
+    assert got[-1] is None
+    for (ev, vec), d in zip(eighs, got[:-1]):
+        th, v = d
+        assert th == pytest.approx(ev[::-1][:2], rel=1e-12)
+        for j in range(2):
+            assert abs(abs(v[:, j] @ vec[:, -1 - j]) - 1.0) < 1e-12
