@@ -74,6 +74,8 @@ ILL_GAP = 1e-6            # (λ1−λ2)/λ1 below this: the top vector is ill-de
 DIRECT_HOLD = 60          # scans a window stays on the direct path (eigvalsh + inverse iteration) after its warm
                           # iteration failed, or needed eigvalsh for λ2 twice within RECUR_SCANS, before it tries warm again
 RECUR_SCANS = 10
+BATCH_MAX_N = 64          # up to this size the direct path runs the four windows as one batch (compiled LU);
+                          # above it LAPACK's blocked solve is faster per window
 
 
 @dataclass
@@ -367,7 +369,7 @@ class EigenEngine:
             small = idx.size <= self.direct_max_n
             if m.direct_left > 0:
                 m.direct_left -= 1
-            if reason is None and small and c is not None and m.vecs.shape[1] >= 2:
+            if reason is None and small and idx.size <= BATCH_MAX_N and c is not None and m.vecs.shape[1] >= 2:
                 batch.append((w, idx, c))
                 continue
             if reason is None and (small or m.direct_left > 0):
