@@ -120,13 +120,20 @@ def corr_from_moments(s2, s1, q, idx, w):
     return c
 
 
-def valid_assets(q: np.ndarray, s1: np.ndarray, bad: np.ndarray, w: int, var_eps: float) -> np.ndarray:
+@njit(cache=True)
+def valid_assets(q, s1, bad, w, var_eps):
     """Indices of the assets with W finite, non-constant returns (the inclusion rule)."""
-    m = s1 / w
-    ref = q / w
-    var = ref - m * m
-    ok = (bad == 0) & (var > var_eps * ref) & (var > 0.0)
-    return np.flatnonzero(ok)
+    n = q.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        m = s1[i] / w
+        ref = q[i] / w
+        var = ref - m * m
+        if bad[i] == 0 and var > var_eps * ref and var > 0.0:
+            out[k] = i
+            k += 1
+    return out[:k].copy()
 
 
 def standardised(x: np.ndarray, s1: np.ndarray, q: np.ndarray, w: int) -> np.ndarray:
