@@ -24,7 +24,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+# the bench extra (vectorbt, the backtest's yardstick) is installed for benchmarks only
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/bench -s
 
 # chaos soak of the whole mesh (tests/soak): kill -9, ws faults, full journal, garbage; run_logs/soak_*.json

@@ -71,6 +71,11 @@ CARRY_SCANS = 2           # scans a missing symbol keeps its last price before i
 PARTIAL_FRAC = 0.5        # a scan with fewer than this share of symbols priced is partial
 GAP_HOLD_RETURNS = max(WINDOWS) + 1   # returns after a gap until w750 and its velocity are valid
 ILL_GAP = 1e-6            # (λ1−λ2)/λ1 below this: the top vector is ill-determined → full eigh
+DIRECT_HOLD = 60          # scans a window stays on the direct path (eigvalsh + inverse iteration) after its warm
+                          # iteration failed, or needed eigvalsh for λ2 twice within RECUR_SCANS, before it tries warm again
+RECUR_SCANS = 10
+BATCH_MAX_N = 64          # up to this size the direct path runs the four windows as one batch (compiled LU);
+                          # above it LAPACK's blocked solve is faster per window
 
 
 @dataclass
@@ -128,6 +133,8 @@ class _Moments:
     vecs: np.ndarray | None = None    # last Ritz block (included assets × BLOCK)
     idx: np.ndarray | None = None
     since_full: int = 0
+    direct_left: int = 0              # scans left on the direct path after the warm iteration did not pay
+    last_l2: int = -(10 ** 9)         # return count at the last λ2-by-eigvalsh fallback
 
 
 def _dual_top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +158,7 @@ class EigenEngine:
     """Stateful scan engine: feed it one price row per scan with :meth:`enhance`."""
 
     def __init__(self, assets: Sequence[str], *, precision_mode: str = "arb512", solver: str = "incremental",
-                 full_every: int = FULL_EVERY, direct_max_n: int = DIRECT_MAX_N,
+                 full_every: int = FULL_EVERY, direct_max_n: int = DIRECT_MAX_N, direct_hold: int = DIRECT_HOLD,
                  interval_s: float | None = None, carry_scans: int = CARRY_SCANS):
         if precision_mode not in ("arb512", "float64"):
             raise ValueError(f"precision_mode={precision_mode!r}: expected 'arb512' or 'float64'")
@@ -168,6 +175,7 @@ class EigenEngine:
         self.solver = solver
         self.full_every = int(full_every)
         self.direct_max_n = int(direct_max_n)
+        self.direct_hold = int(direct_hold)
         # Ritz block: λ1, λ2 and guards covering the sector modes under λ2 (at most a third of the assets)
         self.block = max(4, min(inc.BLOCK, self.n // 3))
         self.expand = inc.EXPAND
@@ -184,7 +192,8 @@ class EigenEngine:
                                     np.zeros((self.n, self.n) if s2 else (1, 1)))
         self.fallbacks = 0                              # refined → float64 fallbacks (heartbeat)
         self.stats = {"direct": 0, "warm": 0, "iterations": 0, "cold": 0, "set_changed": 0, "schedule": 0,
-                      "not_converged": 0, "ill_conditioned": 0, "lambda2_eigvalsh": 0, "wide_certificates": 0}
+                      "not_converged": 0, "ill_conditioned": 0, "direct_fallback": 0, "lambda2_eigvalsh": 0,
+                      "wide_certificates": 0}
         self._wide_logged = -1
         self.interval_ns: int | None = None
         self.set_cadence(interval_s)
@@ -220,6 +229,9 @@ class EigenEngine:
         row = np.array([np.nan if p is None else float(p) for p in prices], dtype=np.float64)
         if row.shape[0] != self.n:
             raise ValueError(f"expected {self.n} prices, got {row.shape[0]}")
+        self._append_row(row)
+
+    def _append_row(self, row: np.ndarray) -> None:
         prev = self._last
         self._last = row
         self._rows = min(self._rows + 1, HISTORY_ROWS)
@@ -258,21 +270,19 @@ class EigenEngine:
                             "from here, entries held for %d scans", step / 1e9, self.interval_ns / 1e9,
                             GAP_HOLD_RETURNS)
         self._prev_ts = ts
-        row = list(prices)
-        priced = sum(p is not None and np.isfinite(p) for p in row)
+        row = np.array([np.nan if p is None else float(p) for p in prices], dtype=np.float64)
+        miss = ~np.isfinite(row)
+        priced = self.n - int(np.count_nonzero(miss))
         partial = priced < PARTIAL_FRAC * self.n
-        carried = 0
-        for i, p in enumerate(row):
-            if p is None or not np.isfinite(p):
-                if self._miss[i] < self.carry_scans and np.isfinite(self._last[i]):
-                    row[i] = float(self._last[i])
-                    carried += 1
-                self._miss[i] += 1
-            else:
-                self._miss[i] = 0
+        carry = miss & (self._miss < self.carry_scans) & np.isfinite(self._last)
+        carried = int(np.count_nonzero(carry))
+        if carried:
+            row[carry] = self._last[carry]
+        self._miss[miss] += 1
+        self._miss[~miss] = 0
         if partial and self._hold < self.carry_scans + 2:
             self._hold = self.carry_scans + 2
-        self.append(row)
+        self._append_row(row)
         hold = self._hold > 0
         if self._hold > 0:
             self._hold -= 1
@@ -296,11 +306,15 @@ class EigenEngine:
             regime = 1.0 if d > REGIME_BAND else (-1.0 if d < -REGIME_BAND else 0.0)
         inst = [results[w].instability for w in WINDOWS if results[w].instability is not None]
         composite = float(np.mean(inst)) if inst else None
-        price_list = [None if not np.isfinite(p) else float(p) for p in self._last]
+        price_list = self._last.tolist()
+        bad = ~np.isfinite(self._last)
+        if bad.any():
+            for i in np.flatnonzero(bad).tolist():
+                price_list[i] = None
         return ScanResult(
             timestamp_ns=int(timestamp_ns), assets=list(self.assets), prices=price_list,
             windows=results, vel_div=vel_div, regime_signal=regime, instability_composite=composite,
-            n_assets=sum(p is not None for p in price_list),
+            n_assets=self.n - int(np.count_nonzero(bad)),
             warm_windows=[w for w in WINDOWS if results[w].lambda_max is not None],
             gap_s=gap_s, carried=carried, partial=partial, gap_hold=hold)
 
@@ -323,6 +337,7 @@ class EigenEngine:
 
     def _eig_incremental(self, warm: list[int]) -> dict:
         eig = {}
+        batch: list = []                      # small windows solved together after the loop
         for k, w in enumerate(warm):
             m = self._mom[w]
             idx = inc.valid_assets(m.q, m.s1, m.bad, w, kernels.VAR_EPS)
@@ -340,32 +355,58 @@ class EigenEngine:
                 m.s1, m.q, m.bad = s1, q, bad
                 if m.use_s2:
                     m.s2 = s2
-            x = self._window_block(w)[idx]
             if m.use_s2:
                 c = inc.corr_from_moments(m.s2, m.s1, m.q, idx, w)
                 z = None
                 apply = c.__matmul__
             else:
                 c = None
-                z = inc.standardised(x, m.s1[idx], m.q[idx], w)
+                z = self._z(w, idx)
 
                 def apply(v, z=z, w=w):
                     return z @ (z.T @ v) / w
             got = None
-            if reason is None and idx.size <= self.direct_max_n:
-                reason = "direct"
+            small = idx.size <= self.direct_max_n
+            if m.direct_left > 0:
+                m.direct_left -= 1
+            if reason is None and small and idx.size <= BATCH_MAX_N and c is not None and m.vecs.shape[1] >= 2:
+                batch.append((w, idx, c))
+                continue
+            if reason is None and (small or m.direct_left > 0):
+                # LAPACK eigvalsh + inverse iteration: for small sets, and for a while after the warm
+                # iteration did not pay (λ2 in the noise bulk, a weak market factor: see DIRECT_HOLD)
+                if z is None and w < idx.size:
+                    z = self._z(w, idx)
+                d = inc.direct_top2(c, z, m.vecs, self.refine)
+                if d is not None:
+                    th, v = d
+                    self.stats["direct"] += 1
+                    m.since_full += 1
+                    if small:
+                        m.vecs = v
+                    else:                        # keep the warm block fresh for the next warm attempt
+                        m.vecs = np.linalg.qr(np.hstack((v[:, :2 if self.refine else 1],
+                                                         m.vecs[:, 2 if self.refine else 1:])))[0]
+                    m.idx = idx
+                    eig[w] = (idx, th, v)
+                    continue
+                reason = "direct_fallback"
             if reason is None:
                 got = inc.warm_top(apply, m.vecs, scale=float(idx.size), expand=self.expand)
                 if got is None:
                     reason = "not_converged"
+                    m.direct_left = self.direct_hold
                 elif got[0][0] - got[0][1] < ILL_GAP * got[0][0]:
                     reason = "ill_conditioned"
             if reason is None:
                 th, vecs = got[0], got[1]
                 if not got[4]:
                     th = th.copy()
-                    th[1] = inc.lambda2(c, z if z is not None else inc.standardised(x, m.s1[idx], m.q[idx], w))
+                    th[1] = inc.lambda2(c, z if z is not None else self._z(w, idx))
                     self.stats["lambda2_eigvalsh"] += 1
+                    if self._nret - m.last_l2 <= RECUR_SCANS:   # λ2 keeps needing eigvalsh: go direct for a while
+                        m.direct_left = self.direct_hold
+                    m.last_l2 = self._nret
                 m.since_full += 1
                 self.stats["warm"] += 1
                 self.stats["iterations"] += got[3]
@@ -375,7 +416,7 @@ class EigenEngine:
                     vecs = np.linalg.qr(np.hstack((vecs, np.random.default_rng(0).standard_normal(
                         (vecs.shape[0], self.block - vecs.shape[1])))))[0]
                 self.stats[reason] += 1
-                if reason == "direct":
+                if reason == "direct_fallback":
                     m.since_full += 1
                     m.vecs, m.idx = vecs, idx
                     eig[w] = (idx, th[:2].copy(), np.ascontiguousarray(vecs[:, :2]))
@@ -384,7 +425,36 @@ class EigenEngine:
                 m.since_full = 0 if reason == "schedule" else (k * self.full_every) // len(WINDOWS)
             m.vecs, m.idx = vecs, idx
             eig[w] = (idx, th[:2].copy(), np.ascontiguousarray(vecs[:, :2]))
-        return eig
+        if batch:
+            self._direct_batch(batch, eig)
+        return {w: eig[w] for w in warm if w in eig}
+
+    def _direct_batch(self, batch: list, eig: dict) -> None:
+        """Small windows of equal size: eigvalsh and inverse iteration stacked (inc.direct_top2_batch)."""
+        sizes: dict[int, list] = {}
+        for item in batch:
+            sizes.setdefault(item[1].size, []).append(item)
+        for items in sizes.values():
+            got = inc.direct_top2_batch(np.stack([c for _, _, c in items]),
+                                        np.stack([self._mom[w].vecs[:, :2] for w, _, _ in items]), self.refine)
+            for (w, idx, c), d in zip(items, got):
+                m = self._mom[w]
+                if d is None:
+                    d = inc.direct_top2(c, None, m.vecs, self.refine)
+                if d is None:
+                    th, vecs = inc.full_top(c, None, self.block)
+                    self.stats["direct_fallback"] += 1
+                    d = (th[:2].copy(), np.ascontiguousarray(vecs[:, :2]))
+                else:
+                    self.stats["direct"] += 1
+                m.since_full += 1
+                m.vecs, m.idx = d[1], idx
+                eig[w] = (idx, d[0], d[1])
+
+    def _z(self, w: int, idx: np.ndarray) -> np.ndarray:
+        """Standardised returns Z (included assets × W) of window ``w`` from its moments."""
+        m = self._mom[w]
+        return inc.standardised(self._window_block(w)[idx], m.s1[idx], m.q[idx], w)
 
     # ── internals ──────────────────────────────────────────────────────────────────────────
     def _window(self, w: int, idx: np.ndarray, evals: np.ndarray, evecs: np.ndarray, res: WindowResult):
@@ -417,8 +487,8 @@ class EigenEngine:
         res.lambda_max = precision.to_float(lam1)
         res.eigengap = precision.to_float(precision.dd_sub(lam1, lam2))
         load: list = [None] * self.n
-        for j, i in enumerate(idx):
-            load[int(i)] = float(v1[j])
+        for i, v in zip(idx.tolist(), v1.tolist()):
+            load[i] = v
         res.loadings = load
         res.n_assets = int(n)
         mask = np.zeros(self.n, dtype=np.bool_)

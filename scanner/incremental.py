@@ -120,13 +120,20 @@ def corr_from_moments(s2, s1, q, idx, w):
     return c
 
 
-def valid_assets(q: np.ndarray, s1: np.ndarray, bad: np.ndarray, w: int, var_eps: float) -> np.ndarray:
+@njit(cache=True)
+def valid_assets(q, s1, bad, w, var_eps):
     """Indices of the assets with W finite, non-constant returns (the inclusion rule)."""
-    m = s1 / w
-    ref = q / w
-    var = ref - m * m
-    ok = (bad == 0) & (var > var_eps * ref) & (var > 0.0)
-    return np.flatnonzero(ok)
+    n = q.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        m = s1[i] / w
+        ref = q[i] / w
+        var = ref - m * m
+        if bad[i] == 0 and var > var_eps * ref and var > 0.0:
+            out[k] = i
+            k += 1
+    return out[:k].copy()
 
 
 def standardised(x: np.ndarray, s1: np.ndarray, q: np.ndarray, w: int) -> np.ndarray:
@@ -212,3 +219,193 @@ def warm_top(apply, v0: np.ndarray, *, scale: float = 1.0, tol_vec: float = TOL_
         p = qm @ y[k:]
         v, av = basis @ y, abasis @ y
     return None
+
+
+SHIFT = 1e-10        # inverse-iteration shift above LAPACK's eigenvalue, relative to λ1 (well above its error)
+INV_STEPS = 3        # inverse-iteration steps at most before a full eigh
+
+
+def _inverse_vector(a: np.ndarray, sigma: float, v: np.ndarray, lam: float, tol: float,
+                    against: np.ndarray | None = None) -> np.ndarray | None:
+    """The eigenvector of ``a`` for the eigenvalue ``lam`` (just below ``sigma``) by inverse iteration from
+    ``v``; None unless its residual ‖a v − θ v‖ reaches ``tol``."""
+    m = a.copy()
+    m.flat[::a.shape[0] + 1] -= sigma
+    for _ in range(INV_STEPS):
+        try:
+            v = np.linalg.solve(m, v)
+        except np.linalg.LinAlgError:
+            return None
+        if against is not None:
+            v = v - against * (against @ v)
+        nv = float(np.sqrt(v @ v))
+        if not (math.isfinite(nv) and nv > 0.0):
+            return None
+        v = v / nv
+        av = a @ v
+        r = av - (v @ av) * v
+        if float(np.sqrt(r @ r)) <= tol:
+            return v
+    return None
+
+
+def direct_top2(c: np.ndarray | None, z: np.ndarray | None, v0: np.ndarray | None, need_v2: bool,
+                tol_vec: float = TOL_VEC, ill_gap: float = 1e-6):
+    """λ1, λ2 by LAPACK ``eigvalsh`` and their eigenvectors by inverse iteration (no full ``eigh``).
+
+    Works on C (N×N) or, given Z (N×W) with W < N, on the dual ZᵀZ/W. ``v0`` (N × ≥2, e.g. the last
+    scan's vectors) seeds the iteration. v1's residual is brought below ``tol_vec``·(λ1−λ2), the
+    convergence rule of :func:`warm_top`; v2 (only when ``need_v2``) below ``tol_vec``·λ1.
+    Returns (eigenvalues descending [λ1, λ2], vectors N×2) or None (ill-separated λ1, or no
+    convergence: the caller runs :func:`full_top`).
+    """
+    dual = z is not None and (c is None or z.shape[1] < z.shape[0])
+    if dual:
+        w = z.shape[1]
+        a = (z.T @ z) / w
+    else:
+        a = c
+    ev = np.linalg.eigvalsh(a)
+    l1, l2 = float(ev[-1]), float(ev[-2])
+    if not (l1 - l2 > ill_gap * l1):
+        return None
+    k = a.shape[0]
+    if v0 is not None and v0.shape[1] >= 2:
+        s1, s2 = (z.T @ v0[:, 0], z.T @ v0[:, 1]) if dual else (v0[:, 0], v0[:, 1])
+    else:
+        s1, s2 = np.ones(k), np.random.default_rng(k).standard_normal(k)
+    u1 = _inverse_vector(a, l1 + SHIFT * l1, s1, l1, tol_vec * (l1 - l2))
+    if u1 is None:
+        return None
+    u2 = None
+    if need_v2:
+        u2 = _inverse_vector(a, l2 + SHIFT * l1, s2 - u1 * (u1 @ s2), l2, tol_vec * l1, against=u1)
+        if u2 is None:
+            return None
+    u = np.column_stack((u1, u1 if u2 is None else u2))
+    if dual:
+        v = z @ u
+        v /= np.linalg.norm(v, axis=0, keepdims=True)
+    else:
+        v = u
+    return np.array([l1, l2]), np.ascontiguousarray(v)
+
+
+@njit(cache=True)
+def _inverse_batch(cs, sigma, v0, tol, against, steps):
+    """:func:`_inverse_vector` for a stack of matrices in compiled code: one LU factorisation (partial
+    pivoting) of C − σI per matrix, reused for up to ``steps`` solves; ``against`` (b × N, or 0 rows)
+    is projected out after each solve.  Returns (vectors b × N, converged per matrix)."""
+    b, n, _ = cs.shape
+    out = np.zeros((b, n))
+    done = np.zeros(b, dtype=np.bool_)
+    lu = np.empty((n, n))
+    piv = np.empty(n, dtype=np.int64)
+    v = np.empty(n)
+    av = np.empty(n)
+    for q in range(b):
+        for i in range(n):
+            for j in range(n):
+                lu[i, j] = cs[q, i, j]
+            lu[i, i] -= sigma[q]
+        singular = False
+        for col in range(n):
+            p = col
+            big = abs(lu[col, col])
+            for i in range(col + 1, n):
+                if abs(lu[i, col]) > big:
+                    big = abs(lu[i, col])
+                    p = i
+            piv[col] = p
+            if big == 0.0:
+                singular = True
+                break
+            if p != col:
+                for j in range(n):
+                    t = lu[col, j]
+                    lu[col, j] = lu[p, j]
+                    lu[p, j] = t
+            inv = 1.0 / lu[col, col]
+            for i in range(col + 1, n):
+                f = lu[i, col] * inv
+                lu[i, col] = f
+                if f != 0.0:
+                    for j in range(col + 1, n):
+                        lu[i, j] -= f * lu[col, j]
+        if singular:
+            continue
+        for i in range(n):
+            v[i] = v0[q, i]
+        for _ in range(steps):
+            for i in range(n):                       # apply the row swaps, then L, then U
+                p = piv[i]
+                if p != i:
+                    t = v[i]
+                    v[i] = v[p]
+                    v[p] = t
+            for i in range(n):
+                acc = v[i]
+                for j in range(i):
+                    acc -= lu[i, j] * v[j]
+                v[i] = acc
+            for i in range(n - 1, -1, -1):
+                acc = v[i]
+                for j in range(i + 1, n):
+                    acc -= lu[i, j] * v[j]
+                v[i] = acc / lu[i, i]
+            if against.shape[0] > 0:
+                d = 0.0
+                for i in range(n):
+                    d += against[q, i] * v[i]
+                for i in range(n):
+                    v[i] -= d * against[q, i]
+            nv = 0.0
+            for i in range(n):
+                nv += v[i] * v[i]
+            nv = math.sqrt(nv)
+            if not (nv > 0.0 and nv < np.inf):
+                break
+            for i in range(n):
+                v[i] /= nv
+            th = 0.0
+            for i in range(n):
+                acc = 0.0
+                for j in range(n):
+                    acc += cs[q, i, j] * v[j]
+                av[i] = acc
+                th += v[i] * acc
+            rn = 0.0
+            for i in range(n):
+                r = av[i] - th * v[i]
+                rn += r * r
+            if math.sqrt(rn) <= tol[q]:
+                for i in range(n):
+                    out[q, i] = v[i]
+                done[q] = True
+                break
+    return out, done
+
+
+def direct_top2_batch(cs: np.ndarray, v0s: np.ndarray, need_v2: bool, tol_vec: float = TOL_VEC,
+                      ill_gap: float = 1e-6) -> list:
+    """:func:`direct_top2` on a stack of C matrices (b × N × N) in one LAPACK call each for the eigenvalues
+    and the inverse-iteration solves: the small-universe path, where per-call overhead dominates.
+
+    ``v0s`` (b × N × ≥2) seeds the iteration. Returns, per matrix, (eigenvalues [λ1, λ2], vectors N×2) or
+    None where that matrix needs the single path (ill-separated λ1, or no convergence).
+    """
+    b = cs.shape[0]
+    ev = np.linalg.eigvalsh(cs)
+    l1, l2 = ev[:, -1], ev[:, -2]
+    ok = l1 - l2 > ill_gap * l1
+    cs = np.ascontiguousarray(cs)
+    u1, d1 = _inverse_batch(cs, l1 + SHIFT * l1, np.ascontiguousarray(v0s[:, :, 0]), tol_vec * np.abs(l1 - l2),
+                            np.zeros((0, cs.shape[1])), INV_STEPS)
+    ok &= d1
+    u2 = u1
+    if need_v2:
+        s2 = v0s[:, :, 1] - u1 * np.einsum("bi,bi->b", u1, v0s[:, :, 1])[:, None]
+        u2, d2 = _inverse_batch(cs, l2 + SHIFT * l1, np.ascontiguousarray(s2), tol_vec * l1, u1, INV_STEPS)
+        ok &= d2
+    return [(np.array([l1[i], l2[i]]), np.ascontiguousarray(np.column_stack((u1[i], u2[i])))) if ok[i] else None
+            for i in range(b)]

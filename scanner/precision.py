@@ -336,11 +336,34 @@ def dd_sub(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float
 
 def dd_population_std(values: Sequence[tuple[float, float]]) -> float:
     """Population std of double-double values: deviations from the dd mean, then float64."""
-    n = len(values)
-    ref = (sum(h for h, _ in values) / n, 0.0)
-    dev = [to_float(dd_sub(x, ref)) for x in values]     # exact to ~2^-104 of the values
-    m = sum(dev) / n
-    return math.sqrt(sum((d - m) * (d - m) for d in dev) / n)
+    a = np.array(values, dtype=np.float64).reshape(-1, 2)
+    return float(_dd_population_std(np.ascontiguousarray(a[:, 0]), np.ascontiguousarray(a[:, 1])))
+
+
+@njit(cache=True)
+def _dd_population_std(hi, lo):
+    # the operations of dd_sub / to_float in the same order (sequential sums), so the same float
+    n = hi.shape[0]
+    acc = 0.0
+    for i in range(n):
+        acc += hi[i]
+    ref = acc / n
+    dev = np.empty(n)
+    for i in range(n):
+        s = hi[i] - ref
+        bb = s - hi[i]
+        e = (hi[i] - (s - bb)) + (-ref - bb)
+        e += lo[i] - 0.0
+        h = s + e
+        dev[i] = h + (e - (h - s))
+    m = 0.0
+    for i in range(n):
+        m += dev[i]
+    m /= n
+    v = 0.0
+    for i in range(n):
+        v += (dev[i] - m) * (dev[i] - m)
+    return math.sqrt(v / n)
 
 
 def dd_div_scalar(num, den, n: int) -> tuple[float, float]:

@@ -15,6 +15,8 @@ Call sequence (live trader and backtest alike)::
             # (live) a posture change mid-day: eng.set_posture(p)
             r = eng.step_bar(bar_idx, vel_div, prices, v50_vel, v750_vel, vol_regime_ok)
             # r.entered / r.exited / r.skipped / r.note
+        # (replay) or a whole block at once, same effect as step_bar on each bar:
+        #   out = eng.run_bars(bar_idx0, vd[], prices[,], v50[], v750[], vol_ok[], hold[])
         day = eng.end_day()                      # DayResult; capital carries to the next day
     state = eng.get_state()                      # JSON-serialisable; NDAlphaEngine.from_state(params, state)
 
@@ -36,17 +38,18 @@ import hashlib
 import json
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from numba import njit
 
+from prod.alpha import barscan
 from prod.alpha import exits as ex
 from prod.alpha import fees as fz
 from prod.alpha.irp import ob_depth_adjustment, select_asset
 from prod.alpha.ob import market_ob_multiplier
 from prod.alpha.params import EngineParams
+from prod.alpha.records import BarResult, BlockResult, DayResult, EntryInfo, Position, TradeRecord
 from prod.alpha.signal import (DC_CONFIRM, DC_CONTRADICT, check_dc, confidence,
                                ob_confidence_adjust)
 from prod.alpha.sizing import (bucket_boost, dynamic_leverage, effective_fraction, final_leverage,
@@ -56,6 +59,10 @@ from prod.alpha.sizing import (bucket_boost, dynamic_leverage, effective_fractio
 POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
 MC_STATUSES = ("OK", "ORANGE", "RED")
 STATE_VERSION = 1
+
+
+__all__ = ["BarResult", "BlockResult", "DayResult", "EngineError", "EntryInfo", "NDAlphaEngine", "Position",
+           "TradeRecord", "classify_mc", "params_hash"]
 
 
 class EngineError(RuntimeError):
@@ -95,108 +102,6 @@ def _push_prices(buf, pos, L, prices):
         buf[pos, a] = p
         buf[pos + L, a] = p
     return bad
-
-
-@dataclass(slots=True)
-class Position:
-    """The open position (at most one)."""
-    trade_id: int
-    asset: str
-    asset_idx: int
-    direction: int
-    entry_price: float
-    notional: float
-    leverage: float
-    fraction: float
-    bucket: int
-    confidence: float
-    dc: int
-    entry_bar: int
-    entry_date: str
-    bars_held: int = 0
-    vd_adverse_run: int = 0
-    tf_spread_entry: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class EntryInfo:
-    """What step_bar opened."""
-    trade_id: int
-    asset: str
-    direction: int
-    price: float
-    notional: float
-    leverage: float
-    fraction: float
-    bucket: int
-    confidence: float
-
-
-@dataclass(frozen=True, slots=True)
-class TradeRecord:
-    """A closed trade."""
-    trade_id: int
-    asset: str
-    direction: int
-    entry_bar: int
-    exit_bar: int
-    entry_date: str
-    exit_date: str
-    entry_price: float
-    exit_price: float
-    notional: float
-    leverage: float
-    fraction: float
-    bucket: int
-    bars_held: int
-    reason: str
-    pnl_pct: float
-    gross_pnl: float
-    fees: float
-    net_pnl: float
-    capital_after: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
-
-
-@dataclass(slots=True)
-class BarResult:
-    """Outcome of one step_bar: at most one of entered / exited, or skipped (bad bar)."""
-    bar_idx: int
-    entered: Optional[EntryInfo] = None
-    exited: Optional[TradeRecord] = None
-    skipped: Optional[str] = None
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict (for journals and bus payloads)."""
-        return {"bar_idx": self.bar_idx,
-                "entered": None if self.entered is None else {
-                    k: getattr(self.entered, k) for k in EntryInfo.__slots__},
-                "exited": None if self.exited is None else self.exited.to_dict(),
-                "skipped": self.skipped, "note": self.note}
-
-
-@dataclass(frozen=True)
-class DayResult:
-    """What end_day reports (§13.1 return value)."""
-    date: str
-    pnl: float
-    capital: float
-    boost: float
-    beta: float
-    mc_status: str
-    posture: str
-    trades: int
-    skipped_bars: int
-    open_position: bool
-    trade_list: tuple = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["trade_list"] = [t.to_dict() for t in self.trade_list]
-        return d
 
 
 def _nan_to_none(v: float) -> Optional[float]:
@@ -466,6 +371,83 @@ class NDAlphaEngine:
         if self.capital <= 0:
             return BarResult(bar_idx, note="no_capital")
         return self._try_entry(bar_idx, arr, x, v50 - v750)
+
+    def run_bars(self, bar_idx0: int, vel_div: np.ndarray, prices: np.ndarray, v50_vel: np.ndarray,
+                 v750_vel: np.ndarray, vol_regime_ok: np.ndarray, hold: Optional[np.ndarray] = None) -> BlockResult:
+        """Step a block of bars (bar ``bar_idx0 + i`` is row ``i``): the same as calling ``step_bar`` on each.
+
+        ``prices`` is (bars × assets) float64 in the engine's asset order.  A bar with ``hold[i]`` set is
+        not given to the engine while it is flat (the replay's post-gap rule); with a position it is.
+        Quiet bars (flat without an entry signal, or in a position no exit can close) are consumed by
+        compiled scans (:mod:`prod.alpha.barscan`) with the same effect on the state; every other bar
+        goes through ``step_bar``.  Returns the ``step_bar`` results of those bars and the counts of
+        the bars the scans consumed.
+        """
+        if self._date is None:
+            raise EngineError("run_bars called before begin_day")
+        vd = np.ascontiguousarray(vel_div, dtype=np.float64)
+        n = vd.shape[0]
+        v50 = np.ascontiguousarray(v50_vel, dtype=np.float64)
+        v750 = np.ascontiguousarray(v750_vel, dtype=np.float64)
+        px = np.ascontiguousarray(prices, dtype=np.float64)
+        vok = np.ascontiguousarray(vol_regime_ok, dtype=np.bool_)
+        hd = np.zeros(n, dtype=np.bool_) if hold is None else np.ascontiguousarray(hold, dtype=np.bool_)
+        if px.shape != (n, self.n_assets) or not (v50.shape == v750.shape == vok.shape == hd.shape == (n,)):
+            raise ValueError(f"run_bars: arrays of {n} bars and prices of shape ({n}, {self.n_assets}) expected, "
+                             f"got prices {px.shape}")
+        out = BlockResult()
+        acc = np.empty(n, dtype=np.int64)
+        p = self.params
+        short = self._direction < 0
+        i = 0
+        while i < n:
+            j = i
+            if self._pending_acb is None and self._ob is None:
+                pos = self.position
+                if pos is None:
+                    can_enter = not self._halt and self.capital > 0
+                    j, k, held, bvd, bvel, nop = barscan.scan_flat(i, vd, v50, v750, px, vok, hd, self._thr, short,
+                                                                   can_enter, acc)
+                    out.held += held
+                    if bvd or bvel or nop:
+                        self._day_skipped += bvd + bvel + nop
+                        for reason, c in (("bad_vel_div", bvd), ("bad_velocity", bvel), ("no_valid_prices", nop)):
+                            if c:
+                                out.skipped[reason] += c
+                    self._accept(k, acc, vd, px)
+                elif self._posture != "HIBERNATE" and not self._subday_exit and not p.tf_enabled:
+                    j, k, bh, run = barscan.scan_position(
+                        i, vd, v50, v750, px, pos.asset_idx, pos.direction, pos.entry_price, p.fixed_tp_pct,
+                        p.stop_pct, p.max_hold_bars, pos.bars_held, p.vd_enabled, p.vd_adverse_threshold,
+                        p.vd_adverse_bars, pos.vd_adverse_run, pos.direction == self._direction, short, acc)
+                    pos.bars_held = int(bh)
+                    pos.vd_adverse_run = int(run)
+                    self._accept(k, acc, vd, px)
+                out.quiet += j - i
+            if j >= n:
+                break
+            if hd[j] and self.position is None:
+                out.held += 1
+            else:
+                out.events.append((j, self.step_bar(bar_idx0 + j, vd[j], px[j], v50[j], v750[j], bool(vok[j]))))
+            i = j + 1
+        return out
+
+    def _accept(self, k: int, acc: np.ndarray, vd: np.ndarray, px: np.ndarray) -> None:
+        """Apply ``k`` accepted quiet bars (rows ``acc[:k]``): what step_bar does to the state on them."""
+        if k <= 0:
+            return
+        L = self._L
+        m = min(L, k)
+        self._pos = barscan.push_rows(self._buf, (self._pos + k - m) % L, L, px, acc, k - m, k)
+        self._n_hist = min(L, self._n_hist + k)
+        self._bar_count += k
+        self._vd_hist.extend(float(vd[a]) for a in acc[max(0, k - 10):k])
+        v = float(vd[acc[k - 1]])
+        x = v if self._direction < 0 else -v
+        p = self.params
+        self._regime_mult = regime_size_mult(x, self._thr, self._ext, p.leverage_convexity,
+                                             self._base_boost, self._beta, self._mc_scale)
 
     def _try_entry(self, bar_idx: int, arr: np.ndarray, x: float, spread: float) -> BarResult:
         p = self.params

@@ -270,3 +270,206 @@ class VolGate:
                 self._push(p)
         else:
             self._push(_good(st.get("last_price")))
+
+
+# ── the batch form for a replay: VolGate's decisions, a day at a time, in compiled code ─────────
+_ERR_REL = 1e-12          # bound on the relative error of the float64 window variance (≈200 ulp; see BatchVolGate)
+
+
+@njit(cache=True)
+def _dvol_window_f64(ext, start, window):
+    """dvol (float64, each window summed afresh) and its error bound for the bars ext[start:].
+
+    ``ext`` holds the prior ``window`` prices (NaN = bad / none) followed by the new bars.
+    Returns (dvol, err): dvol NaN where the window holds a bad price.
+    """
+    m_ = ext.shape[0]
+    r = np.zeros(m_)
+    bad = np.zeros(m_ + 1, np.int64)          # bad[i+1] = bad returns among r[1..i]
+    bad[1] = 1
+    for i in range(1, m_):
+        p0 = ext[i - 1]
+        p1 = ext[i]
+        if p0 > 0.0 and p0 < np.inf and p1 > 0.0 and p1 < np.inf:
+            r[i] = (p1 - p0) / p0
+            bad[i + 1] = bad[i]
+        else:
+            bad[i + 1] = bad[i] + 1
+    n = m_ - start
+    d = np.full(n, np.nan)
+    err = np.zeros(n)
+    for t in range(n):
+        e = start + t
+        if e < window or bad[e + 1] - bad[e - window + 1] > 0:
+            continue
+        s = 0.0
+        s2 = 0.0
+        for i in range(e - window + 1, e + 1):
+            s += r[i]
+            s2 += r[i] * r[i]
+        m = s / window
+        v = s2 / window - m * m
+        big = _ERR_REL * (s2 / window) + 1e-300
+        if v > 0.0:
+            dv = math.sqrt(v)
+            err[t] = min(math.sqrt(big), big / dv) + 1e-15 * dv
+            d[t] = dv
+        else:
+            d[t] = 0.0
+            err[t] = math.sqrt(big)
+    return d, err
+
+
+@njit(cache=True)
+def _learned_gate(d, err, hist, hist_err_max, min_history, max_history, pct):
+    """Decisions of the learned-threshold gate over one day; (ok, index of the first close call or -1, new hist).
+
+    ``hist`` is the FIFO of the previous finite dvols (oldest first).  The order statistic is kept
+    in a Fenwick tree over the ranks of every value the day can hold.
+    """
+    n = d.shape[0]
+    h0 = hist.shape[0]
+    nf = 0
+    for t in range(n):
+        if d[t] == d[t]:
+            nf += 1
+    uni = np.empty(h0 + nf)
+    uni[:h0] = hist
+    k = h0
+    emax = hist_err_max
+    for t in range(n):
+        if d[t] == d[t]:
+            uni[k] = d[t]
+            k += 1
+            if err[t] > emax:
+                emax = err[t]
+    U = uni.shape[0]
+    order = np.argsort(uni, kind="mergesort")
+    rank = np.empty(U, np.int64)
+    for r in range(U):
+        rank[order[r]] = r
+    tree = np.zeros(U + 1, np.int64)
+    fifo = np.empty(U, np.int64)            # universe indices in arrival order
+    head = 0
+    tail = 0
+    for i in range(h0):
+        j = rank[i] + 1
+        while j <= U:
+            tree[j] += 1
+            j += j & (-j)
+        fifo[tail] = i
+        tail += 1
+    logU = 1
+    while (1 << logU) <= U:
+        logU += 1
+    ok = np.zeros(n, np.bool_)
+    close = -1
+    u = h0
+    for t in range(n):
+        v = d[t]
+        if v != v:
+            continue
+        cnt = tail - head
+        if cnt >= min_history:
+            kk = min(cnt - 1, int(pct / 100.0 * cnt))
+            # (kk+1)-th smallest rank: Fenwick descent
+            pos = 0
+            rem = kk + 1
+            step = 1 << (logU - 1)
+            while step > 0:
+                nxt = pos + step
+                if nxt <= U and tree[nxt] < rem:
+                    pos = nxt
+                    rem -= tree[nxt]
+                step >>= 1
+            thr = uni[order[pos]]
+            ok[t] = v > thr
+            if close < 0 and abs(v - thr) <= err[t] + emax + 1e-300:
+                close = t
+        if cnt == max_history:
+            old = fifo[head]
+            head += 1
+            j = rank[old] + 1
+            while j <= U:
+                tree[j] -= 1
+                j += j & (-j)
+        j = rank[u] + 1
+        while j <= U:
+            tree[j] += 1
+            j += j & (-j)
+        fifo[tail] = u
+        tail += 1
+        u += 1
+    new_hist = np.empty(tail - head)
+    for i in range(head, tail):
+        new_hist[i - head] = uni[fifo[i]]
+    return ok, close, new_hist
+
+
+class BatchVolGate:
+    """:class:`VolGate`'s decisions for whole days of BTC prices at once (the backtest's form).
+
+    ``update_many(prices)`` returns, for each price, exactly what ``VolGate.update`` would return had
+    it been fed every price so far one at a time.  It computes dvol in float64 (each 50-return window
+    summed afresh, in compiled code) with a bound on its error from the 512-bit value, and the learned
+    threshold with a Fenwick tree over the day's values.  A decision is taken from the float64 numbers
+    only when dvol and the threshold are further apart than their error bounds; at the first bar where
+    they are not (a close call: in practice never, but constant prices or repeated windows make one),
+    the gate replays every price it was given through a :class:`VolGate` and continues with it, so
+    the answer is always the streaming gate's, bit for bit.
+    """
+
+    def __init__(self, window: int = DVOL_WINDOW, pct: float = VOL_PCT, threshold: float | None = None,
+                 min_history: int = 10, max_history: int = 5000, precise: bool = True):
+        self._args = dict(window=window, pct=pct, threshold=threshold, min_history=min_history,
+                          max_history=max_history, precise=precise)
+        self.window, self.pct, self.threshold = int(window), float(pct), threshold
+        self.min_history, self.max_history = int(min_history), int(max_history)
+        self._seen: list[np.ndarray] = []               # every price given (for the exact replay)
+        self._tail = np.full(self.window, np.nan)       # the last `window` prices (NaN = bad / none)
+        self._hist = np.empty(0)
+        self._hist_err = 0.0
+        self.exact: VolGate | None = None               # set once a close call made the gate replay
+        self.bars = 0
+        if not VolGate(**self._args).precise:
+            # without flint VolGate's float64 running sums drift from the exact value: stream it as is
+            self.exact = VolGate(**self._args)
+
+    def update_many(self, prices: np.ndarray) -> np.ndarray:
+        """Feed a day's BTC prices (NaN / ≤ 0 = bad bar); return vol_regime_ok per price (bool array)."""
+        p = np.asarray(prices, dtype=np.float64).reshape(-1)
+        n = p.shape[0]
+        self.bars += n
+        if self.exact is not None:
+            return np.fromiter((self.exact.update(x) for x in p.tolist()), dtype=bool, count=n)
+        w = self.window
+        ext = np.concatenate([self._tail, p])           # NaN before the first price: no return, no dvol
+        d, err = _dvol_window_f64(ext, w, w)
+        if self.threshold is not None:
+            thr = float(self.threshold)
+            fin = np.isfinite(d)
+            with np.errstate(invalid="ignore"):
+                ok = fin & (d > thr)
+                close_calls = np.flatnonzero(fin & (np.abs(d - thr) <= err + 1e-300))
+            close = int(close_calls[0]) if close_calls.size else -1
+            new_hist = self._hist
+        else:
+            ok, close, new_hist = _learned_gate(d, err, self._hist, self._hist_err, self.min_history,
+                                                self.max_history, self.pct)
+        self._seen.append(p)
+        if close >= 0:
+            return self._replay(p)
+        self._tail = ext[-w:].copy()
+        self._hist = new_hist
+        if n:
+            fin = np.isfinite(err)
+            self._hist_err = max(self._hist_err, float(err[fin].max()) if fin.any() else 0.0)
+        return ok
+
+    def _replay(self, day: np.ndarray) -> np.ndarray:
+        g = VolGate(**self._args)
+        for arr in self._seen[:-1]:
+            for x in arr.tolist():
+                g.update(x)
+        self.exact = g
+        return np.fromiter((g.update(x) for x in day.tolist()), dtype=bool, count=day.shape[0])

@@ -46,17 +46,19 @@ import logging
 import math
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+from numba import njit
 
 from prod.alpha.acb import AdaptiveCircuitBreaker, daily_w750
 from prod.alpha.engine import NDAlphaEngine
 from prod.alpha.survival import SensorReadings, SurvivalStack
-from prod.alpha.vol import VolGate
+from prod.alpha.vol import BatchVolGate, VolGate
 from prod.alpha.ob import InProcessOBProvider
 from prod.backtest.data import (EXF_FILENAME, DayData, DayFileError, ObHistory, list_day_files, load_day, load_exf,
                                 load_ob_history)
@@ -84,6 +86,21 @@ def missing_days(dates: list[str]) -> list[tuple[str, str, int]]:
     return out
 
 
+@njit(cache=True)
+def _gap_hold_scan(ts_ns, hold, prev_ts, left, min_step, hold_bars):
+    gaps = 0
+    for i in range(ts_ns.shape[0]):
+        t = ts_ns[i]
+        if min_step > 0.0 and t > 0 and prev_ts > 0 and t - prev_ts > min_step:
+            left = hold_bars
+            gaps += 1
+        prev_ts = t
+        if left > 0:
+            hold[i] = True
+            left -= 1
+    return left, gaps
+
+
 def gap_holds(ts_ns: np.ndarray, flag: np.ndarray | None, prev_ts: int | None, left: int,
               bar_ns: float | None) -> tuple[np.ndarray, int, int]:
     """Bars of one day under the gap hold (issue 21): the file's ``gap_hold`` flag, or a bar more than
@@ -93,17 +110,10 @@ def gap_holds(ts_ns: np.ndarray, flag: np.ndarray | None, prev_ts: int | None, l
     """
     n = ts_ns.shape[0]
     hold = np.zeros(n, dtype=bool) if flag is None else flag.astype(bool).copy()
-    gaps = 0
-    for i in range(n):
-        t = int(ts_ns[i])
-        if bar_ns and t > 0 and prev_ts and prev_ts > 0 and t - prev_ts > max(GAP_FACTOR * bar_ns, MIN_GAP_S * 1e9):
-            left = GAP_HOLD_BARS
-            gaps += 1
-        prev_ts = t
-        if left > 0:
-            hold[i] = True
-            left -= 1
-    return hold, left, gaps
+    min_step = max(GAP_FACTOR * bar_ns, MIN_GAP_S * 1e9) if bar_ns else 0.0
+    left, gaps = _gap_hold_scan(np.ascontiguousarray(ts_ns, dtype=np.int64), hold, int(prev_ts or 0), int(left),
+                                float(min_step), GAP_HOLD_BARS)
+    return hold, int(left), int(gaps)
 
 
 class BacktestError(RuntimeError):
@@ -127,6 +137,7 @@ class BacktestOptions:
     allow_drift: bool = False
     ob_dir: Path | None = None
     mc_model: Path | None = None
+    python_loop: bool = False     # reference mode: step_bar on every bar and the streaming VolGate
 
 
 class _McRecorder:
@@ -190,8 +201,37 @@ def _aligned_prices(day: DayData, assets: tuple[str, ...], warned: set[str]) -> 
     return out
 
 
-def day_vol_gates(gate: VolGate, prices: np.ndarray, assets: tuple[str, ...]) -> list[bool]:
+def _load_or_error(date: str, path: Path) -> DayData | DayFileError:
+    try:
+        return load_day(date, path)
+    except DayFileError as exc:
+        return exc
+
+
+def prefetched_days(files: list[tuple[str, Path]]):
+    """Yield ``(date, path, DayData or DayFileError)`` in order, reading the next file in a thread meanwhile
+    (pyarrow releases the GIL, so the read overlaps the replay of the day before)."""
+    if not files:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="day-reader") as pool:
+        fut = pool.submit(_load_or_error, *files[0])
+        for k, (date, path) in enumerate(files):
+            res = fut.result()
+            if k + 1 < len(files):
+                fut = pool.submit(_load_or_error, *files[k + 1])
+            yield date, path, res
+
+
+def day_vol_mask(gate: BatchVolGate, prices: np.ndarray, assets: tuple[str, ...]) -> np.ndarray:
+    """Return ``vol_regime_ok`` of every bar of one day as a bool array, advancing the batch ``gate``."""
+    col = prices[:, assets.index(VOL_SYMBOL)] if VOL_SYMBOL in assets else np.full(prices.shape[0], np.nan)
+    return gate.update_many(col)
+
+
+def day_vol_gates(gate: VolGate | BatchVolGate, prices: np.ndarray, assets: tuple[str, ...]) -> list[bool]:
     """Return ``vol_regime_ok`` of every bar of one day (rows of ``prices``), advancing ``gate``."""
+    if isinstance(gate, BatchVolGate):
+        return day_vol_mask(gate, prices, assets).tolist()
     if VOL_SYMBOL not in assets:
         return [gate.update(None) for _ in range(prices.shape[0])]
     col = prices[:, assets.index(VOL_SYMBOL)].tolist()
@@ -251,12 +291,11 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
     hold_left = 0
     gap_count = 0
     last_row: np.ndarray | None = None
-    gate = VolGate()
+    gate: VolGate | BatchVolGate = VolGate() if opts.python_loop else BatchVolGate()
     vol_ok_bars = 0
-    for k, (date, path) in enumerate(files):
-        try:
-            day = load_day(date, path)
-        except DayFileError as exc:
+    for k, (date, path, day) in enumerate(prefetched_days(files)):
+        if isinstance(day, DayFileError):
+            exc = day
             log.error("backtest: skipping day %s: %s", date, exc)
             skipped_days.append({"date": date, "reason": str(exc)})
             if pbar:
@@ -297,8 +336,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         info = acb.last
         vd, v50, v750 = day.vel_div.tolist(), day.v50.tolist(), day.v750.tolist()
         n = day.n_bars
-        vol_ok = day_vol_gates(gate, prices, assets)
-        vol_ok_bars += sum(vol_ok)
+        vol_ok = (day_vol_mask(gate, prices, assets) if isinstance(gate, BatchVolGate)
+                  else day_vol_gates(gate, prices, assets))
+        vol_ok_bars += int(sum(vol_ok)) if isinstance(vol_ok, list) else int(np.count_nonzero(vol_ok))
         steps = np.diff(day.timestamp_ns[day.timestamp_ns > 0])
         bar_ns = float(np.median(steps)) if steps.size else None
         if bar_ns and abs(bar_ns / 1e9 - BAR_S) > 0.1 * BAR_S and round(bar_ns / 1e9, 3) not in bar_lengths_warned:
@@ -310,9 +350,23 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         if n:
             prev_ts = int(day.timestamp_ns[-1])
         t0 = time.perf_counter()
+        if obh is None and not opts.python_loop:
+            blk = engine.run_bars(gbar, day.vel_div, prices, day.v50, day.v750, vol_ok, hold)
+            if blk.held:
+                skip_reasons["post_gap"] += blk.held
+            skip_reasons.update(blk.skipped)
+            for i, r in blk.events:
+                if r.skipped is not None:
+                    skip_reasons[r.skipped] += 1
+                elif r.exited is not None:
+                    cap = r.exited.capital_after
+                    equity_t.append(k + i / max(n, 1))
+                    equity.append(cap)
+                    peak = max(peak, cap)
+            gbar += n
         step = engine.step_bar
         ts_s = day.timestamp_ns / 1e9 if obh is not None else None
-        for i in range(n):
+        for i in (range(n) if obh is not None or opts.python_loop else ()):
             if obh is not None and ts_s is not None:
                 obh.advance(ob_provider, float(ts_s[i]))     # the books as of this bar (§9), as live
                 ob_bars += bool(obh.applied)

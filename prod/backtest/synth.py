@@ -155,7 +155,7 @@ def make_exf(date: dt.date, day_index: int, seed: int) -> dict[str, float]:
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, use_dictionary=False)     # continuous prices: dictionary pages only cost
     os.replace(tmp, path)
 
 

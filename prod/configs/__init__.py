@@ -118,7 +118,8 @@ def load_config(path: str | Path, allow_drift: bool = False) -> StrategyConfig:
     """Load and validate a strategy YAML file; blue refuses to run when drifted."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's parser when present (same SafeLoader resolver, so the same values), else pure Python
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e}") from None
     except yaml.YAMLError as e:

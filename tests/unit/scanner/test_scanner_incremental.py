@@ -108,7 +108,7 @@ def _check(worst: dict, scans: int) -> None:
 @pytest.mark.timeout(600)
 def test_incremental_and_full_scans_agree_to_1e10_on_the_simulator_model():
     prices = sim_model_prices(16, SCANS + 751, seed=42)
-    worst = _check_run(prices, direct_max_n=0)   # force the warm iterations (no LAPACK shortcut)
+    worst = _check_run(prices, direct_max_n=0, direct_hold=0)   # force the warm iterations (no LAPACK shortcut)
     st = worst["stats"]
     assert st["warm"] > 0.9 * worst["windows"], st     # the warm path did the work
     assert st["schedule"] >= 4 * (SCANS // 720) - 4, st
@@ -118,7 +118,7 @@ def test_incremental_and_full_scans_agree_to_1e10_on_the_simulator_model():
 @pytest.mark.skipif(not REAL.exists(), reason="shared/data/real not present (user clone)")
 def test_incremental_and_full_scans_agree_to_1e10_on_real_btc_data():
     prices = real_btc_panel(12, SCANS + 751)
-    worst = _check_run(prices, direct_max_n=0)
+    worst = _check_run(prices, direct_max_n=0, direct_hold=0)
     assert worst["stats"]["warm"] > 0.5 * worst["windows"], worst["stats"]
 
 
@@ -177,3 +177,61 @@ def test_warm_iteration_converges_from_last_scans_vectors_in_a_few_steps():
     assert min(np.abs(v[:, 0] - ref).max(), np.abs(v[:, 0] + ref).max()) < 1e-10
     if lam2_ok:
         assert abs(th[1] - ev[1]) < 1e-11 * n
+
+
+def weak_factor_prices(n: int, scans: int, seed: int, market_share: float = 0.03) -> np.ndarray:
+    """A weak-factor market: 3 % of each asset's return variance is the common factor, the rest its own,
+    so λ1 stands only a little above the noise bulk and λ2 sits inside it (issue 31)."""
+    rng = np.random.default_rng(seed)
+    beta = rng.uniform(0.5, 1.5, n)
+    sig = rng.uniform(5e-4, 2e-3, n)
+    r = sig * (math.sqrt(market_share) * beta * rng.standard_normal((scans, 1))
+               + math.sqrt(1 - market_share) * rng.standard_normal((scans, n)))
+    return 100.0 * np.exp(np.cumsum(r, axis=0))
+
+
+@pytest.mark.timeout(600)
+def test_direct_path_eigvalsh_and_inverse_iteration_agree_with_full_for_small_sets():
+    worst = _check_run(sim_model_prices(40, 300 + 751, seed=3))        # 40 assets: the direct path
+    assert worst["stats"]["direct"] > 0.9 * worst["windows"], worst["stats"]
+
+
+@pytest.mark.timeout(600)
+def test_weak_factor_market_switches_to_the_direct_path_and_agrees_with_full():
+    prices = weak_factor_prices(60, 250 + 751, seed=5)
+    worst = _check_run(prices, direct_max_n=20)          # above direct_max_n: warm first, then direct
+    st = worst["stats"]
+    assert st["direct"] > 0.3 * worst["windows"] and (st["not_converged"] + st["lambda2_eigvalsh"]) > 0, st
+
+
+def test_direct_top2_matches_eigh_on_the_primal_and_the_dual():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((80, 40)) + 0.4 * rng.standard_normal(40)
+    z = (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
+    c = z @ z.T / 40
+    ev, vec = np.linalg.eigh(c)
+    for args in ((c, None), (None, z), (c, z)):
+        th, v = inc.direct_top2(*args, None, True)
+        assert th == pytest.approx(ev[::-1][:2], rel=1e-12)
+        for j in range(2):
+            assert abs(abs(v[:, j] @ vec[:, -1 - j]) - 1.0) < 1e-12
+    assert inc.direct_top2(np.eye(20), None, None, False) is None        # λ1 = λ2: ill-separated
+
+
+def test_direct_top2_batch_matches_eigh_for_each_matrix_of_a_stack():
+    rng = np.random.default_rng(4)
+    cs, eighs = [], []
+    for k in range(4):
+        x = rng.standard_normal((30, 120)) + (0.2 + 0.3 * k) * rng.standard_normal(120)
+        c = np.corrcoef(x)
+        cs.append(c)
+        eighs.append(np.linalg.eigh(c))
+    cs.append(np.eye(30))                                                 # λ1 = λ2: needs the single path
+    v0 = np.stack([np.linalg.qr(rng.standard_normal((30, 2)))[0] for _ in cs])
+    got = inc.direct_top2_batch(np.stack(cs), v0, True)
+    assert got[-1] is None
+    for (ev, vec), d in zip(eighs, got[:-1]):
+        th, v = d
+        assert th == pytest.approx(ev[::-1][:2], rel=1e-12)
+        for j in range(2):
+            assert abs(abs(v[:, j] @ vec[:, -1 - j]) - 1.0) < 1e-12

@@ -20,6 +20,16 @@ def test_alpha_kernel_tests_pass_with_jit_disabled():
     assert " passed" in proc.stdout
 
 
+def test_run_bars_scans_and_the_batch_gate_pass_with_jit_disabled():
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    tests = ["tests/unit/prod/alpha/test_alpha_run_bars.py", "tests/unit/prod/alpha/test_alpha_vol.py",
+             "-k", "every_bar or between_blocks or batch_gate"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout
+
+
 def test_engine_gives_the_same_trades_with_jit_disabled():
     code = (
         "import json;"

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from prod.alpha.vol import VolGate, rolling_dvol_arb512, rolling_dvol_f64, vol_regime_mask, vol_threshold
+from prod.alpha.vol import BatchVolGate, VolGate, rolling_dvol_arb512, rolling_dvol_f64, vol_regime_mask, vol_threshold
 from tests.helpers import SHARED_REAL
 
 # shared/ sits beside the repository in CI and on developer machines; a user's clone has none (tests skip)
@@ -142,3 +142,59 @@ def test_volgate_restores_the_history_of_the_previous_trader_gate_format():
     assert not any(g.update(100.0 * 1.01 ** (i % 2)) for i in range(1, 50))   # 49 returns: window not full
     assert np.isnan(g.last_dvol)
     assert g.update(100.0) is True and g.last_dvol == pytest.approx(0.01, rel=0.01)    # the 50th: open
+
+
+# ── BatchVolGate: the replay's batch form makes VolGate's decisions (issue 31) ─────────────────
+def _stream(gate, p):
+    return np.array([gate.update(x) for x in p.tolist()], dtype=bool)
+
+
+def _batched(gate, p, cuts):
+    return np.concatenate([gate.update_many(p[a:b]) for a, b in zip([0, *cuts], [*cuts, len(p)])])
+
+
+def test_batch_gate_decisions_equal_the_streaming_gate_across_odd_blocks_and_bad_prices():
+    p = np.concatenate([_walk(seed=5), _walk(seed=6)[:900] * 1.3])
+    p[[10, 320, 321, 1700]] = np.nan
+    p[900:903] = -1.0
+    p[1200] = np.inf
+    b = BatchVolGate()
+    got = _batched(b, p, [1, 7, 49, 50, 51, 333, 1500, 1501])
+    want = _stream(VolGate(), p)
+    assert np.array_equal(got, want) and 0 < want.sum() < len(want)
+    assert b.exact is None                                  # decided in float64, no replay needed
+
+
+def test_batch_gate_decisions_with_small_history_limits():
+    p = _walk(n=2500, seed=9)
+    for kw in ({"min_history": 1, "max_history": 7}, {"max_history": 300}, {"pct": 25.0, "window": 20}):
+        assert np.array_equal(_batched(BatchVolGate(**kw), p, [100, 1000]), _stream(VolGate(**kw), p)), kw
+
+
+def test_batch_gate_replays_through_volgate_on_a_close_call_decisions():
+    p = _walk(seed=4)
+    thr = float(rolling_dvol_arb512(p, 50)[700])           # a threshold equal to one bar's dvol
+    b = BatchVolGate(threshold=thr)
+    assert np.array_equal(_batched(b, p, [400, 1000]), _stream(VolGate(threshold=thr), p))
+    assert b.exact is not None                              # bar 700 was too close to call in float64
+
+
+def test_batch_gate_replays_on_repeated_windows_decisions():
+    # returns repeating with period 10: every full window holds the same returns, so every dvol ties
+    # with the learned threshold and only the 512-bit running sums decide
+    base = 100.0 * np.cumprod(1 + np.tile([0.001, -0.002, 0.0015, 0.0, -0.0005, 0.002, -0.001, 0.0007, -0.0012,
+                                           0.0003], 40))
+    b = BatchVolGate(min_history=3)
+    assert np.array_equal(_batched(b, base, [123, 300]), _stream(VolGate(min_history=3), base))
+    assert b.exact is not None
+
+
+def test_batch_gate_without_precision_streams_volgate():
+    p = _walk(seed=2)
+    b = BatchVolGate(precise=False)
+    assert np.array_equal(_batched(b, p, [500]), _stream(VolGate(precise=False), p))
+
+
+def test_batch_gate_rejects_bad_parameters():
+    with pytest.raises(ValueError):
+        BatchVolGate(window=1)
