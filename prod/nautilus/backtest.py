@@ -209,8 +209,12 @@ def _bars(symbol: str, ts: list, px: list, pp: int, sp: int) -> list[Bar]:
 
 
 def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None, bus: Any = None,
-                          log_level: str = "ERROR") -> BacktestResult:
-    """Run one replay through a Nautilus BacktestEngine; write the same summary JSON / HTML (/ PNG) as the native run."""
+                          log_level: str = "ERROR", before_run: Any = None) -> BacktestResult:
+    """Run one replay through a Nautilus BacktestEngine; write the same summary JSON / HTML (/ PNG) as the native run.
+
+    ``bus`` (a started :class:`prod.runtime.bus.Bus`, optional): posture from DOLPHIN_SAFETY, the ACB listener and
+    the results to DOLPHIN_PNL_BLUE (§14.6, §14.7). ``before_run(actor)`` is called just before the engine runs.
+    """
     if opts.ob_dir is not None:
         raise BacktestError("--ob-dir is not supported with --engine nautilus yet (books are not fed as L2 data)")
     if opts.survival:
@@ -265,6 +269,8 @@ def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None,
     actor = DolphinActor(DolphinActorConfig(strategy_name=cfg.strategy, direction=cfg.direction), engine, ids,
                          driver_bt, prep.feed, VENUE, bus=bus, size_precision=size_prec)
     bt.add_strategy(actor)
+    if before_run is not None:
+        before_run(actor)
     t0 = time.perf_counter()
     bt.run()
     run_s = time.perf_counter() - t0
@@ -354,6 +360,7 @@ def _summary(opts, cfg, files, now, exf, exf_path, acb, mc, engine, actor, prep,
             "fee_model": f"MakerTakerFeeModel maker {cfg.engine.maker_fee} taker {cfg.engine.taker_fee}",
             "driver_bars": actor.bars, "data_points": n_data, "rows_not_replayed": dict(prep.dropped_rows),
             "entries_not_taken": not_taken, "stale_state_events": actor.stale_state_events,
+            "posture_source": actor.posture_source, "bus_errors": actor.bus_errors,
             "fill_diff": diffs, "fill_diff_mean": _mean_diff(diffs)},
         "timing": {"wall_s": wall, "build_bars_s": build_s, "run_s": run_s,
                    "bars_per_s": actor.bars / run_s if run_s > 0 else None,
