@@ -126,6 +126,10 @@ class DolphinActor(Strategy):
 
     # ------------------------------------------------------------------ lifecycle
     def on_start(self) -> None:
+        acct = self.portfolio.account(self.venue)
+        bal = None if acct is None else acct.balance_total(USDT)
+        if bal is not None:                        # the venue's money is the engine's capital (capital sync)
+            self.engine.capital = float(bal)
         self.subscribe_bars(self.driver)
         if self.bus is not None:
             from prod.bus import maps
@@ -211,21 +215,20 @@ class DolphinActor(Strategy):
                 self._submit_exit(rec.trade_id, rec.asset)
 
     # ------------------------------------------------------------------ orders
-    def _qty(self, asset: str, notional: float, price: float):
-        prec = self.size_precision.get(asset, 3)
-        q = round(notional / price, prec)
-        return q, prec
-
     def _submit_entry(self, e: Any) -> None:
         iid = self.instruments[e.asset]
         side = OrderSide.SELL if e.direction < 0 else OrderSide.BUY
-        q, prec = self._qty(e.asset, e.notional, e.price)
         tf = TradeFills(e.trade_id, e.asset, "SELL" if e.direction < 0 else "BUY")
         self.trades[e.trade_id] = tf
+        instrument = self.cache.instrument(iid)
+        if instrument is None:
+            self._not_taken(tf, f"no instrument {iid} in the cache")
+            return
+        prec = self.size_precision.get(e.asset, instrument.size_precision)
+        q = round(e.notional / e.price, prec)
         if q <= 0:
             self._not_taken(tf, f"quantity rounds to 0 at size precision {prec}")
             return
-        instrument = self.cache.instrument(iid)
         order = self.order_factory.market(iid, side, instrument.make_qty(Decimal(str(q))))
         self._order_trade[order.client_order_id.value] = (e.trade_id, "entry")
         tf.orders.append(order.client_order_id.value)
