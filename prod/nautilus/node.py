@@ -88,11 +88,17 @@ class BusScanFeed:
                        nan if scan.w750_velocity is None else scan.w750_velocity, bool(vol_ok), bool(scan.gap_hold))
 
 
-def build_node(engine: NDAlphaEngine, feed: Any, *, api_key: str, api_secret: str, base_url_http: str | None = None,
+def build_node(engine: NDAlphaEngine, feed: Any, *, api_key: str | None = None, api_secret: str | None = None,
+               base_url_http: str | None = None,
                base_url_ws: str | None = None, testnet: bool = False, bus: Any = None, strategy: str = "blue",
                direction: int = -1, driver: str = VOL_SYMBOL, trader_id: str = "DOLPHIN-NT-001",
                log_level: str = "WARNING") -> tuple[TradingNode, DolphinActor]:
-    """Build a TradingNode with Binance USDT-M data + exec clients and a DolphinActor trading ``engine.assets``."""
+    """Build a TradingNode with Binance USDT-M data + exec clients and a DolphinActor trading ``engine.assets``.
+
+    ``api_key`` / ``api_secret`` None: Nautilus reads its own environment variables (``BINANCE_FUTURES_API_KEY`` /
+    ``_SECRET``, or ``BINANCE_FUTURES_TESTNET_API_KEY`` / ``_SECRET`` with ``testnet``). URLs None: Nautilus's
+    defaults for production or testnet.
+    """
     ids = {a: live_instrument_id(a) for a in engine.assets}
     ip = InstrumentProviderConfig(load_ids=frozenset(str(i) for i in ids.values()))
     common = dict(api_key=api_key, api_secret=api_secret, account_type=BinanceAccountType.USDT_FUTURES,
@@ -111,3 +117,61 @@ def build_node(engine: NDAlphaEngine, feed: Any, *, api_key: str, api_secret: st
     node.add_exec_client_factory(BINANCE, BinanceLiveExecClientFactory)
     node.build()
     return node, actor
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m prod.nautilus.node``: run DolphinActor on a TradingNode until Ctrl-C (docs/nautilus.md)."""
+    import argparse
+    import dataclasses
+    import os
+    import sys
+
+    from prod.configs import ConfigError, load_config
+    from prod.runtime import Bus
+    from prod.settings import load_settings
+
+    ap = argparse.ArgumentParser(prog="python -m prod.nautilus.node", description=main.__doc__)
+    ap.add_argument("--config", default="prod/configs/blue.yml", help="strategy YAML")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--testnet", action="store_true", help="Binance USDT-M futures testnet (Nautilus's URLs)")
+    where.add_argument("--sim", action="store_true",
+                       help="the venue simulator at DOLPHIN_VENUE_REST / DOLPHIN_VENUE_WS (keys DOLPHIN_VENUE_API_KEY/_SECRET)")
+    ap.add_argument("--http", help="REST base URL (overrides)")
+    ap.add_argument("--ws", help="websocket base URL (overrides)")
+    ap.add_argument("--log-level", default="INFO")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(a.config)
+    except ConfigError as exc:
+        print(f"nautilus node: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    http, ws = a.http, a.ws
+    key = secret = None
+    if a.sim:
+        http, ws = http or settings.venue_rest, ws or settings.venue_ws
+        key = os.environ.get("DOLPHIN_VENUE_API_KEY", "dolphin-sim-key")
+        secret = os.environ.get("DOLPHIN_VENUE_API_SECRET", "dolphin-sim-secret")
+    bus = Bus(settings, "nautilus-node").start()
+    if not bus.wait_connected(30):
+        print(f"nautilus node: no Hazelcast member at {settings.hz_members} within 30 s", file=sys.stderr)
+        bus.close()
+        return 2
+    params = dataclasses.replace(cfg.engine, use_sp_fees=False, use_sp_slippage=False)     # §8.3: venue friction
+    engine = NDAlphaEngine(params, settings.symbols)
+    node, _ = build_node(engine, BusScanFeed(bus, engine.assets), api_key=key, api_secret=secret, base_url_http=http,
+                         base_url_ws=ws, testnet=a.testnet, bus=bus, strategy=cfg.strategy, direction=cfg.direction,
+                         log_level=a.log_level)
+    try:
+        node.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.dispose()
+        bus.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
