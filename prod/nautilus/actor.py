@@ -95,7 +95,7 @@ class DolphinActor(Strategy):
     def __init__(self, config: DolphinActorConfig, engine: NDAlphaEngine, instruments: dict[str, InstrumentId],
                  driver: BarType, feed: Feed, venue: Venue, bus: Any = None,
                  size_precision: dict[str, int] | None = None, hz_timeout_s: float = 2.0,
-                 on_day_end: Callable[[Any, float], None] | None = None) -> None:
+                 on_day_end: Callable[[Any, float], None] | None = None, begin_kwargs: dict | None = None) -> None:
         super().__init__(config)
         self.engine = engine
         self.instruments = instruments
@@ -108,6 +108,7 @@ class DolphinActor(Strategy):
         self.direction = config.direction
         self.strategy_name = config.strategy_name
         self.on_day_end = on_day_end
+        self.begin_kwargs = begin_kwargs or {}       # fixed begin_day inputs (the flow's boost/beta/mc_status)
         self.current_date: str | None = None
         self.posture = "APEX"
         self.posture_source = "default"
@@ -182,7 +183,7 @@ class DolphinActor(Strategy):
             self.current_date = row.date
             self.posture = self._read_posture()
             self._day_start_capital = eng.capital
-            eng.begin_day(row.date, posture=self.posture, direction=self.direction)
+            eng.begin_day(row.date, posture=self.posture, direction=self.direction, **self.begin_kwargs)
         elif self.posture != eng.posture:
             eng.set_posture(self.posture)
         if row.hold and eng.position is None:

@@ -55,7 +55,7 @@ from nautilus_trader.model.objects import Money, Price, Quantity  # noqa: E402
 from prod.alpha.acb import AdaptiveCircuitBreaker  # noqa: E402
 from prod.alpha.engine import NDAlphaEngine  # noqa: E402
 from prod.alpha.vol import VolGate  # noqa: E402
-from prod.backtest.data import EXF_FILENAME, DayFileError, list_day_files, load_day, load_exf  # noqa: E402
+from prod.backtest.data import EXF_FILENAME, DayData, DayFileError, list_day_files, load_day, load_exf  # noqa: E402
 from prod.backtest.report import compute_metrics, write_equity_png, write_html_report, write_json_atomic  # noqa: E402
 from prod.backtest.runner import (SUMMARY_VERSION, VOL_SYMBOL, BacktestError, BacktestOptions,  # noqa: E402
                                   BacktestResult, _aligned_prices, _load_mc, _w750_by_date, day_vol_gates, gap_holds,
@@ -125,8 +125,10 @@ class _Prepared:
     skipped_days: list[dict[str, str]]
 
 
-def _prepare(files: list[tuple[str, Path]], driver_pref: str = VOL_SYMBOL) -> tuple[tuple[str, ...], _Prepared, str]:
-    """Load the days with the native runner's rules and build the feed rows and the bars."""
+def _prepare(files: list[tuple[str, Any]], driver_pref: str = VOL_SYMBOL, gaps: bool = True,
+             close_at_end: bool = True) -> tuple[tuple[str, ...], _Prepared, str]:
+    """Load the days (a path, or an already loaded DayData) with the native runner's rules and build the feed
+    rows and the bars. ``gaps=False`` leaves out the gap holds (the flow's one-day replay has none)."""
     assets: tuple[str, ...] = ()
     feed = ReplayFeed()
     cols: dict[str, tuple[list, list]] = {}
@@ -146,7 +148,7 @@ def _prepare(files: list[tuple[str, Path]], driver_pref: str = VOL_SYMBOL) -> tu
     driver_px = math.nan
     for date, path in files:
         try:
-            day = load_day(date, path)
+            day = path if isinstance(path, DayData) else load_day(date, path)
         except DayFileError as exc:
             log.error("backtest: skipping day %s: %s", date, exc)
             skipped_days.append({"date": date, "reason": str(exc)})
@@ -161,8 +163,11 @@ def _prepare(files: list[tuple[str, Path]], driver_pref: str = VOL_SYMBOL) -> tu
         vol_ok_bars += sum(vol_ok)
         steps = np.diff(day.timestamp_ns[day.timestamp_ns > 0])
         bar_ns = float(np.median(steps)) if steps.size else None
-        hold, hold_left, ng = gap_holds(day.timestamp_ns, day.gap_hold, prev_ts, hold_left, bar_ns)
-        gap_count += ng
+        if gaps:
+            hold, hold_left, ng = gap_holds(day.timestamp_ns, day.gap_hold, prev_ts, hold_left, bar_ns)
+            gap_count += ng
+        else:
+            hold = np.zeros(n, dtype=bool)
         if n:
             prev_ts = int(day.timestamp_ns[-1])
         day_bars.append((date, gbar, n))
@@ -190,7 +195,7 @@ def _prepare(files: list[tuple[str, Path]], driver_pref: str = VOL_SYMBOL) -> tu
                         cols[a][1].append(px)
             gbar += 1
         total += n
-    if last_key is not None:
+    if last_key is not None and close_at_end:
         feed.rows[last_key].last = True
     if dropped:
         log.warning("backtest(nautilus): rows not replayed: %s (the native engine steps on them)", dict(dropped))
@@ -241,10 +246,36 @@ def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None,
     if mc is not None:
         from prod.mc.model import FEATURES
         engine.set_mc_forewarner(mc, {k: getattr(cfg.engine, k) for k in FEATURES})
+    bt, actor, run_s, build_s, n_data = _run(engine, cfg, prep, driver, bus=bus, log_level=log_level,
+                                             before_run=before_run)
+    try:
+        summary, equity_t, equity = _summary(opts, cfg, files, now, exf, exf_path, acb, mc, engine, actor, prep,
+                                             run_s, build_s, n_data, time.perf_counter() - t_start)
+    finally:
+        bt.dispose()
+    summary_path = Path(opts.summary) if opts.summary else Path(opts.out_dir) / f"summary_{now:%Y%m%d_%H%M%S}.json"
+    png_path = summary_path.with_suffix(".png") if opts.png else None
+    html_path = summary_path.with_suffix(".html")
+    summary["equity_png"] = str(png_path) if png_path else None
+    summary["html_report"] = str(html_path)
+    write_json_atomic(summary, summary_path)
+    write_html_report(summary, equity_t, equity, html_path)
+    if png_path is not None:
+        write_equity_png(equity_t, equity, png_path,
+                         f"DOLPHIN {cfg.strategy} (Nautilus) {files[0][0]}..{files[-1][0]}  ROI {summary['roi_pct']:+.2f}%",
+                         dates=[d for d, _ in files])
+    return BacktestResult(summary, summary_path, png_path, summary["trade_list"])
 
+
+def _run(engine: NDAlphaEngine, cfg: Any, prep: _Prepared, driver: str, *, bus: Any = None, log_level: str = "ERROR",
+         before_run: Any = None, posture: str = "APEX", begin_kwargs: dict | None = None):
+    """Build the BacktestEngine (venue, instruments, bars), add the actor, run; return (bt, actor, run_s, build_s,
+    data points). The caller disposes ``bt``."""
+    params = engine.params
+    assets = engine.assets
     bt = BacktestEngine(BacktestEngineConfig(trader_id="DOLPHIN-001",
                                              logging=LoggingConfig(log_level=log_level, bypass_logging=False)))
-    bt.add_venue(VENUE, OmsType.NETTING, AccountType.MARGIN, [Money(params.initial_capital, USDT)],
+    bt.add_venue(VENUE, OmsType.NETTING, AccountType.MARGIN, [Money(engine.capital, USDT)],
                  base_currency=USDT, default_leverage=DEFAULT_LEVERAGE, fee_model=MakerTakerFeeModel(),
                  bar_execution=True)
     ids: dict[str, InstrumentId] = {}
@@ -267,30 +298,47 @@ def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None,
     build_s = time.perf_counter() - t_bars
     driver_bt = BarType.from_str(f"{driver}-PERP.BINANCE-{BAR_SPEC}")
     actor = DolphinActor(DolphinActorConfig(strategy_name=cfg.strategy, direction=cfg.direction), engine, ids,
-                         driver_bt, prep.feed, VENUE, bus=bus, size_precision=size_prec)
+                         driver_bt, prep.feed, VENUE, bus=bus, size_precision=size_prec, begin_kwargs=begin_kwargs)
+    actor.posture = posture
     bt.add_strategy(actor)
     if before_run is not None:
         before_run(actor)
     t0 = time.perf_counter()
     bt.run()
-    run_s = time.perf_counter() - t0
+    return bt, actor, time.perf_counter() - t0, build_s, n_data
+
+
+def replay_day_nautilus(cfg: Any, day: DayData, ctx: Any, start_capital: float | None = None,
+                        close_at_end: bool = False, log_level: str = "ERROR") -> dict:
+    """The flow's one-day replay (``prod.flows.common.replay_day``) through Nautilus: the day's posture, boost,
+    beta and MC status from ``ctx``, a fresh vol gate, ``bar_idx`` from 0; returns the same day result dict."""
+    params = dataclasses.replace(cfg.engine, use_sp_fees=False, use_sp_slippage=False)   # §8.3
+    engine = NDAlphaEngine(params, day.assets)
+    if start_capital is not None:
+        engine.capital = float(start_capital)
+    start_cap = engine.capital
+    assets, prep, driver = _prepare([(day.date, day)], gaps=False, close_at_end=close_at_end)
+    if not prep.feed.rows:
+        raise BacktestError(f"{day.date}: no replayable bars (no driver price)")
+    t0 = time.perf_counter()
+    bt, actor, run_s, _, _ = _run(engine, cfg, prep, driver, log_level=log_level, posture=ctx.posture,
+                                  begin_kwargs={"boost": ctx.boost, "beta": ctx.beta, "mc_status": ctx.mc_status})
     try:
-        summary, equity_t, equity = _summary(opts, cfg, files, now, exf, exf_path, acb, mc, engine, actor, prep,
-                                             run_s, build_s, n_data, time.perf_counter() - t_start)
+        res, _ = actor.day_results[-1]
+        capital = actor.account_balance_final
+        fills = [f for f in actor.trades.values() if f.realized_pnl is not None]
+        reasons: dict[str, int] = {}
+        for t in res.trade_list:
+            reasons[t.reason] = reasons.get(t.reason, 0) + 1
+        return {"date": res.date, "strategy": cfg.strategy, "capital": capital, "start_capital": start_cap,
+                "pnl": capital - start_cap, "trades": res.trades, "boost": res.boost, "beta": res.beta,
+                "mc_status": res.mc_status, "posture": res.posture, "skipped_bars": res.skipped_bars,
+                "open_position": engine.position is not None, "bars": day.n_bars, "config_hash": cfg.champion_hash,
+                "engine_s": round(time.perf_counter() - t0, 3), "exit_reasons": dict(sorted(reasons.items())),
+                "runner": "nautilus", "fees": sum(f.entry_commission + f.exit_commission for f in fills),
+                "nautilus_run_s": round(run_s, 3)}
     finally:
         bt.dispose()
-    summary_path = Path(opts.summary) if opts.summary else Path(opts.out_dir) / f"summary_{now:%Y%m%d_%H%M%S}.json"
-    png_path = summary_path.with_suffix(".png") if opts.png else None
-    html_path = summary_path.with_suffix(".html")
-    summary["equity_png"] = str(png_path) if png_path else None
-    summary["html_report"] = str(html_path)
-    write_json_atomic(summary, summary_path)
-    write_html_report(summary, equity_t, equity, html_path)
-    if png_path is not None:
-        write_equity_png(equity_t, equity, png_path,
-                         f"DOLPHIN {cfg.strategy} (Nautilus) {files[0][0]}..{files[-1][0]}  ROI {summary['roi_pct']:+.2f}%",
-                         dates=[d for d, _ in files])
-    return BacktestResult(summary, summary_path, png_path, summary["trade_list"])
 
 
 def _summary(opts, cfg, files, now, exf, exf_path, acb, mc, engine, actor, prep, run_s, build_s, n_data, wall):

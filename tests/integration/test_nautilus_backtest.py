@@ -194,3 +194,31 @@ def test_gate_change_mid_step_is_flagged_stale(days, tmp_path, bus):
     assert hits == [500]
     assert res.summary["nautilus"]["stale_state_events"] == 1
     assert res.summary["per_day"][0]["posture"] == "STALKER"     # handed to the engine at the next bar
+
+
+def test_flow_one_day_replay_through_nautilus_matches_the_native_flow_replay(days):
+    """The §17.2 supervisor flow's ``engine="nautilus"`` path: the same day, posture, boost/beta and start capital
+    give the same trades and exit reasons as the flow's native ``replay_day``; the money is Nautilus's."""
+    from prod.backtest.data import load_day
+    from prod.configs import load_config
+    from prod.flows.common import DayContext, replay_day
+    from prod.nautilus.backtest import replay_day_nautilus
+
+    cfg = load_config(BLUE_PATH)
+    day = load_day("2026-01-02", days / "2026-01-02.parquet")
+    ctx = DayContext(posture="APEX", posture_source="default", boost=1.2, beta=0.5, mc_status=None)
+    native, _ = replay_day(cfg, day, ctx, start_capital=20_000.0, close_at_end=True)
+    nt = replay_day_nautilus(cfg, day, ctx, start_capital=20_000.0, close_at_end=True)
+    assert native["trades"] > 0
+    for k in ("date", "trades", "exit_reasons", "boost", "beta", "posture", "mc_status", "open_position", "bars",
+              "start_capital"):
+        assert nt[k] == native[k], k
+    assert nt["runner"] == "nautilus" and nt["fees"] > 0
+    assert nt["pnl"] == pytest.approx(nt["capital"] - 20_000.0)
+    assert nt["capital"] != native["capital"]                    # Nautilus's fills and fees, not the engine's model
+
+
+def test_flow_refuses_an_unknown_engine():
+    from prod.flows.backtest import backtest_supervisor_flow
+    with pytest.raises(ValueError, match="engine='vectorbt'"):
+        backtest_supervisor_flow.fn(date="2026-01-01", engine="vectorbt")
