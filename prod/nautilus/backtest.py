@@ -22,7 +22,9 @@ engine's exactly; the money differs by the fee model and by tick/lot rounding, r
 
 Tick and lot sizes are derived from each asset's first price (tick 10^(floor(log10 p) - 6), lot
 10^-max(0, floor(log10 p))), close to Binance's for the large caps; the venue's real filters are not read.
-``--ob-dir`` and ``--survival`` are not supported here yet (refused with a message).
+``--ob-dir`` feeds the recorded books to the engine's OB layers exactly as the native replay does (so decisions
+still match); the matching engine still fills at the bars' prices — the books are not fed to it as L2 data yet.
+``--survival`` is not supported here yet (refused with a message).
 """
 from __future__ import annotations
 
@@ -55,7 +57,9 @@ from nautilus_trader.model.objects import Money, Price, Quantity  # noqa: E402
 from prod.alpha.acb import AdaptiveCircuitBreaker  # noqa: E402
 from prod.alpha.engine import NDAlphaEngine  # noqa: E402
 from prod.alpha.vol import VolGate  # noqa: E402
-from prod.backtest.data import EXF_FILENAME, DayData, DayFileError, list_day_files, load_day, load_exf  # noqa: E402
+from prod.alpha.ob import InProcessOBProvider  # noqa: E402
+from prod.backtest.data import (EXF_FILENAME, DayData, DayFileError, list_day_files, load_day, load_exf,  # noqa: E402
+                                load_ob_history)
 from prod.backtest.report import compute_metrics, write_equity_png, write_html_report, write_json_atomic  # noqa: E402
 from prod.backtest.runner import (SUMMARY_VERSION, VOL_SYMBOL, BacktestError, BacktestOptions,  # noqa: E402
                                   BacktestResult, _aligned_prices, _load_mc, _w750_by_date, day_vol_gates, gap_holds,
@@ -103,13 +107,24 @@ def _base(symbol: str):
 
 
 class ReplayFeed:
-    """``ts_ns`` → :class:`ScanRow` for the actor (the native runner's per-bar inputs)."""
+    """``ts_ns`` → :class:`ScanRow` for the actor (the native runner's per-bar inputs).
+
+    With recorded books (``ob``: an :class:`ObHistory` and the engine's OB provider) each row first feeds the
+    provider every book row at or before the bar's time, as the native runner does before each bar.
+    """
 
     def __init__(self) -> None:
         self.rows: dict[int, ScanRow] = {}
+        self.ob: tuple[Any, Any] | None = None
+        self.ob_bars = 0
 
     def row(self, ts_ns: int) -> ScanRow | None:
-        return self.rows.get(int(ts_ns))
+        r = self.rows.get(int(ts_ns))
+        if r is not None and self.ob is not None:
+            obh, provider = self.ob
+            obh.advance(provider, ts_ns / 1e9)
+            self.ob_bars += bool(obh.applied)
+        return r
 
 
 @dataclasses.dataclass
@@ -220,8 +235,6 @@ def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None,
     ``bus`` (a started :class:`prod.runtime.bus.Bus`, optional): posture from DOLPHIN_SAFETY, the ACB listener and
     the results to DOLPHIN_PNL_BLUE (§14.6, §14.7). ``before_run(actor)`` is called just before the engine runs.
     """
-    if opts.ob_dir is not None:
-        raise BacktestError("--ob-dir is not supported with --engine nautilus yet (books are not fed as L2 data)")
     if opts.survival:
         raise BacktestError("--survival is not supported with --engine nautilus yet")
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -246,11 +259,24 @@ def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None,
     if mc is not None:
         from prod.mc.model import FEATURES
         engine.set_mc_forewarner(mc, {k: getattr(cfg.engine, k) for k in FEATURES})
+    obh = None
+    if opts.ob_dir is not None:      # the engine's OB layers see the recorded books, as in the native replay
+        try:
+            obh = load_ob_history(opts.ob_dir, assets)
+        except DayFileError as exc:
+            raise BacktestError(f"--ob-dir: {exc}") from None
+        provider = InProcessOBProvider()
+        engine.set_ob_engine(provider)
+        prep.feed.ob = (obh, provider)
     bt, actor, run_s, build_s, n_data = _run(engine, cfg, prep, driver, bus=bus, log_level=log_level,
                                              before_run=before_run)
     try:
         summary, equity_t, equity = _summary(opts, cfg, files, now, exf, exf_path, acb, mc, engine, actor, prep,
                                              run_s, build_s, n_data, time.perf_counter() - t_start)
+        if obh is not None:
+            summary["ob"] = {"dir": str(opts.ob_dir), "files": obh.files, "skipped_files": obh.skipped_files,
+                             "symbols": len(obh.times), "rows_applied": obh.applied, "rows_dropped": obh.dropped,
+                             "bars_with_ob": prep.feed.ob_bars, "matching": "bar prices (books not fed as L2)"}
     finally:
         bt.dispose()
     summary_path = Path(opts.summary) if opts.summary else Path(opts.out_dir) / f"summary_{now:%Y%m%d_%H%M%S}.json"

@@ -97,9 +97,9 @@ def test_cli_engine_nautilus(days, tmp_path):
     assert r.stdout.startswith("ROI ") and "days 1" in r.stdout
     assert json.loads((tmp_path / "s.json").read_text())["engine"] == "nautilus"
     r = subprocess.run([sys.executable, "-m", "prod.backtest", "--engine", "nautilus", "--config", str(BLUE_PATH),
-                        "--data", str(days), "--ob-dir", str(tmp_path), "--no-png"], cwd=REPO_ROOT,
+                        "--data", str(days), "--survival", "--no-png"], cwd=REPO_ROOT,
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--ob-dir is not supported with --engine nautilus" in r.stderr
+    assert r.returncode == 2 and "--survival is not supported with --engine nautilus" in r.stderr
 
 
 def test_version_outside_the_pin_or_absent_names_the_extra():
@@ -222,3 +222,22 @@ def test_flow_refuses_an_unknown_engine():
     from prod.flows.backtest import backtest_supervisor_flow
     with pytest.raises(ValueError, match="engine='vectorbt'"):
         backtest_supervisor_flow.fn(date="2026-01-01", engine="vectorbt")
+
+
+def test_ob_dir_books_reach_the_engine_as_in_the_native_replay(tmp_path):
+    """--ob-dir: the recorded books (written by the real obf_universe Writer) feed the engine's OB layers bar by
+    bar as in the native replay, so the decisions still match; a bid-heavy book vetoes every SHORT in both."""
+    from tests.integration.test_backtest_ob import BARS, _write_ob
+    synth.generate(tmp_path / "days", 1, 11, bars=BARS)
+    for name, sign in (("ask", -1), ("bid", +1)):
+        ob = _write_ob(tmp_path / name, sign)
+        o = dict(config=BLUE_PATH, data=tmp_path / "days", png=False, ob_dir=ob)
+        nat = run_backtest(BacktestOptions(summary=tmp_path / f"{name}_n.json", **o))
+        nt = run_nautilus_backtest(BacktestOptions(summary=tmp_path / f"{name}_t.json", **o))
+        assert _decisions(nt.summary["trade_list"]) == _decisions(nat.summary["trade_list"])
+        assert nt.summary["ob"]["rows_applied"] == nat.summary["ob"]["rows_applied"] > 0
+        assert nt.summary["ob"]["bars_with_ob"] == nat.summary["ob"]["bars_with_ob"]
+        if sign > 0:
+            assert nt.summary["trades"] == 0
+        else:
+            assert nt.summary["trades"] > 0
