@@ -33,7 +33,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 from nautilus_trader.config import StrategyConfig
-from nautilus_trader.model.data import Bar, BarType
+from nautilus_trader.model.data import Bar, BarType, QuoteTick
 from nautilus_trader.model.enums import OrderSide
 from nautilus_trader.model.events import OrderDenied, OrderFilled, OrderRejected, PositionClosed
 from nautilus_trader.model.identifiers import InstrumentId, Venue
@@ -93,7 +93,7 @@ class DolphinActor(Strategy):
     """Route each driver bar to ``NDAlphaEngine.step_bar``; orders and fills through Nautilus (bible §14)."""
 
     def __init__(self, config: DolphinActorConfig, engine: NDAlphaEngine, instruments: dict[str, InstrumentId],
-                 driver: BarType, feed: Feed, venue: Venue, bus: Any = None,
+                 driver: BarType | InstrumentId, feed: Feed, venue: Venue, bus: Any = None,
                  size_precision: dict[str, int] | None = None, hz_timeout_s: float = 2.0,
                  on_day_end: Callable[[Any, float], None] | None = None, begin_kwargs: dict | None = None) -> None:
         super().__init__(config)
@@ -131,7 +131,10 @@ class DolphinActor(Strategy):
         bal = None if acct is None else acct.balance_total(USDT)
         if bal is not None:                        # the venue's money is the engine's capital (capital sync)
             self.engine.capital = float(bal)
-        self.subscribe_bars(self.driver)
+        if isinstance(self.driver, BarType):
+            self.subscribe_bars(self.driver)
+        else:
+            self.subscribe_quote_ticks(self.driver)
         if self.bus is not None:
             from prod.bus import maps
             self.bus.listen(maps.ACB_BOOST, self._on_acb)
@@ -167,7 +170,13 @@ class DolphinActor(Strategy):
 
     # ------------------------------------------------------------------ the bar
     def on_bar(self, bar: Bar) -> None:
-        row = self.feed.row(bar.ts_event)
+        self._on_scan(bar.ts_event)
+
+    def on_quote_tick(self, tick: QuoteTick) -> None:
+        self._on_scan(tick.ts_event)             # the driver is a quote stream when its books are recorded
+
+    def _on_scan(self, ts_event: int) -> None:
+        row = self.feed.row(ts_event)
         if row is None:
             self.unknown_bars += 1
             return

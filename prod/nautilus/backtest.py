@@ -23,7 +23,11 @@ engine's exactly; the money differs by the fee model and by tick/lot rounding, r
 Tick and lot sizes are derived from each asset's first price (tick 10^(floor(log10 p) - 6), lot
 10^-max(0, floor(log10 p))), close to Binance's for the large caps; the venue's real filters are not read.
 ``--ob-dir`` feeds the recorded books to the engine's OB layers exactly as the native replay does (so decisions
-still match); the matching engine still fills at the bars' prices — the books are not fed to it as L2 data yet.
+still match), and gives the matching engine the books' spread (§8.3, slippage via the spread): every asset with a
+recorded book gets one ``QuoteTick`` per scan instead of a bar, bid/ask = the scan price ∓ half the latest recorded
+``spread_bps`` (outward to the tick), size = half the recorded ``depth_1pct_usd`` per side; a market SELL fills at
+the bid, a BUY at the ask. obf_universe records top-of-book features, not the levels, so this is L1, not L2. The
+driver is then BTCUSDT's quote stream.
 ``--survival`` is not supported here yet (refused with a message).
 """
 from __future__ import annotations
@@ -228,6 +232,56 @@ def _bars(symbol: str, ts: list, px: list, pp: int, sp: int) -> list[Bar]:
     return out
 
 
+def load_spreads(ob_dir: Path, assets: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per symbol (snapshot_utc, spread_bps, depth_1pct_usd) of obf_universe's recorded books, in time order; rows
+    without a finite positive spread and depth are left out. Unreadable parts were already named by
+    :func:`load_ob_history`; here they are skipped silently."""
+    import pyarrow.parquet as pq
+    parts = sorted(Path(ob_dir).glob("date=*/part-*.parquet")) or sorted(Path(ob_dir).glob("*.parquet"))
+    want = set(assets)
+    acc: dict[str, list[tuple[float, float, float]]] = {}
+    for p in parts:
+        try:
+            recs = pq.read_table(p, columns=["snapshot_utc", "symbol", "spread_bps", "depth_1pct_usd"]).to_pylist()
+        except Exception:  # noqa: BLE001 - named once by load_ob_history
+            continue
+        for r in recs:
+            t, sym, sp, dep = r["snapshot_utc"], r["symbol"], r["spread_bps"], r["depth_1pct_usd"]
+            if sym in want and all(isinstance(v, (int, float)) and math.isfinite(v) for v in (t, sp, dep)) \
+                    and sp >= 0 and dep > 0:
+                acc.setdefault(sym, []).append((float(t), float(sp), float(dep)))
+    out = {}
+    for sym, lst in acc.items():
+        lst.sort()
+        a = np.array(lst)
+        out[sym] = (a[:, 0], a[:, 1], a[:, 2])
+    return out
+
+
+def _quotes(symbol: str, ts: list, px: list, pp: int, sp: int, book: tuple[np.ndarray, np.ndarray, np.ndarray]):
+    """One QuoteTick per scan around the scan's price with the latest recorded spread and depth (§8.3: slippage
+    is the spread). Before the first recorded book: bid = ask = the scan price."""
+    from nautilus_trader.model.data import QuoteTick
+    iid = instrument_id(symbol)
+    bt_s, spread, depth = book
+    tick = 10.0 ** -pp
+    lot = 10.0 ** -sp
+    idx = np.searchsorted(bt_s, np.asarray(ts, dtype=np.float64) / 1e9, side="right") - 1
+    out = []
+    for t, p, k in zip(ts, px, idx.tolist()):
+        if k < 0:
+            bid = ask = round(p, pp)
+            size = 1e9
+        else:
+            half = p * spread[k] / 2e4
+            bid = math.floor((p - half) / tick + 1e-9) * tick
+            ask = math.ceil((p + half) / tick - 1e-9) * tick
+            size = max(lot, depth[k] / 2.0 / p)
+        q = Quantity(size, sp)
+        out.append(QuoteTick(iid, Price(bid, pp), Price(ask, pp), q, q, t, t))
+    return out
+
+
 def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None, bus: Any = None,
                           log_level: str = "ERROR", before_run: Any = None) -> BacktestResult:
     """Run one replay through a Nautilus BacktestEngine; write the same summary JSON / HTML (/ PNG) as the native run.
@@ -268,15 +322,18 @@ def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None,
         provider = InProcessOBProvider()
         engine.set_ob_engine(provider)
         prep.feed.ob = (obh, provider)
+    books = load_spreads(opts.ob_dir, assets) if opts.ob_dir is not None else {}
     bt, actor, run_s, build_s, n_data = _run(engine, cfg, prep, driver, bus=bus, log_level=log_level,
-                                             before_run=before_run)
+                                             before_run=before_run, books=books)
     try:
         summary, equity_t, equity = _summary(opts, cfg, files, now, exf, exf_path, acb, mc, engine, actor, prep,
                                              run_s, build_s, n_data, time.perf_counter() - t_start)
         if obh is not None:
             summary["ob"] = {"dir": str(opts.ob_dir), "files": obh.files, "skipped_files": obh.skipped_files,
                              "symbols": len(obh.times), "rows_applied": obh.applied, "rows_dropped": obh.dropped,
-                             "bars_with_ob": prep.feed.ob_bars, "matching": "bar prices (books not fed as L2)"}
+                             "bars_with_ob": prep.feed.ob_bars,
+                             "matching": f"quotes at the recorded spread for {len(books)} symbols, bar prices for "
+                                         f"{len(assets) - len(books)}"}
     finally:
         bt.dispose()
     summary_path = Path(opts.summary) if opts.summary else Path(opts.out_dir) / f"summary_{now:%Y%m%d_%H%M%S}.json"
@@ -294,7 +351,8 @@ def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None,
 
 
 def _run(engine: NDAlphaEngine, cfg: Any, prep: _Prepared, driver: str, *, bus: Any = None, log_level: str = "ERROR",
-         before_run: Any = None, posture: str = "APEX", begin_kwargs: dict | None = None):
+         before_run: Any = None, posture: str = "APEX", begin_kwargs: dict | None = None,
+         books: dict | None = None):
     """Build the BacktestEngine (venue, instruments, bars), add the actor, run; return (bt, actor, run_s, build_s,
     data points). The caller disposes ``bt``."""
     params = engine.params
@@ -315,14 +373,18 @@ def _run(engine: NDAlphaEngine, cfg: Any, prep: _Prepared, driver: str, *, bus: 
         size_prec[a] = inst.size_precision
     t_bars = time.perf_counter()
     n_data = 0
+    books = books or {}
     for a in [x for x in assets if x in ids and x != driver] + [driver]:
         inst = bt.cache.instrument(ids[a])
-        bars = _bars(a, *prep.bars[a], inst.price_precision, inst.size_precision)
-        n_data += len(bars)
-        bt.add_data(bars, validate=True, sort=(a == driver))
+        if a in books:       # recorded books: the matching engine trades against their spread (quotes, not bars)
+            data = _quotes(a, *prep.bars[a], inst.price_precision, inst.size_precision, books[a])
+        else:
+            data = _bars(a, *prep.bars[a], inst.price_precision, inst.size_precision)
+        n_data += len(data)
+        bt.add_data(data, validate=True, sort=(a == driver))
     prep.bars.clear()
     build_s = time.perf_counter() - t_bars
-    driver_bt = BarType.from_str(f"{driver}-PERP.BINANCE-{BAR_SPEC}")
+    driver_bt = ids[driver] if driver in books else BarType.from_str(f"{driver}-PERP.BINANCE-{BAR_SPEC}")
     actor = DolphinActor(DolphinActorConfig(strategy_name=cfg.strategy, direction=cfg.direction), engine, ids,
                          driver_bt, prep.feed, VENUE, bus=bus, size_precision=size_prec, begin_kwargs=begin_kwargs)
     actor.posture = posture

@@ -239,5 +239,14 @@ def test_ob_dir_books_reach_the_engine_as_in_the_native_replay(tmp_path):
         assert nt.summary["ob"]["bars_with_ob"] == nat.summary["ob"]["bars_with_ob"]
         if sign > 0:
             assert nt.summary["trades"] == 0
-        else:
-            assert nt.summary["trades"] > 0
+            continue
+        assert nt.summary["trades"] > 0
+        # the matching engine trades against the recorded spread (10 bps in these books): a SHORT sells at the
+        # bid, half a spread under the scan price, and buys back at the ask, half a spread over it
+        assert "quotes at the recorded spread for 50 symbols" in nt.summary["ob"]["matching"]
+        half = 0.1 / 100.05 * 1e4 / 2                               # the books' spread_bps / 2 (bid 100.0, ask 100.1)
+        for t in nt.summary["trade_list"]:
+            pp, _ = precisions(t["engine_entry_price"])
+            tick_bps = 10.0 ** -pp / t["engine_entry_price"] * 1e4
+            assert -half - tick_bps - 1e-6 <= (t["entry_price"] / t["engine_entry_price"] - 1) * 1e4 <= -half + 1e-6
+            assert t["exit_price"] > t["engine_exit_price"] / (1 + 0.0002) - 1e-12   # above the exit scan price
