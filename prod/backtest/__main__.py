@@ -2,7 +2,10 @@
 
     python -m prod.backtest --config prod/configs/blue.yml --data data/vbt_cache_klines \\
         [--from 2026-01-01] [--to 2026-01-31] [--summary PATH] [--exf FILE] [--survival] [--ob-dir data/ob_universe]
-        [--mc-model data/mc_models/blue_forewarner.zip]
+        [--mc-model data/mc_models/blue_forewarner.zip] [--engine native|nautilus]
+
+``--engine nautilus`` replays through a NautilusTrader BacktestEngine (prod.nautilus.backtest; the
+``.[nautilus]`` extra); the native engine never imports it.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mc-model", type=Path, help="MC-forewarner model (python -m prod.mc train): §12 gate every day")
     ap.add_argument("--no-png", action="store_true", help="skip the equity-curve PNG")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ap.add_argument("--engine", choices=("native", "nautilus"), default="native",
+                    help="native (default) or nautilus: the same replay through a Nautilus BacktestEngine")
     ap.add_argument("--allow-drift", action="store_true", help="research only: run a drifted blue config")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -64,7 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backtest: --from {opts.date_from} is after --to {opts.date_to}", file=sys.stderr)
         return 2
     try:
-        res = run_backtest(opts)
+        if args.engine == "nautilus":
+            from prod.nautilus import NautilusUnavailable
+            try:
+                from prod.nautilus.backtest import run_nautilus_backtest
+            except NautilusUnavailable as exc:
+                print(f"backtest: {exc}", file=sys.stderr)
+                return 2
+            res = run_nautilus_backtest(opts)
+        else:
+            res = run_backtest(opts)
     except (BacktestError, ConfigError) as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2

@@ -92,7 +92,13 @@ def restore_capital(settings: Settings, timeout_s: float, cfg: StrategyConfig, d
 
 
 @task(name="run_backtest", retries=0, timeout_seconds=600, cache_policy=NO_CACHE)
-def run_backtest(cfg: StrategyConfig, loaded: LoadedDay, ctx: DayContext, capital: float) -> dict:
+def run_backtest(cfg: StrategyConfig, loaded: LoadedDay, ctx: DayContext, capital: float,
+                 engine: str = "native") -> dict:
+    if engine == "nautilus":     # the bible's BacktestEngine + DolphinActor (docs/nautilus.md; the .[nautilus] extra)
+        from prod.nautilus.backtest import replay_day_nautilus
+        result = replay_day_nautilus(cfg, loaded.day, ctx, start_capital=capital, close_at_end=True)
+        result.update(source=loaded.source, origin=loaded.origin)
+        return result
     result, _ = replay_day(cfg, loaded.day, ctx, start_capital=capital, close_at_end=True)
     result.update(source=loaded.source, origin=loaded.origin)
     return result
@@ -122,8 +128,15 @@ def heartbeat(settings: Settings, timeout_s: float, date: str, phase: str) -> di
 
 @flow(name="backtest_supervisor_flow", log_prints=True)
 def backtest_supervisor_flow(config: str = "prod/configs/blue.yml", date: str | None = None, dry_run: bool = False,
-                             hz_members: str | None = None, data_dir: str | None = None) -> dict:
-    """Run one day (default: yesterday UTC) through the engine behind the §17.2 guards."""
+                             hz_members: str | None = None, data_dir: str | None = None, engine: str = "native") -> dict:
+    """Run one day (default: yesterday UTC) through the engine behind the §17.2 guards.
+
+    ``engine="nautilus"``: the day runs through a Nautilus BacktestEngine with DolphinActor (``.[nautilus]``)."""
+    if engine not in ("native", "nautilus"):
+        raise ValueError(f"engine={engine!r}: expected 'native' or 'nautilus'")
+    if engine == "nautilus":
+        from prod.nautilus import require_nautilus
+        require_nautilus()           # one line naming the extra, before anything runs
     date = date or default_date()
     fs = flow_settings()
     settings = run_settings(hz_members, data_dir)
@@ -149,7 +162,7 @@ def backtest_supervisor_flow(config: str = "prod/configs/blue.yml", date: str | 
                   "config_hash": cfg.champion_hash}
     else:
         heartbeat(settings, t, date, "engine_start")
-        result = run_backtest(cfg, loaded, ctx, capital)
+        result = run_backtest(cfg, loaded, ctx, capital, engine)
     result.update(restored_from=restored_from, posture_source=ctx.posture_source, hz_probe_s=probe_s)
     result["written"] = write_hz_result.with_options(**rd)(settings, t, result)
     heartbeat(settings, t, date, "flow_end")
@@ -162,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="prod/configs/blue.yml")
     ap.add_argument("--date", default=None, help="YYYY-MM-DD (default: yesterday UTC)")
     ap.add_argument("--dry-run", action="store_true", help="validate the config and the day's data only")
+    ap.add_argument("--engine", choices=("native", "nautilus"), default="native",
+                    help="nautilus: a Nautilus BacktestEngine with DolphinActor (the .[nautilus] extra)")
     ap.add_argument("--api-url", default=None, help="Prefect API (default: $PREFECT_API_URL or the embedded server)")
     args = ap.parse_args(argv)
     from prod.flows.common import run_with_api
     return run_with_api(args.api_url, lambda: backtest_supervisor_flow(config=args.config, date=args.date,
-                                                                       dry_run=args.dry_run))
+                                                                       dry_run=args.dry_run, engine=args.engine))
 
 
 if __name__ == "__main__":

@@ -316,7 +316,7 @@ def symbol_config(ex: SimExchange, acct: Account, symbol: str | None) -> list[di
     """``GET /fapi/v1/symbolConfig`` rows (every symbol, or one)."""
     idx = range(ex.m.n) if symbol is None else [ex.m.index[symbol]]
     return [{"symbol": ex.m.symbols[i], "marginType": "ISOLATED" if i in acct.isolated else "CROSSED",
-             "isAutoAddMargin": "false", "leverage": ex.lev(acct, i),
+             "isAutoAddMargin": False, "leverage": ex.lev(acct, i),
              "maxNotionalValue": str(max_notional(ex, i, ex.lev(acct, i)))} for i in idx]
 
 

@@ -336,6 +336,9 @@ class VenueSim(RestApi, UserApi, AccountApi):
         lk = path[4:] if path.startswith("/ws/") else request.query.get("listenKey", "")
         if lk and self.is_listen_key(lk):
             return await self.handle_user_ws(request, lk)
+        lk = request.query.get("streams", "") if path.startswith("/stream") else ""
+        if lk and self.is_listen_key(lk):       # /stream?streams=<listenKey>: combined frames (Nautilus's client)
+            return await self.handle_user_ws(request, lk, combined=True)
         loop = asyncio.get_running_loop()
         if loop.time() < self.refuse_until:
             return web.Response(status=503, text="venue_sim: connections refused (fault injection)")

@@ -70,6 +70,7 @@ class UserApi:
         self.listen_keys: dict[str, tuple[str, float]] = {}       # listenKey -> (api key, expiry wall time)
         self.user_conns: dict[str, set[web.WebSocketResponse]] = {}
         self.user_transports: dict[web.WebSocketResponse, Any] = {}
+        self.user_combined: dict[web.WebSocketResponse, str] = {}     # combined-stream user conns → listenKey
         self.user_refuse_until = 0.0
         self.user_mute_until = 0.0
         self.ack_delay_ms = 0.0
@@ -356,8 +357,9 @@ class UserApi:
     def is_listen_key(self, lk: str) -> bool:
         return lk in self.listen_keys
 
-    async def handle_user_ws(self, request: web.Request, lk: str) -> web.StreamResponse:
-        """The user stream of ``lk``: ``/ws/<listenKey>``, ``/private/ws/<listenKey>`` or ``/private/ws?listenKey=``."""
+    async def handle_user_ws(self, request: web.Request, lk: str, combined: bool = False) -> web.StreamResponse:
+        """The user stream of ``lk``: ``/ws/<listenKey>``, ``/private/ws/<listenKey>`` or ``/private/ws?listenKey=``;
+        ``/stream?streams=<listenKey>`` (``combined``) wraps each event as ``{"stream": lk, "data": event}``."""
         key, exp = self.listen_keys[lk]
         loop = asyncio.get_running_loop()
         if loop.time() < self.user_refuse_until:
@@ -368,6 +370,8 @@ class UserApi:
         await ws.prepare(request)
         self.user_conns.setdefault(key, set()).add(ws)
         self.user_transports[ws] = request.transport
+        if combined:
+            self.user_combined[ws] = lk
         log.info("venue_sim: user stream open for %s…", key[:6])
         try:
             async for msg in ws:
@@ -376,6 +380,7 @@ class UserApi:
         finally:
             self.user_conns.get(key, set()).discard(ws)
             self.user_transports.pop(ws, None)
+            self.user_combined.pop(ws, None)
             log.info("venue_sim: user stream closed for %s…", key[:6])
         return ws
 
@@ -402,7 +407,10 @@ class UserApi:
                     frames.append(USER_GARBAGE[self.user_garbage_left % len(USER_GARBAGE)])
                 frames.append(orjson.dumps(ev).decode())
             for ws in conns:
-                asyncio.ensure_future(_send_all(ws, frames))
+                clk = self.user_combined.get(ws)
+                out = frames if clk is None else [f'{{"stream":{orjson.dumps(clk).decode()},"data":{f}}}'
+                                                  for f in frames]
+                asyncio.ensure_future(_send_all(ws, out))
             self.user_events_sent += len(frames)
 
     async def user_fault(self, kind: str, body: dict, now: float) -> dict:

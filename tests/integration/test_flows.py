@@ -209,6 +209,21 @@ def test_bus_down_fails_the_run_after_the_configured_retries(prefect_api, days, 
 
 
 # ── backtest supervisor flow ──────────────────────────────────────────────────────────────────
+def test_backtest_flow_nautilus_engine_writes_the_days_result(prefect_api, hz_member, bus, days, fast_retries):
+    """``engine="nautilus"`` (§17.2's BacktestEngine + DolphinActor; the .[nautilus] extra): same guards and writes."""
+    from prod.nautilus import require_nautilus
+    require_nautilus()
+    from prod.flows.backtest import backtest_supervisor_flow
+    r = backtest_supervisor_flow(date=D1, engine="nautilus", config="prod/configs/blue.yml",
+                                 hz_members=_members(hz_member), data_dir=str(days))
+    p = _get(bus, maps.PNL_BLUE, bus_io.pnl_key("backtest_flow", D1))
+    assert p["runner"] == "nautilus" and p["trades"] == r["trades"] > 0 and p["fees"] > 0
+    assert p["open_position"] is False and p["restored_from"] == "initial_capital"
+    st = _get(bus, maps.STATE_BLUE, bus_io.STATE_BACKTEST_LATEST)
+    assert st["capital"] == r["capital"] and st["date"] == D1
+    assert _get(bus, maps.HEARTBEAT, bus_io.HEARTBEAT_BACKTEST)["phase"] == "flow_end"
+
+
 def test_backtest_flow_runs_then_hibernate_skips_the_engine_and_dry_run_writes_nothing(
         prefect_api, hz_member, bus, days, fast_retries):
     from prod.flows.backtest import backtest_supervisor_flow
