@@ -28,7 +28,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 
 # the bench extra (vectorbt, the backtest's yardstick) is installed for benchmarks only
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,nautilus,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
