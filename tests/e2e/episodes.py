@@ -26,6 +26,38 @@ def publish_mc_green(port: int) -> None:
         c.shutdown()
 
 
+TRADING = ("APEX", "STALKER")
+
+
+def trading_posture(bus) -> bool:
+    """True when the watchdog has computed a trading posture (not its warm-up placeholder) and the trader holds it.
+
+    A trader that has read no posture yet reports APEX, and the warming watchdog publishes HIBERNATE marked
+    ``warming_up``: the trader's heartbeat alone can say APEX for a moment and then halt on the placeholder.
+    """
+    raw = bus.get_map(maps.SAFETY).blocking().get(maps.KEY_LATEST)
+    hb = bus.get_map(maps.HEARTBEAT).blocking().get("event_trader")
+    if raw is None or hb is None:
+        return False
+    safety = json.loads(raw)
+    return (not safety.get("warming_up") and safety.get("posture") in TRADING
+            and json.loads(hb).get("posture") in TRADING)
+
+
+def push_until_entry(bus, src: "BridgeScans", journal: Path, n0: int, vel_div: float = -0.06,
+                     timeout: float = 240.0) -> None:
+    """Push entry-signal scans in legs of ten, each once the posture trades, until the journal has an entry."""
+    deadline = time.monotonic() + timeout
+    while entries(journal) <= n0:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no entry within {timeout:.0f}s of entry-signal scans")
+        wait_until(lambda: trading_posture(bus), max(left, 1.0), interval=0.5, what="a trading posture")
+        for _ in range(10):
+            src.push(vel_div, -0.002, 0.003)
+        src.wait_consumed()
+
+
 def journal_rows(journal: Path, sql: str, *args) -> list:
     con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
     try:

@@ -24,7 +24,7 @@ from prod.bus import maps
 from prod.bus.client import make_client
 from prod.settings import load_settings
 from tests.conftest import real_member_unavailable
-from tests.e2e.episodes import BridgeScans, entries, journal_rows, publish_mc_green
+from tests.e2e.episodes import BridgeScans, entries, journal_rows, publish_mc_green, push_until_entry, trading_posture
 from tests.helpers import REPO_ROOT, free_port, free_port_block, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -76,13 +76,8 @@ def _trade_a_stress_episode(root: Path, base: int, c) -> None:
     publish_mc_green(base)
     assert "started" in _sv(root, "start", "dolphin:event_trader")
     hb = c.get_map(maps.HEARTBEAT).blocking()
-
-    def posture() -> str | None:
-        raw = hb.get("event_trader")
-        return json.loads(raw).get("posture") if raw else None
-
-    wait_until(lambda: posture() in ("APEX", "STALKER"), 120, interval=0.5,
-               what="the trader on the cluster in a trading posture")
+    wait_until(lambda: trading_posture(c), 120, interval=0.5,
+               what="the trader on the cluster in a trading posture (the watchdog warmed up)")
     journal = root / "data" / "trader" / "journal.sqlite"
     n0 = entries(journal)
     src = BridgeScans(c)
@@ -91,15 +86,8 @@ def _trade_a_stress_episode(root: Path, base: int, c) -> None:
         if i % 40 == 39:
             src.wait_consumed()
     src.wait_consumed()
-    for i in range(120):
-        src.push(-0.06, -0.002, 0.003)
-        if i % 10 == 9:
-            src.wait_consumed()
-            if entries(journal) > n0:
-                break
-    src.wait_consumed()
     try:
-        wait_until(lambda: entries(journal) > n0, 30, interval=0.2, what="a SHORT entry on the real cluster")
+        push_until_entry(c, src, journal, n0)
     except AssertionError as exc:        # say why the trader did not enter (posture, gates), not only that
         hb_now = hb.get("event_trader")
         rows = journal_rows(journal, "SELECT kind, scan_number, payload FROM events ORDER BY id DESC LIMIT 8")

@@ -18,7 +18,8 @@ import pytest
 from prod.bus import maps
 from prod.bus.client import make_client
 from prod.settings import load_settings
-from tests.e2e.episodes import BridgeScans, entries as _entries, journal_rows as _journal_rows, publish_mc_green
+from tests.e2e.episodes import (BridgeScans, entries as _entries, journal_rows as _journal_rows, publish_mc_green,
+                                trading_posture)
 from tests.helpers import REPO_ROOT, free_port, port_open, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -206,7 +207,7 @@ def test_a_stress_regime_in_the_simulator_produces_paper_trades(mesh, bus):
     def trader() -> dict:
         return json.loads(hb.get("event_trader"))
 
-    wait_until(lambda: trader()["posture"] in ("APEX", "STALKER"), 120, interval=1.0,
+    wait_until(lambda: trading_posture(bus), 120, interval=1.0,
                what="the trader in a trading posture (safety watchdog warmed up)")
     journal = mesh.root / "data" / "trader" / "journal.sqlite"
     # the onset comes after the trader's 100-bar lookback: the vel_div crossings that the champion shorts
@@ -273,7 +274,7 @@ def test_the_live_stress_trade_replays_to_identical_trades_fees_and_capital(mesh
 
 def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_double_entry(mesh, bus):
     hb = bus.get_map(maps.HEARTBEAT).blocking()
-    wait_until(lambda: json.loads(hb.get("event_trader"))["posture"] in ("APEX", "STALKER"), 60, interval=0.5,
+    wait_until(lambda: trading_posture(bus), 60, interval=0.5,
                what="a trading posture (safety watchdog warmed up with MC GREEN)")
     journal = mesh.root / "data" / "trader" / "journal.sqlite"
     n_entries0, n_exits0 = _entries(journal), _entries(journal, "EXIT")

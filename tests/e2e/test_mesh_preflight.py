@@ -17,7 +17,8 @@ import pytest
 from prod.bus import maps
 from prod.bus.client import make_client
 from prod.settings import load_settings
-from tests.e2e.episodes import BridgeScans, entries as _entries, journal_rows as _journal_rows, publish_mc_green
+from tests.e2e.episodes import (BridgeScans, entries as _entries, journal_rows as _journal_rows, publish_mc_green,
+                                trading_posture)
 from tests.e2e.test_mesh import LIVE_ENV, Mesh, set_regime
 from tests.helpers import REPO_ROOT, port_open, wait_until
 
@@ -68,7 +69,7 @@ def test_hedge_mode_refuses_to_trade_naming_the_setting_and_one_way_trades(hedge
     bus = make_client(load_settings(env={}, hz_members=(f"127.0.0.1:{mesh.hz_port}",)), name="e2e-hedge")
     try:
         hb = bus.get_map(maps.HEARTBEAT).blocking()
-        wait_until(lambda: json.loads(hb.get("event_trader"))["posture"] in ("APEX", "STALKER"), 120, interval=0.5,
+        wait_until(lambda: trading_posture(bus), 120, interval=0.5,
                    what="a trading posture (safety watchdog warmed up with MC GREEN)")
         journal = mesh.root / "data" / "trader" / "journal.sqlite"
         src = BridgeScans(bus)
