@@ -20,7 +20,8 @@ from prod.execution.rest import OrderRestClient
 from services.event_trader.journal import Journal
 from services.event_trader.paper import Book
 from services.event_trader.venue_exec import VenueAccount
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import Proc, running_venue, wait_until
+from tests.helpers import venue_admin as admin
 
 CREDS = Credentials("dolphin-sim-key", "dolphin-sim-secret")
 S = OrderStatus
@@ -28,25 +29,9 @@ S = OrderStatus
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("exec")
-    port = free_port()
-    proc = Proc("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "11",
-                                       "--start-balance", "1000000", "--symbols", "80", "--klines-1s", "0"],
-                tmp / "sim.log").start()
-    wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim port")
-    assert proc.p.poll() is None, proc.log_text()
-    try:
+    with running_venue(tmp_path_factory.mktemp("exec"), "--start-balance", "1000000", "--symbols", "80",
+                       "--klines-1s", "0", name="sim", seed=11) as (_proc, port):
         yield port
-    finally:
-        proc.stop()
-
-
-def admin(port: int, path: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def run(coro):

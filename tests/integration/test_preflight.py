@@ -13,7 +13,6 @@ import json
 import math
 import random
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from prod.execution.preflight import PreflightConfig, run_preflight
 from prod.execution.rest import OrderRestClient
 from services.event_trader.journal import Journal
 from tests.helpers import Proc, free_port, running_venue, wait_until
+from tests.helpers import venue_admin as admin
 
 CREDS = Credentials("dolphin-sim-key", "dolphin-sim-secret")
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT")
@@ -33,14 +33,6 @@ def sim(tmp_path_factory):
     with running_venue(tmp_path_factory.mktemp("preflight"), "--start-balance", "100000", "--symbols", "80",
                        "--klines-1s", "0") as (_proc, port):
         yield port
-
-
-def admin(port: int, path: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 @pytest.fixture(autouse=True)

@@ -22,37 +22,24 @@ from services.event_trader.main import TraderConfig, load_engine_params, start_r
 from services.event_trader.paper import Book
 from services.event_trader.safety import EntriesFrozen, SafetyConfig
 from services.event_trader.venue_exec import VenueAccount
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import Proc, running_venue, start_venue, wait_until
+from tests.helpers import venue_admin as admin
 
 CREDS = Credentials("dolphin-sim-key", "dolphin-sim-secret")
 FUNDING_MS = 8 * 3_600_000
 
 
+SIM_ARGS = ("--start-balance", "1000000", "--symbols", "80", "--klines-1s", "0")
+
+
 def _sim(tmp: Path, *extra: str) -> tuple[Proc, int]:
-    port = free_port()
-    proc = Proc("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "17",
-                                       "--start-balance", "1000000", "--symbols", "80", "--klines-1s", "0", *extra],
-                tmp / "sim.log").start()
-    wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim port")
-    assert proc.p.poll() is None, proc.log_text()
-    return proc, port
+    return start_venue(tmp, *SIM_ARGS, *extra, name="sim", seed=17)
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    proc, port = _sim(tmp_path_factory.mktemp("safety"))
-    try:
+    with running_venue(tmp_path_factory.mktemp("safety"), *SIM_ARGS, name="sim", seed=17) as (_proc, port):
         yield port
-    finally:
-        proc.stop()
-
-
-def admin(port: int, path: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def venue(port: int, method: str, path: str, params: dict | None = None):
