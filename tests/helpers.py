@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -151,19 +153,30 @@ def start_listening(module: str, args: list[str], log_path: Path, port: int, tim
     return proc
 
 
-def start_venue(tmp_dir: Path, *extra: str, name: str = "venue_sim", seed: int = 42) -> tuple[Proc, int]:
-    """Start the venue simulator on a free loopback port; returns (Proc, port). Extra flags are appended."""
+def start_venue(tmp_dir: Path, *extra: str, name: str = "venue_sim", seed: int | None = 42) -> tuple[Proc, int]:
+    """Start the venue simulator on a free loopback port; returns (Proc, port). Extra flags are appended;
+    ``seed=None`` passes no ``--seed`` (the simulator's own default)."""
     port = free_port()
-    proc = start_listening("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", str(seed),
-                                                  *extra], tmp_dir / f"{name}.log", port)
+    seed_args = ["--seed", str(seed)] if seed is not None else []
+    proc = start_listening("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), *seed_args, *extra],
+                           tmp_dir / f"{name}.log", port)
     return proc, port
 
 
 @contextlib.contextmanager
-def running_venue(tmp_dir: Path, *extra: str, name: str = "venue_sim"):
+def running_venue(tmp_dir: Path, *extra: str, name: str = "venue_sim", seed: int | None = 42):
     """Context manager around :func:`start_venue` that stops the simulator on exit."""
-    proc, port = start_venue(tmp_dir, *extra, name=name)
+    proc, port = start_venue(tmp_dir, *extra, name=name, seed=seed)
     try:
         yield proc, port
     finally:
         proc.stop()
+
+
+def venue_admin(port: int, path: str, body: dict | None = None):
+    """GET (no body) or POST a JSON body to the simulator on ``port``; returns the decoded JSON reply."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())

@@ -7,6 +7,20 @@ import random
 from prod.settings import PRIORITY_SYMBOLS
 
 
+def walk(prices: dict[str, float], rng: random.Random, drift: float, noise: float) -> None:
+    """Move every price in ``prices`` (in place) one log-normal step: ``exp(drift + N(0, noise))``."""
+    for a in prices:
+        prices[a] *= math.exp(drift + rng.gauss(0, noise))
+
+
+def scan_payload(n: int, prices: dict[str, float], vd: float, t: float, timestamp_ns: int | None = None) -> dict:
+    """The eigen-scan payload for scan ``n`` at ``t`` (epoch s) with ``vel_div`` = ``vd`` over ``prices``."""
+    return {"scan_number": n, "timestamp_ns": int(t * 1e9) if timestamp_ns is None else timestamp_ns,
+            "timestamp": "", "bridge_ts": t, "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0,
+            "w300_velocity": 0.0, "w750_velocity": 0.0, "instability_50": 0.0, "instability_150": 0.0,
+            "assets": list(prices), "asset_prices": list(prices.values())}
+
+
 class Market:
     """``scan(n, vel_div, drift, noise)`` moves every price one log-normal step and returns the scan payload."""
 
@@ -16,10 +30,6 @@ class Market:
         self.t = t0
 
     def scan(self, n, vd, drift=0.0, noise=0.001):
-        for a in self.prices:
-            self.prices[a] *= math.exp(drift + self.rng.gauss(0, noise))
+        walk(self.prices, self.rng, drift, noise)
         self.t += 5
-        return {"scan_number": n, "timestamp_ns": int(self.t * 1e9), "timestamp": "", "bridge_ts": self.t,
-                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0,
-                "w750_velocity": 0.0, "instability_50": 0.0, "instability_150": 0.0,
-                "assets": list(self.prices), "asset_prices": list(self.prices.values())}
+        return scan_payload(n, self.prices, vd, self.t)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import deque
+from collections import deque, namedtuple
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -57,6 +57,13 @@ from prod.alpha.sizing import (bucket_boost, dynamic_leverage, effective_fractio
                                trend_mult)
 
 POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
+GateSnap = namedtuple("GateSnap", ["acb_boost", "acb_beta", "posture", "mc_gate_open"])
+
+
+def changed_gates(before: GateSnap, after: GateSnap) -> list[str]:
+    """The gates that differ between the snapshots taken before and after one ``step_bar`` (a stale decision)."""
+    return [f for f in GateSnap._fields if getattr(before, f) != getattr(after, f)]
+
 MC_STATUSES = ("OK", "ORANGE", "RED")
 STATE_VERSION = 1
 

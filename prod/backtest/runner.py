@@ -57,13 +57,14 @@ from numba import njit
 
 from prod.alpha.acb import AdaptiveCircuitBreaker, daily_w750
 from prod.alpha.engine import NDAlphaEngine
+from prod.alpha.params import EngineParams
 from prod.alpha.survival import SensorReadings, SurvivalStack
 from prod.alpha.vol import BatchVolGate, VolGate
 from prod.alpha.ob import InProcessOBProvider
 from prod.backtest.data import (EXF_FILENAME, DayData, DayFileError, ObHistory, list_day_files, load_day, load_exf,
                                 load_ob_history)
 from prod.backtest.report import compute_metrics, write_equity_png, write_html_report, write_json_atomic
-from prod.configs import CHAMPION_HASH, load_config
+from prod.configs import CHAMPION_HASH, StrategyConfig, load_config
 
 log = logging.getLogger("dolphin.backtest")
 
@@ -238,6 +239,62 @@ def day_vol_gates(gate: VolGate | BatchVolGate, prices: np.ndarray, assets: tupl
     return [gate.update(p) for p in col]
 
 
+def _tally(r: Any, x: float, skip_reasons: Counter[str], equity_t: list[float], equity: list[float],
+           peak: float) -> float:
+    """Book one bar's result: count its skip reason, or put a closed trade's capital on the equity curve at
+    ``x`` (days); return the new peak capital."""
+    if r.skipped is not None:
+        skip_reasons[r.skipped] += 1
+    elif r.exited is not None:
+        cap = r.exited.capital_after
+        equity_t.append(x)
+        equity.append(cap)
+        peak = max(peak, cap)
+    return peak
+
+
+def config_and_days(opts: BacktestOptions) -> tuple[StrategyConfig, list[tuple[str, Path]]]:
+    """The validated strategy config and the day files to replay (:class:`BacktestError` when there are none)."""
+    cfg = load_config(opts.config, allow_drift=opts.allow_drift)
+    files = list_day_files(opts.data, opts.date_from, opts.date_to)
+    if not files:
+        raise BacktestError(f"no YYYY-MM-DD.parquet files in {opts.data}"
+                            f" between {opts.date_from or 'start'} and {opts.date_to or 'end'}")
+    return cfg, files
+
+
+def acb_and_mc(opts: BacktestOptions, cfg: StrategyConfig, files: list[tuple[str, Path]]
+               ) -> tuple[Path, dict[str, dict[str, float]], AdaptiveCircuitBreaker, _McRecorder | None]:
+    """The ExF file read, the ACB built over it and the days' w750, and the MC-Forewarner (``None`` without
+    ``--mc-model``): ``(exf_path, exf, acb, mc)``."""
+    exf_path = opts.exf if opts.exf is not None else Path(opts.data) / EXF_FILENAME
+    exf = load_exf(exf_path)
+    acb = AdaptiveCircuitBreaker(exf, _w750_by_date(files), cfg.acb)
+    mc = _load_mc(Path(opts.mc_model), cfg.champion_hash) if opts.mc_model is not None else None
+    return exf_path, exf, acb, mc
+
+
+def build_engine(params: EngineParams, cfg: StrategyConfig, assets: tuple[str, ...], acb: AdaptiveCircuitBreaker,
+                 mc: _McRecorder | None, ob_dir: Path | None
+                 ) -> tuple[NDAlphaEngine, ObHistory | None, InProcessOBProvider | None]:
+    """The replay's engine over ``assets`` with the ACB, the MC-Forewarner (when ``mc``) and, with ``ob_dir``, the
+    recorded books' OB provider attached: ``(engine, ob history or None, provider or None)``."""
+    engine = NDAlphaEngine(params, assets)
+    engine.set_acb(acb)
+    if mc is not None:
+        from prod.mc.model import FEATURES
+        engine.set_mc_forewarner(mc, {k: getattr(cfg.engine, k) for k in FEATURES})
+    if ob_dir is None:
+        return engine, None, None
+    try:
+        obh = load_ob_history(ob_dir, assets)
+    except DayFileError as exc:
+        raise BacktestError(f"--ob-dir: {exc}") from None
+    provider = InProcessOBProvider()
+    engine.set_ob_engine(provider)
+    return engine, obh, provider
+
+
 def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> BacktestResult:
     """Run one replay and write its summary JSON (and PNG); return the summary.
 
@@ -245,15 +302,8 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
     ``prod.configs.ConfigError`` for a bad or drifted config.
     """
     now = now or dt.datetime.now(dt.timezone.utc)
-    cfg = load_config(opts.config, allow_drift=opts.allow_drift)
-    files = list_day_files(opts.data, opts.date_from, opts.date_to)
-    if not files:
-        raise BacktestError(f"no YYYY-MM-DD.parquet files in {opts.data}"
-                            f" between {opts.date_from or 'start'} and {opts.date_to or 'end'}")
-    exf_path = opts.exf if opts.exf is not None else Path(opts.data) / EXF_FILENAME
-    exf = load_exf(exf_path)
-    acb = AdaptiveCircuitBreaker(exf, _w750_by_date(files), cfg.acb)
-    mc = _load_mc(Path(opts.mc_model), cfg.champion_hash) if opts.mc_model is not None else None
+    cfg, files = config_and_days(opts)
+    exf_path, exf, acb, mc = acb_and_mc(opts, cfg, files)
     log.info("backtest: config=%s strategy=%s hash=%s champion=%s data=%s days=%d exf=%s (%d dates) "
              "w750_threshold=%s survival=%s", cfg.source, cfg.strategy, cfg.champion_hash,
              cfg.champion_hash == CHAMPION_HASH, opts.data, len(files),
@@ -306,18 +356,8 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
             if VOL_SYMBOL not in assets:
                 log.warning("backtest: no %s column in %s: vol_regime_ok stays False, no entries",
                             VOL_SYMBOL, path)
-            engine = NDAlphaEngine(cfg.engine, assets)
-            engine.set_acb(acb)
-            if mc is not None:
-                from prod.mc.model import FEATURES
-                engine.set_mc_forewarner(mc, {k: getattr(cfg.engine, k) for k in FEATURES})
-            if opts.ob_dir is not None:
-                try:
-                    obh = load_ob_history(opts.ob_dir, assets)
-                except DayFileError as exc:
-                    raise BacktestError(f"--ob-dir: {exc}") from None
-                ob_provider = InProcessOBProvider()
-                engine.set_ob_engine(ob_provider)
+            engine, obh, ob_provider = build_engine(cfg.engine, cfg, assets, acb, mc, opts.ob_dir)
+            if obh is not None:
                 log.info("backtest: OB layers fed from %s (%d files, %d symbols)", opts.ob_dir, obh.files,
                          len(obh.times))
             peak = engine.capital
@@ -356,13 +396,7 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
                 skip_reasons["post_gap"] += blk.held
             skip_reasons.update(blk.skipped)
             for i, r in blk.events:
-                if r.skipped is not None:
-                    skip_reasons[r.skipped] += 1
-                elif r.exited is not None:
-                    cap = r.exited.capital_after
-                    equity_t.append(k + i / max(n, 1))
-                    equity.append(cap)
-                    peak = max(peak, cap)
+                peak = _tally(r, k + i / max(n, 1), skip_reasons, equity_t, equity, peak)
             gbar += n
         step = engine.step_bar
         ts_s = day.timestamp_ns / 1e9 if obh is not None else None
@@ -376,13 +410,7 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
                 continue
             r = step(gbar, vd[i], prices[i], v50[i], v750[i], vol_ok[i])
             gbar += 1
-            if r.skipped is not None:
-                skip_reasons[r.skipped] += 1
-            elif r.exited is not None:
-                cap = r.exited.capital_after
-                equity_t.append(k + i / max(n, 1))
-                equity.append(cap)
-                peak = max(peak, cap)
+            peak = _tally(r, k + i / max(n, 1), skip_reasons, equity_t, equity, peak)
         bar_time += time.perf_counter() - t0
         total_bars += n
         if n:

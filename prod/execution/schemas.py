@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
+from collections.abc import Iterator
 from typing import Any
 
 from prod.execution.orders import Fill, OrderStatus
@@ -45,6 +46,16 @@ def _s(d: dict, k: str, src: str) -> str:
     if not isinstance(v, str) or not v:
         raise MalformedMessage(f"{src}: field {k!r} missing or not a string: {v!r}")
     return v
+
+
+def _object_rows(body: Any, src: str) -> Iterator[dict]:
+    """The rows of a REST list reply, each checked to be an object (a clear error naming ``src`` otherwise)."""
+    if not isinstance(body, list):
+        raise MalformedMessage(f"{src}: expected a list")
+    for d in body:
+        if not isinstance(d, dict):
+            raise MalformedMessage(f"{src}: row is not an object")
+        yield d
 
 
 def _asset(v: Any) -> str:
@@ -138,12 +149,8 @@ class PositionInfo:
 def parse_position_risk(body: Any) -> tuple[PositionInfo, ...]:
     """Parse ``/fapi/v2/positionRisk``; return the rows with a non-zero position."""
     src = "positionRisk"
-    if not isinstance(body, list):
-        raise MalformedMessage(f"{src}: expected a list")
     out = []
-    for d in body:
-        if not isinstance(d, dict):
-            raise MalformedMessage(f"{src}: row is not an object")
+    for d in _object_rows(body, src):
         amt = _f(d, "positionAmt", src)
         if amt != 0:
             out.append(PositionInfo(_s(d, "symbol", src), amt, _f(d, "entryPrice", src), _f(d, "markPrice", src),
@@ -254,12 +261,8 @@ class IncomeRow:
 def parse_income(body: Any) -> tuple[IncomeRow, ...]:
     """Parse ``/fapi/v1/income`` (tranId and time as integers or numeric strings)."""
     src = "income"
-    if not isinstance(body, list):
-        raise MalformedMessage(f"{src}: expected a list")
     out = []
-    for d in body:
-        if not isinstance(d, dict):
-            raise MalformedMessage(f"{src}: row is not an object")
+    for d in _object_rows(body, src):
         try:
             tran, t = int(d.get("tranId")), int(d.get("time"))
         except (TypeError, ValueError):

@@ -7,7 +7,7 @@ through Nautilus instead of the project's own order path:
    reference under the lock; the engine sees the update at the top of this bar's ``step_bar``;
 2. rolls the day on the bar's UTC date: ``end_day`` / ``begin_day`` with the posture read at the roll (§14.6:
    CP AtomicReference ``DOLPHIN_SAFETY``, then ``DOLPHIN_SAFETY[latest]``, APEX without a bus);
-3. takes a ``_GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar`` (§14.3); a change is
+3. takes a ``GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar`` (§14.3); a change is
    counted in ``stale_state_events`` and flags the bar's result (and its bus write) ``stale_state``;
 4. turns ``entered`` / ``exited`` into Nautilus market orders; fills, commissions and realised PnL come back
    through ``on_order_filled`` / ``on_position_closed``, and the engine's capital is synced to the Nautilus
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter, namedtuple
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, Protocol
@@ -40,11 +40,10 @@ from nautilus_trader.model.identifiers import InstrumentId, Venue
 from nautilus_trader.model.objects import Currency
 from nautilus_trader.trading.strategy import Strategy
 
-from prod.alpha.engine import NDAlphaEngine
+from prod.alpha.engine import GateSnap, NDAlphaEngine, changed_gates
 
 log = logging.getLogger("dolphin.nautilus.actor")
 
-_GateSnap = namedtuple("_GateSnap", ["acb_boost", "acb_beta", "posture", "mc_gate_open"])
 USDT = Currency.from_str("USDT")
 
 
@@ -200,13 +199,13 @@ class DolphinActor(Strategy):
             self._maybe_close_last(row)
             return
         boost, beta = eng.next_acb                 # ⑤ snap before (what this step will use)
-        before = _GateSnap(boost, beta, self.posture, eng.mc_gate_open)
+        before = GateSnap(boost, beta, self.posture, eng.mc_gate_open)
         r = eng.step_bar(row.bar_idx, row.vel_div, row.prices, row.v50, row.v750, row.vol_ok)
-        after = _GateSnap(eng.day_base_boost, eng.day_beta, self.posture, eng.mc_gate_open)
+        after = GateSnap(eng.day_base_boost, eng.day_beta, self.posture, eng.mc_gate_open)
         stale = before != after
         if stale:
             self._stale_state_events += 1
-            changed = [f for f in _GateSnap._fields if getattr(before, f) != getattr(after, f)]
+            changed = changed_gates(before, after)
             log.warning("[STALE_STATE] gate changed mid-eval: %s", changed)
         if r.skipped is not None:
             self.skip_reasons[r.skipped] += 1

@@ -58,17 +58,14 @@ from nautilus_trader.model.identifiers import InstrumentId, Symbol, Venue  # noq
 from nautilus_trader.model.instruments import CryptoPerpetual  # noqa: E402
 from nautilus_trader.model.objects import Money, Price, Quantity  # noqa: E402
 
-from prod.alpha.acb import AdaptiveCircuitBreaker  # noqa: E402
 from prod.alpha.engine import NDAlphaEngine  # noqa: E402
 from prod.alpha.vol import VolGate  # noqa: E402
-from prod.alpha.ob import InProcessOBProvider  # noqa: E402
-from prod.backtest.data import (EXF_FILENAME, DayData, DayFileError, list_day_files, load_day, load_exf,  # noqa: E402
-                                load_ob_history)
+from prod.backtest.data import DayData, DayFileError, load_day  # noqa: E402
 from prod.backtest.report import compute_metrics, write_equity_png, write_html_report, write_json_atomic  # noqa: E402
 from prod.backtest.runner import (SUMMARY_VERSION, VOL_SYMBOL, BacktestError, BacktestOptions,  # noqa: E402
-                                  BacktestResult, _aligned_prices, _load_mc, _w750_by_date, day_vol_gates, gap_holds,
-                                  missing_days)
-from prod.configs import CHAMPION_HASH, load_config  # noqa: E402
+                                  BacktestResult, _aligned_prices, acb_and_mc, build_engine, config_and_days,
+                                  day_vol_gates, gap_holds, missing_days)
+from prod.configs import CHAMPION_HASH  # noqa: E402
 from prod.nautilus.actor import DolphinActor, DolphinActorConfig, ScanRow  # noqa: E402
 
 log = logging.getLogger("dolphin.backtest.nautilus")
@@ -292,35 +289,18 @@ def run_nautilus_backtest(opts: BacktestOptions, now: dt.datetime | None = None,
     if opts.survival:
         raise BacktestError("--survival is not supported with --engine nautilus yet")
     now = now or dt.datetime.now(dt.timezone.utc)
-    cfg = load_config(opts.config, allow_drift=opts.allow_drift)
-    files = list_day_files(opts.data, opts.date_from, opts.date_to)
-    if not files:
-        raise BacktestError(f"no YYYY-MM-DD.parquet files in {opts.data}"
-                            f" between {opts.date_from or 'start'} and {opts.date_to or 'end'}")
+    cfg, files = config_and_days(opts)
     for a, b, nmiss in missing_days([d for d, _ in files]):
         log.warning("backtest: %d day(s) missing between %s and %s (no file)", nmiss, a, b)
-    exf_path = opts.exf if opts.exf is not None else Path(opts.data) / EXF_FILENAME
-    exf = load_exf(exf_path)
-    acb = AdaptiveCircuitBreaker(exf, _w750_by_date(files), cfg.acb)
-    mc = _load_mc(Path(opts.mc_model), cfg.champion_hash) if opts.mc_model is not None else None
+    exf_path, exf, acb, mc = acb_and_mc(opts, cfg, files)
     t_start = time.perf_counter()
     assets, prep, driver = _prepare(files)
     if not assets:
         raise BacktestError(f"every day file in {opts.data} was unreadable; see the log")
     params = dataclasses.replace(cfg.engine, use_sp_fees=False, use_sp_slippage=False)   # §8.3
-    engine = NDAlphaEngine(params, assets)
-    engine.set_acb(acb)
-    if mc is not None:
-        from prod.mc.model import FEATURES
-        engine.set_mc_forewarner(mc, {k: getattr(cfg.engine, k) for k in FEATURES})
-    obh = None
-    if opts.ob_dir is not None:      # the engine's OB layers see the recorded books, as in the native replay
-        try:
-            obh = load_ob_history(opts.ob_dir, assets)
-        except DayFileError as exc:
-            raise BacktestError(f"--ob-dir: {exc}") from None
-        provider = InProcessOBProvider()
-        engine.set_ob_engine(provider)
+    # with --ob-dir the engine's OB layers see the recorded books, as in the native replay
+    engine, obh, provider = build_engine(params, cfg, assets, acb, mc, opts.ob_dir)
+    if obh is not None:
         prep.feed.ob = (obh, provider)
     books = load_spreads(opts.ob_dir, assets) if opts.ob_dir is not None else {}
     bt, actor, run_s, build_s, n_data = _run(engine, cfg, prep, driver, bus=bus, log_level=log_level,

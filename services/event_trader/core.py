@@ -11,7 +11,7 @@ never touches Hazelcast and takes time from an injected clock, so tests drive it
 3. rolls the day (``end_day`` → PnL and the day's state, ``begin_day`` with the cached posture and
    the last ACB boost/beta);
 4. computes ``vol_regime_ok`` with the one gate of :mod:`prod.alpha.vol` from BTC's price (§25);
-5. takes a ``_GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar``; a change
+5. takes a ``GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar``; a change
    marks the result ``stale_state`` (§14.3): on paper the fill still happens (the engine already
    holds the position) but the fill record and the log carry the flag;
 6. fills an entry or exit on the account (paper: services.event_trader.paper; the account type is
@@ -55,11 +55,11 @@ import logging
 import math
 import sqlite3
 import threading
-from collections import deque, namedtuple
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
 
-from prod.alpha.engine import NDAlphaEngine
+from prod.alpha.engine import GateSnap, NDAlphaEngine, changed_gates
 from prod.alpha.ob import InProcessOBProvider
 from prod.alpha.params import EngineParams
 from prod.alpha.vol import VolGate
@@ -79,7 +79,6 @@ STRATEGY = "blue"
 VOL_SYMBOL = "BTCUSDT"
 POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
 
-_GateSnap = namedtuple("_GateSnap", ["acb_boost", "acb_beta", "posture", "mc_gate_open"])
 Snapshot = tuple  # (last_scan, engine_state, trader_state)
 
 
@@ -378,14 +377,14 @@ class TraderCore:
         self._check_macro_age(now)
         eng = self.engine
         # the gates this bar is evaluated under (a pending ACB update is applied by step_bar itself)
-        before = _GateSnap(*eng.next_acb, self.posture, eng.mc_gate_open)
+        before = GateSnap(*eng.next_acb, self.posture, eng.mc_gate_open)
         res = eng.step_bar(self.bar_idx, vd, prices, v50, v750, vol_ok)
         self.bar_idx += 1
-        after = _GateSnap(eng.day_base_boost, eng.day_beta, self.posture, eng.mc_gate_open)
+        after = GateSnap(eng.day_base_boost, eng.day_beta, self.posture, eng.mc_gate_open)
         stale = before != after
         if stale:
             self.stale_state_events += 1
-            changed = [f for f in _GateSnap._fields if getattr(before, f) != getattr(after, f)]
+            changed = changed_gates(before, after)
             log.warning("[STALE_STATE] gate changed mid-eval: %s", changed)
         t_dec = self.clock()
         latency_ms = (t_dec - scan_ts) * 1e3

@@ -223,40 +223,28 @@ class UserApi:
         return key, p, ref
 
     async def h_order_get(self, request: web.Request) -> web.Response:
-        r = await self._order_request(request)
-        if isinstance(r, web.Response):
-            return r
-        key, p, ref = r
-        o = self.exchange.find(key, *ref)
-        if o is None or o.symbol != p["symbol"]:
-            return self._bad(-2013, "Order does not exist.", request)
-        return self._ujson(self.exchange.order_json(o), request)
+        return await self._query_order(request, open_only=False)
 
     async def h_open_order_get(self, request: web.Request) -> web.Response:
         """``GET /fapi/v1/openOrder``: like ``/order`` but only an open order (else ``-2013``)."""
+        return await self._query_order(request, open_only=True)
+
+    async def _query_order(self, request: web.Request, open_only: bool) -> web.Response:
         r = await self._order_request(request)
         if isinstance(r, web.Response):
             return r
         key, p, ref = r
         o = self.exchange.find(key, *ref)
-        if o is None or o.symbol != p["symbol"] or not o.open:
+        if o is None or o.symbol != p["symbol"] or (open_only and not o.open):
             return self._bad(-2013, "Order does not exist.", request)
         return self._ujson(self.exchange.order_json(o), request)
 
     async def h_all_orders(self, request: web.Request) -> web.Response:
         """``GET /fapi/v1/allOrders``: the symbol's orders still kept (open and the last closed), oldest first."""
-        s = await self._signed(request)
-        if isinstance(s, web.Response):
-            return s
-        key, p = s
-        if (i := self._sym_param(p, request)) is not None:
-            return i
-        self._charge(request, 5)
-        try:
-            limit = min(1000, max(1, int(p.get("limit", "500"))))
-            oid = int(p["orderId"]) if p.get("orderId") else None
-        except ValueError:
-            return self._bad(-1100, "Illegal characters found in parameter 'limit'.", request)
+        q = await self._history_request(request)
+        if isinstance(q, web.Response):
+            return q
+        key, p, limit, oid = q
         rows = [o for o in self.exchange.account(key).orders.values()
                 if o.symbol == p["symbol"] and (oid is None or o.order_id >= oid)]
         rows.sort(key=lambda o: o.order_id)
@@ -302,6 +290,24 @@ class UserApi:
             return self._bad(-1121, "Invalid symbol.", request)
         return None
 
+    async def _history_request(self, request: web.Request
+                               ) -> tuple[str, dict[str, str], int, int | None] | web.Response:
+        """The signed, symbol-bound history query (``allOrders``, ``userTrades``), weight 5: returns
+        ``(key, params, limit, orderId or None)`` or the error response."""
+        s = await self._signed(request)
+        if isinstance(s, web.Response):
+            return s
+        key, p = s
+        if (i := self._sym_param(p, request)) is not None:
+            return i
+        self._charge(request, 5)
+        try:
+            limit = min(1000, max(1, int(p.get("limit", "500"))))
+            oid = int(p["orderId"]) if p.get("orderId") else None
+        except ValueError:
+            return self._bad(-1100, "Illegal characters found in parameter 'limit'.", request)
+        return key, p, limit, oid
+
     async def h_open_orders(self, request: web.Request) -> web.Response:
         s = await self._signed(request)
         if isinstance(s, web.Response):
@@ -316,18 +322,10 @@ class UserApi:
         return self._ujson(out, request)
 
     async def h_user_trades(self, request: web.Request) -> web.Response:
-        s = await self._signed(request)
-        if isinstance(s, web.Response):
-            return s
-        key, p = s
-        if (i := self._sym_param(p, request)) is not None:
-            return i
-        self._charge(request, 5)
-        try:
-            limit = min(1000, max(1, int(p.get("limit", "500"))))
-            oid = int(p["orderId"]) if p.get("orderId") else None
-        except ValueError:
-            return self._bad(-1100, "Illegal characters found in parameter 'limit'.", request)
+        q = await self._history_request(request)
+        if isinstance(q, web.Response):
+            return q
+        key, p, limit, oid = q
         rows = [t for t in self.exchange.account(key).trades
                 if t["symbol"] == p["symbol"] and (oid is None or t["orderId"] == oid)]
         return self._ujson(rows[-limit:], request)

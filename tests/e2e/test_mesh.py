@@ -4,6 +4,7 @@ Select with ``-m e2e``. One mesh serves the module; the tests run in file order,
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ class Mesh:
         self.health = root / "run_logs" / "meta_health.json"
         self.up_seconds: float | None = None
         self.up_output = ""
+        self.down_result: subprocess.CompletedProcess | None = None
         self.record = root / "mesh_record.json"     # never the repository's run/active.json (a user's mesh)
         self.env = {**os.environ, "DOLPHIN_MESH_RECORD": str(self.record)}
         for k in ("DOLPHIN_RUN_LOGS", "DOLPHIN_PROFILE"):
@@ -58,6 +60,37 @@ class Mesh:
     def sv(self, *args: str) -> str:
         return subprocess.run([str(BIN / "supervisorctl"), "-c", str(self.conf), *args], capture_output=True,
                               text=True, timeout=60).stdout
+
+    @contextlib.contextmanager
+    def up(self, *env: str):
+        """``python -m services.mesh up`` with ``--env`` pairs ``env``, the simulator held calm; yields the mesh up
+        (``up_seconds``, ``up_output`` set), stops it on exit and leaves the ``down`` result in ``down_result``."""
+        for kv in env:
+            self.args += ["--env", kv]
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *self.args, "--timeout", "150"],
+                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=self.env)
+        try:
+            # while `up` waits for GREEN, publish what the MC-forewarner flow would (before the watchdog warms up)
+            wait_until(lambda: port_open(self.hz_port) or proc.poll() is not None, 60, what="member port")
+            publish_mc_green(self.hz_port)
+            # hold the simulator in its calm regime: a random switch to stress lifts DVOL to ~95, which the
+            # survival stack reads as a spike (HIBERNATE for an hour) and would make the trading test flaky
+            wait_until(lambda: port_open(self.venue_port) or proc.poll() is not None, 60, what="venue port")
+            set_regime(self.venue_port, "calm", None)
+            out, _ = proc.communicate(timeout=200)
+            self.up_seconds = time.monotonic() - t0
+            self.up_output = out
+            assert proc.returncode == 0, self.up_output
+            yield self
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            down = self.bare("services.mesh", "down")             # no options: the record says which mesh
+            if down.returncode != 0 or self.sv("pid").strip().isdigit():
+                self.driver("down", timeout=120)
+            self.down_result = down
 
     def status(self) -> dict[str, tuple[str, int | None]]:
         out = {}
@@ -96,30 +129,11 @@ LIVE_ENV = ("DOLPHIN_SCAN_INTERVAL_S=1", "DOLPHIN_SIM_LIQ_TAU_S=3600")
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     m = Mesh(tmp_path_factory.mktemp("mesh"))
-    for kv in LIVE_ENV:
-        m.args += ["--env", kv]
-    t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *m.args, "--timeout", "150"], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=m.env)
     try:
-        # while `up` waits for GREEN, publish what the MC-forewarner flow would (before the watchdog warms up)
-        wait_until(lambda: port_open(m.hz_port) or proc.poll() is not None, 60, what="member port")
-        publish_mc_green(m.hz_port)
-        # hold the simulator in its calm regime: a random switch to stress lifts DVOL to ~95, which the
-        # survival stack reads as a spike (HIBERNATE for an hour) and would make the trading test flaky
-        wait_until(lambda: port_open(m.venue_port) or proc.poll() is not None, 60, what="venue port")
-        set_regime(m.venue_port, "calm", None)
-        out, _ = proc.communicate(timeout=200)
-        m.up_seconds = time.monotonic() - t0
-        m.up_output = out
-        assert proc.returncode == 0, m.up_output
-        yield m
+        with m.up(*LIVE_ENV):
+            yield m
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        down = m.bare("services.mesh", "down")             # no options: the record says which mesh
-        if down.returncode != 0 or m.sv("pid").strip().isdigit():
-            m.driver("down", timeout=120)
+        down = m.down_result
         assert down.returncode == 0, down.stdout + down.stderr
         assert f"mesh stopped ({m.root})" in down.stdout, down.stdout + down.stderr
         assert json.loads(m.record.read_text()) == {"meshes": {}}

@@ -17,36 +17,18 @@ import pytest
 from prod.bus import maps
 from prod.bus.client import make_client
 from prod.settings import load_settings
-from tests.e2e.episodes import (BridgeScans, entries as _entries, journal_rows as _journal_rows, publish_mc_green,
-                                trading_posture)
-from tests.e2e.test_mesh import LIVE_ENV, Mesh, set_regime
-from tests.helpers import REPO_ROOT, port_open, wait_until
+from tests.e2e.episodes import BridgeScans, entries as _entries, journal_rows as _journal_rows, trading_posture
+from tests.e2e.test_mesh import LIVE_ENV, Mesh
+from tests.helpers import REPO_ROOT, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def hedge_mesh(tmp_path_factory):
-    m = Mesh(tmp_path_factory.mktemp("hedge_mesh"))
-    for kv in (*LIVE_ENV, "DOLPHIN_SIM_HEDGE_MODE=1", "DOLPHIN_EVENT_TRADER_PREFLIGHT_RETRY_S=10"):
-        m.args += ["--env", kv]
-    proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *m.args, "--timeout", "150"], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=m.env)
-    try:
-        wait_until(lambda: port_open(m.hz_port) or proc.poll() is not None, 60, what="member port")
-        publish_mc_green(m.hz_port)
-        wait_until(lambda: port_open(m.venue_port) or proc.poll() is not None, 60, what="venue port")
-        set_regime(m.venue_port, "calm", None)
-        out, _ = proc.communicate(timeout=200)
-        m.up_output = out
-        assert proc.returncode == 0, m.up_output
+    with Mesh(tmp_path_factory.mktemp("hedge_mesh")).up(*LIVE_ENV, "DOLPHIN_SIM_HEDGE_MODE=1",
+                                                         "DOLPHIN_EVENT_TRADER_PREFLIGHT_RETRY_S=10") as m:
         yield m
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        down = m.bare("services.mesh", "down")
-        if down.returncode != 0 or m.sv("pid").strip().isdigit():
-            m.driver("down", timeout=120)
 
 
 def _preflight(mesh: Mesh) -> tuple[int, list[str]]:

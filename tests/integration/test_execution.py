@@ -6,6 +6,7 @@ test the faults are cleared and the account is flattened through the kill switch
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import urllib.request
@@ -13,40 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from prod.execution import (Credentials, ExecConfig, ExecutionClient, KillSwitchActive, OrderIntent, OrderStatus,
+from prod.execution import (Credentials, ExecutionClient, KillSwitchActive, OrderIntent, OrderStatus,
                             client_order_id)
 from prod.execution.killswitch import KillSwitch
 from prod.execution.rest import OrderRestClient
 from services.event_trader.journal import Journal
-from services.event_trader.paper import Book
-from services.event_trader.venue_exec import VenueAccount
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import Proc, running_venue, wait_until
+from tests.helpers import venue_admin as admin
+from tests.market import scan_payload, walk
+from tests.venue_kit import CREDS, exec_driver, quote_book, venue_account
 
-CREDS = Credentials("dolphin-sim-key", "dolphin-sim-secret")
 S = OrderStatus
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("exec")
-    port = free_port()
-    proc = Proc("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "11",
-                                       "--start-balance", "1000000", "--symbols", "80", "--klines-1s", "0"],
-                tmp / "sim.log").start()
-    wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim port")
-    assert proc.p.poll() is None, proc.log_text()
-    try:
+    with running_venue(tmp_path_factory.mktemp("exec"), "--start-balance", "1000000", "--symbols", "80",
+                       "--klines-1s", "0", name="sim", seed=11) as (_proc, port):
         yield port
-    finally:
-        proc.stop()
-
-
-def admin(port: int, path: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def run(coro):
@@ -231,28 +216,19 @@ def test_rate_limit_retry_after_is_waited_out(sim):
     run(go())
 
 
-def _account(sim: int, tmp: Path, state=None, **kw) -> VenueAccount:
-    journal = Journal.open(tmp / "journal.sqlite", tmp / "audit.log")
-    cfg = ExecConfig(f"http://127.0.0.1:{sim}", f"ws://127.0.0.1:{sim}", fill_timeout_s=5.0)
-    acct = VenueAccount.connect(cfg, journal, 10_000.0, state=state, creds=CREDS, **kw)
-    acct.roll_day("2026-12-02")
-    return acct
-
-
-def _book(px: float) -> Book:
-    return Book(px * 0.9999, px * 1.0001, time.time())
+_account = functools.partial(venue_account, day="2026-12-02")
 
 
 def test_venue_account_round_trip_journals_every_order_event(sim, tmp_path):
     acct = _account(sim, tmp_path)
     try:
         px = run_mid(sim, "ETHUSDT")
-        fill = acct.open(1, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 100)
+        fill = acct.open(1, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 100)
         assert fill["source"] == "venue" and fill["status"] == "FILLED" and acct.position is not None
         assert abs(fill["notional"] / 1500.0 - 1) < 0.02 and acct.capital == pytest.approx(10_000 - fill["fee"])
         with pytest.raises(RuntimeError):
             acct.open(2, "BTCUSDT", -1, 1500.0, None, run_mid(sim, "BTCUSDT"), time.time(), 101)
-        rec = acct.close("TAKE_PROFIT", _book(px), px, time.time(), 105)
+        rec = acct.close("TAKE_PROFIT", quote_book(px), px, time.time(), 105)
         assert acct.position is None and rec["qty"] == pytest.approx(fill["qty"]) and rec["source"] == "venue"
         assert acct.capital == pytest.approx(10_000 + rec["gross"] - rec["fee"] - fill["fee"])
         kinds = [e["kind"] for e in acct.journal.events() if e["kind"].startswith("ORDER_")]
@@ -273,7 +249,7 @@ def run_mid(sim: int, symbol: str) -> float:
 def test_restart_reconciles_adopts_the_position_cancels_strays_and_never_enters_twice(sim, tmp_path):
     acct = _account(sim, tmp_path)
     px = run_mid(sim, "ETHUSDT")
-    fill = acct.open(7, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 200)
+    fill = acct.open(7, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 200)
     state = acct.to_dict()
     acct.runtime.stop()                                   # the trader dies (no clean close of anything)
     acct.journal.close()
@@ -294,7 +270,7 @@ def test_restart_reconciles_adopts_the_position_cancels_strays_and_never_enters_
         assert acct2.position is not None and acct2.position.trade_id == 7 and acct2.qty == pytest.approx(fill["qty"])
         assert rep["actions"] == []                       # the venue position is the journal's position
         with pytest.raises(RuntimeError):                 # already in position: no second entry
-            acct2.open(7, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 200)
+            acct2.open(7, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 200)
         pos = {p.symbol: p.amount for p in acct2._call(acct2.client.positions)}
         assert pos == {"ETHUSDT": pytest.approx(-fill["qty"])}
         assert acct2.journal.events("RECONCILE")
@@ -306,7 +282,7 @@ def test_restart_reconciles_adopts_the_position_cancels_strays_and_never_enters_
 def test_crash_after_fill_before_journal_snapshot_flattens_the_orphan_and_refuses_foreign(sim, tmp_path):
     acct = _account(sim, tmp_path)
     px = run_mid(sim, "ETHUSDT")
-    acct.open(8, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 300)
+    acct.open(8, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 300)
     acct.runtime.stop()
     acct.journal.close()
     acct2 = _account(sim, tmp_path, state=None)           # the snapshot never saw the entry
@@ -325,7 +301,7 @@ def test_kill_switch_cancels_and_flattens_within_two_seconds_and_halts_entries(s
     acct = _account(sim, tmp_path, kill_switch=ks)
     try:
         px = run_mid(sim, "ETHUSDT")
-        acct.open(9, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 400)
+        acct.open(9, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 400)
         async def resting():
             c = await _client(sim, stream=False)
             try:
@@ -351,18 +327,14 @@ def test_kill_switch_cancels_and_flattens_within_two_seconds_and_halts_entries(s
         wait_until(lambda: acct.kill_exits, 2, what="kill exit booked")
         assert acct.position is None and acct.kill_exits[0]["reason"] == "KILL_SWITCH"
         with pytest.raises(KillSwitchActive):
-            acct.open(10, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 401)
+            acct.open(10, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 401)
         assert acct.journal.events("KILL_SWITCH")
         ks.clear()
         wait_until(lambda: not acct.client.halted, 3, what="kill cleared")
-        assert acct.open(11, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 402)["status"] == "FILLED"
+        assert acct.open(11, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 402)["status"] == "FILLED"
     finally:
         acct.stop()
         acct.journal.close()
-
-
-def _driver(tmp: Path, port: int, cmd: str) -> Proc:
-    return Proc("tests.integration.exec_driver", [str(tmp), str(port), cmd], tmp / f"driver_{cmd}.log").start()
 
 
 def _audit_has(tmp: Path, kind: str) -> bool:
@@ -380,7 +352,7 @@ def test_kill_9_at_each_step_of_an_entry_then_restart_never_enters_twice(sim, tm
     t_start = admin(sim, "/sim/status")["market_time_ms"]
     if step != "OPENED":
         admin(sim, "/sim/admin/fault", {"kind": "ack_delay", "delay_ms": 4000, "duration_s": 30})
-    d = _driver(tmp_path, sim, "open")
+    d = exec_driver(tmp_path, sim, "open")
     try:
         if step == "OPENED":
             wait_until(lambda: '"step": "OPENED"' in d.log_text(), 20, what="driver opened")
@@ -389,7 +361,7 @@ def test_kill_9_at_each_step_of_an_entry_then_restart_never_enters_twice(sim, tm
     finally:
         d.kill()                                           # SIGKILL: no cleanup of any kind
     admin(sim, "/sim/admin/fault", {"kind": "clear"})
-    r = _driver(tmp_path, sim, "restart")
+    r = exec_driver(tmp_path, sim, "restart")
     try:
         wait_until(lambda: r.p.poll() is not None, 40, what="restarted driver done")
     finally:
@@ -483,7 +455,7 @@ def test_kill_cli_while_a_trader_holds_a_position_books_the_exit_from_the_cli_fi
     acct = _account(sim, tmp_path, kill_switch=ks)
     try:
         px = run_mid(sim, "ETHUSDT")
-        fill = acct.open(21, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 600)
+        fill = acct.open(21, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 600)
         env = {"DOLPHIN_VENUE_REST": f"http://127.0.0.1:{sim}", "DOLPHIN_DATA_DIR": str(data),
                "DOLPHIN_VENUE_API_KEY": CREDS.api_key, "DOLPHIN_VENUE_API_SECRET": CREDS.secret}
         k = Proc("prod.execution", ["kill"], tmp_path / "kill.log", env=env).start()
@@ -504,7 +476,6 @@ def test_kill_cli_while_a_trader_holds_a_position_books_the_exit_from_the_cli_fi
 def test_trader_core_enters_on_the_order_api_and_the_bus_kill_switch_flattens_within_two_seconds(
         sim, tmp_path, hz_member):
     """TraderCore + VenueAccount (the trader's venue mode) + the bus key ``DOLPHIN_SAFETY[kill_switch]``."""
-    import math
     import queue
     import random
     from prod.bus import maps
@@ -533,13 +504,8 @@ def test_trader_core_enters_on_the_order_api_and_the_bus_kill_switch_flattens_wi
     rng, prices = random.Random(3), {s: marks[s] for s in symbols}
 
     def scan(n, vd, drift=0.0, noise=0.001):
-        for a in prices:
-            prices[a] *= math.exp(drift + rng.gauss(0, noise))
-        t = time.time()
-        return {"scan_number": n, "timestamp_ns": int(t * 1e9), "timestamp": "", "bridge_ts": t, "vel_div": vd,
-                "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0, "w750_velocity": 0.0,
-                "instability_50": 0.0, "instability_150": 0.0, "assets": list(prices),
-                "asset_prices": list(prices.values())}
+        walk(prices, rng, drift, noise)
+        return scan_payload(n, prices, vd, time.time())
     try:
         assert bus.wait_connected(20) and cli.wait_connected(20)
         n, entered = 0, None

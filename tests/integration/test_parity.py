@@ -4,7 +4,6 @@ way scan_bridge publishes (plus ACB, posture and order books on their maps); its
 from __future__ import annotations
 
 import json
-import math
 import random
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ from prod.bus import maps
 from prod.bus.client import make_client
 from prod.settings import PRIORITY_SYMBOLS
 from tests.helpers import REPO_ROOT, Proc, wait_until
+from tests.market import scan_payload, walk
 
 
 def _rows(db, kind):
@@ -51,15 +51,10 @@ def test_live_episode_replays_to_identical_trades_fees_and_capital(hz_member, se
 
         def push(vd, drift, noise):
             nonlocal n
-            for a in prices:
-                prices[a] *= math.exp(drift + rng.gauss(0, noise))
+            walk(prices, rng, drift, noise)
             n += 1
             now = time.time()
-            fm.set(maps.KEY_EIGEN_SCAN, json.dumps({
-                "scan_number": n, "timestamp_ns": time.time_ns(), "timestamp": "", "bridge_ts": now,
-                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0,
-                "w750_velocity": 0.0, "instability_50": 0.0, "instability_150": 0.0,
-                "assets": list(prices), "asset_prices": list(prices.values())}))
+            fm.set(maps.KEY_EIGEN_SCAN, json.dumps(scan_payload(n, prices, vd, now, time.time_ns())))
 
         def books():
             for a in list(prices)[:8]:

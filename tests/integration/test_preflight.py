@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,8 +21,10 @@ from prod.execution.preflight import PreflightConfig, run_preflight
 from prod.execution.rest import OrderRestClient
 from services.event_trader.journal import Journal
 from tests.helpers import Proc, free_port, running_venue, wait_until
+from tests.helpers import venue_admin as admin
+from tests.market import scan_payload, walk
+from tests.venue_kit import CREDS
 
-CREDS = Credentials("dolphin-sim-key", "dolphin-sim-secret")
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT")
 
 
@@ -33,14 +33,6 @@ def sim(tmp_path_factory):
     with running_venue(tmp_path_factory.mktemp("preflight"), "--start-balance", "100000", "--symbols", "80",
                        "--klines-1s", "0") as (_proc, port):
         yield port
-
-
-def admin(port: int, path: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 @pytest.fixture(autouse=True)
@@ -269,13 +261,8 @@ def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_on
     rng, prices = random.Random(3), {s: marks[s] for s in syms}
 
     def scan(n, vd, drift=0.0, noise=0.001):
-        for a in prices:
-            prices[a] *= math.exp(drift + rng.gauss(0, noise))
-        t = time.time()
-        return {"scan_number": n, "timestamp_ns": int(t * 1e9), "timestamp": "", "bridge_ts": t, "vel_div": vd,
-                "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0, "w750_velocity": 0.0,
-                "instability_50": 0.0, "instability_150": 0.0, "assets": list(prices),
-                "asset_prices": list(prices.values())}
+        walk(prices, rng, drift, noise)
+        return scan_payload(n, prices, vd, time.time())
 
     def signal_until(n, key):
         for n in range(n + 1, n + 80):  # noqa: B020
@@ -353,14 +340,10 @@ def test_the_trader_process_in_hedge_mode_stays_up_refusing_entries_and_trades_o
 
         def push(vd, drift, noise):
             nonlocal n
-            for a in prices:
-                prices[a] *= math.exp(drift + rng.gauss(0, noise))
+            walk(prices, rng, drift, noise)
             n += 1
-            fm.set(maps.KEY_EIGEN_SCAN, json.dumps({
-                "scan_number": n, "timestamp_ns": time.time_ns(), "timestamp": "", "bridge_ts": time.time(),
-                "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0, "w750_velocity": 0.0,
-                "instability_50": 0.0, "instability_150": 0.0, "assets": list(prices),
-                "asset_prices": list(prices.values())}))
+            fm.set(maps.KEY_EIGEN_SCAN, json.dumps(scan_payload(n, prices, vd, timestamp_ns=time.time_ns(),
+                                                                t=time.time())))
 
         def decided():
             return json.loads(hb.get("event_trader") or "{}").get("last_scan") == n

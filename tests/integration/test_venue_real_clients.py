@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import running_venue
 
 ccxt = pytest.importorskip("ccxt")
 um_futures = pytest.importorskip("binance.um_futures")
@@ -278,16 +278,9 @@ CLIENTS = {"ccxt": (ccxt_client, ccxt_calls), "binance-futures-connector": (conn
 @pytest.fixture(params=sorted(CLIENTS))
 def client_sim(request, tmp_path):
     key, secret = f"oracle-{secrets.token_hex(4)}", secrets.token_hex(16)
-    port = free_port()
-    proc = Proc("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--symbols", "60",
-                                       "--api-key", f"{key}:{secret}"], tmp_path / "sim.log").start()
-    try:
-        wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim port")
-        assert proc.p.poll() is None, proc.log_text()
+    with running_venue(tmp_path, "--symbols", "60", "--api-key", f"{key}:{secret}", name="sim", seed=None) as (_, port):
         make, calls = CLIENTS[request.param]
         yield request.param, port, calls(make(port, key, secret), port)
-    finally:
-        proc.stop()
 
 
 def test_every_bot_call_is_accepted_or_refused_as_binance_would(client_sim, capsys):

@@ -13,7 +13,7 @@ import secrets
 
 import pytest
 
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import running_venue
 
 ccxtpro = pytest.importorskip("ccxt.pro")
 
@@ -23,15 +23,8 @@ MKT = "BTC/USDT:USDT"
 @pytest.fixture
 def sim(tmp_path):
     key, secret = f"pro-{secrets.token_hex(4)}", secrets.token_hex(16)
-    port = free_port()
-    proc = Proc("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--symbols", "60",
-                                       "--api-key", f"{key}:{secret}"], tmp_path / "sim.log").start()
-    try:
-        wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim port")
-        assert proc.p.poll() is None, proc.log_text()
+    with running_venue(tmp_path, "--symbols", "60", "--api-key", f"{key}:{secret}", name="sim", seed=None) as (_, port):
         yield port, key, secret
-    finally:
-        proc.stop()
 
 
 def pro_client(port: int, key: str, secret: str):

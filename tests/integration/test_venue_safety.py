@@ -3,8 +3,8 @@ changes made behind the trader's back, margin calls and funding fees booked live
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import math
 import random
 import time
 import urllib.request
@@ -13,46 +13,28 @@ from pathlib import Path
 import pytest
 
 from prod.backtest import parity
-from prod.execution import Credentials, ExecConfig
+from prod.execution import ExecConfig
 from prod.execution.rest import OrderRestClient
-from prod.settings import load_settings
 from services.event_trader.core import CoreLimits, TraderCore
-from services.event_trader.journal import Journal
-from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
-from services.event_trader.paper import Book
+from services.event_trader.main import load_engine_params, start_recorder
 from services.event_trader.safety import EntriesFrozen, SafetyConfig
 from services.event_trader.venue_exec import VenueAccount
-from tests.helpers import Proc, free_port, port_open, wait_until
+from tests.helpers import Proc, running_venue, start_venue, wait_until
+from tests.helpers import venue_admin as admin
+from tests.venue_kit import CREDS, exec_driver, restart_report, RecordedScans, quote_book, venue_account, venue_trader_config
 
-CREDS = Credentials("dolphin-sim-key", "dolphin-sim-secret")
 FUNDING_MS = 8 * 3_600_000
+SIM_ARGS = ("--start-balance", "1000000", "--symbols", "80", "--klines-1s", "0")
 
 
 def _sim(tmp: Path, *extra: str) -> tuple[Proc, int]:
-    port = free_port()
-    proc = Proc("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), "--seed", "17",
-                                       "--start-balance", "1000000", "--symbols", "80", "--klines-1s", "0", *extra],
-                tmp / "sim.log").start()
-    wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what="venue_sim port")
-    assert proc.p.poll() is None, proc.log_text()
-    return proc, port
+    return start_venue(tmp, *SIM_ARGS, *extra, name="sim", seed=17)
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    proc, port = _sim(tmp_path_factory.mktemp("safety"))
-    try:
+    with running_venue(tmp_path_factory.mktemp("safety"), *SIM_ARGS, name="sim", seed=17) as (_proc, port):
         yield port
-    finally:
-        proc.stop()
-
-
-def admin(port: int, path: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def venue(port: int, method: str, path: str, params: dict | None = None):
@@ -72,16 +54,7 @@ def open_algos(port: int) -> list[dict]:
     return venue(port, "GET", "/fapi/v1/openAlgoOrders")
 
 
-def _account(port: int, tmp: Path, state=None, **kw) -> VenueAccount:
-    journal = Journal.open(tmp / "journal.sqlite", tmp / "audit.log")
-    cfg = ExecConfig(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", fill_timeout_s=5.0)
-    acct = VenueAccount.connect(cfg, journal, 10_000.0, state=state, creds=CREDS, **kw)
-    acct.roll_day("2026-12-07")
-    return acct
-
-
-def _book(px: float) -> Book:
-    return Book(px * 0.9999, px * 1.0001, time.time())
+_account = functools.partial(venue_account, day="2026-12-07")
 
 
 def _market(port: int, symbol: str, side: str, qty: str, cid: str) -> dict:
@@ -97,7 +70,7 @@ def test_every_entry_places_a_protective_stop_on_the_venue_and_the_exit_cancels_
     acct = _account(sim, tmp_path)
     try:
         px = mark(sim, "ETHUSDT")
-        fill = acct.open(1, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 100)
+        fill = acct.open(1, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 100)
         stop = fill["protective_stop"]
         algos = {a["clientAlgoId"]: a for a in open_algos(sim)}
         assert list(algos) == [stop["client_id"]] == [acct.stop_cid]
@@ -105,7 +78,7 @@ def test_every_entry_places_a_protective_stop_on_the_venue_and_the_exit_cancels_
         assert (a["orderType"], a["side"], a["closePosition"], a["workingType"]) == \
             ("STOP_MARKET", "BUY", True, "MARK_PRICE")                     # a short is stopped by a BUY above it
         assert float(a["triggerPrice"]) >= fill["price"] * 1.12 > float(a["triggerPrice"]) - 0.02
-        acct.close("FIXED_TP", _book(px), px, time.time(), 101)
+        acct.close("FIXED_TP", quote_book(px), px, time.time(), 101)
         assert open_algos(sim) == [] and acct.stop_cid is None
         assert [p["client_id"] for p in _kinds(acct, "STOP_PLACED")] == [stop["client_id"]]
         # cancelled by the trader, or already expired with the position (closePosition is GTE_GTC): ended either way
@@ -120,7 +93,7 @@ def test_a_stop_that_fires_while_the_trader_runs_is_booked_as_a_forced_exit(sim,
     acct = _account(sim, tmp_path, safety=SafetyConfig(reconcile_s=600, stop_pct=0.0005))   # a stop the noise hits
     try:
         px = mark(sim, "ETHUSDT")
-        acct.open(2, "ETHUSDT", 1, 1500.0, _book(px), px, time.time(), 200)
+        acct.open(2, "ETHUSDT", 1, 1500.0, quote_book(px), px, time.time(), 200)
         wait_until(lambda: acct.kill_exits, 60, what="the protective stop to fire and be booked")
         rec = acct.kill_exits[0]
         assert rec["reason"] == "PROTECTIVE_STOP" and rec["trade_id"] == 2 and rec["qty"] > 0
@@ -132,28 +105,22 @@ def test_a_stop_that_fires_while_the_trader_runs_is_booked_as_a_forced_exit(sim,
         acct.journal.close()
 
 
-def _driver(tmp: Path, port: int, cmd: str) -> Proc:
-    return Proc("tests.integration.exec_driver", [str(tmp), str(port), cmd], tmp / f"driver_{cmd}.log").start()
-
-
-def test_a_trader_killed_mid_position_leaves_its_stop_and_the_restart_adopts_position_and_stop(sim, tmp_path):
-    d = _driver(tmp_path, sim, "open")
+def _open_then_kill9(tmp: Path, port: int) -> dict:
+    """The driver opens a position with its protective stop and is SIGKILLed; returns its OPENED line."""
+    d = exec_driver(tmp, port, "open")
     try:
         wait_until(lambda: '"step": "OPENED"' in d.log_text(), 30, what="driver opened")
     finally:
-        d.kill()                                           # SIGKILL mid-position: nothing cleaned up
-    opened = json.loads([ln for ln in d.log_text().splitlines() if '"step": "OPENED"' in ln][0])
+        d.kill()
+    return json.loads([ln for ln in d.log_text().splitlines() if '"step": "OPENED"' in ln][0])
+
+
+def test_a_trader_killed_mid_position_leaves_its_stop_and_the_restart_adopts_position_and_stop(sim, tmp_path):
+    opened = _open_then_kill9(tmp_path, sim)                # SIGKILL mid-position: nothing cleaned up
     cid = opened["fill"]["protective_stop"]["client_id"]
     left = open_algos(sim)
     assert [(a["clientAlgoId"], a["orderType"], a["side"]) for a in left] == [(cid, "STOP_MARKET", "BUY")]
-    r = _driver(tmp_path, sim, "restart")
-    try:
-        wait_until(lambda: r.p.poll() is not None, 40, what="restarted driver done")
-    finally:
-        r.kill()
-    line = [ln for ln in r.log_text().splitlines() if ln.startswith('{"step": "REPORT"')]
-    assert line, r.log_text()
-    rep = json.loads(line[0])
+    rep = restart_report(tmp_path, sim)
     assert rep["position"]["trade_id"] == 1 and rep["outcome"].startswith("refused")
     assert rep["report"]["stop"]["adopted"] == cid and rep["report"]["stop"]["placed"] is None
     assert rep["stop_cid"] == cid and [a["client_id"] for a in rep["open_algos"]] == [cid]   # no second stop
@@ -163,24 +130,12 @@ def test_a_trader_killed_mid_position_leaves_its_stop_and_the_restart_adopts_pos
 
 
 def test_a_position_closed_on_the_venue_while_the_trader_was_down_is_booked_as_a_forced_exit(sim, tmp_path):
-    d = _driver(tmp_path, sim, "open")
-    try:
-        wait_until(lambda: '"step": "OPENED"' in d.log_text(), 30, what="driver opened")
-    finally:
-        d.kill()                                           # SIGKILL mid-position
-    opened = json.loads([ln for ln in d.log_text().splitlines() if '"step": "OPENED"' in ln][0])
+    opened = _open_then_kill9(tmp_path, sim)                # SIGKILL mid-position
     qty = opened["fill"]["qty"]
     # while the trader is down the position is closed on the venue (as its stop would): the stop expires with it
     _market(sim, "ETHUSDT", "BUY", str(qty), "manual-close-while-down")
     wait_until(lambda: open_algos(sim) == [], 10, what="the closePosition stop expiring with the position")
-    r = _driver(tmp_path, sim, "restart")
-    try:
-        wait_until(lambda: r.p.poll() is not None, 40, what="restarted driver done")
-    finally:
-        r.kill()
-    line = [ln for ln in r.log_text().splitlines() if ln.startswith('{"step": "REPORT"')]
-    assert line, r.log_text()
-    rep = json.loads(line[0])
+    rep = restart_report(tmp_path, sim)
     acts = rep["report"]["actions"]
     assert [a.get("closed_while_down") for a in acts] == [1] and acts[0]["reason"] == "CLOSED_WHILE_DOWN", acts
     # the position was kept until the first read of the forced exits (the core's first scan), then booked
@@ -201,7 +156,7 @@ def test_reconcile_freezes_entries_on_changes_behind_the_traders_back_and_clears
         wait_until(lambda: {"position:BTCUSDT", "balance"} <= set(acct.mismatches), 10, what="the foreign trade found")
         px = mark(sim, "ETHUSDT")
         with pytest.raises(EntriesFrozen, match="BTCUSDT"):
-            acct.open(3, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 300)
+            acct.open(3, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 300)
         assert acct._call(acct.client.positions, "ETHUSDT") == ()          # nothing was sent
         wait_until(lambda: "position:BTCUSDT" in _kinds(acct, "RECONCILE")[-1].get("mismatches", {}), 10,
                    what="the RECONCILE row")
@@ -214,7 +169,7 @@ def test_reconcile_freezes_entries_on_changes_behind_the_traders_back_and_clears
         wait_until(lambda: acct.mismatches == {}, 10, what="venue and journal agreeing again")
         wait_until(lambda: not _kinds(acct, "RECONCILE")[-1].get("frozen", True), 10, what="the clearing row")
         assert set(_kinds(acct, "RECONCILE")[-1]["cleared"]) >= {"position:BTCUSDT", "balance"}
-        fill = acct.open(4, "ETHUSDT", -1, 1500.0, _book(px), px, time.time(), 301)
+        fill = acct.open(4, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 301)
         assert fill["status"] == "FILLED"
         # 2. our protective stop cancelled behind our back: frozen, a new stop placed, cleared
         old = acct.stop_cid
@@ -257,12 +212,7 @@ def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_repla
     acct = None
     try:
         marks = {x["symbol"]: float(x["markPrice"]) for x in venue(port, "GET", "/fapi/v1/premiumIndex")}
-        settings = load_settings(env={}, data_dir=str(tmp_path / "data"), venue_rest=f"http://127.0.0.1:{port}",
-                                 venue_ws=f"ws://127.0.0.1:{port}")
-        symbols = tuple(s for s in settings.symbols if s in marks)
-        cfg = TraderConfig(settings=settings, execution="venue", fill_timeout_s=5.0)
-        cfg.trader_dir.mkdir(parents=True)
-        journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
+        cfg, journal, symbols = venue_trader_config(tmp_path, port, marks)
         ec = ExecConfig(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", fill_timeout_s=5.0)
 
         class Accounts:    # the venue account without the preflight: its clock check refuses a market time hours
@@ -275,26 +225,12 @@ def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_repla
         acct = core.account
         rec = start_recorder(cfg, core, journal, params, "venue")
         assert rec is not None
-        rng, prices = random.Random(3), {s: marks[s] for s in symbols}
-        n, booked = 0, []
+        scans, booked = RecordedScans(core, rec, {s: marks[s] for s in symbols}, random.Random(3)), []
 
         def step(vd, drift, noise):
-            nonlocal n
-            for a in prices:
-                prices[a] *= math.exp(drift + rng.gauss(0, noise))
-            n += 1
-            t = time.time()
-            sc = {"scan_number": n, "timestamp_ns": int(t * 1e9), "timestamp": "", "bridge_ts": t, "vel_div": vd,
-                  "w50_velocity": vd, "w150_velocity": 0.0, "w300_velocity": 0.0, "w750_velocity": 0.0,
-                  "instability_50": 0.0, "instability_150": 0.0, "assets": list(prices),
-                  "asset_prices": list(prices.values())}
-            rec.begin_scan(sc, t)
-            try:
-                r = core.process(sc, t)
-            finally:
-                rec.end_scan()
-            booked.extend((r or {}).get("funding", []))
-            return r or {}
+            r = scans.step(vd, drift, noise)
+            booked.extend(r.get("funding", []))
+            return r
 
         for i in range(159):
             step(0.0, 0.0, 0.001 + i * 0.00002)
@@ -311,9 +247,7 @@ def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_repla
         for _ in range(200):
             if step(0.01, 0.001, 0.003).get("exited") or acct.position is None:
                 break
-        rec.close({"journal_end_id": journal.last_event_id(), "capital": core.account.capital,
-                   "last_scan": core.last_scan})
-        live_cap = core.account.capital
+        live_cap = scans.finish(journal)
     finally:
         if acct is not None:
             acct.stop()

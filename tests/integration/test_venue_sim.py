@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from prod.venue import (BookTickerEvent, DepthEvent, RateLimitedError, TransientVenueError, VenueRequestError,
                         VenueRestClient, VenueStreamClient, VenueUnreachableError)
-from tests.helpers import FIXTURES, Proc, free_port, port_open, wait_until
+from tests.helpers import FIXTURES, Proc, free_port, port_open, running_venue, start_venue, wait_until
 
 FIX = FIXTURES / "venue"
 START_MS = 1_790_000_000_000
@@ -22,22 +22,14 @@ CAP = 6
 
 
 def _start(tmp: Path, name: str, *args: str) -> tuple[Proc, int]:
-    port = free_port()
-    proc = Proc("standins.venue_sim", ["--host", "127.0.0.1", "--port", str(port), *args], tmp / f"{name}.log").start()
-    wait_until(lambda: port_open(port) or proc.p.poll() is not None, 60, what=f"{name} port")
-    assert proc.p.poll() is None, proc.log_text()
-    return proc, port
+    return start_venue(tmp, *args, name=name, seed=None)
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("venue")
-    proc, port = _start(tmp, "sim", "--seed", "42", "--speed", "1", "--stream-cap", str(CAP),
-                        "--start-ms", str(START_MS))
-    try:
-        yield proc, port
-    finally:
-        proc.stop()
+    with running_venue(tmp_path_factory.mktemp("venue"), "--speed", "1", "--stream-cap", str(CAP),
+                       "--start-ms", str(START_MS), name="sim", seed=42) as pv:
+        yield pv
 
 
 def http_json(port: int, path: str, body: dict | None = None):
