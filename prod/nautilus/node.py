@@ -11,6 +11,7 @@ deduplicated on ``scan_number``, a scan older than ``max_age_s`` logged and skip
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import math
@@ -108,7 +109,11 @@ def build_node(engine: NDAlphaEngine, feed: Any, *, api_key: str | None = None, 
         data_clients={BINANCE: BinanceDataClientConfig(**common)},
         exec_clients={BINANCE: BinanceExecClientConfig(**common)},
         timeout_connection=30.0)
-    node = TradingNode(cfg)
+    # the node's own loop, set as this thread's: after an asyncio.run() the thread has none, and Nautilus's
+    # get_event_loop() fallback refuses to make one under pytest
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    node = TradingNode(cfg, loop=loop)
     bar_type = BarType.from_str(f"{driver}-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL")
     actor = DolphinActor(DolphinActorConfig(strategy_name=strategy, direction=direction), engine, ids, bar_type,
                          feed, VENUE, bus=bus)

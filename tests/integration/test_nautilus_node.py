@@ -8,6 +8,8 @@ driver bars are Binance 1-minute klines from the simulator at 60× market speed 
 """
 from __future__ import annotations
 
+import asyncio
+
 import datetime as dt
 import json
 import threading
@@ -64,6 +66,7 @@ def test_trading_node_entry_and_exit_on_the_venue_simulator(tmp_path, hz_member,
                               use_sp_fees=False, use_sp_slippage=False)
         engine = NDAlphaEngine(params, ("BTCUSDT",))
         feed = BusScanFeed(bus, engine.assets, vol_gate=None)
+        asyncio.run(asyncio.sleep(0))    # as after any earlier test's asyncio.run: this thread has no event loop left
         node, actor = build_node(engine, feed, api_key=KEY, api_secret=SECRET, base_url_http=f"http://127.0.0.1:{port}",
                                  base_url_ws=f"ws://127.0.0.1:{port}", bus=bus, log_level="ERROR")
         done = threading.Event()
