@@ -33,6 +33,20 @@ EXIT_CONFIG = 2
 RunFn = Callable[[Any, Bus, Clock, threading.Event], int | None]
 
 
+
+def signal_stopper(stop: threading.Event, log: logging.Logger, name: str) -> Callable[[int, Any], None]:
+    """A SIGTERM/SIGINT handler that sets ``stop`` from a helper thread.
+
+    The handler runs in the main thread between two bytecodes, possibly while that thread, inside
+    ``stop.wait()``, holds the event's (non-reentrant) lock: ``stop.set()`` called here would then wait
+    for itself forever (a service that never stopped on SIGTERM, once, under load).
+    """
+    def _on_signal(signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            log.info("%s: %s received, stopping", name, signal.Signals(signum).name)
+        threading.Thread(target=stop.set, name="signal-stop", daemon=True).start()
+    return _on_signal
+
 class _OneLineConnectionLog(logging.Filter):
     """Keep hazelcast's connection log to one line per attempt: no tracebacks, no duplicate line.
 
@@ -98,11 +112,7 @@ class Service:
         log = logging.getLogger(name)
         stop = threading.Event()
 
-        def _on_signal(signum: int, _frame: Any) -> None:
-            if not stop.is_set():
-                log.info("%s: %s received, stopping", name, signal.Signals(signum).name)
-            stop.set()
-
+        _on_signal = signal_stopper(stop, log, name)
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
         log.info("%s starting (pid %d): %s", name, os.getpid(), json.dumps(config_log_dict(cfg), default=str))

@@ -157,3 +157,21 @@ def test_a_percent_sign_in_a_field_help_still_formats_help():
     ap = argparse.ArgumentParser(prog="x")
     add_flags(ap, PctConfig)
     assert "12% by default" in ap.format_help()
+
+
+def test_the_signal_handler_never_waits_on_the_stop_events_lock():
+    """A signal can land while the main thread, inside ``stop.wait()``, holds the event's own lock: the handler
+    must return at once (``stop.set()`` in the handler would wait for itself forever), and ``stop`` is set after."""
+    import signal as _signal
+
+    from prod.runtime.service import signal_stopper
+    from tests.helpers import wait_until
+    stop = threading.Event()
+    handler = signal_stopper(stop, logging.getLogger("test-signal"), "svc")
+    done = threading.Event()
+    with stop._cond:                       # what stop.wait() holds between its wake-up and its return
+        t = threading.Thread(target=lambda: (handler(_signal.SIGTERM, None), done.set()), daemon=True)
+        t.start()
+        assert done.wait(5), "the handler blocked on the stop event's lock"
+        assert not stop.is_set()
+    wait_until(stop.is_set, 5, what="stop set once the lock is free")
