@@ -22,7 +22,7 @@ reason) and the account's bookkeeping, not the venue's prices. A kill-switch fla
 did on its own thread (``kill_exits``, also a protective stop that fired) is a recorded ``kill_exit`` call of the
 scan at which the core booked it; the replay books the same fill at that scan. Funding fees (issue 29) the venue
 account took from ``/fapi/v1/income`` are booked by the core at a scan and recorded as that scan's ``funding``
-calls; the replay books the same fee there (:func:`services.event_trader.safety.apply_funding`, the one
+calls; the replay books the same fee there (:func:`prod.execution.funding.apply_funding`, the one
 bookkeeping both use), and the live and replayed ``FUNDING`` rows are compared like the trade rows.
 
 Order: the trader applies every input on its decision thread, between scans, in arrival order
@@ -65,7 +65,7 @@ from prod.bus.payloads import ObFeatures, ObMacro, PayloadError
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.journal import Journal, JournalIntegrityError
 from services.event_trader.paper import PaperAccount, PaperPosition
-from services.event_trader.safety import apply_funding
+from prod.execution.funding import apply_funding
 from services.event_trader.recorder import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
                                             SCAN_SCHEMA, SCANS_FILE)
 

@@ -11,7 +11,7 @@ are tested directly:
   Any mismatch freezes entries (:class:`EntriesFrozen`); exits, the kill switch and the protective stop
   go on.
 * :func:`stop_price` — where the protective stop triggers.
-* :func:`apply_funding` — the one bookkeeping of a funding fee (live :class:`VenueAccount` and the parity
+* :func:`prod.execution.funding.apply_funding` — the one bookkeeping of a funding fee (live :class:`VenueAccount` and the parity
   replay's ``RecordedFills`` both call it, so the replay books the same capital).
 * :class:`AccountEvents` — the user stream's account events (``ACCOUNT_UPDATE``, ``ACCOUNT_CONFIG_UPDATE``,
   ``MARGIN_CALL``) handed from the execution loop to the safety thread.
@@ -117,13 +117,6 @@ def venue_mismatches(held: Held | None, step: float, known_open: Mapping[str, st
             out[f"margin:{sym}"] = f"{sym} margin type is {now[1]} on the venue, {mt} when the trader started"
     return out
 
-
-def apply_funding(acct: Any, row: Mapping[str, Any]) -> dict:
-    """Book one funding fee (``row['income']``, received > 0, paid < 0) into ``acct``'s capital; return the row
-    with ``capital_after`` (the journal's ``FUNDING`` payload)."""
-    acct.capital += float(row["income"])
-    acct.peak_capital = max(acct.peak_capital, acct.capital)
-    return {**row, "capital_after": acct.capital}
 
 
 class AccountEvents:

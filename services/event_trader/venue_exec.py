@@ -74,7 +74,8 @@ from prod.execution.signing import Credentials
 from prod.execution import schemas as X
 from services.event_trader.journal import HeldAppends, Journal
 from services.event_trader.paper import OTHER_SLIP, Book, PaperPosition, fill_price
-from services.event_trader.safety import (AccountEvents, EntriesFrozen, Held, SafetyConfig, apply_funding, stop_price,
+from prod.execution.funding import apply_funding
+from services.event_trader.safety import (AccountEvents, EntriesFrozen, Held, SafetyConfig, stop_price,
                                           venue_mismatches)
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ from prod.execution import schemas as X
 from prod.execution.user_stream import UserStream
 from prod.venue.errors import MalformedMessage
 from services.event_trader.paper import PaperAccount
-from services.event_trader.safety import (AccountEvents, Held, SafetyConfig, apply_funding, stop_price,
+from prod.execution.funding import apply_funding
+from services.event_trader.safety import (AccountEvents, Held, SafetyConfig, stop_price,
                                           venue_mismatches)
 
 BASE = {"ETHUSDT": (20, "cross"), "BTCUSDT": (20, "cross")}
