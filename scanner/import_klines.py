@@ -43,7 +43,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from prod.settings import ConfigError, Settings, load_settings
-from scanner.build_daily import to_table
+from prod.scans.daily import to_table
 from scanner.engine import GAP_FACTOR, MIN_GAP_S, WINDOWS, EigenEngine
 
 SUFFIXES = (".csv", ".json", ".feather")

@@ -71,7 +71,7 @@ from prod import metrics
 from prod.bus import maps
 from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service
 from prod.settings import ConfigError, Settings
-from scanner import arrow_io
+from prod.scans import arrow_io
 from scanner.engine import HISTORY_ROWS, INSTABILITY_SCANS, MIN_ASSETS, WINDOWS, EigenEngine, ScanResult
 
 log = logging.getLogger("scanner")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from prod.settings import PRIORITY_SYMBOLS, Settings
-from scanner import arrow_io
+from prod.scans import arrow_io
 from scanner.engine import EigenEngine
 
 log = logging.getLogger("scanner.universe")

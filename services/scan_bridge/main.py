@@ -39,7 +39,7 @@ from prod.bus import maps
 from prod.bus.payloads import PayloadError
 from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, result_within
 from prod.settings import ConfigError, Settings
-from scanner import arrow_io
+from prod.scans import arrow_io
 
 log = logging.getLogger("scan_bridge")
 

@@ -12,7 +12,7 @@ import pytest
 
 from prod.bus import maps
 from prod.bus.client import make_client
-from scanner import arrow_io
+from prod.scans import arrow_io
 from scanner.engine import EigenEngine
 from scanner.ng8_scanner import build_record
 from tests.helpers import Proc, free_port, start_listening, wait_until

@@ -11,7 +11,7 @@ import pytest
 
 from prod.venue.errors import VenueRequestError
 from prod.venue.rest import VenueRestClient
-from scanner import arrow_io
+from prod.scans import arrow_io
 from scanner.engine import INSTABILITY_SCANS, WINDOWS, EigenEngine
 from standins.venue_sim.model import MarketModel
 from standins.venue_sim.universe import build_universe

@@ -11,7 +11,7 @@ import pytest
 
 from prod.bus import maps
 from prod.bus.client import make_client
-from scanner import arrow_io
+from prod.scans import arrow_io
 from tests.helpers import Proc, running_venue, wait_until
 
 
@@ -81,7 +81,7 @@ def test_n_scans_give_n_files_and_n_map_writes_and_restart_resumes_numbering(tmp
     days = sorted(p.name for p in arrow_dir.iterdir())
     rows = 0
     for d in days:
-        b = Proc("scanner.build_daily", ["--date", d, "--allow-partial", "--data-dir", str(tmp_path / "data")],
+        b = Proc("prod.scans.daily", ["--date", d, "--allow-partial", "--data-dir", str(tmp_path / "data")],
                  tmp_path / f"build_{d}.log").start()
         assert b.p.wait(60) == 0, b.log_text()
         import pyarrow.parquet as pq

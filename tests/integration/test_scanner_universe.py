@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from prod.settings import PRIORITY_SYMBOLS
-from scanner import arrow_io
+from prod.scans import arrow_io
 from scanner.engine import EigenEngine
 from scanner.ng8_scanner import build_record
 from tests.helpers import Proc, running_venue

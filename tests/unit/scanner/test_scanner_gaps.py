@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from scanner import arrow_io
+from prod.scans import arrow_io
 from scanner.engine import GAP_HOLD_RETURNS, EigenEngine
 from scanner.ng8_scanner import build_record
 from tests.unit.scanner.test_scanner_incremental import real_btc_panel

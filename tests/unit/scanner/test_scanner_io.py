@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from prod.bus import maps
-from scanner import arrow_io, build_daily
+from prod.scans import arrow_io, daily as build_daily
 from scanner.engine import EigenEngine
 from scanner.ng8_scanner import PriceBook, build_record
 

@@ -10,7 +10,7 @@ import pytest
 from prod.flows.common import FlowSettings, align_prices, default_date, flow_settings
 from prod.flows.days import DayDataError, load_validated_day
 from prod.settings import ConfigError
-from scanner import arrow_io, build_daily
+from prod.scans import arrow_io, daily as build_daily
 from scanner.engine import EigenEngine
 from scanner.ng8_scanner import build_record
 

@@ -1,6 +1,6 @@
 """Daily Parquet builder: turn one UTC day of the Arrow scan archive into a backtest file (bible §3.1).
 
-``python -m scanner.build_daily --date YYYY-MM-DD [--to YYYY-MM-DD] [--allow-partial]`` writes
+``python -m prod.scans.daily --date YYYY-MM-DD [--to YYYY-MM-DD] [--allow-partial]`` writes
 ``<data>/vbt_cache_klines/YYYY-MM-DD.parquet`` with columns ``timestamp`` (UTC, ns), ``scan_number``,
 ``vel_div``, ``v50/v150/v300/v750_lambda_max_velocity``, ``instability_50``, ``instability_150`` and
 one float64 close-price column per asset (first-seen order; null where the scan had no price), then
@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prod.settings import ConfigError, load_settings
-from scanner import arrow_io
+from prod.scans import arrow_io
 
 log = logging.getLogger("build_daily")
 
@@ -185,7 +185,7 @@ def _dates(first: str, last: str | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m scanner.build_daily", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m prod.scans.daily", description=__doc__.splitlines()[0])
     ap.add_argument("--date", required=True, help="first UTC day YYYY-MM-DD")
     ap.add_argument("--to", default=None, help="last UTC day (inclusive) of a range")
     ap.add_argument("--allow-partial", action="store_true")
