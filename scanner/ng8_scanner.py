@@ -65,19 +65,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 from prod import metrics
 from prod.bus import maps
 from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service
 from prod.settings import ConfigError, Settings
 from prod.scans import arrow_io
+from scanner.pricebook import PriceBook
+from scanner.records import build_record
 from scanner.engine import HISTORY_ROWS, INSTABILITY_SCANS, MIN_ASSETS, WINDOWS, EigenEngine, ScanResult
 
 log = logging.getLogger("scanner")
 
 SERVICE = "scanner"
-MAX_JUMP = 0.5
 
 
 @dataclass(frozen=True)
@@ -135,86 +136,6 @@ class ScannerConfig:
         if s.venue_rest != default.venue_rest or s.venue_ws == default.venue_ws:
             return s.venue_rest
         return ("http" + s.venue_ws[2:]).split("/ws")[0].split("/stream")[0].rstrip("/")
-
-
-class PriceBook:
-    """Latest accepted price per symbol with the bad-tick and staleness rules of this module."""
-
-    def __init__(self, symbols: tuple[str, ...], stale_s: float, clock: Callable[[], float]):
-        self.symbols = symbols
-        self.index = {s: i for i, s in enumerate(symbols)}
-        self.stale_s = stale_s
-        self.clock = clock
-        self.price: list[float | None] = [None] * len(symbols)
-        self.at: list[float] = [-math.inf] * len(symbols)
-        self.ref: list[float | None] = [None] * len(symbols)   # price at the previous scan
-        self.rejected = 0
-        self._last_log: dict[str, float] = {}
-
-    def _reject(self, sym: str, why: str, source: str) -> None:
-        self.rejected += 1
-        now = self.clock()
-        if now - self._last_log.get(sym, -1e18) >= 10.0:
-            self._last_log[sym] = now
-            log.warning("bad tick rejected: %s %s (source %s)", sym, why, source)
-
-    def offer(self, sym: str, price: float, source: str) -> bool:
-        """Accept or reject one price update; return True if accepted."""
-        i = self.index.get(sym)
-        if i is None:
-            return False
-        if not isinstance(price, (int, float)) or isinstance(price, bool) or not math.isfinite(price):
-            self._reject(sym, f"non-finite price {price!r}", source)
-            return False
-        if price <= 0:
-            self._reject(sym, f"non-positive price {price!r}", source)
-            return False
-        ref = self.ref[i]
-        if ref is not None and abs(price / ref - 1.0) > MAX_JUMP:
-            self._reject(sym, f"price {price!r} jumps {100 * (price / ref - 1):+.1f}% from {ref!r} "
-                              f"within one scan", source)
-            return False
-        self.price[i] = float(price)
-        self.at[i] = self.clock()
-        return True
-
-    def sample(self) -> list[float | None]:
-        """Return this scan's prices (None = missing or stale) and move the jump references."""
-        now = self.clock()
-        out: list[float | None] = []
-        for i in range(len(self.symbols)):
-            p = self.price[i]
-            if p is None or now - self.at[i] > self.stale_s:
-                out.append(None)
-                self.ref[i] = None
-            else:
-                out.append(p)
-                self.ref[i] = p
-        return out
-
-    def seed_reference(self, prices: list[float | None]) -> None:
-        for i, p in enumerate(prices):
-            self.ref[i] = p
-
-
-def build_record(scan_number: int, res: ScanResult) -> dict:
-    """Turn an engine result into the 27-field Arrow record (JSON columns still as Python objects)."""
-    rec: dict = {"scan_number": scan_number, "timestamp_ns": res.timestamp_ns,
-                 "timestamp_iso": arrow_io.iso_from_ns(res.timestamp_ns)}
-    for w in WINDOWS:
-        r = res.windows[w]
-        rec[f"w{w}_lambda_max"] = r.lambda_max
-        rec[f"w{w}_velocity"] = r.velocity
-        rec[f"w{w}_eigengap"] = r.eigengap
-        rec[f"w{w}_instability"] = r.instability
-        rec[f"w{w}_warm"] = r.lambda_max is not None
-    rec.update(vel_div=res.vel_div, regime_signal=res.regime_signal,
-               instability_composite=res.instability_composite, n_assets=res.n_assets,
-               assets=list(res.assets), prices=list(res.prices),
-               loadings={f"w{w}": res.windows[w].loadings for w in WINDOWS},
-               schema_version=arrow_io.SCHEMA_VERSION,
-               gap_s=res.gap_s, carried=res.carried, gap_hold=res.gap_hold)
-    return rec
 
 
 def warm(engine: EigenEngine, rows: list[list[float | None]], timestamps_ns: list[int]) -> ScanResult | None:

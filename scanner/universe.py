@@ -8,7 +8,7 @@ payload, bit for bit. With ``--universe obf`` the scanner additionally:
   others in exchange order;
 * follows all their mark prices on one all-market stream, ``!markPrice@arr@1s`` (one connection, no
   per-symbol subscription), through :class:`prod.venue.stream.VenueStreamClient`, with the same
-  bad-tick and staleness rules (:class:`scanner.ng8_scanner.PriceBook`);
+  bad-tick and staleness rules (:class:`scanner.pricebook.PriceBook`);
 * runs a second :class:`scanner.engine.EigenEngine` over the whole universe at the same scan instant
   and writes its result with the same 27-field schema (assets/prices/loadings simply longer) to
   ``<data>/arrow_scans_obf/YYYY-MM-DD/scan_NNNNNN_HHMMSS.arrow``, scan number = the 50-asset scan's.
@@ -27,6 +27,8 @@ from pathlib import Path
 from prod.settings import PRIORITY_SYMBOLS, Settings
 from prod.scans import arrow_io
 from scanner.engine import EigenEngine
+from scanner.pricebook import PriceBook   # the scanner's tick rules, shared
+from scanner.records import build_record
 
 log = logging.getLogger("scanner.universe")
 
@@ -63,7 +65,6 @@ class UniverseScan:
 
     def __init__(self, symbols: tuple[str, ...], settings: Settings, precision: str, stale_s: float,
                  clock_monotonic):
-        from scanner.ng8_scanner import PriceBook   # the scanner's tick rules, shared
         self.symbols = symbols
         self.book = PriceBook(symbols, stale_s, clock_monotonic)
         self.engine = EigenEngine(symbols, precision_mode=precision)
@@ -100,7 +101,6 @@ class UniverseScan:
 
     def scan(self, scan_number: int, ts_ns: int) -> Path | None:
         """Sample the universe book, run one ``enhance`` and write the Arrow file; None on failure."""
-        from scanner.ng8_scanner import build_record
         try:
             prices = self.book.sample()
             if all(p is None for p in prices):

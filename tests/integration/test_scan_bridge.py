@@ -14,7 +14,7 @@ from prod.bus import maps
 from prod.bus.client import make_client
 from prod.scans import arrow_io
 from scanner.engine import EigenEngine
-from scanner.ng8_scanner import build_record
+from scanner.records import build_record
 from tests.helpers import Proc, free_port, start_listening, wait_until
 
 ASSETS = [f"A{i}USDT" for i in range(12)]

@@ -6,7 +6,7 @@ import numpy as np
 from prod.settings import PRIORITY_SYMBOLS
 from prod.scans import arrow_io
 from scanner.engine import EigenEngine
-from scanner.ng8_scanner import build_record
+from scanner.records import build_record
 from tests.helpers import Proc, running_venue
 
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from prod.scans import arrow_io
 from scanner.engine import GAP_HOLD_RETURNS, EigenEngine
-from scanner.ng8_scanner import build_record
+from scanner.records import build_record
 from tests.unit.scanner.test_scanner_incremental import real_btc_panel
 
 STEP = 5_000_000_000

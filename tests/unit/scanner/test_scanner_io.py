@@ -16,7 +16,8 @@ import pytest
 from prod.bus import maps
 from prod.scans import arrow_io, daily as build_daily
 from scanner.engine import EigenEngine
-from scanner.ng8_scanner import PriceBook, build_record
+from scanner.pricebook import PriceBook
+from scanner.records import build_record
 
 ASSETS = [f"A{i}USDT" for i in range(12)]
 DAY0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)

@@ -12,7 +12,7 @@ from prod.flows.days import DayDataError, load_validated_day
 from prod.settings import ConfigError
 from prod.scans import arrow_io, daily as build_daily
 from scanner.engine import EigenEngine
-from scanner.ng8_scanner import build_record
+from scanner.records import build_record
 
 ASSETS = [f"A{i}USDT" for i in range(8)]
 DATE = "2026-03-01"
