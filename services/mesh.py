@@ -7,7 +7,7 @@ mesh's own Prefect server (``python -m prod.flows register``; a failure is a war
 up). ``down`` shuts supervisord and every program down. ``status`` prints both views. ``logs [PROGRAM]``
 lists the supervisor log files (or prints the tail of one program's log).
 
-Every ``up`` records the running instance in ``run/active.json`` (:mod:`services.mesh_record`: instance
+Every ``up`` records the running instance in ``run/active.json`` (:mod:`prod.runtime.mesh_record`: instance
 dir, config, socket, logs, ports, supervisord pid, profile) as soon as supervisord runs. ``down``,
 ``status`` and ``logs`` without options act on every recorded mesh (and on the default one if it runs
 unrecorded), so a mesh started with ``--env`` or ``--instance-dir`` is found without repeating them;
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prod.settings import REPO_ROOT
-from services import mesh_record
+from prod.runtime import mesh_record
 
 CONF = REPO_ROOT / "supervisor" / "dolphin-supervisord.conf"
 DEFAULT_HZ_PORT = 5701
@@ -282,7 +282,7 @@ def running_meshes(args_paths: MeshPaths | None = None) -> list[MeshPaths]:
     """The meshes ``down``/``status``/``logs`` act on: ``args_paths`` alone, else every recorded live one.
 
     The default mesh counts too when its supervisord answers without a record (started by an older
-    ``up``); a stale record is reported and cleared by :func:`services.mesh_record.live_records`.
+    ``up``); a stale record is reported and cleared by :func:`prod.runtime.mesh_record.live_records`.
     """
     if args_paths is not None:
         return [args_paths]

@@ -137,7 +137,7 @@ def default_run_logs() -> tuple[Path, str]:
     if env:
         p = Path(env)
         return (p if p.is_absolute() else REPO_ROOT / p), "DOLPHIN_RUN_LOGS"
-    from services.mesh_record import live_records
+    from prod.runtime.mesh_record import live_records
     live = live_records(quiet=True)
     if len(live) == 1:
         return Path(live[0]["run_logs"]), f"the running mesh {live[0]['instance']}"

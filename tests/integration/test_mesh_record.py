@@ -11,7 +11,8 @@ import time
 import psutil
 import pytest
 
-from services import mesh, mesh_record
+from prod.runtime import mesh_record
+from services import mesh
 from tests.helpers import REPO_ROOT
 from tests.integration.tiny_supervisor import TinySupervisor
 
@@ -81,7 +82,7 @@ def test_a_stale_record_is_reported_cleared_and_not_trusted(sv, tmp_path):
 
 def test_concurrent_adds_keep_every_entry(tmp_path):
     record = tmp_path / "active.json"
-    code = ("import sys; from pathlib import Path; from services import mesh_record as r; "
+    code = ("import sys; from pathlib import Path; from prod.runtime import mesh_record as r; "
             "e = dict(instance='i', conf=sys.argv[1], socket='s', pidfile='p', logdir='l', run_logs='r', ports=[], "
             "pid=1, profile='embedded', started_at=0.0); r.add(e, Path(sys.argv[2]))")
     procs = [subprocess.Popen([sys.executable, "-c", code, f"c{i}", str(record)], cwd=REPO_ROOT) for i in range(6)]
