@@ -41,22 +41,22 @@ soak: $(STAMP)
 	$(PY) -m tests.soak --minutes $(MINUTES) $(if $(SEED),--seed $(SEED))
 
 run: $(STAMP)
-	$(PY) -m services.mesh up
+	$(PY) -m ops.mesh up
 
 stop: $(STAMP)
-	$(PY) -m services.mesh down
+	$(PY) -m ops.mesh down
 
 status: $(STAMP)
-	$(PY) -m services.mesh status
+	$(PY) -m ops.mesh status
 
 # cluster profile on one machine: 3 real Hazelcast 5.3.8 members (needs java + mvn), then the mesh on them
 CLUSTER_ARGS := --profile cluster --hz-members 3
 
 cluster: $(STAMP)
-	$(PY) -m services.mesh up $(CLUSTER_ARGS)
+	$(PY) -m ops.mesh up $(CLUSTER_ARGS)
 
 cluster-stop: $(STAMP)
-	$(PY) -m services.mesh down $(CLUSTER_ARGS)
+	$(PY) -m ops.mesh down $(CLUSTER_ARGS)
 
 # fetch the pinned Hazelcast jar into .cache/hazelcast (the tests and `make cluster` do it on first use)
 hz-jar: $(STAMP)

@@ -1,4 +1,4 @@
-"""The record of the running meshes: ``run/active.json``, written by ``services.mesh up``.
+"""The record of the running meshes: ``run/active.json``, written by ``ops.mesh up``.
 
 One entry per running supervisord, keyed by its config file: instance dir, config, socket, pidfile,
 supervisor log dir, run_logs, ports, supervisord pid, profile, start time. ``down`` and ``status`` read it

@@ -16,7 +16,7 @@ Decisions:
 - A malformed holds file is reported with its path and read as "no holds": MHS keeps reviving (the
   default behaviour) rather than let a broken file silence recovery.
 - The CLI finds the run_logs directory from ``--run-logs``, else ``DOLPHIN_RUN_LOGS``, else the one
-  running mesh recorded by ``services.mesh up`` (several: ``--run-logs`` is required), else ``run_logs/``.
+  running mesh recorded by ``ops.mesh up`` (several: ``--run-logs`` is required), else ``run_logs/``.
 """
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def default_run_logs() -> tuple[Path, str]:
         return Path(live[0]["run_logs"]), f"the running mesh {live[0]['instance']}"
     if len(live) > 1:
         raise HoldError("several meshes are running (" + ", ".join(r["instance"] for r in live)
-                        + "): say which with --run-logs DIR (python -m services.mesh status lists them)")
+                        + "): say which with --run-logs DIR (python -m ops.mesh status lists them)")
     return REPO_ROOT / "run_logs", "the default run_logs"
 
 

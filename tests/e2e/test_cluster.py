@@ -44,12 +44,12 @@ def cluster_mesh(tmp_path_factory):
             "--venue-port", str(free_port()), "--prefect-port", str(free_port()), "--mhs-interval", "3",
             "--env", f"DOLPHIN_WEB_PORT={free_port()}"]   # not the default mesh's 8088
     env = {**os.environ, "DOLPHIN_MESH_RECORD": str(root / "mesh_record.json")}   # not the repository's record
-    res = subprocess.run([sys.executable, "-m", "services.mesh", "up", *args, "--timeout", "360"], cwd=REPO_ROOT,
+    res = subprocess.run([sys.executable, "-m", "ops.mesh", "up", *args, "--timeout", "360"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=600, env=env)
     try:
         yield root, base, res
     finally:
-        subprocess.run([sys.executable, "-m", "services.mesh", "down", *args], cwd=REPO_ROOT, capture_output=True,
+        subprocess.run([sys.executable, "-m", "ops.mesh", "down", *args], cwd=REPO_ROOT, capture_output=True,
                        text=True, timeout=180, env=env)
 
 

@@ -1,4 +1,4 @@
-"""The whole mesh under real supervisord (``python -m services.mesh up`` on free ports, own instance dir).
+"""The whole mesh under real supervisord (``python -m ops.mesh up`` on free ports, own instance dir).
 
 Select with ``-m e2e``. One mesh serves the module; the tests run in file order, the disruptive ones last.
 """
@@ -49,7 +49,7 @@ class Mesh:
             self.env.pop(k, None)
 
     def driver(self, cmd: str, *extra: str, timeout: float = 200) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "services.mesh", cmd, *self.args, *extra], cwd=REPO_ROOT,
+        return subprocess.run([sys.executable, "-m", "ops.mesh", cmd, *self.args, *extra], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=timeout, env=self.env)
 
     def bare(self, module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -63,12 +63,12 @@ class Mesh:
 
     @contextlib.contextmanager
     def up(self, *env: str):
-        """``python -m services.mesh up`` with ``--env`` pairs ``env``, the simulator held calm; yields the mesh up
+        """``python -m ops.mesh up`` with ``--env`` pairs ``env``, the simulator held calm; yields the mesh up
         (``up_seconds``, ``up_output`` set), stops it on exit and leaves the ``down`` result in ``down_result``."""
         for kv in env:
             self.args += ["--env", kv]
         t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *self.args, "--timeout", "150"],
+        proc = subprocess.Popen([sys.executable, "-m", "ops.mesh", "up", *self.args, "--timeout", "150"],
                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=self.env)
         try:
@@ -87,7 +87,7 @@ class Mesh:
         finally:
             if proc.poll() is None:
                 proc.kill()
-            down = self.bare("services.mesh", "down")             # no options: the record says which mesh
+            down = self.bare("ops.mesh", "down")             # no options: the record says which mesh
             if down.returncode != 0 or self.sv("pid").strip().isdigit():
                 self.driver("down", timeout=120)
             self.down_result = down
@@ -162,10 +162,10 @@ def test_status_logs_and_holds_find_the_mesh_from_its_record_without_options(mes
     entry = json.loads(mesh.record.read_text())["meshes"][str(mesh.conf.resolve())]
     assert entry["ports"] == [mesh.hz_port, mesh.venue_port, mesh.prefect_port]
     assert Path(entry["logdir"]) == (mesh.root / "logs").resolve() and entry["profile"] == "embedded"
-    st = mesh.bare("services.mesh", "status")
+    st = mesh.bare("ops.mesh", "status")
     assert st.returncode == 0, st.stdout + st.stderr
     assert f"== mesh {mesh.root.resolve()}" in st.stdout and "dolphin_data:scanner" in st.stdout
-    lg = mesh.bare("services.mesh", "logs", "dolphin_data:meta_health")
+    lg = mesh.bare("ops.mesh", "logs", "dolphin_data:meta_health")
     assert lg.returncode == 0 and "rm_meta=" in lg.stdout, lg.stdout + lg.stderr
     hold = mesh.bare("services.meta_health", "hold", "obf_universe", "--reason", "e2e")  # run_logs from the record
     assert hold.returncode == 0, hold.stderr

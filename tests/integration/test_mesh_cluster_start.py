@@ -29,11 +29,11 @@ def test_up_fails_fast_naming_the_member_whose_port_is_taken(tmp_path):
     squatter.bind(("127.0.0.1", base + 1))
     try:
         # the timeout is far longer than the test may take: only the dead member can end the wait early
-        res = subprocess.run([sys.executable, "-m", "services.mesh", "up", *args, "--timeout", "900"],
+        res = subprocess.run([sys.executable, "-m", "ops.mesh", "up", *args, "--timeout", "900"],
                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=400, env=env)
     finally:
         squatter.close()
-        subprocess.run([sys.executable, "-m", "services.mesh", "down", *args], cwd=REPO_ROOT, capture_output=True,
+        subprocess.run([sys.executable, "-m", "ops.mesh", "down", *args], cwd=REPO_ROOT, capture_output=True,
                        text=True, timeout=120, env=env)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "exited before" in res.stderr and "hz2.log" in res.stderr, res.stderr

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from prod.runtime import mesh_record
-from services import mesh
+from ops import mesh
 from tests.helpers import REPO_ROOT
 from tests.integration.tiny_supervisor import TinySupervisor
 
@@ -26,7 +26,7 @@ def _entry(sv: TinySupervisor, pid: int) -> dict:
 def _mesh(cmd: str, record, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, mesh_record.RECORD_ENV: str(record)}
     env.pop("DOLPHIN_PROFILE", None)
-    return subprocess.run([sys.executable, "-m", "services.mesh", cmd, *args], cwd=REPO_ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops.mesh", cmd, *args], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=60, env=env)
 
 

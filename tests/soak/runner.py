@@ -1,6 +1,6 @@
 """Chaos soak of the whole mesh: ``make soak MINUTES=N`` (= ``python -m tests.soak --minutes N``).
 
-Starts the mesh in a rendered instance (``services.mesh up --instance-dir``, free ports, 1 s scans, as
+Starts the mesh in a rendered instance (``ops.mesh up --instance-dir``, free ports, 1 s scans, as
 the e2e tests do), makes the venue simulator cycle calm/stress regimes and, at seeded random intervals,
 injects faults, alternating a ``kill -9`` of the next program in a shuffled round (every supervised
 program, ``hz_member`` included, pids from ``supervisorctl status``) with one of:
@@ -118,7 +118,7 @@ class Soak:
 
     # ── mesh control ────────────────────────────────────────────────────────────────────────
     def driver(self, cmd: str, *extra: str, timeout: float = 200) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "services.mesh", cmd, *self.args, *extra], cwd=REPO_ROOT,
+        return subprocess.run([sys.executable, "-m", "ops.mesh", cmd, *self.args, *extra], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=timeout)
 
     def status(self) -> dict[str, tuple[str, int | None]]:
@@ -149,7 +149,7 @@ class Soak:
              "ts": time.time()}))
 
     def up(self) -> None:
-        proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *self.args, "--timeout", "150"],
+        proc = subprocess.Popen([sys.executable, "-m", "ops.mesh", "up", *self.args, "--timeout", "150"],
                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if not _wait(lambda: _port_open(self.hz_port) or proc.poll() is not None, 60):
             raise RuntimeError("member port never opened")

@@ -20,7 +20,7 @@ from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
-PROJECT_PACKAGES = {"observability", "prod", "scanner", "services", "standins", "tests"}
+PROJECT_PACKAGES = {"observability", "ops", "prod", "scanner", "services", "standins", "tests"}
 
 # `python -m pkg.mod sub` / `python -m pkg.mod a | b \| c`: the module (not a `services.<name>` template),
 # then lowercase words that are subcommands (a word followed by `/`, `.`, `=` or `:` is a path or value)
@@ -49,11 +49,11 @@ def documented_commands() -> dict[tuple[str, ...], str]:
 def test_command_extraction_takes_modules_subcommands_and_alternatives_but_not_paths_or_templates():
     text = ("`python -m prod.execution kill \\| clear-kill \\| status`, run `python -m services.<name>`;\n"
             ".venv/bin/python -m scanner.import_klines tests/fixtures/klines --out /tmp/k\n"
-            "python -m services.mesh up --env K=V      # comment words\n"
+            "python -m ops.mesh up --env K=V      # comment words\n"
             "python -m prefect worker start --pool dolphin; python3 -m pytest -q tests/unit")
     assert commands_in(text) == {("prod.execution", "kill"), ("prod.execution", "clear-kill"),
                                  ("prod.execution", "status"), ("scanner.import_klines",),
-                                 ("services.mesh", "up"), ("prefect", "worker", "start"), ("pytest",)}
+                                 ("ops.mesh", "up"), ("prefect", "worker", "start"), ("pytest",)}
 
 
 def _help(cmd: tuple[str, ...], env: dict[str, str]) -> tuple[tuple[str, ...], int | str, str]:
@@ -67,7 +67,7 @@ def _help(cmd: tuple[str, ...], env: dict[str, str]) -> tuple[tuple[str, ...], i
 
 def test_every_documented_python_m_command_answers_help_without_starting_anything(tmp_path):
     docs = documented_commands()
-    assert len(docs) >= 30 and {("services.mesh", "up"), ("scanner.import_klines",)} <= set(docs)
+    assert len(docs) >= 30 and {("ops.mesh", "up"), ("scanner.import_klines",)} <= set(docs)
     missing = [f"{' '.join(c)} ({where}): no module {c[0]}" for c, where in docs.items()
                if importlib.util.find_spec(c[0]) is None]
     assert not missing, "docs name modules that do not exist:\n" + "\n".join(missing)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from supervisor.options import ServerOptions
 
-from services import mesh
+from ops import mesh
 from services.meta_health.main import CRITICAL_DATA_PROGRAMS, INFORMATIONAL_PROGRAMS
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from services import mesh
+from ops import mesh
 from standins.hz_real.config import RealMemberConfig, render
 from tests.helpers import REPO_ROOT, free_port
 
@@ -56,7 +56,7 @@ def test_mesh_renders_a_local_cluster_and_defers_the_rest(tmp_path):
 
 
 def test_hz_members_needs_the_cluster_profile():
-    res = subprocess.run([sys.executable, "-m", "services.mesh", "up", "--hz-members", "3"], cwd=REPO_ROOT,
+    res = subprocess.run([sys.executable, "-m", "ops.mesh", "up", "--hz-members", "3"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "needs --profile cluster" in res.stderr
 

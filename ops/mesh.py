@@ -1,4 +1,4 @@
-"""Drive the whole mesh under supervisord: ``python -m services.mesh up|down|status`` (``make run/stop/status``).
+"""Drive the whole mesh under supervisord: ``python -m ops.mesh up|down|status`` (``make run/stop/status``).
 
 ``up`` starts supervisord daemonised with ``supervisor/dolphin-supervisord.conf``, waits until
 ``run_logs/meta_health.json`` reads GREEN (or times out with a message naming what is not healthy),
@@ -391,7 +391,7 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
         for p, prog in busy.items():
             print(f"ERROR: port {p} (needed by {prog}) is already in use on 127.0.0.1 by {_port_holder(p)}",
                   file=sys.stderr)
-        print("mesh: nothing started. Stop what holds the port, or start this mesh elsewhere: python -m services.mesh "
+        print("mesh: nothing started. Stop what holds the port, or start this mesh elsewhere: python -m ops.mesh "
               "up --instance-dir DIR --hz-port N --venue-port M --prefect-port P --env DOLPHIN_WEB_PORT=W",
               file=sys.stderr)
         return 2
@@ -414,11 +414,11 @@ def up(paths: MeshPaths, timeout: float = 120.0, wait: bool = True, register: bo
     pid = supervisord_pid(paths)
     if pid is None:
         print(f"WARNING: no supervisord pid in {paths.pidfile}; this mesh is not recorded (stop it with "
-              f"`python -m services.mesh down` and the same options)", file=sys.stderr)
+              f"`python -m ops.mesh down` and the same options)", file=sys.stderr)
     else:
         mesh_record.add(record_entry(paths, pid, t_start))
         print(f"recorded in {mesh_record.record_path()} (supervisord pid {pid}; "
-              f"`python -m services.mesh status|logs|down` find it without options)")
+              f"`python -m ops.mesh status|logs|down` find it without options)")
     if paths.hz_cluster:
         rc = _start_after_cluster(paths, timeout)
         if rc:
@@ -572,7 +572,7 @@ def logs(paths: MeshPaths, program: str | None = None, lines: int = 40) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m services.mesh", description="DOLPHIN mesh driver (supervisord)")
+    ap = argparse.ArgumentParser(prog="python -m ops.mesh", description="DOLPHIN mesh driver (supervisord)")
     ap.add_argument("command", choices=("up", "down", "status", "logs"))
     ap.add_argument("program", nargs="?", default=None, help="logs: the program whose log tail to print")
     ap.add_argument("--lines", type=int, default=40, help="logs PROGRAM: how many lines")

@@ -1,10 +1,10 @@
-"""services.mesh refuses a bad DOLPHIN_* value once, before supervisord starts (issue 20)."""
+"""ops.mesh refuses a bad DOLPHIN_* value once, before supervisord starts (issue 20)."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from services import mesh
+from ops import mesh
 from tests.helpers import REPO_ROOT, free_port
 
 
@@ -19,7 +19,7 @@ def test_config_errors_names_mesh_wide_and_per_service_variables():
 
 def test_mesh_up_with_a_bad_env_value_prints_the_error_and_starts_nothing(tmp_path):
     inst = tmp_path / "mesh"
-    r = subprocess.run([sys.executable, "-m", "services.mesh", "up", "--instance-dir", str(inst),
+    r = subprocess.run([sys.executable, "-m", "ops.mesh", "up", "--instance-dir", str(inst),
                         "--hz-port", str(free_port()), "--venue-port", str(free_port()),
                         "--prefect-port", str(free_port()), "--env", "DOLPHIN_SCAN_INTERVAL_S=abc"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

@@ -1,0 +1,1 @@
+"""Operator tools: commands a person runs (the mesh CLI), not supervised services."""
