@@ -1,16 +1,12 @@
-"""Command line of the execution client: ``kill`` (flag + cancel all + flatten), ``clear-kill``, ``status``,
-``preflight`` (checks the account before trading, see ``prod/execution/preflight.py``).
+"""The operator's one kill command, and the execution client's ``status`` and ``preflight``.
 
-    python -m prod.execution kill [--reason TEXT] [--no-flatten]
-    python -m prod.execution clear-kill
-    python -m prod.execution status
-    python -m prod.execution preflight [--json]
+    python -m prod.execution kill [--reason TEXT] [--no-flatten] [--bus-timeout S] | clear-kill | status | preflight
 
-Endpoints from the configuration (``DOLPHIN_VENUE_REST`` / ``DOLPHIN_VENUE_WS``), keys from
-``DOLPHIN_VENUE_API_KEY`` / ``DOLPHIN_VENUE_API_SECRET``, the flag at ``<DOLPHIN_DATA_DIR>/trader/KILL``
-unless ``--flag`` says otherwise. Prints one JSON report; exit 0 when done (flat for ``kill``), 1 if not.
-``preflight`` prints one line per check (``PASS``/``FAIL`` and what to change; ``--json`` adds the report
-as a last line) and exits 1 when any check failed, 2 without keys.
+Endpoints and keys from the configuration (``DOLPHIN_VENUE_*``); flag ``<DOLPHIN_DATA_DIR>/trader/KILL`` or ``--flag``.
+``kill`` writes the flag, publishes ``DOLPHIN_SAFETY[kill_switch]`` (if the bus answers within ``--bus-timeout``;
+0 skips it) so a trader anywhere on the mesh halts, then cancels and flattens on the venue; ``clear-kill`` clears
+both. One JSON report; exit 0 when done (flat for ``kill``), 1 if not. ``preflight``: one PASS/FAIL line per
+check (``--json`` adds the report), exit 1 on a failure, 2 without keys.
 """
 from __future__ import annotations
 
@@ -18,7 +14,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import socket
 import sys
+import time
 from pathlib import Path
 
 from prod.execution import schemas as X
@@ -44,6 +43,23 @@ async def _kill(rest_base: str, creds: Credentials, flatten: bool) -> dict:
             await c.stop()
 
 
+def _publish_kill(settings, engaged: bool, reason: str, by: str, timeout_s: float) -> bool:
+    """Set ``DOLPHIN_SAFETY[kill_switch]``; return whether the bus answered within ``timeout_s``."""
+    if timeout_s <= 0:
+        return False
+    from prod.bus import maps
+    from prod.runtime import Bus
+    bus = Bus(settings, "execution-cli", connect_timeout_s=timeout_s).start()
+    try:
+        if not bus.wait_connected(timeout_s):
+            logging.getLogger("prod.execution").warning("kill switch: no bus within %.1fs; flag file only", timeout_s)
+            return False
+        bus.publish(maps.KILL_SWITCH, maps.KILL_SWITCH.build(engaged=engaged, reason=reason, ts=time.time(), by=by))
+        return True
+    finally:
+        bus.close()
+
+
 async def _status(rest_base: str, creds: Credentials) -> dict:
     async with OrderRestClient(rest_base, creds) as rest:
         acct = await rest.account()
@@ -65,13 +81,16 @@ async def _preflight(settings, creds: Credentials, rest_base: str):
 
 def main(argv: list[str] | None = None) -> int:
     from prod.settings import ConfigError, load_settings
-    ap = argparse.ArgumentParser(prog="python -m prod.execution", description="DOLPHIN execution: kill switch, status")
+    ap = argparse.ArgumentParser(prog="python -m prod.execution",
+                                 description="DOLPHIN execution: the kill switch, status, preflight")
     ap.add_argument("command", choices=("kill", "clear-kill", "status", "preflight"))
     ap.add_argument("--flag", default=None, help="kill flag file (default <data_dir>/trader/KILL)")
     ap.add_argument("--rest", default=None, help="venue REST base (default DOLPHIN_VENUE_REST)")
     ap.add_argument("--reason", default="operator kill (CLI)")
     ap.add_argument("--no-flatten", action="store_true", help="cancel open orders only; keep positions")
     ap.add_argument("--json", action="store_true", help="preflight: also print the report as one JSON line")
+    ap.add_argument("--bus-timeout", type=float, default=3.0,
+                    help="kill/clear-kill: seconds to wait for the bus to publish the kill switch (0: flag only)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -81,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     flag = KillSwitch(a.flag or Path(settings.data_dir) / "trader" / "KILL")
     rest_base = a.rest or settings.venue_rest
+    by = f"{socket.gethostname()}:{os.getpid()}"
     if a.command == "clear-kill":
-        print(json.dumps({"cleared": flag.clear(), "flag": str(flag.path)}))
+        cleared = flag.clear()
+        bus = _publish_kill(settings, False, "cleared", by, a.bus_timeout)
+        print(json.dumps({"cleared": cleared, "flag": str(flag.path), "bus": bus}))
         return 0
     try:
         creds = Credentials.from_env()
@@ -99,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "status":
         print(json.dumps({"kill_flag": flag.read(), **asyncio.run(_status(rest_base, creds))}))
         return 0
-    flag.engage(a.reason)                       # first: the trader halts entries before we touch the venue
+    flag.engage(a.reason, by)                   # first: the trader halts entries before we touch the venue
+    bus = _publish_kill(settings, True, a.reason, by, a.bus_timeout)    # and a trader elsewhere on the mesh
     report = asyncio.run(_kill(rest_base, creds, not a.no_flatten))
-    print(json.dumps({"flag": str(flag.path), **report}))
+    print(json.dumps({"flag": str(flag.path), "bus": bus, **report}))
     return 0 if report.get("flat") in (True, None) else 1
 
 

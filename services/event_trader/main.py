@@ -37,7 +37,7 @@ Execution (``DOLPHIN_EVENT_TRADER_EXECUTION``): ``venue`` fills through the orde
 trading = the simulator's URLs, live = the exchange's), keys from ``DOLPHIN_VENUE_API_KEY`` /
 ``_SECRET`` (environment only, never logged); ``paper`` fills in process
 (:class:`~services.event_trader.paper.PaperAccount`); ``auto`` (default) = ``venue`` when both key
-variables are set, else ``paper``. Kill switch: ``python -m services.event_trader kill`` / ``clear``
+variables are set, else ``paper``. Kill switch: ``python -m prod.execution kill`` / ``clear-kill``
 writes ``maps.KILL_SWITCH`` (``DOLPHIN_SAFETY[kill_switch]``) and the local flag file; the trader
 listens to the key, and the venue account cancels open orders, flattens (reduceOnly) and halts
 entries until cleared.
@@ -45,7 +45,6 @@ entries until cleared.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import queue
@@ -639,48 +638,7 @@ class VenueAccounts:
         return report
 
 
-def kill_cli(argv: list[str]) -> int:
-    """``kill [--reason TEXT]`` / ``clear``: set ``DOLPHIN_SAFETY[kill_switch]`` and the local flag file."""
-    import argparse
-    import socket
-    import time as _time
-    from prod.settings import load_settings
-    ap = argparse.ArgumentParser(prog="python -m services.event_trader", description="the trader's kill switch")
-    ap.add_argument("command", choices=("kill", "clear"))
-    ap.add_argument("--reason", default="operator kill (CLI)")
-    ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the bus")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"event_trader {a.command}: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    flag = KillSwitch(Path(settings.data_dir) / "trader" / "KILL")
-    engaged = a.command == "kill"
-    by = f"{socket.gethostname()}:{os.getpid()}"
-    if engaged:
-        flag.engage(a.reason, by)                      # first: a local trader halts even without the bus
-    else:
-        flag.clear()
-    out = {"command": a.command, "flag": str(flag.path), "bus": False}
-    bus = Bus(settings, "event-trader-cli", connect_timeout_s=a.timeout).start()
-    try:
-        if bus.wait_connected(a.timeout):
-            p = maps.KILL_SWITCH.build(engaged=engaged, reason=a.reason if engaged else "cleared", ts=_time.time(),
-                                       by=by)
-            bus.publish(maps.KILL_SWITCH, p)
-            out["bus"] = True
-    finally:
-        bus.close()
-    print(json.dumps(out))
-    return 0 if out["bus"] else 1
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
-    if args and args[0] in ("kill", "clear"):
-        return kill_cli(args)
     return Service.main(SERVICE_NAME, TraderConfig, run, argv, description=__doc__.splitlines()[0])
 
 

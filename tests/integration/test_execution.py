@@ -19,7 +19,7 @@ from prod.execution import (Credentials, ExecutionClient, KillSwitchActive, Orde
 from prod.execution.killswitch import KillSwitch
 from prod.execution.rest import OrderRestClient
 from services.event_trader.journal import Journal
-from tests.helpers import Proc, running_venue, wait_until
+from tests.helpers import Proc, free_port, running_venue, wait_until
 from tests.helpers import venue_admin as admin
 from tests.market import scan_payload, walk
 from tests.venue_kit import CREDS, exec_driver, quote_book, venue_account
@@ -431,18 +431,20 @@ def test_kill_cli_writes_the_flag_cancels_and_flattens_then_clear_kill_removes_i
     run(setup())
     env = {"DOLPHIN_VENUE_REST": f"http://127.0.0.1:{sim}", "DOLPHIN_VENUE_WS": f"ws://127.0.0.1:{sim}",
            "DOLPHIN_DATA_DIR": str(tmp_path / "data"), "DOLPHIN_VENUE_API_KEY": CREDS.api_key,
-           "DOLPHIN_VENUE_API_SECRET": CREDS.secret}
-    k = Proc("prod.execution", ["kill", "--reason", "cli test"], tmp_path / "kill.log", env=env).start()
+           "DOLPHIN_VENUE_API_SECRET": CREDS.secret,
+           "DOLPHIN_HZ_MEMBERS": f"127.0.0.1:{free_port()}"}     # no bus there: the flag and the venue still act
+    k = Proc("prod.execution", ["kill", "--reason", "cli test", "--bus-timeout", "1"], tmp_path / "kill.log",
+             env=env).start()
     assert k.p.wait(30) == 0, k.log_text()
     out = json.loads([ln for ln in k.log_text().splitlines() if ln.startswith("{")][-1])
-    assert out["flat"] is True and out["canceled_symbols"] == ["ETHUSDT"]
+    assert out["flat"] is True and out["canceled_symbols"] == ["ETHUSDT"] and out["bus"] is False
     assert (tmp_path / "data" / "trader" / "KILL").exists()
     assert CREDS.secret not in k.log_text()
     st = Proc("prod.execution", ["status"], tmp_path / "status.log", env=env).start()
     assert st.p.wait(30) == 0
     status = json.loads([ln for ln in st.log_text().splitlines() if ln.startswith("{")][-1])
     assert status["positions"] == [] and status["open_orders"] == [] and status["kill_flag"]["reason"] == "cli test"
-    cl = Proc("prod.execution", ["clear-kill"], tmp_path / "clear.log", env=env).start()
+    cl = Proc("prod.execution", ["clear-kill", "--bus-timeout", "0"], tmp_path / "clear.log", env=env).start()
     assert cl.p.wait(30) == 0 and not (tmp_path / "data" / "trader" / "KILL").exists()
     env.pop("DOLPHIN_VENUE_API_SECRET")
     nokey = Proc("prod.execution", ["kill"], tmp_path / "nokey.log", env={**env, "DOLPHIN_VENUE_API_SECRET": ""}).start()
@@ -458,7 +460,7 @@ def test_kill_cli_while_a_trader_holds_a_position_books_the_exit_from_the_cli_fi
         fill = acct.open(21, "ETHUSDT", -1, 1500.0, quote_book(px), px, time.time(), 600)
         env = {"DOLPHIN_VENUE_REST": f"http://127.0.0.1:{sim}", "DOLPHIN_DATA_DIR": str(data),
                "DOLPHIN_VENUE_API_KEY": CREDS.api_key, "DOLPHIN_VENUE_API_SECRET": CREDS.secret}
-        k = Proc("prod.execution", ["kill"], tmp_path / "kill.log", env=env).start()
+        k = Proc("prod.execution", ["kill", "--bus-timeout", "0"], tmp_path / "kill.log", env=env).start()
         assert k.p.wait(30) == 0, k.log_text()
         out = json.loads([ln for ln in k.log_text().splitlines() if ln.startswith("{")][-1])
         cli = out["flatten_orders"]
@@ -538,7 +540,7 @@ def test_trader_core_enters_on_the_order_api_and_the_bus_kill_switch_flattens_wi
         import subprocess
         import sys
         env = {**os.environ, "DOLPHIN_HZ_MEMBERS": f"127.0.0.1:{hz_port}", "DOLPHIN_DATA_DIR": settings.data_dir}
-        res = subprocess.run([sys.executable, "-m", "services.event_trader", "clear"], capture_output=True,
+        res = subprocess.run([sys.executable, "-m", "prod.execution", "clear-kill"], capture_output=True,
                              text=True, env=env, timeout=60)
         assert res.returncode == 0 and json.loads(res.stdout.splitlines()[-1])["bus"] is True, res.stderr[-2000:]
         assert cli.get(maps.KILL_SWITCH, timeout=5).engaged is False
