@@ -5,7 +5,7 @@ from prod.execution.errors import (DuplicateDecision, EntriesRefused, EntryNotFi
 from prod.execution.orders import (BadFill, Fill, IllegalTransition, Order, OrderStatus, check_transition,
                                    client_order_id)
 from prod.execution.runtime import ExecConfig, ExecutionRuntime
-from prod.execution.signing import Credentials, MissingCredentials, sign, signed_query
+from prod.binance.signing import Credentials, MissingCredentials, sign, signed_query
 
 __all__ = ["BadFill", "Credentials", "DuplicateDecision", "EntriesRefused", "EntryNotFilled", "ExecConfig",
            "ExecStats", "ExecutionClient", "ExecutionError", "ExecutionRuntime", "Fill", "IllegalTransition", "KillSwitchActive",

@@ -24,7 +24,7 @@ from prod.execution import schemas as X
 from prod.execution.client import ExecutionClient
 from prod.execution.killswitch import KillSwitch
 from prod.execution.rest import OrderRestClient
-from prod.execution.signing import Credentials, MissingCredentials
+from prod.binance.signing import Credentials, MissingCredentials
 
 
 async def _kill(rest_base: str, creds: Credentials, flatten: bool) -> dict:

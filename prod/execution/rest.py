@@ -1,6 +1,6 @@
 """Signed REST client for the trading endpoints of Binance USDT-M (or the venue simulator).
 
-Every call signs its parameters (``prod.execution.signing``) with a fresh ``timestamp``. Reactions:
+Every call signs its parameters (``prod.binance.signing``) with a fresh ``timestamp``. Reactions:
 
 * HTTP 429/418 (``-1003`` weight, ``-1015`` order rate): wait ``Retry-After`` (capped by
   ``max_retry_after_s``, else :class:`RateLimited`) and send again — the request was not executed.
@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 
 from prod.execution.errors import OrderRejected, RateLimited, UnknownOutcome, VenueUnavailable
-from prod.execution.signing import Credentials, encode_params, signed_query
+from prod.binance.signing import Credentials, encode_params, signed_query
 
 log = logging.getLogger(__name__)
 UNKNOWN_CODES = frozenset({-1006, -1007})

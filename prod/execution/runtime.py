@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 
 from prod.execution.client import ExecutionClient
 from prod.execution.rest import OrderRestClient
-from prod.execution.signing import Credentials
+from prod.binance.signing import Credentials
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ from services.event_trader.recorder import Recorder, RecordingAccount
 from services.event_trader.safety import SafetyConfig
 from prod.execution.killswitch import KillSwitch
 from prod.execution import ExecConfig, ExecutionError
-from prod.execution.signing import ENV_KEY, ENV_SECRET, Credentials, MissingCredentials
+from prod.binance.signing import ENV_KEY, ENV_SECRET, Credentials, MissingCredentials
 
 log = logging.getLogger("event_trader")
 SERVICE_NAME = "event_trader"

@@ -70,7 +70,7 @@ from typing import Any, Mapping
 from prod.execution import (DuplicateDecision, EntriesRefused, EntryNotFilled, ExecConfig, ExecutionRuntime,
                             KillSwitchActive, OrderIntent, OrderStatus, client_order_id)
 from prod.execution.killswitch import KillSwitch
-from prod.execution.signing import Credentials
+from prod.binance.signing import Credentials
 from prod.execution import schemas as X
 from services.event_trader.journal import HeldAppends, Journal
 from services.event_trader.paper import OTHER_SLIP, Book, PaperPosition, fill_price
