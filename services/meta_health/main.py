@@ -11,8 +11,8 @@ Sensors
 -------
 - **M4 control plane** (0.35): Hazelcast member port reachable (0.8) + Prefect API port (0.2).
 - **M1 data infra** (0.35): fraction of the critical data programs that supervisord reports RUNNING
-  (``supervisorctl -c <conf> status``; when supervisord cannot be reached the fallback looks for the
-  service processes with psutil).
+  (asked over XML-RPC, :mod:`services.meta_health.supervisor_rpc`; when supervisord cannot be reached the
+  fallback looks for the service processes with psutil).
 - **M3 data freshness** (0.20): mean freshness score of the monitored topics (:data:`FRESHNESS_TOPICS`),
   each aged from its topic's writer timestamp (``Topic.ts_field``: the scan's ``bridge_ts``, ExF's
   ``_pushed_at``, OBF's ``_snapshot_utc``): age ≤ 30 s → 1.0, ≤ 120 s → 0.5, older, absent or
@@ -26,13 +26,13 @@ Sensors
 
 Recovery
 --------
-A critical data program in STOPPED or FATAL is restarted with ``supervisorctl -c <conf> restart
-<program>`` whatever rm_meta's status (ARCHITECTURE §7). The per-program cooldown timestamp is
-committed under a lock *before* the daemon thread that runs supervisorctl is spawned, so concurrent
-triggers fire once. Informational programs (trader, scan bridge) are never restarted, and this
-module never calls systemctl. The last outcome of each program's restart (supervisorctl's answer, read
-by :func:`restart_outcome`) is reported under ``restart_outcomes`` as ``{program: {ok, detail, at}}``
-(``at``: wall time the answer came); the operator alerts (``observability/alerts.py``) announce a failure.
+A critical data program in STOPPED or FATAL is restarted through supervisord's XML-RPC
+(``stopProcess`` + ``startProcess``) whatever rm_meta's status (ARCHITECTURE §7). The per-program cooldown
+timestamp is committed under a lock *before* the daemon thread that asks for the restart is spawned, so
+concurrent triggers fire once. Informational programs (trader, scan bridge) are never restarted, and this
+module never calls systemctl. The last outcome of each program's restart (supervisord's answer) is
+reported under ``restart_outcomes`` as ``{program: {ok, detail, at}}`` (``at``: wall time the answer came);
+the operator alerts (``observability/alerts.py``) announce a failure.
 
 Maintenance holds (:mod:`services.meta_health.holds`): ``python -m services.meta_health hold PROGRAM``
 writes ``meta_health_holds.json`` next to the report; every cycle reads it, a held program is left
@@ -46,9 +46,7 @@ import logging
 import math
 import os
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -64,6 +62,7 @@ from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, SystemClo
 from prod.settings import REPO_ROOT, Settings
 from prod.timeparse import parse_timestamp
 from services.meta_health import holds
+from services.meta_health.supervisor_rpc import SupervisorRPC, SupervisorUnreachable
 
 log = logging.getLogger("meta_health")
 
@@ -107,38 +106,6 @@ SUPERVISOR_STATES = frozenset({"STOPPED", "STARTING", "RUNNING", "BACKOFF", "STO
 # topics whose age feeds M3 (aged from each topic's ts_field); those in PRESENCE_ONLY score on presence
 FRESHNESS_TOPICS: tuple[maps.Topic, ...] = (maps.EXF, maps.ACB_BOOST, maps.EIGEN_SCAN, maps.OBF_UNIVERSE)
 PRESENCE_ONLY: frozenset[str] = frozenset({maps.KEY_ACB_BOOST})
-
-
-# ── status parsing ───────────────────────────────────────────────────────────────────────────
-_STATUS_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)?)\s+(?P<state>[A-Z]+)\b(?P<rest>.*)$")
-_PID = re.compile(r"\bpid\s+(\d+)")
-
-
-@dataclass(frozen=True)
-class ProgramStatus:
-    name: str
-    state: str
-    pid: int | None = None
-    detail: str = ""
-
-
-def parse_supervisorctl_status(text: str) -> dict[str, ProgramStatus]:
-    """Parse ``supervisorctl status`` output into ``{"group:program": ProgramStatus}``.
-
-    Lines that are not status lines (connection errors, ``ERROR (no such process)``, blank or
-    garbage lines) are ignored, so an unreachable supervisord yields an empty dict.
-    """
-    out: dict[str, ProgramStatus] = {}
-    for raw in (text or "").splitlines():
-        line = raw.strip()
-        m = _STATUS_LINE.match(line)
-        if not m or m.group("state") not in SUPERVISOR_STATES:
-            continue
-        rest = m.group("rest").strip()
-        pm = _PID.search(rest)
-        out[m.group("name")] = ProgramStatus(m.group("name"), m.group("state"),
-                                             int(pm.group(1)) if pm else None, rest)
-    return out
 
 
 # ── sensor scoring (pure) ────────────────────────────────────────────────────────────────────
@@ -289,49 +256,20 @@ def programs_to_restart(states: Mapping[str, str], critical: Sequence[str] = CRI
 
 
 # ── recovery ─────────────────────────────────────────────────────────────────────────────────
-Runner = Callable[[list[str]], Any]
-
-
-def _default_runner(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
-
-
-def supervisorctl_path() -> str:
-    """Return the supervisorctl next to this interpreter (the project's .venv), else from PATH."""
-    cand = Path(sys.executable).with_name("supervisorctl")
-    if cand.exists():
-        return str(cand)
-    return shutil.which("supervisorctl") or "supervisorctl"
-
-
-def restart_outcome(stdout: str, returncode: int | None = 0) -> tuple[bool, str]:
-    """Read ``supervisorctl restart``'s output: (restarted?, a line saying so for the log).
-
-    Restarting a stopped program prints ``<name>: ERROR (not running)`` for the stop half and then
-    ``<name>: started``: that is a success, and the log says "restarted (it was not running)" rather
-    than echo an ERROR that reads as a failure.
-    """
-    lines = [ln.strip() for ln in stdout.strip().splitlines() if ln.strip()]
-    started = any(ln.endswith(": started") for ln in lines)
-    was_stopped = any("ERROR (not running)" in ln for ln in lines)
-    if started:
-        return True, "restarted" + (" (it was not running)" if was_stopped else "")
-    detail = "; ".join(ln for ln in lines if "ERROR (not running)" not in ln) or "no output"
-    return False, f"restart FAILED (supervisorctl exit {returncode}): {detail[:300]}"
+Restarter = Callable[[str], "tuple[bool, str]"]
 
 
 class Recovery:
-    """Restart programs with ``supervisorctl -c <conf> restart`` under per-program cooldowns."""
+    """Restart programs through supervisord (XML-RPC) under per-program cooldowns."""
 
-    def __init__(self, conf: str | os.PathLike, runner: Runner | None = None,
-                 clock: Callable[[], float] = time.monotonic, supervisorctl: str | None = None,
+    def __init__(self, conf: str | os.PathLike, restarter: Restarter | None = None,
+                 clock: Callable[[], float] = time.monotonic,
                  cooldown_critical_s: float = RECOVERY_COOLDOWN_CRITICAL_S,
                  cooldown_default_s: float = RECOVERY_COOLDOWN_DEFAULT_S, wall_clock: Callable[[], float] = time.time):
         self.conf = str(conf)
         self.wall_clock = wall_clock
-        self.runner = runner or _default_runner
+        self.restarter = restarter or SupervisorRPC(self.conf, timeout_s=60.0).restart
         self.clock = clock
-        self.supervisorctl = supervisorctl or supervisorctl_path()
         self.cooldown_critical_s = cooldown_critical_s
         self.cooldown_default_s = cooldown_default_s
         self._lock = threading.Lock()
@@ -359,19 +297,17 @@ class Recovery:
                 return False
             self._last[program] = now
             self.fired.append((program, now))
-        argv = [self.supervisorctl, "-c", self.conf, "restart", program]
-        t = threading.Thread(target=self._run, args=(argv, program), name=f"mhs-restart-{program}", daemon=True)
+        t = threading.Thread(target=self._run, args=(program,), name=f"mhs-restart-{program}", daemon=True)
         self.threads.append(t)
         t.start()
         return True
 
-    def _run(self, argv: list[str], program: str) -> None:
-        log.warning("RECOVERY: %s", " ".join(argv))
+    def _run(self, program: str) -> None:
+        log.warning("RECOVERY: restarting %s through supervisord (%s)", program, self.conf)
         try:
-            res = self.runner(argv)
-            ok, text = restart_outcome(getattr(res, "stdout", "") or "", getattr(res, "returncode", 0))
+            ok, text = self.restarter(program)
             (log.info if ok else log.error)("RECOVERY %s %s", program, text)
-        except Exception as exc:  # noqa: BLE001 - a hung/failed supervisorctl must not kill MHS
+        except Exception as exc:  # noqa: BLE001 - a hung/failed restart must not kill MHS
             ok, text = False, f"restart FAILED: {exc!r}"[:300]
             log.error("RECOVERY %s failed: %r", program, exc)
         with self._lock:
@@ -394,17 +330,6 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
-
-
-def supervisor_status(conf: str, supervisorctl: str, timeout: float = 10.0) -> tuple[dict[str, ProgramStatus], bool]:
-    """Run ``supervisorctl -c conf status``; return (statuses, reachable)."""
-    try:
-        res = subprocess.run([supervisorctl, "-c", conf, "status"], capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("supervisorctl status failed: %r", exc)
-        return {}, False
-    parsed = parse_supervisorctl_status(res.stdout)
-    return parsed, bool(parsed)
 
 
 def psutil_states(programs: Sequence[str]) -> dict[str, str]:
@@ -466,8 +391,8 @@ class MetaHealthService:
         self.cfg = cfg
         self.bus = bus
         self.clock = clock or SystemClock()
-        self.supervisorctl = supervisorctl_path()
-        self.recovery = recovery or Recovery(cfg.supervisor_conf, supervisorctl=self.supervisorctl)
+        self.supervisor = SupervisorRPC(cfg.supervisor_conf)
+        self.recovery = recovery or Recovery(cfg.supervisor_conf)
         self.rl = RateLog(log, 30.0)
         self.member_events: list[dict] = []      # cluster membership changes seen by the client (last 20)
         bus.on_connect(self._watch_members)
@@ -552,11 +477,16 @@ class MetaHealthService:
     def check(self) -> dict:
         """Run one health cycle: read sensors, write the report, trigger recovery; return the report."""
         now = self.clock.time()
-        st, reachable = supervisor_status(self.cfg.supervisor_conf, self.supervisorctl)
+        try:
+            st = self.supervisor.states()
+        except SupervisorUnreachable as exc:
+            self.rl.warning("supervisord", "supervisord status failed: %s", exc)
+            st = {}
+        reachable = bool(st)
         all_programs = CRITICAL_DATA_PROGRAMS + INFORMATIONAL_PROGRAMS
         if reachable:
             states = {p: s.state for p, s in st.items()}
-            source = "supervisorctl"
+            source = "supervisord"
         else:
             states = psutil_states(all_programs)
             source = "psutil"

@@ -1,4 +1,4 @@
-"""MHS v3 unit tests (bible §26.3.4): status parsing, sensors, weighted formula, recovery gating, races."""
+"""MHS v3 unit tests (bible §26.3.4): sensors, weighted formula, recovery gating, races."""
 from __future__ import annotations
 
 import json
@@ -22,36 +22,37 @@ from prod.timeparse import parse_timestamp
 from services.meta_health import main as mh
 from tests.helpers import free_port, wait_until
 
-SAMPLE_STATUS = """\
-dolphin:event_trader             STOPPED   Not started
-dolphin:scan_bridge              STOPPED   Nov 22 12:00 AM
-dolphin_core:hz_member           RUNNING   pid 4242, uptime 0:10:11
-dolphin_core:venue_sim           RUNNING   pid 4243, uptime 0:10:11
-dolphin_data:acb_processor       RUNNING   pid 4250, uptime 0:10:01
-dolphin_data:exf_fetcher         FATAL     Exited too quickly (process log may have details)
-dolphin_data:meta_health         RUNNING   pid 4252, uptime 0:10:01
-dolphin_data:obf_universe        BACKOFF   Exited too quickly (process log may have details)
-dolphin_data:safety_watchdog     STARTING
-dolphin_data:scanner             EXITED    Nov 22 12:01 AM
-"""
+SAMPLE_STATES = {  # what supervisord answers (getAllProcessInfo statename) for a mesh in trouble
+    "dolphin:event_trader": "STOPPED",
+    "dolphin:scan_bridge": "STOPPED",
+    "dolphin_core:hz_member": "RUNNING",
+    "dolphin_core:venue_sim": "RUNNING",
+    "dolphin_data:acb_processor": "RUNNING",
+    "dolphin_data:exf_fetcher": "FATAL",
+    "dolphin_data:meta_health": "RUNNING",
+    "dolphin_data:obf_universe": "BACKOFF",
+    "dolphin_data:safety_watchdog": "STARTING",
+    "dolphin_data:scanner": "EXITED",
+}
 
 ALL_RUNNING = {p: "RUNNING" for p in mh.CRITICAL_DATA_PROGRAMS + mh.INFORMATIONAL_PROGRAMS}
 
 
 class Recorder:
-    """A recovery runner that records argv (the real supervisorctl is exercised in tests/e2e)."""
+    """A restarter that records the programs (the real supervisord XML-RPC is exercised in
+    tests/integration/test_meta_health_restart_outcome.py)."""
 
     def __init__(self, block: threading.Event | None = None):
         self.calls: list[list[str]] = []
         self.lock = threading.Lock()
         self.block = block
 
-    def __call__(self, argv):
+    def __call__(self, program):
         with self.lock:
-            self.calls.append(list(argv))
+            self.calls.append(program)
         if self.block is not None:
             self.block.wait(10)
-        return subprocess.CompletedProcess(argv, 0, "ok", "")
+        return True, "restarted"
 
 
 class FakeClock:
@@ -62,49 +63,13 @@ class FakeClock:
         return self.t
 
 
-# ── TestSupervisordStatusParsing ──────────────────────────────────────────────────────────────
-class TestSupervisordStatusParsing:
-    def test_parses_every_program_and_state(self):
-        st_ = mh.parse_supervisorctl_status(SAMPLE_STATUS)
-        assert len(st_) == 10
-        assert st_["dolphin_core:hz_member"].state == "RUNNING"
-        assert st_["dolphin_core:hz_member"].pid == 4242
-        assert st_["dolphin_data:exf_fetcher"].state == "FATAL"
-        assert st_["dolphin_data:safety_watchdog"].state == "STARTING"
-        assert st_["dolphin:event_trader"].pid is None
-
-    def test_unreachable_supervisord_yields_empty(self):
-        text = "unix:///tmp/x.sock no such file\n"
-        assert mh.parse_supervisorctl_status(text) == {}
-
-    def test_refused_connection_message_ignored(self):
-        text = "unix:///work/run/sv.sock refused connection\n"
-        assert mh.parse_supervisorctl_status(text) == {}
-
-    def test_error_no_such_process_ignored(self):
-        text = "dolphin_data:nope: ERROR (no such process)\ndolphin_data:scanner RUNNING pid 1, uptime 0:00:01\n"
-        out = mh.parse_supervisorctl_status(text)
-        assert list(out) == ["dolphin_data:scanner"]
-
-    def test_program_without_group(self):
-        out = mh.parse_supervisorctl_status("standalone   RUNNING   pid 77, uptime 1 day, 0:00:01\n")
-        assert out["standalone"].state == "RUNNING" and out["standalone"].pid == 77
-
-    def test_empty_and_none(self):
-        assert mh.parse_supervisorctl_status("") == {}
-        assert mh.parse_supervisorctl_status(None) == {}
-
-    def test_unknown_state_word_is_ignored(self):
-        assert mh.parse_supervisorctl_status("dolphin_data:scanner   BANANA   x\n") == {}
-
-
 # ── TestM1ProcessIntegrity ────────────────────────────────────────────────────────────────────
 class TestM1ProcessIntegrity:
     def test_all_running_scores_one(self):
         assert mh.score_m1_data(ALL_RUNNING) == 1.0
 
     def test_fraction_of_critical_running(self):
-        states = {p: s.state for p, s in mh.parse_supervisorctl_status(SAMPLE_STATUS).items()}
+        states = dict(SAMPLE_STATES)
         # acb_processor only of the 5 critical → 1/5
         assert mh.score_m1_data(states) == pytest.approx(0.2)
 
@@ -302,7 +267,7 @@ class TestM5Coherence:
 # ── TestRecoveryGating / TestRecoveryNeverKillsRunning / TestRaceConditions ───────────────────
 class TestRecovery:
     def test_only_stopped_or_fatal_critical_selected(self):
-        states = {p: s.state for p, s in mh.parse_supervisorctl_status(SAMPLE_STATUS).items()}
+        states = dict(SAMPLE_STATES)
         assert mh.programs_to_restart(states) == ["dolphin_data:exf_fetcher"]  # FATAL; BACKOFF/EXITED left to supervisord
         states["dolphin_data:scanner"] = "STOPPED"
         assert mh.programs_to_restart(states) == ["dolphin_data:exf_fetcher", "dolphin_data:scanner"]
@@ -312,7 +277,7 @@ class TestRecovery:
 
     def test_trader_and_bridge_never_restarted_even_when_stopped(self):
         rec = Recorder()
-        r = mh.Recovery("/x.conf", runner=rec)
+        r = mh.Recovery("/x.conf", restarter=rec)
         states = dict(ALL_RUNNING, **{p: "STOPPED" for p in mh.INFORMATIONAL_PROGRAMS})
         assert mh.programs_to_restart(states) == []
         assert not r.restart(mh.TRADER_PROGRAM)
@@ -320,27 +285,24 @@ class TestRecovery:
         assert not r.restart("dolphin_core:hz_member")
         assert rec.calls == []
 
-    def test_uses_supervisorctl_restart_never_systemctl(self):
+    def test_restarts_the_program_by_its_supervisord_name(self):
         rec = Recorder()
-        r = mh.Recovery("/etc/dolphin.conf", runner=rec)
+        r = mh.Recovery("/etc/dolphin.conf", restarter=rec)
         assert r.restart("dolphin_data:exf_fetcher")
         for t in r.threads:
             t.join(5)
-        assert len(rec.calls) == 1
-        argv = rec.calls[0]
-        assert Path(argv[0]).name == "supervisorctl"
-        assert argv[1:] == ["-c", "/etc/dolphin.conf", "restart", "dolphin_data:exf_fetcher"]
-        assert not any("systemctl" == Path(a).name for a in argv)
+        assert rec.calls == ["dolphin_data:exf_fetcher"]
+        assert r.outcomes()["dolphin_data:exf_fetcher"]["detail"] == "restarted"
 
     def test_module_never_invokes_systemctl(self):
         src = Path(mh.__file__).read_text()
-        code_lines = [l for l in src.splitlines() if "systemctl" in l and "supervisorctl" not in l]
+        code_lines = [l for l in src.splitlines() if "systemctl" in l]
         # the word appears only in prose (docstring/comments/log text), never in an argv
         assert all('"systemctl"' not in l and "'systemctl'" not in l for l in code_lines)
 
     def test_cooldown_per_service(self):
         rec, clock = Recorder(), FakeClock()
-        r = mh.Recovery("/c", runner=rec, clock=clock)
+        r = mh.Recovery("/c", restarter=rec, clock=clock)
         assert r.restart("dolphin_data:exf_fetcher")
         assert not r.restart("dolphin_data:exf_fetcher")           # within 10 s
         assert r.restart("dolphin_data:acb_processor")             # independent bucket
@@ -354,7 +316,7 @@ class TestRecovery:
     def test_hung_supervisorctl_does_not_block_caller(self):
         gate = threading.Event()
         rec = Recorder(block=gate)
-        r = mh.Recovery("/c", runner=rec)
+        r = mh.Recovery("/c", restarter=rec)
         t0 = time.monotonic()
         assert r.restart("dolphin_data:scanner")
         assert time.monotonic() - t0 < 5        # a blocking call would wait for the gate, set only below
@@ -365,7 +327,7 @@ class TestRecovery:
     def test_ten_concurrent_restarts_fire_once(self):
         gate = threading.Event()
         rec = Recorder(block=gate)
-        r = mh.Recovery("/c", runner=rec)
+        r = mh.Recovery("/c", restarter=rec)
         barrier = threading.Barrier(10)
         results: list[bool] = []
         lock = threading.Lock()
@@ -389,7 +351,7 @@ class TestRecovery:
 
     def test_concurrent_restarts_of_different_services_each_fire_once(self):
         rec = Recorder()
-        r = mh.Recovery("/c", runner=rec)
+        r = mh.Recovery("/c", restarter=rec)
         ts = [threading.Thread(target=r.restart, args=(p,)) for p in mh.CRITICAL_DATA_PROGRAMS for _ in range(4)]
         for t in ts:
             t.start()
@@ -397,12 +359,12 @@ class TestRecovery:
             t.join(5)
         for t in r.threads:
             t.join(5)
-        assert sorted(c[-1] for c in rec.calls) == sorted(mh.CRITICAL_DATA_PROGRAMS)
+        assert sorted(rec.calls) == sorted(mh.CRITICAL_DATA_PROGRAMS)
 
     def test_runner_exception_is_contained(self):
-        def boom(argv):
-            raise OSError("supervisorctl missing")
-        r = mh.Recovery("/c", runner=boom)
+        def boom(program):
+            raise OSError("supervisord gone")
+        r = mh.Recovery("/c", restarter=boom)
         assert r.restart("dolphin_data:scanner")
         r.threads[0].join(5)
         assert not r.threads[0].is_alive()
@@ -467,12 +429,6 @@ class TestHypothesisProperties:
         assert order[mh.status_for(hi)] <= order[mh.status_for(lo)]
 
     @hsettings(max_examples=300, deadline=None)
-    @given(st.text(max_size=400))
-    def test_parser_never_raises(self, text):
-        out = mh.parse_supervisorctl_status(text)
-        assert all(v.state in mh.SUPERVISOR_STATES for v in out.values())
-
-    @hsettings(max_examples=300, deadline=None)
     @given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), st.floats(min_value=0, max_value=1e6, allow_nan=False))
     def test_freshness_non_increasing_with_age(self, a, d):
         if a >= -mh.DATA_STALE_S:
@@ -492,7 +448,7 @@ class TestHypothesisProperties:
     @given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), min_size=1, max_size=30))
     def test_cooldown_fires_at_most_once_per_window(self, gaps):
         rec, clock = Recorder(), FakeClock(0.0)
-        r = mh.Recovery("/c", runner=rec, clock=clock)
+        r = mh.Recovery("/c", restarter=rec, clock=clock)
         for g in gaps:
             clock.t += g
             r.restart("dolphin_data:scanner")
@@ -509,7 +465,7 @@ class TestEdgeCases:
         rec = Recorder()
         cfg = mh.MHSConfig(settings=s, supervisor_conf=str(tmp_path / "missing.conf"), prefect_port=free_port())
         bus = Bus(s, "meta_health")          # never started: every bus read gives nothing, every write is skipped
-        svc = mh.MetaHealthService(cfg, bus, recovery=mh.Recovery(cfg.supervisor_conf, runner=rec))
+        svc = mh.MetaHealthService(cfg, bus, recovery=mh.Recovery(cfg.supervisor_conf, restarter=rec))
         rep = svc.check()
         on_disk = json.loads((tmp_path / "rl" / "meta_health.json").read_text())
         assert on_disk["status"] == rep["status"]
@@ -519,17 +475,3 @@ class TestEdgeCases:
         assert 0.0 <= rep["rm_meta"] <= 1.0
         assert not list((tmp_path / "rl").glob(".meta_health.json.*"))  # no temp left behind
         assert svc.skipped_writes == 1 and maps.META_HEALTH_LATEST.decode(json.dumps(on_disk)).status == rep["status"]
-
-
-
-@pytest.mark.parametrize("out, rc, ok, text", [
-    ("dolphin_data:exf_fetcher: ERROR (not running)\ndolphin_data:exf_fetcher: started\n", 0, True,
-     "restarted (it was not running)"),
-    ("dolphin_data:exf_fetcher: stopped\ndolphin_data:exf_fetcher: started\n", 0, True, "restarted"),
-    ("dolphin_data:exf_fetcher: ERROR (not running)\ndolphin_data:exf_fetcher: ERROR (spawn error)\n", 7, False,
-     "restart FAILED (supervisorctl exit 7): dolphin_data:exf_fetcher: ERROR (spawn error)"),
-    ("", 2, False, "restart FAILED (supervisorctl exit 2): no output"),
-])
-def test_restart_outcome_reads_a_restart_of_a_stopped_program_as_a_success(out, rc, ok, text):
-    """Regression (issue 20): the log said ``ERROR (not running)`` for a restart that worked."""
-    assert mh.restart_outcome(out, rc) == (ok, text)
