@@ -1,6 +1,7 @@
 """Signed REST client for the trading endpoints of Binance USDT-M (or the venue simulator).
 
-Every call signs its parameters (``prod.binance.signing``) with a fresh ``timestamp``. Reactions:
+Transport (session, signing, weights, server-time offset) is the shared
+:class:`prod.binance.http.BinanceHttpClient`; this module decides what each answer means. Reactions:
 
 * HTTP 429/418 (``-1003`` weight, ``-1015`` order rate): wait ``Retry-After`` (capped by
   ``max_retry_after_s``, else :class:`RateLimited`) and send again — the request was not executed.
@@ -34,21 +35,18 @@ from typing import Any, Callable
 import aiohttp
 import orjson
 
+from prod.binance.http import BinanceHttpClient, retry_after_s, wall_ms
+from prod.binance.signing import Credentials
 from prod.execution.errors import OrderRejected, RateLimited, UnknownOutcome, VenueUnavailable
-from prod.binance.signing import Credentials, encode_params, signed_query
 
 log = logging.getLogger(__name__)
 UNKNOWN_CODES = frozenset({-1006, -1007})
+__all__ = ["OrderRestClient", "UNKNOWN_CODES", "wall_ms"]
 
 
-def wall_ms() -> int:
-    return int(time.time() * 1000)
-
-
-# The server-time offset is a property of this host's clock and the venue, not of one client: the last
-# measurement per REST base (for clients on the wall clock) seeds a new client while it is younger than its
-# time_sync_s, so short-lived clients (CLI commands, reconnects) do not each spend a request on it.
-_OFFSETS: dict[str, tuple[int, float, float]] = {}      # base -> (offset ms, rtt ms, monotonic time measured)
+def _shared(name: str) -> property:
+    """An attribute kept by the shared HTTP client (rate budget, server-time offset), read and set here."""
+    return property(lambda self: getattr(self.http, name), lambda self, v: setattr(self.http, name, v))
 
 
 class OrderRestClient:
@@ -59,31 +57,33 @@ class OrderRestClient:
                  max_retry_after_s: float = 30.0, weight_soft_limit: int = 2000, order_soft_limit: int = 1100,
                  time_sync_s: float = 60.0,
                  clock_ms: Callable[[], int] = wall_ms,
-                 sleep: Callable[[float], Any] = asyncio.sleep, rng: random.Random | None = None) -> None:
-        if not rest_base.startswith(("http://", "https://")):
-            raise ValueError(f"rest_base {rest_base!r} must start with http(s)://")
-        self.base = rest_base.rstrip("/")
+                 sleep: Callable[[float], Any] = asyncio.sleep, rng: random.Random | None = None,
+                 http: BinanceHttpClient | None = None) -> None:
+        if http is not None and http.creds != creds:
+            raise ValueError("OrderRestClient: the shared HTTP client signs with other credentials")
+        self.http = http or BinanceHttpClient(rest_base, creds, timeout_s=timeout_s, recv_window_ms=recv_window_ms,
+                                              weight_soft_limit=weight_soft_limit, order_soft_limit=order_soft_limit,
+                                              time_sync_s=time_sync_s, clock_ms=clock_ms, sleep=sleep, rng=rng)
+        self._own_http = http is None
+        self.base = self.http.base
         self.creds = creds
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.recv_window_ms = recv_window_ms
         self.retries = retries
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
         self.max_retry_after_s = max_retry_after_s
-        self.weight_soft_limit, self.order_soft_limit = weight_soft_limit, order_soft_limit
-        self.used_weight = self.order_count = 0
-        self.clock_ms, self._sleep = clock_ms, sleep
-        self.rng = rng or random.Random()
-        self._session: aiohttp.ClientSession | None = None
-        self.requests = self.retried = self.rate_limited = 0
-        self.time_sync_s = time_sync_s
-        self.time_offset_ms = 0              # server time - local clock (see sync_time)
-        self.time_rtt_ms = 0.0
-        self.time_synced_at: float | None = None   # monotonic time of the last successful sync
+        self.retried = self.rate_limited = 0
         self.time_syncs = self.time_resyncs_1021 = 0
         self._sync_lock: asyncio.Lock | None = None
-        known = _OFFSETS.get(self.base) if clock_ms is wall_ms else None
-        if known is not None and time.monotonic() - known[2] < time_sync_s:
-            self.time_offset_ms, self.time_rtt_ms, self.time_synced_at = known
+
+    used_weight = _shared("used_weight")
+    order_count = _shared("order_count")
+    requests = _shared("requests")
+    recv_window_ms = _shared("recv_window_ms")
+    time_sync_s = _shared("time_sync_s")
+    time_offset_ms = _shared("time_offset_ms")       # server time - local clock (see sync_time)
+    time_rtt_ms = _shared("time_rtt_ms")
+    time_synced_at = _shared("time_synced_at")       # monotonic time of the last successful sync
+    clock_ms = _shared("clock_ms")
 
     async def __aenter__(self) -> "OrderRestClient":
         return self
@@ -92,26 +92,12 @@ class OrderRestClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _sess(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return self._session
-
-    async def _throttle(self, is_order: bool) -> None:
-        if self.used_weight >= self.weight_soft_limit or (is_order and self.order_count >= self.order_soft_limit):
-            wait = 60.0 - time.time() % 60.0 + 0.2
-            log.warning("venue REST: weight %d / orders %d near the limit; pausing %.1fs", self.used_weight,
-                        self.order_count, wait)
-            await self._sleep(wait)
-            self.used_weight = self.order_count = 0
+        if self._own_http:
+            await self.http.close()
 
     def server_ms(self) -> int:
         """Return the venue's time now as this client knows it (local clock + offset)."""
-        return self.clock_ms() + self.time_offset_ms
+        return self.http.server_ms()
 
     async def sync_time(self) -> int:
         """Measure the server-time offset (``GET /fapi/v1/time``); return it in ms (server - local)."""
@@ -124,16 +110,12 @@ class OrderRestClient:
             st = j.get("serverTime") if isinstance(j, dict) else None
             if isinstance(st, bool) or not isinstance(st, int):
                 raise UnknownOutcome(f"GET /fapi/v1/time: no integer serverTime in {str(j)[:80]}")
-            self.time_offset_ms = st - (t0 + t1) // 2
-            self.time_rtt_ms = float(t1 - t0)
-            self.time_synced_at = time.monotonic()
+            self.http.set_offset(st, t0, t1)
             self.time_syncs += 1
-            if self.clock_ms is wall_ms:
-                _OFFSETS[self.base] = (self.time_offset_ms, self.time_rtt_ms, self.time_synced_at)
             return self.time_offset_ms
 
     def _time_stale(self) -> bool:
-        return self.time_synced_at is None or time.monotonic() - self.time_synced_at >= self.time_sync_s
+        return self.http.time_stale()
 
     async def request(self, method: str, path: str, params: dict[str, Any] | None = None, *,
                       signed: bool = True, placing: bool = False, _sync: bool = True,
@@ -153,27 +135,13 @@ class OrderRestClient:
                     log.warning("venue REST: server time resync failed (%s); keeping offset %d ms", exc,
                                 self.time_offset_ms)
         if _timing is None:                  # the time request (weight 1) is never held back: it would skew it
-            await self._throttle(placing)
+            await self.http.throttle(placing, margin_s=0.2)
         while True:
-            self.requests += 1
-            url = self.base + path
-            if signed:
-                url += "?" + signed_query(params or {}, self.creds.secret, self.server_ms(), self.recv_window_ms)
-            elif params:
-                url += "?" + encode_params(params)
-            headers = {"X-MBX-APIKEY": self.creds.api_key}
             if _timing is not None:
                 _timing.append(self.clock_ms())
             try:
-                async with self._sess().request(method, url, headers=headers, timeout=self.timeout) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    h = resp.headers
-                    if (w := h.get("X-MBX-USED-WEIGHT-1M", "")).isdigit():
-                        self.used_weight = int(w)
-                    if (c := h.get("X-MBX-ORDER-COUNT-1M", "")).isdigit():
-                        self.order_count = int(c)
-                    retry_after = h.get("Retry-After")
+                reply = await self.http.send(method, path, params, signed=signed, timeout=self.timeout)
+                body, status, retry_after = reply.body, reply.status, reply.headers.get("Retry-After")
             except aiohttp.ClientConnectorError as exc:
                 err: Exception = VenueUnavailable(f"{what}: cannot connect: {exc}")
                 if placing:
@@ -197,16 +165,13 @@ class OrderRestClient:
                     return j
                 if status in (418, 429):
                     self.rate_limited += 1
-                    try:
-                        ra = float(retry_after) if retry_after else 1.0
-                    except ValueError:
-                        ra = 1.0
+                    ra = retry_after_s(retry_after)
                     if ra > self.max_retry_after_s or attempt >= self.retries:
                         raise RateLimited(status, ra, msg, what)
                     log.warning("venue REST: %s rate limited (code %s); waiting %.1fs", what, code, ra)
                     attempt += 1
                     self.retried += 1
-                    await self._sleep(ra)
+                    await self.http.sleep(ra)
                     continue
                 if code == -1021 and signed and not resynced:
                     # our timestamp was outside recvWindow: not executed; measure the offset again, re-sign once
@@ -225,11 +190,11 @@ class OrderRestClient:
                     raise OrderRejected(code, msg, status, what)
             if attempt >= self.retries:
                 raise err
-            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** attempt) * (0.5 + 0.5 * self.rng.random())
+            delay = self.http.backoff_s(attempt, self.backoff_initial_s, self.backoff_max_s)
             log.warning("venue REST: %s; retry %d/%d in %.2fs", err, attempt + 1, self.retries, delay)
             attempt += 1
             self.retried += 1
-            await self._sleep(delay)
+            await self.http.sleep(delay)
 
     # ------------------------------------------------------------------ endpoints
     async def server_time(self) -> Any:

@@ -19,7 +19,8 @@ taker           ``/futures/data/takerlongshortRatio?symbol=BTCUSDT&period=5m&lim
                 → last buySellRatio
 ==============  =====================================================================  ===========
 
-Requests go through :class:`prod.venue.VenueRestClient` (timeout ``--timeout-s``, up to ``--retries``
+Requests go through :class:`prod.venue.VenueRestClient` for Binance and the clients of
+:mod:`prod.venue.macro` for Deribit and alternative.me (timeout ``--timeout-s``, up to ``--retries``
 quick retries with exponential backoff and jitter, Retry-After and the venue's weight headers
 honoured, typed parsing). After a failed round the indicator retries sooner than its interval
 (backoff from 2 s doubling up to the interval). A malformed body (non-numeric, NaN, out of range)
@@ -63,6 +64,7 @@ from prod.bus import maps
 from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, SystemClock, atomic_write
 from prod.settings import Settings
 from prod.venue import DvolCandle, FearGreed, PremiumIndex, TakerRatio, VenueError, VenueRestClient
+from prod.venue.macro import DeribitClient, FearGreedClient
 
 SERVICE = "exf_fetcher"
 log = logging.getLogger(SERVICE)
@@ -149,12 +151,20 @@ class ExfConfig:
             raise ValueError("exf_fetcher config: stale_factor >= 1, retries >= 0, warmup >= 0 required")
 
 
+@dataclass(frozen=True)
+class Sources:
+    """The three REST clients ExF reads: Binance, Deribit, alternative.me."""
+    binance: VenueRestClient
+    deribit: DeribitClient
+    fng: FearGreedClient
+
+
 @dataclass
 class Indicator:
     name: str
     interval_s: float
     source: str
-    fetch: Callable[[VenueRestClient], Awaitable[tuple[float, float]]]
+    fetch: Callable[[Sources], Awaitable[tuple[float, float]]]
     value: float | None = None
     ts: float | None = None
     fetched_at: float | None = None
@@ -177,18 +187,18 @@ def build_indicators(cfg: ExfConfig, clock: Clock | None = None) -> list[Indicat
     dvol = (cfg.dvol_url or rest).rstrip("/")
     fng = (cfg.fng_url or rest).rstrip("/")
 
-    async def f_funding(r: VenueRestClient) -> tuple[float, float]:
-        return pick_funding(await r.premium_index("BTCUSDT"))
+    async def f_funding(r: Sources) -> tuple[float, float]:
+        return pick_funding(await r.binance.premium_index("BTCUSDT"))
 
-    async def f_dvol(r: VenueRestClient) -> tuple[float, float]:
+    async def f_dvol(r: Sources) -> tuple[float, float]:
         end = int(clock.time() * 1000)
-        return pick_dvol(await r.dvol("BTC", start_ms=end - 3_600_000, end_ms=end, resolution="60"))
+        return pick_dvol(await r.deribit.dvol("BTC", start_ms=end - 3_600_000, end_ms=end, resolution="60"))
 
-    async def f_fng(r: VenueRestClient) -> tuple[float, float]:
-        return pick_fng(await r.fear_greed(1))
+    async def f_fng(r: Sources) -> tuple[float, float]:
+        return pick_fng(await r.fng.fear_greed(1))
 
-    async def f_taker(r: VenueRestClient) -> tuple[float, float]:
-        return pick_taker(await r.taker_long_short_ratio("BTCUSDT", "5m", 1))
+    async def f_taker(r: Sources) -> tuple[float, float]:
+        return pick_taker(await r.binance.taker_long_short_ratio("BTCUSDT", "5m", 1))
 
     return [
         Indicator("funding_btc", cfg.funding_interval_s, f"{rest}/fapi/v1/premiumIndex", f_funding),
@@ -253,7 +263,7 @@ class Fetcher:
         self.pushes = 0
         self.bus_failures = 0
 
-    async def fetch_one(self, rest: VenueRestClient, ind: Indicator) -> None:
+    async def fetch_one(self, rest: Sources, ind: Indicator) -> None:
         """One scheduled fetch (the REST client retries transient errors ``--retries`` times)."""
         try:
             value, ts = await ind.fetch(rest)
@@ -322,9 +332,12 @@ class Fetcher:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
         last_hist = last_hb = 0.0
-        async with VenueRestClient(cfg.settings.venue_rest, deribit_base=cfg.dvol_url or None,
-                                   fng_base=cfg.fng_url or None, timeout_s=cfg.timeout_s, retries=cfg.retries,
-                                   backoff_initial_s=0.2, backoff_max_s=2.0, max_retry_after_s=30.0) as rest:
+        kw = dict(timeout_s=cfg.timeout_s, retries=cfg.retries, backoff_initial_s=0.2, backoff_max_s=2.0,
+                  max_retry_after_s=30.0)
+        venue = cfg.settings.venue_rest
+        async with VenueRestClient(venue, **kw) as binance, DeribitClient(cfg.dvol_url or venue, **kw) as deribit, \
+                FearGreedClient(cfg.fng_url or venue, **kw) as fng:
+            rest = Sources(binance, deribit, fng)
             while not stop.is_set():
                 now = self.clock.time()
                 due = [i for i in self.inds if now >= i.next_at]

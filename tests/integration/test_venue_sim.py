@@ -12,6 +12,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
+from prod.venue.macro import FearGreedClient
 from prod.venue import (BookTickerEvent, DepthEvent, RateLimitedError, TransientVenueError, VenueRequestError,
                         VenueRestClient, VenueStreamClient, VenueUnreachableError)
 from tests.helpers import FIXTURES, Proc, free_port, port_open, running_venue, start_venue, wait_until
@@ -114,7 +115,8 @@ def test_rest_client_typed_results_retry_after_and_timeouts(sim):
             kl = await rest.klines("ETHUSDT", "5m", limit=10)
             assert len(kl) == 10 and all(k.high >= k.low for k in kl)
             assert (await rest.premium_index())[0].mark_price > 0
-            assert (await rest.fear_greed(3))[0].value >= 0
+            async with FearGreedClient(f"http://127.0.0.1:{port}", timeout_s=2.0) as fng:
+                assert (await fng.fear_greed(3))[0].value >= 0
             with pytest.raises(VenueRequestError) as ei:
                 await rest.depth("NOPEUSDT")
             assert ei.value.code == -1121
