@@ -1,31 +1,6 @@
 """Drive the whole mesh under supervisord: ``python -m ops.mesh up|down|status`` (``make run/stop/status``).
 
-``up`` starts supervisord daemonised with ``supervisor/dolphin-supervisord.conf``, waits until
-``run_logs/meta_health.json`` reads GREEN (or times out with a message naming what is not healthy),
-then prints ``supervisorctl status`` and where to look, and registers the Prefect deployments on the
-mesh's own Prefect server (``python -m prod.flows register``; a failure is a warning, the mesh stays
-up). ``down`` shuts supervisord and every program down. ``status`` prints both views. ``logs [PROGRAM]``
-lists the supervisor log files (or prints the tail of one program's log).
-
-Every ``up`` records the running instance in ``run/active.json`` (:mod:`prod.runtime.mesh_record`: instance
-dir, config, socket, logs, ports, supervisord pid, profile) as soon as supervisord runs. ``down``,
-``status`` and ``logs`` without options act on every recorded mesh (and on the default one if it runs
-unrecorded), so a mesh started with ``--env`` or ``--instance-dir`` is found without repeating them;
-with options they act on that instance only. ``down`` clears the entry; a stale entry (its supervisord
-is gone) is reported and cleared.
-
-By default the committed config is used as is (embedded profile, ports 5701/8765 and Prefect 4200,
-socket under ``run/``, logs under ``run_logs/supervisor/``, Prefect state under ``data/prefect/``).
-Giving ``--instance-dir`` (tests, a second mesh on the same machine) or ``--profile cluster`` renders a
-copy of the config into that directory with its own socket, logs, data dir (Prefect's included), ports
-and environment; the program commands stay the same.
-
-``--profile cluster --hz-members N`` (N = 1..3; ``make cluster`` uses 3) runs the cluster profile on
-one machine: N real Hazelcast 5.3.8 members on loopback (group ``hz_cluster``, ports ``--hz-port`` ..
-``--hz-port + N - 1``, CP subsystem with 3 CP members when N = 3, unsafe mode below), no embedded
-member; the venue simulator and Prefect stay local, the trader manual as in the cluster profile. The jar
-is fetched before supervisord starts; every other program is started only once the cluster serves a
-client with all N members and a CP call succeeds, so no service starts against a half-formed cluster.
+Design notes: ``docs/design/ops.md``.
 """
 from __future__ import annotations
 

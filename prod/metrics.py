@@ -1,19 +1,6 @@
 """Every DOLPHIN Prometheus metric in one registry, and the per-service ``/metrics`` HTTP endpoint.
 
-Each long-running process calls :func:`start_metrics` once at start; it serves this module's
-:data:`REGISTRY` (the DOLPHIN metrics plus the process and Python collectors) on
-``settings.metrics_host:settings.metrics_port_base + SERVICE_PORT_OFFSETS[service]``.
-``DOLPHIN_METRICS_PORT_BASE=0`` disables it. Metrics are never allowed to hurt a service: a port in
-use or any server error is logged once (naming the service and the port) and the service runs on
-without an endpoint.
-
-Decisions (docs/metrics.md has the table):
-- One process = one service, so series carry no ``service`` label; Prometheus adds ``job`` and
-  ``instance`` from the scrape config (docker/prometheus.yml). :data:`SERVICE_INFO` names the service.
-- Label values are bounded: map names, the single-key sources of ``prod.bus.maps``, program names,
-  posture and status names. Per-symbol shard maps, PnL dates and heartbeat service keys collapse to
-  the map name in :func:`payload_source`, so a hostile key cannot grow the series count.
-- Times are seconds (Prometheus base units); money is USDT.
+Design notes: ``docs/design/prod.md``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The NG8 eigenvalue scanner: engine, price book, Arrow records and the scanner process."""

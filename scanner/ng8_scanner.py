@@ -1,52 +1,6 @@
 """NG8 eigenscan service: sample venue prices every scan, run one ``enhance()`` pass, publish once.
 
-Run ``python -m scanner.ng8_scanner`` (venue URLs, bus members, data dir, cadence and symbols from
-:mod:`prod.settings`; flags override). Per scan, exactly one Arrow file
-(``data/arrow_scans/YYYY-MM-DD/scan_NNNNNN_HHMMSS.arrow``) and one ``DOLPHIN_FEATURES
-[latest_eigen_scan]`` write, with consecutive scan numbers resumed from the archive after a restart.
-
-Exact definitions (schema 6.0.0; full list in :mod:`scanner.engine`):
-
-* windows W ∈ {50, 150, 300, 750} scan returns; ``λ_W`` = top eigenvalue / N of the Pearson
-  correlation of the included assets; ``velocity_W(t) = λ_W(t) − λ_W(t−1)``;
-  ``vel_div = velocity_50 − velocity_750``; ``eigengap_W = (λ1 − λ2)/N``.
-* **instability window**: ``instability_W`` is the population standard deviation of the last
-  **20 consecutive scans** of ``λ_W`` (100 s at the 5 s cadence), computed only when those 20 values
-  share the same included-asset set; ``instability_composite`` = mean of the non-null ``instability_W``.
-* **regime_signal rule**: ``d = λ_50 − λ_750``; **+1** if d > 0.05 (short-horizon correlation spike:
-  stress / liquidity withdrawal), **−1** if d < −0.05 (short-horizon dispersion), **0** otherwise;
-  null while either window is cold.
-* λ is refined at 512 bits with python-flint (:mod:`scanner.precision`); float64 is the guard.
-
-Prices: one mark price per asset per scan from ``<symbol>@markPrice@1s`` (through
-:class:`prod.venue.stream.VenueStreamClient`), the latest accepted update at the scan instant.
-
-* **Bad tick** (zero, negative, NaN/inf, or more than 50 % away from the price the asset had at the
-  previous scan): rejected with a rate-limited log line naming the symbol and source; the asset keeps
-  its last accepted price.
-* **Missing / stale price**: an asset with no accepted update yet, or whose last accepted update is
-  older than ``stale_after_s`` (default 3 × scan interval, at least 15 s), gets price null in that
-  scan. Null prices are never filled: the asset drops out of every window whose returns span the gap
-  (a window only includes assets with all W returns) until it has W fresh returns again. When an asset
-  turns stale its jump reference is cleared, so a venue re-quote at a new level is accepted.
-* No scan is produced before the first price arrives (no empty scan numbers).
-* **Gaps** (issue 21, rules in :mod:`scanner.engine`): a scan more than 2.5 × the interval after the
-  previous one (loop stalls, an all-stale outage) carries ``gap_s``; its cross-gap return enters no
-  window, windows restart and ``gap_hold`` stays True until w750 is valid again. A symbol missing in
-  a scan is carried at its last price for up to 2 scans, then excluded (other symbols unaffected).
-
-Cold start: a window's fields are null until it has W returns; the payload's ``warm_windows`` names
-the warm ones; ``vel_div`` is null until both w50 and w750 are warm. Backfill: the most recent
-archived scans (their ``prices`` column) are replayed into the history when the newest one is at most
-``backfill_max_gap_s`` old and consecutive archived scans are no further apart than that (the
-contiguous suffix is used). If that leaves the history short, the last 772 scan steps of venue 1s
-kline closes, sampled at the scan cadence in market time (``scan_interval_s`` × the venue's speed,
-aligned to its ``serverTime``), are run through the same engine (:mod:`scanner.venue_backfill`, which
-states the sampling, stale and fallback rules); those rows are history, never written as scans.
-While that history loads, live prices are sampled on the scan grid without publishing; the samples
-taken after the history's market "now" are appended as history too (the *bridge*), so the first
-published scan's return spans one scan step, not the fetch time. A
-venue without 1s klines (the real USDT-M venue: ``-1120``) leaves today's archive/cold behaviour.
+Design notes: ``docs/design/scanner.md``.
 """
 from __future__ import annotations
 

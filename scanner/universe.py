@@ -1,21 +1,6 @@
 """``--universe obf``: the eigenscan of every TRADING USDT perpetual (540+), beside the 50-asset scan.
 
-The 50 ``PRIORITY_SYMBOLS`` scan is untouched: same engine, same prices, same Arrow file and map
-payload, bit for bit. With ``--universe obf`` the scanner additionally:
-
-* discovers the universe once at start like ``obf_universe`` (``/fapi/v1/exchangeInfo`` through
-  :class:`prod.venue.VenueRestClient`, TRADING USDT perpetuals), PRIORITY_SYMBOLS first, then the
-  others in exchange order;
-* follows all their mark prices on one all-market stream, ``!markPrice@arr@1s`` (one connection, no
-  per-symbol subscription), through :class:`prod.venue.stream.VenueStreamClient`, with the same
-  bad-tick and staleness rules (:class:`scanner.pricebook.PriceBook`);
-* runs a second :class:`scanner.engine.EigenEngine` over the whole universe at the same scan instant
-  and writes its result with the same 27-field schema (assets/prices/loadings simply longer) to
-  ``<data>/arrow_scans_obf/YYYY-MM-DD/scan_NNNNNN_HHMMSS.arrow``, scan number = the 50-asset scan's.
-  No map write: ``DOLPHIN_FEATURES[latest_eigen_scan]`` stays the 50-asset scan (a universe key would
-  be a new contract in ``prod.bus.maps``).
-
-A universe scan failure is logged (rate-limited) and never stops the 50-asset scan.
+Design notes: ``docs/design/scanner.md``.
 """
 from __future__ import annotations
 

@@ -1,26 +1,6 @@
 """Cold-start history from the venue: 1s kline closes sampled at the scan cadence, aligned to market now.
 
-Used by :mod:`scanner.ng8_scanner` when the Arrow archive does not give a full recent history. The
-rows are prices the venue really traded at; nothing is interpolated or filled.
-
-Rules (docs/scanner.md, *Cold start and backfill*):
-
-* **Market time.** Every venue timestamp is market time. ``now`` is the venue's ``serverTime``
-  (``/fapi/v1/time``), never the local clock. One scan spans ``scan_interval_s × speed`` market seconds,
-  where ``speed`` is the simulator's ``/sim/status`` ``speed`` (market / wall); a venue without
-  ``/sim/status`` (the real one) has speed 1. A step below 1 s cannot be sampled from 1 s klines →
-  no venue backfill (logged).
-* **Sample times** ``T_k = now − k × step`` for k = N−1 … 0, N = max window + instability window + 2.
-* **Price at T** = close of the newest 1s kline that closed by T (open_time + 1 s ≤ T: no look-ahead).
-  None (missing) if there is no such kline, or if the newest kline *with trades* up to it closed more
-  than ``stale_s`` before T (the scanner's stale rule), or if it is > 50 % away from the same symbol's
-  previous sample (the bad-tick rule; logged).
-* Requests: ``GET /fapi/v1/klines?interval=1s`` through :class:`prod.venue.rest.VenueRestClient`,
-  batches of 499 klines (weight 2: the cheapest weight per row), at most ``CONCURRENCY`` in flight;
-  the whole plan is clipped to the newest part that fits ``weight_budget`` (logged). A venue answering ``-1120``
-  (invalid interval: the real USDT-M
-  venue) or failing the probes → no venue backfill; a symbol whose requests fail or whose history is
-  short → None in the rows it lacks (logged by name).
+Design notes: ``docs/design/scanner.md``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The supervised services of the mesh: one package per process."""

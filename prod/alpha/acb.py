@@ -1,52 +1,7 @@
 """ACB v6, the Adaptive Circuit Breaker (bible §10, §19.2): turn a day's external factors, the
 w750 eigenvalue velocity and the OB macro stress into the ``(boost, beta)`` pair the engine uses.
 
-The constants are :class:`prod.alpha.params.AcbParams` (the same frozen object the configs load
-and the champion hash covers). One pure code path serves the live ``acb_processor`` service and the backtest: both call
-:func:`compute_acb` with the same inputs and get the same :class:`AcbResult`.
-
-The three scales
-----------------
-* **Scale 1 (daily)** — external factors give weighted bearish signals (§10.2):
-
-  ==========  ==========================  =======
-  factor      bearish threshold           weight
-  ==========  ==========================  =======
-  funding     < -0.0001 / < 0.0           1.0 / 0.5
-  dvol        > 80 / > 55                 1.0 / 0.5
-  fng         < 25 / < 40  (confirmed)    1.0 / 0.5
-  taker       < 0.80 / < 0.90             1.0 / 0.5
-  ==========  ==========================  =======
-
-  ``signals`` is their sum (a float such as 2.5) and
-  ``base_boost = 1 + 0.5·log1p(signals)`` when ``signals ≥ 1``, else 1.0
-  (1 → 1.347, 2 → 1.549, 3 → 1.693).
-
-  *Fear & Greed confirmation* (the bible says only "requires confirmation"; decided here): the
-  fng signal counts only when the other three factors together already carry at least the same
-  weight — extreme fear (1.0) needs the others to sum to ≥ 1.0, fear (0.5) needs ≥ 0.5; extreme
-  fear confirmed only at 0.5 counts as plain fear (0.5). Sentiment alone never raises the boost.
-
-  *Units*: ``funding_btc`` is a plain rate per 8 h (−0.0001 = −0.01 %), ``dvol_btc`` is the DVOL
-  index level, ``fng`` is 0–100, ``taker`` is the taker buy/sell volume ratio.
-
-  *Missing factors*: ``None`` or a non-finite value means "not available" and contributes no
-  signal. With no factors at all (e.g. a backtest without an exf file) signals = 0 → boost 1.0.
-
-* **Scale 3 (macro)** — ``beta = BETA_HIGH (0.8)`` when the day's w750 velocity is at or above the
-  60th percentile of the reference w750 velocities (:func:`w750_threshold`), else
-  ``BETA_LOW (0.2)``. With no threshold or no velocity available the conservative BETA_LOW is used.
-
-* **OB sub-4** (§9.4) — market-wide withdrawal stress in [0, 1] raises beta by up to +25 %:
-  ``beta · (1 + 0.25·stress)``. The stress comes from ``prod.alpha.ob.macro_stress(macro)``
-  (withdrawal stress, ``regime_signal == +1``, cascades) or, with only the regime signal at hand,
-  :func:`ob_stress_from_regime` (+1 → 1, calm/neutral → 0). No OB feed → stress 0 → beta unchanged.
-
-* **Scale 2 (per bar)** lives in the engine's sizing (``regime_size_mult``); :func:`meta_boost`
-  is the same formula, here for the processor's display and for tests.
-
-Daily aggregation (§10.2): a date's factors are the per-factor median of the first 10 scans of
-that date (:func:`daily_factors`), ignoring missing values.
+Design notes: ``docs/design/prod.alpha.md``.
 """
 from __future__ import annotations
 

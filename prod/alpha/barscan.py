@@ -1,14 +1,6 @@
-"""Compiled scans over a block of bars that find where NDAlphaEngine has something to decide (issue 31).
+"""Compiled scans over a block of bars that find where NDAlphaEngine has something to decide.
 
-``NDAlphaEngine.run_bars`` drives these: a bar on which ``step_bar`` could only push prices and
-counters (flat with no entry signal, or in a position that no exit can close on that bar) is consumed
-here in bulk; every other bar (an entry candidate, a possible exit, a bad bar while in a position) is
-handed to ``step_bar`` itself, so the decisions are still made by the one engine.  The scans are
-deliberately conservative: stopping on a bar that turns out to be quiet costs one ``step_bar`` call,
-never a different result.
-
-Each scan returns the index of the first event bar (``n`` when none) and fills ``acc`` with the
-indices of the bars it accepted (bars ``step_bar`` would have pushed into the price history).
+Design notes: ``docs/design/prod.alpha.md``.
 """
 from __future__ import annotations
 

@@ -2,35 +2,7 @@
 trader both drive.  Pure: no I/O, no clock, no logging, no bus; ports (OB provider, ACB provider,
 MC forewarner) are injected objects.
 
-Call sequence (live trader and backtest alike)::
-
-    eng = NDAlphaEngine(params, assets)          # assets: the price-column order of every bar
-    eng.set_ob_engine(provider_or_None)          # optional, any time
-    eng.set_mc_forewarner(forewarner, base_cfg)  # optional; consulted by begin_day
-    for each day:
-        eng.begin_day(date, posture="APEX", direction=-1, boost=b, beta=β, mc_status=None)
-        for each bar:
-            # (live) a new acb_boost payload: eng.update_acb_boost(boost, beta)  -> pending,
-            #        applied at the top of the next step_bar (sub-day exit §7.3 then)
-            # (live) a posture change mid-day: eng.set_posture(p)
-            r = eng.step_bar(bar_idx, vel_div, prices, v50_vel, v750_vel, vol_regime_ok)
-            # r.entered / r.exited / r.skipped / r.note
-        # (replay) or a whole block at once, same effect as step_bar on each bar:
-        #   out = eng.run_bars(bar_idx0, vd[], prices[,], v50[], v750[], vol_ok[], hold[])
-        day = eng.end_day()                      # DayResult; capital carries to the next day
-    state = eng.get_state()                      # JSON-serialisable; NDAlphaEngine.from_state(params, state)
-
-`prices` is either a float64 array aligned with `assets` (fast path) or a mapping symbol → price
-(missing symbols count as bad prices).  Inside step_bar, in order: pending ACB → bar validation →
-price history push → ACB scale-2 `regime_size_mult` → exits (if a position is open) → entry (only
-when flat, not halted, past warm-up, vol regime ok, and the cheap vel_div gate passes; only then
-IRP → DC → OB sub-2 → sizing → OB sub-3 → leverage ceiling).
-
-Bad bars: a non-finite vel_div / v50 / v750, a price vector of the wrong shape, or a bar with no
-valid price at all is skipped whole (`skipped` names why; histories untouched; never trades).
-A single bad asset price (NaN, inf, zero, negative, missing) is stored as NaN: that asset cannot be
-selected while the NaN is inside its IRP window, and an open position on it is neither exited nor
-marked on that bar (`skipped="bad_position_price"`).  bars_held counts every accepted bar.
+Design notes: ``docs/design/prod.alpha.md``.
 """
 from __future__ import annotations
 

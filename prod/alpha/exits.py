@@ -1,14 +1,6 @@
 """Exit management (bible §7, §11.7, §21): which exit fires this bar, and at what price.
 
-Order of evaluation (forced exits first, then §7.1):
-HIBERNATE_HALT (posture) → SUBDAY_ACB_NORMALIZATION (pending ACB drop, §7.3) → OB duress
-parameter adjustment (§7.2) → FIXED_TP → STOP_LOSS → VD_ADVERSE_TURN (disabled, §21 TODO-1) →
-TF_EXHAUST / TF_FLIP (disabled, §21 TODO-6) → MAX_HOLD.
-
-Decisions where the bible is silent: the disabled vd exit fires when the signed vel_div has been
-adverse by more than `vd_adverse_threshold` for `vd_adverse_bars` consecutive bars; the disabled
-TF exits compare the v50-v750 velocity spread with its value at entry (exhausted when it shrinks
-below `tf_exhaust_ratio` of it, flipped when it reverses beyond `tf_flip_ratio` of it).
+Design notes: ``docs/design/prod.alpha.md``.
 """
 from __future__ import annotations
 

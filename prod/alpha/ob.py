@@ -1,17 +1,7 @@
 """Order-book provider port (bible §9): query types, a null provider, an in-process provider fed
 by dicts, OB sub-3 market multiplier and OB sub-4 macro stress for the ACB.
 
-The engine only sees `OBProvider` (get_signal / get_macro / get_placement).  The bus adapter that
-keeps an `InProcessOBProvider` current from DOLPHIN_FEATURES_SHARD_* listeners (per asset) and the
-DOLPHIN_FEATURES[ob_macro_latest] listener (the §9.2 macro obf_universe computes once per bar, fed
-through `update_macro`; `clear_macro` when it goes stale or arrives invalid, so the engine sees None
-= neutral) lives with the trader; this module does no I/O.  A provider returns None for an asset it knows nothing about.
-
-Decisions where the bible gives only ranges: sub-3 multiplier on final leverage with
-eff = direction * market_imbalance: eff > 0.10 → 1 + min(0.20, eff); eff < -0.10 →
-max(0.85, 1 + eff); else 1.0 (range [0.85, 1.20], "±20%/15%").  Sub-4 stress ∈ [0, 1] =
-max(withdrawal_stress, 1 if regime_signal == +1 else 0, min(1, cascade_count / 5)); the ACB
-multiplies its beta by 1 + 0.25 * stress ("+25% max").
+Design notes: ``docs/design/prod.alpha.md``.
 """
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
 """Typed, frozen, validated parameters of the alpha engine (bible §19.1, §19.2, §21).
 
-`EngineParams` carries every knob of NDAlphaEngine; `AcbParams` the ACB v6 constants used by
-`prod/alpha/acb.py`.  Both reject unknown fields and out-of-range values at construction with a
-`ParamError` naming the key.  `CHAMPION_ENGINE` / `CHAMPION_ACB` are the frozen champion values that
-`prod/configs` compares a blue config against (drift check).
-
-Decisions where the bible is silent (written down here, used everywhere):
-- `initial_capital` defaults to 25,000 USDT (the bible never states it; only ratios matter).
-- IRP works on relative returns (see prod/alpha/irp.py docstring).
-- SHORT uses `vel_div_threshold`/`vel_div_extreme`; LONG (green, §21 TODO-7) uses
-  `long_threshold`/`long_extreme` mirrored (vel_div > threshold).
+Design notes: ``docs/design/prod.alpha.md``.
 """
 from __future__ import annotations
 

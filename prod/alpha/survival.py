@@ -1,35 +1,7 @@
 """Survival stack (bible §11, §19.3): fold five sensor categories into one risk multiplier
 ``Rm ∈ [0, 1]`` and map it, with hysteresis, to a posture {APEX, STALKER, TURTLE, HIBERNATE}.
 
-Pure and clock-free: the caller (the safety_watchdog service, or a backtest) passes the sensor
-readings and the minutes elapsed since the previous update. :class:`SurvivalStack` is the only
-stateful piece; its state is a small JSON-ready dict (:meth:`SurvivalStack.state` /
-:meth:`SurvivalStack.from_state`) so a restarted watchdog resumes where it stopped.
-
-Categories (§11.2)
-------------------
-* Cat1 binary invariant: 0 when no Hazelcast node is up or the freshest heartbeat is older than
-  30 s, else 1.
-* Cat2 structural: {OK 1.0, ORANGE 0.5, RED 0.1}[MC status] × exp(−max(0, staleness_h − 6)/3).
-  An unknown MC status is treated as ORANGE (decided here: unknown is neither safe nor fatal).
-* Cat3 microstructure: 0.5 when the OB feed is stale, else clamp(0.3 + 0.7·min(depth, fill), 0.3, 1).
-* Cat4 environmental: 1.0 with no DVOL spike on record; 0.3 at the spike minute, then
-  0.3 + 0.7·(1 − exp(−t/60)) as minutes since the spike grow.
-* Cat5 capital: 1/(1 + exp(30·(drawdown − 0.12))) — ≈1.0 below 5 %, 0.5 at 12 %, ≈0.1 at 20 %.
-
-Combination (§11.3): ``r_target = Cat1 · Cat5 · min(Cat2, Cat4) · Cat3``, halved when two or more of
-Cat2/Cat3/Cat4 read below 0.8 (correlated collapse).
-
-Dynamics (§11.4): a lower target applies at once (fast attack); a higher one is approached with
-``step = min(min(1, 0.02·dt)·(target − last), 0.05·dt)`` per update (slow recovery, ≤ 5 %/minute).
-
-Posture (§11.5, §19.3 — the tightened thresholds): Rm ≥ 0.90 APEX, ≥ 0.75 STALKER, ≥ 0.50 TURTLE,
-else HIBERNATE. Hysteresis (§11.6): a move to a more severe posture needs 2 consecutive updates
-whose candidate is more severe than the current posture (the posture then becomes the latest
-candidate); a move to a less severe posture needs 5 consecutive updates whose candidate is less
-severe (the posture then becomes the most severe candidate of that streak, so it never
-over-shoots). Decided here: a Cat1 kill (0) is a total system failure and goes to HIBERNATE
-immediately, bypassing hysteresis; the first update of a fresh stack takes its candidate directly.
+Design notes: ``docs/design/prod.alpha.md``.
 """
 from __future__ import annotations
 

@@ -3,18 +3,7 @@ volatility ("dvol") compared with a 60th-percentile threshold, at 512-bit precis
 (float64 fallback). The live trader and the backtest both use :class:`VolGate`; the array functions
 below are its batch form (same formula, same numbers).
 
-Definitions (the bible names the computation but not its formula; decided here):
-  r_t      = (p_t - p_{t-1}) / p_{t-1}
-  dvol_t   = population std of r over the last `window` returns ending at t (NaN before that,
-             and NaN while the window holds a non-finite or non-positive price)
-  vol_ok_t = dvol_t > threshold. The bible's threshold is VOL_P60: the `pct` (60) percentile of
-             dvol. With a fixed threshold (`vol_threshold` over a reference set, `vol_regime_mask`)
-             it is a constant; :class:`VolGate` without one learns it causally: the order statistic
-             ``sorted(h)[int(0.6 * len(h))]`` of the finite dvols ``h`` of the previous bars (at least
-             `min_history`, at most `max_history` of them), so a replay and the live trader that see
-             the same BTC prices open the gate on the same bars.
-§25: the 512-bit path is primary; float64 is used only when flint is missing. Tests show both
-give identical decisions on real BTC prices.
+Design notes: ``docs/design/prod.alpha.md``.
 """
 from __future__ import annotations
 

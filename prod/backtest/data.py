@@ -1,18 +1,6 @@
 """Read daily backtest Parquet files (shared/ARCHITECTURE.md §5) into validated column arrays.
 
-A day file ``YYYY-MM-DD.parquet`` holds ``timestamp, scan_number, vel_div``,
-``v50/v150/v300/v750_lambda_max_velocity``, ``instability_50``, ``instability_150`` and one price
-column per asset; every other numeric column is taken as an asset price. A file that cannot be
-read, or lacks ``vel_div`` / ``v50_lambda_max_velocity`` / ``v750_lambda_max_velocity`` or any asset
-column, is reported (:class:`DayFileError`, message naming the file) and the caller skips the day.
-Bad values inside a readable file are kept as NaN here and filtered bar by bar by the replay. An
-optional ``gap_hold`` column (the scanner's post-gap flag, issue 21) is read when present.
-
-With ``--ob-dir`` it also reads the order-book Parquet obf_universe records (:func:`load_ob_history`,
-issue 17) so the replay's OB layers (§9) see the books of the time instead of the neutral fallback.
-
-Also reads the optional external-factor file ``exf_daily.json`` (date → factors) written by
-``prod.backtest.synth`` or by an exf archive export.
+Design notes: ``docs/design/prod.backtest.md``.
 """
 from __future__ import annotations
 
@@ -57,7 +45,7 @@ class DayData:
     v750: np.ndarray
     assets: tuple[str, ...]
     prices: np.ndarray
-    gap_hold: np.ndarray | None = None     # issue 21: the scanner's post-gap flag per bar, when the file has it
+    gap_hold: np.ndarray | None = None     # the scanner's post-gap flag per bar, when the file has it
 
     @property
     def n_bars(self) -> int:
@@ -145,7 +133,7 @@ def load_exf(path: Path | None) -> dict[str, dict[str, float]]:
     return out
 
 
-# ── recorded order books (issue 17: the OB-aware backtest) ────────────────────────────────────
+# ── recorded order books (the OB-aware backtest) ────────────────────────────────────
 OB_FIELDS = ("imbalance", "imbalance_ma5", "imbalance_persistence", "withdrawal_velocity", "depth_quality",
              "fill_probability")
 

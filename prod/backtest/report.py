@@ -1,22 +1,6 @@
 """Backtest performance figures and output files: the summary JSON, the equity-curve PNG and an HTML report.
 
-Definitions (so the numbers can be compared with the bible's reference run, §1):
-
-* ``roi_pct`` — (final capital / initial capital − 1) × 100.
-* ``profit_factor`` — sum of winning trade PnL / |sum of losing trade PnL|; ``null`` with no losing trade.
-* ``win_rate_pct`` — share of trades with PnL > 0, in percent.
-* ``sharpe`` — mean / std (ddof 1) of daily returns × √365 (crypto trades every day); ``null`` with
-  fewer than 2 days or zero variance. Annualising from a handful of days gives a number that looks
-  precise and is mostly noise (the standard error of a Sharpe estimate is about √(365/days) in
-  annual units: ±3.5 at 30 days), so below ``SHARPE_MIN_DAYS`` (30) daily returns the figures carry
-  ``sharpe_warning``; the runner logs it, the CLI prints it and the summary JSON / HTML report carry it.
-* ``max_drawdown_pct`` — largest peak-to-trough fall of the realised equity curve (capital after
-  every closed trade and at every day end), in percent of the peak.
-
-The equity PNG has a date x-axis (matplotlib date locator/formatter): the runner's curve positions
-are day offsets ``k + fraction`` into its list of replayed day files, mapped back to calendar
-dates through that list (:func:`offsets_to_datetimes`), so a missing day file shows as a jump in
-the dates, not a shifted axis.
+Design notes: ``docs/design/prod.backtest.md``.
 """
 from __future__ import annotations
 

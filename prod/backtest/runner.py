@@ -1,43 +1,7 @@
 """Replay daily Parquet files through NDAlphaEngine — the same ``begin_day`` / ``step_bar`` /
 ``end_day`` the live trader calls — and write the summary JSON and the equity-curve PNG.
 
-Replay rules (written down because the bible leaves them to the caller):
-
-* Days are the ``YYYY-MM-DD.parquet`` files of the data directory in date order (``--from`` /
-  ``--to`` inclusive). Capital, the open position, price histories and the learning state carry
-  across days inside one engine; ``bar_idx`` is global across the replay.
-* ``vol_regime_ok`` is the one gate of :class:`prod.alpha.vol.VolGate` fed with each bar's BTCUSDT
-  price, one gate for the whole replay (it runs across day boundaries, as in the live trader, so a
-  replay and the trader that see the same prices open it on the same bars). Bible §13.1 gives
-  ``process_day`` the dvol mask (§25.5/§25.6: rolling 50-bar dvol at 512 bits > VOL_P60) and
-  ``bar >= 100`` only as the fallback when no mask is given; this runner used that fallback until
-  issue 18. Without a BTCUSDT column the gate never opens (logged).
-* ACB v6 (§10, §13.1): one :class:`prod.alpha.acb.AdaptiveCircuitBreaker` is attached with
-  ``engine.set_acb``; ``begin_day`` asks it for the day's ``(boost, beta)``. External factors come from
-  ``exf_daily.json`` (default: inside the data directory; ``--exf`` to point elsewhere). Without
-  it every day has signals 0 → **boost 1.0**, and beta still follows the w750 switch. A date's w750
-  velocity is the median of its first 10 bars' ``v750_lambda_max_velocity``; the 60th-percentile
-  threshold is taken over all replayed days (the bible preloads it over the data set). The
-  backtest has no sub-day ACB feed, so ``update_acb_boost`` is not called mid-day.
-* Order books (issue 17): by default the engine has no OB provider (the neutral fallback of §9). With
-  ``--ob-dir DIR`` (obf_universe's ``data/ob_universe``) an :class:`prod.alpha.ob.InProcessOBProvider`
-  is attached and, before each bar, every symbol's latest recorded row at or before the bar's timestamp
-  is fed to it with the live trader's rules (:class:`prod.backtest.data.ObHistory`); a symbol with no row
-  yet has no OB signal, as live before its first book. Macro OB (sub-4) is not fed (the trader does not
-  feed it either).
-* MC-forewarner gate (§12, issue 32): with ``--mc-model FILE`` (a ``python -m prod.mc train`` model for this
-  config's hash; a refused file stops the replay with the reason) the engine consults the model at every
-  ``begin_day`` at ``max_leverage × that day's ACB boost``, as live: ORANGE halves the day's size, RED halts
-  its entries. Each day's ``mc_status``, ``mc_source`` (``REAL_MODEL``), ``mc_prob`` and ``mc_envelope`` go
-  to ``per_day`` and the HTML report. Without it the gate is off (``mc_status`` OK, ``mc_source`` OFF): the
-  reference run, and what the MC training itself replays.
-* Posture is APEX for every day (the reference run), or with ``--survival`` it follows the survival
-  stack fed with healthy sensors and the realised drawdown (Cat5), updated at each day start.
-* Bad input: an unreadable day file or one without the required columns is logged and skipped
-  (listed under ``skipped_days``); bad bars go to the engine, which skips them with a reason
-  (counted under ``skip_reasons``). Assets missing from a day are NaN (never selected).
-* The position still open after the last bar is closed at the last valid price
-  (reason ``END_OF_DATA``) so the final capital is realised.
+Design notes: ``docs/design/prod.backtest.md``.
 """
 from __future__ import annotations
 
@@ -104,7 +68,7 @@ def _gap_hold_scan(ts_ns, hold, prev_ts, left, min_step, hold_bars):
 
 def gap_holds(ts_ns: np.ndarray, flag: np.ndarray | None, prev_ts: int | None, left: int,
               bar_ns: float | None) -> tuple[np.ndarray, int, int]:
-    """Bars of one day under the gap hold (issue 21): the file's ``gap_hold`` flag, or a bar more than
+    """Bars of one day under the gap hold: the file's ``gap_hold`` flag, or a bar more than
     GAP_FACTOR bars and MIN_GAP_S seconds after the previous one (also across days) and the GAP_HOLD_BARS after it.
 
     ``left`` carries a hold across midnight; returns (hold per bar, bars still held, gaps found).

@@ -1,30 +1,7 @@
 """Generate synthetic daily backtest Parquet files (shared/ARCHITECTURE.md §5 schema) so the
 backtest can run before the scanner has recorded anything.
 
-    python -m prod.backtest.synth --out data/vbt_cache_klines --days 3 --seed 7
-
-Each day is ``YYYY-MM-DD.parquet`` with 17,280 rows (one per 5-second bar): ``timestamp``
-(UTC, ns), ``scan_number`` (continuous across days), ``vel_div``,
-``v50/v150/v300/v750_lambda_max_velocity``, ``instability_50``, ``instability_150`` and one
-close-price column per asset of ``prod.settings.PRIORITY_SYMBOLS`` (50).
-
-The market model (deliberately simple, documented so results can be read):
-
-* prices follow a one-factor log random walk: each asset has a market beta in [0.6, 1.8]
-  and its own idiosyncratic noise;
-* ``vel_div`` is AR(1) noise around 0 (std ≈ 0.006), so it rarely crosses −0.02 by itself;
-* each day has seeded *instability episodes* (Poisson, mean 8, at least 3): ``vel_div`` dips to
-  −0.03…−0.09 and, in 55 % of them, the market then falls 0.6–2.5 % over 40–120 bars and
-  mean-reverts 80 % of the fall over the next 150–400 bars — what the SHORT engine trades;
-  in the other 45 % (false alarms) the market drifts up instead, so trades can lose;
-* ``instability_50/150`` rise during episodes; ``v750`` is slow noise and
-  ``v50 = vel_div + v750`` so the §3.1 identity holds.
-
-It also writes ``exf_daily.json`` (date → funding_btc, dvol_btc, fng, taker), the external
-factors the backtest feeds to ACB v6; without that file the backtest uses boost 1.0.
-
-Every day is drawn from ``numpy.random.default_rng([seed, day_index])``: the same seed gives
-the same files, and day *k* does not depend on how many days were generated.
+Design notes: ``docs/design/prod.backtest.md``.
 """
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ def _loads(raw: Any, source: str) -> Any:
         return json.loads(raw, parse_constant=_reject_nonfinite)
     except ValueError as exc:
         raise PayloadError(f"{source}: malformed JSON ({exc})") from exc
-    except RecursionError:        # issue 17 fuzzing: "[[[[..." leaked RecursionError
+    except RecursionError:        # fuzzing: "[[[[..." leaked RecursionError
         raise PayloadError(f"{source}: JSON nested too deeply") from None
 
 

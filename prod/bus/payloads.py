@@ -1,14 +1,6 @@
 """The frozen type of every payload on the DOLPHIN bus, with full validation on decode.
 
-Each payload kind is a frozen, keyword-only dataclass. :meth:`Payload.from_dict` checks every
-declared field against its annotation — type (``bool`` is not a number), finiteness of every
-number, element types of ``list[...]``, nullability (``X | None``) and presence (a field without a
-default is required) — and raises :class:`PayloadError` naming the source and the field. Fields a
-writer adds beyond the declared ones are kept, unchecked, in ``extra`` and written back by
-:meth:`Payload.to_dict`, so a reader never loses what a newer writer sent.
-
-This module is low level: it imports nothing else from the project (map names and keys live in
-:mod:`prod.bus.maps`, which binds these types to topics).
+Design notes: ``docs/design/prod.bus.md``.
 """
 from __future__ import annotations
 
@@ -74,7 +66,7 @@ def _check(value: Any, tp: Any, where: str) -> Any:
             raise PayloadError(f"{where} must be a number, got {type(value).__name__}")
         try:
             finite = math.isfinite(value)
-        except OverflowError:     # an int beyond the float range (issue 17 fuzzing: it leaked OverflowError)
+        except OverflowError:     # an int beyond the float range (fuzzing: it leaked OverflowError)
             raise PayloadError(f"{where} is out of the float range ({str(value)[:24]}...)") from None
         if not finite:
             raise PayloadError(f"{where} is not finite ({value})")
@@ -196,7 +188,7 @@ class EigenScan(Payload):
     n_assets: int | None = None
     eigenvalue_gradients: dict[str, float | None] = field(default_factory=dict)
     multi_window_results: dict[str, Any] = field(default_factory=dict)
-    gap_s: float = 0.0                     # issue 21: missing input time before this scan (s)
+    gap_s: float = 0.0                     # missing input time before this scan (s)
     carried: int = 0                       # symbols priced from their last price
     gap_hold: bool = False                 # post-gap scan: windows not valid again yet, no entries
 

@@ -1,17 +1,7 @@
 """Strategy configuration loader: blue.yml / green.yml → typed `StrategyConfig` with champion hash
 and drift check (bible §19, shared/ARCHITECTURE.md §6).
 
-File layout::
-
-    strategy: blue | green
-    direction: SHORT | LONG
-    engine: {EngineParams fields}     # unknown keys rejected, missing keys take champion defaults
-    acb:    {AcbParams fields}
-
-`champion_hash = sha256(json.dumps({"engine": ..., "acb": ...}, sort_keys=True))[:16]` over the
-fully resolved parameters.  A blue config whose resolved values differ from the frozen champion
-values in code (`prod.alpha.params.CHAMPION_ENGINE` / `CHAMPION_ACB`) raises `ConfigDriftError`
-naming every drifted key; `load_config(..., allow_drift=True)` is for research runs only.
+Design notes: ``docs/design/prod.configs.md``.
 """
 from __future__ import annotations
 

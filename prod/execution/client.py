@@ -1,34 +1,6 @@
 """Execution client: orders on a Binance-USDT-M-compatible venue with fills, fallback, reconcile and kill.
 
-:class:`ExecutionClient` (asyncio) owns the orders it sent, keyed by client order id:
-
-* :meth:`submit` registers the order as ``PENDING_NEW`` *before* sending (so stream events that
-  beat the REST answer find it), sends it with ``newClientOrderId`` and applies the answer. Submitting
-  a client id that is already known returns the known order (idempotent); only an order that never
-  reached the venue (``REJECTED`` with ``not_sent``) may be sent again. ``-4116`` (duplicate id: the
-  order is open on the venue) adopts the venue's order. An unknown outcome (timeout, 5xx) leaves it
-  ``PENDING_NEW`` with ``unknown_outcome`` and the poller queries it by client id until the venue
-  knows it (adopted) or ``lost_after_s`` passed without it (``REJECTED``, reason ``lost``).
-* Fills and status come from the user-data stream. REST is the fallback: an open order is polled
-  (``GET /fapi/v1/order``) when the stream is down, after every reconnect, when the order has been
-  silent for ``stream_silence_s`` (then with backoff up to ``poll_max_s``), and when the venue reports
-  more executed than the fills we hold (``GET /fapi/v1/userTrades`` fetches them; trade ids dedupe).
-* Malformed events, events for unknown client ids, illegal transitions and over-fills are logged,
-  counted (``stats``) and dropped; the order is then re-read from the venue (venue truth wins).
-* Server time: a task measures the REST client's server-time offset every ``time_sync_s`` (60 s), so the
-  order path never waits for a resync (``prod/execution/rest.py``).
-* :meth:`reconcile` (at start): open orders first, then positions (so a fill between the two reads
-  cannot hide an order), each journaled order that was not final is re-read and adopted, ours
-  (``DLP-`` prefix) open on the venue but unknown or final in the journal are strays and cancelled,
-  foreign orders and all positions are reported.
-* :meth:`kill`: halt entries, cancel every open order, flatten every position with reduceOnly
-  MARKET orders (repeated until flat, at most ``attempts`` rounds) and report.
-* :meth:`venue_state` (the trader's periodic reconcile): open orders, positions with every symbol's
-  leverage and margin type, and the wallet, in one pass, with its duration and the REST weight it used;
-  :meth:`income` reads ``/fapi/v1/income`` (funding fees).
-
-Every state change is passed to ``on_order(event, order_dict)`` (the journal hook); the account events of
-the user stream (``ACCOUNT_UPDATE``, ``ACCOUNT_CONFIG_UPDATE``, ``MARGIN_CALL``) to ``on_account(event)``.
+Design notes: ``docs/design/prod.execution.md``.
 """
 from __future__ import annotations
 

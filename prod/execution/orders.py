@@ -1,18 +1,6 @@
 """Order state machine and idempotent client order ids (pure: no I/O, no clock).
 
-States follow Binance's order status, plus ``PENDING_NEW`` for an order we sent whose answer we
-have not seen yet (also the state of a submit whose outcome is unknown: timeout, 5xx)::
-
-    PENDING_NEW ─► NEW ─► PARTIALLY_FILLED ─► FILLED
-        │           │            │
-        │           └────────────┴─► CANCELED / EXPIRED
-        └─► REJECTED, or straight to any venue state (the ack can arrive after the fills)
-
-Terminal states never change. A status that goes backwards (a late ``NEW`` after ``FILLED``, as
-when the REST fallback overtook the stream) is *stale* and ignored; a terminal order moving to
-another state (``CANCELED`` → ``FILLED``) is *illegal* and refused with :class:`IllegalTransition`.
-Fills are keyed by the venue's trade id, so an event seen twice (stream and REST) counts once; a
-fill that would take the order beyond its quantity is refused with :class:`BadFill`.
+Design notes: ``docs/design/prod.execution.md``.
 """
 from __future__ import annotations
 

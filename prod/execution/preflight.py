@@ -1,30 +1,6 @@
 """Preflight: check a Binance-USDT-M trading account before the trader may enter a position.
 
-Run by the trader at start (``execution=venue``) and on its own as ``python -m prod.execution
-preflight``. Each check gives one line, ``PASS`` or ``FAIL`` with what was found and, on a
-failure, what to change (docs/execution.md, "Go-live checklist"):
-
-``endpoint``   the declared kind (``DOLPHIN_VENUE_KIND``: simulator, testnet, mainnet) matches the
-               URLs; mainnet also needs ``DOLPHIN_VENUE_MAINNET_OK=1``. On a failure nothing is sent.
-``server``     ``GET /fapi/v1/time`` answers; the server-time offset it gives is kept by the signed
-               REST client (every signed call uses it); beyond ``recvWindow`` the host clock is wrong.
-``api key``    the first signed call (``GET /fapi/v2/balance``) is accepted (``-2015``, ``-2014``, ``-1022``:
-               key, secret, permissions or IP whitelist).
-``position mode`` one-way (``dualSidePosition=false``); hedge mode makes every order fail with ``-4061``.
-``asset mode`` single-asset (``multiAssetsMargin=false``).
-``symbols``    every configured symbol is in ``exchangeInfo`` with status ``TRADING``.
-``margin``     the configured margin type and leverage are set on every tradable symbol
-               (``POST /fapi/v1/marginType``, ``-4046`` = already so; ``POST /fapi/v1/leverage``), the
-               leverage is at least the engine's absolute maximum and the largest entry fits the
-               symbol's ``maxNotionalValue`` at that leverage.
-``commission`` ``GET /fapi/v1/commissionRate``: the maker/taker rates the trader books fees with.
-``balance``    ``GET /fapi/v2/balance``: capital = min(USDT available, allocation); the largest entry the
-               engine sizes from it reaches the venue's minimum notional.
-
-A failure of ``symbols`` or ``margin`` for some symbols refuses entries in those symbols only (they are
-listed in :attr:`PreflightReport.refused_symbols`); any other failure refuses every entry
-(:attr:`PreflightReport.entries_allowed`). Exits are never refused: a position the trader holds can
-always be closed.
+Design notes: ``docs/design/prod.execution.md``.
 """
 from __future__ import annotations
 

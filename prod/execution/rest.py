@@ -1,28 +1,6 @@
 """Signed REST client for the trading endpoints of Binance USDT-M (or the venue simulator).
 
-Transport (session, signing, weights, server-time offset) is the shared
-:class:`prod.binance.http.BinanceHttpClient`; this module decides what each answer means. Reactions:
-
-* HTTP 429/418 (``-1003`` weight, ``-1015`` order rate): wait ``Retry-After`` (capped by
-  ``max_retry_after_s``, else :class:`RateLimited`) and send again — the request was not executed.
-  The client also keeps the venue's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-1M`` and pauses
-  to the next minute before crossing ``weight_soft_limit`` / ``order_soft_limit``.
-* Connection refused: :class:`VenueUnavailable` for order placement (not sent: safe to resend the
-  same client id), retried with backoff and jitter for reads and cancels.
-* Timeout, dropped connection, HTTP 5xx, ``-1006``/``-1007``: for ``POST /fapi/v1/order``
-  :class:`UnknownOutcome` at once (the order may exist: the caller queries it by client id, never
-  resends blindly); reads are retried.
-* ``-1021`` (timestamp outside ``recvWindow``): the server-time offset is measured again
-  (``GET /fapi/v1/time``) and the request re-signed and sent once more (it was not executed); a
-  second ``-1021`` is an :class:`OrderRejected` naming the endpoint.
-* Any other 4xx: :class:`OrderRejected` with the venue's code and message.
-
-Server time: every signed request carries ``timestamp = local clock + offset``, the offset measured
-by :meth:`OrderRestClient.sync_time` (``serverTime`` minus the midpoint of the local send and
-receive times). It is measured before the first signed call and again when it is older than
-``time_sync_s`` (on a read: an order is never delayed by a resync).
-
-The API secret is used for signing only; no URL with a signature, no header and no secret is logged.
+Design notes: ``docs/design/prod.execution.md``.
 """
 from __future__ import annotations
 

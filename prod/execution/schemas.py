@@ -26,7 +26,7 @@ def _f(d: dict, k: str, src: str) -> float:
         if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
             raise TypeError
         v = float(raw)
-    except (KeyError, TypeError, ValueError, OverflowError):   # OverflowError: int beyond float (issue 17 fuzzing)
+    except (KeyError, TypeError, ValueError, OverflowError):   # OverflowError: int beyond float (fuzzing)
         raise MalformedMessage(f"{src}: field {k!r} missing or not a number: {str(d.get(k))[:40]!r}") from None
     if not math.isfinite(v):
         raise MalformedMessage(f"{src}: field {k!r} is not finite: {d.get(k)!r}")
@@ -350,7 +350,7 @@ def parse_symbol_rules(info: Any) -> dict[str, SymbolRules]:
             raise MalformedMessage(f"{src}: bad symbol entry {str(s)[:80]}: {exc!r}") from None
         r = out[s["symbol"]]
         if not (r.tick.is_finite() and r.tick > 0 and r.step.is_finite() and r.step > 0 and r.min_qty.is_finite()
-                and r.min_qty >= 0 and math.isfinite(r.min_notional)):   # issue 17 fuzzing: "NaN" got through
+                and r.min_qty >= 0 and math.isfinite(r.min_notional)):   # fuzzing: "NaN" got through
             raise MalformedMessage(f"{src}: {r.symbol}: tick/step must be finite > 0, minQty/notional finite")
     return out
 

@@ -1,16 +1,6 @@
 """User-data stream client: listen key lifecycle, websocket with reconnect, typed events to a callback.
 
-:class:`UserStream` creates a listen key (``POST /fapi/v1/listenKey``), connects to
-``<ws_base>/ws/<listenKey>``, renews the key every ``keepalive_s`` (Binance: 60 min validity, renew
-within it), reconnects with exponential backoff and full jitter after any close, error or
-``listenKeyExpired`` (asking for a key again), and calls ``on_connect`` after every successful
-(re)connect — events sent while we were away are lost for good, so the caller sweeps open orders
-over REST then. Frames are parsed once here (``ORDER_TRADE_UPDATE`` → :class:`OrderUpdate`,
-``ACCOUNT_UPDATE`` → :class:`AccountUpdate`, ``ACCOUNT_CONFIG_UPDATE`` → :class:`AccountConfigUpdate`,
-``MARGIN_CALL`` → :class:`MarginCall`, ``ALGO_UPDATE`` → :class:`AlgoUpdate`); malformed ones are
-counted and logged at most once per 10 s, never passed on. Event kinds we do not use (``TRADE_LITE``,
-``CONDITIONAL_ORDER_TRIGGER_REJECT``, new ones Binance adds) are ignored and counted per kind
-(``unknown_kinds``), logged once per kind.
+Design notes: ``docs/design/prod.execution.md``.
 """
 from __future__ import annotations
 

@@ -1,29 +1,6 @@
 """The backtest supervisor flow (bible §17.2, our ``nautilus_prefect_flow``): one day through the engine, guarded.
 
-Tasks in execution order (retries and timeouts as §17.2):
-
-=======================  =======  =======  ==================================================================
-task                     retries  timeout  does
-=======================  =======  =======  ==================================================================
-hz_probe                 3        30 s     connect, write ``DOLPHIN_HEARTBEAT[backtest_flow_probe]``; abort on failure
-validate_champion        0        10 s     load the config; a blue config must hash to the frozen champion
-                                           (``ConfigDriftError`` names the drifted keys; the engine never runs)
-load_bar_data            2        120 s    the day's bars (:mod:`prod.flows.days`; vel_div validated)
-read_posture             2        20 s     posture (CP AtomicRef → map → APEX), acb_boost, MC status
-restore_capital          2        20 s     capital from ``DOLPHIN_STATE_BLUE[latest_backtest]`` (bible:
-                                           ``latest_nautilus``), else the config's initial capital (25,000)
-run_backtest             0        600 s    begin_day / step_bar × N / end_day, open position closed at the end
-write_hz_result          3        30 s     ``DOLPHIN_PNL_<S>[backtest_flow_<date>]`` + ``STATE_BLUE[latest_backtest]``
-heartbeat                0        15 s     ``DOLPHIN_HEARTBEAT[backtest_flow_heartbeat]`` at flow_start,
-                                           engine_start (or hibernate) and flow_end
-=======================  =======  =======  ==================================================================
-
-HIBERNATE skips the engine: the day's result (no trades, capital unchanged, ``skipped="HIBERNATE"``) is
-still written, and the heartbeat still says ``flow_end``. ``--dry-run`` validates the config and the
-day's data only (no bus, no engine, nothing written). A re-run of a day restores from the same
-``latest_backtest`` unless that already holds the day (then from its ``start_capital``).
-
-    python -m prod.flows.backtest --date 2026-01-01 [--config prod/configs/blue.yml] [--dry-run]
+Design notes: ``docs/design/prod.flows.md``.
 """
 from __future__ import annotations
 

@@ -1,26 +1,6 @@
 """Every Hazelcast read and write the Prefect flows make, in one small module.
 
-The flows connect with :func:`prod.bus.client.make_client`, validate every value with
-:func:`prod.bus.maps.decode` / :func:`prod.bus.maps.encode` (each value through its typed topic), and never write a
-key the live services
-own: the live trader owns ``DOLPHIN_PNL_BLUE[date]``, ``DOLPHIN_STATE_BLUE["latest"]`` (the safety
-watchdog's drawdown input) and ``state_blue_<date>``, so a daily replay run by a flow writes under keys
-that carry the flow's name (decision; the bible lets the flows and the actor share the date key):
-
-=========================  ===========================================  =====================================
-map                        key                                          written by
-=========================  ===========================================  =====================================
-DOLPHIN_PNL_{BLUE,GREEN}   ``paper_flow_<date>`` / ``backtest_flow_<date>``  paper flow / backtest supervisor flow
-DOLPHIN_STATE_BLUE         ``paper_flow_<strategy>_latest``             paper flow (capital + engine continuity)
-DOLPHIN_STATE_BLUE         ``paper_flow_<strategy>_<date>``             paper flow (per-run snapshot)
-DOLPHIN_STATE_BLUE         ``latest_backtest``                          backtest flow (bible: ``latest_nautilus``)
-DOLPHIN_HEARTBEAT          ``backtest_flow_heartbeat``, ``backtest_flow_probe``  backtest flow (phases, hz probe)
-=========================  ===========================================  =====================================
-
-``DOLPHIN_FEATURES[mc_forewarner_latest]`` is only read here: its one writer is services/mc_forewarner.
-The key formats live in ``prod/bus/maps.py``; the results are the ``FlowResult`` topic there.
-:func:`write_all` encodes every payload before the first write, so a bad payload writes nothing, and
-writes in the given order (callers put the "latest" pointer last).
+Design notes: ``docs/design/prod.flows.md``.
 """
 from __future__ import annotations
 

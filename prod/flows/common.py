@@ -1,29 +1,6 @@
 """What the DOLPHIN flows share: their settings, the day's engine replay and the JSONL run log.
 
-Flow settings come from the environment (the worker passes its own to every flow run):
-
-===============================  =======  ==================================================
-variable                         default  meaning
-===============================  =======  ==================================================
-``PREFECT_API_URL``              --       the Prefect server (``http://127.0.0.1:4200/api`` embedded)
-``DOLPHIN_FLOW_RETRY_DELAY_S``   10       seconds between the retries of a task
-``DOLPHIN_FLOW_HZ_TIMEOUT_S``    10       Hazelcast connect / call timeout inside a task
-===============================  =======  ==================================================
-
-plus every ``DOLPHIN_*`` variable of :mod:`prod.settings` (members, data and run-log directories); a
-flow's ``hz_members`` / ``data_dir`` / ``run_logs`` parameters override them for one run.
-
-:func:`replay_day` is the one engine cycle both day flows run: ``begin_day`` with the posture, ACB
-boost/beta and MC status read from the bus, ``step_bar`` over every bar, ``end_day``. Each bar's
-``vol_regime_ok`` comes from :class:`prod.alpha.vol.VolGate`, the trader's and the backtest's gate, fed
-the bar's BTCUSDT price (:func:`prod.backtest.runner.day_vol_gates`): open when the rolling 50-bar dvol
-(512 bits) exceeds the 60th percentile of the previous bars' dvols, so a fresh gate stays closed until it
-has 50 good returns and 10 dvols of history (the 61st bar at the earliest), a bad or missing price
-closes it until the window refills, and an engine without a BTCUSDT asset never opens it. The gate's
-state rides in the returned engine state (``vol_gate``): the paper-trade flow, which continues from the
-previous day's stored state, carries it across days; the backtest flow starts every day with a fresh
-gate. The engine parameters are the config's, SmartPlacer fee/slippage emulation included: a replay
-has no paper fills to carry the friction (bible §8.3 turns it off only where the matching engine fills).
+Design notes: ``docs/design/prod.flows.md``.
 """
 from __future__ import annotations
 

@@ -1,19 +1,6 @@
 """Load one UTC day of bars for a flow: the daily Parquet, else the day's scan archive; refuse a partial day.
 
-Sources, in order (bible §17.3 "Parquet (preferred) or JSON fallback"):
-
-1. ``<data>/vbt_cache_klines/YYYY-MM-DD.parquet`` (shared/ARCHITECTURE.md §5), read by
-   :func:`prod.backtest.data.load_day`, the backtest's own reader.
-2. The scanner's per-scan archive ``<data>/arrow_scans/YYYY-MM-DD/scan_*.arrow`` (our stand-in for the
-   bible's per-scan NG3 JSON files; each file's assets and prices are JSON columns), turned into the
-   same table by :mod:`prod.scans.daily` and read by the same reader.
-
-A day is refused with :class:`DayDataError` (named, so Prefect shows why the run failed) when there is
-no data at all, the file is unreadable or truncated or lacks required columns, it has no bars, fewer
-than ``MIN_VALID_VEL_DIV`` (50 %) of its bars carry a finite ``vel_div`` (the scanner's vel_div is null
-until its 750-scan window is warm, about an hour after a start; a day mostly without it is a cold or
-broken scanner), or it is *partial*: it leaves
-a gap longer than ``MAX_GAP_S`` (300 s, as ``prod.scans.daily``) between 00:00, its bars and 24:00.
+Design notes: ``docs/design/prod.flows.md``.
 """
 from __future__ import annotations
 

@@ -1,22 +1,6 @@
 """Register DOLPHIN's deployments on a Prefect server, and list them: ``python -m prod.flows register|list``.
 
-The deployments (bible §17.1, schedules as the issue; the bible's table prints ``0 0 * * *`` next to
-"00:05 UTC", we take the time it names), all on the ``dolphin`` process work pool:
-
-=========================  ==========================  ===============  ======================
-deployment                 flow                        cron (UTC)       parameters
-=========================  ==========================  ===============  ======================
-dolphin-paper-blue         paper_trade_flow            ``5 0 * * *``    configs/blue.yml
-dolphin-paper-green        paper_trade_flow            ``5 0 * * *``    configs/green.yml
-dolphin-backtest-blue      backtest_supervisor_flow    ``10 0 * * *``   configs/blue.yml
-dolphin-mc-forewarner      mc_forewarner_flow          ``0 */4 * * *``  configs/blue.yml
-=========================  ==========================  ===============  ======================
-
-Concurrency (bible §24.6.1, after the 60-zombie outage): the pool runs one flow run at a time and each
-deployment at most one. Entry points are module paths (``prod.flows.paper_trade.paper_trade_flow``):
-the worker's interpreter imports the installed package, so no source path or image is stored.
-Registering again updates the deployments in place (idempotent). ``register`` waits up to ``--wait-s``
-for the API to answer (the supervised server may still be starting).
+Design notes: ``docs/design/prod.flows.md``.
 """
 from __future__ import annotations
 

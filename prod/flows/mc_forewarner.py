@@ -1,22 +1,6 @@
 """The MC-forewarner flow (bible §12, §16.8), every 4 h: assess the config as the service does and check the bus.
 
-``DOLPHIN_FEATURES[mc_forewarner_latest]`` has **one writer**, the supervised ``services/mc_forewarner``
-(why: docs/mesh.md, "One writer"). This flow writes nothing: it runs the same assessment
-(:func:`prod.mc.assess.assess`, the same model file, the same day boost) and compares it with what the
-service published, so the Prefect UI shows every 4 h what the model says and whether the published
-value agrees. A published value that is missing, or older than ``max_age_h``, or whose status or
-source differs from this assessment, fails the run (state Failed, the reason named).
-
-=================  =======  =======  ===============================================================
-task               retries  timeout  does
-=================  =======  =======  ===============================================================
-load_config        0        10 s     the strategy config
-read_day_boost     2        20 s     ``DOLPHIN_FEATURES[acb_boost].boost`` (1.0 when absent)
-assess_config      0        60 s     :func:`prod.mc.assess.assess` (REAL_MODEL / FALLBACK_*)
-read_published     2        20 s     ``DOLPHIN_FEATURES[mc_forewarner_latest]`` (read only)
-=================  =======  =======  ===============================================================
-
-    python -m prod.flows.mc_forewarner [--config prod/configs/blue.yml] [--model-path FILE]
+Design notes: ``docs/design/prod.flows.md``.
 """
 from __future__ import annotations
 

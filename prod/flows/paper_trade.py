@@ -1,29 +1,6 @@
 """The daily paper-trade flow (bible §16.9, §17.3): one day of scans through NDAlphaEngine, results to the bus.
 
-Tasks, in order (retries as §17.3; timeouts ours):
-
-=================  =======  =======  =========================================================
-task               retries  timeout  does
-=================  =======  =======  =========================================================
-load_config        0        10 s     YAML config → StrategyConfig (a drifted blue config raises)
-load_day_scans     2        120 s    daily Parquet, else the day's scan archive; vel_div validated
-read_day_context   2        20 s     posture (CP AtomicRef → map → APEX), acb_boost, MC status
-restore_state      2        20 s     the engine state this run continues from (see below)
-run_engine_day     0        600 s    begin_day / step_bar × N / end_day
-write_hz_state     3        30 s     DOLPHIN_STATE_BLUE + DOLPHIN_PNL_{BLUE,GREEN} (``prod.flows.bus_io``)
-log_pnl            0        15 s     one JSON line in ``<run_logs>/paper_logs/<strategy>/paper_pnl.jsonl``
-=================  =======  =======  =========================================================
-
-Continuity: a run for day D continues the engine of the run for D−1
-(``STATE_BLUE[paper_flow_<s>_<D−1>]``), else the latest run if it is older than D, else what the
-earlier run for D itself continued from (a re-run of a day gives the same result), else a fresh engine
-at the config's initial capital. Writes never touch the live trader's keys (see ``bus_io``); everything
-is encoded before the first write and the ``..._latest`` pointer is written last, so a failed run leaves
-the maps as they were.
-
-Manual run (``PREFECT_API_URL`` defaults to the embedded server)::
-
-    python -m prod.flows.paper_trade --config prod/configs/blue.yml --date 2026-01-01
+Design notes: ``docs/design/prod.flows.md``.
 """
 from __future__ import annotations
 

@@ -1,16 +1,6 @@
 """One MC-forewarner assessment (bible §12, §28.6): the model's verdict on a config at today's boost, or the fallback.
 
-* a model file is configured and loads → ``source: REAL_MODEL``; the config is assessed at
-  ``max_leverage = base max_leverage × day boost`` and the status follows §12: RED when
-  catastrophic_probability > 0.25 or envelope_score < −1.0, ORANGE when envelope_score < 0 or
-  catastrophic_probability > 0.10, else GREEN (§28.6's name on the bus for §12's OK; every reader maps
-  GREEN to OK);
-* no model configured, or no file at the configured path → ``FALLBACK_NO_DATA``: ORANGE with §28.6's
-  conservative numbers (prob 0.20, envelope 0.80), never a guess;
-* the model file is refused (corrupt, another config hash, newer libraries) or the assessment raises →
-  ``FALLBACK_ERROR``: ORANGE, the numbers left empty and the reason in ``reason``.
-
-ORANGE halves the day's size (``day_mc_scale = 0.5``), RED halts new entries for the day.
+Design notes: ``docs/design/prod.mc.md``.
 """
 from __future__ import annotations
 

@@ -1,26 +1,6 @@
 """The forewarner model of the configuration envelope: fit, assess a config, save and load the model file.
 
-Inputs are the six champion parameters the Monte Carlo perturbs (:data:`FEATURES`); one training sample
-is one perturbed config backtested on one random window of days, with its max drawdown and ROI.
-
-* ``catastrophic_probability`` = P(max drawdown > 20 %). A ridge regression (``StandardScaler`` +
-  ``Ridge``) of ``log(max drawdown)`` on the features gives the centre; the spread is the standard
-  deviation of its **out-of-fold** residuals (K-fold), and the probability is the normal tail above
-  ``log(0.20)``. Chosen over a classifier because a few dozen samples rarely contain a catastrophe
-  (a classifier then has one class), and a linear model keeps rising with leverage beyond the sampled
-  range, which the assessment at ``max_leverage × boost`` needs.
-* ``envelope_score`` = ``1 − d / d95``: ``d`` is the Mahalanobis distance (Ledoit-Wolf covariance of
-  the standardized features) of the config from the *good* samples (no catastrophe and ROI ≥ 0; all
-  non-catastrophic ones when fewer than 8 are good; all samples when fewer than 8 are not catastrophic),
-  ``d95`` the 95th percentile of those samples' own distances. 1 at their centre, 0 on the edge of the
-  good region, < 0 outside it, < −1 beyond twice its reach: §12's ORANGE and RED.
-
-The file is a zip archive: ``meta.json`` (format, trained_at, training data range, config hash, library
-versions, out-of-sample error, sample counts, the sha256 of the estimator blob) and ``model.joblib``.
-:meth:`EnvelopeModel.load` reads and checks ``meta.json`` **before** unpickling, and refuses by name:
-a corrupt file (:class:`ModelCorruptError`), another config hash (:class:`ModelConfigError`), a model
-written by newer library versions than the installed ones (:class:`ModelVersionError`). The sha256
-catches corruption, not tampering: load only model files you made (it is a pickle).
+Design notes: ``docs/design/prod.mc.md``.
 """
 from __future__ import annotations
 

@@ -1,19 +1,6 @@
 """Monte Carlo over the champion's parameter space, each sample backtested, then the envelope model fitted.
 
-One sample: every parameter of :data:`prod.mc.model.FEATURES` is the base config's value times a
-log-uniform factor from :data:`PERTURB` (``max_hold_bars`` rounded; ``vel_div_extreme`` kept at least
-:data:`EXTREME_GAP` below the threshold; ``abs_max_leverage`` raised to the sampled ``max_leverage`` when
-it is above it, so the config runs at the leverage it claims, as the §12 assessment at
-``max_leverage × boost`` means). It is replayed by :func:`prod.backtest.runner.run_backtest` (the same
-engine, vol gate and ACB as every backtest) on ``window_days`` consecutive days starting at a random day
-of the data directory. The summary's max drawdown and ROI are the sample's outcome.
-
-The windows run **without ACB external factors** (boost 1.0; beta still follows w750) unless ``exf`` is
-given: a sample's ``max_leverage`` is then the leverage it ran at, so assessing ``max_leverage × boost``
-(§12) asks the model about a day run at that boost, not about a boost applied twice.
-
-The factors and windows come from ``numpy.random.default_rng(seed)``: the same data, config and seed give
-the same samples.
+Design notes: ``docs/design/prod.mc.md``.
 """
 from __future__ import annotations
 

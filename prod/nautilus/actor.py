@@ -1,26 +1,6 @@
 """``DolphinActor``: a Nautilus ``Strategy`` that is a thin wire to :class:`prod.alpha.engine.NDAlphaEngine` (bible §14).
 
-The actor holds no alpha logic. Per driver bar (one per scan) it does what the trader core does per scan,
-through Nautilus instead of the project's own order path:
-
-1. drains the pending ACB update under ``_acb_lock`` (§14.2): the bus listener only parses and swaps a
-   reference under the lock; the engine sees the update at the top of this bar's ``step_bar``;
-2. rolls the day on the bar's UTC date: ``end_day`` / ``begin_day`` with the posture read at the roll (§14.6:
-   CP AtomicReference ``DOLPHIN_SAFETY``, then ``DOLPHIN_SAFETY[latest]``, APEX without a bus);
-3. takes a ``GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar`` (§14.3); a change is
-   counted in ``stale_state_events`` and flags the bar's result (and its bus write) ``stale_state``;
-4. turns ``entered`` / ``exited`` into Nautilus market orders; fills, commissions and realised PnL come back
-   through ``on_order_filled`` / ``on_position_closed``, and the engine's capital is synced to the Nautilus
-   account after every close (as the trader syncs to its account);
-5. writes the day's result to ``DOLPHIN_PNL_BLUE[date]`` (§14.7) when a bus is given.
-
-HIBERNATE follows the trader core's documented choice (services/event_trader/core.py) over §14.1's hard skip:
-the posture goes to the engine, which force-closes an open position and halts entries.
-
-What the actor steps on comes from a *feed* (``feed.row(ts_ns)`` → :class:`ScanRow`): in replay the rows of the
-day's Parquet (the backtest prepares them with the native runner's rules: aligned prices, the vol gate, gap
-holds), so the engine sees exactly the floats the native backtest feeds it, while Nautilus fills orders at the
-bars' (instrument-precision) prices.
+Design notes: ``docs/design/prod.nautilus.md``.
 """
 from __future__ import annotations
 
@@ -57,7 +37,7 @@ class ScanRow:
     v50: float
     v750: float
     vol_ok: bool
-    hold: bool = False          # gap hold (issue 21): no entry while flat
+    hold: bool = False          # gap hold: no entry while flat
     last: bool = False          # last bar of the replay: close what is open (END_OF_DATA)
 
 

@@ -1,34 +1,7 @@
 """``python -m prod.backtest --engine nautilus``: replay the daily Parquet through a Nautilus ``BacktestEngine``
 with :class:`prod.nautilus.actor.DolphinActor` (bible §17.2, §8.3).
 
-The venue is Binance USDT-M as Nautilus models it: venue ``BINANCE``, a MARGIN account in USDT, a NETTING OMS,
-one ``CryptoPerpetual`` per asset of the replay (``<SYMBOL>-PERP.BINANCE``), default leverage 20, and the
-``MakerTakerFeeModel`` charging each instrument's maker/taker rate — the config's ``maker_fee`` / ``taker_fee``,
-Binance VIP 0 (0.02 % / 0.05 %), the rates the venue simulator's ``commissionRate`` answers by default.
-
-Bars are built from the scans: one 5-second ``LAST`` bar per asset per scan with open = high = low = close = the
-scan's price (a scan is a snapshot, not an interval), rounded to the instrument's tick. The driver instrument
-(BTCUSDT, else the first asset) gets a bar on every scan (its last price carried over a missing one) and its
-bars come after the other assets' bars of the same timestamp, so an order sent from ``on_bar`` fills against
-this scan's prices of every instrument.
-
-Replay rules are the native runner's (:mod:`prod.backtest.runner`): the same ACB v6 per day, the same vol gate
-and gap holds, the same global ``bar_idx``, END_OF_DATA close on the last bar. What differs, on purpose (§8.3):
-the engine runs with ``use_sp_fees=False`` and ``use_sp_slippage=False`` — Nautilus charges the commissions and
-fills at the bar price (no SmartPlacer model), and the engine's capital is synced to the Nautilus account after
-every close. Decisions (entry bar, asset, side) do not depend on capital or fees, so they match the native
-engine's exactly; the money differs by the fee model and by tick/lot rounding, reported per trade under
-``nautilus.fill_diff``.
-
-Tick and lot sizes are derived from each asset's first price (tick 10^(floor(log10 p) - 6), lot
-10^-max(0, floor(log10 p))), close to Binance's for the large caps; the venue's real filters are not read.
-``--ob-dir`` feeds the recorded books to the engine's OB layers exactly as the native replay does (so decisions
-still match), and gives the matching engine the books' spread (§8.3, slippage via the spread): every asset with a
-recorded book gets one ``QuoteTick`` per scan instead of a bar, bid/ask = the scan price ∓ half the latest recorded
-``spread_bps`` (outward to the tick), size = half the recorded ``depth_1pct_usd`` per side; a market SELL fills at
-the bid, a BUY at the ask. obf_universe records top-of-book features, not the levels, so this is L1, not L2. The
-driver is then BTCUSDT's quote stream.
-``--survival`` is not supported here yet (refused with a message).
+Design notes: ``docs/design/prod.nautilus.md``.
 """
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
 """The service skeleton every supervised DOLPHIN process is built on.
 
-* :class:`Bus` — the one Hazelcast connection of a process: connects in the background with backoff
-  and jitter, typed ``get`` / ``publish`` / ``listen`` on :mod:`prod.bus.maps` topics, ``heartbeat``.
-* :func:`result_within` — wait on a hazelcast future with a timeout (its ``result()`` takes none).
-* :class:`RateLog` — rate-limited warnings, so a bad feed cannot flood a log.
-* :func:`atomic_write` / :func:`atomic_write_json` — temp file + fsync + rename.
-* :class:`Clock` — wall time, monotonic time and interruptible waits behind one object.
-* :class:`Service` — ``Service.main(name, ConfigCls, run)``: flags and ``DOLPHIN_*`` variables onto a
-  frozen config, logging, the effective config logged, SIGTERM/SIGINT installed before connecting,
-  and ``run(cfg, bus, clock, stop) -> int``'s exit code returned.
+Design notes: ``docs/design/prod.runtime.md``.
 """
 from prod.runtime.bus import Bus, BusUnavailable, result_within
 from prod.runtime.clock import Clock, ManualClock, SystemClock

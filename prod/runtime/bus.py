@@ -1,16 +1,6 @@
 """The one Hazelcast connection of a DOLPHIN process, typed by the topics of :mod:`prod.bus.maps`.
 
-:class:`Bus` connects on a background thread, so a process installs its signal handlers, logs its
-configuration and starts its own work before the cluster answers. While no member answers it
-retries with exponential backoff and full jitter and logs **one line per attempt** (no traceback);
-``bus.client`` raises :class:`BusUnavailable` meanwhile, so callers fail fast instead of blocking.
-When the client gives up on a lost cluster (its own reconnect window, ``hz_connect_timeout_s``,
-elapsed) the bus builds a new client the same way and re-registers every listener added with
-:meth:`Bus.listen`, then calls the ``on_connect`` hooks so a service can re-read current values.
-
-Typed access: :meth:`get` / :meth:`publish` / :meth:`listen` take a :class:`prod.bus.maps.Topic`;
-values are validated on the way out and on the way in. A malformed value read from the bus is
-logged (rate-limited, naming map and key) and dropped — it never reaches the caller.
+Design notes: ``docs/design/prod.runtime.md``.
 """
 from __future__ import annotations
 

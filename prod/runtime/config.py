@@ -1,18 +1,6 @@
 """Flags and ``DOLPHIN_*`` variables onto one frozen service config.
 
-A service config is a frozen dataclass whose first field is ``settings: Settings`` (the shared,
-mesh-wide configuration of :mod:`prod.settings`); every other field is a setting of that service.
-:func:`build_config` derives, from the dataclass alone:
-
-* the common flags (``--hz-members``, ``--hz-cluster``, ``--venue-ws``, ``--venue-rest``,
-  ``--data-dir``, ``--run-logs``, ``--scan-interval-s``, ``--symbols``) onto :class:`Settings`;
-* one flag per service field (``lock_timeout_s`` → ``--lock-timeout-s``; booleans take ``--x`` /
-  ``--no-x``; ``field(metadata={"flags": ("--old-name",)})`` adds aliases, ``{"cli": False}`` hides it);
-* one variable per service field, ``<ENV_PREFIX><FIELD>`` (``ENV_PREFIX`` is a ``ClassVar`` of the
-  config class, ``DOLPHIN_<SERVICE>_`` by default), e.g. ``DOLPHIN_ACB_LOCK_TIMEOUT_S``.
-
-Precedence: field default < environment < flag. A value that does not parse, or that the config's
-``__post_init__`` rejects, raises :class:`ConfigError` naming the flag or the variable.
+Design notes: ``docs/design/prod.runtime.md``.
 """
 from __future__ import annotations
 

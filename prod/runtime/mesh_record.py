@@ -1,20 +1,6 @@
 """The record of the running meshes: ``run/active.json``, written by ``ops.mesh up``.
 
-One entry per running supervisord, keyed by its config file: instance dir, config, socket, pidfile,
-supervisor log dir, run_logs, ports, supervisord pid, profile, start time. ``down`` and ``status`` read it
-so that a mesh started with options (``--env``, ``--instance-dir``, ``--profile cluster``) is found again
-without them, and ``down`` removes the entry.
-
-Decisions:
-- The record is written right after supervisord starts, before the wait for GREEN: a mesh that never
-  turns GREEN is still running and must be found by ``down``.
-- An entry is trusted only while its supervisord lives: the pid is alive *and* its command line is a
-  supervisord with that config (a recycled pid is not trusted). A dead one is reported once and
-  removed by the reader (:func:`live_records`).
-- Edits take an exclusive ``flock`` on ``run/active.json.lock`` and write through
-  :func:`prod.runtime.atomic_write_json`, so two ``up`` at once cannot lose an entry and a reader never
-  sees half a file. No secrets go in (the instance's venue key stays in its own 0600 files).
-- ``DOLPHIN_MESH_RECORD`` moves the file (tests use it so they never see, or stop, a user's mesh).
+Design notes: ``docs/design/prod.runtime.md``.
 """
 from __future__ import annotations
 

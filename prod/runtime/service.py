@@ -1,16 +1,6 @@
 """``Service.main``: the one way a supervised DOLPHIN process starts, runs and stops.
 
-Order of events (each step before the next, so a stuck cluster can never swallow a SIGTERM):
-
-1. flags and ``DOLPHIN_*`` variables → the frozen config (:mod:`prod.runtime.config`); a bad value
-   prints one ``<service>: configuration error: …`` line and exits :data:`EXIT_CONFIG`;
-2. logging in the project's format;
-3. SIGTERM / SIGINT set the ``stop`` event;
-4. the effective configuration (and pid) is logged as one JSON line, and ``/metrics`` is served on
-   the service's port (:mod:`prod.metrics`; a busy port is logged, never fatal);
-5. the :class:`~prod.runtime.bus.Bus` starts connecting in the background;
-6. ``run(cfg, bus, clock, stop)`` does the work and returns the exit code;
-7. the bus is closed and the exit code returned.
+Design notes: ``docs/design/prod.runtime.md``.
 """
 from __future__ import annotations
 

@@ -1,17 +1,6 @@
 """The scan archive: 34-field Arrow IPC schema (v6.0.0; reads v5.0.0), atomic writer, validating reader, numbering.
 
-One file per scan: ``<arrow_dir>/YYYY-MM-DD/scan_NNNNNN_HHMMSS.arrow`` (UTC date and time of the
-scan), one record batch of one row. Writes go to a hidden temp file in the same directory and are
-renamed into place, so a reader never sees a partial file. :func:`read_scan` validates schema,
-version, types, finiteness and the JSON columns and raises :class:`ScanFileError` naming the file.
-:func:`payload_from_record` builds the ``DOLPHIN_FEATURES[latest_eigen_scan]`` payload that both the
-scanner and the scan bridge write, so both writers publish the same thing.
-
-v6.0.0 (issue 21) appends ``w50_warm`` … ``w750_warm`` (bool: the window is computed, i.e. has W
-valid returns with no gap inside), ``gap_s`` (float: missing time before this scan), ``carried``
-(int: symbols priced from their last price) and ``gap_hold`` (bool: post-gap, no entries). A v5.0.0
-file (27 fields) still reads: ``w*_warm`` from its λ being non-null, ``gap_s`` 0, ``carried`` 0,
-``gap_hold`` False.
+Design notes: ``docs/design/prod.scans.md``.
 """
 from __future__ import annotations
 

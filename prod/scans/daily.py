@@ -1,19 +1,6 @@
 """Daily Parquet builder: turn one UTC day of the Arrow scan archive into a backtest file (bible §3.1).
 
-``python -m prod.scans.daily --date YYYY-MM-DD [--to YYYY-MM-DD] [--allow-partial]`` writes
-``<data>/vbt_cache_klines/YYYY-MM-DD.parquet`` with columns ``timestamp`` (UTC, ns), ``scan_number``,
-``vel_div``, ``v50/v150/v300/v750_lambda_max_velocity``, ``instability_50``, ``instability_150`` and
-one float64 close-price column per asset (first-seen order; null where the scan had no price), then
-the scanner's ``gap_hold`` bool (issue 21; False for v5.0.0 scans), one
-row per valid scan in timestamp order; rows are distinct ``(timestamp_ns, scan_number)`` pairs, so
-two scans of a restarted scanner that share a number both stay. Invalid Arrow files are logged and
-skipped.
-
-A day is *partial* — refused unless ``--allow-partial`` — when the day is not over yet (UTC), when it
-has no scans, or when its scans leave a gap longer than ``MAX_GAP_S`` (300 s) anywhere, counting
-from 00:00:00 to the first scan and from the last scan to 24:00:00. The file is written to a temp
-name and renamed; before the rename the written file is read back and must equal the Arrow scans row
-for row (scan numbers, timestamps and every value, nulls included): the parity check.
+Design notes: ``docs/design/prod.scans.md``.
 """
 from __future__ import annotations
 
@@ -113,7 +100,7 @@ def to_table(recs: list[dict]) -> pa.Table:
     price_maps = [dict(zip(r["assets"], r["prices"])) for r in recs]
     for a in assets:
         cols[a] = pa.array([m.get(a) for m in price_maps], type=pa.float64())
-    # issue 21: the scanner's post-gap flag (False for v5.0.0 scans); the backtest holds entries on it
+    # the scanner's post-gap flag (False for v5.0.0 scans); the backtest holds entries on it
     cols["gap_hold"] = pa.array([bool(r.get("gap_hold", False)) for r in recs], type=pa.bool_())
     return pa.table(cols)
 

@@ -28,7 +28,7 @@ def _f(d: dict, k: str, *, positive: bool = False, nonneg: bool = False) -> floa
         raise MalformedMessage(f"field {k!r} has type {type(v).__name__}")
     try:
         x = float(v)
-    except (ValueError, OverflowError):   # OverflowError: an int beyond the float range (issue 17 fuzzing)
+    except (ValueError, OverflowError):   # OverflowError: an int beyond the float range (fuzzing)
         raise MalformedMessage(f"field {k!r}={str(v)[:40]!r} is not a number") from None
     if not math.isfinite(x):
         raise MalformedMessage(f"field {k!r}={v!r} is not finite")

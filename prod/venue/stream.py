@@ -1,20 +1,6 @@
 """Websocket market-data client for Binance USDT-M streams (real venue or the local simulator).
 
-:class:`VenueStreamClient` splits the requested streams into connections of at most ``cap`` streams,
-opens each as a combined stream (``<ws_base>/stream?streams=...`` with the first batch, the rest
-through SUBSCRIBE requests of at most ``batch`` names, paced under the venue's 10 messages/s),
-reconnects with exponential backoff and full jitter, resubscribes, detects stalls (a connection
-silent for ``stall_timeout_s`` is closed and reopened; per-stream silence is reported by
-:meth:`stalled_streams`) and sequence gaps (depth ``pu`` chain, aggTrade ids), parses each payload
-into a frozen event via the suffix routing table of :mod:`prod.venue.schemas` and delivers it to
-``on_event``. Malformed frames are dropped with a rate-limited log line and counted.
-
-Usage::
-
-    client = VenueStreamClient("wss://fstream.binance.com", ["btcusdt@depth5@500ms"], on_event=cb)
-    task = asyncio.create_task(client.run())
-    ...
-    await client.stop()
+Design notes: ``docs/design/prod.venue.md``.
 """
 from __future__ import annotations
 

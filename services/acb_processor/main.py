@@ -1,36 +1,6 @@
 """acb_processor: ACB v6 boost and beta from ExF, scans and OB macro → ``acb_boost`` (bible §10, §15.5, §16.4).
 
-Start: ``python -m services.acb_processor`` (flags override ``DOLPHIN_*`` settings; every field of
-:class:`AcbConfig` is a flag and a ``DOLPHIN_ACB_<FIELD>`` variable, e.g. ``DOLPHIN_ACB_LOCK_TIMEOUT_S``).
-
-The computation is :func:`prod.alpha.acb.compute_acb` — the very code the engine's backtest uses —
-fed with live inputs:
-
-* **Scale 1, live daily aggregation rule.** The backtest takes, per date, the per-factor median of
-  the first 10 scans of the date (:func:`prod.alpha.acb.daily_factors`). Live, the processor keeps
-  the last ``--exf-window`` (10) distinct ``exf_latest`` snapshots (distinct ``_pushed_at``; stale or
-  missing indicators are ``null`` and ignored) and applies the same ``daily_factors`` median to them.
-  At the start of a UTC day (and after a restart, when the window is seeded from today's rows of the
-  exf Parquet history ``<data>/exf/date=YYYY-MM-DD``) this *is* the first-10 rule; later in the day
-  the window rolls, so a macro shift mid-day reaches the engine as a sub-day ACB update (§10.5).
-* **Scale 3.** ``w750_velocity`` of every ``latest_eigen_scan`` (deduplicated on ``scan_number``,
-  nulls skipped) goes into a history of up to ``--scan-history`` (17 280 = one day of 5-s scans);
-  the threshold is :func:`w750_threshold` (60th percentile) of that history once it holds
-  ``--min-scans`` (50) values (before that: no threshold → BETA_LOW, the conservative choice), and the
-  current velocity is :func:`daily_w750` (median) of the last 10 scans.
-* **OB sub-4.** ``obf_universe_latest._stats.regime_signal`` → :func:`ob_stress_from_regime`.
-
-Recomputed whenever exf_latest, latest_eigen_scan or obf_universe_latest change (typed listeners of
-:class:`prod.runtime.Bus`, re-registered after every reconnection; the current values are re-read on
-every connection).
-A result equal (boost, beta, signals) to this instance's last write is dropped at once; otherwise the
-processor takes the CP FencedLock ``prod.bus.maps.ACB_LOCK``, reads ``acb_boost`` again, skips the
-write if it already holds the same result (another instance wrote it), else writes ``acb_boost``
-(``{boost, beta, signals, inputs, factor_weights, computed_at, fence}``) and ``acb_state_latest``,
-then unlocks. Every acquisition logs ``ACB lock acquired fence=<token>`` and its release, with
-times, so two instances can be shown never to interleave. Every bus call is bounded by a timeout;
-while no member answers the processor keeps its inputs, counts the failed writes (heartbeat
-``bus_failures``) and retries on the next change or heartbeat, and SIGTERM stops it at once.
+Design notes: ``docs/design/services.acb_processor.md``.
 """
 from __future__ import annotations
 

@@ -1,49 +1,6 @@
 """exf_fetcher: external factors (funding, DVOL, fear & greed, taker ratio) → ``exf_latest`` (bible §16.7).
 
-Start: ``python -m services.exf_fetcher [--warmup 15]`` (flags override ``DOLPHIN_*`` settings; every
-field of :class:`ExfConfig` is a flag and a ``DOLPHIN_EXF_<FIELD>`` variable, e.g.
-``DOLPHIN_EXF_PUSH_S=5``, ``DOLPHIN_EXF_WARMUP_S=15``).
-
-Indicators, each on its own schedule (``--<name>-interval-s``), with its own endpoint base URL
-(defaults: the venue REST URL; in production point ``--dvol-url`` at Deribit and ``--fng-url`` at
-alternative.me):
-
-==============  =====================================================================  ===========
-name            endpoint → value                                                        interval
-==============  =====================================================================  ===========
-funding_btc     ``/fapi/v1/premiumIndex?symbol=BTCUSDT`` → lastFundingRate (per 8 h)     30 s
-dvol_btc        ``/api/v2/public/get_volatility_index_data?currency=BTC&...`` → last      60 s
-                candle's close
-fng             ``/fng/?limit=1`` → data[0].value (0–100)                                300 s
-taker           ``/futures/data/takerlongshortRatio?symbol=BTCUSDT&period=5m&limit=1``    60 s
-                → last buySellRatio
-==============  =====================================================================  ===========
-
-Requests go through :class:`prod.venue.VenueRestClient` for Binance and the clients of
-:mod:`prod.venue.macro` for Deribit and alternative.me (timeout ``--timeout-s``, up to ``--retries``
-quick retries with exponential backoff and jitter, Retry-After and the venue's weight headers
-honoured, typed parsing). After a failed round the indicator retries sooner than its interval
-(backoff from 2 s doubling up to the interval). A malformed body (non-numeric, NaN, out of range)
-is a failure, logged with the URL.
-
-Per-indicator status in the payload: ``OK`` (fresh, last fetch succeeded), ``DEGRADED`` (last fetch
-failed, value still fresh), ``STALE`` (value older than ``stale_factor`` (3) × interval), ``MISSING``
-(never fetched). The flat top-level values (``funding_btc``, ``dvol_btc``, ``fng``, ``taker``) are
-``null`` when STALE or MISSING, so consumers (the ACB) never use a stale number; the last value stays
-visible in ``indicators[name].value``.
-
-``DOLPHIN_FEATURES["exf_latest"]`` = ``{_pushed_at, funding_btc, dvol_btc, fng, taker, n_ok,
-indicators: {name: {value, ts, fetched_at, age_s, status, failures, error}}}`` — pushed on every
-change and at least every ``--push-s`` (10 s), through the typed topic ``prod.bus.maps.EXF`` (the flat
-values ride in the payload's extras; read them with ``Exf.value(name)``). While the bus is away a
-push is skipped, counted (heartbeat ``bus_failures``) and logged rate-limited; fetching and the
-history go on. ``--warmup N`` (``--warmup-s``): during the first N seconds nothing is
-pushed until every indicator has a value (whichever comes first), so consumers never see a
-half-filled first payload.
-
-History: every push appends one row (ts + the four values + statuses) to a buffer that is written
-every ``--history-s`` (60 s) as ``<data>/exf/date=YYYY-MM-DD/part-NNN.parquet`` (atomic, never
-pruned); acb_processor reads it to seed its daily aggregation after a restart.
+Design notes: ``docs/design/services.exf_fetcher.md``.
 """
 from __future__ import annotations
 

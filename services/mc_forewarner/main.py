@@ -1,27 +1,6 @@
 """MC-forewarner service: assess the active config with the forewarner model and publish ``mc_forewarner_latest``.
 
-It is the **only writer** of ``DOLPHIN_FEATURES["mc_forewarner_latest"]`` (the Prefect flow
-``prod/flows/mc_forewarner.py`` assesses the same way and reports, but writes nothing; why: docs/mesh.md).
-
-Each cycle (every ``interval_s``, 4 h as §28.6, and again within a heartbeat when the ACB day boost or the
-model file changes):
-
-1. load the strategy config (``--config``) and read today's boost, ``DOLPHIN_FEATURES["acb_boost"].boost``
-   (1.0 when absent or unreadable);
-2. :func:`prod.mc.assess.assess` at ``max_leverage × boost`` (§12) with the model file ``--model-path``
-   (default ``<data_dir>/mc_models/<strategy>_forewarner.zip``, made by ``python -m prod.mc train``):
-   ``REAL_MODEL`` with §12's status; no file → ``FALLBACK_NO_DATA`` (ORANGE, prob 0.20, envelope 0.80,
-   §28.6); a refused model file or a failed assessment → ``FALLBACK_ERROR`` (ORANGE, the reason named);
-3. publish and wait for the member's ack; the heartbeat carries ``last_status`` and ``last_source``.
-
-A config that cannot be loaded is a ``FALLBACK_ERROR`` too (published, the reason named), so a broken
-deployment reads ORANGE rather than an old GREEN. Only when the bus itself is unreachable is nothing written.
-
-The process has the shape of every DOLPHIN service (:class:`prod.runtime.Service`): flags and
-``DOLPHIN_MC_FOREWARNER_*`` variables onto :class:`ForewarnerConfig`, ``run(cfg, bus, clock, stop)``.
-
-    python -m services.mc_forewarner [--interval-s 14400] [--once] [--config prod/configs/blue.yml]
-                                     [--model-path data/mc_models/blue_forewarner.zip]
+Design notes: ``docs/design/services.mc_forewarner.md``.
 """
 from __future__ import annotations
 

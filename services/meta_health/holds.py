@@ -1,22 +1,6 @@
 """Maintenance holds: programs MHS must not revive while an operator works on them.
 
-``python -m services.meta_health hold PROGRAM [--reason TEXT] [--minutes N]``, ``release PROGRAM`` and
-``holds`` edit ``meta_health_holds.json`` next to ``meta_health.json`` (the run_logs directory of the
-mesh; atomic write, so MHS reads the old file or the new one, never half). MHS reads the file every
-cycle: a held program that is STOPPED or FATAL is not restarted (logged once per hold), and the report
-lists the active holds under ``"holds"``.
-
-Decisions:
-- Only MHS's critical data programs can be held: those are the only ones it revives. The trader and the
-  scan bridge are never auto-restarted (a hold would change nothing), an unknown name is an error; both
-  exit non-zero with the list of names that can be held. ``exf_fetcher`` and ``dolphin_data:exf_fetcher``
-  name the same program.
-- A held program still counts as down in M1 (rm_meta stays honest: the data it feeds goes stale).
-- ``--minutes N`` sets an expiry; an expired hold is ignored by MHS and dropped at the next edit.
-- A malformed holds file is reported with its path and read as "no holds": MHS keeps reviving (the
-  default behaviour) rather than let a broken file silence recovery.
-- The CLI finds the run_logs directory from ``--run-logs``, else ``DOLPHIN_RUN_LOGS``, else the one
-  running mesh recorded by ``ops.mesh up`` (several: ``--run-logs`` is required), else ``run_logs/``.
+Design notes: ``docs/design/services.meta_health.md``.
 """
 from __future__ import annotations
 

@@ -1,43 +1,6 @@
 """Meta Health Service v3 (MHS): score the mesh's health and revive stopped critical data services.
 
-Bible §24.5 and §26.3, shared/ARCHITECTURE.md §7. Every cycle (``CHECK_INTERVAL_S``) the service
-reads five sensors, combines four of them into ``rm_meta`` as a *weighted sum* (never a product: one
-dead sensor cannot zero the score), maps it to GREEN / DEGRADED / CRITICAL / DEAD, and writes the
-report to ``DOLPHIN_META_HEALTH["latest"]`` (``maps.META_HEALTH_LATEST``) and, atomically,
-``run_logs/meta_health.json``. The bus connection is :class:`prod.runtime.Bus`'s: it connects in the
-background, so MHS reports (M4 down, no data) while no member answers.
-
-Sensors
--------
-- **M4 control plane** (0.35): Hazelcast member port reachable (0.8) + Prefect API port (0.2).
-- **M1 data infra** (0.35): fraction of the critical data programs that supervisord reports RUNNING
-  (asked over XML-RPC, :mod:`services.meta_health.supervisor_rpc`; when supervisord cannot be reached the
-  fallback looks for the service processes with psutil).
-- **M3 data freshness** (0.20): mean freshness score of the monitored topics (:data:`FRESHNESS_TOPICS`),
-  each aged from its topic's writer timestamp (``Topic.ts_field``: the scan's ``bridge_ts``, ExF's
-  ``_pushed_at``, OBF's ``_snapshot_utc``): age ≤ 30 s → 1.0, ≤ 120 s → 0.5, older, absent or
-  malformed → 0.0; ``acb_boost`` is scored on presence only.
-  A timestamp more than ``DATA_STALE_S`` in the future is a clock problem and scores 0.5 (decision
-  of ours: the bible names the case but not the score).
-- **M5 coherence** (0.10): mean of (ACB boost in [1.0, 2.0] and beta in [0, 1]; absent → 0.5) and
-  OBF universe coverage (≥ ``min_obf_assets`` → 1.0, fewer → 0.5, absent or empty → 0.0).
-- **M1 trader** and **M2 heartbeat**: reported, never part of ``rm_meta`` (the trader may be
-  stopped on purpose).
-
-Recovery
---------
-A critical data program in STOPPED or FATAL is restarted through supervisord's XML-RPC
-(``stopProcess`` + ``startProcess``) whatever rm_meta's status (ARCHITECTURE §7). The per-program cooldown
-timestamp is committed under a lock *before* the daemon thread that asks for the restart is spawned, so
-concurrent triggers fire once. Informational programs (trader, scan bridge) are never restarted, and this
-module never calls systemctl. The last outcome of each program's restart (supervisord's answer) is
-reported under ``restart_outcomes`` as ``{program: {ok, detail, at}}`` (``at``: wall time the answer came);
-the operator alerts (``observability/alerts.py``) announce a failure.
-
-Maintenance holds (:mod:`services.meta_health.holds`): ``python -m services.meta_health hold PROGRAM``
-writes ``meta_health_holds.json`` next to the report; every cycle reads it, a held program is left
-stopped (one log line per hold, one when it is released or expires) and the report carries the active
-holds under ``"holds"``.
+Design notes: ``docs/design/services.meta_health.md``.
 """
 from __future__ import annotations
 

@@ -1,51 +1,6 @@
 """Pure order-book feature math for obf_universe: depth5 parsing, per-asset and market-wide features.
 
-No I/O, no clock, no logging: every function takes the time it needs as an argument, so the
-service, the unit tests and a replay compute bit-identical numbers. :func:`book_features` accepts any
-object with best-first ``bids``/``asks`` level tuples: the live service passes the already validated
-:class:`prod.venue.DepthEvent`; :func:`parse_depth` is the same validation for raw frames (offline
-replays of recorded frames, tests).
-
-Definitions (bible §26.2, §9.1, §9.2; the bible leaves the exact formulas open, these are ours):
-
-Per book snapshot (one ``<symbol>@depth5@500ms`` frame), with ``mid = (best_bid + best_ask) / 2``:
-
-* ``spread_bps``      = (best_ask − best_bid) / mid × 10 000
-* ``depth_1pct_usd``  = Σ price × qty over the bid levels with price ≥ mid × 0.99 and the ask levels
-  with price ≤ mid × 1.01 (both sides, quote currency USDT ≈ USD)
-* ``depth_quality``   = min(1, depth_1pct_usd / ``depth_ref_usd``)   (default reference 250 000 USD;
-  §26.2's normalised [0, 1] score, 1 = at least the reference depth within 1 %)
-* ``fill_probability``= exp(−spread_bps / ``spread_ref_bps``)       (default reference 10 bps: the
-  chance a resting order at mid is crossed shrinks as the spread widens; 1 bps → 0.905, 10 → 0.368)
-* ``imbalance``       = (Σ bid qty − Σ ask qty) / (Σ bid qty + Σ ask qty) over all received levels
-* ``best_bid``, ``best_ask``, ``n_bid_levels``, ``n_ask_levels``
-
-Rolling features, sampled once per *bar* (the service's ``--bar-s``, default 5 s = the scan cadence):
-
-* ``imbalance_ma5``         = mean of the last 5 bar imbalances
-* ``imbalance_persistence`` = fraction of the last 10 bar imbalances whose sign equals the sign of
-  ``imbalance_ma5`` (0 when ``imbalance_ma5`` is 0)
-* ``withdrawal_velocity``   = (depth_t / depth_{t−5} − 1) / 5: per-bar fractional change of
-  ``depth_1pct_usd`` over the last 5 bars (negative = book thinning; 0 until 6 bars are held)
-* baselines: exponentially weighted means of depth and spread with α = 1/``baseline_bars`` (120),
-  updated *after* the bar's flags are computed, so a shock is measured against the calm before it.
-* ``thinning`` = depth_t < ``thin_ratio`` (0.6) × depth baseline;  ``cascade`` (a liquidation
-  cascade: depth pulled from one side) = depth_t ≤ ``cascade_depth_ratio`` (0.5) × depth baseline
-  AND |imbalance_t| ≥ ``cascade_imbalance`` (0.4). Both need ``warm_bars`` (10) bars of history.
-  (A market-wide thinning with balanced books is withdrawal stress, not a cascade.)
-* dark bar: no valid book update for the asset since the previous bar, or zero total quantity; a
-  streak of ``dark_streak_bars`` (12) dark bars marks the asset STALE (excluded from the macro).
-
-Market-wide (§9.2), over warm, non-stale assets:
-
-* ``cascade_count``     = number of assets in cascade
-* ``market_imbalance``  = mean of ``imbalance_ma5`` over the same assets, in [-1, 1] (the OB-3 input:
-  prod/alpha/ob.py turns ``direction × market_imbalance`` into the leverage multiplier; an equal
-  weight per asset, so one deep book cannot stand for the market)
-* ``withdrawal_stress`` = fraction of assets thinning, in [0, 1] (the ACB's OB sub-4 input)
-* ``regime_signal``     = +1 (withdrawal stress) if withdrawal_stress ≥ 0.25 or cascade_count ≥
-  max(3, 2 % of assets); −1 (calm) if withdrawal_stress ≤ 0.05, no cascade and the median
-  spread ratio (spread / baseline) ≤ 1.1; otherwise 0.
+Design notes: ``docs/design/services.obf_universe.md``.
 """
 from __future__ import annotations
 

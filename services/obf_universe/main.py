@@ -1,55 +1,6 @@
 """obf_universe: order-book features for every TRADING USDT perpetual, pushed to the bus (bible §26.2).
 
-Start: ``python -m services.obf_universe`` (flags below override ``DOLPHIN_*`` settings; every field of
-:class:`ObfConfig` is a flag and a ``DOLPHIN_OBF_<FIELD>`` variable, e.g. ``DOLPHIN_OBF_WARMUP_S=5``).
-
-* Discovery: one ``/fapi/v1/exchangeInfo`` call at start through :class:`prod.venue.VenueRestClient`
-  (retried with backoff); TRADING USDT perpetuals. Zero REST in the hot loop.
-* Streams: ``<symbol>@depth5@500ms`` through :class:`prod.venue.VenueStreamClient`: ceil(n /
-  ``--max-streams-per-conn``) connections (200/200/140 for 540 symbols), subscribed in batches,
-  reconnect with exponential backoff + jitter, resubscribe. Stall watchdog: a connection without a
-  frame for ``--stall-timeout-s`` is closed and reopened (the client's watchdog, ``_stats.stalls``);
-  a stream silent for as long on a live connection is logged and counted (``_stats.symbol_stalls``)
-  and, if it stays dark, flagged stale by the dark-streak detector.
-* Hot loop (per frame, in the client's event loop): the client parses and validates the frame —
-  garbage frames and crossed books (ask ≤ bid) are dropped there, counted (``_stats.garbage_frames``,
-  ``_stats.crossed_books``) and logged rate-limited — then :meth:`Feed.on_event` computes
-  :func:`book_features` and stores them in an in-process dict. Nothing in the hot loop touches the bus
-  or the disk.
-* Writer thread (off the hot loop): every ``--bar-s`` advances the rolling per-asset features and the
-  macro (services/obf_universe/features.py documents every formula); every ``--flush-s`` writes the assets
-  updated since the last flush to ``DOLPHIN_FEATURES_SHARD_NN`` (each value encoded and validated by its
-  shard's typed topic, ``prod.bus.maps.ob_topic(symbol)``) with one put_all per shard, and rewrites every asset at
-  least every ``--refresh-s`` (≤ 5 s). Flushes are
-  pipelined: up to ``max_inflight`` (4) await their acknowledgement at once, each one acknowledged
-  within ``--write-timeout-s`` or counted as a failure (its assets are rewritten by the next flush);
-  ``obf_universe_latest`` every ``--snapshot-s`` (60 s); the §9.2 macro (``maps.OB_MACRO``,
-  ``DOLPHIN_FEATURES[ob_macro_latest]``: cascade_count, regime_signal, market_imbalance,
-  withdrawal_stress, n_assets, ts = the bar time) once per bar, fire-and-forget behind the breaker
-  (the trader feeds it to the engine's OB-3 multiplier and OB-5 exits and treats an old one as none); Hive Parquet
-  ``<data>/ob_universe/date=YYYY-MM-DD/part-NNN.parquet`` (one row per asset per snapshot, written
-  atomically, never pruned) every ``--parquet-s`` (300 s); ``<data>/ob_cache/latest_ob_features.json``
-  every ``--file-s`` (the documented fallback, always written, also while the bus is down).
-* Warm-up (§20.1): no features are published before ``--warmup-s`` (60 s) after start.
-* Circuit breaker (§20.1, §15.6, services/obf_universe/breaker.py): 5 consecutive failed bus writes → OPEN,
-  file-only, exponential backoff, one half-open probe, CLOSED again on success. The
-  :class:`prod.runtime.Bus` connects in the background and raises ``BusUnavailable`` at once while
-  it (re)connects, so a dead member costs a write nothing but a fast failure; a dead client (the
-  member was gone longer than the client's reconnect window) is replaced by the bus, so the service
-  recovers without a restart when a member returns.
-* Dark streak: an asset with ``dark_streak_bars`` bars without a valid update is flagged
-  ``stale`` (STALE_DATA logged once per streak) and left out of the macro.
-
-Shard payload (``prod.bus.payloads.ObFeatures``; recv_ts, event_ms, mid, depth_1pct_usd, n_bid_levels and
-n_ask_levels ride in its extras): symbol, ts (= recv_ts: when the book these
-features come from was received, so a frozen feed looks old however often it is rewritten),
-written_at (writer time), event_ms (venue event time), the §26.2 fields, imbalance_ma5, imbalance_persistence,
-withdrawal_velocity,
-stale, and the macro cascade_count / regime_signal / withdrawal_stress.
-
-Counters (``garbage_frames``, ``crossed_books``, ``stalls``, ``reconnects``, ...), connection layout,
-breaker state and the feature latency percentiles (book received → shard write acknowledged, ms) are
-in ``_stats`` of the latest file and of ``obf_universe_latest``, and in the heartbeat.
+Design notes: ``docs/design/services.obf_universe.md``.
 """
 from __future__ import annotations
 

@@ -1,35 +1,6 @@
 """Safety watchdog: run the survival stack (bible §11) on live sensors and publish the posture.
 
-Every ``interval_s`` it gathers the five sensor categories from the bus, feeds them to
-:class:`prod.alpha.survival.SurvivalStack` and writes the result, encoded once through
-``maps.SAFETY_LATEST``, to the CP AtomicReference ``DOLPHIN_SAFETY`` (linearizable; what the trader
-reads first, §14.6) and to the map ``DOLPHIN_SAFETY["latest"]`` (fallback). The stack's state rides in
-the payload, so a restarted watchdog resumes its Rm and hysteresis instead of jumping.
-
-Sensors (decisions of ours where the bible leaves the source open):
-
-- Cat1: ``hz_nodes`` = member count when a bus read succeeds, else 0; ``heartbeat_age_s`` = age of
-  the freshest heartbeat in ``DOLPHIN_HEARTBEAT`` written by any *other* service.
-- Cat2: only the age of ``mc_forewarner_latest`` (staleness decay). The MC *status* is not fed to
-  Cat2: §11.2 (Cat2 ORANGE = 0.5, RED = 0.1) and §12 (ORANGE → half size, RED → no new entries for
-  the day) contradict, and through Rm an ORANGE (also the no-data fallback of §28.6) gave Rm ≈ 0.49
-  → HIBERNATE (force-close). We keep §12's effect: the trader reads the status itself and the engine
-  applies ``day_mc_scale`` / ``regime_dd_halt`` (services.event_trader.core). The status is still
-  reported in the payload's sensors (``mc_reported``) for operators.
-- Cat3: mean ``depth_quality`` / ``fill_probability`` over the priority symbols present in
-  ``obf_universe_latest``; stale when that snapshot is absent or older than ``ob_stale_s``.
-- Cat4: a DVOL spike is ``dvol_btc`` ≥ ``dvol_spike_level`` (80, ACB "extreme") or a rise of
-  ≥ ``dvol_spike_jump`` (15) points between two readings; minutes since the last spike feed the impulse.
-- Cat5: drawdown = 1 − capital / peak_capital from ``DOLPHIN_STATE_BLUE["latest"]`` (0 if absent).
-
-A read that gives nothing usable — garbage in the map (logged and counted by the bus as a bad payload),
-or the key gone after the member lost its data — leaves the last valid reading of that sensor in place
-(OBF universe, MC forewarner, trader state), judged by its own timestamp: the OB snapshot turns stale
-``ob_stale_s`` after it was written, the MC reading's staleness keeps growing. Before, one garbage write
-to ``obf_universe_latest`` read as a stale feed (Cat3 0.5 → Rm ≈ 0.49 → HIBERNATE) and, with the bounded
-recovery (≤ 2 % of the gap a minute), kept the trader out of the market for about an hour (found by the
-chaos soak, whose garbage fault every few minutes kept the mesh from ever trading). A sensor with no valid
-reading since the watchdog started is absent, as before.
+Design notes: ``docs/design/services.safety_watchdog.md``.
 """
 from __future__ import annotations
 

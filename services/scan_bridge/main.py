@@ -1,28 +1,6 @@
 """Scan bridge: carry Arrow scan files (external scanners, archives) onto ``DOLPHIN_FEATURES``.
 
-Watch mode (``python -m services.scan_bridge --arrow-dir DIR``) polls the archive tree by file
-modification time, not scan number, because a restarted scanner resets or repeats its counters
-(bible §2a.2): every file whose mtime is newer than the bridge's watermark is read, validated
-against the v6.0.0 (or v5.0.0) schema and pushed as ``latest_eigen_scan``, oldest mtime first. At start the
-watermark is the newest mtime already on disk (``--from-start`` pushes the existing files too).
-
-Dedup: a scan is identified by ``(scan_number, timestamp_ns)``. The bridge never pushes an identity it
-already pushed, and before each push it reads the map: in watch mode it does not write when the map
-already holds a scan with the same or a later ``timestamp_ns`` (a scanner that writes the map itself
-got there first, or the file is older than what consumers already have — ``latest`` never goes
-backwards). A new file is pushed only once it is ``--grace-s`` old (default 0.5 s), which gives a
-map-writing scanner the head start it needs (NG8 writes the file, then the map, within
-milliseconds). So the bridge is safe beside the NG8 scanner, and a restarted scanner's lower scan
-numbers still get pushed because their files are newer and their timestamps later.
-
-Replay mode (``--replay DIR --speed X``) pushes every valid file of an archive in ``timestamp_ns``
-order, spacing pushes by the original scan spacing divided by X, for paper sessions on recorded data.
-Malformed files are logged (with the path and the reason) and skipped; they never stop the bridge.
-
-Bus: scans go out through the typed topic ``maps.EIGEN_SCAN`` (validated before the write). The
-bridge starts watching or replaying once the bus is connected; a file whose push fails because the
-bus is reconnecting (or did not answer in time) is kept and retried on the next poll, and the
-failures are counted (``push_failures`` in the heartbeat). Replay mode exits 0 when the archive is done.
+Design notes: ``docs/design/services.scan_bridge.md``.
 """
 from __future__ import annotations
 

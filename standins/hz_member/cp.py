@@ -1,26 +1,6 @@
 """CP subsystem of the embedded member: CP groups, sessions, AtomicLong, AtomicReference, FencedLock.
 
-Semantics follow Hazelcast 5.x CP in *unsafe mode* on a single member, as the unmodified
-hazelcast-python-client drives them:
-
-* CP groups: ``createCPGroup("x@grp")`` answers a :class:`RaftGroupId` whose id is derived from
-  the group name (``default`` is id 1), so ids are stable across member restarts, with or
-  without a snapshot.
-* CP sessions: create → (session id, TTL, heartbeat period). A session that is not heartbeated
-  (heartbeats, lock, tryLock and unlock all refresh it) for TTL seconds expires: its locks are
-  released, its pending lock waiters answered with ``SessionExpiredException`` and the next FIFO
-  waiter is granted the lock. Defaults: TTL 10 s, heartbeat 2 s (env ``DOLPHIN_HZ_CP_SESSION_TTL_S``
-  / ``DOLPHIN_HZ_CP_HEARTBEAT_S``), so the lock of a killed process is free within ~10 s.
-* FencedLock: reentrant, FIFO waiters, blocking ``lock`` answered later through the request
-  context, ``tryLock`` with a timeout answered with fence 0 when it elapses, idempotent retries
-  by invocation uid, fencing tokens strictly increasing over all locks (1, 2, 3, ...) and kept
-  across restarts by ``--snapshot-dir`` (without it a restart starts a fresh CP state, as unsafe
-  mode does).
-* AtomicLong with Java 64-bit wrap-around; AtomicReference comparing serialized Data bytes.
-  ``alter``/``apply`` carry a client-side function the member cannot run: answered with
-  ``UnsupportedOperationException`` naming the operation.
-* ``destroy()`` of a CP object makes further use of that name fail with
-  ``DistributedObjectDestroyedException`` (as in Hazelcast; the name cannot be reused).
+Design notes: ``docs/design/standins.hz_member.md``.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ after it, or ``None`` when more bytes are needed, and raises :class:`ProtocolErr
 else — when the bytes are not the protocol (wrong ``CP2`` header, a frame length below the 6-byte
 header or above ``max_frame``, a message above ``max_message``, an initial frame too short to hold
 message type, correlation id and partition id, a fragmented message). The connection closes the
-socket on a :class:`ProtocolError`; split out of ``server.Connection`` in issue 17 so the parser has
+socket on a :class:`ProtocolError`; split out of ``server.Connection`` so the parser has
 one named error instead of inline aborts.
 """
 from __future__ import annotations

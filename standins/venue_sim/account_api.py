@@ -1,14 +1,6 @@
 """Account settings, account state and algo-order endpoints of the venue simulator (mixin of ``VenueSim``).
 
-Signed like every trading endpoint (see :mod:`user_api`); shapes, weights and error codes as Binance
-USDT-M documents them (weights in ``ROUTES``). Settings and views live in :mod:`accounts`, conditional
-orders in :mod:`algo`. Also here: ``countdownCancelAll`` (a wall-clock dead-man switch: when a
-symbol's countdown runs out, its open orders are cancelled; ``countdownTime=0`` stops it), the
-8-hourly funding of market time, and the admin switch ``POST /sim/admin/account`` that puts an
-account into a state tests need (hedge mode, multi-assets mode, leverage, margin type, balance) or
-pushes a ``MARGIN_CALL`` (also pushed by itself once a market minute while an account's margin ratio
-is at least 80 %) -- changed "by hand", so leverage and multi-assets changes push
-``ACCOUNT_CONFIG_UPDATE`` as Binance does when a user changes them on the website.
+Design notes: ``docs/design/standins.venue_sim.md``.
 """
 from __future__ import annotations
 

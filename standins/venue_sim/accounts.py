@@ -1,24 +1,6 @@
 """Account settings and account-state views of the venue simulator (Binance USDT-M shapes).
 
-Pure functions of :class:`exchange.SimExchange` state, no I/O and no clock (time comes in as
-``now_ms``, market time). Settings follow Binance's rules and error codes:
-
-* position mode (``positionSide/dual``): unchanged ``-4059``; with open orders ``-4067``; with a
-  position ``-4068``.
-* multi-assets mode (``multiAssetsMargin``): unchanged ``-4171``; with an ISOLATED symbol ``-4167``;
-  with open orders ``-4170``.
-* leverage: an integer in [1, the symbol's first-bracket leverage] else ``-4028``; a position above the
-  new leverage's notional cap ``-2027``. Answers ``{leverage, maxNotionalValue, symbol}`` and pushes
-  ``ACCOUNT_CONFIG_UPDATE`` (``ac``).
-* margin type: unchanged ``-4046``; open orders ``-4047``; a position ``-4048``; ISOLATED under
-  multi-assets mode ``-4168``.
-
-Leverage brackets are a fixed ladder per symbol: the first bracket's leverage is 125 for BTC/ETH, 75
-for the next 48 (the priority symbols) and 50 for the rest, halving at each notional cap. Funding is
-charged at every 8-hour mark of market time (00:00, 08:00, 16:00 UTC) to each open position: longs
-pay ``notional x rate`` when the rate is positive (shorts receive it), booked as a ``FUNDING_FEE``
-income row and pushed as ``ACCOUNT_UPDATE`` with reason ``FUNDING_FEE`` (balance only, as Binance
-sends it for cross positions).
+Design notes: ``docs/design/standins.venue_sim.md``.
 """
 from __future__ import annotations
 

@@ -1,21 +1,6 @@
 """Conditional (algo) orders of the venue simulator: Binance USDT-M's algo-order service.
 
-Since 2025-12-09 Binance takes STOP_MARKET / TAKE_PROFIT_MARKET and the other conditional types only
-through ``POST /fapi/v1/algoOrder`` (``algoType=CONDITIONAL``, ``triggerPrice``); ``/fapi/v1/order``
-answers ``-4120``. They are listed by ``GET /fapi/v1/openAlgoOrders`` (not ``openOrders``), cancelled
-by ``DELETE /fapi/v1/algoOrder`` / ``algoOpenOrders`` and reported as ``ALGO_UPDATE`` user events.
-
-Simulated: STOP_MARKET and TAKE_PROFIT_MARKET, with ``quantity`` (optionally ``reduceOnly``) or
-``closePosition=true``. The trigger price is the mark price (``workingType=MARK_PRICE``) or the last
-trade price (``CONTRACT_PRICE``, the default), checked every tick: a STOP_MARKET SELL triggers at or
-below ``triggerPrice``, BUY at or above (TAKE_PROFIT_MARKET the other way round). A trigger price the
-price has already passed is ``-2021`` *Order would immediately trigger.* On trigger the algo order
-places a MARKET order (reduce-only for closePosition/reduceOnly, closePosition for the whole position)
-whose ``ORDER_TRADE_UPDATE`` events carry ``ot`` = the algo type and ``sp`` = the trigger price; the
-algo order goes NEW -> TRIGGERED -> FINISHED (``ai`` = that order's id), or EXPIRED when there is
-nothing to reduce, or REJECTED when the market order is refused. A closePosition order is
-``GTE_GTC``: it EXPIRES when its symbol's position closes. At most 10 open algo orders per symbol
-(``MAX_NUM_ALGO_ORDERS``; then ``-4045``).
+Design notes: ``docs/design/standins.venue_sim.md``.
 """
 from __future__ import annotations
 

@@ -1,40 +1,6 @@
 """Order matching and accounts of the venue simulator (the order side of Binance USDT-M, one-way mode).
 
-Pure state, no I/O and no clock: the server calls :meth:`SimExchange.place`, :meth:`cancel`,
-:meth:`on_tick` and reads the account views; every state change appends Binance-shaped user-data
-events (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``) to the account's outbox, which the server sends
-to that account's user streams.
-
-Matching (decisions written down here because Binance's own engine is not public):
-
-* Quantities are held as integer lot steps and prices as integer ticks of the symbol, so fills and
-  positions are exact. Incoming quantities and prices are parsed as decimals: more decimals than the
-  symbol's step/tick allow is ``-1111`` *Precision is over the maximum defined for this asset.*
-* MARKET orders walk the five simulated levels of the opposite side, best first; each level is a
-  separate trade (its own ``t``, ``L``, ``l``), so an order larger than the top level fills partially
-  level by level. What the visible depth cannot fill EXPIRES (status ``EXPIRED`` after the fills).
-  Liquidity our orders take is remembered until the model's next tick, so two orders in one tick
-  cannot both take the same level.
-* LIMIT orders take what is marketable at their price (taker, same walk), then GTC rests as maker
-  and IOC expires the remainder. A resting BUY fills (maker, at its own price) on a later tick once
-  the best ask is at or below it, against the ask quantity at or below it; SELL the other way round.
-* Fees: ``taker_fee``/``maker_fee`` of the fill's notional in USDT (``n`` in the event), taken from
-  the wallet. Realised PnL (``rp``) when a fill reduces the position; the entry price is the VWAP of
-  the fills that opened it.
-* Margin: ``leverage`` from the config for every symbol until ``POST /fapi/v1/leverage`` sets one;
-  margin type CROSSED until ``POST /fapi/v1/marginType`` (ISOLATED is reported, not modelled: every
-  position draws on the one wallet). An order that would increase the
-  position needs ``notional / leverage`` of available balance (wallet + unrealised PnL − position
-  and open-order initial margin) or it is refused with ``-2019`` *Margin is insufficient.*
-* Position mode: one-way. In hedge mode (``dualSidePosition``) an order without ``positionSide``
-  is ``-4061`` as on Binance; LONG/SHORT hedge positions are not simulated (refused, ``-1000``).
-* Conditional types (STOP_MARKET, TAKE_PROFIT_MARKET, ...) on ``/fapi/v1/order`` are ``-4120``, as
-  on Binance since 2025-12-09: they go through the algo-order API (:mod:`algo`).
-* reduceOnly: refused with ``-2022`` when there is no position to reduce on that side; the quantity
-  is capped to the position (as on Binance).
-* ``newClientOrderId`` must be unique among the account's *open* orders (Binance's rule): a
-  duplicate is ``-4116`` *ClientOrderId is duplicated.*; an id outside ``^[.A-Z:/a-z0-9_-]{1,36}$``
-  is ``-4015`` *Client order id is not valid.*. Closed orders stay queryable (last 5,000 per account).
+Design notes: ``docs/design/standins.venue_sim.md``.
 """
 from __future__ import annotations
 

@@ -1,39 +1,6 @@
 """Market model of the venue simulator: factor-model returns with regime switching, books, trades, klines.
 
-Pure state machine: :meth:`MarketModel.step` advances market time by one tick (100 ms) and updates
-numpy arrays for every symbol; no clock, no I/O. Deterministic for a seed: the same seed and
-``start_ms`` give the same ticks, books and trades (forcing a regime changes the path from then on).
-
-Returns per tick for asset i (sigma_i = base tick vol x vol_scale_i x regime vol multiplier)::
-
-    r_i = sigma_i * (sqrt(m) * beta_i * f_market + sqrt(s) * f_sector(i) + sqrt(1 - m - s) * e_i) + drift
-
-with variance shares (m, s) = calm (0.12, 0.18), trending (0.35, 0.20), stress (0.80, 0.08), so the
-top eigenvalue share of the correlation matrix jumps in stress. Stress also multiplies volatility
-by 3, thins books (x0.25 size, bids a further x0.6) and widens spreads (x4 ticks), starts liquidation cascades on whole
-sectors (extra sell pressure and a downward jump for ~3 s), pushes funding negative, taker buy
-share down, DVOL up and fear & greed down (slow variables relax toward regime targets, tau 5 s of
-market time, so a forced regime shows in funding/F&G within ~10 s). DVOL, a 30-day implied-volatility
-index, lags: it relaxes with tau ``DVOL_TAU_S`` = 20 min of market time, so the correlation break that
-the scanner sees comes first and DVOL follows over tens of minutes (a 5-minute stress episode lifts it
-by ~10 points; a long one takes it to the stress target). Liquidity withdrawal lags the break too: the
-book shape (size, spread, bid thinning, level gap) moves toward the stress shape with tau
-``LIQ_TAU_S`` = 90 s of market time (``liq_tau_s``, ``--liq-tau-s``) and recovers at the same pace after it.
-
-Regimes switch as a Markov chain with exponential holding times (calm 20 min, trending 10 min,
-stress 5 min mean, market time) unless forced by :meth:`force_regime`. A price driver other than
-the factor model (replay of recorded klines) can be plugged in through ``driver``.
-
-1s klines (a simulator extension; Binance USDT-M has no ``1s`` interval): live seconds are
-accumulated from the same per-tick trades as the 1m klines (close = last trade, a second without
-trades repeats the previous close with zero volume) into a ring of ``kline_1s_s`` seconds. The
-``kline_1s_s`` seconds *before* start are the same factor model aggregated to 1 s (the sum of ten
-100-ms tick returns: identical loadings, sector map, variance shares and drift of the initial
-regime; no cascades), generated lazily per symbol on first request and cached, built backward so the
-path ends at the start mid, with its own seed streams (deterministic per seed, never perturbing the
-live path). Pre-start closes are trade prices at the bid or ask around that path (trade probability
-and side from the trade model); open = previous close, high/low = max/min(open, close), volumes are
-drawn from the trade model.
+Design notes: ``docs/design/standins.venue_sim.md``.
 """
 from __future__ import annotations
 

@@ -1,16 +1,6 @@
 """Replay driver: recorded 1-minute klines (CSV in Binance archive format, or Parquet) as price paths.
 
-Layout of ``--replay DIR``::
-
-    DIR/<SYMBOL>.csv       headerless Binance archive klines: open_time, open, high, low, close, volume,
-                           close_time, quote_volume, count, taker_buy_volume, taker_buy_quote_volume, ignore
-                           (open_time in ms, or in µs as in archives from 2025 on)
-    DIR/<SYMBOL>.parquet   same columns by name (at least open_time, open, high, low, close)
-
-Within each minute the mid price walks open -> low -> high -> close (up bar) or open -> high -> low ->
-close (down bar) linearly; after the last recorded minute it holds the last close. Market time starts
-at the first recorded open_time common to the files. Books, trades and streams are built around these
-mids by the same machinery as the model.
+Design notes: ``docs/design/standins.venue_sim.md``.
 """
 from __future__ import annotations
 

@@ -1,32 +1,6 @@
 """Signed trading endpoints and user-data streams of the venue simulator (mixin of :class:`server.VenueSim`).
 
-Wire-compatible with Binance USDT-M: ``X-MBX-APIKEY`` header, ``timestamp`` + ``recvWindow`` +
-``signature`` = hex HMAC-SHA256 of *totalParams* (query string concatenated with the form body, the
-``signature`` pair removed) under the account's secret. ``timestamp`` is checked against the wall
-clock (the simulator's market time may run at another speed) and, at ``--speed 1``, also against
-``serverTime`` (market time, which lags the wall clock when the simulator falls behind), with Binance's
-rule: refused with ``-1021`` when ahead by more than 1 s or older than ``recvWindow`` (default 5000,
-at most 60000).
-
-Endpoints: ``POST/GET/DELETE /fapi/v1/order``, ``DELETE /fapi/v1/allOpenOrders``,
-``GET /fapi/v1/openOrders``, ``GET /fapi/v1/userTrades``, ``POST/PUT/DELETE /fapi/v1/listenKey`` (API key only, unsigned) and the
-user-data websocket ``/ws/<listenKey>`` carrying ``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``, ``ALGO_UPDATE``,
-``ACCOUNT_CONFIG_UPDATE``, ``MARGIN_CALL`` and ``listenKeyExpired``. Account settings, account state
-and algo orders: :mod:`account_api`. ``newOrderRespType`` ``ACK`` (default) answers with the order as accepted,
-``RESULT`` with its state after matching. Every order request counts toward
-``X-MBX-ORDER-COUNT-1M`` (1,200 per minute; then HTTP 429 ``-1015``).
-
-Faults (admin API): ``user_stream_drop`` (``mode`` ``close``/``abort``/``mute``, ``duration_s``:
-``close``/``abort`` end the user streams and refuse new ones for ``duration_s``; ``mute`` keeps
-them open but sends nothing for ``duration_s`` — the events are lost, as on a silently dead
-stream), ``ack_delay`` (``delay_ms``, ``duration_s``: the order executes at once, its HTTP answer
-is late), ``user_garbage`` (``count``: that many malformed frames, one before each of the next
-events), ``ack_lost`` (``count``: the order executes, the answer is HTTP 503 ``-1007`` *execution
-status unknown*), ``reject_orders`` (``count``, ``code``, ``msg``: refused before matching),
-``clock_skew`` (``offset_ms``: the server clock -- ``serverTime`` and the ``timestamp`` check -- runs
-that far ahead of the wall clock, so a client that never measures the offset meets ``-1021``),
-``delist`` (``symbol``, ``status`` e.g. ``SETTLING``: exchangeInfo shows it, opening orders get
-``-4140``, reduce-only orders still work; ``TRADING`` restores it).
+Design notes: ``docs/design/standins.venue_sim.md``.
 """
 from __future__ import annotations
 
