@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prod.backtest.data import DayData, DayFileError, load_day
+from prod.scans.daily import DayData, DayFileError, read_day_file as load_day
 
 MAX_GAP_S = 300.0
 MIN_VALID_VEL_DIV = 0.50
