@@ -482,17 +482,25 @@ def _start_after_cluster(paths: MeshPaths, timeout: float) -> int:
           flush=True)
     dead: list[str] = []
     last = [0.0]
+    first_pid: dict[str, str] = {}
 
     def members_alive() -> bool:
-        """False once supervisord gave up on a member (FATAL/EXITED/BACKOFF): a member that cannot bind
-        its port never joins, so waiting the whole timeout for it only hides the cause."""
+        """False once a member exited: supervisord gave up on it (FATAL/EXITED), or it exited and was
+        started again (a new pid; on a loaded box a JVM that cannot bind its port outlives startsecs, so
+        supervisord counts it as started and restarts it forever). A member that cannot bind its port never
+        joins, so waiting the whole timeout for it only hides the cause."""
         if time.monotonic() - last[0] < 2.0:
             return not dead
         last[0] = time.monotonic()
         for line in supervisorctl(paths, "status", timeout=10).stdout.splitlines():
             parts = line.split()
-            if len(parts) >= 2 and parts[0].startswith("hz_cluster:") and parts[1] in ("FATAL", "EXITED"):
-                dead.append(parts[0].split(":")[1])
+            if len(parts) < 2 or not parts[0].startswith("hz_cluster:"):
+                continue
+            name = parts[0].split(":")[1]
+            pid = parts[3].rstrip(",") if len(parts) >= 4 and parts[2] == "pid" else None
+            if parts[1] in ("FATAL", "EXITED") or (pid and first_pid.setdefault(name, pid) != pid):
+                if name not in dead:
+                    dead.append(name)
         return not dead
 
     try:
