@@ -70,7 +70,11 @@ class Mesh:
         for kv in env:
             self.args += ["--env", kv]
         t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *self.args, "--timeout", "150"],
+        # --no-register: nothing here uses the Prefect deployments (tests/integration/test_flows.py registers and
+        # runs them; `make run` in test_make_run.py still registers); on a loaded box the step waited up to 90 s
+        # for the Prefect API after GREEN
+        proc = subprocess.Popen([sys.executable, "-m", "services.mesh", "up", *self.args, "--timeout", "150",
+                                 "--no-register"],
                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=self.env)
         try:
