@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -456,17 +457,25 @@ def _start_after_cluster(paths: MeshPaths, timeout: float) -> int:
           flush=True)
     dead: list[str] = []
     last = [0.0]
+    first_pid: dict[str, str] = {}
 
     def members_alive() -> bool:
-        """False once supervisord gave up on a member (FATAL/EXITED/BACKOFF): a member that cannot bind
-        its port never joins, so waiting the whole timeout for it only hides the cause."""
+        """False once a member exited: supervisord gave up on it (FATAL/EXITED), or it exited and was
+        started again (a new pid; on a loaded box a JVM that cannot bind its port outlives startsecs, so
+        supervisord counts it as started and restarts it forever). A member that cannot bind its port never
+        joins, so waiting the whole timeout for it only hides the cause."""
         if time.monotonic() - last[0] < 2.0:
             return not dead
         last[0] = time.monotonic()
         for line in supervisorctl(paths, "status", timeout=10).stdout.splitlines():
             parts = line.split()
-            if len(parts) >= 2 and parts[0].startswith("hz_cluster:") and parts[1] in ("FATAL", "EXITED"):
-                dead.append(parts[0].split(":")[1])
+            if len(parts) < 2 or not parts[0].startswith("hz_cluster:"):
+                continue
+            name = parts[0].split(":")[1]
+            pid = parts[3].rstrip(",") if len(parts) >= 4 and parts[2] == "pid" else None
+            if parts[1] in ("FATAL", "EXITED") or (pid and first_pid.setdefault(name, pid) != pid):
+                if name not in dead:
+                    dead.append(name)
         return not dead
 
     try:
@@ -478,11 +487,46 @@ def _start_after_cluster(paths: MeshPaths, timeout: float) -> int:
               f"{supervisorctl(paths, 'status').stdout}", file=sys.stderr)
         return 1
     print(f"cluster {cluster!r} serves with {n} member(s); starting {len(paths.deferred)} programs", flush=True)
-    res = supervisorctl(paths, "start", *paths.deferred, timeout=120)
-    if res.returncode not in (0, 3) and "ERROR" in res.stdout:
-        print(f"ERROR: supervisorctl start failed:\n{res.stdout}{res.stderr}", file=sys.stderr)
+    try:
+        errors = start_programs(paths, paths.deferred)
+    except (OSError, xmlrpc.client.Error) as exc:
+        errors = [f"supervisord did not answer on {paths.socket} ({type(exc).__name__}: {exc})"]
+    if errors:
+        print("ERROR: supervisord could not start: " + "; ".join(errors), file=sys.stderr)
         return 1
     return 0
+
+
+def start_programs(paths: MeshPaths, names: tuple[str, ...], timeout: float = 120.0) -> list[str]:
+    """Start ``names`` together (as supervisord's autostart does), wait until none is starting; return errors
+    (a program supervisord could not start, or that exited / went FATAL).
+
+    ``supervisorctl start a b c`` starts one at a time, each after the previous one's ``startsecs``.
+    """
+    rpc = _rpc(paths)
+    errors = []
+    for name in names:
+        try:
+            rpc.supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault as exc:
+            if "ALREADY_STARTED" not in exc.faultString:
+                errors.append(f"{name}: {exc.faultString}")
+    deadline = time.monotonic() + timeout
+    while True:
+        st = {f"{p['group']}:{p['name']}": p["statename"] for p in rpc.supervisor.getAllProcessInfo()}
+        pending = [n for n in names if st.get(n) in ("STARTING", "BACKOFF")]
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    errors += [f"{n}: {st.get(n)} (see {paths.logdir}/{n.split(':')[-1]}.log)" for n in names
+               if st.get(n) not in ("RUNNING", "STARTING", "BACKOFF") and not any(e.startswith(f"{n}:") for e in errors)]
+    return errors                        # still starting after ``timeout``: the GREEN wait names what is not healthy
+
+
+def _rpc(paths: MeshPaths) -> xmlrpc.client.ServerProxy:
+    """supervisord's XML-RPC interface on the mesh's unix socket."""
+    from supervisor.xmlrpc import SupervisorTransport
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(serverurl=f"unix://{paths.socket}"))
 
 
 def down(paths: MeshPaths, timeout: float = 60.0) -> int:

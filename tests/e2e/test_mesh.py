@@ -1,6 +1,8 @@
 """The whole mesh under real supervisord (``python -m ops.mesh up`` on free ports, own instance dir).
 
-Select with ``-m e2e``. One mesh serves the module; the tests run in file order, the disruptive ones last.
+Select with ``-m e2e``. One mesh serves the module; the tests run in file order, the disruptive ones last. The last
+one switches the simulator's account to Hedge Mode and restarts the trader (the preflight scenario), so it needs no
+mesh of its own.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from prod.bus import maps
 from prod.bus.client import make_client
 from prod.settings import load_settings
 from tests.e2e.episodes import (BridgeScans, entries as _entries, journal_rows as _journal_rows, publish_mc_green,
-                                trading_posture)
+                                push_until_entry, trading_posture)
 from tests.helpers import REPO_ROOT, free_port, port_open, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -68,7 +70,11 @@ class Mesh:
         for kv in env:
             self.args += ["--env", kv]
         t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "ops.mesh", "up", *self.args, "--timeout", "150"],
+        # --no-register: nothing here uses the Prefect deployments (tests/integration/test_flows.py registers and
+        # runs them; `make run` in test_make_run.py still registers); on a loaded box the step waited up to 90 s
+        # for the Prefect API after GREEN
+        proc = subprocess.Popen([sys.executable, "-m", "ops.mesh", "up", *self.args, "--timeout", "150",
+                                 "--no-register"],
                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=self.env)
         try:
@@ -130,7 +136,8 @@ LIVE_ENV = ("DOLPHIN_SCAN_INTERVAL_S=1", "DOLPHIN_SIM_LIQ_TAU_S=3600")
 def mesh(tmp_path_factory):
     m = Mesh(tmp_path_factory.mktemp("mesh"))
     try:
-        with m.up(*LIVE_ENV):
+        # a refused preflight is retried every 10 s (default 30 s): the hedge-mode test waits for the retry
+        with m.up(*LIVE_ENV, "DOLPHIN_EVENT_TRADER_PREFLIGHT_RETRY_S=10"):
             yield m
     finally:
         down = m.down_result
@@ -439,3 +446,86 @@ def test_kill9_of_the_member_heals_without_manual_action(mesh, bus):
         return (json.loads(hb.get("event_trader")).get("last_scan") or 0) >= first
 
     wait_until(decided, 30, interval=1.0, what="trader decides on a scan published after the member restart")
+
+
+def _preflight(mesh: Mesh) -> tuple[int, list[str]]:
+    """``python -m prod.execution preflight`` against the mesh's simulator with the instance's key."""
+    key, secret = (mesh.root / "venue_api_key").read_text().strip().split(":", 1)
+    env = {**mesh.env, "DOLPHIN_VENUE_REST": f"http://127.0.0.1:{mesh.venue_port}",
+           "DOLPHIN_VENUE_WS": f"ws://127.0.0.1:{mesh.venue_port}", "DOLPHIN_VENUE_API_KEY": key,
+           "DOLPHIN_VENUE_API_SECRET": secret, "DOLPHIN_DATA_DIR": str(mesh.root / "cli-data")}
+    r = subprocess.run([sys.executable, "-m", "prod.execution", "preflight"], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=120, env=env)
+    return r.returncode, [ln for ln in r.stdout.splitlines() if ln.startswith(("PASS", "FAIL", "SKIP"))]
+
+
+def _set_account(mesh: Mesh, **body) -> None:
+    req = urllib.request.Request(f"http://127.0.0.1:{mesh.venue_port}/sim/admin/account", method="POST",
+                                 data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+
+
+def test_hedge_mode_refuses_to_trade_naming_the_setting_and_one_way_trades(mesh, bus):
+    """A trader (re)started on an account in Hedge Mode stays up and refuses every entry naming the setting, and
+    ``python -m prod.execution preflight`` fails naming it; the account switched to One-way passes both and the
+    trader enters through the order API. Runs last: it ends the earlier tests' position by the trader's own exits
+    (a position mode can only be changed flat on Binance), then restarts the trader on the hedge-mode account."""
+    journal = mesh.root / "data" / "trader" / "journal.sqlite"
+    state_map = bus.get_map(maps.STATE_BLUE).blocking()
+    src = BridgeScans(bus)
+
+    def flat() -> bool:
+        raw = state_map.get(maps.KEY_LATEST)
+        return raw is None or json.loads(raw)["paper"]["position"] is None
+
+    pushed = 0
+    while not flat() and pushed < 400:   # calm scans: a held position leaves by take-profit or max hold (120 bars)
+        for _ in range(20):
+            src.push(0.0, 0.0, 0.0005)
+        pushed += 20
+        src.wait_consumed()
+    assert flat(), json.loads(state_map.get(maps.KEY_LATEST))["paper"]
+    key = (mesh.root / "venue_api_key").read_text().split(":", 1)[0]
+    wait_until(lambda: _venue_signed(mesh, "request", "GET", "/fapi/v1/openAlgoOrders", {}) == [], 60,
+               what="no protective stop left on the venue once flat")
+
+    log = mesh.root / "logs" / "event_trader.log"
+    refusing = "REFUSING ENTRIES: preflight failed: position mode: Hedge Mode"
+    n_refusing, n_passed = mesh.log("event_trader").count(refusing), mesh.log("event_trader").count(
+        "preflight passed: entries allowed")
+    _set_account(mesh, api_key=key, dual_side=True)
+    assert "started" in mesh.sv("restart", "dolphin:event_trader")
+    wait_until(lambda: mesh.log("event_trader").count(refusing) > n_refusing, 60, interval=0.5,
+               what=f"the restarted trader refusing entries in hedge mode ({log})")
+    assert "One-way" in mesh.log("event_trader").split(refusing)[-1].splitlines()[0]
+    assert mesh.status()["dolphin:event_trader"][0] == "RUNNING"          # refusing, not exiting
+    rc, lines = _preflight(mesh)
+    assert rc == 1 and any(ln.startswith("FAIL position mode") and "One-way" in ln for ln in lines), lines
+
+    wait_until(lambda: trading_posture(bus), 120, interval=0.5,
+               what="a trading posture (safety watchdog warmed up with MC GREEN)")
+    id0 = _journal_rows(journal, "SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+    n_entries = _entries(journal)
+    for i in range(159):                 # in legs the trader reads before they go stale (episodes.py)
+        src.push(0.0, 0.0, 0.001 + i * 0.00002)
+        if i % 40 == 39:
+            src.wait_consumed()
+    for i in range(60):
+        src.push(-0.06, -0.002, 0.003)
+        if i % 10 == 9:
+            src.wait_consumed()
+    refused = [json.loads(p) for (p,) in _journal_rows(
+        journal, "SELECT payload FROM events WHERE kind='ENTRY_NOT_TAKEN' AND id > ?", id0)]
+    assert refused and all(r["error"] == "EntriesRefused" for r in refused), refused[-3:]
+    assert "Hedge Mode" in refused[0]["detail"] and _entries(journal) == n_entries
+
+    _set_account(mesh, api_key=key, dual_side=False)
+    wait_until(lambda: mesh.log("event_trader").count("preflight passed: entries allowed") > n_passed, 60,
+               interval=0.5, what="the trader's preflight retry passing in one-way mode")
+    rc, lines = _preflight(mesh)
+    assert rc == 0 and all(ln.startswith("PASS") for ln in lines), lines
+    id1 = _journal_rows(journal, "SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+    push_until_entry(bus, src, journal, n_entries)
+    entry = json.loads(_journal_rows(journal, "SELECT payload FROM events WHERE kind='ENTRY' AND id > ?", id1)[0][0])
+    assert entry["source"] == "venue" and entry["status"] == "FILLED", entry
