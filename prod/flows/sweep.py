@@ -220,6 +220,11 @@ def build_spec(config: Path, data: Path, grid_file: Path | None = None, grid: Se
     def _path(v: Any) -> Path | None:
         return None if v in (None, "") else Path(v).resolve()
 
+    bt_paths = {"--exf-history": (exf_history or bt.get("exf_history"), Path.is_dir),
+                "--mc-model": (mc_model or bt.get("mc_model"), Path.is_file), "--exf": (exf or bt.get("exf"), None)}
+    for flag, (v, ok) in bt_paths.items():
+        if v not in (None, "") and ok is not None and not ok(Path(v)):
+            raise SweepError(f"{flag} {v}: no such {'directory' if ok is Path.is_dir else 'file'}")
     varied = tuple(n for n in params if len({json.dumps(s[n], sort_keys=True) for s in sets}) > 1)
     return SweepSpec(config=Path(config).resolve(), data=Path(data).resolve(), param_sets=tuple(sets),
                      windows=tuple(windows), exf=_path(exf or bt.get("exf")),

@@ -83,6 +83,9 @@ def test_a_2x2_grid_on_2_windows_through_prefect_and_dask_equals_direct_backtest
     (["--grid", "no_such_knob=1,2"], "unknown engine parameter 'no_such_knob'"),
     (["--grid", "fixed_tp_pct=2.0"], "fixed_tp_pct: must be in (0, 1)"),
     (["--grid", "max_hold_bars=60", "--window-days", "5"], "no data: 2 day file(s)"),
+    (["--grid-file", "prod/configs/sweeps/todo2_subday_acb.yml", "--exf-history", "/no/such/exf"],
+     "--exf-history /no/such/exf: no such directory"),
+    (["--grid", "max_hold_bars=60", "--mc-model", "/no/such/model.zip"], "--mc-model /no/such/model.zip: no such file"),
 ])
 def test_bad_input_exits_2_with_the_reason(days, argv, why, capsys):
     assert sweep.main(["--data", str(days), *argv]) == 2
@@ -93,3 +96,16 @@ def test_no_data_exits_2_from_the_command_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "prod.flows.sweep", "--data", str(tmp_path), "--grid",
                         "max_hold_bars=60,120"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and f"no data: no YYYY-MM-DD.parquet day files in {tmp_path}" in p.stderr
+
+
+@pytest.mark.parametrize("name, n", [("todo1_vd_exit", 16), ("todo2_subday_acb", 16), ("todo6_tf_exit", 16),
+                                     ("random_exits", 32)])
+def test_the_shipped_grid_files_expand(days, tmp_path, name, n):
+    (tmp_path / "exf").mkdir()
+    spec = sweep.build_spec(BLUE_PATH, days, REPO_ROOT / "prod" / "configs" / "sweeps" / f"{name}.yml",
+                            exf_history=tmp_path / "exf")
+    assert len(spec.param_sets) == n and spec.windows
+    if name == "todo2_subday_acb":
+        assert spec.exf_history == (tmp_path / "exf").resolve() and spec.varied == ("subday_acb_high", "subday_acb_low")
+    if name == "random_exits":
+        assert all(0.004 <= s["fixed_tp_pct"] <= 0.02 and isinstance(s["max_hold_bars"], int) for s in spec.param_sets)
