@@ -412,7 +412,7 @@ def task_runner(workers: int = 2, address: str | None = None):
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(cluster_kwargs={"n_workers": int(workers), "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+                                          "dashboard_address": ":0"})
 
 
 def run_sweep(spec: SweepSpec, out: Path, workers: int = 2, address: str | None = None) -> dict[str, Any]:
