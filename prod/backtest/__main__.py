@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if opts.date_from and opts.date_to and opts.date_from > opts.date_to:
         print(f"backtest: --from {opts.date_from} is after --to {opts.date_to}", file=sys.stderr)
         return 2
+    if args.engine == "nautilus" and args.exf_history is not None:
+        print("backtest: --exf-history (sub-day ACB) runs with the native engine only", file=sys.stderr)
+        return 2
     try:
         if args.engine == "nautilus":
             from prod.nautilus import NautilusUnavailable

@@ -2,16 +2,17 @@
 
 A grid (every combination) or a random search over engine parameters (``prod.alpha.params.EngineParams``; an
 ``acb.`` prefix names an ACB constant) runs on consecutive windows of the data directory's day files. Each
-(parameter set, window) is one Prefect task, :func:`prod.backtest.runner.run_backtest` on a config that is the base
-config with the set's values (``allow_drift``: research), so a cell equals a direct backtest of the same config
-and window. The tasks run on a ``prefect_dask.DaskTaskRunner``: a local cluster of ``--workers`` processes by
-default, or any running Dask scheduler with ``--address tcp://host:8786``. The result is one tidy Parquet table
-(one row per parameter set × window: the set's values, the window, the metrics) and a self-contained HTML heat-map
-report beside it.
+(parameter set, window) cell is :func:`prod.backtest.runner.run_backtest` on a config that is the base config with
+the set's values (``allow_drift``: research), so a cell equals a direct backtest of the same config and window.
+Cells run in Prefect tasks, ``--batch`` cells per task (default about four tasks per worker: fewer task runs, fewer
+Prefect API round trips), on a ``prefect_dask.DaskTaskRunner``: a local cluster of ``--workers``
+processes by default, or any running Dask scheduler with ``--address tcp://host:8786``. The result is one tidy
+Parquet table (one row per parameter set × window: the set's values, the window, the metrics) and a self-contained
+HTML heat-map report beside it.
 
     python -m prod.flows.sweep --data data/vbt_cache_klines --grid-file prod/configs/sweeps/todo1_vd_exit.yml
     python -m prod.flows.sweep --data DIR --grid vd_enabled=true --grid vd_adverse_threshold=0.01,0.02,0.04 \\
-        --window-days 1 --workers 2 [--out run_logs/sweeps] [--address tcp://scheduler:8786]
+        --window-days 1 --workers 2 [--out run_logs/sweeps/x] [--address tcp://scheduler:8786] [--batch N]
 
 Grid file (YAML)::
 
@@ -263,8 +264,15 @@ def run_cell(spec: SweepSpec, set_id: int, window_id: int) -> dict[str, Any]:
 
 
 @task(name="sweep_backtest", retries=0, cache_policy=NO_CACHE)
-def sweep_backtest(spec: SweepSpec, set_id: int, window_id: int) -> dict[str, Any]:
-    return run_cell(spec, set_id, window_id)
+def sweep_backtest(spec: SweepSpec, cells: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Backtest a batch of (parameter set, window) cells in one task; return their rows."""
+    return [run_cell(spec, i, w) for i, w in cells]
+
+
+def auto_batch(cells: int, workers: int) -> int:
+    """Cells per task: about four tasks per worker (fewer task runs, fewer Prefect API round trips; four per
+    worker keeps the workers busy to the end), at least one cell."""
+    return max(1, cells // (4 * max(1, workers)))
 
 
 # ---------------------------------------------------------------- outputs
@@ -375,18 +383,22 @@ MC gate {e(str(spec.mc_model or 'off'))} · survival {spec.survival}</p>
 
 # ---------------------------------------------------------------- the flow
 @flow(name="sweep", log_prints=True)
-def sweep_flow(spec: SweepSpec, out: str) -> dict[str, Any]:
-    """Submit every (parameter set, window) backtest to the flow's task runner; write the table and the report."""
+def sweep_flow(spec: SweepSpec, out: str, batch: int = 1) -> dict[str, Any]:
+    """Submit every (parameter set, window) backtest to the flow's task runner, ``batch`` cells per task; write the
+    table and the report."""
     if not spec.param_sets or not spec.windows:
         raise SweepError("empty grid or no windows")
+    if batch < 1:
+        raise SweepError(f"batch {batch}: must be >= 1")
     t0 = time.perf_counter()
-    futures = [sweep_backtest.submit(spec, i, w) for i in range(len(spec.param_sets)) for w in range(len(spec.windows))]
-    rows = [f.result() for f in futures]
+    cells = [(i, w) for i in range(len(spec.param_sets)) for w in range(len(spec.windows))]
+    futures = [sweep_backtest.submit(spec, cells[k:k + batch]) for k in range(0, len(cells), batch)]
+    rows = [r for f in futures for r in f.result()]
     wall = time.perf_counter() - t0
     bdays = sum(int(r["days"]) for r in rows)
     out_p = Path(out)
     table = write_table(rows, out_p.with_suffix(".parquet"))
-    timing = {"backtests": len(rows), "backtest_days": bdays, "wall_s": wall,
+    timing = {"backtests": len(rows), "tasks": len(futures), "backtest_days": bdays, "wall_s": wall,
               "backtest_days_per_s": bdays / wall if wall > 0 else None, "runner": _runner_name()}
     report = write_report(spec, rows, out_p.with_suffix(".html"), timing)
     log.info("sweep: %d backtests, %d backtest-days in %.1f s (%.2f backtest-days/s) -> %s", len(rows), bdays, wall,
@@ -415,9 +427,13 @@ def task_runner(workers: int = 2, address: str | None = None):
                                           "dashboard_address": ":0"})
 
 
-def run_sweep(spec: SweepSpec, out: Path, workers: int = 2, address: str | None = None) -> dict[str, Any]:
-    """Run the flow on a Dask task runner (see :func:`task_runner`)."""
-    return sweep_flow.with_options(task_runner=task_runner(workers, address))(spec, str(out))
+def run_sweep(spec: SweepSpec, out: Path, workers: int = 2, address: str | None = None,
+              batch: int | None = None) -> dict[str, Any]:
+    """Run the flow on a Dask task runner (see :func:`task_runner`); ``batch`` cells per task (default:
+    :func:`auto_batch` for ``workers``)."""
+    cells = len(spec.param_sets) * len(spec.windows)
+    b = batch if batch is not None else auto_batch(cells, workers)
+    return sweep_flow.with_options(task_runner=task_runner(workers, address))(spec, str(out), b)
 
 
 def _date(s: str) -> dt.date:
@@ -449,12 +465,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--survival", action="store_true", default=None, help="survival-stack posture in every backtest")
     ap.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default 2)")
     ap.add_argument("--address", help="a running Dask scheduler (tcp://host:8786) instead of a local cluster")
+    ap.add_argument("--batch", type=int, help="cells per Prefect task (default: about 4 tasks per worker)")
     ap.add_argument("--out", type=Path, help="output path without suffix (default run_logs/sweeps/sweep_<UTC time>)")
     ap.add_argument("--api-url", help="Prefect API (default: $PREFECT_API_URL, else a temporary local server)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.workers < 1:
-        print("sweep: --workers must be >= 1", file=sys.stderr)
+    if args.workers < 1 or (args.batch is not None and args.batch < 1):
+        print("sweep: --workers and --batch must be >= 1", file=sys.stderr)
         return 2
     try:
         spec = build_spec(args.config, args.data, args.grid_file, args.grid, args.search, args.samples, args.seed,
@@ -471,9 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         if url:
             from prefect.settings import PREFECT_API_URL, temporary_settings
             with temporary_settings(updates={PREFECT_API_URL: url}):
-                result = run_sweep(spec, out, args.workers, args.address)
+                result = run_sweep(spec, out, args.workers, args.address, args.batch)
         else:
-            result = run_sweep(spec, out, args.workers, args.address)
+            result = run_sweep(spec, out, args.workers, args.address, args.batch)
     except Exception as exc:  # noqa: BLE001 - the run is Failed in Prefect; say why and exit non-zero
         print(f"FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -49,7 +49,7 @@ def test_a_2x2_grid_on_2_windows_through_prefect_and_dask_equals_direct_backtest
     res = sweep.run_sweep(spec, tmp_path / "out" / "s", workers=2)
     assert "LocalCluster" in res["runner"] and "workers=2" in res["runner"]
     rows = pq.read_table(res["table"]).to_pylist()
-    assert len(rows) == 8 and res["backtests"] == 8 and res["backtest_days"] == 8
+    assert len(rows) == 8 and res["backtests"] == 8 and res["backtest_days"] == 8 and res["tasks"] == 8
     assert {(r["p.fixed_tp_pct"], r["p.max_hold_bars"], r["date_from"]) for r in rows} == {
         (tp, h, d) for tp in (0.006, 0.0095) for h in (60, 120) for d in ("2026-01-01", "2026-01-02")}
     for r in rows:
