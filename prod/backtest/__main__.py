@@ -1,7 +1,8 @@
 """Command line of the backtest: parse flags, then call :func:`prod.backtest.runner.run_backtest`.
 
     python -m prod.backtest --config prod/configs/blue.yml --data data/vbt_cache_klines \\
-        [--from 2026-01-01] [--to 2026-01-31] [--summary PATH] [--exf FILE] [--survival] [--ob-dir data/ob_universe]
+        [--from 2026-01-01] [--to 2026-01-31] [--summary PATH] [--exf FILE] [--exf-history data/exf] [--survival]
+        [--ob-dir data/ob_universe]
         [--mc-model data/mc_models/blue_forewarner.zip] [--engine native|nautilus]
 
 ``--engine nautilus`` replays through a NautilusTrader BacktestEngine (prod.nautilus.backtest; the
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--summary", type=Path, help="summary JSON path (default run_logs/summary_<ts>.json)")
     ap.add_argument("--out-dir", type=Path, default=Path("run_logs"), help="where default outputs go")
     ap.add_argument("--exf", type=Path, help="external factors JSON (default <data>/exf_daily.json)")
+    ap.add_argument("--exf-history", type=Path,
+                    help="exf_fetcher's history (data/exf): sub-day ACB updates as the live acb_processor wrote them")
     ap.add_argument("--ob-dir", type=Path, help="obf_universe Parquet (data/ob_universe): OB layers see the books")
     ap.add_argument("--survival", action="store_true", help="drive posture from the drawdown survival stack")
     ap.add_argument("--mc-model", type=Path, help="MC-forewarner model (python -m prod.mc train): §12 gate every day")
@@ -64,9 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                            date_to=args.date_to, summary=args.summary, out_dir=args.out_dir,
                            exf=args.exf, png=not args.no_png, progress=not args.no_progress,
                            survival=args.survival, allow_drift=args.allow_drift, ob_dir=args.ob_dir,
-                           mc_model=args.mc_model)
+                           mc_model=args.mc_model, exf_history=args.exf_history)
     if opts.date_from and opts.date_to and opts.date_from > opts.date_to:
         print(f"backtest: --from {opts.date_from} is after --to {opts.date_to}", file=sys.stderr)
+        return 2
+    if args.engine == "nautilus" and args.exf_history is not None:
+        print("backtest: --exf-history (sub-day ACB) runs with the native engine only", file=sys.stderr)
         return 2
     try:
         if args.engine == "nautilus":

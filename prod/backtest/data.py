@@ -44,6 +44,43 @@ def load_exf(path: Path | None) -> dict[str, dict[str, float]]:
     return out
 
 
+EXF_HISTORY_FACTORS = ("funding_btc", "dvol_btc", "fng", "taker")
+
+
+def load_exf_history(exf_dir: Path) -> list[dict[str, Any]]:
+    """Read exf_fetcher's history ``<dir>/date=YYYY-MM-DD/part-NNN.parquet`` (one row per ``exf_latest`` push:
+    ``ts`` seconds and the four factors, null when stale or missing) into rows sorted by ``ts``.
+
+    A missing directory is a :class:`DayFileError` naming it; an unreadable part file, a file without ``ts``
+    and a row with no finite ``ts`` are logged (file named) and left out."""
+    d = Path(exf_dir)
+    if not d.is_dir():
+        raise DayFileError(f"{d}: no such exf history directory (exf_fetcher writes <data>/exf/date=YYYY-MM-DD/)")
+    rows: list[dict[str, Any]] = []
+    for p in sorted(d.glob("date=*/part-*.parquet")):
+        try:
+            t = pq.read_table(p)
+        except Exception as exc:  # noqa: BLE001 - one bad part file is dropped, named
+            log.warning("backtest: exf history %s unreadable, skipped: %r", p, exc)
+            continue
+        if "ts" not in t.column_names:
+            log.warning("backtest: exf history %s has no ts column, skipped", p)
+            continue
+        cols = {c: t.column(c).to_pylist() if c in t.column_names else [None] * t.num_rows
+                for c in ("ts", *EXF_HISTORY_FACTORS)}
+        bad = 0
+        for i in range(t.num_rows):
+            ts = cols["ts"][i]
+            if not isinstance(ts, (int, float)) or not math.isfinite(ts):
+                bad += 1
+                continue
+            rows.append({"ts": float(ts), **{k: cols[k][i] for k in EXF_HISTORY_FACTORS}})
+        if bad:
+            log.warning("backtest: exf history %s: %d row(s) without a finite ts dropped", p, bad)
+    rows.sort(key=lambda r: r["ts"])
+    return rows
+
+
 # ── recorded order books (the OB-aware backtest) ────────────────────────────────────
 OB_FIELDS = ("imbalance", "imbalance_ma5", "imbalance_persistence", "withdrawal_velocity", "depth_quality",
              "fill_probability")

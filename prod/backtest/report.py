@@ -220,8 +220,8 @@ def write_html_report(summary: dict, equity_t: Sequence[float], equity: Sequence
             ("trades", summary.get("trades")), ("config hash", summary.get("config_hash")),
             ("champion config", summary.get("champion_config"))]
     metrics = "".join(f"<tr><th>{e(k)}</th><td>{_fmt_cell(v)}</td></tr>" for k, v in head)
-    day_cols = ("date", "bars", "trades", "pnl", "capital", "return_pct", "boost", "beta", "posture", "mc_status",
-                "mc_source", "mc_prob", "mc_envelope")
+    day_cols = ("date", "bars", "trades", "pnl", "capital", "return_pct", "boost_start", "boost", "beta", "acb_source",
+                "acb_updates", "posture", "mc_status", "mc_source", "mc_prob", "mc_envelope")
     days = "".join("<tr>" + "".join(f"<td>{_fmt_cell(d.get(c))}</td>" for c in day_cols) + "</tr>"
                    for d in summary.get("per_day", []))
     trades = summary.get("trade_list", [])

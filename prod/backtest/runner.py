@@ -20,13 +20,14 @@ import pyarrow.parquet as pq
 from numba import njit
 
 from prod.alpha.acb import AdaptiveCircuitBreaker, daily_w750
+from prod.alpha.acb_live import LiveAcb, replay_updates
 from prod.alpha.engine import NDAlphaEngine
 from prod.alpha.params import EngineParams
 from prod.alpha.survival import SensorReadings, SurvivalStack
 from prod.alpha.vol import BatchVolGate, VolGate
 from prod.alpha.ob import InProcessOBProvider
 from prod.backtest.data import (EXF_FILENAME, DayData, DayFileError, ObHistory, list_day_files, load_day, load_exf,
-                                load_ob_history)
+                                load_exf_history, load_ob_history)
 from prod.backtest.report import compute_metrics, write_equity_png, write_html_report, write_json_atomic
 from prod.configs import CHAMPION_HASH, StrategyConfig, load_config
 
@@ -102,6 +103,7 @@ class BacktestOptions:
     allow_drift: bool = False
     ob_dir: Path | None = None
     mc_model: Path | None = None
+    exf_history: Path | None = None   # exf_fetcher's history dir: sub-day ACB as the live processor
     python_loop: bool = False     # reference mode: step_bar on every bar and the streaming VolGate
 
 
@@ -238,6 +240,43 @@ def acb_and_mc(opts: BacktestOptions, cfg: StrategyConfig, files: list[tuple[str
     return exf_path, exf, acb, mc
 
 
+class SubdayAcb:
+    """The replayed acb_processor of one backtest (``--exf-history``): its state carries across the days."""
+
+    def __init__(self, exf_dir: Path, cfg: StrategyConfig):
+        try:
+            self.rows = load_exf_history(exf_dir)
+        except DayFileError as exc:
+            raise BacktestError(f"--exf-history: {exc}") from None
+        self.dir = exf_dir
+        self.state = LiveAcb(params=cfg.acb)
+        self.last: tuple[float, float, float] | None = self.state.decision()   # the processor's first write
+        self._k = 0
+        self.writes = 0
+
+    def day(self, day: DayData) -> tuple[tuple[float, float, float], dict[int, tuple[float, float]]]:
+        """Feed the day's ExF rows and scans; return the decision the day starts with and {bar: (boost, beta)}
+        of the updates landing inside the day (the last one when several land on one bar)."""
+        ts = day.timestamp_ns / 1e9
+        end = float(ts[-1]) if ts.size else -math.inf
+        k0 = self._k
+        while self._k < len(self.rows) and self.rows[self._k]["ts"] <= end:
+            self._k += 1
+        v750 = [v if math.isfinite(v) else None for v in day.v750.tolist()]
+        start = self.last
+        writes, self.last = replay_updates(self.state, self.last, self.rows[k0:self._k], ts,
+                                           day.scan_number.tolist(), v750)
+        self.writes += len(writes)
+        landing: dict[int, tuple[float, float]] = {}
+        for w in writes:
+            if w.bar == 0:
+                start = (w.boost, w.beta, w.signals)
+            elif w.bar < day.n_bars:
+                landing[w.bar] = (w.boost, w.beta)
+        assert start is not None
+        return start, landing
+
+
 def build_engine(params: EngineParams, cfg: StrategyConfig, assets: tuple[str, ...], acb: AdaptiveCircuitBreaker,
                  mc: _McRecorder | None, ob_dir: Path | None
                  ) -> tuple[NDAlphaEngine, ObHistory | None, InProcessOBProvider | None]:
@@ -268,6 +307,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
     now = now or dt.datetime.now(dt.timezone.utc)
     cfg, files = config_and_days(opts)
     exf_path, exf, acb, mc = acb_and_mc(opts, cfg, files)
+    sub = SubdayAcb(Path(opts.exf_history), cfg) if opts.exf_history is not None else None
+    if sub is not None:
+        log.info("backtest: sub-day ACB replayed from %s (%d ExF rows)", sub.dir, len(sub.rows))
     log.info("backtest: config=%s strategy=%s hash=%s champion=%s data=%s days=%d exf=%s (%d dates) "
              "w750_threshold=%s survival=%s", cfg.source, cfg.strategy, cfg.champion_hash,
              cfg.champion_hash == CHAMPION_HASH, opts.data, len(files),
@@ -335,9 +377,16 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         start_cap = engine.capital
         if mc is not None:
             mc.last = None
-        engine.begin_day(date, posture=posture, direction=cfg.direction)
+        landing: dict[int, tuple[float, float]] = {}
+        if sub is not None:
+            start_acb, landing = sub.day(day)
+            engine.begin_day(date, posture=posture, direction=cfg.direction, boost=start_acb[0], beta=start_acb[1])
+            day_signals = start_acb[2]
+        else:
+            engine.begin_day(date, posture=posture, direction=cfg.direction)
+            day_signals = acb.last.signals if acb.last is not None else 0.0
+        boost_start = engine.day_base_boost
         mc_rep = mc.last if mc is not None else None
-        info = acb.last
         vd, v50, v750 = day.vel_div.tolist(), day.v50.tolist(), day.v750.tolist()
         n = day.n_bars
         vol_ok = (day_vol_mask(gate, prices, assets) if isinstance(gate, BatchVolGate)
@@ -355,12 +404,19 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
             prev_ts = int(day.timestamp_ns[-1])
         t0 = time.perf_counter()
         if obh is None and not opts.python_loop:
-            blk = engine.run_bars(gbar, day.vel_div, prices, day.v50, day.v750, vol_ok, hold)
-            if blk.held:
-                skip_reasons["post_gap"] += blk.held
-            skip_reasons.update(blk.skipped)
-            for i, r in blk.events:
-                peak = _tally(r, k + i / max(n, 1), skip_reasons, equity_t, equity, peak)
+            cuts = [0, *sorted(landing), n]
+            for a, b in zip(cuts, cuts[1:]):     # sub-day ACB: the update is pending before bar ``a``
+                if a in landing:
+                    engine.update_acb_boost(*landing[a])
+                if b <= a:
+                    continue
+                blk = engine.run_bars(gbar + a, day.vel_div[a:b], prices[a:b], day.v50[a:b], day.v750[a:b],
+                                      vol_ok[a:b], hold[a:b])
+                if blk.held:
+                    skip_reasons["post_gap"] += blk.held
+                skip_reasons.update(blk.skipped)
+                for i, r in blk.events:
+                    peak = _tally(r, k + (a + i) / max(n, 1), skip_reasons, equity_t, equity, peak)
             gbar += n
         step = engine.step_bar
         ts_s = day.timestamp_ns / 1e9 if obh is not None else None
@@ -368,6 +424,8 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
             if obh is not None and ts_s is not None:
                 obh.advance(ob_provider, float(ts_s[i]))     # the books as of this bar (§9), as live
                 ob_bars += bool(obh.applied)
+            if i in landing:
+                engine.update_acb_boost(*landing[i])          # applied at the top of this bar's step (§10.5)
             if hold[i] and engine.position is None:
                 skip_reasons["post_gap"] += 1        # the gap gate: no entry until the windows are valid
                 gbar += 1
@@ -392,8 +450,9 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         equity.append(engine.capital)
         per_day.append({
             "date": date, "bars": n, "trades": res.trades, "pnl": res.pnl, "capital": res.capital,
-            "return_pct": ret * 100.0, "boost": res.boost, "beta": res.beta,
-            "signals": info.signals if info is not None else 0.0, "posture": res.posture,
+            "return_pct": ret * 100.0, "boost": res.boost, "beta": res.beta, "boost_start": boost_start,
+            "acb_updates": len(landing), "acb_source": "DAILY" if sub is None else "LIVE_REPLAY",
+            "signals": day_signals, "posture": res.posture,
             "mc_status": res.mc_status, "mc_source": "REAL_MODEL" if mc_rep is not None else "OFF",
             "mc_prob": None if mc_rep is None else mc_rep.catastrophic_probability,
             "mc_envelope": None if mc_rep is None else mc_rep.envelope_score, "skipped_bars": res.skipped_bars,
@@ -445,7 +504,10 @@ def run_backtest(opts: BacktestOptions, now: dt.datetime | None = None) -> Backt
         "vol_ok_bars": vol_ok_bars,
         "skipped_days": skipped_days,
         "acb": {"exf_file": str(exf_path) if exf else None, "exf_dates": len(exf),
-                "w750_threshold": acb.w750_threshold},
+                "w750_threshold": acb.w750_threshold,
+                "subday": None if sub is None else {"exf_history": str(sub.dir), "exf_rows": len(sub.rows),
+                                                    "writes": sub.writes,
+                                                    "updates_landed": sum(d["acb_updates"] for d in per_day)}},
         "survival": opts.survival,
         "mc": {"model": None if mc is None else str(opts.mc_model),
                "model_trained_at": None if mc is None else mc.model.meta.get("trained_at"),

@@ -9,12 +9,12 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from prod.alpha import acb
+from prod.alpha.acb_live import LiveAcb
 from prod.bus import maps
 from prod.bus.payloads import AcbBoost, EigenScan, Exf, ObfUniverse
 from prod.runtime import Bus, BusUnavailable, Clock, RateLog, Service, result_within
@@ -51,41 +51,30 @@ FACTOR_KEYS = acb.FACTOR_NAMES
 
 
 class AcbInputs:
-    """Live input state of the processor (owned by its main thread); takes the typed bus payloads."""
+    """Live input state of the processor (owned by its main thread): the typed bus payloads into
+    :class:`prod.alpha.acb_live.LiveAcb`, the pure state machine the backtest replays too."""
 
     def __init__(self, cfg: AcbConfig):
         self.cfg = cfg
-        self.exf: deque[dict] = deque(maxlen=cfg.exf_window)
-        self.last_exf_at: float | None = None
-        self.w750: deque[float] = deque(maxlen=cfg.scan_history)
-        self.last_scan: int | None = None
-        self.regime_signal: Any = None
+        self.live = LiveAcb(exf_window=cfg.exf_window, scan_history=cfg.scan_history, min_scans=cfg.min_scans,
+                            w750_recent=cfg.w750_recent)
+
+    @property
+    def exf(self):
+        return self.live.exf
+
+    @property
+    def w750(self):
+        return self.live.w750
 
     def add_exf(self, payload: Exf) -> bool:
-        at = payload.pushed_at
-        if at == self.last_exf_at:
-            return False
-        self.last_exf_at = at
-        self.exf.append({k: payload.value(k) for k in FACTOR_KEYS})
-        return True
+        return self.live.add_exf(payload.pushed_at, {k: payload.value(k) for k in FACTOR_KEYS})
 
     def add_scan(self, payload: EigenScan) -> bool:
-        n = payload.scan_number
-        if n == self.last_scan:
-            return False
-        self.last_scan = n
-        v = payload.w750_velocity
-        if v is None:
-            return False
-        self.w750.append(float(v))
-        return True
+        return self.live.add_scan(payload.scan_number, payload.w750_velocity)
 
     def add_obf(self, payload: ObfUniverse) -> bool:
-        r = payload.stats.get("regime_signal", payload.extra.get("regime_signal"))
-        if r == self.regime_signal:
-            return False
-        self.regime_signal = r
-        return True
+        return self.live.add_regime(payload.stats.get("regime_signal", payload.extra.get("regime_signal")))
 
     def seed_exf_history(self, exf_dir: Path, now: float) -> int:
         """Load today's rows of the exf Parquet history (newest ``exf_window``) into the window."""
@@ -100,23 +89,11 @@ class AcbInputs:
             except Exception as exc:  # noqa: BLE001 - a truncated file is skipped, named
                 log.warning("exf history %s unreadable, skipped: %r", p, exc)
         rows.sort(key=lambda r: r.get("ts") or 0)
-        for r in rows[-self.cfg.exf_window:]:
-            self.exf.append({k: r.get(k) for k in FACTOR_KEYS})
-        return len(rows[-self.cfg.exf_window:])
+        return self.live.seed_exf(rows)
 
     def compute(self) -> tuple[acb.AcbResult, dict]:
         """Return the ACB result of the current inputs and the inputs as recorded in the payload."""
-        cfg = self.cfg
-        factors = acb.daily_factors(list(self.exf)) if self.exf else acb.ExternalFactors()
-        hist = list(self.w750)
-        thr = acb.w750_threshold(hist) if len(hist) >= cfg.min_scans else None
-        w_now = acb.daily_w750(hist[-cfg.w750_recent:]) if hist else None
-        stress = acb.ob_stress_from_regime(self.regime_signal)
-        res = acb.compute_acb(factors, w_now, thr, stress)
-        inputs = {"factors": factors.to_dict(), "w750_vel": w_now, "w750_threshold": thr, "ob_stress": stress,
-                  "regime_signal": self.regime_signal, "n_exf": len(self.exf), "n_scans": len(hist),
-                  "rule": f"median of last {cfg.exf_window} exf snapshots; w750 p60 over {len(hist)} scans"}
-        return res, inputs
+        return self.live.compute()
 
 
 def _same(a: AcbBoost | None, res: acb.AcbResult) -> bool:
