@@ -57,6 +57,7 @@ OUT_HIGH = 4 * 1024 * 1024            # above this much unsent output a connecti
 OUT_LOW = 1024 * 1024
 HEARTBEAT_S = 5.0
 SWITCH_INTERVAL_S = 0.0005
+PARSE_BATCH = 32                      # requests handled per read callback before the other sockets get a turn
 _REQ_HEAD = struct.Struct("<iqi")      # message type, correlation id, partition id
 _I32 = struct.Struct("<i")
 _I64 = struct.Struct("<q")
@@ -179,6 +180,7 @@ class Connection(asyncio.Protocol):
         pos = 0
         reader = self.reader
         on_message = self.member.on_message
+        n = 0
         try:
             while True:
                 msg, pos = reader.next_message(buf, pos)
@@ -189,6 +191,13 @@ class Connection(asyncio.Protocol):
                     return
                 if self.out_bytes > OUT_HIGH:     # the rest waits until this output has been written
                     self.parse_held = True
+                    break
+                n += 1
+                if n >= PARSE_BATCH:
+                    # a burst (a put_all split per partition is hundreds of requests) yields to the other
+                    # connections after each batch, so one client's request does not wait for another's burst
+                    self.parse_held = True
+                    self.member.loop.call_soon(self._resume_parse)
                     break
         except ProtocolError as exc:
             self.abort(str(exc))
