@@ -85,7 +85,8 @@ class AcbInputs:
         rows: list[dict] = []
         for p in sorted(d.glob("part-*.parquet")):
             try:
-                rows.extend(pq.read_table(p).to_pylist())
+                # ParquetFile, not read_table: read_table imports pandas (~50 MB held for the process's life)
+                rows.extend(pq.ParquetFile(p).read().to_pylist())
             except Exception as exc:  # noqa: BLE001 - a truncated file is skipped, named
                 log.warning("exf history %s unreadable, skipped: %r", p, exc)
         rows.sort(key=lambda r: r.get("ts") or 0)

@@ -3,17 +3,21 @@
 One asyncio TCP server speaks the Hazelcast Open Binary Client Protocol well enough for the unmodified
 hazelcast-python-client (smart routing on) to treat it as a one-member cluster owning all 271
 partitions. Data services (IMap, CP) plug in through :mod:`standins.hz_member.base`. Responses and
-events are queued per connection and written once per event-loop iteration (after the group commit
-of ``--snapshot-dir``), so a burst of pipelined requests costs one ``write`` per socket.
+events are queued per connection and written once per event-loop iteration, so a burst of pipelined
+requests costs one ``write`` per socket. With ``--snapshot-dir`` the responses of a batch are written
+once its group commit is done; the commit runs on a snapshot thread, so the loop keeps serving (and
+entry events, which need no commit, go out at once) while SQLite writes.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
 import signal
 import struct
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -52,6 +56,8 @@ MAX_OUT_BUFFER = 64 * 1024 * 1024     # a client that stops reading is disconnec
 OUT_HIGH = 4 * 1024 * 1024            # above this much unsent output a connection's requests wait (backpressure)
 OUT_LOW = 1024 * 1024
 HEARTBEAT_S = 5.0
+SWITCH_INTERVAL_S = 0.0005
+PARSE_BATCH = 32                      # requests handled per read callback before the other sockets get a turn
 _REQ_HEAD = struct.Struct("<iqi")      # message type, correlation id, partition id
 _I32 = struct.Struct("<i")
 _I64 = struct.Struct("<q")
@@ -105,7 +111,9 @@ class Connection(asyncio.Protocol):
         self.peer = "?"
         self.buf = bytearray()
         self.reader = FrameReader(MAX_FRAME, MAX_MESSAGE)
-        self.out: list = []
+        self.out: list = []               # responses (after the group commit that covers them)
+        self.sealed: list = []            # responses covered by the commit in flight
+        self.events: list = []            # entry events: written at once, never held for a commit
         self.out_bytes = 0
         self.write_paused = False         # transport above OUT_HIGH: stop reading requests
         self.parse_held = False           # requests left in buf until the output drains
@@ -137,6 +145,8 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.buf = bytearray()
         self.out.clear()
+        self.sealed.clear()
+        self.events.clear()
         self.member.on_connection_lost(self, exc)
 
     # backpressure: asyncio calls these when the socket's unsent output crosses OUT_HIGH / OUT_LOW
@@ -170,6 +180,7 @@ class Connection(asyncio.Protocol):
         pos = 0
         reader = self.reader
         on_message = self.member.on_message
+        n = 0
         try:
             while True:
                 msg, pos = reader.next_message(buf, pos)
@@ -181,6 +192,13 @@ class Connection(asyncio.Protocol):
                 if self.out_bytes > OUT_HIGH:     # the rest waits until this output has been written
                     self.parse_held = True
                     break
+                n += 1
+                if n >= PARSE_BATCH:
+                    # a burst (a put_all split per partition is hundreds of requests) yields to the other
+                    # connections after each batch, so one client's request does not wait for another's burst
+                    self.parse_held = True
+                    self.member.loop.call_soon(self._resume_parse)
+                    break
         except ProtocolError as exc:
             self.abort(str(exc))
             return
@@ -189,9 +207,17 @@ class Connection(asyncio.Protocol):
 
     # writing
     def send(self, data) -> None:
+        """Queue a response (written after the group commit of the writes before it)."""
+        self._queue(self.out, data)
+
+    def send_event(self, data) -> None:
+        """Queue an entry event (written at the end of this loop iteration, commit or not)."""
+        self._queue(self.events, data)
+
+    def _queue(self, q: list, data) -> None:
         if self.closed:
             return
-        self.out.append(data)
+        q.append(data)
         self.out_bytes += len(data)
         if self.out_bytes > MAX_OUT_BUFFER:
             self.abort("client is not reading its socket (output buffer overflow)")
@@ -200,16 +226,35 @@ class Connection(asyncio.Protocol):
             self.pending = True
             self.member.mark_pending(self)
 
-    def flush(self) -> None:
-        self.pending = False
-        if self.closed or not self.out:
+    def seal(self) -> None:
+        """The queued responses are covered by the commit starting now."""
+        if self.out:
+            self.sealed.extend(self.out)
             self.out.clear()
+
+    def flush(self) -> None:
+        """Write everything queued (events, sealed and open responses)."""
+        self._write(self.events, self.sealed, self.out)
+
+    def flush_events(self) -> None:
+        self._write(self.events)
+
+    def flush_sealed(self) -> None:
+        self._write(self.events, self.sealed)
+
+    def _write(self, *queues: list) -> None:
+        if self.closed:
+            for q in queues:
+                q.clear()
             return
-        out = self.out
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.transport.write(data)
-        self.out_bytes = self.transport.get_write_buffer_size()
+        parts = [d for q in queues for d in q]
+        if not parts:
+            return
+        for q in queues:
+            q.clear()
+        self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        self.out_bytes = self.transport.get_write_buffer_size() + sum(len(d) for d in self.out) + \
+            sum(len(d) for d in self.sealed)
         if self.out_bytes > MAX_OUT_BUFFER:
             self.abort("client is not reading its socket (output buffer overflow)")
         elif self.parse_held and not self.write_paused:
@@ -223,6 +268,8 @@ class Connection(asyncio.Protocol):
                     self.client_name or "unauthenticated", reason)
         self.closed = True
         self.out.clear()
+        self.sealed.clear()
+        self.events.clear()
         self.buf = bytearray()
         if self.transport is not None:
             if graceful:
@@ -245,7 +292,7 @@ class Member:
         self._flush_scheduled = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.proxies: set[tuple[str, str]] = set()
-        self.map_service = MapService(self.member_uuid, self._send_raw)
+        self.map_service = MapService(self.member_uuid, self._send_event)
         self.services: list[Any] = [self.map_service]
         try:
             from standins.hz_member.cp import CPService  # noqa: WPS433 - optional sibling service
@@ -272,6 +319,9 @@ class Member:
         self.handlers.update(core)
         self._dirty_services: set[int] = set()
         self.store: SnapshotStore | None = None
+        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._commit_inflight: asyncio.Future | None = None
+        self._held: set[Connection] = set()   # responses waiting while a commit is in flight
         if cfg.snapshot_dir is not None:
             self.store = SnapshotStore(Path(cfg.snapshot_dir))
             self._restore()
@@ -294,16 +344,34 @@ class Member:
                 except Exception:  # noqa: BLE001
                     log.exception("restore of %s from %s failed; starting it empty", name, self.store.path)
 
-    def _commit(self) -> None:
+    def _prepare(self):
+        """The next group commit's batch (taken on the loop), or None when nothing changed."""
         if self.store is None:
-            return
+            return None
         dirty = {type(s).__name__: s for s in self.services[1:] if id(s) in self._dirty_services}
         self._dirty_services.clear()
-        if dirty or self.map_service.dirty or self.map_service.cleared:
-            try:
-                self.store.commit(self.map_service, dirty)
-            except Exception:  # noqa: BLE001
-                log.exception("snapshot commit to %s failed", self.store.path)
+        if not (dirty or self.map_service.dirty or self.map_service.cleared):
+            return None
+        return self.store.prepare(self.map_service, dirty)
+
+    def _commit(self) -> None:
+        """Commit now, on the calling thread (shutdown)."""
+        batch = self._prepare()
+        if batch is not None:
+            self._write_batch(batch)
+
+    def _write_batch(self, batch) -> None:
+        store = self.store
+        if store is None:
+            return
+        try:
+            store.write(batch)
+        except Exception:  # noqa: BLE001
+            log.exception("snapshot commit to %s failed", store.path)
+            if self.loop is not None and self.loop.is_running():
+                self.loop.call_soon_threadsafe(store.restore_dirty, self.map_service, batch)
+            else:
+                store.restore_dirty(self.map_service, batch)
 
     # ---- output --------------------------------------------------------------------------------
 
@@ -311,6 +379,11 @@ class Member:
         conn = self.connections.get(conn_id)
         if conn is not None:
             conn.send(data)
+
+    def _send_event(self, conn_id: int, data) -> None:
+        conn = self.connections.get(conn_id)
+        if conn is not None:
+            conn.send_event(data)
 
     def send_to(self, conn_id: int, data) -> None:
         self._send_raw(conn_id, data)
@@ -322,11 +395,45 @@ class Member:
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """End of a loop iteration: write the events; the responses once the writes before them are committed.
+
+        Without a snapshot store, or when nothing changed since the last commit, everything is written
+        at once. Otherwise the responses are sealed into a batch committed on the snapshot thread and
+        written when it is done; responses queued meanwhile wait for the next batch (one commit in flight).
+        """
         self._flush_scheduled = False
-        self._commit()
         pending, self._pending = self._pending, []
         for conn in pending:
-            conn.flush()
+            conn.pending = False
+        if self._commit_inflight is not None:
+            for conn in pending:
+                conn.flush_events()
+            self._held.update(pending)
+            return
+        batch = self._prepare()
+        if batch is None:
+            for conn in pending:
+                conn.flush()
+            return
+        for conn in pending:
+            conn.flush_events()
+            conn.seal()
+        if self._committer is None:
+            self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hz-snapshot")
+        fut = self.loop.run_in_executor(self._committer, self._write_batch, batch)
+        self._commit_inflight = fut
+        fut.add_done_callback(lambda _f: self._committed(pending))
+
+    def _committed(self, sealed: list[Connection]) -> None:
+        self._commit_inflight = None
+        for conn in sealed:
+            conn.flush_sealed()
+        held, self._held = self._held, set()
+        for conn in held:
+            if not conn.closed and not conn.pending:
+                conn.pending = True
+                self._pending.append(conn)
+        self.schedule_flush()
 
     # ---- connections ---------------------------------------------------------------------------
 
@@ -540,10 +647,16 @@ class Member:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._commit_inflight is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._commit_inflight), 10)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                pass
+        self._commit()
         for conn in list(self.connections.values()):
+            conn.flush()
             if conn.transport is not None:
                 conn.transport.close()
-        self.flush()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
@@ -554,6 +667,8 @@ class Member:
             self._commit()
             self.store.close()
             self.store = None              # late callbacks (connection_lost) must not touch the closed file
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
 
 
 async def run(cfg: MemberConfig, stop: asyncio.Event | None = None,
@@ -566,6 +681,9 @@ async def run(cfg: MemberConfig, stop: asyncio.Event | None = None,
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    # the snapshot thread binds its rows holding the GIL: a short switch interval hands the GIL back to the
+    # loop (a request, an event) within a millisecond instead of the default 5 ms
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     member = Member(cfg)
     await member.start()
     log.info("hz_member listening on %s:%d cluster=%s member=%s services=%s snapshot=%s",

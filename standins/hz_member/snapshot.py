@@ -1,8 +1,10 @@
 """Durable member state in SQLite (WAL): map entries written through by group commit, service blobs.
 
-The member calls :meth:`SnapshotStore.commit` right before it writes any batch of responses to the
-sockets, so every acknowledged write is in a committed SQLite transaction (``synchronous=NORMAL`` in
-WAL mode survives a crash of the process; a power loss may lose the last transactions). Map entries
+The member takes a batch (:meth:`SnapshotStore.prepare`) on its loop and writes it (:meth:`SnapshotStore.write`)
+on its snapshot thread, and writes the batch's responses to the sockets only once that commit is done, so every
+acknowledged write is in a committed SQLite transaction (``synchronous=NORMAL`` in WAL mode survives a crash of
+the process; a power loss may lose the last transactions). Entry events do not wait for the commit: as on a
+Hazelcast member, they are not ordered with the responses, and the disk stays off the event path. Map entries
 are written incrementally (only the keys touched since the last commit); other services (CP) are
 stored as one pickled ``snapshot()`` blob each, rewritten only when it changed.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import pickle
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,16 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (map, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS services (name TEXT PRIMARY KEY, state BLOB NOT NULL);
 """
+
+
+@dataclass(frozen=True)
+class CommitBatch:
+    """The rows and blobs of one group commit, taken from the member's state on its loop."""
+
+    cleared: set[str]
+    rows_del: list[tuple[str, bytes]]
+    rows_up: list[tuple]
+    blobs: list[tuple[str, bytes]]
 
 
 class SnapshotStore:
@@ -57,6 +70,20 @@ class SnapshotStore:
 
     def commit(self, map_service: MapService, services: dict[str, Any]) -> None:
         """Write the keys touched since the last commit and changed service blobs, atomically."""
+        batch = self.prepare(map_service, services)
+        if batch is not None:
+            try:
+                self.write(batch)
+            except Exception:
+                self.restore_dirty(map_service, batch)
+                raise
+
+    def prepare(self, map_service: MapService, services: dict[str, Any]) -> CommitBatch | None:
+        """Take the rows touched since the last commit (and the changed service blobs) out of ``map_service``.
+
+        Runs on the member's loop (the state must not change under it); :meth:`write` then needs no member
+        state and may run on another thread. None when there is nothing to write.
+        """
         rows_up, rows_del, cleared = [], [], map_service.cleared
         if map_service.dirty:
             maps = map_service.maps
@@ -77,27 +104,38 @@ class SnapshotStore:
             if self._last_blob.get(name) != blob:
                 blobs.append((name, blob))
         if not (rows_up or rows_del or cleared or blobs):
-            return
+            return None
+        map_service.dirty = set()
+        map_service.cleared = set()
+        return CommitBatch(cleared, rows_del, rows_up, blobs)
+
+    def write(self, batch: CommitBatch) -> None:
+        """Write one prepared batch in one transaction (any thread, one at a time)."""
         db = self.db
         db.execute("BEGIN")
         try:
-            for name in cleared:
+            for name in batch.cleared:
                 db.execute("DELETE FROM entries WHERE map = ?", (name,))
-            if rows_del:
-                db.executemany("DELETE FROM entries WHERE map = ? AND key = ?", rows_del)
-            if rows_up:
-                db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows_up)
-            if blobs:
-                db.executemany("INSERT OR REPLACE INTO services VALUES (?, ?)", blobs)
+            if batch.rows_del:
+                db.executemany("DELETE FROM entries WHERE map = ? AND key = ?", batch.rows_del)
+            if batch.rows_up:
+                db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", batch.rows_up)
+            if batch.blobs:
+                db.executemany("INSERT OR REPLACE INTO services VALUES (?, ?)", batch.blobs)
             db.execute("COMMIT")
         except Exception:
             db.execute("ROLLBACK")
             raise
-        for name, blob in blobs:
+        for name, blob in batch.blobs:
             self._last_blob[name] = blob
-        map_service.dirty = set()
-        map_service.cleared = set()
         self.commits += 1
+
+    @staticmethod
+    def restore_dirty(map_service: MapService, batch: CommitBatch) -> None:
+        """After a failed :meth:`write`: mark the batch's keys dirty again, so the next commit retries them."""
+        map_service.cleared |= set(batch.cleared)
+        map_service.dirty |= {(n, k) for n, k in batch.rows_del}
+        map_service.dirty |= {(r[0], r[1]) for r in batch.rows_up}
 
     def close(self) -> None:
         try:
