@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from prod.execution import Credentials, ExecConfig
-from services.event_trader.journal import Journal
+from prod.trading.journal import Journal
 from services.event_trader.paper import Book
 from services.event_trader.venue_exec import VenueAccount
 from tests.helpers import Proc, wait_until

@@ -66,7 +66,7 @@ from prod.alpha.vol import VolGate
 from prod.bus import maps
 from prod.bus.payloads import EigenScan, EngineState, ObFeatures, ObMacro, PayloadError, Pnl
 from prod.runtime import RateLog
-from services.event_trader.journal import Journal, JournalIntegrityError
+from prod.trading.journal import Journal, JournalIntegrityError
 from services.event_trader.paper import Book, PaperAccount
 from services.event_trader.recorder import NULL_RECORDER
 

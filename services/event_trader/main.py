@@ -63,7 +63,7 @@ from prod.bus.payloads import (AcbBoost, EigenScan, EngineState, McForewarner, O
 from prod.runtime import Bus, Clock, RateLog, Service, result_within
 from prod.settings import ConfigError, Settings
 from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCore
-from services.event_trader.journal import Journal, JournalIntegrityError
+from prod.trading.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
 from services.event_trader.paper import PaperAccount
 from services.event_trader.recorder import Recorder, RecordingAccount

@@ -5,7 +5,7 @@ day_start_capital, day_trades, fees_paid, history) and methods (``roll_day``, ``
 ``to_dict``) but fills through :mod:`prod.execution` on a Binance-USDT-M-compatible venue: the
 simulator for paper (``DOLPHIN_VENUE_REST`` / ``_WS`` at ``standins.venue_sim``) or the real venue
 — the same code, only URLs and keys differ. Every order event goes into the trade journal's audit
-hash chain (``ORDER_<event>``), through :class:`~services.event_trader.journal.HeldAppends`: a write that
+hash chain (``ORDER_<event>``), through :class:`~prod.trading.journal.HeldAppends`: a write that
 fails (full disk) is held in order and retried, never lost while the trader runs.
 
 * ``open``: quantity = notional / the expected fill price (best bid for a sell, best ask for a
@@ -72,7 +72,7 @@ from prod.execution import (DuplicateDecision, EntriesRefused, EntryNotFilled, E
 from prod.execution.killswitch import KillSwitch
 from prod.execution.signing import Credentials
 from prod.execution import schemas as X
-from services.event_trader.journal import HeldAppends, Journal
+from prod.trading.journal import HeldAppends, Journal
 from services.event_trader.paper import OTHER_SLIP, Book, PaperPosition, fill_price
 from prod.execution.funding import apply_funding
 from services.event_trader.safety import (AccountEvents, EntriesFrozen, Held, SafetyConfig, stop_price,

@@ -63,7 +63,7 @@ async def _round_trips(port: int, n: int, tag: str) -> tuple[list[float], list[f
 def _trader_round_trips(port: int, tmp, n: int) -> tuple[list[float], list[float]]:
     """The trader's path: ``VenueAccount.open`` / ``close`` (venue position check, submit, fill seen, journal)."""
     from prod.execution import ExecConfig
-    from services.event_trader.journal import Journal
+    from prod.trading.journal import Journal
     from services.event_trader.paper import Book
     from services.event_trader.venue_exec import VenueAccount
     journal = Journal.open(tmp / "journal.sqlite", tmp / "audit.log")

@@ -18,7 +18,7 @@ from prod.execution import (Credentials, ExecutionClient, KillSwitchActive, Orde
                             client_order_id)
 from prod.execution.killswitch import KillSwitch
 from prod.execution.rest import OrderRestClient
-from services.event_trader.journal import Journal
+from prod.trading.journal import Journal
 from tests.helpers import Proc, running_venue, wait_until
 from tests.helpers import venue_admin as admin
 from tests.market import scan_payload, walk

@@ -7,7 +7,7 @@ import time
 from prod.backtest import parity
 from prod.settings import load_settings
 from services.event_trader.core import CoreLimits, TraderCore
-from services.event_trader.journal import Journal
+from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from prod.execution.funding import apply_funding
 from tests.integration.test_recorder_parity import VenueLike

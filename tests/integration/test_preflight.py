@@ -19,7 +19,7 @@ import pytest
 from prod.execution import Credentials
 from prod.execution.preflight import PreflightConfig, run_preflight
 from prod.execution.rest import OrderRestClient
-from services.event_trader.journal import Journal
+from prod.trading.journal import Journal
 from tests.helpers import Proc, free_port, running_venue, wait_until
 from tests.helpers import venue_admin as admin
 from tests.market import scan_payload, walk

@@ -18,7 +18,7 @@ from prod.backtest import parity
 from prod.bus.payloads import ObFeatures
 from prod.settings import load_settings
 from services.event_trader.core import CoreLimits, TraderCore
-from services.event_trader.journal import Journal
+from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from services.event_trader.paper import PaperAccount, PaperPosition
 from services.event_trader.recorder import SCAN_SCHEMA

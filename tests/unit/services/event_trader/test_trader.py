@@ -11,7 +11,7 @@ import pytest
 from prod.settings import load_settings
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.main import load_engine_params
-from services.event_trader.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
+from prod.trading.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
 from services.event_trader.lock import InstanceLock, LockBusy
 from services.event_trader.paper import TAKER_FEE, Book, PaperAccount, fill_price
 from tests.helpers import REPO_ROOT
@@ -104,7 +104,7 @@ class TestJournal:
         j = _journal(tmp_path)
         j.append("ENTRY", {"a": 1}, 1)
         # simulate a crash after the audit append but before the journal commit
-        from services.event_trader.journal import AuditLine, line_hash
+        from prod.trading.journal import AuditLine, line_hash
         h = line_hash(j.seq + 1, "1.0", j.tail, "EXIT", "{}")
         with open(tmp_path / "audit.log", "a") as fh:
             fh.write(AuditLine(j.seq + 1, "1.0", j.tail, "EXIT", "{}", h).render())
