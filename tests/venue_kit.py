@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prod.execution import Credentials, ExecConfig
 from prod.trading.journal import Journal
-from services.event_trader.paper import Book
+from prod.trading.accounts import Book
 from services.event_trader.venue_exec import VenueAccount
 from tests.helpers import Proc, wait_until
 from tests.market import scan_payload, walk

@@ -64,7 +64,7 @@ from prod.alpha.params import EngineParams, ParamError
 from prod.bus.payloads import ObFeatures, ObMacro, PayloadError
 from services.event_trader.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal, JournalIntegrityError
-from services.event_trader.paper import PaperAccount, PaperPosition
+from prod.trading.accounts import PaperAccount, PaperPosition
 from prod.execution.funding import apply_funding
 from services.event_trader.recorder import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
                                             SCAN_SCHEMA, SCANS_FILE)

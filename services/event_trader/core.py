@@ -14,7 +14,7 @@ never touches Hazelcast and takes time from an injected clock, so tests drive it
 5. takes a ``GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar``; a change
    marks the result ``stale_state`` (§14.3): on paper the fill still happens (the engine already
    holds the position) but the fill record and the log carry the flag;
-6. fills an entry or exit on the account (paper: services.event_trader.paper; the account type is
+6. fills an entry or exit on the account (paper: prod.trading.accounts; the account type is
    injected: services.event_trader.venue_exec.VenueAccount fills on the order API). An entry the
    account does not fill (EntryNotFilled, KillSwitchActive, DuplicateDecision, a venue refusal)
    undoes the engine's position and is journaled ``ENTRY_NOT_TAKEN``; forced flat exits the account
@@ -67,7 +67,7 @@ from prod.bus import maps
 from prod.bus.payloads import EigenScan, EngineState, ObFeatures, ObMacro, PayloadError, Pnl
 from prod.runtime import RateLog
 from prod.trading.journal import Journal, JournalIntegrityError
-from services.event_trader.paper import Book, PaperAccount
+from prod.trading.accounts import Book, PaperAccount
 from services.event_trader.recorder import NULL_RECORDER
 
 log = logging.getLogger("event_trader")
@@ -139,7 +139,7 @@ class TraderCore:
     account_type : type
         The account: ``account_type.new(capital)`` and ``account_type.from_dict(d)`` build it; it
         has ``open``/``close``/``roll_day``/``to_dict``, ``capital``, ``position``… as
-        :class:`~services.event_trader.paper.PaperAccount`.
+        :class:`~prod.trading.accounts.PaperAccount`.
     outputs : Outputs
     """
 

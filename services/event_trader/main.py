@@ -36,7 +36,7 @@ Execution (``DOLPHIN_EVENT_TRADER_EXECUTION``): ``venue`` fills through the orde
 ``DOLPHIN_VENUE_REST`` / ``_WS`` (:class:`~services.event_trader.venue_exec.VenueAccount`; paper
 trading = the simulator's URLs, live = the exchange's), keys from ``DOLPHIN_VENUE_API_KEY`` /
 ``_SECRET`` (environment only, never logged); ``paper`` fills in process
-(:class:`~services.event_trader.paper.PaperAccount`); ``auto`` (default) = ``venue`` when both key
+(:class:`~prod.trading.accounts.PaperAccount`); ``auto`` (default) = ``venue`` when both key
 variables are set, else ``paper``. Kill switch: ``python -m services.event_trader kill`` / ``clear``
 writes ``maps.KILL_SWITCH`` (``DOLPHIN_SAFETY[kill_switch]``) and the local flag file; the trader
 listens to the key, and the venue account cancels open orders, flattens (reduceOnly) and halts
@@ -65,7 +65,7 @@ from prod.settings import ConfigError, Settings
 from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCore
 from prod.trading.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
-from services.event_trader.paper import PaperAccount
+from prod.trading.accounts import PaperAccount
 from services.event_trader.recorder import Recorder, RecordingAccount
 from services.event_trader.safety import SafetyConfig
 from prod.execution.killswitch import KillSwitch

@@ -1,4 +1,4 @@
-"""Venue execution for the trader: the :class:`~services.event_trader.paper.PaperAccount` interface on real orders.
+"""Venue execution for the trader: the :class:`~prod.trading.accounts.PaperAccount` interface on real orders.
 
 :class:`VenueAccount` keeps PaperAccount's fields (capital, peak_capital, position, trades, day,
 day_start_capital, day_trades, fees_paid, history) and methods (``roll_day``, ``open``, ``close``,
@@ -73,7 +73,7 @@ from prod.execution.killswitch import KillSwitch
 from prod.execution.signing import Credentials
 from prod.execution import schemas as X
 from prod.trading.journal import HeldAppends, Journal
-from services.event_trader.paper import OTHER_SLIP, Book, PaperPosition, fill_price
+from prod.trading.accounts import OTHER_SLIP, Book, PaperPosition, fill_price
 from prod.execution.funding import apply_funding
 from services.event_trader.safety import (AccountEvents, EntriesFrozen, Held, SafetyConfig, stop_price,
                                           venue_mismatches)

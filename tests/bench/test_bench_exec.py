@@ -64,7 +64,7 @@ def _trader_round_trips(port: int, tmp, n: int) -> tuple[list[float], list[float
     """The trader's path: ``VenueAccount.open`` / ``close`` (venue position check, submit, fill seen, journal)."""
     from prod.execution import ExecConfig
     from prod.trading.journal import Journal
-    from services.event_trader.paper import Book
+    from prod.trading.accounts import Book
     from services.event_trader.venue_exec import VenueAccount
     journal = Journal.open(tmp / "journal.sqlite", tmp / "audit.log")
     cfg = ExecConfig(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", fill_timeout_s=5.0,

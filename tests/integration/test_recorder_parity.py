@@ -20,7 +20,7 @@ from prod.settings import load_settings
 from services.event_trader.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
-from services.event_trader.paper import PaperAccount, PaperPosition
+from prod.trading.accounts import PaperAccount, PaperPosition
 from services.event_trader.recorder import SCAN_SCHEMA
 from tests.helpers import REPO_ROOT
 from tests.market import Market

@@ -13,7 +13,7 @@ from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.main import load_engine_params
 from prod.trading.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
 from services.event_trader.lock import InstanceLock, LockBusy
-from services.event_trader.paper import TAKER_FEE, Book, PaperAccount, fill_price
+from prod.trading.accounts import TAKER_FEE, Book, PaperAccount, fill_price
 from tests.helpers import REPO_ROOT
 from tests.market import Market
 
