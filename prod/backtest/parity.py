@@ -2,7 +2,7 @@
 
     python -m prod.backtest.parity --recording data/recordings/<run> [--journal PATH] [--tol 1e-10]
 
-The recording (``services/event_trader/recorder.py``) holds every scan the live trader handed to its core,
+The recording (``prod/trading/recording.py``) holds every scan the live trader handed to its core,
 the clock values the core read while deciding it, and the ACB / posture / MC / order-book inputs with one
 sequence number over all of them. The replay builds a fresh :class:`~services.event_trader.core.TraderCore`
 from the recorded start snapshot and engine parameters (a temporary journal, the paper account) and feeds it
@@ -66,7 +66,7 @@ from services.event_trader.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal, JournalIntegrityError
 from prod.trading.accounts import PaperAccount, PaperPosition
 from prod.execution.funding import apply_funding
-from services.event_trader.recorder import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
+from prod.trading.recording import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
                                             SCAN_SCHEMA, SCANS_FILE)
 
 log = logging.getLogger("dolphin.parity")

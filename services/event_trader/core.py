@@ -68,7 +68,7 @@ from prod.bus.payloads import EigenScan, EngineState, ObFeatures, ObMacro, Paylo
 from prod.runtime import RateLog
 from prod.trading.journal import Journal, JournalIntegrityError
 from prod.trading.accounts import Book, PaperAccount
-from services.event_trader.recorder import NULL_RECORDER
+from prod.trading.recording import NULL_RECORDER
 
 log = logging.getLogger("event_trader")
 
@@ -540,7 +540,7 @@ class TraderCore:
         self.bar_idx = 0
         log.info("begin_day %s posture=%s boost=%.3f beta=%.2f", day, self.posture, self.acb["boost"], self.acb["beta"])
 
-    recorder: Any = NULL_RECORDER   # issue 17: services.event_trader.recorder (main.py attaches it)
+    recorder: Any = NULL_RECORDER   # issue 17: prod.trading.recording (main.py attaches it)
     gap_held_scans = 0          # issue 21: scans the gap gate held back (class defaults: no __init__ edit)
     _gap_holding = False
 

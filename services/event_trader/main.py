@@ -22,7 +22,7 @@ and the core:
 * a heartbeat thread (also appends ``<data>/trader/latency.csv``: ``scan_number,latency_ms,bus_ms,
   publish_to_decision_ms``) and a persist thread that saves and publishes the snapshots between
   trades off the decision path;
-* the recorder (``services/event_trader/recorder.py``, on by default, ``DOLPHIN_EVENT_TRADER_RECORD=0`` off):
+* the recorder (``prod/trading/recording.py``, on by default, ``DOLPHIN_EVENT_TRADER_RECORD=0`` off):
   each scan handed to the core with the clock values it read, every input the listeners hand over and the
   account's fills, into ``<data>/recordings/<run>/`` for ``python -m prod.backtest.parity`` (issue 17).
 
@@ -66,7 +66,7 @@ from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCor
 from prod.trading.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
 from prod.trading.accounts import PaperAccount
-from services.event_trader.recorder import Recorder, RecordingAccount
+from prod.trading.recording import Recorder, RecordingAccount
 from services.event_trader.safety import SafetyConfig
 from prod.execution.killswitch import KillSwitch
 from prod.execution import ExecConfig, ExecutionError
@@ -143,7 +143,7 @@ class TraderConfig:
     fill_timeout_s: float = field(default=10.0, metadata={"help": "an order not final after this is cancelled"})
     venue_connect_s: float = field(default=60.0, metadata={"help": "retry the venue at start this long"})
     record: bool = field(default=True, metadata={
-        "help": "record scans and inputs for python -m prod.backtest.parity (services/event_trader/recorder.py)"})
+        "help": "record scans and inputs for python -m prod.backtest.parity (prod/trading/recording.py)"})
     record_dir: str = field(default="", metadata={"help": "parent of the recordings (default <data>/recordings)"})
     max_macro_age_s: float = field(default=15.0, metadata={"help": "an OB macro older than this is dropped (neutral)"})
     reconcile_s: float = field(default=60.0, metadata={
@@ -527,7 +527,7 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
 
 def start_recorder(cfg: TraderConfig, core: TraderCore, journal: Journal, params: EngineParams,
                    mode: str) -> Recorder | None:
-    """Start the run's recording (services/event_trader/recorder.py) and attach it to the core; None on error."""
+    """Start the run's recording (prod/trading/recording.py) and attach it to the core; None on error."""
     parent = Path(cfg.record_dir) if cfg.record_dir else Path(cfg.settings.data_dir) / "recordings"
     try:
         rec = Recorder.start(parent, core.clock, {

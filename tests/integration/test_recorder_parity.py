@@ -21,7 +21,7 @@ from services.event_trader.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from prod.trading.accounts import PaperAccount, PaperPosition
-from services.event_trader.recorder import SCAN_SCHEMA
+from prod.trading.recording import SCAN_SCHEMA
 from tests.helpers import REPO_ROOT
 from tests.market import Market
 
