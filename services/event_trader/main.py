@@ -67,7 +67,7 @@ from prod.trading.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
 from prod.trading.accounts import PaperAccount
 from prod.trading.recording import Recorder, RecordingAccount
-from services.event_trader.safety import SafetyConfig
+from prod.trading.safety import SafetyConfig
 from prod.execution.killswitch import KillSwitch
 from prod.execution import ExecConfig, ExecutionError
 from prod.execution.signing import ENV_KEY, ENV_SECRET, Credentials, MissingCredentials

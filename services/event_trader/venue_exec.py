@@ -30,7 +30,7 @@ fails (full disk) is held in order and retried, never lost while the trader runs
   → flattened with reduceOnly orders (the engine never saw that entry, so it is not adopted); a
   position we never ordered → reported, and entries in that symbol are refused.
 
-Running safely (issue 29; the pure parts in :mod:`services.event_trader.safety`):
+Running safely (issue 29; the pure parts in :mod:`prod.trading.safety`):
 
 * **Protective stop.** Every entry is followed by a STOP_MARKET ``closePosition`` order (Binance's algo-order
   API, ``POST /fapi/v1/algoOrder``: since 2025-12-09 ``/fapi/v1/order`` refuses conditional types), ``stop_pct``
@@ -43,7 +43,7 @@ Running safely (issue 29; the pure parts in :mod:`services.event_trader.safety`)
   event): open orders (plain and algo; plain ones of every symbol at start, by reconcile(); otherwise only in
   the symbols where the journal or the venue holds a position or an open order: weight 1 each, not 40),
   positions (with every symbol's leverage and margin type) and the wallet are compared with the journal
-  (:func:`~services.event_trader.safety.venue_mismatches`). A mismatch freezes entries
+  (:func:`~prod.trading.safety.venue_mismatches`). A mismatch freezes entries
   (:class:`EntriesFrozen`, journaled ``ENTRY_NOT_TAKEN`` by the core) and journals a ``RECONCILE`` row;
   entries open again only when a later check finds the venue and the journal agreeing (another
   ``RECONCILE`` row). A position whose stop is missing gets a new one after the mismatch is journaled.
@@ -75,7 +75,7 @@ from prod.execution import schemas as X
 from prod.trading.journal import HeldAppends, Journal
 from prod.trading.accounts import OTHER_SLIP, Book, PaperPosition, fill_price
 from prod.execution.funding import apply_funding
-from services.event_trader.safety import (AccountEvents, EntriesFrozen, Held, SafetyConfig, stop_price,
+from prod.trading.safety import (AccountEvents, EntriesFrozen, Held, SafetyConfig, stop_price,
                                           venue_mismatches)
 
 log = logging.getLogger(__name__)

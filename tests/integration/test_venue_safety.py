@@ -17,7 +17,7 @@ from prod.execution import ExecConfig
 from prod.execution.rest import OrderRestClient
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.main import load_engine_params, start_recorder
-from services.event_trader.safety import EntriesFrozen, SafetyConfig
+from prod.trading.safety import EntriesFrozen, SafetyConfig
 from services.event_trader.venue_exec import VenueAccount
 from tests.helpers import Proc, running_venue, start_venue, wait_until
 from tests.helpers import venue_admin as admin
