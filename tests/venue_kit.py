@@ -10,7 +10,7 @@ from pathlib import Path
 from prod.execution import Credentials, ExecConfig
 from prod.trading.journal import Journal
 from prod.trading.accounts import Book
-from services.event_trader.venue_exec import VenueAccount
+from prod.trading.venue_account import VenueAccount
 from tests.helpers import Proc, wait_until
 from tests.market import scan_payload, walk
 

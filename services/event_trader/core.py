@@ -15,7 +15,7 @@ never touches Hazelcast and takes time from an injected clock, so tests drive it
    marks the result ``stale_state`` (§14.3): on paper the fill still happens (the engine already
    holds the position) but the fill record and the log carry the flag;
 6. fills an entry or exit on the account (paper: prod.trading.accounts; the account type is
-   injected: services.event_trader.venue_exec.VenueAccount fills on the order API). An entry the
+   injected: prod.trading.venue_account.VenueAccount fills on the order API). An entry the
    account does not fill (EntryNotFilled, KillSwitchActive, DuplicateDecision, a venue refusal)
    undoes the engine's position and is journaled ``ENTRY_NOT_TAKEN``; forced flat exits the account
    made on its own (``account.kill_exits``, the kill switch) are booked at the next scan; syncs the engine's

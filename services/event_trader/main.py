@@ -33,7 +33,7 @@ restart mid-position keeps capital and position and never enters twice. The Smar
 fee/slippage emulation is off (§8.3); fills carry the venue's (or the paper model's) fees and spread.
 
 Execution (``DOLPHIN_EVENT_TRADER_EXECUTION``): ``venue`` fills through the order API at
-``DOLPHIN_VENUE_REST`` / ``_WS`` (:class:`~services.event_trader.venue_exec.VenueAccount`; paper
+``DOLPHIN_VENUE_REST`` / ``_WS`` (:class:`~prod.trading.venue_account.VenueAccount`; paper
 trading = the simulator's URLs, live = the exchange's), keys from ``DOLPHIN_VENUE_API_KEY`` /
 ``_SECRET`` (environment only, never logged); ``paper`` fills in process
 (:class:`~prod.trading.accounts.PaperAccount`); ``auto`` (default) = ``venue`` when both key
@@ -559,7 +559,7 @@ class VenueAccounts:
         return self.from_dict(None, capital)
 
     def from_dict(self, d: Any, capital: float | None = None) -> Any:
-        from services.event_trader.venue_exec import VenueAccount
+        from prod.trading.venue_account import VenueAccount
         import time as _time
         ec = ExecConfig.from_settings(self.cfg.settings, fill_timeout_s=self.cfg.fill_timeout_s)
         cap = float(d["capital"]) if d else float(capital or 0.0)

@@ -65,7 +65,7 @@ def _trader_round_trips(port: int, tmp, n: int) -> tuple[list[float], list[float
     from prod.execution import ExecConfig
     from prod.trading.journal import Journal
     from prod.trading.accounts import Book
-    from services.event_trader.venue_exec import VenueAccount
+    from prod.trading.venue_account import VenueAccount
     journal = Journal.open(tmp / "journal.sqlite", tmp / "audit.log")
     cfg = ExecConfig(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", fill_timeout_s=5.0,
                      stream_silence_s=0.2)

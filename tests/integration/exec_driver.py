@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prod.execution import Credentials, DuplicateDecision, ExecConfig
 from prod.trading.journal import Journal
-from services.event_trader.venue_exec import VenueAccount
+from prod.trading.venue_account import VenueAccount
 
 TRADE, SCAN, NOTIONAL = 1, 500, 1500.0
 

@@ -18,7 +18,7 @@ from prod.execution.rest import OrderRestClient
 from services.event_trader.core import CoreLimits, TraderCore
 from services.event_trader.main import load_engine_params, start_recorder
 from prod.trading.safety import EntriesFrozen, SafetyConfig
-from services.event_trader.venue_exec import VenueAccount
+from prod.trading.venue_account import VenueAccount
 from tests.helpers import Proc, running_venue, start_venue, wait_until
 from tests.helpers import venue_admin as admin
 from tests.venue_kit import CREDS, exec_driver, restart_report, RecordedScans, quote_book, venue_account, venue_trader_config
