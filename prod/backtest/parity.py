@@ -4,7 +4,7 @@
 
 The recording (``prod/trading/recording.py``) holds every scan the live trader handed to its core,
 the clock values the core read while deciding it, and the ACB / posture / MC / order-book inputs with one
-sequence number over all of them. The replay builds a fresh :class:`~services.event_trader.core.TraderCore`
+sequence number over all of them. The replay builds a fresh :class:`~prod.trading.core.TraderCore`
 from the recorded start snapshot and engine parameters (a temporary journal, the paper account) and feeds it
 the same inputs in the same order; then it compares, event by event, the trade rows of the live journal
 recorded during the run (``ENTRY``, ``EXIT``, ``ENTRY_NOT_TAKEN``, ``EXIT_FAILED``, ``GATE``, ``DAY_END``:
@@ -62,7 +62,7 @@ import pyarrow.ipc as ipc
 
 from prod.alpha.params import EngineParams, ParamError
 from prod.bus.payloads import ObFeatures, ObMacro, PayloadError
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal, JournalIntegrityError
 from prod.trading.accounts import PaperAccount, PaperPosition
 from prod.execution.funding import apply_funding

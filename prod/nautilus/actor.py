@@ -14,7 +14,7 @@ through Nautilus instead of the project's own order path:
    account after every close (as the trader syncs to its account);
 5. writes the day's result to ``DOLPHIN_PNL_BLUE[date]`` (§14.7) when a bus is given.
 
-HIBERNATE follows the trader core's documented choice (services/event_trader/core.py) over §14.1's hard skip:
+HIBERNATE follows the trader core's documented choice (prod/trading/core.py) over §14.1's hard skip:
 the posture goes to the engine, which force-closes an open position and halts entries.
 
 What the actor steps on comes from a *feed* (``feed.row(ts_ns)`` → :class:`ScanRow`): in replay the rows of the

@@ -2,7 +2,7 @@
 
 Bible §14, §24.3, shared/ARCHITECTURE.md §4/§6. No polling on the hot path: a typed listener on
 ``maps.EIGEN_SCAN`` queues each scan to one decision thread, which runs
-:meth:`services.event_trader.core.TraderCore.process` (dedup, staleness, ACB pending flag, day roll,
+:meth:`prod.trading.core.TraderCore.process` (dedup, staleness, ACB pending flag, day roll,
 vol gate, stale-state snapshots, fills, journal). This module only moves values between the bus
 and the core:
 
@@ -62,7 +62,7 @@ from prod.bus.payloads import (AcbBoost, EigenScan, EngineState, McForewarner, O
                                Safety)
 from prod.runtime import Bus, Clock, RateLog, Service, result_within
 from prod.settings import ConfigError, Settings
-from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCore
+from prod.trading.core import STRATEGY, CoreLimits, Snapshot, TraderCore
 from prod.trading.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
 from prod.trading.accounts import PaperAccount

@@ -14,7 +14,7 @@ Sensors (decisions of ours where the bible leaves the source open):
   Cat2: §11.2 (Cat2 ORANGE = 0.5, RED = 0.1) and §12 (ORANGE → half size, RED → no new entries for
   the day) contradict, and through Rm an ORANGE (also the no-data fallback of §28.6) gave Rm ≈ 0.49
   → HIBERNATE (force-close). We keep §12's effect: the trader reads the status itself and the engine
-  applies ``day_mc_scale`` / ``regime_dd_halt`` (services.event_trader.core). The status is still
+  applies ``day_mc_scale`` / ``regime_dd_halt`` (prod.trading.core). The status is still
   reported in the payload's sensors (``mc_reported``) for operators.
 - Cat3: mean ``depth_quality`` / ``fill_probability`` over the priority symbols present in
   ``obf_universe_latest``; stale when that snapshot is absent or older than ``ob_stale_s``.

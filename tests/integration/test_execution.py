@@ -482,7 +482,7 @@ def test_trader_core_enters_on_the_order_api_and_the_bus_kill_switch_flattens_wi
     from prod.runtime import Bus
     from prod.runtime.clock import SystemClock
     from prod.settings import load_settings
-    from services.event_trader.core import CoreLimits, TraderCore
+    from prod.trading.core import CoreLimits, TraderCore
     from services.event_trader.main import BusOutputs, TraderConfig, TraderService, VenueAccounts, load_engine_params
     _proc, hz_port = hz_member
     marks = {r["symbol"]: float(r["markPrice"]) for r in admin(sim, "/fapi/v1/premiumIndex")}

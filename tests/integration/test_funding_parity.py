@@ -6,7 +6,7 @@ import time
 
 from prod.backtest import parity
 from prod.settings import load_settings
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from prod.execution.funding import apply_funding

@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 from prod.backtest import parity
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits, TraderCore
 from services.event_trader.main import VenueAccounts, load_engine_params, start_recorder
 from tests.helpers import start_venue
 from tests.venue_kit import CREDS, RecordedScans, venue_trader_config

@@ -242,7 +242,7 @@ def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_on
     """The trader's venue account (VenueAccounts → VenueAccount + preflight) under its decision core."""
     sim = own_sim
     from prod.settings import load_settings
-    from services.event_trader.core import CoreLimits, TraderCore
+    from prod.trading.core import CoreLimits, TraderCore
     from services.event_trader.main import TraderConfig, VenueAccounts, load_engine_params
     monkeypatch.setenv("DOLPHIN_VENUE_API_KEY", CREDS.api_key)
     monkeypatch.setenv("DOLPHIN_VENUE_API_SECRET", CREDS.secret)

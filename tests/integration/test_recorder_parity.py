@@ -17,7 +17,7 @@ import pyarrow.ipc as ipc
 from prod.backtest import parity
 from prod.bus.payloads import ObFeatures
 from prod.settings import load_settings
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from prod.trading.accounts import PaperAccount, PaperPosition

@@ -14,7 +14,7 @@ import time
 from prod.alpha import exits as ex
 from prod.bus import maps
 from prod.runtime import Bus, SystemClock, result_within
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal
 from services.event_trader.main import BusOutputs, TraderConfig, TraderService, load_engine_params
 from tests.helpers import running_venue, wait_until

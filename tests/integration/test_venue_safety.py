@@ -15,7 +15,7 @@ import pytest
 from prod.backtest import parity
 from prod.execution import ExecConfig
 from prod.execution.rest import OrderRestClient
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits, TraderCore
 from services.event_trader.main import load_engine_params, start_recorder
 from prod.trading.safety import EntriesFrozen, SafetyConfig
 from prod.trading.venue_account import VenueAccount

@@ -58,7 +58,7 @@ CORE_CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
     from prod.settings import load_settings
-    from services.event_trader.core import CoreLimits, TraderCore
+    from prod.trading.core import CoreLimits, TraderCore
     from prod.trading.journal import Journal
     from services.event_trader.main import load_engine_params
     d = Path(sys.argv[1])

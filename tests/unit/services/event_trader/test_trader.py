@@ -9,7 +9,7 @@ import time
 import pytest
 
 from prod.settings import load_settings
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits, TraderCore
 from services.event_trader.main import load_engine_params
 from prod.trading.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
 from services.event_trader.lock import InstanceLock, LockBusy

@@ -125,7 +125,7 @@ def _safety(posture, rm):
 
 def test_posture_reads_atomic_reference_then_map_then_defaults_to_apex(hz_member, settings_for, tmp_path):
     from prod.runtime import Bus, SystemClock
-    from services.event_trader.core import TraderCore
+    from prod.trading.core import TraderCore
     from prod.trading.journal import Journal
     from services.event_trader.main import BusOutputs, TraderConfig, TraderService, load_engine_params
     _, port = hz_member
