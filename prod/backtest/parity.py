@@ -64,7 +64,7 @@ from prod.alpha.params import EngineParams, ParamError
 from prod.bus.payloads import ObFeatures, ObMacro, PayloadError
 from prod.trading.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal, JournalIntegrityError
-from prod.trading.accounts import PaperAccount, PaperPosition
+from prod.trading.accounts import Costs, PaperAccount, PaperAccounts, Position
 from prod.execution.funding import apply_funding
 from prod.trading.recording import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
                                             SCAN_SCHEMA, SCANS_FILE)
@@ -228,12 +228,14 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+@dataclass(eq=False)
 class RecordedFills(PaperAccount):
-    """The account of a venue recording: ``open``/``close`` return the venue's recorded fill (or raise its error)
-    with the venue account's bookkeeping (capital -= entry fee; += gross - exit fee); a call the live trader did
-    not make with these arguments raises :class:`ReplayDiverged` (journaled, so it shows as a difference)."""
+    """The account of a venue recording: ``open``/``close`` return the venue's recorded fill (or raise its error),
+    booked by the one ledger as the venue account books them; a call the live trader did not make with these
+    arguments raises :class:`ReplayDiverged` (journaled, so it shows as a difference). ``calls`` is the recorded
+    calls of the scan being replayed (the :class:`RecordedFillsFactory`'s list, loaded per scan)."""
 
-    calls: list = []     # set per scan by replay()
+    calls: list = field(default_factory=list)
 
     def _take(self, op: str, args: dict) -> dict:
         if not self.calls:
@@ -251,7 +253,7 @@ class RecordedFills(PaperAccount):
         its own thread before the core looked (capital += gross - fee, position gone), so they are applied now."""
         out = []
         while self.calls and self.calls[0].get("op") == "kill_exit":
-            out.append(self._book_exit(dict(self.calls.pop(0)["fill"])))
+            out.append(self._book_recorded_exit(dict(self.calls.pop(0)["fill"])))
         return out
 
     @property
@@ -266,29 +268,41 @@ class RecordedFills(PaperAccount):
         """The venue account's bookkeeping of a funding fee (the same function)."""
         return apply_funding(self, row)
 
-    def _book_exit(self, f: dict) -> dict:
-        """The venue account's bookkeeping of an exit fill (``VenueAccount._book_exit``)."""
-        self.capital += f["gross"] - f["fee"]
-        self.fees_paid += f["fee"]
-        self.peak_capital = max(self.peak_capital, self.capital)
-        self.trades += 1
-        self.day_trades += 1
-        self.history = (self.history + [f])[-50:]
-        self.position = None
-        return f
+    def _book_recorded_exit(self, f: dict) -> dict:
+        """Book a recorded exit fill with the ledger (its recorded ``capital_after`` kept as the live one)."""
+        live_after = f.get("capital_after")
+        rec = self.book_exit(f)
+        if live_after is not None:
+            rec["capital_after"] = live_after
+        return rec
 
     def open(self, trade_id: int, symbol: str, direction: int, notional: float, book: Any, ref_price: float,
              now: float, scan: int, max_book_age_s: float = 30.0) -> dict:
         f = self._take("open", {"trade_id": trade_id, "symbol": symbol, "direction": direction, "notional": notional})
-        self.capital -= f["fee"]
-        self.fees_paid += f["fee"]
-        self.position = PaperPosition(trade_id, symbol, direction, f["price"], f["notional"], f["fee"], now, scan,
-                                      f.get("source", "venue"))
+        self.book_entry(Position(trade_id, symbol, direction, f["price"], f["notional"], f["fee"], now, scan,
+                                 f.get("source", "venue")))
         return f
 
     def close(self, reason: str, book: Any, ref_price: float, now: float, scan: int,
               max_book_age_s: float = 30.0) -> dict:
-        return self._book_exit(self._take("close", {"reason": reason}))
+        return self._book_recorded_exit(self._take("close", {"reason": reason}))
+
+
+@dataclass
+class RecordedFillsFactory:
+    """Builds the replay's :class:`RecordedFills`, all sharing ``calls`` (the replay loads it per scan)."""
+
+    costs: Costs
+    calls: list = field(default_factory=list)
+
+    def new(self, capital: float) -> RecordedFills:
+        return RecordedFills(capital=capital, peak_capital=capital, day_start_capital=capital, costs=self.costs,
+                             calls=self.calls)
+
+    def from_dict(self, d: dict) -> RecordedFills:
+        acct = RecordedFills(capital=0.0, peak_capital=0.0, costs=self.costs, calls=self.calls)
+        acct.load_ledger(d)
+        return acct
 
 
 class ReplayClock:
@@ -324,13 +338,14 @@ def replay(rec: Recording, work_dir: Path) -> ReplayResult:
     mode = cfg.get("execution", "paper")
     if mode not in ("paper", "venue"):
         raise UnusableRecording(f"{src}: execution={mode!r} is neither paper nor venue")
-    account_type: Any = PaperAccount if mode == "paper" else type("RecordedFillsRun", (RecordedFills,), {"calls": []})
     try:
         params = EngineParams.from_dict(cfg["params"], str(src))
         limits = CoreLimits(**cfg["limits"])
         last_scan, engine_state, trader_state = cfg["initial_snapshot"]
     except (ParamError, TypeError, ValueError) as exc:
         raise RecordingError(f"{src}: bad parameters/limits/snapshot ({exc})") from None
+    costs = Costs.of(params)
+    account_type: Any = PaperAccounts(costs) if mode == "paper" else RecordedFillsFactory(costs)
     journal = Journal.open(Path(work_dir) / "journal.sqlite", Path(work_dir) / "audit.log")
     if engine_state is not None:
         journal.save_snapshot(last_scan, engine_state, trader_state)

@@ -67,7 +67,7 @@ from prod.bus import maps
 from prod.bus.payloads import EigenScan, EngineState, ObFeatures, ObMacro, PayloadError, Pnl
 from prod.runtime import RateLog
 from prod.trading.journal import Journal, JournalIntegrityError
-from prod.trading.accounts import Book, PaperAccount
+from prod.trading.accounts import AccountFactory, Book, Costs, PaperAccounts
 from prod.trading.recording import NULL_RECORDER
 
 log = logging.getLogger("event_trader")
@@ -136,18 +136,18 @@ class TraderCore:
         The engine's assets.
     clock : callable
         Epoch seconds (``Clock.time``).
-    account_type : type
-        The account: ``account_type.new(capital)`` and ``account_type.from_dict(d)`` build it; it
-        has ``open``/``close``/``roll_day``/``to_dict``, ``capital``, ``position``… as
-        :class:`~prod.trading.accounts.PaperAccount`.
+    account_type : AccountFactory, optional
+        Builds the account (``new(capital)``, ``from_dict(d)``; :class:`~prod.trading.accounts.Account`);
+        default: the paper account at ``params``' costs.
     outputs : Outputs
     """
 
     def __init__(self, limits: CoreLimits, journal: Journal, params: EngineParams, symbols: tuple[str, ...],
-                 clock: Callable[[], float], account_type: Any = PaperAccount, outputs: Outputs | None = None):
+                 clock: Callable[[], float], account_type: AccountFactory | None = None,
+                 outputs: Outputs | None = None):
         self.limits, self.journal, self.params, self.clock = limits, journal, params, clock
         self.symbols = tuple(symbols)
-        self.account_type = account_type
+        self.account_type: AccountFactory = account_type if account_type is not None else PaperAccounts(Costs.of(params))
         self.out: Outputs = outputs or NoOutputs()
         self.ob = InProcessOBProvider()
         self.books: dict[str, Book] = {}

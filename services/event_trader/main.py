@@ -65,7 +65,7 @@ from prod.settings import ConfigError, Settings
 from prod.trading.core import STRATEGY, CoreLimits, Snapshot, TraderCore
 from prod.trading.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
-from prod.trading.accounts import PaperAccount
+from prod.trading.accounts import DEFAULT_COSTS, Costs, PaperAccounts
 from prod.trading.recording import Recorder, RecordingAccount
 from prod.trading.safety import SafetyConfig
 from prod.execution.killswitch import KillSwitch
@@ -490,7 +490,8 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
             journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
             params = load_engine_params()
             mode = cfg.execution_mode()
-            account_type: Any = PaperAccount if mode == "paper" else VenueAccounts(cfg, journal, params)
+            account_type: Any = (PaperAccounts(Costs.of(params)) if mode == "paper"
+                                 else VenueAccounts(cfg, journal, params))
             log.info("execution: %s%s", mode, f" via {cfg.settings.venue_rest}" if mode == "venue" else "")
             core = TraderCore(cfg.limits, journal, params, tuple(cfg.settings.symbols), clock.time,
                               account_type=account_type, outputs=outputs)
@@ -552,6 +553,7 @@ class VenueAccounts:
 
     def __init__(self, cfg: TraderConfig, journal: Journal, params: EngineParams | None = None):
         self.cfg, self.journal, self.params = cfg, journal, params
+        self.costs = Costs.of(params) if params is not None else DEFAULT_COSTS
         self.creds = Credentials.from_env()          # MissingCredentials names the variables; never logged
         self.preflight: Any = None                   # the PreflightRunner, once connected
 
@@ -568,7 +570,7 @@ class VenueAccounts:
             try:
                 acct = VenueAccount.connect(ec, self.journal, cap, state=d, creds=self.creds,
                                             kill_switch=self.cfg.kill_switch, safety=self.cfg.safety,
-                                            start_safety=False)
+                                            start_safety=False, costs=self.costs)
                 break
             except (ExecutionError, OSError) as exc:
                 if _time.monotonic() >= deadline:

@@ -20,7 +20,7 @@ from prod.settings import load_settings
 from prod.trading.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
-from prod.trading.accounts import PaperAccount, PaperPosition
+from prod.trading.accounts import PaperAccount, Position
 from prod.trading.recording import SCAN_SCHEMA
 from tests.helpers import REPO_ROOT
 from tests.market import Market
@@ -40,7 +40,7 @@ class VenueLike(PaperAccount):
         price, fee = ref_price * (1.0003 if direction > 0 else 0.9997), 0.0004 * notional * 0.999
         self.capital -= fee                     # VenueAccount's bookkeeping: the venue's fee, its fill price
         self.fees_paid += fee
-        self.position = PaperPosition(trade_id, symbol, direction, price, notional * 0.999, fee, now, scan, "venue")
+        self.position = Position(trade_id, symbol, direction, price, notional * 0.999, fee, now, scan, "venue")
         f = {"side": "SELL" if direction < 0 else "BUY", "trade_id": trade_id, "symbol": symbol, "price": price,
              "notional": notional * 0.999, "fee": fee, "source": "venue", "ts": now, "scan_number": scan}
         return f

@@ -13,9 +13,13 @@ from prod.trading.core import CoreLimits, TraderCore
 from services.event_trader.main import load_engine_params
 from prod.trading.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
 from services.event_trader.lock import InstanceLock, LockBusy
-from prod.trading.accounts import TAKER_FEE, Book, PaperAccount, fill_price
+from prod.alpha.params import EngineParams
+from prod.trading.accounts import Book, PaperAccount, fill_price
+
 from tests.helpers import REPO_ROOT
 from tests.market import Market
+
+TAKER_FEE = EngineParams().taker_fee   # the strategy's fee (the paper account's costs come from EngineParams)
 
 
 
