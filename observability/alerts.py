@@ -297,7 +297,7 @@ class AlertRules:
         return out
 
     def _safety_state(self, sf: Mapping[str, Any], now: float) -> list[Alert]:
-        """The venue account's ``safety`` block (services/event_trader/venue_exec.py): freezes and margin calls."""
+        """The venue account's ``safety`` block (prod/trading/venue_account.py): freezes and margin calls."""
         out: list[Alert] = []
         frozen = sf.get("frozen") if isinstance(sf.get("frozen"), bool) else None
         calls = sf.get("margin_calls") if isinstance(sf.get("margin_calls"), int) else None
