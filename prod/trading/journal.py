@@ -235,11 +235,9 @@ class Journal:
             return None, None, None
         return row[0], (json.loads(row[1]) if row[1] else None), (json.loads(row[2]) if row[2] else None)
 
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        q = "SELECT id, ts, kind, scan_number, audit_seq, payload FROM events"
-        rows = self.db.execute(q + (" WHERE kind=?" if kind else "") + " ORDER BY id", (kind,) if kind else ()).fetchall()
-        return [{"id": r[0], "ts": r[1], "kind": r[2], "scan_number": r[3], "audit_seq": r[4],
-                 "payload": json.loads(r[5])} for r in rows]
+    def events(self, kind: str | None = None, after_id: int = 0) -> list[dict[str, Any]]:
+        """The journal's event rows (``kind`` only, when given) with id above ``after_id``, oldest first."""
+        return _event_rows(self.db, kind, after_id)
 
     def last_event_id(self) -> int:
         """The id of the newest event row (0 when empty): a recording's bounds in the journal (issue 17)."""
@@ -271,6 +269,27 @@ class Journal:
         if self.db is not None:
             self.db.close()
             self.db = None
+
+
+_EVENT_COLS = "SELECT id, ts, kind, scan_number, audit_seq, payload FROM events WHERE id > ?"
+
+
+def _event_rows(db: sqlite3.Connection, kind: str | None, after_id: int) -> list[dict[str, Any]]:
+    q, args = _EVENT_COLS, [int(after_id)]
+    if kind:
+        q, args = q + " AND kind=?", args + [kind]
+    return [{"id": r[0], "ts": r[1], "kind": r[2], "scan_number": r[3], "audit_seq": r[4],
+             "payload": json.loads(r[5])} for r in db.execute(q + " ORDER BY id", args).fetchall()]
+
+
+def read_events(db_path: str | os.PathLike, kind: str | None = None, after_id: int = 0) -> list[dict[str, Any]]:
+    """Read a journal's event rows read-only (another process may be writing it): the one read API for
+    readers outside the trader (the parity check). Rows as :meth:`Journal.events`."""
+    db = sqlite3.connect(f"file:{Path(db_path).resolve()}?mode=ro", uri=True)
+    try:
+        return _event_rows(db, kind, after_id)
+    finally:
+        db.close()
 
 
 def order_kind(event: str) -> str:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from prod.alpha.params import EngineParams
-from prod.backtest.parity import RecordedFillsFactory
+from prod.trading.replay import RecordedFillsFactory
 from prod.execution.orders import Fill as VenueFill
 from prod.trading.accounts import Book, Costs, PaperAccount, PaperAccounts, Position
 from prod.trading.journal import Journal
