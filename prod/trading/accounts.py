@@ -184,7 +184,7 @@ class AccountFactory(Protocol):
     def from_dict(self, d: Mapping[str, Any]) -> Any: ...
 
 
-@dataclass(eq=False)
+@dataclass
 class PaperAccount(Ledger):
     """The paper account: fills against the book at the strategy's costs (see the module docstring)."""
 

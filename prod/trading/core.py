@@ -140,12 +140,17 @@ class TraderCore:
         Builds the account (``new(capital)``, ``from_dict(d)``; :class:`~prod.trading.accounts.Account`);
         default: the paper account at ``params``' costs.
     outputs : Outputs
+    recorder : prod.trading.recording.Recorder, optional
+        Records the core's inputs, clock values and account calls for the replay (wraps ``clock`` and the
+        account here, at construction).
     """
 
     def __init__(self, limits: CoreLimits, journal: Journal, params: EngineParams, symbols: tuple[str, ...],
                  clock: Callable[[], float], account_type: AccountFactory | None = None,
-                 outputs: Outputs | None = None):
-        self.limits, self.journal, self.params, self.clock = limits, journal, params, clock
+                 outputs: Outputs | None = None, recorder: Any = None):
+        self.recorder: Any = recorder if recorder is not None else NULL_RECORDER
+        self.limits, self.journal, self.params = limits, journal, params
+        self.clock = self.recorder.clock(clock)
         self.symbols = tuple(symbols)
         self.account_type: AccountFactory = account_type if account_type is not None else PaperAccounts(Costs.of(params))
         self.out: Outputs = outputs or NoOutputs()
@@ -174,7 +179,11 @@ class TraderCore:
         self._last_snapshot = 0.0
         self.rl = RateLog(log, 30.0)
         self.journal_backlog: deque = deque()   # events decided but not yet journaled (full disk)
+        self.gap_held_scans = 0           # scans the gap gate held back
+        self._gap_holding = False
+        self._decision_stale = False      # the stale_state flag of the decision being booked (PnL writes carry it)
         self._restore()
+        self.account = self.recorder.wrap_account(self.account)
 
     # ── restore ──────────────────────────────────────────────────────────────────────────────
     def _restore(self) -> None:
@@ -207,11 +216,6 @@ class TraderCore:
                 f"journal snapshot inconsistent: engine position {eng_pos} vs account {self.account.position}")
         log.warning("RESTORED from journal: capital=%.4f last_scan=%s position=%s", self.account.capital, last_scan,
                     None if self.account.position is None else dataclasses.asdict(self.account.position))
-
-    @property
-    def paper(self) -> Any:
-        """The account (named for the paper account it is by default)."""
-        return self.account
 
     def trader_state(self) -> dict:
         return {"account": self.account.to_dict(), "bar_idx": self.bar_idx, "acb": self.acb,
@@ -540,10 +544,6 @@ class TraderCore:
         self.bar_idx = 0
         log.info("begin_day %s posture=%s boost=%.3f beta=%.2f", day, self.posture, self.acb["boost"], self.acb["beta"])
 
-    recorder: Any = NULL_RECORDER   # issue 17: prod.trading.recording (main.py attaches it)
-    gap_held_scans = 0          # issue 21: scans the gap gate held back (class defaults: no __init__ edit)
-    _gap_holding = False
-
     def _gap_gate(self, scan: EigenScan) -> dict | None:
         """The gap gate: no entry on a post-gap scan (``gap_hold``) while flat; journaled once per hold."""
         if not scan.gap_hold or self.account.position is not None:
@@ -585,8 +585,6 @@ class TraderCore:
             self.journal_backlog.popleft()
             self._last_snapshot = self.clock()
         return True
-
-    _decision_stale = False     # the stale_state flag of the decision being booked (PnL writes carry it)
 
     def _journal(self, kind: str, payload: dict, sn: int | None) -> None:
         self._journal_only(kind, payload, sn)
@@ -645,7 +643,7 @@ class TraderCore:
             trades=int(acct.get("day_trades", 0)), drawdown=max(0.0, 1.0 - cap / peak) if peak > 0 else 0.0,
             strategy=STRATEGY, capital=acct["capital"], peak_capital=acct["peak_capital"],
             updated_at=self.clock(), last_scan_number=last_scan, posture=self.posture,
-            posture_source=self.posture_source, paper=acct, engine_state=engine_state,
+            posture_source=self.posture_source, account=acct, engine_state=engine_state,
             latency=self.latency_stats(), stale_state_events=ts["stale_state_events"])
 
     def heartbeat_fields(self) -> dict:

@@ -88,6 +88,12 @@ class NullRecorder:
     def account_call(self, op: str, args: dict, fill: dict | None, exc: BaseException | None) -> None:
         pass
 
+    def clock(self, base: Callable[[], float]) -> Callable[[], float]:
+        return base
+
+    def wrap_account(self, account: Any) -> Any:
+        return account
+
 
 NULL_RECORDER = NullRecorder()
 
@@ -152,6 +158,7 @@ class Recorder:
         self._calls: list[dict] = []
         self._cur: tuple | None = None
         self.failed: str | None = None
+        self.started_utc = ""
         self.scans = self.events = 0
         self.write_errors = 0           # failed writes retried (full disk): the items wait in the queue
         self.held_max = 0               # the most items that waited behind a failing write
@@ -161,14 +168,30 @@ class Recorder:
         self._thread.start()
 
     @classmethod
-    def start(cls, parent: Path, clock: Callable[[], float], config: dict, max_held: int = MAX_HELD) -> "Recorder":
-        """Create ``parent/<UTC start>_<pid>/``, write ``config.json`` and start the writer thread."""
+    def open(cls, parent: Path, clock: Callable[[], float], max_held: int = MAX_HELD) -> "Recorder":
+        """Create ``parent/<UTC start>_<pid>/`` and start the writer thread (``config.json`` comes with
+        :meth:`write_config`, once the core it records has restored)."""
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         rec = cls(Path(parent) / f"{stamp}_{os.getpid()}", clock, max_held)
-        body = {"kind": RECORDING_KIND, "version": RECORDING_VERSION, "started_utc": stamp, **config}
-        (rec.dir / CONFIG_FILE).write_text(json.dumps(body, default=_jsonable, allow_nan=False))
-        log.info("recording the trader's inputs into %s", rec.dir)
+        rec.started_utc = stamp
         return rec
+
+    def write_config(self, config: dict) -> None:
+        """Write ``config.json`` (what the replay starts from); raises OSError / ValueError / TypeError."""
+        body = {"kind": RECORDING_KIND, "version": RECORDING_VERSION, "started_utc": self.started_utc, **config}
+        (self.dir / CONFIG_FILE).write_text(json.dumps(body, default=_jsonable, allow_nan=False))
+        log.info("recording the trader's inputs into %s", self.dir)
+
+    @classmethod
+    def start(cls, parent: Path, clock: Callable[[], float], config: dict, max_held: int = MAX_HELD) -> "Recorder":
+        """:meth:`open` and :meth:`write_config` in one (a recording whose config is known up front)."""
+        rec = cls.open(parent, clock, max_held)
+        rec.write_config(config)
+        return rec
+
+    def wrap_account(self, account: Any) -> "RecordingAccount":
+        """The core's account seen through this recorder (its open/close calls recorded with the scan)."""
+        return RecordingAccount(account, self)
 
     def _next(self) -> int:
         with self._lock:
@@ -226,7 +249,7 @@ class Recorder:
                     held = self._q.qsize() + 1
                     self.held_max = max(self.held_max, held)
                     if held > self.max_held:
-                        self._stop_recording(f"{type(exc).__name__}: {exc}; {held} items held, more than "
+                        self.stop_recording(f"{type(exc).__name__}: {exc}; {held} items held, more than "
                                              f"{self.max_held}")
                         break
                     if self.write_errors == 1 or self.write_errors % 100 == 0:
@@ -235,9 +258,9 @@ class Recorder:
                     time.sleep(delay)
                     delay = min(RETRY_MAX_S, delay * 2)
                 except Exception as exc:  # noqa: BLE001 - anything else stops the recording, never the trader
-                    self._stop_recording(f"{type(exc).__name__}: {exc}")
+                    self.stop_recording(f"{type(exc).__name__}: {exc}")
 
-    def _stop_recording(self, why: str) -> None:
+    def stop_recording(self, why: str) -> None:
         self.failed = why
         log.error("recording %s stopped: %s (the trader goes on; this run replays up to here)", self.dir, why)
 
@@ -267,7 +290,7 @@ class Recorder:
         self._q.put(None)
         self._thread.join(drain_s)
         if self._thread.is_alive():
-            self._stop_recording(f"{self._q.qsize()} item(s) still unwritten after {drain_s:g} s at close")
+            self.stop_recording(f"{self._q.qsize()} item(s) still unwritten after {drain_s:g} s at close")
             self._thread.join(RETRY_MAX_S + 1)
         try:
             if not self.failed:

@@ -56,7 +56,7 @@ Running safely (issue 29; the pure parts in :mod:`prod.trading.safety`):
   ``tranId``) wait in ``funding_due`` until the core books them at its next scan (:meth:`book_funding`:
   capital, a ``FUNDING`` journal row, recorded for the parity replay).
 * ``to_dict()['safety']`` — ``frozen``, ``reasons``, ``margin_calls``, the last reconcile's cost — reaches
-  ``DOLPHIN_STATE_BLUE[latest].paper.safety``, where the alerts read it.
+  ``DOLPHIN_STATE_BLUE[latest].account.safety``, where the alerts read it.
 """
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ from prod.trading.core import STRATEGY, CoreLimits, Snapshot, TraderCore
 from prod.trading.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
 from prod.trading.accounts import DEFAULT_COSTS, Costs, PaperAccounts
-from prod.trading.recording import Recorder, RecordingAccount
+from prod.trading.recording import Recorder
 from prod.trading.safety import SafetyConfig
 from prod.execution.killswitch import KillSwitch
 from prod.execution import ExecConfig, ExecutionError
@@ -493,8 +493,9 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
             account_type: Any = (PaperAccounts(Costs.of(params)) if mode == "paper"
                                  else VenueAccounts(cfg, journal, params))
             log.info("execution: %s%s", mode, f" via {cfg.settings.venue_rest}" if mode == "venue" else "")
+            recorder = open_recorder(cfg, clock.time) if cfg.record else None
             core = TraderCore(cfg.limits, journal, params, tuple(cfg.settings.symbols), clock.time,
-                              account_type=account_type, outputs=outputs)
+                              account_type=account_type, outputs=outputs, recorder=recorder)
         except JournalIntegrityError as exc:
             log.critical("REFUSING TO TRADE: trade journal integrity check failed: %s", exc)
             print(f"event_trader: REFUSING TO TRADE: {exc}", file=sys.stderr)
@@ -505,7 +506,8 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
         except ExecutionError as exc:
             log.critical("REFUSING TO TRADE: venue not usable at start (reconcile failed): %s", exc)
             return EXIT_CONFIG
-        recorder = start_recorder(cfg, core, journal, params, mode) if cfg.record else None
+        if recorder is not None and not begin_recording(recorder, cfg, core, journal, params, mode):
+            recorder = None
         core.journal_event("TRADER_START", {"capital": core.account.capital, "last_scan": core.last_scan,
                                             "open_position": core.account.position is not None})
         svc = TraderService(cfg, core, bus, clock, outputs, recorder)
@@ -526,22 +528,41 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
         lock.release()
 
 
-def start_recorder(cfg: TraderConfig, core: TraderCore, journal: Journal, params: EngineParams,
-                   mode: str) -> Recorder | None:
-    """Start the run's recording (prod/trading/recording.py) and attach it to the core; None on error."""
+def open_recorder(cfg: TraderConfig, clock: Callable[[], float]) -> Recorder | None:
+    """Open the run's recording directory (prod/trading/recording.py) for the core; None (logged) on error."""
     parent = Path(cfg.record_dir) if cfg.record_dir else Path(cfg.settings.data_dir) / "recordings"
     try:
-        rec = Recorder.start(parent, core.clock, {
+        return Recorder.open(parent, clock)
+    except (OSError, ValueError) as exc:
+        log.error("recording not started (%s): this run cannot be replayed by prod.backtest.parity", exc)
+        return None
+
+
+def begin_recording(rec: Recorder, cfg: TraderConfig, core: TraderCore, journal: Journal, params: EngineParams,
+                    mode: str) -> bool:
+    """Write the recording's config (the snapshot the core restored from); False (logged, recording stopped)
+    on error."""
+    try:
+        rec.write_config({
             "execution": mode, "symbols": list(core.symbols), "params": params.to_dict(),
             "limits": dataclasses.asdict(cfg.limits), "journal": str(Path(journal.db_path).resolve()),
             "journal_start_id": journal.last_event_id(), "initial_snapshot": list(core.snapshot_now())})
     except (OSError, ValueError, TypeError) as exc:
+        rec.stop_recording(f"config not written: {exc}")
         log.error("recording not started (%s): this run cannot be replayed by prod.backtest.parity", exc)
-        return None
-    core.clock = rec.clock(core.clock)
-    core.account = RecordingAccount(core.account, rec)
-    core.recorder = rec
-    return rec
+        return False
+    return True
+
+
+def start_recorder(cfg: TraderConfig, core_args: dict, journal: Journal, params: EngineParams,
+                   mode: str) -> tuple[TraderCore, Recorder | None]:
+    """A core built with a recorder (``TraderCore(**core_args, recorder=...)``) whose config is written: what
+    :func:`run` does, for tests and benches that drive a recorded core without the bus."""
+    rec = open_recorder(cfg, core_args["clock"])
+    core = TraderCore(journal=journal, params=params, recorder=rec, **core_args)
+    if rec is not None and not begin_recording(rec, cfg, core, journal, params, mode):
+        rec = None
+    return core, rec
 
 
 class VenueAccounts:
@@ -551,10 +572,11 @@ class VenueAccounts:
     available USDT, the allocation), and while every entry is refused the preflight runs again every
     ``preflight_retry_s``."""
 
-    def __init__(self, cfg: TraderConfig, journal: Journal, params: EngineParams | None = None):
+    def __init__(self, cfg: TraderConfig, journal: Journal, params: EngineParams | None = None,
+                 creds: Credentials | None = None):
         self.cfg, self.journal, self.params = cfg, journal, params
         self.costs = Costs.of(params) if params is not None else DEFAULT_COSTS
-        self.creds = Credentials.from_env()          # MissingCredentials names the variables; never logged
+        self.creds = creds or Credentials.from_env()  # MissingCredentials names the variables; never logged
         self.preflight: Any = None                   # the PreflightRunner, once connected
 
     def new(self, capital: float) -> Any:

@@ -72,7 +72,7 @@ def _put(client, map_name: str, key: str, payload: dict) -> None:
 
 def _state(position=None, history=()) -> dict:
     return {"strategy": "blue", "capital": 25000.0, "updated_at": time.time(),
-            "paper": {"position": position, "history": list(history)}}
+            "account": {"position": position, "history": list(history)}}
 
 
 def test_alerts_reach_webhook_and_telegram_rate_limited(hz_member, settings_for, tmp_path):

@@ -493,10 +493,10 @@ def test_trader_core_enters_on_the_order_api_and_the_bus_kill_switch_flattens_wi
     cfg = TraderConfig(settings=settings, execution="venue", fill_timeout_s=5.0)
     cfg.trader_dir.mkdir(parents=True)
     journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
-    accounts = VenueAccounts.__new__(VenueAccounts)          # the factory, with the simulator's test key
-    accounts.cfg, accounts.journal, accounts.creds = cfg, journal, CREDS
+    params = load_engine_params()
+    accounts = VenueAccounts(cfg, journal, params, creds=CREDS)   # the factory, with the simulator's test key
     bus = Bus(settings, "test-trader-exec").start()
-    core = TraderCore(CoreLimits(), journal, load_engine_params(), symbols, time.time, account_type=accounts,
+    core = TraderCore(CoreLimits(), journal, params, symbols, time.time, account_type=accounts,
                       outputs=BusOutputs(bus, queue.Queue()))
     svc = TraderService(cfg, core, bus, SystemClock(), core.out)
     svc.start()

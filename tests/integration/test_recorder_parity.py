@@ -18,7 +18,7 @@ from prod.backtest import parity
 from prod.trading import recording
 from prod.bus.payloads import ObFeatures
 from prod.settings import load_settings
-from prod.trading.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits
 from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from prod.trading.accounts import PaperAccount, Position
@@ -70,9 +70,9 @@ def _live_run(tmp_path, mode="paper"):
     j = Journal.open(tmp_path / "journal.sqlite", tmp_path / "audit.log")
     params = load_engine_params()
     VenueLike.refused = False
-    core = TraderCore(CoreLimits(), j, params, tuple(s.symbols), clock=lambda: m.t + 0.001,
-                      account_type=PaperAccount if mode == "paper" else VenueLike)
-    rec = start_recorder(TraderConfig(settings=s, record_dir=str(tmp_path / "recordings")), core, j, params, mode)
+    core, rec = start_recorder(TraderConfig(settings=s, record_dir=str(tmp_path / "recordings")),
+                               dict(limits=CoreLimits(), symbols=tuple(s.symbols), clock=lambda: m.t + 0.001,
+                                    account_type=PaperAccount if mode == "paper" else VenueLike), j, params, mode)
     core.journal_event("TRADER_START", {"capital": core.account.capital, "last_scan": core.last_scan})
 
     def step(n, *a):

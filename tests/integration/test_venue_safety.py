@@ -15,7 +15,7 @@ import pytest
 from prod.backtest import parity
 from prod.execution import ExecConfig
 from prod.execution.rest import OrderRestClient
-from prod.trading.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits
 from services.event_trader.main import load_engine_params, start_recorder
 from prod.trading.safety import EntriesFrozen, SafetyConfig
 from prod.trading.venue_account import VenueAccount
@@ -221,9 +221,9 @@ def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_repla
                 return VenueAccount.connect(ec, journal, capital, creds=CREDS, safety=cfg.safety)
 
         params = load_engine_params()
-        core = TraderCore(CoreLimits(), journal, params, symbols, time.time, account_type=Accounts)
+        core, rec = start_recorder(cfg, dict(limits=CoreLimits(), symbols=symbols, clock=time.time,
+                                             account_type=Accounts), journal, params, "venue")
         acct = core.account
-        rec = start_recorder(cfg, core, journal, params, "venue")
         assert rec is not None
         scans, booked = RecordedScans(core, rec, {s: marks[s] for s in symbols}, random.Random(3)), []
 

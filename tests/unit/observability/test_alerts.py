@@ -18,7 +18,7 @@ def _meta(status: str, cycle: int, actions=()) -> tuple:
 
 def _state(position=None, history=()) -> tuple:
     return maps.STATE_BLUE, maps.KEY_LATEST, {"strategy": "blue", "capital": 25000.0, "updated_at": 1.0,
-                                              "paper": {"position": position, "history": list(history)}}
+                                              "account": {"position": position, "history": list(history)}}
 
 
 def test_first_value_is_the_baseline_and_raises_nothing():
@@ -74,7 +74,7 @@ def test_trade_open_and_close_alert():
 def test_frozen_entries_and_margin_calls_of_the_venue_account_alert_on_change():
     def st(frozen, calls, reasons=()):
         m, k, p = _state(None, [])
-        p["paper"]["safety"] = {"frozen": frozen, "reasons": list(reasons), "margin_calls": calls,
+        p["account"]["safety"] = {"frozen": frozen, "reasons": list(reasons), "margin_calls": calls,
                                 "last_margin_call": {"positions": [{"symbol": "ETHUSDT"}]} if calls else None}
         return m, k, p
     r = AlertRules()
