@@ -14,13 +14,13 @@ never touches Hazelcast and takes time from an injected clock, so tests drive it
 5. takes a ``GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar``; a change
    marks the result ``stale_state`` (§14.3): on paper the fill still happens (the engine already
    holds the position) but the fill record and the log carry the flag;
-6. fills an entry or exit on the account (paper: prod.trading.accounts; the account type is
-   injected: prod.trading.venue_account.VenueAccount fills on the order API). An entry the
-   account does not fill (EntryNotFilled, KillSwitchActive, DuplicateDecision, a venue refusal)
-   undoes the engine's position and is journaled ``ENTRY_NOT_TAKEN``; forced flat exits the account
-   made on its own (``account.kill_exits``, the kill switch) are booked at the next scan; syncs the engine's
-   capital to the account (capital sync), journals the event (SQLite WAL + hash-chained audit log)
-   and hands PnL and state to the :class:`Outputs` (the adapter publishes them);
+6. fills an entry on the account before the engine opens it (the engine's ``entry_fill`` is the core's
+   ``_fill_entry``): an entry the account does not fill (EntryNotFilled, KillSwitchActive, DuplicateDecision,
+   a venue refusal, a journal that is behind) leaves the engine flat and is journaled ``ENTRY_NOT_TAKEN``;
+   fills the engine's exits on the account; forced flat exits the account made on its own
+   (``account.kill_exits``, the kill switch) are booked at the next scan; syncs the engine's capital to the
+   account (capital sync), journals the event (SQLite WAL + hash-chained audit log) and hands PnL and state
+   to the :class:`Outputs` (the adapter publishes them);
 7. records the scan-to-decision latency (scanner ``timestamp_ns`` → decision), with its
    publish-to-decision part (``bridge_ts`` → decision); snapshots between trades (every
    ``snapshot_every_s``) go to ``Outputs.snapshot`` (the adapter persists them off the decision path).
@@ -179,6 +179,10 @@ class TraderCore:
         self._last_snapshot = 0.0
         self.rl = RateLog(log, 30.0)
         self.journal_backlog: deque = deque()   # events decided but not yet journaled (full disk)
+        self._entry_ctx: tuple = ({}, 0)          # (prices, scan number) of the bar being decided
+        self._entry_t: float | None = None        # when the account filled (or refused) this bar's entry
+        self._entry_fill: dict | None = None
+        self._entry_refused: tuple | None = None  # (entry, exception) the account did not fill
         self.gap_held_scans = 0           # scans the gap gate held back
         self._gap_holding = False
         self._decision_stale = False      # the stale_state flag of the decision being booked (PnL writes carry it)
@@ -189,14 +193,14 @@ class TraderCore:
     def _restore(self) -> None:
         last_scan, engine_state, trader_state = self.journal.load_snapshot()
         if engine_state is None:
-            self.engine = NDAlphaEngine(self.params, self.symbols)
+            self.engine = NDAlphaEngine(self.params, self.symbols, self._fill_entry)
             self.engine.set_ob_engine(self.ob)
             self.account = self.account_type.new(self.engine.capital)
             self.engine.capital = self.account.capital   # a venue account sizes from the wallet (preflight)
             log.info("fresh start: capital %.2f", self.account.capital)
             return
         try:
-            self.engine = NDAlphaEngine.from_state(self.params, engine_state)
+            self.engine = NDAlphaEngine.from_state(self.params, engine_state, self._fill_entry)
         except (ValueError, KeyError, TypeError) as exc:
             raise JournalIntegrityError(f"journal snapshot cannot restore the engine: {exc}") from exc
         self.engine.set_ob_engine(self.ob)
@@ -382,6 +386,8 @@ class TraderCore:
         eng = self.engine
         # the gates this bar is evaluated under (a pending ACB update is applied by step_bar itself)
         before = GateSnap(*eng.next_acb, self.posture, eng.mc_gate_open)
+        self._entry_ctx = (prices, sn)
+        self._entry_t = self._entry_fill = self._entry_refused = None
         res = eng.step_bar(self.bar_idx, vd, prices, v50, v750, vol_ok)
         self.bar_idx += 1
         after = GateSnap(eng.day_base_boost, eng.day_beta, self.posture, eng.mc_gate_open)
@@ -390,7 +396,7 @@ class TraderCore:
             self.stale_state_events += 1
             changed = changed_gates(before, after)
             log.warning("[STALE_STATE] gate changed mid-eval: %s", changed)
-        t_dec = self.clock()
+        t_dec = self._entry_t if self._entry_t is not None else self.clock()   # an entry read it when it filled
         latency_ms = (t_dec - scan_ts) * 1e3
         self.latencies.append(latency_ms)
         bus_ms = (t_recv - scan_ts) * 1e3 if t_recv is not None else float("nan")
@@ -408,20 +414,12 @@ class TraderCore:
             decision["kill_exits"] = killed
         if funded:
             decision["funding"] = funded
+        if self._entry_refused is not None:
+            self._entry_not_taken(*self._entry_refused, sn, decision)
+            self.last_decision = decision
+            return decision
         if res.entered is not None and eng.position is not None:
-            e = res.entered
-            if not self.flush_journal_backlog():
-                self._entry_not_taken(e, JournalUnavailable(
-                    f"{len(self.journal_backlog)} event(s) not journaled yet (journal write failing)"), sn, decision)
-                self.last_decision = decision
-                return decision
-            try:
-                fill = acct.open(e.trade_id, e.asset, e.direction, e.notional, self.books.get(e.asset),
-                                 prices.get(e.asset, e.price), t_dec, sn, self.limits.max_book_age_s)
-            except Exception as exc:  # noqa: BLE001 - not filled / kill switch / duplicate / venue refused
-                self._entry_not_taken(e, exc, sn, decision)
-                self.last_decision = decision
-                return decision
+            e, fill = res.entered, self._entry_fill
             fill.update(engine_price=e.price, leverage=e.leverage, stale_state=stale, posture=self.posture,
                         latency_ms=latency_ms)
             decision["entered"] = fill
@@ -459,9 +457,25 @@ class TraderCore:
         self.last_decision = decision
         return decision
 
+    def _fill_entry(self, e: Any) -> bool:
+        """The engine's ``entry_fill``: fill entry ``e`` on the account before the engine opens it; False (the
+        engine stays flat) when the journal is behind or the account does not fill (journaled after the bar)."""
+        prices, sn = self._entry_ctx
+        self._entry_t = t = self.clock()
+        if not self.flush_journal_backlog():
+            self._entry_refused = (e, JournalUnavailable(
+                f"{len(self.journal_backlog)} event(s) not journaled yet (journal write failing)"))
+            return False
+        try:
+            self._entry_fill = self.account.open(e.trade_id, e.asset, e.direction, e.notional, self.books.get(e.asset),
+                                                 prices.get(e.asset, e.price), t, sn, self.limits.max_book_age_s)
+        except Exception as exc:  # noqa: BLE001 - not filled / kill switch / duplicate / venue refused
+            self._entry_refused = (e, exc)
+            return False
+        return True
+
     def _entry_not_taken(self, e: Any, exc: BaseException, sn: int, decision: dict) -> None:
-        """The account did not fill the engine's entry: undo the engine's position, journal it as not taken."""
-        self.engine.position = None
+        """The account did not fill the engine's entry (the engine stayed flat): journal it as not taken."""
         self.signals_not_taken += 1
         rec = {"trade_id": e.trade_id, "symbol": e.asset, "direction": e.direction, "notional": e.notional,
                "error": type(exc).__name__, "detail": str(exc)}
