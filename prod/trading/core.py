@@ -65,7 +65,7 @@ from prod.alpha.params import EngineParams
 from prod.alpha.vol import VolGate
 from prod.bus import maps
 from prod.bus.payloads import EigenScan, EngineState, ObFeatures, ObMacro, PayloadError, Pnl
-from prod.runtime import RateLog
+from prod.ratelog import RateLog
 from prod.trading.journal import Journal, JournalIntegrityError
 from prod.trading.accounts import AccountFactory, Book, Costs, PaperAccounts
 from prod.trading.recording import NULL_RECORDER
