@@ -115,7 +115,7 @@ def test_page_shows_live_values_in_headless_chromium(console):
             _put(writer, maps.STATE_BLUE, maps.KEY_LATEST, {
                 "strategy": "blue", "capital": 25013.5, "updated_at": t, "posture": "HIBERNATE",
                 "account": {"capital": 25013.5, "history": history,
-                          "position": {"trade_id": "T9", "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.5,
+                          "position": {"trade_id": 9, "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.5,
                                        "notional": 5000.0, "entry_ts": t - 30}}})
             _put(writer, maps.PNL_BLUE, today, {"date": today, "strategy": "blue", "capital": 25013.5,
                                                      "pnl": 13.5, "trades": 3, "updated_at": t})

@@ -25,7 +25,8 @@ def test_first_value_is_the_baseline_and_raises_nothing():
     r = AlertRules()
     assert r.on_value(*_safety("HIBERNATE"), now=1) == []
     assert r.on_value(*_meta("CRITICAL", 1), now=1) == []
-    assert r.on_value(*_state({"trade_id": "T1", "symbol": "BTCUSDT"}, [{"trade_id": "T0", "ts": 1}]), now=1) == []
+    assert r.on_value(*_state({"trade_id": 1, "symbol": "BTCUSDT", "direction": -1, "entry_price": 1.0, "notional": 1.0},
+                      [{"trade_id": 0, "ts": 1}]), now=1) == []
     assert r.on_value(maps.FEATURES, maps.KEY_ACB_BOOST, {"boost": 1.0, "beta": 0.2}, now=1) == []
 
 
@@ -62,11 +63,11 @@ def test_mhs_restart_alerts_once_per_cycle_and_program():
 def test_trade_open_and_close_alert():
     r = AlertRules()
     r.on_value(*_state(None, []), now=1)
-    pos = {"trade_id": "T1", "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.0, "notional": 5000.0}
+    pos = {"trade_id": 1, "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.0, "notional": 5000.0}
     (a,) = r.on_value(*_state(pos, []), now=2)
     assert a.kind == "trade" and a.text == "DOLPHIN opened SHORT BTCUSDT @ 65000.0 notional 5000.00"
     assert r.on_value(*_state(pos, []), now=3) == []
-    close = {"trade_id": "T1", "symbol": "BTCUSDT", "reason": "FIXED_TP", "net": 40.5, "capital_after": 25040.5, "ts": 4}
+    close = {"trade_id": 1, "symbol": "BTCUSDT", "reason": "FIXED_TP", "net": 40.5, "capital_after": 25040.5, "ts": 4}
     (b,) = r.on_value(*_state(None, [close]), now=4)
     assert "closed BTCUSDT (FIXED_TP): net 40.50 USDT, capital 25040.50" in b.text
 
