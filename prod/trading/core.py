@@ -193,21 +193,20 @@ class TraderCore:
     def _restore(self) -> None:
         last_scan, engine_state, trader_state = self.journal.load_snapshot()
         if engine_state is None:
-            self.engine = NDAlphaEngine(self.params, self.symbols, self._fill_entry)
+            # a venue account sizes from the wallet (preflight): the engine reads the account's capital
+            self.account = self.account_type.new(self.params.initial_capital)
+            self.engine = NDAlphaEngine(self.params, self.symbols, self._fill_entry, self._account_capital)
             self.engine.set_ob_engine(self.ob)
-            self.account = self.account_type.new(self.engine.capital)
-            self.engine.capital = self.account.capital   # a venue account sizes from the wallet (preflight)
             log.info("fresh start: capital %.2f", self.account.capital)
             return
-        try:
-            self.engine = NDAlphaEngine.from_state(self.params, engine_state, self._fill_entry)
+        try:   # the engine reads its capital from the account, which comes next
+            self.engine = NDAlphaEngine.from_state(self.params, engine_state, self._fill_entry, self._account_capital)
         except (ValueError, KeyError, TypeError) as exc:
             raise JournalIntegrityError(f"journal snapshot cannot restore the engine: {exc}") from exc
         self.engine.set_ob_engine(self.ob)
         ts = trader_state or {}
         self.account = (self.account_type.from_dict(ts["account"]) if "account" in ts
-                        else self.account_type.new(self.engine.capital))
-        self.engine.capital = self.account.capital
+                        else self.account_type.new(float(engine_state["capital"])))
         self.bar_idx = int(ts.get("bar_idx", 0))
         self.acb = ts.get("acb", self.acb)
         self.stale_state_events = int(ts.get("stale_state_events", 0))
@@ -220,6 +219,10 @@ class TraderCore:
                 f"journal snapshot inconsistent: engine position {eng_pos} vs account {self.account.position}")
         log.warning("RESTORED from journal: capital=%.4f last_scan=%s position=%s", self.account.capital, last_scan,
                     None if self.account.position is None else dataclasses.asdict(self.account.position))
+
+    def _account_capital(self) -> float:
+        """The engine's capital: the account's (one number, no copy to keep in sync)."""
+        return self.account.capital
 
     def trader_state(self) -> dict:
         return {"account": self.account.to_dict(), "bar_idx": self.bar_idx, "acb": self.acb,
@@ -440,7 +443,6 @@ class TraderCore:
                     self._exit_failed(x, exc, sn, decision)
                     self.last_decision = decision
                     return decision
-            eng.capital = acct.capital  # capital sync: the account is the truth
             fill.update(engine_exit_price=x.exit_price, bars_held=x.bars_held, stale_state=stale)
             decision["exited"] = fill
             self._journal("EXIT", fill, sn)
@@ -506,7 +508,6 @@ class TraderCore:
             reason = str(fill.get("reason") or "KILL_SWITCH")   # KILL_SWITCH, or PROTECTIVE_STOP (the venue's stop)
             if eng.position is not None and (eng.close_position(self.bar_idx, prices, reason) is None):
                 eng.position = None
-            eng.capital = self.account.capital  # capital sync: the account is the truth
             fill.update(scan_number=sn, forced=True)
             booked.append(fill)
             self._journal("EXIT", fill, sn)
@@ -525,7 +526,6 @@ class TraderCore:
             row = dict(due.pop(0))
             self.recorder.account_call("funding", {"tran_id": row.get("tran_id")}, dict(row), None)
             rec = self.account.book_funding(row)
-            self.engine.capital = self.account.capital   # capital sync: the account is the truth
             rec.update(scan_number=sn)
             booked.append(rec)
             self._journal("FUNDING", rec, sn)
