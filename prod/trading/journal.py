@@ -201,13 +201,13 @@ class Journal:
         except OSError as exc:
             self.broken = f"could not undo an uncommitted audit write: {exc}"
 
-    def _write_snapshot(self, last_scan: int | None, engine_state: dict | None, paper_state: dict | None) -> None:
+    def _write_snapshot(self, last_scan: int | None, engine_state: dict | None, trader_state: dict | None) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO snapshot(id, ts, last_scan_number, engine_state, paper_state) VALUES (1,?,?,?,?)",
             (time.time(), last_scan, None if engine_state is None else json.dumps(engine_state, allow_nan=False),
-             None if paper_state is None else json.dumps(paper_state, allow_nan=False)))
+             None if trader_state is None else json.dumps(trader_state, allow_nan=False)))
 
-    def save_snapshot(self, last_scan: int | None, engine_state: dict | None, paper_state: dict | None) -> bool:
+    def save_snapshot(self, last_scan: int | None, engine_state: dict | None, trader_state: dict | None) -> bool:
         """Persist the state between trade events (no audit line: nothing was decided).
 
         A snapshot older (by scan number) than the stored one is skipped, so a periodic snapshot that
@@ -220,7 +220,7 @@ class Journal:
                 if row is not None and row[0] is not None and last_scan is not None and row[0] > last_scan:
                     self.db.execute("ROLLBACK")
                     return False
-                self._write_snapshot(last_scan, engine_state, paper_state)
+                self._write_snapshot(last_scan, engine_state, trader_state)
                 self.db.execute("COMMIT")
             except BaseException:
                 if self.db.in_transaction:   # a failed COMMIT has already rolled back
@@ -229,7 +229,8 @@ class Journal:
             return True
 
     def load_snapshot(self) -> tuple[int | None, dict | None, dict | None]:
-        """Return (last_scan_number, engine_state, paper_state) of the last snapshot, or Nones."""
+        """Return (last_scan_number, engine_state, trader_state) of the last snapshot, or Nones (the SQL column
+        keeps its old name ``paper_state`` so existing journals open)."""
         row = self.db.execute("SELECT last_scan_number, engine_state, paper_state FROM snapshot WHERE id=1").fetchone()
         if row is None:
             return None, None, None
