@@ -35,12 +35,12 @@ once per transition anyway) and only count against the per-minute cap.
 - ``posture``: ``DOLPHIN_SAFETY[latest].posture`` changed.
 - ``rm_meta``: ``DOLPHIN_META_HEALTH[latest].status`` left GREEN, or came back to GREEN.
 - ``restart``: a meta-health report whose ``actions`` say ``restart <program>`` (once per cycle and program).
-- ``trade``: a position opened (new ``paper.position.trade_id`` on ``DOLPHIN_STATE_BLUE[latest]``) or
-  closed (a new record in ``paper.history``).
-- ``frozen``: the venue account froze entries (``paper.safety.frozen`` became true: the periodic reconcile found
+- ``trade``: a position opened (new ``account.position.trade_id`` on ``DOLPHIN_STATE_BLUE[latest]``) or
+  closed (a new record in ``account.history``).
+- ``frozen``: the venue account froze entries (``account.safety.frozen`` became true: the periodic reconcile found
   the venue and the journal disagreeing, or leverage/margin was changed by hand; ``reasons`` says what), or
   unfroze them (they agree again).
-- ``margin_call``: the venue sent a ``MARGIN_CALL`` (``paper.safety.margin_calls`` went up).
+- ``margin_call``: the venue sent a ``MARGIN_CALL`` (``account.safety.margin_calls`` went up).
 
 Rate limit (:class:`RateLimiter`): an alert suppressed by either limit is counted, and the next
 alert of that kind and subject that goes out says how many were suppressed. Sending never blocks
@@ -63,6 +63,7 @@ from typing import Any, Mapping
 import aiohttp
 
 from prod.bus import maps
+from prod.bus.payloads import AccountState
 
 log = logging.getLogger("observability.alerts")
 
@@ -273,9 +274,10 @@ class AlertRules:
         return out
 
     def _state(self, p: Mapping[str, Any], now: float) -> list[Alert]:
-        paper = p.get("paper") if isinstance(p.get("paper"), Mapping) else {}
-        pos = paper.get("position") if isinstance(paper.get("position"), Mapping) else None
-        history = [t for t in (paper.get("history") or []) if isinstance(t, Mapping)]
+        acct, err = AccountState.read(p, f"{maps.STATE_BLUE}[{maps.KEY_LATEST}]")
+        if err is not None:
+            log.error("account state unreadable: %s", err)
+        pos, history = acct.position, acct.closed_trades
         closes = {(t.get("trade_id"), t.get("ts")) for t in history}
         out: list[Alert] = []
         first = not self.state_seen
@@ -293,11 +295,11 @@ class AlertRules:
                                  f"{pos.get('entry_price')} notional {_f(pos.get('notional'), 2)}", now, dict(pos)))
         self.position_id = None if pos is None else pos.get("trade_id")
         self.closes_seen = closes
-        out += self._safety_state(paper.get("safety") if isinstance(paper.get("safety"), Mapping) else {}, now)
+        out += self._safety_state(acct.safety or {}, now)
         return out
 
     def _safety_state(self, sf: Mapping[str, Any], now: float) -> list[Alert]:
-        """The venue account's ``safety`` block (services/event_trader/venue_exec.py): freezes and margin calls."""
+        """The venue account's ``safety`` block (prod/trading/venue_account.py): freezes and margin calls."""
         out: list[Alert] = []
         frozen = sf.get("frozen") if isinstance(sf.get("frozen"), bool) else None
         calls = sf.get("margin_calls") if isinstance(sf.get("margin_calls"), int) else None

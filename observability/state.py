@@ -24,7 +24,7 @@ Decisions (the bible §28 leaves them open):
   of a closed trade subtracts both fees). ``last`` is the open symbol's price in the latest scan
   (``assets``/``asset_prices`` of ``latest_eigen_scan``, the price the trader itself decides on);
   without one the PnL shows as unknown, never as zero.
-- Closed trades come from ``DOLPHIN_STATE_BLUE[latest].paper.history`` (the trader keeps the last
+- Closed trades come from ``DOLPHIN_STATE_BLUE[latest].account.history`` (the trader keeps the last
   50; side is the position's, i.e. SHORT for a BUY close), else from today's ``DOLPHIN_PNL_BLUE``
   ``last_trades``. A malformed row is skipped, never drawn half.
 - The vel_div sparkline reads a bounded deque of the last ``spark_n`` scans: a scan is plotted when
@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 from observability.views import posture_view, readable
 from prod.bus import maps
-from prod.bus.payloads import Payload
+from prod.bus.payloads import AccountState, Payload
 
 # ── panels ───────────────────────────────────────────────────────────────────────────────────
 SCAN = "scan"
@@ -60,6 +60,7 @@ META = "meta"
 HEARTBEAT = "heartbeat"
 PNL = "pnl"
 POSITION = "position"
+STATE_SRC = f"{maps.STATE_BLUE}[{maps.KEY_LATEST}]"   # where the account state is read from
 
 PANELS: tuple[str, ...] = (SCAN, ACB, EXF, OBF, SAFETY, META, HEARTBEAT, PNL, POSITION)
 TITLES: dict[str, str] = {
@@ -311,12 +312,12 @@ class TuiState:
         return p if p is not None and p > 0 else None
 
     def open_position(self) -> dict | None:
-        """Return the trader's open position (``STATE_BLUE.paper.position``), None when flat or unknown."""
+        """Return the trader's open position (``STATE_BLUE.account.position``), None when flat or unknown."""
         s = self.payload(POSITION, maps.KEY_LATEST)
         if s is None:
             return None
-        paper = s.paper if isinstance(s.paper, dict) else {}
-        pos = paper.get("position", s.extra.get("open_position"))
+        acct, _err = AccountState.read(s, STATE_SRC)
+        pos = acct.position if "position" in s.account else s.extra.get("open_position")
         return pos if isinstance(pos, dict) else None
 
     def unrealised(self, pos: dict | None = None) -> tuple[float | None, float | None]:
@@ -339,7 +340,7 @@ class TuiState:
 
     def _trade_rows(self, n: int) -> list[tuple[str, str, str, str, str, str, str]]:
         s = self.payload(POSITION, maps.KEY_LATEST)
-        hist: Any = (s.paper.get("history") if s is not None and isinstance(s.paper, dict) else None)
+        hist: Any = AccountState.read(s, STATE_SRC)[0].history if s is not None else None
         if not isinstance(hist, list) or not hist:
             pnl = self._today_pnl()
             hist = pnl.last_trades if pnl is not None else []
@@ -608,8 +609,11 @@ class TuiState:
             return [Line("waiting for DOLPHIN_STATE_BLUE latest", DIM)]
         out = [Line(f"{s.strategy}  capital {_fmt(s.capital, ',.2f')}  posture {s.posture or '?'}"
                     f"  {_age_text(age)}", st)]
-        paper = s.paper if isinstance(s.paper, dict) else {}
-        pos = paper.get("position", s.extra.get("open_position"))
+        acct, err = AccountState.read(s, STATE_SRC)
+        if err is not None:
+            out.append(Line(f"account unreadable: {err}"[:120], BAD))
+            return out
+        pos = acct.position if "position" in s.account else s.extra.get("open_position")
         if not isinstance(pos, dict):
             out.append(Line("position: flat", DIM))
             return out

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from prod.execution import Credentials, ExecConfig
-from services.event_trader.journal import Journal
-from services.event_trader.paper import Book
-from services.event_trader.venue_exec import VenueAccount
+from prod.trading.journal import Journal
+from prod.trading.accounts import Book
+from prod.trading.venue_account import VenueAccount
 from tests.helpers import Proc, wait_until
 from tests.market import scan_payload, walk
 

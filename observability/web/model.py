@@ -10,7 +10,7 @@ Decisions:
   listened for added/removed keys only (≈ 540 books rewritten every few seconds would cost more
   than the console is worth), so a shard entry is read once when the operator opens it.
 - A value larger than :data:`PUSH_LIMIT` characters is not pushed; the page reads it on demand.
-- Equity curve: the closes in ``DOLPHIN_STATE_BLUE[latest].paper.history`` (``ts``,
+- Equity curve: the closes in ``DOLPHIN_STATE_BLUE[latest].account.history`` (``ts``,
   ``capital_after``) plus every capital seen on ``STATE_BLUE[latest]``/``PNL_BLUE[date]`` since the
   console started, at most :data:`EQUITY_POINTS` points. Today's trades: those closes whose ``ts``
   falls on today's UTC date, newest first.
@@ -26,6 +26,7 @@ from typing import Any
 
 from observability.views import join_services, posture_view
 from prod.bus import maps
+from prod.bus.payloads import AccountState
 
 VALUE_MAPS: tuple[str, ...] = (maps.FEATURES, maps.SAFETY, maps.PNL_BLUE, maps.PNL_GREEN, maps.STATE_BLUE,
                                maps.HEARTBEAT, maps.META_HEALTH)
@@ -174,16 +175,15 @@ class ConsoleModel:
     def trader(self, now: float) -> dict:
         """Position, today's trades and the equity curve of the blue trader."""
         state = self.payload(maps.STATE_BLUE, maps.KEY_LATEST) or {}
-        paper = state.get("paper") if isinstance(state.get("paper"), dict) else {}
-        history = paper.get("history") if isinstance(paper.get("history"), list) else []
-        closes = [t for t in history if isinstance(t, dict) and _num(t.get("ts")) is not None]
+        acct, err = AccountState.read(state, f"{maps.STATE_BLUE}[{maps.KEY_LATEST}]")
+        closes = [t for t in acct.closed_trades if _num(t.get("ts")) is not None]
         today = utc_day(now)
         trades_today = [t for t in closes if utc_day(float(t["ts"])) == today][::-1]
         points = {(float(t["ts"]), float(c)) for t in closes if (c := _num(t.get("capital_after"))) is not None}
         points.update(self.live_capital)
         equity = sorted(points)[-EQUITY_POINTS:]
         pnl_today = self.payload(maps.PNL_BLUE, today)
-        return {"state": state or None, "position": paper.get("position"), "trades_today": trades_today,
+        return {"state": state or None, "position": acct.position, "account_error": err, "trades_today": trades_today,
                 "equity": equity, "pnl_today": pnl_today, "today": today}
 
     def services(self) -> list[dict]:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from collections import deque, namedtuple
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from numba import njit
@@ -90,7 +90,13 @@ def _nan_to_none(v: float) -> Optional[float]:
 class NDAlphaEngine:
     """The champion alpha engine; see the module docstring for the call sequence."""
 
-    def __init__(self, params: EngineParams, assets: Sequence[str]) -> None:
+    def __init__(self, params: EngineParams, assets: Sequence[str],
+                 entry_fill: Callable[[EntryInfo], bool] | None = None,
+                 capital_of: Callable[[], float] | None = None) -> None:
+        """``entry_fill`` (a trader's account): asked to fill each entry before the position opens; False
+        leaves the engine flat (note ``entry_not_taken``). ``capital_of`` (the same account): the capital the
+        engine sizes from and reports is the account's, never a copy. None: every entry opens and the engine
+        books its own capital (backtests)."""
         if not isinstance(params, EngineParams):
             raise TypeError("params must be an EngineParams")
         assets = tuple(str(a) for a in assets)
@@ -99,6 +105,8 @@ class NDAlphaEngine:
         p = params
         self.params = p
         self.assets = assets
+        self._entry_fill = entry_fill
+        self._capital_of = capital_of
         self.asset_index = {a: i for i, a in enumerate(assets)}
         self.n_assets = len(assets)
         self._L = max(p.irp_window, p.dc_lookback_bars + 1)
@@ -109,7 +117,7 @@ class NDAlphaEngine:
         self._ones_bool = np.ones(self.n_assets, dtype=np.bool_)
         self._fallback_idx = self.asset_index.get(p.fallback_asset, -1)
         # capital, trades, learning state
-        self.capital = p.initial_capital
+        self._capital = p.initial_capital
         self.trades: list[TradeRecord] = []
         self._trade_seq = 0
         self._bar_count = 0
@@ -129,7 +137,7 @@ class NDAlphaEngine:
         self._mc_scale = 1.0
         self._halt = False
         self._regime_mult = 1.0
-        self._day_start_capital = self.capital
+        self._day_start_capital = self._capital
         self._day_first_trade = 0
         self._day_skipped = 0
         self._pending_acb: Optional[tuple[float, float]] = None
@@ -502,10 +510,12 @@ class NDAlphaEngine:
         if not (math.isfinite(notional) and notional > 0.0):
             return BarResult(bar_idx, note="bad_size")
         self._trade_seq += 1
+        entry = EntryInfo(self._trade_seq, asset, d, price, notional, flev, frac, bucket, conf)
+        if self._entry_fill is not None and not self._entry_fill(entry):
+            return BarResult(bar_idx, note="entry_not_taken")
         self.position = Position(self._trade_seq, asset, ai, d, price, notional, flev, frac, bucket,
                                  conf, dc, int(bar_idx), self._date, 0, 0, spread)
-        return BarResult(bar_idx, entered=EntryInfo(self._trade_seq, asset, d, price, notional, flev,
-                                                    frac, bucket, conf))
+        return BarResult(bar_idx, entered=entry)
 
     def _manage_position(self, bar_idx: int, arr: np.ndarray, x: float, spread: float) -> BarResult:
         pos = self.position
@@ -632,14 +642,25 @@ class NDAlphaEngine:
             "trades": [t.to_dict() for t in self.trades] if include_trades else None,
         }
 
+    @property
+    def capital(self) -> float:
+        """The capital: the account's when the engine was given ``capital_of``, else the engine's own."""
+        return self._capital_of() if self._capital_of is not None else self._capital
+
+    @capital.setter
+    def capital(self, value: float) -> None:
+        self._capital = value
+
     @classmethod
-    def from_state(cls, params: EngineParams, state: Mapping[str, Any]) -> "NDAlphaEngine":
+    def from_state(cls, params: EngineParams, state: Mapping[str, Any],
+                   entry_fill: Callable[[EntryInfo], bool] | None = None,
+                   capital_of: Callable[[], float] | None = None) -> "NDAlphaEngine":
         """Rebuild an engine from get_state() output; refuses a state made with other params."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"engine state version {state.get('version')!r} != {STATE_VERSION}")
         if state.get("params_hash") != params_hash(params):
             raise ValueError("engine state was produced with different parameters (params_hash mismatch)")
-        eng = cls(params, state["assets"])
+        eng = cls(params, state["assets"], entry_fill, capital_of)
         L = eng._L
         hist = np.array([[np.nan if v is None else v for v in row] for row in state["history"]],
                         dtype=np.float64).reshape(L, eng.n_assets)

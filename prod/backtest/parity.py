@@ -2,34 +2,15 @@
 
     python -m prod.backtest.parity --recording data/recordings/<run> [--journal PATH] [--tol 1e-10]
 
-The recording (``services/event_trader/recorder.py``) holds every scan the live trader handed to its core,
+The recording (``prod/trading/recording.py``) holds every scan the live trader handed to its core,
 the clock values the core read while deciding it, and the ACB / posture / MC / order-book inputs with one
-sequence number over all of them. The replay builds a fresh :class:`~services.event_trader.core.TraderCore`
+sequence number over all of them. The replay builds a fresh :class:`~prod.trading.core.TraderCore`
 from the recorded start snapshot and engine parameters (a temporary journal, the paper account) and feeds it
 the same inputs in the same order; then it compares, event by event, the trade rows of the live journal
 recorded during the run (``ENTRY``, ``EXIT``, ``ENTRY_NOT_TAKEN``, ``EXIT_FAILED``, ``GATE``, ``DAY_END``:
 entry/exit time, asset, side, price, notional, fees, gross/net PnL, …) and the final capital.
 
-Decision: the replay drives the same per-scan path the trader runs (``TraderCore.process`` → the one
-``NDAlphaEngine.step_bar`` that ``prod.backtest.runner`` also steps), not the runner's daily-Parquet loop:
-the runner has no fills, books or sub-day ACB/posture feed, so it could not reproduce the live fees and
-fill prices to 1e-10; the engine is the same object type in both.
-
-Venue execution: the venue is an outside system, so a recording of ``execution=venue`` carries every
-``open``/``close`` the core made and the venue's answer (fill or error); the replay takes those answers as
-inputs (:class:`RecordedFills`): it checks the decisions (when, which asset, side, requested size, exit
-reason) and the account's bookkeeping, not the venue's prices. A kill-switch flattening the venue account
-did on its own thread (``kill_exits``, also a protective stop that fired) is a recorded ``kill_exit`` call of the
-scan at which the core booked it; the replay books the same fill at that scan. Funding fees (issue 29) the venue
-account took from ``/fapi/v1/income`` are booked by the core at a scan and recorded as that scan's ``funding``
-calls; the replay books the same fee there (:func:`prod.execution.funding.apply_funding`, the one
-bookkeeping both use), and the live and replayed ``FUNDING`` rows are compared like the trade rows.
-
-Order: the trader applies every input on its decision thread, between scans, in arrival order
-(``services/event_trader/main.py``), so the recorded sequence is the order the core saw. ``raced`` counts
-inputs recorded while a scan was being decided — none from a current trader; a recording that has some
-(an older trader) replays them after that scan and marks a difference next to one ``[raced input]``.
-The §9.2 OB macro is an input like the others (``ob_macro``, with the clock value its age check read).
+How the replay runs (decisions, venue fills, input order): :mod:`prod.trading.replay`.
 
 Partial runs: a run without ``end.json`` was killed (kill -9, OOM, power) or its recording stopped (a disk
 full for too long). Everything it wrote up to then replays: a write the kill cut short (the last Arrow message
@@ -47,347 +28,19 @@ message names the file), 3 the recording cannot be replayed (unknown execution m
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import sqlite3
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.ipc as ipc
-
-from prod.alpha.params import EngineParams, ParamError
-from prod.bus.payloads import ObFeatures, ObMacro, PayloadError
-from services.event_trader.core import CoreLimits, TraderCore
-from services.event_trader.journal import Journal, JournalIntegrityError
-from services.event_trader.paper import PaperAccount, PaperPosition
-from prod.execution.funding import apply_funding
-from services.event_trader.recorder import (CONFIG_FILE, END_FILE, EVENTS_FILE, RECORDING_KIND, RECORDING_VERSION,
-                                            SCAN_SCHEMA, SCANS_FILE)
+from prod.trading.journal import read_events
+from prod.trading.recording import CONFIG_FILE, Recording, RecordingError, load_recording
+from prod.trading.replay import TOL, TRADE_KINDS, UnusableRecording, replay
 
 log = logging.getLogger("dolphin.parity")
-TOL = 1e-10
-EVENT_KINDS = ("acb", "posture", "mc", "ob", "ob_macro", "ob_macro_invalid")
-TRADE_KINDS = ("ENTRY", "EXIT", "ENTRY_NOT_TAKEN", "EXIT_FAILED", "GATE", "DAY_END", "FUNDING")
 EXIT_OK, EXIT_DIFF, EXIT_CORRUPT, EXIT_UNUSABLE = 0, 1, 2, 3
-
-
-class RecordingError(ValueError):
-    """A recording file is missing, corrupt or truncated; the message names the file."""
-
-
-class UnusableRecording(ValueError):
-    """The recording is intact but cannot be replayed (unknown execution mode, no live journal)."""
-
-
-@dataclass
-class Recording:
-    dir: Path
-    config: dict
-    scans: list[dict]
-    events: list[dict]
-    end: dict | None
-    torn_bytes: int = 0     # bytes of a write a kill cut short, dropped (runs without end.json only)
-    live_not_recorded: int = 0   # live trade rows on scans the recording does not hold (partial runs)
-
-    @property
-    def partial(self) -> bool:
-        """No ``end.json``: the run was killed or its recording stopped; it replays up to its last scan."""
-        return self.end is None
-
-
-def _json_file(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecordingError(f"{path}: missing") from None
-    except (OSError, ValueError) as exc:
-        raise RecordingError(f"{path}: unreadable JSON ({exc})") from None
-
-
-def load_recording(run_dir: Path) -> Recording:
-    """Read and validate a recording; raise :class:`RecordingError` naming the file at the first fault."""
-    run_dir = Path(run_dir)
-    cfg = _json_file(run_dir / CONFIG_FILE)
-    if not isinstance(cfg, dict) or cfg.get("kind") != RECORDING_KIND or cfg.get("version") != RECORDING_VERSION:
-        raise RecordingError(f"{run_dir / CONFIG_FILE}: not a version-{RECORDING_VERSION} trader recording")
-    for k in ("params", "symbols", "limits", "initial_snapshot", "journal_start_id"):
-        if k not in cfg:
-            raise RecordingError(f"{run_dir / CONFIG_FILE}: missing {k!r}")
-    end_path = run_dir / END_FILE
-    end = _json_file(end_path) if end_path.exists() else None
-    # no end.json: the run was killed (or its recording stopped on a write error); what it wrote up to then is
-    # replayable, and a write the kill cut short (the last Arrow message, the last JSON line) is its torn tail
-    scans, torn = _read_scans(run_dir / SCANS_FILE, torn_tail_ok=end is None)
-    events, torn_ev = _read_events(run_dir / EVENTS_FILE, torn_tail_ok=end is None)
-    if end is not None and isinstance(end.get("scans"), int) and end["scans"] != len(scans):
-        raise RecordingError(f"{run_dir / SCANS_FILE}: {len(scans)} scans, {end_path} says {end['scans']} "
-                             "(truncated)")
-    if end is not None and isinstance(end.get("events"), int) and end["events"] != len(events):
-        raise RecordingError(f"{run_dir / EVENTS_FILE}: {len(events)} events, {end_path} says {end['events']} "
-                             "(truncated)")
-    if end is None:
-        # inputs after the last recorded scan never reached a recorded decision: left out of the replay
-        last = max((s["seq_end"] for s in scans), default=0)
-        events = [e for e in events if e["seq"] < last]
-    return Recording(run_dir, cfg, scans, events, end, torn_bytes=torn + torn_ev)
-
-
-# a short read at the end of the file (what a kill -9 in the middle of a write leaves), as pyarrow words it
-_SHORT_READ = ("bytes available", "but only read", "for message body, got")
-_MAX_META = 1 << 20     # a recorded-scan batch's metadata is < 1 kB; a larger declared length is garbage
-
-
-def _torn_tail(path: Path, good_end: int, exc: BaseException) -> int:
-    """Bytes after the last complete message if the stream ends in one cut-short message, else 0."""
-    size = path.stat().st_size
-    if not any(m in str(exc) for m in _SHORT_READ) or size <= good_end:
-        return 0
-    with open(path, "rb") as fh:
-        fh.seek(good_end)
-        head = fh.read(8)
-    if len(head) == 8 and head[:4] == b"\xff\xff\xff\xff" and int.from_bytes(head[4:], "little") > _MAX_META:
-        return 0
-    return size - good_end
-
-
-def _read_scans(path: Path, torn_tail_ok: bool = False) -> tuple[list[dict], int]:
-    """The recorded scans and the size of a torn tail (0: none); a torn tail is accepted only if ``torn_tail_ok``."""
-    out: list[dict] = []
-    good_end = 0
-    try:
-        with pa.OSFile(str(path), "rb") as src:
-            if torn_tail_ok and src.size() == 0:
-                return out, 0       # killed before the first scan was written
-            try:
-                reader = ipc.open_stream(src)
-                if not reader.schema.equals(SCAN_SCHEMA, check_metadata=False):
-                    raise RecordingError(f"{path}: schema {reader.schema} is not the recorded-scan schema")
-                good_end = src.tell()
-                while True:
-                    try:
-                        batch = reader.read_next_batch()
-                    except StopIteration:
-                        break
-                    for row in batch.to_pylist():
-                        try:
-                            row["scan"] = json.loads(row["scan"])
-                        except ValueError as exc:
-                            raise RecordingError(f"{path}: scan {len(out) + 1} (seq {row['seq']}) is not JSON "
-                                                 f"({exc})") from None
-                        out.append(row)
-                    good_end = src.tell()
-            except (OSError, pa.ArrowException) as exc:
-                torn = _torn_tail(path, good_end, exc) if torn_tail_ok else 0
-                if not torn:
-                    raise RecordingError(f"{path}: corrupt or truncated Arrow IPC stream after {len(out)} scans "
-                                         f"({exc})") from None
-                return out, torn
-    except FileNotFoundError:
-        raise RecordingError(f"{path}: missing") from None
-    except OSError as exc:
-        raise RecordingError(f"{path}: unreadable ({exc})") from None
-    return out, 0
-
-
-def _read_events(path: Path, torn_tail_ok: bool = False) -> tuple[list[dict], int]:
-    """The recorded input events and the size of a torn last line (accepted only if ``torn_tail_ok``)."""
-    out: list[dict] = []
-    try:
-        fh = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise RecordingError(f"{path}: missing") from None
-    with fh:
-        for n, line in enumerate(fh, 1):
-            if not line.endswith("\n"):
-                if torn_tail_ok:
-                    return out, len(line.encode("utf-8"))
-                raise RecordingError(f"{path}:{n}: partial last line (truncated)")
-            try:
-                ev = json.loads(line)
-            except ValueError as exc:
-                raise RecordingError(f"{path}:{n}: not JSON ({exc})") from None
-            if (not isinstance(ev, dict) or ev.get("v") != RECORDING_VERSION or not isinstance(ev.get("seq"), int)
-                    or ev.get("kind") not in EVENT_KINDS or not isinstance(ev.get("data"), dict)):
-                raise RecordingError(f"{path}:{n}: not a version-{RECORDING_VERSION} event line")
-            out.append(ev)
-    return out, 0
-
-
-class ReplayDiverged(RuntimeError):
-    """The replay asked the account for something the live trader did not (venue recordings)."""
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= TOL
-    return a == b
-
-
-class RecordedFills(PaperAccount):
-    """The account of a venue recording: ``open``/``close`` return the venue's recorded fill (or raise its error)
-    with the venue account's bookkeeping (capital -= entry fee; += gross - exit fee); a call the live trader did
-    not make with these arguments raises :class:`ReplayDiverged` (journaled, so it shows as a difference)."""
-
-    calls: list = []     # set per scan by replay()
-
-    def _take(self, op: str, args: dict) -> dict:
-        if not self.calls:
-            raise ReplayDiverged(f"replay {op} {args}: the live trader made no such call at this scan")
-        c = self.calls.pop(0)
-        if c.get("op") != op or any(not _same(c.get("args", {}).get(k), v) for k, v in args.items()):
-            raise ReplayDiverged(f"replay {op} {args}: live made {c.get('op')} {c.get('args')}")
-        if c.get("error"):
-            raise type(str(c["error"]), (RuntimeError,), {})(c.get("detail") or "")
-        return dict(c["fill"])
-
-    @property
-    def kill_exits(self) -> list[dict]:
-        """The kill-switch exits the core booked at this scan: the venue account had flattened and booked them on
-        its own thread before the core looked (capital += gross - fee, position gone), so they are applied now."""
-        out = []
-        while self.calls and self.calls[0].get("op") == "kill_exit":
-            out.append(self._book_exit(dict(self.calls.pop(0)["fill"])))
-        return out
-
-    @property
-    def funding_due(self) -> list[dict]:
-        """The funding fees the core booked at this scan (recorded ``funding`` calls after its kill exits)."""
-        out = []
-        while self.calls and self.calls[0].get("op") == "funding":
-            out.append(dict(self.calls.pop(0)["fill"]))
-        return out
-
-    def book_funding(self, row: dict) -> dict:
-        """The venue account's bookkeeping of a funding fee (the same function)."""
-        return apply_funding(self, row)
-
-    def _book_exit(self, f: dict) -> dict:
-        """The venue account's bookkeeping of an exit fill (``VenueAccount._book_exit``)."""
-        self.capital += f["gross"] - f["fee"]
-        self.fees_paid += f["fee"]
-        self.peak_capital = max(self.peak_capital, self.capital)
-        self.trades += 1
-        self.day_trades += 1
-        self.history = (self.history + [f])[-50:]
-        self.position = None
-        return f
-
-    def open(self, trade_id: int, symbol: str, direction: int, notional: float, book: Any, ref_price: float,
-             now: float, scan: int, max_book_age_s: float = 30.0) -> dict:
-        f = self._take("open", {"trade_id": trade_id, "symbol": symbol, "direction": direction, "notional": notional})
-        self.capital -= f["fee"]
-        self.fees_paid += f["fee"]
-        self.position = PaperPosition(trade_id, symbol, direction, f["price"], f["notional"], f["fee"], now, scan,
-                                      f.get("source", "venue"))
-        return f
-
-    def close(self, reason: str, book: Any, ref_price: float, now: float, scan: int,
-              max_book_age_s: float = 30.0) -> dict:
-        return self._book_exit(self._take("close", {"reason": reason}))
-
-
-class ReplayClock:
-    """Returns the clock values recorded for the scan being replayed, then keeps the last one."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self.last = 0.0
-
-    def load(self, values: list[float]) -> None:
-        self.values = list(values)
-
-    def __call__(self) -> float:
-        if self.values:
-            self.last = self.values.pop(0)
-        return self.last
-
-
-@dataclass
-class ReplayResult:
-    events: list[dict]
-    capital: float
-    scans: int
-    raced: int
-    raced_scans: set = field(default_factory=set)
-    core: Any = field(repr=False, default=None)
-
-
-def replay(rec: Recording, work_dir: Path) -> ReplayResult:
-    """Feed the recording through a fresh TraderCore; return its journal's trade rows and capital."""
-    cfg = rec.config
-    src = rec.dir / CONFIG_FILE
-    mode = cfg.get("execution", "paper")
-    if mode not in ("paper", "venue"):
-        raise UnusableRecording(f"{src}: execution={mode!r} is neither paper nor venue")
-    account_type: Any = PaperAccount if mode == "paper" else type("RecordedFillsRun", (RecordedFills,), {"calls": []})
-    try:
-        params = EngineParams.from_dict(cfg["params"], str(src))
-        limits = CoreLimits(**cfg["limits"])
-        last_scan, engine_state, trader_state = cfg["initial_snapshot"]
-    except (ParamError, TypeError, ValueError) as exc:
-        raise RecordingError(f"{src}: bad parameters/limits/snapshot ({exc})") from None
-    journal = Journal.open(Path(work_dir) / "journal.sqlite", Path(work_dir) / "audit.log")
-    if engine_state is not None:
-        journal.save_snapshot(last_scan, engine_state, trader_state)
-    clock = ReplayClock()
-    try:
-        core = TraderCore(limits, journal, params, tuple(cfg["symbols"]), clock, account_type=account_type)
-    except JournalIntegrityError as exc:
-        journal.close()
-        raise RecordingError(f"{src}: the start snapshot does not restore with the recorded parameters ({exc})") \
-            from None
-    ev_path = rec.dir / EVENTS_FILE
-    items = sorted([(s["seq"], 1, s) for s in rec.scans] + [(e["seq"], 0, e) for e in rec.events],
-                   key=lambda x: (x[0], x[1]))
-    seq_end, cur_scan = 0, None
-    raced = 0
-    raced_scans: set = set()
-    for seq, is_scan, it in items:
-        if is_scan:
-            clock.load(it["clock"] or [])
-            if mode == "venue":
-                try:
-                    account_type.calls[:] = json.loads(it["account"])
-                except ValueError as exc:
-                    raise RecordingError(f"{rec.dir / SCANS_FILE}: scan seq {seq}: account calls not JSON ({exc})") \
-                        from None
-            core.process(it["scan"], it["t_recv"])
-            clock.values = []
-            seq_end, cur_scan = it["seq_end"], it["scan_number"]
-            continue
-        if seq < seq_end:
-            raced += 1
-            raced_scans.add(cur_scan)
-        d, kind = it["data"], it["kind"]
-        if kind == "acb":
-            core.on_acb(d.get("boost"), d.get("beta"))
-        elif kind == "posture":
-            core.set_posture(d.get("posture"), str(d.get("source", "replay")))
-        elif kind == "mc":
-            core.set_mc_status(d.get("status"), str(d.get("source", "replay")))
-        elif kind == "ob_macro":
-            try:
-                macro = ObMacro.from_dict(d.get("macro"), f"{ev_path} seq {seq}")
-                clock.load([float(d["now"])])
-            except (PayloadError, KeyError, TypeError, ValueError) as exc:
-                raise RecordingError(f"{ev_path} seq {seq}: bad ob_macro event ({exc})") from None
-            core.on_ob_macro(macro)
-            clock.values = []
-        elif kind == "ob_macro_invalid":
-            core.on_ob_macro_invalid(ValueError(str(d.get("error"))))
-        else:
-            try:
-                core.on_book(ObFeatures.from_dict(d, f"{ev_path} seq {seq}"))
-            except PayloadError as exc:
-                raise RecordingError(str(exc)) from None
-    out = [e for e in journal.events() if e["kind"] in TRADE_KINDS]
-    journal.close()
-    return ReplayResult(out, core.account.capital, len(rec.scans), raced, raced_scans, core)
 
 
 def live_events(rec: Recording, journal_path: Path) -> tuple[list[dict], float | None]:
@@ -396,19 +49,14 @@ def live_events(rec: Recording, journal_path: Path) -> tuple[list[dict], float |
         raise UnusableRecording(f"{journal_path}: live journal not found (pass --journal)")
     start = int(rec.config["journal_start_id"])
     end = rec.end.get("journal_end_id") if rec.end else None
-    con = sqlite3.connect(f"file:{Path(journal_path).resolve()}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT id, ts, kind, scan_number, payload FROM events WHERE id > ? ORDER BY id",
-                           (start,)).fetchall()
-    finally:
-        con.close()
+    rows = read_events(journal_path, after_id=start)
     if end is not None:
-        rows = [r for r in rows if r[0] <= int(end)]
+        rows = [r for r in rows if r["id"] <= int(end)]
     else:   # no end.json (the run was killed): the run ends where the next run's TRADER_START begins
-        starts = [r[0] for r in rows if r[2] == "TRADER_START"]
+        starts = [r["id"] for r in rows if r["kind"] == "TRADER_START"]
         if len(starts) > 1:
-            rows = [r for r in rows if r[0] < starts[1]]
-    evs = [{"id": r[0], "kind": r[2], "scan_number": r[3], "payload": json.loads(r[4])} for r in rows]
+            rows = [r for r in rows if r["id"] < starts[1]]
+    evs = [{"id": r["id"], "kind": r["kind"], "scan_number": r["scan_number"], "payload": r["payload"]} for r in rows]
     trade_rows = [e for e in evs if e["kind"] in TRADE_KINDS]
     stops = [e for e in evs if e["kind"] == "TRADER_STOP"]
     if rec.end is not None and isinstance(rec.end.get("capital"), (int, float)):

@@ -427,7 +427,7 @@ class EngineState(Payload):
     last_scan_number: int | None = None
     posture: str | None = None
     posture_source: str | None = None
-    paper: dict[str, Any] = field(default_factory=dict)
+    account: dict[str, Any] = field(default_factory=dict)   # the account's state: read it with AccountState.read
     engine_state: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
     stale_state_events: int = 0
@@ -436,6 +436,70 @@ class EngineState(Payload):
     pnl: float | None = None
     trades: int | None = None
     drawdown: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountPosition(Payload):
+    """``EngineState.account.position``: the trader's open position."""
+
+    KIND: ClassVar[str] = "account_position"
+    symbol: str
+    direction: int
+    entry_price: float
+    notional: float
+    trade_id: int | None = None
+    entry_fee: float | None = None
+    entry_ts: float | None = None
+    entry_scan: int | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountState(Payload):
+    """``EngineState.account``: the trader's account (paper or venue), as ``prod.trading`` accounts write it.
+
+    The one decoder of it (:meth:`read`) is shared by every reader (the TUI, the web console, the alerts).
+    ``position`` and ``history`` stay JSON objects (validated: a position by :class:`AccountPosition`);
+    ``safety`` and ``venue`` are the venue account's blocks (absent on paper).
+    """
+
+    KIND: ClassVar[str] = "account_state"
+    capital: float | None = None
+    peak_capital: float | None = None
+    position: dict[str, Any] | None = None
+    trades: int = 0
+    day: str | None = None
+    day_start_capital: float | None = None
+    day_trades: int = 0
+    fees_paid: float = 0.0
+    history: list[Any] = field(default_factory=list)
+    safety: dict[str, Any] | None = None
+    venue: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, obj: Any, source: str = "payload") -> "AccountState":
+        acct = super().from_dict(obj, source)
+        if acct.position is not None:
+            AccountPosition.from_dict(acct.position, f"{source}: account_state.position")
+        return acct
+
+    @property
+    def closed_trades(self) -> list[dict[str, Any]]:
+        """The closed-trade records of ``history`` (oldest first; anything not an object is skipped)."""
+        return [t for t in self.history if isinstance(t, dict)]
+
+    @classmethod
+    def read(cls, state: Any, source: str = "engine_state") -> tuple["AccountState", str | None]:
+        """Decode the account of an engine state (an :class:`EngineState` or its dict); an absent account is
+        empty. Garbage gives an empty account and the error, naming ``source`` (never an exception)."""
+        acct = state.account if isinstance(state, EngineState) else (
+            state.get("account") if isinstance(state, Mapping) else None)
+        if acct is None or acct == {}:
+            return cls(), None
+        try:
+            return cls.from_dict(acct, f"{source}.account"), None
+        except PayloadError as exc:
+            return cls(), str(exc)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -484,5 +548,6 @@ class KillSwitchState(Payload):
 
 
 __all__ = ["PayloadError", "Payload", "EigenScan", "AcbBoost", "AcbState", "Exf", "ObfUniverse", "ObFeatures", "ObMacro",
-           "Safety", "Heartbeat", "MetaHealth", "Pnl", "FlowResult", "EngineState", "McForewarner",
+           "Safety", "Heartbeat", "MetaHealth", "Pnl", "FlowResult", "EngineState", "AccountPosition",
+           "AccountState", "McForewarner",
            "KillSwitchState"]

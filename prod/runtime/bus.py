@@ -15,7 +15,7 @@ from typing import Any, Callable
 from prod import metrics
 from prod.bus import maps
 from prod.bus.payloads import Payload, PayloadError
-from prod.runtime.ratelog import RateLog
+from prod.ratelog import RateLog
 from prod.settings import Settings
 
 log = logging.getLogger("dolphin.bus")

@@ -2,7 +2,7 @@
 
 Bible §14, §24.3, shared/ARCHITECTURE.md §4/§6. No polling on the hot path: a typed listener on
 ``maps.EIGEN_SCAN`` queues each scan to one decision thread, which runs
-:meth:`services.event_trader.core.TraderCore.process` (dedup, staleness, ACB pending flag, day roll,
+:meth:`prod.trading.core.TraderCore.process` (dedup, staleness, ACB pending flag, day roll,
 vol gate, stale-state snapshots, fills, journal). This module only moves values between the bus
 and the core:
 
@@ -22,7 +22,7 @@ and the core:
 * a heartbeat thread (also appends ``<data>/trader/latency.csv``: ``scan_number,latency_ms,bus_ms,
   publish_to_decision_ms``) and a persist thread that saves and publishes the snapshots between
   trades off the decision path;
-* the recorder (``services/event_trader/recorder.py``, on by default, ``DOLPHIN_EVENT_TRADER_RECORD=0`` off):
+* the recorder (``prod/trading/recording.py``, on by default, ``DOLPHIN_EVENT_TRADER_RECORD=0`` off):
   each scan handed to the core with the clock values it read, every input the listeners hand over and the
   account's fills, into ``<data>/recordings/<run>/`` for ``python -m prod.backtest.parity`` (issue 17).
 
@@ -33,10 +33,10 @@ restart mid-position keeps capital and position and never enters twice. The Smar
 fee/slippage emulation is off (§8.3); fills carry the venue's (or the paper model's) fees and spread.
 
 Execution (``DOLPHIN_EVENT_TRADER_EXECUTION``): ``venue`` fills through the order API at
-``DOLPHIN_VENUE_REST`` / ``_WS`` (:class:`~services.event_trader.venue_exec.VenueAccount`; paper
+``DOLPHIN_VENUE_REST`` / ``_WS`` (:class:`~prod.trading.venue_account.VenueAccount`; paper
 trading = the simulator's URLs, live = the exchange's), keys from ``DOLPHIN_VENUE_API_KEY`` /
 ``_SECRET`` (environment only, never logged); ``paper`` fills in process
-(:class:`~services.event_trader.paper.PaperAccount`); ``auto`` (default) = ``venue`` when both key
+(:class:`~prod.trading.accounts.PaperAccount`); ``auto`` (default) = ``venue`` when both key
 variables are set, else ``paper``. Kill switch: ``python -m prod.execution kill`` / ``clear-kill``
 writes ``maps.KILL_SWITCH`` (``DOLPHIN_SAFETY[kill_switch]``) and the local flag file; the trader
 listens to the key, and the venue account cancels open orders, flattens (reduceOnly) and halts
@@ -61,12 +61,12 @@ from prod.bus.payloads import (AcbBoost, EigenScan, EngineState, McForewarner, O
                                Safety)
 from prod.runtime import Bus, Clock, RateLog, Service, result_within
 from prod.settings import ConfigError, Settings
-from services.event_trader.core import STRATEGY, CoreLimits, Snapshot, TraderCore
-from services.event_trader.journal import Journal, JournalIntegrityError
+from prod.trading.core import STRATEGY, CoreLimits, Snapshot, TraderCore
+from prod.trading.journal import Journal, JournalIntegrityError
 from services.event_trader.lock import InstanceLock, LockBusy
-from services.event_trader.paper import PaperAccount
-from services.event_trader.recorder import Recorder, RecordingAccount
-from services.event_trader.safety import SafetyConfig
+from prod.trading.accounts import DEFAULT_COSTS, Costs, PaperAccounts
+from prod.trading.recording import Recorder
+from prod.trading.safety import SafetyConfig
 from prod.execution.killswitch import KillSwitch
 from prod.execution import ExecConfig, ExecutionError
 from prod.binance.signing import ENV_KEY, ENV_SECRET, Credentials, MissingCredentials
@@ -142,7 +142,7 @@ class TraderConfig:
     fill_timeout_s: float = field(default=10.0, metadata={"help": "an order not final after this is cancelled"})
     venue_connect_s: float = field(default=60.0, metadata={"help": "retry the venue at start this long"})
     record: bool = field(default=True, metadata={
-        "help": "record scans and inputs for python -m prod.backtest.parity (services/event_trader/recorder.py)"})
+        "help": "record scans and inputs for python -m prod.backtest.parity (prod/trading/recording.py)"})
     record_dir: str = field(default="", metadata={"help": "parent of the recordings (default <data>/recordings)"})
     max_macro_age_s: float = field(default=15.0, metadata={"help": "an OB macro older than this is dropped (neutral)"})
     reconcile_s: float = field(default=60.0, metadata={
@@ -489,10 +489,12 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
             journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
             params = load_engine_params()
             mode = cfg.execution_mode()
-            account_type: Any = PaperAccount if mode == "paper" else VenueAccounts(cfg, journal, params)
+            account_type: Any = (PaperAccounts(Costs.of(params)) if mode == "paper"
+                                 else VenueAccounts(cfg, journal, params))
             log.info("execution: %s%s", mode, f" via {cfg.settings.venue_rest}" if mode == "venue" else "")
+            recorder = open_recorder(cfg, clock.time) if cfg.record else None
             core = TraderCore(cfg.limits, journal, params, tuple(cfg.settings.symbols), clock.time,
-                              account_type=account_type, outputs=outputs)
+                              account_type=account_type, outputs=outputs, recorder=recorder)
         except JournalIntegrityError as exc:
             log.critical("REFUSING TO TRADE: trade journal integrity check failed: %s", exc)
             print(f"event_trader: REFUSING TO TRADE: {exc}", file=sys.stderr)
@@ -503,7 +505,8 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
         except ExecutionError as exc:
             log.critical("REFUSING TO TRADE: venue not usable at start (reconcile failed): %s", exc)
             return EXIT_CONFIG
-        recorder = start_recorder(cfg, core, journal, params, mode) if cfg.record else None
+        if recorder is not None and not begin_recording(recorder, cfg, core, journal, params, mode):
+            recorder = None
         core.journal_event("TRADER_START", {"capital": core.account.capital, "last_scan": core.last_scan,
                                             "open_position": core.account.position is not None})
         svc = TraderService(cfg, core, bus, clock, outputs, recorder)
@@ -524,22 +527,41 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
         lock.release()
 
 
-def start_recorder(cfg: TraderConfig, core: TraderCore, journal: Journal, params: EngineParams,
-                   mode: str) -> Recorder | None:
-    """Start the run's recording (services/event_trader/recorder.py) and attach it to the core; None on error."""
+def open_recorder(cfg: TraderConfig, clock: Callable[[], float]) -> Recorder | None:
+    """Open the run's recording directory (prod/trading/recording.py) for the core; None (logged) on error."""
     parent = Path(cfg.record_dir) if cfg.record_dir else Path(cfg.settings.data_dir) / "recordings"
     try:
-        rec = Recorder.start(parent, core.clock, {
+        return Recorder.open(parent, clock)
+    except (OSError, ValueError) as exc:
+        log.error("recording not started (%s): this run cannot be replayed by prod.backtest.parity", exc)
+        return None
+
+
+def begin_recording(rec: Recorder, cfg: TraderConfig, core: TraderCore, journal: Journal, params: EngineParams,
+                    mode: str) -> bool:
+    """Write the recording's config (the snapshot the core restored from); False (logged, recording stopped)
+    on error."""
+    try:
+        rec.write_config({
             "execution": mode, "symbols": list(core.symbols), "params": params.to_dict(),
             "limits": dataclasses.asdict(cfg.limits), "journal": str(Path(journal.db_path).resolve()),
             "journal_start_id": journal.last_event_id(), "initial_snapshot": list(core.snapshot_now())})
     except (OSError, ValueError, TypeError) as exc:
+        rec.stop_recording(f"config not written: {exc}")
         log.error("recording not started (%s): this run cannot be replayed by prod.backtest.parity", exc)
-        return None
-    core.clock = rec.clock(core.clock)
-    core.account = RecordingAccount(core.account, rec)
-    core.recorder = rec
-    return rec
+        return False
+    return True
+
+
+def start_recorder(cfg: TraderConfig, core_args: dict, journal: Journal, params: EngineParams,
+                   mode: str) -> tuple[TraderCore, Recorder | None]:
+    """A core built with a recorder (``TraderCore(**core_args, recorder=...)``) whose config is written: what
+    :func:`run` does, for tests and benches that drive a recorded core without the bus."""
+    rec = open_recorder(cfg, core_args["clock"])
+    core = TraderCore(journal=journal, params=params, recorder=rec, **core_args)
+    if rec is not None and not begin_recording(rec, cfg, core, journal, params, mode):
+        rec = None
+    return core, rec
 
 
 class VenueAccounts:
@@ -549,16 +571,18 @@ class VenueAccounts:
     available USDT, the allocation), and while every entry is refused the preflight runs again every
     ``preflight_retry_s``."""
 
-    def __init__(self, cfg: TraderConfig, journal: Journal, params: EngineParams | None = None):
+    def __init__(self, cfg: TraderConfig, journal: Journal, params: EngineParams | None = None,
+                 creds: Credentials | None = None):
         self.cfg, self.journal, self.params = cfg, journal, params
-        self.creds = Credentials.from_env()          # MissingCredentials names the variables; never logged
+        self.costs = Costs.of(params) if params is not None else DEFAULT_COSTS
+        self.creds = creds or Credentials.from_env()  # MissingCredentials names the variables; never logged
         self.preflight: Any = None                   # the PreflightRunner, once connected
 
     def new(self, capital: float) -> Any:
         return self.from_dict(None, capital)
 
     def from_dict(self, d: Any, capital: float | None = None) -> Any:
-        from services.event_trader.venue_exec import VenueAccount
+        from prod.trading.venue_account import VenueAccount
         import time as _time
         ec = ExecConfig.from_settings(self.cfg.settings, fill_timeout_s=self.cfg.fill_timeout_s)
         cap = float(d["capital"]) if d else float(capital or 0.0)
@@ -567,7 +591,7 @@ class VenueAccounts:
             try:
                 acct = VenueAccount.connect(ec, self.journal, cap, state=d, creds=self.creds,
                                             kill_switch=self.cfg.kill_switch, safety=self.cfg.safety,
-                                            start_safety=False)
+                                            start_safety=False, costs=self.costs)
                 break
             except (ExecutionError, OSError) as exc:
                 if _time.monotonic() >= deadline:

@@ -63,9 +63,9 @@ async def _round_trips(port: int, n: int, tag: str) -> tuple[list[float], list[f
 def _trader_round_trips(port: int, tmp, n: int) -> tuple[list[float], list[float]]:
     """The trader's path: ``VenueAccount.open`` / ``close`` (venue position check, submit, fill seen, journal)."""
     from prod.execution import ExecConfig
-    from services.event_trader.journal import Journal
-    from services.event_trader.paper import Book
-    from services.event_trader.venue_exec import VenueAccount
+    from prod.trading.journal import Journal
+    from prod.trading.accounts import Book
+    from prod.trading.venue_account import VenueAccount
     journal = Journal.open(tmp / "journal.sqlite", tmp / "audit.log")
     cfg = ExecConfig(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", fill_timeout_s=5.0,
                      stream_silence_s=0.2)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from prod.backtest import parity
-from services.event_trader.recorder import Recorder
+from prod.trading.recording import Recorder
 from tests.helpers import REPO_ROOT
 from tests.integration.test_recorder_parity import _live_run
 

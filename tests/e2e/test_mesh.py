@@ -257,7 +257,7 @@ def test_a_stress_regime_in_the_simulator_produces_paper_trades(mesh, bus):
             regime = json.loads(resp.read())
         assert regime["current"] == "stress" and regime["forced"], regime
         pnl_map = bus.get_map(maps.PNL_BLUE).blocking()
-        day = json.loads(bus.get_map(maps.STATE_BLUE).blocking().get(maps.KEY_LATEST))["paper"]["day"]
+        day = json.loads(bus.get_map(maps.STATE_BLUE).blocking().get(maps.KEY_LATEST))["account"]["day"]
 
         def in_pnl() -> bool:
             pnl = json.loads(pnl_map.get(day) or "null") or {}
@@ -331,12 +331,12 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
     assert _entries(journal) > _entries(journal, "EXIT"), "no position open again after the episode"
     pnl_map = bus.get_map(maps.PNL_BLUE).blocking()
     state_map = bus.get_map(maps.STATE_BLUE).blocking()
-    day = json.loads(state_map.get(maps.KEY_LATEST))["paper"]["day"]
+    day = json.loads(state_map.get(maps.KEY_LATEST))["account"]["day"]
     wait_until(lambda: json.loads(pnl_map.get(day))["open_position"] is not None, 10, what="position in PNL_BLUE")
     pnl = json.loads(pnl_map.get(day))
     assert pnl["total_trades"] >= 1 and pnl["last_trades"], pnl
     st = json.loads(state_map.get(maps.KEY_LATEST))
-    cap, pos = st["capital"], st["paper"]["position"]
+    cap, pos = st["capital"], st["account"]["position"]
     entries = _entries(journal)
     assert entries > n_entries0
     # the trade went through the simulator's order API (make run's default: the mesh's generated key)
@@ -349,7 +349,7 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
                for f in fills), fills[-3:]
     assert "execution: venue" in mesh.log("event_trader")
     # issue 29: the entry's exchange-side protective stop is on the venue
-    stop = st["paper"]["venue"]["stop_cid"]
+    stop = st["account"]["venue"]["stop_cid"]
     algos = _venue_signed(mesh, "request", "GET", "/fapi/v1/openAlgoOrders", {"symbol": pos["symbol"]})
     assert [(a["clientAlgoId"], a["orderType"], a["closePosition"]) for a in algos] == [(stop, "STOP_MARKET", True)]
 
@@ -359,10 +359,10 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
                and mesh.status()["dolphin:event_trader"][1] != pid, 60, what="trader restarted by supervisord")
     wait_until(lambda: mesh.log("event_trader").count("RESTORED from journal") >= 1, 30, what="restore log line")
     wait_until(lambda: json.loads(state_map.get(maps.KEY_LATEST))["updated_at"] > 0 and
-               json.loads(state_map.get(maps.KEY_LATEST))["paper"]["position"] == pos, 30, what="restored position")
+               json.loads(state_map.get(maps.KEY_LATEST))["account"]["position"] == pos, 30, what="restored position")
     assert json.loads(state_map.get(maps.KEY_LATEST))["capital"] == cap
     # the stop stayed on the venue while the trader was dead, and the restart adopted it (no second stop)
-    assert json.loads(state_map.get(maps.KEY_LATEST))["paper"]["venue"]["stop_cid"] == stop
+    assert json.loads(state_map.get(maps.KEY_LATEST))["account"]["venue"]["stop_cid"] == stop
     algos = _venue_signed(mesh, "request", "GET", "/fapi/v1/openAlgoOrders", {"symbol": pos["symbol"]})
     assert [a["clientAlgoId"] for a in algos] == [stop], algos
     src.n -= 1

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from prod.execution import Credentials, DuplicateDecision, ExecConfig
-from services.event_trader.journal import Journal
-from services.event_trader.venue_exec import VenueAccount
+from prod.trading.journal import Journal
+from prod.trading.venue_account import VenueAccount
 
 TRADE, SCAN, NOTIONAL = 1, 500, 1500.0
 

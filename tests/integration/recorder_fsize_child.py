@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from services.event_trader.recorder import EVENTS_FILE, SCANS_FILE, Recorder
+from prod.trading.recording import EVENTS_FILE, SCANS_FILE, Recorder
 
 
 def until(cond, timeout_s: float = 30.0) -> None:

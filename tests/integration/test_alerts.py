@@ -72,7 +72,7 @@ def _put(client, map_name: str, key: str, payload: dict) -> None:
 
 def _state(position=None, history=()) -> dict:
     return {"strategy": "blue", "capital": 25000.0, "updated_at": time.time(),
-            "paper": {"position": position, "history": list(history)}}
+            "account": {"position": position, "history": list(history)}}
 
 
 def test_alerts_reach_webhook_and_telegram_rate_limited(hz_member, settings_for, tmp_path):
@@ -97,7 +97,7 @@ def test_alerts_reach_webhook_and_telegram_rate_limited(hz_member, settings_for,
             _put(writer, maps.META_HEALTH, maps.KEY_LATEST, {
                 "rm_meta": 0.61, "status": "DEGRADED", "timestamp": time.time(), "cycle": 2,
                 "actions": ["restart exf_fetcher (was STOPPED)"]})
-            pos = {"trade_id": "T1", "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.0, "notional": 5000.0}
+            pos = {"trade_id": 1, "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.0, "notional": 5000.0}
             _put(writer, maps.STATE_BLUE, maps.KEY_LATEST, _state(pos))
             wait_until(lambda: len(rx.webhook) >= 4, 15, what="4 webhook alerts")
             assert rx.fail_next == 0                      # the 503 was answered and that alert retried

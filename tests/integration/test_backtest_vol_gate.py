@@ -16,8 +16,8 @@ from prod.backtest import synth
 from prod.backtest.data import list_day_files, load_day
 from prod.backtest.runner import BacktestOptions, day_vol_gates, run_backtest
 from prod.configs import BLUE_PATH
-from services.event_trader.core import CoreLimits, TraderCore
-from services.event_trader.journal import Journal
+from prod.trading.core import CoreLimits, TraderCore
+from prod.trading.journal import Journal
 from services.event_trader.main import load_engine_params
 
 BARS = 1200

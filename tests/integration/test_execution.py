@@ -18,7 +18,7 @@ from prod.execution import (Credentials, ExecutionClient, KillSwitchActive, Orde
                             client_order_id)
 from prod.execution.killswitch import KillSwitch
 from prod.execution.rest import OrderRestClient
-from services.event_trader.journal import Journal
+from prod.trading.journal import Journal
 from tests.helpers import Proc, free_port, running_venue, wait_until
 from tests.helpers import venue_admin as admin
 from tests.market import scan_payload, walk
@@ -484,7 +484,7 @@ def test_trader_core_enters_on_the_order_api_and_the_bus_kill_switch_flattens_wi
     from prod.runtime import Bus
     from prod.runtime.clock import SystemClock
     from prod.settings import load_settings
-    from services.event_trader.core import CoreLimits, TraderCore
+    from prod.trading.core import CoreLimits, TraderCore
     from services.event_trader.main import BusOutputs, TraderConfig, TraderService, VenueAccounts, load_engine_params
     _proc, hz_port = hz_member
     marks = {r["symbol"]: float(r["markPrice"]) for r in admin(sim, "/fapi/v1/premiumIndex")}
@@ -495,10 +495,10 @@ def test_trader_core_enters_on_the_order_api_and_the_bus_kill_switch_flattens_wi
     cfg = TraderConfig(settings=settings, execution="venue", fill_timeout_s=5.0)
     cfg.trader_dir.mkdir(parents=True)
     journal = Journal.open(cfg.trader_dir / "journal.sqlite", cfg.trader_dir / "audit.log")
-    accounts = VenueAccounts.__new__(VenueAccounts)          # the factory, with the simulator's test key
-    accounts.cfg, accounts.journal, accounts.creds = cfg, journal, CREDS
+    params = load_engine_params()
+    accounts = VenueAccounts(cfg, journal, params, creds=CREDS)   # the factory, with the simulator's test key
     bus = Bus(settings, "test-trader-exec").start()
-    core = TraderCore(CoreLimits(), journal, load_engine_params(), symbols, time.time, account_type=accounts,
+    core = TraderCore(CoreLimits(), journal, params, symbols, time.time, account_type=accounts,
                       outputs=BusOutputs(bus, queue.Queue()))
     svc = TraderService(cfg, core, bus, SystemClock(), core.out)
     svc.start()

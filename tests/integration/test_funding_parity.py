@@ -6,8 +6,8 @@ import time
 
 from prod.backtest import parity
 from prod.settings import load_settings
-from services.event_trader.core import CoreLimits, TraderCore
-from services.event_trader.journal import Journal
+from prod.trading.core import CoreLimits
+from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from prod.execution.funding import apply_funding
 from tests.integration.test_recorder_parity import VenueLike
@@ -27,9 +27,10 @@ def _run(tmp_path):
     j = Journal.open(tmp_path / "journal.sqlite", tmp_path / "audit.log")
     params = load_engine_params()
     VenueLike.refused = True                      # no refusal in this run
-    core = TraderCore(CoreLimits(), j, params, tuple(s.symbols), clock=lambda: m.t + 0.001, account_type=FundedVenue)
+    core, rec = start_recorder(TraderConfig(settings=s, record_dir=str(tmp_path / "recordings")),
+                               dict(limits=CoreLimits(), symbols=tuple(s.symbols), clock=lambda: m.t + 0.001,
+                                    account_type=FundedVenue), j, params, "venue")
     core.account.kill_exits, core.account.funding_due = [], []
-    rec = start_recorder(TraderConfig(settings=s, record_dir=str(tmp_path / "recordings")), core, j, params, "venue")
     core.journal_event("TRADER_START", {"capital": core.account.capital, "last_scan": core.last_scan})
     booked, tran = [], 100
     for n in range(1, 400):

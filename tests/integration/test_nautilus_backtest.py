@@ -112,7 +112,7 @@ def test_version_outside_the_pin_or_absent_names_the_extra():
 
 
 def test_native_engine_and_trader_never_import_nautilus():
-    code = ("import sys, prod.backtest.runner, prod.backtest.__main__, services.event_trader.core, "
+    code = ("import sys, prod.backtest.runner, prod.backtest.__main__, prod.trading.core, "
             "services.event_trader.main; "
             "bad=[m for m in sys.modules if m.startswith('nautilus_trader') or m.startswith('prod.nautilus')]; "
             "print(bad); assert not bad")

@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 from prod.backtest import parity
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits
 from services.event_trader.main import VenueAccounts, load_engine_params, start_recorder
 from tests.helpers import start_venue
 from tests.venue_kit import CREDS, RecordedScans, venue_trader_config
@@ -22,12 +22,11 @@ def test_venue_fills_are_recorded_and_the_replay_matches_decisions_fees_and_capi
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/fapi/v1/premiumIndex") as r:
             marks = {x["symbol"]: float(x["markPrice"]) for x in json.loads(r.read())}
         cfg, journal, symbols = venue_trader_config(tmp_path, port, marks)
-        accounts = VenueAccounts.__new__(VenueAccounts)          # the factory, with the simulator's test key
-        accounts.cfg, accounts.journal, accounts.creds = cfg, journal, CREDS
         params = load_engine_params()
-        core = TraderCore(CoreLimits(), journal, params, symbols, time.time, account_type=accounts)
+        accounts = VenueAccounts(cfg, journal, params, creds=CREDS)   # the factory, with the simulator's test key
+        core, rec = start_recorder(cfg, dict(limits=CoreLimits(), symbols=symbols, clock=time.time,
+                                             account_type=accounts), journal, params, "venue")
         acct = core.account
-        rec = start_recorder(cfg, core, journal, params, "venue")
         assert rec is not None
         scans, exits = RecordedScans(core, rec, {s: marks[s] for s in symbols}, random.Random(3)), 0
 

@@ -19,7 +19,7 @@ import pytest
 from prod.execution import Credentials
 from prod.execution.preflight import PreflightConfig, run_preflight
 from prod.execution.rest import OrderRestClient
-from services.event_trader.journal import Journal
+from prod.trading.journal import Journal
 from tests.helpers import Proc, free_port, running_venue, wait_until
 from tests.helpers import venue_admin as admin
 from tests.market import scan_payload, walk
@@ -242,7 +242,7 @@ def test_the_trader_refuses_entries_in_hedge_mode_and_trades_once_switched_to_on
     """The trader's venue account (VenueAccounts → VenueAccount + preflight) under its decision core."""
     sim = own_sim
     from prod.settings import load_settings
-    from services.event_trader.core import CoreLimits, TraderCore
+    from prod.trading.core import CoreLimits, TraderCore
     from services.event_trader.main import TraderConfig, VenueAccounts, load_engine_params
     monkeypatch.setenv("DOLPHIN_VENUE_API_KEY", CREDS.api_key)
     monkeypatch.setenv("DOLPHIN_VENUE_API_SECRET", CREDS.secret)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from prod.alpha.exits import ob_dynamic_params
 from prod.backtest.runner import BacktestOptions, run_backtest
 from prod.backtest.synth import generate
-from services.event_trader.safety import SafetyConfig
+from prod.trading.safety import SafetyConfig
 from tests.helpers import REPO_ROOT
 
 

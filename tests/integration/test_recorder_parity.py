@@ -15,13 +15,14 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from prod.backtest import parity
+from prod.trading import recording
 from prod.bus.payloads import ObFeatures
 from prod.settings import load_settings
-from services.event_trader.core import CoreLimits, TraderCore
-from services.event_trader.journal import Journal
+from prod.trading.core import CoreLimits
+from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
-from services.event_trader.paper import PaperAccount, PaperPosition
-from services.event_trader.recorder import SCAN_SCHEMA
+from prod.trading.accounts import PaperAccount, Position
+from prod.trading.recording import SCAN_SCHEMA
 from tests.helpers import REPO_ROOT
 from tests.market import Market
 
@@ -40,7 +41,7 @@ class VenueLike(PaperAccount):
         price, fee = ref_price * (1.0003 if direction > 0 else 0.9997), 0.0004 * notional * 0.999
         self.capital -= fee                     # VenueAccount's bookkeeping: the venue's fee, its fill price
         self.fees_paid += fee
-        self.position = PaperPosition(trade_id, symbol, direction, price, notional * 0.999, fee, now, scan, "venue")
+        self.position = Position(trade_id, symbol, direction, price, notional * 0.999, fee, now, scan, "venue")
         f = {"side": "SELL" if direction < 0 else "BUY", "trade_id": trade_id, "symbol": symbol, "price": price,
              "notional": notional * 0.999, "fee": fee, "source": "venue", "ts": now, "scan_number": scan}
         return f
@@ -69,9 +70,9 @@ def _live_run(tmp_path, mode="paper"):
     j = Journal.open(tmp_path / "journal.sqlite", tmp_path / "audit.log")
     params = load_engine_params()
     VenueLike.refused = False
-    core = TraderCore(CoreLimits(), j, params, tuple(s.symbols), clock=lambda: m.t + 0.001,
-                      account_type=PaperAccount if mode == "paper" else VenueLike)
-    rec = start_recorder(TraderConfig(settings=s, record_dir=str(tmp_path / "recordings")), core, j, params, mode)
+    core, rec = start_recorder(TraderConfig(settings=s, record_dir=str(tmp_path / "recordings")),
+                               dict(limits=CoreLimits(), symbols=tuple(s.symbols), clock=lambda: m.t + 0.001,
+                                    account_type=PaperAccount if mode == "paper" else VenueLike), j, params, mode)
     core.journal_event("TRADER_START", {"capital": core.account.capital, "last_scan": core.last_scan})
 
     def step(n, *a):
@@ -133,7 +134,7 @@ def test_replay_of_a_recording_matches_the_journal_and_a_perturbed_scan_is_a_dif
     assert s["events"] > 50     # acb, posture changes and books were recorded
 
     # perturb one scan's price of the traded asset after the first entry: the replay differs, reported per trade
-    scans, _ = parity._read_scans(run_dir / "scans.arrow")
+    scans, _ = recording.read_scans(run_dir / "scans.arrow")
     live, _ = parity.live_events(parity.load_recording(run_dir), jpath)
     entry = next(e for e in live if e["kind"] == "ENTRY")
     target = next(r for r in scans if r["scan_number"] == entry["scan_number"])
@@ -176,7 +177,7 @@ def test_a_killed_run_replays_up_to_its_torn_tail_and_damage_before_the_tail_is_
     """A kill -9 leaves no end.json, a half-written last Arrow message and JSON line, and live rows the writer had
     not caught up with: the run replays up to its last whole scan and compares what it holds."""
     run_dir, jpath, _ = _copy(paper_run, tmp_path)
-    scans, _ = parity._read_scans(run_dir / "scans.arrow")
+    scans, _ = recording.read_scans(run_dir / "scans.arrow")
     live, _ = parity.live_events(parity.load_recording(run_dir), jpath)
     first_exit = next(e for e in live if e["kind"] == "EXIT")
     k = next(i for i, r in enumerate(scans) if r["scan_number"] == first_exit["scan_number"]) + 5
@@ -272,8 +273,8 @@ def test_a_disk_that_fills_and_frees_again_leaves_a_complete_recording(tmp_path)
     assert out["during"]["scans"] == out["before"]["scans"], out
     assert "write failed" in err and "held" in err
     assert out["end"] and out["scans"] == 35 and out["events"] == 35, out
-    scans, torn = parity._read_scans(run / "scans.arrow")              # strict: no torn tail allowed
-    events, torn_ev = parity._read_events(run / "events.jsonl")
+    scans, torn = recording.read_scans(run / "scans.arrow")              # strict: no torn tail allowed
+    events, torn_ev = recording.read_events(run / "events.jsonl")
     assert torn == torn_ev == 0
     assert [r["scan_number"] for r in scans] == list(range(1, 36))
     assert [e["data"]["boost"] for e in events] == [1.0 + n / 1000 for n in range(1, 36)]
@@ -287,7 +288,7 @@ def test_a_disk_that_stays_full_stops_the_recording_never_the_trader(tmp_path):
     assert out["failed"] and "more than 8" in out["failed"], out
     assert "stopped" in err and not out["end"], out                    # never claims to be complete
     run = Path(out["dir"])
-    scans, torn = parity._read_scans(run / "scans.arrow", torn_tail_ok=True)
+    scans, torn = recording.read_scans(run / "scans.arrow", torn_tail_ok=True)
     assert [r["scan_number"] for r in scans] == list(range(1, 11)) and torn == 0
 
 
@@ -296,7 +297,7 @@ def test_the_soak_replays_every_run_and_reports_a_difference(paper_run, tmp_path
     run_dir, jpath, _ = _copy(paper_run, tmp_path)
     summary, found = check_parity(run_dir.parent)
     assert found == [] and summary["runs"] == 1 and summary["ok"] == 1 and summary["trades"] >= 1, (summary, found)
-    scans, _ = parity._read_scans(run_dir / "scans.arrow")
+    scans, _ = recording.read_scans(run_dir / "scans.arrow")
     entry = next(e for e in parity.live_events(parity.load_recording(run_dir), jpath)[0] if e["kind"] == "ENTRY")
     target = next(r for r in scans if r["scan_number"] == entry["scan_number"])
     target["scan"]["asset_prices"][target["scan"]["assets"].index(entry["payload"]["symbol"])] *= 1.001

@@ -14,8 +14,8 @@ import time
 from prod.alpha import exits as ex
 from prod.bus import maps
 from prod.runtime import Bus, SystemClock, result_within
-from services.event_trader.core import CoreLimits, TraderCore
-from services.event_trader.journal import Journal
+from prod.trading.core import CoreLimits, TraderCore
+from prod.trading.journal import Journal
 from services.event_trader.main import BusOutputs, TraderConfig, TraderService, load_engine_params
 from tests.helpers import running_venue, wait_until
 from tests.integration.test_obf_universe import _admin, _obf

@@ -90,7 +90,7 @@ def test_panels_follow_the_maps_and_garbage_is_an_error_line(hz_member, settings
                                                     "pnl": 123.5, "trades": 7, "updated_at": t})
                 _put(writer, maps.STATE_BLUE, maps.KEY_LATEST, {
                     "strategy": "blue", "capital": 25123.5, "updated_at": t, "posture": "APEX",
-                    "paper": {"position": {"symbol": "ETHUSDT", "direction": -1, "entry_price": 3012.5,
+                    "account": {"position": {"symbol": "ETHUSDT", "direction": -1, "entry_price": 3012.5,
                                            "notional": 5000.0, "entry_ts": t - 60}}})
 
             await asyncio.to_thread(write_all)

@@ -31,7 +31,7 @@ def _trader_state(now: float) -> dict:
     hist = [{"side": "BUY", "symbol": f"T{i}USDT", "price": 10.0 - i * 0.1, "entry_price": 10.0, "net": 1.0 + i,
              "reason": "FIXED_TP", "ts": now - 600 + i * 60} for i in range(4)]          # oldest first, as kept
     return {"strategy": "blue", "capital": 25123.5, "updated_at": now, "posture": "APEX",
-            "paper": {"position": {"symbol": "ETHUSDT", "direction": -1, "entry_price": 3000.0, "notional": 6000.0,
+            "account": {"position": {"symbol": "ETHUSDT", "direction": -1, "entry_price": 3000.0, "notional": 6000.0,
                                    "entry_ts": now - 60}, "history": hist}}
 
 

@@ -15,10 +15,10 @@ import pytest
 from prod.backtest import parity
 from prod.execution import ExecConfig
 from prod.execution.rest import OrderRestClient
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits
 from services.event_trader.main import load_engine_params, start_recorder
-from services.event_trader.safety import EntriesFrozen, SafetyConfig
-from services.event_trader.venue_exec import VenueAccount
+from prod.trading.safety import EntriesFrozen, SafetyConfig
+from prod.trading.venue_account import VenueAccount
 from tests.helpers import Proc, running_venue, start_venue, wait_until
 from tests.helpers import venue_admin as admin
 from tests.venue_kit import CREDS, exec_driver, restart_report, RecordedScans, quote_book, venue_account, venue_trader_config
@@ -221,9 +221,9 @@ def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_repla
                 return VenueAccount.connect(ec, journal, capital, creds=CREDS, safety=cfg.safety)
 
         params = load_engine_params()
-        core = TraderCore(CoreLimits(), journal, params, symbols, time.time, account_type=Accounts)
+        core, rec = start_recorder(cfg, dict(limits=CoreLimits(), symbols=symbols, clock=time.time,
+                                             account_type=Accounts), journal, params, "venue")
         acct = core.account
-        rec = start_recorder(cfg, core, journal, params, "venue")
         assert rec is not None
         scans, booked = RecordedScans(core, rec, {s: marks[s] for s in symbols}, random.Random(3)), []
 

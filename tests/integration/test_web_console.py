@@ -114,8 +114,8 @@ def test_page_shows_live_values_in_headless_chromium(console):
                         "capital_after": 25000.0 + 4.5 * (i + 1)} for i in range(3)]
             _put(writer, maps.STATE_BLUE, maps.KEY_LATEST, {
                 "strategy": "blue", "capital": 25013.5, "updated_at": t, "posture": "HIBERNATE",
-                "paper": {"capital": 25013.5, "history": history,
-                          "position": {"trade_id": "T9", "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.5,
+                "account": {"capital": 25013.5, "history": history,
+                          "position": {"trade_id": 9, "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.5,
                                        "notional": 5000.0, "entry_ts": t - 30}}})
             _put(writer, maps.PNL_BLUE, today, {"date": today, "strategy": "blue", "capital": 25013.5,
                                                      "pnl": 13.5, "trades": 3, "updated_at": t})

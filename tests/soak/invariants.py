@@ -2,12 +2,12 @@
 
 Each checker returns a list of violation strings (empty = the invariant holds), so the soak can run
 them continuously on the live instance and the unit tests on synthetic journals written with the
-real :class:`services.event_trader.journal.Journal`.
+real :class:`prod.trading.journal.Journal`.
 
 Decisions:
 
 * the journal is read read-only through SQLite (``mode=ro``) and the audit chain through the
-  trader's own verifier (:func:`services.event_trader.journal.parse_audit`) plus the anchor check
+  trader's own verifier (:func:`prod.trading.journal.parse_audit`) plus the anchor check
   :meth:`Journal.open` does, so the soak judges the chain by the trader's rules, not its own;
 * "no trade on a stale or invalid input": every ENTRY's scan number must be one the live scanner
   wrote to its Arrow archive (``scan_NNNNNN_HHMMSS.arrow``; the file name carries the scan's UTC
@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from services.event_trader.journal import JournalIntegrityError, parse_audit
+from prod.trading.journal import JournalIntegrityError, parse_audit
 
 SCAN_FILE = re.compile(r"^scan_(\d+)_(\d{6})\.arrow$")
 

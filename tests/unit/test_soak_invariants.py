@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from services.event_trader.journal import Journal
+from prod.trading.journal import Journal
 from tests.soak import invariants as inv
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp()

@@ -18,14 +18,15 @@ def _meta(status: str, cycle: int, actions=()) -> tuple:
 
 def _state(position=None, history=()) -> tuple:
     return maps.STATE_BLUE, maps.KEY_LATEST, {"strategy": "blue", "capital": 25000.0, "updated_at": 1.0,
-                                              "paper": {"position": position, "history": list(history)}}
+                                              "account": {"position": position, "history": list(history)}}
 
 
 def test_first_value_is_the_baseline_and_raises_nothing():
     r = AlertRules()
     assert r.on_value(*_safety("HIBERNATE"), now=1) == []
     assert r.on_value(*_meta("CRITICAL", 1), now=1) == []
-    assert r.on_value(*_state({"trade_id": "T1", "symbol": "BTCUSDT"}, [{"trade_id": "T0", "ts": 1}]), now=1) == []
+    assert r.on_value(*_state({"trade_id": 1, "symbol": "BTCUSDT", "direction": -1, "entry_price": 1.0, "notional": 1.0},
+                      [{"trade_id": 0, "ts": 1}]), now=1) == []
     assert r.on_value(maps.FEATURES, maps.KEY_ACB_BOOST, {"boost": 1.0, "beta": 0.2}, now=1) == []
 
 
@@ -62,11 +63,11 @@ def test_mhs_restart_alerts_once_per_cycle_and_program():
 def test_trade_open_and_close_alert():
     r = AlertRules()
     r.on_value(*_state(None, []), now=1)
-    pos = {"trade_id": "T1", "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.0, "notional": 5000.0}
+    pos = {"trade_id": 1, "symbol": "BTCUSDT", "direction": -1, "entry_price": 65000.0, "notional": 5000.0}
     (a,) = r.on_value(*_state(pos, []), now=2)
     assert a.kind == "trade" and a.text == "DOLPHIN opened SHORT BTCUSDT @ 65000.0 notional 5000.00"
     assert r.on_value(*_state(pos, []), now=3) == []
-    close = {"trade_id": "T1", "symbol": "BTCUSDT", "reason": "FIXED_TP", "net": 40.5, "capital_after": 25040.5, "ts": 4}
+    close = {"trade_id": 1, "symbol": "BTCUSDT", "reason": "FIXED_TP", "net": 40.5, "capital_after": 25040.5, "ts": 4}
     (b,) = r.on_value(*_state(None, [close]), now=4)
     assert "closed BTCUSDT (FIXED_TP): net 40.50 USDT, capital 25040.50" in b.text
 
@@ -74,7 +75,7 @@ def test_trade_open_and_close_alert():
 def test_frozen_entries_and_margin_calls_of_the_venue_account_alert_on_change():
     def st(frozen, calls, reasons=()):
         m, k, p = _state(None, [])
-        p["paper"]["safety"] = {"frozen": frozen, "reasons": list(reasons), "margin_calls": calls,
+        p["account"]["safety"] = {"frozen": frozen, "reasons": list(reasons), "margin_calls": calls,
                                 "last_margin_call": {"positions": [{"symbol": "ETHUSDT"}]} if calls else None}
         return m, k, p
     r = AlertRules()

@@ -156,10 +156,10 @@ def test_pnl_shows_today_and_falls_back_to_latest_day():
 def test_open_position_and_flat_state():
     s = TuiState()
     base = {"strategy": "blue", "capital": 1000.0, "updated_at": NOW}
-    s.ingest(maps.STATE_BLUE, maps.KEY_LATEST, json.dumps({**base, "paper": {"position": None}}), NOW)
+    s.ingest(maps.STATE_BLUE, maps.KEY_LATEST, json.dumps({**base, "account": {"position": None}}), NOW)
     assert "position: flat" in s.text(S.POSITION, NOW)
     pos = {"symbol": "SOLUSDT", "direction": -1, "entry_price": 150.5, "notional": 250.0, "entry_ts": NOW - 90}
-    s.ingest(maps.STATE_BLUE, maps.KEY_LATEST, json.dumps({**base, "paper": {"position": pos}}), NOW)
+    s.ingest(maps.STATE_BLUE, maps.KEY_LATEST, json.dumps({**base, "account": {"position": pos}}), NOW)
     assert "position: SHORT SOLUSDT @ 150.5  notional 250.00  held 90s" in s.text(S.POSITION, NOW)
 
 
@@ -242,7 +242,7 @@ def _scan_json(n: int, vel_div: float | None, prices: dict[str, float], ts: floa
 
 def _state_json(position: dict | None, history: list | None = None) -> str:
     return json.dumps({"strategy": "blue", "capital": 1000.0, "updated_at": NOW,
-                       "paper": {"position": position, "history": history or []}})
+                       "account": {"position": position, "history": history or []}})
 
 
 def _plain_rows(s: TuiState, now: float = NOW) -> list[str]:

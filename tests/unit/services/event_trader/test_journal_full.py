@@ -11,14 +11,14 @@ import subprocess
 import sys
 import textwrap
 
-from services.event_trader.journal import Journal, parse_audit
+from prod.trading.journal import Journal, parse_audit
 from tests.helpers import REPO_ROOT
 
 CHILD = textwrap.dedent("""
     import json, resource, sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from services.event_trader.journal import Journal
+    from prod.trading.journal import Journal
     d = Path(sys.argv[1])
     j = Journal.open(d / "j.sqlite", d / "audit.log")
     j.append("ENTRY", {"trade_id": 1, "pad": "x" * 200}, 5)
@@ -58,8 +58,8 @@ CORE_CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
     from prod.settings import load_settings
-    from services.event_trader.core import CoreLimits, TraderCore
-    from services.event_trader.journal import Journal
+    from prod.trading.core import CoreLimits, TraderCore
+    from prod.trading.journal import Journal
     from services.event_trader.main import load_engine_params
     d = Path(sys.argv[1])
     syms = tuple(load_settings(env={}, data_dir=str(d)).symbols)
@@ -116,7 +116,7 @@ HELD_CHILD = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from services.event_trader.journal import HeldAppends, Journal
+    from prod.trading.journal import HeldAppends, Journal
     d = Path(sys.argv[1])
     j = Journal.open(d / "j.sqlite", d / "audit.log")
     held = HeldAppends(j)

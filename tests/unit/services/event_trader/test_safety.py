@@ -9,9 +9,9 @@ import pytest
 from prod.execution import schemas as X
 from prod.execution.user_stream import UserStream
 from prod.venue.errors import MalformedMessage
-from services.event_trader.paper import PaperAccount
+from prod.trading.accounts import PaperAccount
 from prod.execution.funding import apply_funding
-from services.event_trader.safety import (AccountEvents, Held, SafetyConfig, stop_price,
+from prod.trading.safety import (AccountEvents, Held, SafetyConfig, stop_price,
                                           venue_mismatches)
 
 BASE = {"ETHUSDT": (20, "cross"), "BTCUSDT": (20, "cross")}

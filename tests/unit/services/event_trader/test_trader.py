@@ -9,13 +9,17 @@ import time
 import pytest
 
 from prod.settings import load_settings
-from services.event_trader.core import CoreLimits, TraderCore
+from prod.trading.core import CoreLimits, TraderCore
 from services.event_trader.main import load_engine_params
-from services.event_trader.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
+from prod.trading.journal import GENESIS, Journal, JournalIntegrityError, parse_audit
 from services.event_trader.lock import InstanceLock, LockBusy
-from services.event_trader.paper import TAKER_FEE, Book, PaperAccount, fill_price
+from prod.alpha.params import EngineParams
+from prod.trading.accounts import Book, PaperAccount, fill_price
+
 from tests.helpers import REPO_ROOT
 from tests.market import Market
+
+TAKER_FEE = EngineParams().taker_fee   # the strategy's fee (the paper account's costs come from EngineParams)
 
 
 
@@ -104,7 +108,7 @@ class TestJournal:
         j = _journal(tmp_path)
         j.append("ENTRY", {"a": 1}, 1)
         # simulate a crash after the audit append but before the journal commit
-        from services.event_trader.journal import AuditLine, line_hash
+        from prod.trading.journal import AuditLine, line_hash
         h = line_hash(j.seq + 1, "1.0", j.tail, "EXIT", "{}")
         with open(tmp_path / "audit.log", "a") as fh:
             fh.write(AuditLine(j.seq + 1, "1.0", j.tail, "EXIT", "{}", h).render())
@@ -205,7 +209,7 @@ class TestDecisionLoop:
         tr.set_posture("HIBERNATE", "test")
         with pytest.raises(AssertionError, match="no entry"):
             _run_until_entry(tr, m)
-        assert tr.paper.trades == 0 and tr.paper.position is None
+        assert tr.account.trades == 0 and tr.account.position is None
 
     def test_mc_red_blocks_entries_for_the_day_and_orange_halves_size(self, tmp_path):
         m = Market(time.time())
@@ -214,7 +218,7 @@ class TestDecisionLoop:
         tr.set_mc_status("PURPLE", "test")            # junk dropped, RED kept
         with pytest.raises(AssertionError, match="no entry"):
             _run_until_entry(tr, m)
-        assert tr.engine.mc_status == "RED" and tr.engine.regime_dd_halt and tr.paper.trades == 0
+        assert tr.engine.mc_status == "RED" and tr.engine.regime_dd_halt and tr.account.trades == 0
         m2 = Market(time.time())
         (tmp_path / "o").mkdir()
         tr2, _ = _trader(tmp_path / "o", m2)
@@ -236,11 +240,11 @@ class TestDecisionLoop:
         m = Market(time.time())
         tr, j = _trader(tmp_path, m)
         n, r = _run_until_entry(tr, m)
-        cap, pos = tr.paper.capital, tr.paper.position
+        cap, pos = tr.account.capital, tr.account.position
         last_scan = m.scan(n, -0.06)  # the same scan number delivered again after restart
         j.close()
         tr2, j2 = _trader(tmp_path, m)
-        assert tr2.paper.capital == cap and tr2.paper.position == pos
+        assert tr2.account.capital == cap and tr2.account.position == pos
         assert tr2.engine.position is not None and tr2.engine.position.trade_id == pos.trade_id
         assert tr2.process(last_scan) is None               # dedup across the restart
         r2 = tr2.process(m.scan(n + 1, -0.06, 0.0, 0.0005))
@@ -261,7 +265,7 @@ class TestDecisionLoop:
         x = exits[0]["payload"]
         e = j.events("ENTRY")[0]["payload"]
         assert x["capital_after"] == pytest.approx(25_000.0 - e["fee"] + x["gross"] - x["fee"])
-        assert tr.engine.capital == tr.paper.capital
+        assert tr.engine.capital == tr.account.capital
 
     def test_gate_change_during_step_bar_is_flagged_stale(self, tmp_path):
         m = Market(time.time())
@@ -334,7 +338,7 @@ def test_core_hands_typed_pnl_and_state_to_its_outputs_and_uses_the_injected_acc
     assert isinstance(pnl, Pnl) and day == tr.account.day == pnl.date
     assert pnl.open_position["trade_id"] == r["entered"]["trade_id"]
     st = out.states[-1]
-    assert isinstance(st, EngineState) and st.last_scan_number == n and st.paper["position"] is not None
+    assert isinstance(st, EngineState) and st.last_scan_number == n and st.account["position"] is not None
     assert maps.STATE_LATEST.decode(maps.STATE_LATEST.encode(st)).capital == tr.account.capital
     assert maps.PNL_BLUE_DAY.decode(maps.PNL_BLUE_DAY.encode(pnl, day), day).trades == pnl.trades
     # a scan of the next UTC day rolls the day: the day's final PnL and its state under state_blue_<date>
@@ -399,7 +403,7 @@ class TestGapGate:
                 s.update(gap_hold=True, gap_s=9000.0)
                 r = tr.process(s)
                 assert r is not None and r.get("gate") == "gap" and not r.get("entered")
-        assert tr.paper.position is None and tr.gap_held_scans == 60
+        assert tr.account.position is None and tr.gap_held_scans == 60
         assert sum("[GAP]" in r.getMessage() for r in caplog.records) == 1
         gates = j.db.execute("SELECT payload FROM events WHERE kind='GATE'").fetchall()
         assert len(gates) == 1 and '"gate":"gap"' in gates[0][0]

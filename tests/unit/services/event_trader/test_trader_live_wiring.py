@@ -134,7 +134,7 @@ class TestPostureAndMcDay:
         n, _ = _run_until_entry(tr, m)
         tr.set_posture("HIBERNATE", "test")
         r = tr.process(m.scan(n + 1, -0.06, -0.002, 0.003))
-        assert r["exited"]["reason"] == ex.HIBERNATE_HALT and tr.paper.position is None
+        assert r["exited"]["reason"] == ex.HIBERNATE_HALT and tr.account.position is None
         notes = [tr.process(m.scan(k, -0.06, -0.002, 0.003)) for k in range(n + 2, n + 62)]
         assert not any(x and x.get("entered") for x in notes)
         assert len(j.events("ENTRY")) == 1 and len(j.events("EXIT")) == 1
@@ -173,7 +173,7 @@ class TestPayloads151:
         for k in range(n + 1, n + 40):
             if (r := tr.process(m.scan(k, -0.06, -0.002, 0.003))) and r.get("exited"):
                 break
-        acct = tr.paper
+        acct = tr.account
         st = maps.STATE_LATEST.decode(maps.STATE_LATEST.encode(tr.state_payload()))
         assert st.date == acct.day == tr.engine.date
         assert st.trades == acct.day_trades == 1

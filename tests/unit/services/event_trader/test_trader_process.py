@@ -86,14 +86,14 @@ def test_trader_lifecycle_garbage_lock_kill9_restart(hz_member, settings_for, tm
                 break
             except AssertionError:
                 continue
-        wait_until(lambda: ((_state(client) or {}).get("paper") or {}).get("position") is not None, 10,
+        wait_until(lambda: ((_state(client) or {}).get("account") or {}).get("position") is not None, 10,
                    what="position published")
         st = _state(client)
-        assert st["paper"]["position"] is not None, tr.log_text()[-3000:]
-        pnl = json.loads(client.get_map(maps.PNL_BLUE).blocking().get(st["paper"]["day"]))
-        assert pnl["open_position"]["trade_id"] == st["paper"]["position"]["trade_id"]
+        assert st["account"]["position"] is not None, tr.log_text()[-3000:]
+        pnl = json.loads(client.get_map(maps.PNL_BLUE).blocking().get(st["account"]["day"]))
+        assert pnl["open_position"]["trade_id"] == st["account"]["position"]["trade_id"]
         assert _entries(db) == 1
-        cap, pos = st["capital"], st["paper"]["position"]
+        cap, pos = st["capital"], st["account"]["position"]
 
         tr.kill()   # kill -9 mid-position
         tr = _start_trader(tmp_path, port, "trader_restart")
@@ -103,7 +103,7 @@ def test_trader_lifecycle_garbage_lock_kill9_restart(hz_member, settings_for, tm
         wait_until(lambda: json.loads(hb.get("event_trader") or "{}").get("pid") == tr.p.pid, 30,
                    what="heartbeat of the restarted trader")
         wait_until(lambda: (_state(client) or {}).get("updated_at", 0) > 0 and
-                   _state(client)["paper"]["position"] == pos and _state(client)["capital"] == cap, 30,
+                   _state(client)["account"]["position"] == pos and _state(client)["capital"] == cap, 30,
                    what="restored state published")
         # the last scan again (dedup) and more signal bars while in position: never a second entry
         market.n -= 1
@@ -113,7 +113,7 @@ def test_trader_lifecycle_garbage_lock_kill9_restart(hz_member, settings_for, tm
         wait_until(lambda: json.loads(hb.get("event_trader"))["last_scan"] == market.n, 30, what="post-restart scans")
         st2 = _state(client)
         assert _entries(db) == 1
-        assert st2["paper"]["position"] is None or st2["paper"]["position"]["trade_id"] == pos["trade_id"]
+        assert st2["account"]["position"] is None or st2["account"]["position"]["trade_id"] == pos["trade_id"]
     finally:
         tr.stop()
         client.shutdown()
@@ -125,8 +125,8 @@ def _safety(posture, rm):
 
 def test_posture_reads_atomic_reference_then_map_then_defaults_to_apex(hz_member, settings_for, tmp_path):
     from prod.runtime import Bus, SystemClock
-    from services.event_trader.core import TraderCore
-    from services.event_trader.journal import Journal
+    from prod.trading.core import TraderCore
+    from prod.trading.journal import Journal
     from services.event_trader.main import BusOutputs, TraderConfig, TraderService, load_engine_params
     _, port = hz_member
     settings = settings_for(hz_port=port)

@@ -201,13 +201,13 @@ class Journal:
         except OSError as exc:
             self.broken = f"could not undo an uncommitted audit write: {exc}"
 
-    def _write_snapshot(self, last_scan: int | None, engine_state: dict | None, paper_state: dict | None) -> None:
+    def _write_snapshot(self, last_scan: int | None, engine_state: dict | None, trader_state: dict | None) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO snapshot(id, ts, last_scan_number, engine_state, paper_state) VALUES (1,?,?,?,?)",
             (time.time(), last_scan, None if engine_state is None else json.dumps(engine_state, allow_nan=False),
-             None if paper_state is None else json.dumps(paper_state, allow_nan=False)))
+             None if trader_state is None else json.dumps(trader_state, allow_nan=False)))
 
-    def save_snapshot(self, last_scan: int | None, engine_state: dict | None, paper_state: dict | None) -> bool:
+    def save_snapshot(self, last_scan: int | None, engine_state: dict | None, trader_state: dict | None) -> bool:
         """Persist the state between trade events (no audit line: nothing was decided).
 
         A snapshot older (by scan number) than the stored one is skipped, so a periodic snapshot that
@@ -220,7 +220,7 @@ class Journal:
                 if row is not None and row[0] is not None and last_scan is not None and row[0] > last_scan:
                     self.db.execute("ROLLBACK")
                     return False
-                self._write_snapshot(last_scan, engine_state, paper_state)
+                self._write_snapshot(last_scan, engine_state, trader_state)
                 self.db.execute("COMMIT")
             except BaseException:
                 if self.db.in_transaction:   # a failed COMMIT has already rolled back
@@ -229,17 +229,16 @@ class Journal:
             return True
 
     def load_snapshot(self) -> tuple[int | None, dict | None, dict | None]:
-        """Return (last_scan_number, engine_state, paper_state) of the last snapshot, or Nones."""
+        """Return (last_scan_number, engine_state, trader_state) of the last snapshot, or Nones (the SQL column
+        keeps its old name ``paper_state`` so existing journals open)."""
         row = self.db.execute("SELECT last_scan_number, engine_state, paper_state FROM snapshot WHERE id=1").fetchone()
         if row is None:
             return None, None, None
         return row[0], (json.loads(row[1]) if row[1] else None), (json.loads(row[2]) if row[2] else None)
 
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        q = "SELECT id, ts, kind, scan_number, audit_seq, payload FROM events"
-        rows = self.db.execute(q + (" WHERE kind=?" if kind else "") + " ORDER BY id", (kind,) if kind else ()).fetchall()
-        return [{"id": r[0], "ts": r[1], "kind": r[2], "scan_number": r[3], "audit_seq": r[4],
-                 "payload": json.loads(r[5])} for r in rows]
+    def events(self, kind: str | None = None, after_id: int = 0) -> list[dict[str, Any]]:
+        """The journal's event rows (``kind`` only, when given) with id above ``after_id``, oldest first."""
+        return _event_rows(self.db, kind, after_id)
 
     def last_event_id(self) -> int:
         """The id of the newest event row (0 when empty): a recording's bounds in the journal (issue 17)."""
@@ -271,6 +270,27 @@ class Journal:
         if self.db is not None:
             self.db.close()
             self.db = None
+
+
+_EVENT_COLS = "SELECT id, ts, kind, scan_number, audit_seq, payload FROM events WHERE id > ?"
+
+
+def _event_rows(db: sqlite3.Connection, kind: str | None, after_id: int) -> list[dict[str, Any]]:
+    q, args = _EVENT_COLS, [int(after_id)]
+    if kind:
+        q, args = q + " AND kind=?", args + [kind]
+    return [{"id": r[0], "ts": r[1], "kind": r[2], "scan_number": r[3], "audit_seq": r[4],
+             "payload": json.loads(r[5])} for r in db.execute(q + " ORDER BY id", args).fetchall()]
+
+
+def read_events(db_path: str | os.PathLike, kind: str | None = None, after_id: int = 0) -> list[dict[str, Any]]:
+    """Read a journal's event rows read-only (another process may be writing it): the one read API for
+    readers outside the trader (the parity check). Rows as :meth:`Journal.events`."""
+    db = sqlite3.connect(f"file:{Path(db_path).resolve()}?mode=ro", uri=True)
+    try:
+        return _event_rows(db, kind, after_id)
+    finally:
+        db.close()
 
 
 def order_kind(event: str) -> str:

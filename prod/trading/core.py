@@ -14,13 +14,13 @@ never touches Hazelcast and takes time from an injected clock, so tests drive it
 5. takes a ``GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar``; a change
    marks the result ``stale_state`` (§14.3): on paper the fill still happens (the engine already
    holds the position) but the fill record and the log carry the flag;
-6. fills an entry or exit on the account (paper: services.event_trader.paper; the account type is
-   injected: services.event_trader.venue_exec.VenueAccount fills on the order API). An entry the
-   account does not fill (EntryNotFilled, KillSwitchActive, DuplicateDecision, a venue refusal)
-   undoes the engine's position and is journaled ``ENTRY_NOT_TAKEN``; forced flat exits the account
-   made on its own (``account.kill_exits``, the kill switch) are booked at the next scan; syncs the engine's
-   capital to the account (capital sync), journals the event (SQLite WAL + hash-chained audit log)
-   and hands PnL and state to the :class:`Outputs` (the adapter publishes them);
+6. fills an entry on the account before the engine opens it (the engine's ``entry_fill`` is the core's
+   ``_fill_entry``): an entry the account does not fill (EntryNotFilled, KillSwitchActive, DuplicateDecision,
+   a venue refusal, a journal that is behind) leaves the engine flat and is journaled ``ENTRY_NOT_TAKEN``;
+   fills the engine's exits on the account; forced flat exits the account made on its own
+   (``account.kill_exits``, the kill switch) are booked at the next scan; syncs the engine's capital to the
+   account (capital sync), journals the event (SQLite WAL + hash-chained audit log) and hands PnL and state
+   to the :class:`Outputs` (the adapter publishes them);
 7. records the scan-to-decision latency (scanner ``timestamp_ns`` → decision), with its
    publish-to-decision part (``bridge_ts`` → decision); snapshots between trades (every
    ``snapshot_every_s``) go to ``Outputs.snapshot`` (the adapter persists them off the decision path).
@@ -65,10 +65,10 @@ from prod.alpha.params import EngineParams
 from prod.alpha.vol import VolGate
 from prod.bus import maps
 from prod.bus.payloads import EigenScan, EngineState, ObFeatures, ObMacro, PayloadError, Pnl
-from prod.runtime import RateLog
-from services.event_trader.journal import Journal, JournalIntegrityError
-from services.event_trader.paper import Book, PaperAccount
-from services.event_trader.recorder import NULL_RECORDER
+from prod.ratelog import RateLog
+from prod.trading.journal import Journal, JournalIntegrityError
+from prod.trading.accounts import AccountFactory, Book, Costs, PaperAccounts
+from prod.trading.recording import NULL_RECORDER
 
 log = logging.getLogger("event_trader")
 
@@ -136,18 +136,23 @@ class TraderCore:
         The engine's assets.
     clock : callable
         Epoch seconds (``Clock.time``).
-    account_type : type
-        The account: ``account_type.new(capital)`` and ``account_type.from_dict(d)`` build it; it
-        has ``open``/``close``/``roll_day``/``to_dict``, ``capital``, ``position``… as
-        :class:`~services.event_trader.paper.PaperAccount`.
+    account_type : AccountFactory, optional
+        Builds the account (``new(capital)``, ``from_dict(d)``; :class:`~prod.trading.accounts.Account`);
+        default: the paper account at ``params``' costs.
     outputs : Outputs
+    recorder : prod.trading.recording.Recorder, optional
+        Records the core's inputs, clock values and account calls for the replay (wraps ``clock`` and the
+        account here, at construction).
     """
 
     def __init__(self, limits: CoreLimits, journal: Journal, params: EngineParams, symbols: tuple[str, ...],
-                 clock: Callable[[], float], account_type: Any = PaperAccount, outputs: Outputs | None = None):
-        self.limits, self.journal, self.params, self.clock = limits, journal, params, clock
+                 clock: Callable[[], float], account_type: AccountFactory | None = None,
+                 outputs: Outputs | None = None, recorder: Any = None):
+        self.recorder: Any = recorder if recorder is not None else NULL_RECORDER
+        self.limits, self.journal, self.params = limits, journal, params
+        self.clock = self.recorder.clock(clock)
         self.symbols = tuple(symbols)
-        self.account_type = account_type
+        self.account_type: AccountFactory = account_type if account_type is not None else PaperAccounts(Costs.of(params))
         self.out: Outputs = outputs or NoOutputs()
         self.ob = InProcessOBProvider()
         self.books: dict[str, Book] = {}
@@ -174,27 +179,34 @@ class TraderCore:
         self._last_snapshot = 0.0
         self.rl = RateLog(log, 30.0)
         self.journal_backlog: deque = deque()   # events decided but not yet journaled (full disk)
+        self._entry_ctx: tuple = ({}, 0)          # (prices, scan number) of the bar being decided
+        self._entry_t: float | None = None        # when the account filled (or refused) this bar's entry
+        self._entry_fill: dict | None = None
+        self._entry_refused: tuple | None = None  # (entry, exception) the account did not fill
+        self.gap_held_scans = 0           # scans the gap gate held back
+        self._gap_holding = False
+        self._decision_stale = False      # the stale_state flag of the decision being booked (PnL writes carry it)
         self._restore()
+        self.account = self.recorder.wrap_account(self.account)
 
     # ── restore ──────────────────────────────────────────────────────────────────────────────
     def _restore(self) -> None:
         last_scan, engine_state, trader_state = self.journal.load_snapshot()
         if engine_state is None:
-            self.engine = NDAlphaEngine(self.params, self.symbols)
+            # a venue account sizes from the wallet (preflight): the engine reads the account's capital
+            self.account = self.account_type.new(self.params.initial_capital)
+            self.engine = NDAlphaEngine(self.params, self.symbols, self._fill_entry, self._account_capital)
             self.engine.set_ob_engine(self.ob)
-            self.account = self.account_type.new(self.engine.capital)
-            self.engine.capital = self.account.capital   # a venue account sizes from the wallet (preflight)
             log.info("fresh start: capital %.2f", self.account.capital)
             return
-        try:
-            self.engine = NDAlphaEngine.from_state(self.params, engine_state)
+        try:   # the engine reads its capital from the account, which comes next
+            self.engine = NDAlphaEngine.from_state(self.params, engine_state, self._fill_entry, self._account_capital)
         except (ValueError, KeyError, TypeError) as exc:
             raise JournalIntegrityError(f"journal snapshot cannot restore the engine: {exc}") from exc
         self.engine.set_ob_engine(self.ob)
         ts = trader_state or {}
         self.account = (self.account_type.from_dict(ts["account"]) if "account" in ts
-                        else self.account_type.new(self.engine.capital))
-        self.engine.capital = self.account.capital
+                        else self.account_type.new(float(engine_state["capital"])))
         self.bar_idx = int(ts.get("bar_idx", 0))
         self.acb = ts.get("acb", self.acb)
         self.stale_state_events = int(ts.get("stale_state_events", 0))
@@ -208,10 +220,9 @@ class TraderCore:
         log.warning("RESTORED from journal: capital=%.4f last_scan=%s position=%s", self.account.capital, last_scan,
                     None if self.account.position is None else dataclasses.asdict(self.account.position))
 
-    @property
-    def paper(self) -> Any:
-        """The account (named for the paper account it is by default)."""
-        return self.account
+    def _account_capital(self) -> float:
+        """The engine's capital: the account's (one number, no copy to keep in sync)."""
+        return self.account.capital
 
     def trader_state(self) -> dict:
         return {"account": self.account.to_dict(), "bar_idx": self.bar_idx, "acb": self.acb,
@@ -378,6 +389,8 @@ class TraderCore:
         eng = self.engine
         # the gates this bar is evaluated under (a pending ACB update is applied by step_bar itself)
         before = GateSnap(*eng.next_acb, self.posture, eng.mc_gate_open)
+        self._entry_ctx = (prices, sn)
+        self._entry_t = self._entry_fill = self._entry_refused = None
         res = eng.step_bar(self.bar_idx, vd, prices, v50, v750, vol_ok)
         self.bar_idx += 1
         after = GateSnap(eng.day_base_boost, eng.day_beta, self.posture, eng.mc_gate_open)
@@ -386,7 +399,7 @@ class TraderCore:
             self.stale_state_events += 1
             changed = changed_gates(before, after)
             log.warning("[STALE_STATE] gate changed mid-eval: %s", changed)
-        t_dec = self.clock()
+        t_dec = self._entry_t if self._entry_t is not None else self.clock()   # an entry read it when it filled
         latency_ms = (t_dec - scan_ts) * 1e3
         self.latencies.append(latency_ms)
         bus_ms = (t_recv - scan_ts) * 1e3 if t_recv is not None else float("nan")
@@ -404,20 +417,12 @@ class TraderCore:
             decision["kill_exits"] = killed
         if funded:
             decision["funding"] = funded
+        if self._entry_refused is not None:
+            self._entry_not_taken(*self._entry_refused, sn, decision)
+            self.last_decision = decision
+            return decision
         if res.entered is not None and eng.position is not None:
-            e = res.entered
-            if not self.flush_journal_backlog():
-                self._entry_not_taken(e, JournalUnavailable(
-                    f"{len(self.journal_backlog)} event(s) not journaled yet (journal write failing)"), sn, decision)
-                self.last_decision = decision
-                return decision
-            try:
-                fill = acct.open(e.trade_id, e.asset, e.direction, e.notional, self.books.get(e.asset),
-                                 prices.get(e.asset, e.price), t_dec, sn, self.limits.max_book_age_s)
-            except Exception as exc:  # noqa: BLE001 - not filled / kill switch / duplicate / venue refused
-                self._entry_not_taken(e, exc, sn, decision)
-                self.last_decision = decision
-                return decision
+            e, fill = res.entered, self._entry_fill
             fill.update(engine_price=e.price, leverage=e.leverage, stale_state=stale, posture=self.posture,
                         latency_ms=latency_ms)
             decision["entered"] = fill
@@ -438,7 +443,6 @@ class TraderCore:
                     self._exit_failed(x, exc, sn, decision)
                     self.last_decision = decision
                     return decision
-            eng.capital = acct.capital  # capital sync: the account is the truth
             fill.update(engine_exit_price=x.exit_price, bars_held=x.bars_held, stale_state=stale)
             decision["exited"] = fill
             self._journal("EXIT", fill, sn)
@@ -455,9 +459,25 @@ class TraderCore:
         self.last_decision = decision
         return decision
 
+    def _fill_entry(self, e: Any) -> bool:
+        """The engine's ``entry_fill``: fill entry ``e`` on the account before the engine opens it; False (the
+        engine stays flat) when the journal is behind or the account does not fill (journaled after the bar)."""
+        prices, sn = self._entry_ctx
+        self._entry_t = t = self.clock()
+        if not self.flush_journal_backlog():
+            self._entry_refused = (e, JournalUnavailable(
+                f"{len(self.journal_backlog)} event(s) not journaled yet (journal write failing)"))
+            return False
+        try:
+            self._entry_fill = self.account.open(e.trade_id, e.asset, e.direction, e.notional, self.books.get(e.asset),
+                                                 prices.get(e.asset, e.price), t, sn, self.limits.max_book_age_s)
+        except Exception as exc:  # noqa: BLE001 - not filled / kill switch / duplicate / venue refused
+            self._entry_refused = (e, exc)
+            return False
+        return True
+
     def _entry_not_taken(self, e: Any, exc: BaseException, sn: int, decision: dict) -> None:
-        """The account did not fill the engine's entry: undo the engine's position, journal it as not taken."""
-        self.engine.position = None
+        """The account did not fill the engine's entry (the engine stayed flat): journal it as not taken."""
         self.signals_not_taken += 1
         rec = {"trade_id": e.trade_id, "symbol": e.asset, "direction": e.direction, "notional": e.notional,
                "error": type(exc).__name__, "detail": str(exc)}
@@ -488,7 +508,6 @@ class TraderCore:
             reason = str(fill.get("reason") or "KILL_SWITCH")   # KILL_SWITCH, or PROTECTIVE_STOP (the venue's stop)
             if eng.position is not None and (eng.close_position(self.bar_idx, prices, reason) is None):
                 eng.position = None
-            eng.capital = self.account.capital  # capital sync: the account is the truth
             fill.update(scan_number=sn, forced=True)
             booked.append(fill)
             self._journal("EXIT", fill, sn)
@@ -507,7 +526,6 @@ class TraderCore:
             row = dict(due.pop(0))
             self.recorder.account_call("funding", {"tran_id": row.get("tran_id")}, dict(row), None)
             rec = self.account.book_funding(row)
-            self.engine.capital = self.account.capital   # capital sync: the account is the truth
             rec.update(scan_number=sn)
             booked.append(rec)
             self._journal("FUNDING", rec, sn)
@@ -539,10 +557,6 @@ class TraderCore:
         self.account.roll_day(day)
         self.bar_idx = 0
         log.info("begin_day %s posture=%s boost=%.3f beta=%.2f", day, self.posture, self.acb["boost"], self.acb["beta"])
-
-    recorder: Any = NULL_RECORDER   # issue 17: services.event_trader.recorder (main.py attaches it)
-    gap_held_scans = 0          # issue 21: scans the gap gate held back (class defaults: no __init__ edit)
-    _gap_holding = False
 
     def _gap_gate(self, scan: EigenScan) -> dict | None:
         """The gap gate: no entry on a post-gap scan (``gap_hold``) while flat; journaled once per hold."""
@@ -585,8 +599,6 @@ class TraderCore:
             self.journal_backlog.popleft()
             self._last_snapshot = self.clock()
         return True
-
-    _decision_stale = False     # the stale_state flag of the decision being booked (PnL writes carry it)
 
     def _journal(self, kind: str, payload: dict, sn: int | None) -> None:
         self._journal_only(kind, payload, sn)
@@ -645,7 +657,7 @@ class TraderCore:
             trades=int(acct.get("day_trades", 0)), drawdown=max(0.0, 1.0 - cap / peak) if peak > 0 else 0.0,
             strategy=STRATEGY, capital=acct["capital"], peak_capital=acct["peak_capital"],
             updated_at=self.clock(), last_scan_number=last_scan, posture=self.posture,
-            posture_source=self.posture_source, paper=acct, engine_state=engine_state,
+            posture_source=self.posture_source, account=acct, engine_state=engine_state,
             latency=self.latency_stats(), stale_state_events=ts["stale_state_events"])
 
     def heartbeat_fields(self) -> dict:

@@ -1,6 +1,6 @@
 """Running safely on a venue account: the periodic reconcile's comparison, the protective stop, funding bookkeeping.
 
-Pure parts of :class:`~services.event_trader.venue_exec.VenueAccount`'s safety loop (no I/O, no clock), so they
+Pure parts of :class:`~prod.trading.venue_account.VenueAccount`'s safety loop (no I/O, no clock), so they
 are tested directly:
 
 * :class:`SafetyConfig` — ``reconcile_s`` (how often positions, open orders and balance are compared with

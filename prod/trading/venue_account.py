@@ -1,11 +1,11 @@
-"""Venue execution for the trader: the :class:`~services.event_trader.paper.PaperAccount` interface on real orders.
+"""Venue execution for the trader: the :class:`~prod.trading.accounts.PaperAccount` interface on real orders.
 
 :class:`VenueAccount` keeps PaperAccount's fields (capital, peak_capital, position, trades, day,
 day_start_capital, day_trades, fees_paid, history) and methods (``roll_day``, ``open``, ``close``,
 ``to_dict``) but fills through :mod:`prod.execution` on a Binance-USDT-M-compatible venue: the
 simulator for paper (``DOLPHIN_VENUE_REST`` / ``_WS`` at ``standins.venue_sim``) or the real venue
 — the same code, only URLs and keys differ. Every order event goes into the trade journal's audit
-hash chain (``ORDER_<event>``), through :class:`~services.event_trader.journal.HeldAppends`: a write that
+hash chain (``ORDER_<event>``), through :class:`~prod.trading.journal.HeldAppends`: a write that
 fails (full disk) is held in order and retried, never lost while the trader runs.
 
 * ``open``: quantity = notional / the expected fill price (best bid for a sell, best ask for a
@@ -30,7 +30,7 @@ fails (full disk) is held in order and retried, never lost while the trader runs
   → flattened with reduceOnly orders (the engine never saw that entry, so it is not adopted); a
   position we never ordered → reported, and entries in that symbol are refused.
 
-Running safely (issue 29; the pure parts in :mod:`services.event_trader.safety`):
+Running safely (issue 29; the pure parts in :mod:`prod.trading.safety`):
 
 * **Protective stop.** Every entry is followed by a STOP_MARKET ``closePosition`` order (Binance's algo-order
   API, ``POST /fapi/v1/algoOrder``: since 2025-12-09 ``/fapi/v1/order`` refuses conditional types), ``stop_pct``
@@ -43,7 +43,7 @@ Running safely (issue 29; the pure parts in :mod:`services.event_trader.safety`)
   event): open orders (plain and algo; plain ones of every symbol at start, by reconcile(); otherwise only in
   the symbols where the journal or the venue holds a position or an open order: weight 1 each, not 40),
   positions (with every symbol's leverage and margin type) and the wallet are compared with the journal
-  (:func:`~services.event_trader.safety.venue_mismatches`). A mismatch freezes entries
+  (:func:`~prod.trading.safety.venue_mismatches`). A mismatch freezes entries
   (:class:`EntriesFrozen`, journaled ``ENTRY_NOT_TAKEN`` by the core) and journals a ``RECONCILE`` row;
   entries open again only when a later check finds the venue and the journal agreeing (another
   ``RECONCILE`` row). A position whose stop is missing gets a new one after the mismatch is journaled.
@@ -56,7 +56,7 @@ Running safely (issue 29; the pure parts in :mod:`services.event_trader.safety`)
   ``tranId``) wait in ``funding_due`` until the core books them at its next scan (:meth:`book_funding`:
   capital, a ``FUNDING`` journal row, recorded for the parity replay).
 * ``to_dict()['safety']`` — ``frozen``, ``reasons``, ``margin_calls``, the last reconcile's cost — reaches
-  ``DOLPHIN_STATE_BLUE[latest].paper.safety``, where the alerts read it.
+  ``DOLPHIN_STATE_BLUE[latest].account.safety``, where the alerts read it.
 """
 from __future__ import annotations
 
@@ -64,7 +64,6 @@ import logging
 import math
 import threading
 import time
-from dataclasses import asdict
 from typing import Any, Mapping
 
 from prod.execution import (DuplicateDecision, EntriesRefused, EntryNotFilled, ExecConfig, ExecutionRuntime,
@@ -72,10 +71,10 @@ from prod.execution import (DuplicateDecision, EntriesRefused, EntryNotFilled, E
 from prod.execution.killswitch import KillSwitch
 from prod.binance.signing import Credentials
 from prod.execution import schemas as X
-from services.event_trader.journal import HeldAppends, Journal
-from services.event_trader.paper import OTHER_SLIP, Book, PaperPosition, fill_price
+from prod.trading.journal import HeldAppends, Journal
+from prod.trading.accounts import DEFAULT_COSTS, Book, Costs, Ledger, Position, exit_gross, exit_record, fill_price
 from prod.execution.funding import apply_funding
-from services.event_trader.safety import (AccountEvents, EntriesFrozen, Held, SafetyConfig, stop_price,
+from prod.trading.safety import (AccountEvents, EntriesFrozen, Held, SafetyConfig, stop_price,
                                           venue_mismatches)
 
 log = logging.getLogger(__name__)
@@ -83,14 +82,16 @@ FUNDING_POLL_S = 900.0     # income is read at a FUNDING_FEE event and at least 
 FUNDING_AFTER_EXIT_S = 30.0  # and once this long after the exit (a fee the venue charged just before it)
 
 
-class VenueAccount:
-    """PaperAccount-compatible account whose fills are venue orders (see the module docstring)."""
+class VenueAccount(Ledger):
+    """The account whose fills are venue orders, booked by the one :class:`~prod.trading.accounts.Ledger`."""
 
     def __init__(self, runtime: ExecutionRuntime, journal: Journal, capital: float, *, strategy: str = "blue",
                  kill_switch: KillSwitch | None = None, fill_timeout_s: float = 10.0, max_exit_rounds: int = 5,
                  state: Mapping[str, Any] | None = None, kill_poll_s: float = 0.2, held: HeldAppends | None = None,
                  safety: SafetyConfig | None = None, events: AccountEvents | None = None,
-                 gate: Any = None):
+                 gate: Any = None, costs: Costs = DEFAULT_COSTS):
+        Ledger.__init__(self, capital=float(capital), peak_capital=float(capital), day_start_capital=float(capital))
+        self.costs = costs
         self.runtime, self.journal, self.strategy = runtime, journal, strategy
         self.safety = safety or SafetyConfig()
         self.events = events or AccountEvents()
@@ -117,14 +118,8 @@ class VenueAccount:
         self.kill_switch = kill_switch
         self.gate = gate              # prod.execution.preflight.EntryGate: entries the preflight refuses
         self.fill_timeout_s, self.max_exit_rounds = fill_timeout_s, max_exit_rounds
-        self.capital = self.peak_capital = self.day_start_capital = float(capital)
-        self.position: PaperPosition | None = None
         self.qty = 0.0
         self.entry_ts_ms = 0          # venue time of the entry's last fill (finds a later flattening's fills)
-        self.trades = self.day_trades = 0
-        self.day: str | None = None
-        self.fees_paid = 0.0
-        self.history: list = []
         self._kill_exits: list[dict] = []
         self._down_close: tuple | None = None      # (position, fills, reason) closed on the venue while we were down
         self.reconcile_report: dict | None = None
@@ -163,13 +158,7 @@ class VenueAccount:
         return acct
 
     def _load(self, d: Mapping[str, Any]) -> None:
-        pos = d.get("position")
-        self.capital, self.peak_capital = float(d["capital"]), float(d["peak_capital"])
-        self.position = None if pos is None else PaperPosition(**pos)
-        self.trades, self.day = int(d.get("trades", 0)), d.get("day")
-        self.day_start_capital = float(d.get("day_start_capital", self.capital))
-        self.day_trades, self.fees_paid = int(d.get("day_trades", 0)), float(d.get("fees_paid", 0.0))
-        self.history = list(d.get("history", []))
+        self.load_ledger(d)
         self.qty = float((d.get("venue") or {}).get("qty", 0.0))
         v = d.get("venue") or {}
         self.entry_ts_ms = int(v.get("entry_ts_ms", 0))
@@ -188,10 +177,7 @@ class VenueAccount:
 
     def to_dict(self) -> dict[str, Any]:
         """PaperAccount's dict plus ``venue`` (position quantity); restores with ``state=``."""
-        return {"capital": self.capital, "peak_capital": self.peak_capital,
-                "position": None if self.position is None else asdict(self.position), "trades": self.trades,
-                "day": self.day, "day_start_capital": self.day_start_capital, "day_trades": self.day_trades,
-                "fees_paid": self.fees_paid, "history": self.history,
+        return {**self.ledger_dict(),
                 "venue": {"qty": self.qty, "entry_ts_ms": self.entry_ts_ms, "stop_cid": self.stop_cid,
                           "stop_symbol": self.stop_symbol, "stop_seq": self._stop_seq,
                           "funding_watch": [dict(w) for w in self.funding_watch],
@@ -206,9 +192,6 @@ class VenueAccount:
         return {"frozen": bool(mm), "reasons": sorted(mm.values()), "keys": sorted(mm), "margin_calls": self.margin_calls,
                 "last_margin_call": self.last_margin_call, "reconcile": dict(self.recon), "stop_cid": self.stop_cid,
                 "unknown_events": dict(stream.unknown_kinds) if stream is not None else {}}
-
-    def roll_day(self, day: str) -> None:
-        self.day, self.day_start_capital, self.day_trades = day, self.capital, 0
 
     @property
     def client(self):
@@ -246,7 +229,8 @@ class VenueAccount:
                 raise RuntimeError(f"position {self.position.trade_id} already open; refusing a second entry")
             if not (math.isfinite(notional) and notional > 0):
                 raise ValueError(f"bad notional {notional!r}")
-            expected, _src = fill_price(direction, True, book, ref_price, now, max_book_age_s, OTHER_SLIP)
+            expected, _src = fill_price(direction, True, book, ref_price, now, max_book_age_s,
+                                         self.costs.other_slippage)
             rules = self.client.rules.get(symbol)
             if rules is None:
                 raise ValueError(f"{symbol}: not a symbol of the venue")
@@ -269,12 +253,10 @@ class VenueAccount:
                 raise EntryNotFilled(f"entry #{trade_id} {symbol}: {o.status.value} with nothing filled "
                                      f"({o.reason or 'no reason given'})")
             fee = o.fees
-            self.capital -= fee
-            self.fees_paid += fee
             self.qty = o.filled_qty
             self.entry_ts_ms = max(f.ts_ms for f in o.fills.values())
             actual = o.filled_qty * o.avg_price
-            self.position = PaperPosition(trade_id, symbol, direction, o.avg_price, actual, fee, now, scan, "venue")
+            self.book_entry(Position(trade_id, symbol, direction, o.avg_price, actual, fee, now, scan, "venue"))
             self.funding_watch.append({"symbol": symbol, "trade_id": trade_id, "start_ms": self.entry_ts_ms,
                                        "end_ms": None, "after": 0})
             stop = self._place_stop(scan)
@@ -300,7 +282,7 @@ class VenueAccount:
             finally:
                 self._closing = False
 
-    def _close(self, pos: PaperPosition, side: str, rules: Any, left: float, fills: list, reason: str, now: float,
+    def _close(self, pos: Position, side: str, rules: Any, left: float, fills: list, reason: str, now: float,
                scan: int) -> dict:
         """(under _lock) close()'s body."""
         ids = []
@@ -330,7 +312,7 @@ class VenueAccount:
         rec.update(client_ids=ids, incomplete=rules.round_qty(left) > 0)
         return rec
 
-    def _book_exit(self, pos: PaperPosition, fills: list, reason: str, now: float, scan: int | None) -> dict:
+    def _book_exit(self, pos: Position, fills: list, reason: str, now: float, scan: int | None) -> dict:
         for w in self.funding_watch:
             if w["trade_id"] == pos.trade_id and w["end_ms"] is None:
                 w["end_ms"] = max([f.ts_ms for f in fills], default=0) or self.entry_ts_ms
@@ -338,19 +320,10 @@ class VenueAccount:
         qty = sum(f.qty for f in fills)
         price = sum(f.qty * f.price for f in fills) / qty if qty > 0 else pos.entry_price
         share = min(1.0, qty / self.qty) if self.qty > 0 else 0.0
-        gross = pos.direction * (price - pos.entry_price) / pos.entry_price * pos.notional * share
         fee = sum(f.fee for f in fills)
-        self.capital += gross - fee
-        self.fees_paid += fee
-        self.peak_capital = max(self.peak_capital, self.capital)
-        self.trades += 1
-        self.day_trades += 1
-        rec = {"side": "BUY" if pos.direction < 0 else "SELL", "trade_id": pos.trade_id, "symbol": pos.symbol,
-               "price": price, "entry_price": pos.entry_price, "notional": pos.notional, "fee": fee, "gross": gross,
-               "net": gross - fee - pos.entry_fee, "reason": reason, "source": "venue", "ts": now, "scan_number": scan,
-               "capital_after": self.capital, "qty": qty, "fills": len(fills)}
-        self.history = (self.history + [rec])[-50:]
-        self.position, self.qty = None, 0.0
+        rec = self.book_exit(exit_record(pos, price, fee, exit_gross(pos, price, share), reason, "venue", now, scan))
+        rec.update(qty=qty, fills=len(fills))
+        self.qty = 0.0
         return rec
 
     # ------------------------------------------------------------------ reconcile + kill
@@ -700,7 +673,7 @@ class VenueAccount:
                     self._kill_exits.append(self._book_exit(pos, fills, reason, 0.0, None))
         return self._kill_exits
 
-    def _closed_while_down(self, pos: PaperPosition) -> dict | None:
+    def _closed_while_down(self, pos: Position) -> dict | None:
         """(restart) The journal's position is flat on the venue: find its closing trades (its protective stop's
         order, or anyone's) and keep the position until the core books that exit (:attr:`kill_exits`)."""
         a = self.client.algos.get(self.stop_cid) if self.stop_cid else None
@@ -782,7 +755,7 @@ class VenueAccount:
             self._kill_handled = True
         return rep
 
-    async def _closing_trades(self, pos: PaperPosition) -> list:
+    async def _closing_trades(self, pos: Position) -> list:
         """The venue's trades that closed ``pos`` after its entry (newest last), up to its quantity."""
         from prod.execution import schemas as X
         side = "BUY" if pos.direction < 0 else "SELL"
