@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from scanner import kernels
 from scanner.engine import (CARRY_SCANS, FULL_EVERY, GAP_FACTOR, GAP_HOLD_RETURNS, HISTORY_ROWS,
@@ -267,6 +267,25 @@ def _lambda_series(x, has_ret, w, min_assets, var_eps, full_every, tol_rel, max_
     return lam, same, lanczos, steps, fallbacks
 
 
+@njit(cache=True, parallel=True)
+def _all_windows(x, has_ret, windows, min_assets, var_eps, full_every, tol_rel, max_steps):
+    """:func:`_lambda_series` for every window, the windows spread over numba's threads (both cores)."""
+    t_n = x.shape[0]
+    k_n = windows.shape[0]
+    lam = np.full((t_n, k_n), np.nan)
+    same = np.zeros((t_n, k_n), dtype=np.bool_)
+    counts = np.zeros((k_n, 3), dtype=np.int64)
+    for k in prange(k_n):
+        lw, sw, lz, st, fb = _lambda_series(x, has_ret, windows[k], min_assets, var_eps, full_every, tol_rel,
+                                            max_steps)
+        lam[:, k] = lw
+        same[:, k] = sw
+        counts[k, 0] = lz
+        counts[k, 1] = st
+        counts[k, 2] = fb
+    return lam, same, counts
+
+
 @njit(cache=True)
 def kernels_update(s1, q, bad, s2, x, old, has_old):
     """The rank-1 add/drop of :func:`scanner.incremental.update_moments` (always with S2)."""
@@ -386,16 +405,16 @@ def scan_series(prices: np.ndarray, ts_ns: np.ndarray, interval_s: float | None 
     lam = np.full((t_n, len(WINDOWS)), np.nan)
     vel = np.full_like(lam, np.nan)
     inst = np.full_like(lam, np.nan)
-    stats = {"lanczos": 0, "steps": 0, "eigvalsh": 0}
     assert max(WINDOWS) < HISTORY_ROWS
-    for k, w in enumerate(WINDOWS):
-        lw, same, lz, st, fb = _lambda_series(x, has_ret, w, MIN_ASSETS, kernels.VAR_EPS, int(full_every),
-                                              TOL_LAMBDA, MAX_STEPS)
-        lam[:, k] = lw
-        vel[:, k], inst[:, k] = _spread(lw, same, INSTABILITY_SCANS)
-        stats["lanczos"] += int(lz)
-        stats["steps"] += int(st)
-        stats["eigvalsh"] += int(fb)
+    # longest window first: the threads pick the costliest work first
+    order = np.argsort(np.array(WINDOWS))[::-1]
+    lam_o, same_o, counts = _all_windows(x, has_ret, np.array(WINDOWS, dtype=np.int64)[order], MIN_ASSETS,
+                                         kernels.VAR_EPS, int(full_every), TOL_LAMBDA, MAX_STEPS)
+    for j, k in enumerate(order.tolist()):
+        lam[:, k] = lam_o[:, j]
+        vel[:, k], inst[:, k] = _spread(np.ascontiguousarray(lam_o[:, j]), np.ascontiguousarray(same_o[:, j]),
+                                        INSTABILITY_SCANS)
+    stats = {"lanczos": int(counts[:, 0].sum()), "steps": int(counts[:, 1].sum()), "eigvalsh": int(counts[:, 2].sum())}
     i50, i750 = WINDOWS.index(50), WINDOWS.index(750)
     vel_div = vel[:, i50] - vel[:, i750]
     return SeriesResult(lam=lam, velocity=vel, instability=inst, vel_div=vel_div, gap_hold=hold, gaps=int(gap_at.sum()),

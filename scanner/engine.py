@@ -373,7 +373,7 @@ class EigenEngine:
                 batch.append((w, idx, c))
                 continue
             if reason is None and (small or m.direct_left > 0):
-                # LAPACK eigvalsh + inverse iteration: for small sets, and for a while after the warm
+                # LAPACK dsyevr on the top two: for small sets, and for a while after the warm
                 # iteration did not pay (λ2 in the noise bulk, a weak market factor: see DIRECT_HOLD)
                 if z is None and w < idx.size:
                     z = self._z(w, idx)
