@@ -120,7 +120,7 @@ def _start_vector(prev, idx, k):
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _top_eigenvalue(c, v0, tol, max_steps):
     """λ1 of the symmetric ``c`` by Lanczos from ``v0`` (unit). Returns (λ1, Ritz vector, steps, converged)."""
     n = c.shape[0]
@@ -154,19 +154,30 @@ def _top_eigenvalue(c, v0, tol, max_steps):
         bt = math.sqrt(b2)
         beta[j] = bt
         k = j + 1
-        tm = np.zeros((k, k))
-        for i in range(k):
-            tm[i, i] = alpha[i]
-            if i + 1 < k:
-                tm[i, i + 1] = beta[i]
-                tm[i + 1, i] = beta[i]
-        ev, y = np.linalg.eigh(tm)
-        th1 = ev[k - 1]
-        res = bt * abs(y[k - 1, k - 1])
-        done = res <= tol or bt <= 1e-14 * abs(th1)
-        if not done and k >= 3:
-            gap = th1 - ev[k - 2]
-            done = gap > 0.0 and res * res <= 0.01 * tol * gap
+        if k == 1:                                  # Ritz value α0, residual β0
+            th1 = al
+            y = np.ones((1, 1))
+            res = bt
+            done = res <= tol or bt <= 1e-14 * abs(th1)
+        elif k == 2 and bt > 1e-14 * abs(al):      # too early for the gap estimate: go on
+            th1 = al
+            y = np.ones((1, 1))
+            res = 0.0
+            done = False
+        else:
+            tm = np.zeros((k, k))
+            for i in range(k):
+                tm[i, i] = alpha[i]
+                if i + 1 < k:
+                    tm[i, i + 1] = beta[i]
+                    tm[i + 1, i] = beta[i]
+            ev, y = np.linalg.eigh(tm)
+            th1 = ev[k - 1]
+            res = bt * abs(y[k - 1, k - 1])
+            done = res <= tol or bt <= 1e-14 * abs(th1)
+            if not done:
+                gap = th1 - ev[k - 2]
+                done = gap > 0.0 and res * res <= 0.01 * tol * gap
         if done:
             vec = np.zeros(n)
             for i in range(k):
