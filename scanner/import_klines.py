@@ -124,13 +124,16 @@ def _csv_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
         first = f.readline().decode("utf-8", "replace")
     header = bool(first.strip()) and not first.split(",")[0].strip().lstrip("-").isdigit()
+    if len(first.split(",")) < 7:                   # pyarrow holds every row to the first row's field count
+        return _csv_rows(path)
     try:
         t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True,
                                                                  skip_rows=1 if header else 0, use_threads=False),
-                           convert_options=pacsv.ConvertOptions(column_types={"f0": pa.int64(), "f4": pa.float64()}))
+                           convert_options=pacsv.ConvertOptions(column_types={"f0": pa.int64(), "f4": pa.float64()},
+                                                                include_columns=["f0", "f4"]))
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError):
         return _csv_rows(path)
-    if t.num_columns < 7 or t.num_rows == 0 or t.column("f0").null_count or t.column("f4").null_count:
+    if t.num_rows == 0 or t.column("f0").null_count or t.column("f4").null_count:
         return _csv_rows(path)
     times = t.column("f0").to_numpy()
     closes = t.column("f4").to_numpy()
