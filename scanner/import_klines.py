@@ -35,6 +35,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -231,6 +232,13 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _load(f: Path) -> tuple[Path, str | None, tuple | None, KlineFileError | None]:
+    try:
+        return f, symbol_of(f), read_arrays(f), None
+    except KlineFileError as exc:
+        return f, None, None, exc
+
+
 def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """One symbol's klines from its files in order: sorted by open time, a later row of the same time winning."""
     t = np.concatenate([p[0] for p in parts])
@@ -280,16 +288,17 @@ def run(paths: list[Path], out_dir: Path, precision_mode: str = "float64", echo=
     parts: dict[str, list] = {}
     skipped: list[dict] = []
     files = collect(paths)
-    loading = tqdm(files, desc="load", unit="file", disable=not progress, dynamic_ncols=True)
-    for f in loading:
-        try:
-            sym = symbol_of(f)
-            got = read_arrays(f)
-            parts.setdefault(sym, []).append(got)
-        except KlineFileError as exc:
-            skipped.append({"file": str(f), "error": str(exc)})
-            echo(f"skipped: {exc}")
-        loading.set_postfix(symbols=len(parts), refresh=False)
+    # pyarrow's CSV parser releases the GIL: two threads read files side by side (results in file order)
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        loading = tqdm(pool.map(_load, files), total=len(files), desc="load", unit="file", disable=not progress,
+                       dynamic_ncols=True)
+        for f, sym, got, exc in loading:
+            if exc is not None:
+                skipped.append({"file": str(f), "error": str(exc)})
+                echo(f"skipped: {exc}")
+            else:
+                parts.setdefault(sym, []).append(got)
+            loading.set_postfix(symbols=len(parts), refresh=False)
     loading.close()
     series = {s: _merge(v) for s, v in parts.items()}
     load_s = time.perf_counter() - t_start
