@@ -63,7 +63,7 @@ MIN_ASSETS = 10
 REGIME_BAND = 0.05
 HISTORY_ROWS = max(WINDOWS) + 1
 FULL_EVERY = 720          # scans between scheduled full eigh + moment recomputes per window (1 h at 5 s)
-DIRECT_MAX_N = 300        # up to this many included assets LAPACK dsyevr (top two) on the incremental C beats iterating
+DIRECT_MAX_N = 200        # up to this many included assets LAPACK dsyevr (top two) on the incremental C beats iterating
 GAP_FACTOR = 2.5          # scan spacing above this × cadence is a gap (issue 21) ...
 MIN_GAP_S = 60.0          # ... and above this many seconds: a scan a few seconds late (a busy machine) is a
                           # real return over a longer step, not an outage, and must not cost w750 of warm-up
