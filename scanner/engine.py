@@ -63,7 +63,7 @@ MIN_ASSETS = 10
 REGIME_BAND = 0.05
 HISTORY_ROWS = max(WINDOWS) + 1
 FULL_EVERY = 720          # scans between scheduled full eigh + moment recomputes per window (1 h at 5 s)
-DIRECT_MAX_N = 128        # up to this many included assets LAPACK eigh on the incremental C beats iterating
+DIRECT_MAX_N = 200        # up to this many included assets LAPACK dsyevr (top two) on the incremental C beats iterating
 GAP_FACTOR = 2.5          # scan spacing above this × cadence is a gap (issue 21) ...
 MIN_GAP_S = 60.0          # ... and above this many seconds: a scan a few seconds late (a busy machine) is a
                           # real return over a longer step, not an outage, and must not cost w750 of warm-up
@@ -71,7 +71,7 @@ CARRY_SCANS = 2           # scans a missing symbol keeps its last price before i
 PARTIAL_FRAC = 0.5        # a scan with fewer than this share of symbols priced is partial
 GAP_HOLD_RETURNS = max(WINDOWS) + 1   # returns after a gap until w750 and its velocity are valid
 ILL_GAP = 1e-6            # (λ1−λ2)/λ1 below this: the top vector is ill-determined → full eigh
-DIRECT_HOLD = 60          # scans a window stays on the direct path (eigvalsh + inverse iteration) after its warm
+DIRECT_HOLD = 60          # scans a window stays on the direct path (dsyevr, top two pairs) after its warm
                           # iteration failed, or needed eigvalsh for λ2 twice within RECUR_SCANS, before it tries warm again
 RECUR_SCANS = 10
 BATCH_MAX_N = 64          # up to this size the direct path runs the four windows as one batch (compiled LU);
@@ -373,7 +373,7 @@ class EigenEngine:
                 batch.append((w, idx, c))
                 continue
             if reason is None and (small or m.direct_left > 0):
-                # LAPACK eigvalsh + inverse iteration: for small sets, and for a while after the warm
+                # LAPACK dsyevr on the top two: for small sets, and for a while after the warm
                 # iteration did not pay (λ2 in the noise bulk, a weak market factor: see DIRECT_HOLD)
                 if z is None and w < idx.size:
                     z = self._z(w, idx)

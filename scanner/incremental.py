@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 from numba import njit
+from scipy.linalg.lapack import dsyevr as _dsyevr
 
 BLOCK = 12           # Ritz vectors carried per window: λ1, λ2 + guards spanning the sector modes below λ2
 EXPAND = 2           # residual / previous-direction columns added per iteration (those of λ1 and λ2)
@@ -225,39 +226,24 @@ SHIFT = 1e-10        # inverse-iteration shift above LAPACK's eigenvalue, relati
 INV_STEPS = 3        # inverse-iteration steps at most before a full eigh
 
 
-def _inverse_vector(a: np.ndarray, sigma: float, v: np.ndarray, lam: float, tol: float,
-                    against: np.ndarray | None = None) -> np.ndarray | None:
-    """The eigenvector of ``a`` for the eigenvalue ``lam`` (just below ``sigma``) by inverse iteration from
-    ``v``; None unless its residual ‖a v − θ v‖ reaches ``tol``."""
-    m = a.copy()
-    m.flat[::a.shape[0] + 1] -= sigma
-    for _ in range(INV_STEPS):
-        try:
-            v = np.linalg.solve(m, v)
-        except np.linalg.LinAlgError:
-            return None
-        if against is not None:
-            v = v - against * (against @ v)
-        nv = float(np.sqrt(v @ v))
-        if not (math.isfinite(nv) and nv > 0.0):
-            return None
-        v = v / nv
-        av = a @ v
-        r = av - (v @ av) * v
-        if float(np.sqrt(r @ r)) <= tol:
-            return v
-    return None
+def top2_lapack(a: np.ndarray) -> tuple[float, float, np.ndarray] | None:
+    """λ1, λ2 and their eigenvectors (columns, descending) of the symmetric ``a`` by LAPACK ``dsyevr``
+    (MRRR) on the top two indices only: one tridiagonalisation, no other eigenpair (issue 31)."""
+    n = a.shape[0]
+    w, z, m, _, info = _dsyevr(a, compute_v=1, range="I", il=n - 1, iu=n)
+    if info != 0 or m != 2:
+        return None
+    return float(w[1]), float(w[0]), z[:, ::-1]
 
 
 def direct_top2(c: np.ndarray | None, z: np.ndarray | None, v0: np.ndarray | None, need_v2: bool,
                 tol_vec: float = TOL_VEC, ill_gap: float = 1e-6):
-    """λ1, λ2 by LAPACK ``eigvalsh`` and their eigenvectors by inverse iteration (no full ``eigh``).
+    """λ1, λ2 and their eigenvectors by LAPACK ``dsyevr`` on the top two indices (:func:`top2_lapack`).
 
-    Works on C (N×N) or, given Z (N×W) with W < N, on the dual ZᵀZ/W. ``v0`` (N × ≥2, e.g. the last
-    scan's vectors) seeds the iteration. v1's residual is brought below ``tol_vec``·(λ1−λ2), the
-    convergence rule of :func:`warm_top`; v2 (only when ``need_v2``) below ``tol_vec``·λ1.
-    Returns (eigenvalues descending [λ1, λ2], vectors N×2) or None (ill-separated λ1, or no
-    convergence: the caller runs :func:`full_top`).
+    Works on C (N×N) or, given Z (N×W) with W < N, on the dual ZᵀZ/W (its vectors mapped back by Z).
+    ``v0``, ``need_v2`` and ``tol_vec`` are kept for the callers (the top two pairs come together).
+    Returns (eigenvalues descending [λ1, λ2], vectors N×2) or None (ill-separated λ1, or LAPACK
+    failed: the caller runs :func:`full_top`).
     """
     dual = z is not None and (c is None or z.shape[1] < z.shape[0])
     if dual:
@@ -265,24 +251,12 @@ def direct_top2(c: np.ndarray | None, z: np.ndarray | None, v0: np.ndarray | Non
         a = (z.T @ z) / w
     else:
         a = c
-    ev = np.linalg.eigvalsh(a)
-    l1, l2 = float(ev[-1]), float(ev[-2])
+    got = top2_lapack(a)
+    if got is None:
+        return None
+    l1, l2, u = got
     if not (l1 - l2 > ill_gap * l1):
         return None
-    k = a.shape[0]
-    if v0 is not None and v0.shape[1] >= 2:
-        s1, s2 = (z.T @ v0[:, 0], z.T @ v0[:, 1]) if dual else (v0[:, 0], v0[:, 1])
-    else:
-        s1, s2 = np.ones(k), np.random.default_rng(k).standard_normal(k)
-    u1 = _inverse_vector(a, l1 + SHIFT * l1, s1, l1, tol_vec * (l1 - l2))
-    if u1 is None:
-        return None
-    u2 = None
-    if need_v2:
-        u2 = _inverse_vector(a, l2 + SHIFT * l1, s2 - u1 * (u1 @ s2), l2, tol_vec * l1, against=u1)
-        if u2 is None:
-            return None
-    u = np.column_stack((u1, u1 if u2 is None else u2))
     if dual:
         v = z @ u
         v /= np.linalg.norm(v, axis=0, keepdims=True)
