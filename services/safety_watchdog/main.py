@@ -16,8 +16,10 @@ Sensors (decisions of ours where the bible leaves the source open):
   → HIBERNATE (force-close). We keep §12's effect: the trader reads the status itself and the engine
   applies ``day_mc_scale`` / ``regime_dd_halt`` (services.event_trader.core). The status is still
   reported in the payload's sensors (``mc_reported``) for operators.
-- Cat3: mean ``depth_quality`` / ``fill_probability`` over the priority symbols present in
-  ``obf_universe_latest``; stale when that snapshot is absent or older than ``ob_stale_s``.
+- Cat3: mean ``depth_quality_rel`` / ``fill_probability_rel`` over the priority symbols present in
+  ``obf_universe_latest`` (each book against its own rolling medians, decided in docs/cat3.md; an asset
+  without them, from an older writer, counts with its absolute ``depth_quality`` / ``fill_probability``);
+  stale when that snapshot is absent or older than ``ob_stale_s``.
 - Cat4: a DVOL spike is ``dvol_btc`` ≥ ``dvol_spike_level`` (80, ACB "extreme") or a rise of
   ≥ ``dvol_spike_jump`` (15) points between two readings; minutes since the last spike feed the impulse.
 - Cat5: drawdown = 1 − capital / peak_capital from ``DOLPHIN_STATE_BLUE["latest"]`` (0 if absent).
@@ -96,7 +98,8 @@ def ob_reading(obf: ObfUniverse | None, now: float, stale_s: float,
         a = assets.get(s)
         if not isinstance(a, dict):
             continue
-        d, f = a.get("depth_quality"), a.get("fill_probability")
+        d = a.get("depth_quality_rel", a.get("depth_quality"))
+        f = a.get("fill_probability_rel", a.get("fill_probability"))
         if isinstance(d, (int, float)) and isinstance(f, (int, float)) and math.isfinite(d) and math.isfinite(f):
             dq.append(min(1.0, max(0.0, float(d))))
             fp.append(min(1.0, max(0.0, float(f))))
