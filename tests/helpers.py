@@ -14,7 +14,8 @@ from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
-SHARED_REAL = REPO_ROOT.parent / "shared" / "data" / "real"   # real exchange data beside the repository, if present
+# real exchange data beside the repository, if present (DOLPHIN_SHARED_REAL points elsewhere, e.g. from a worktree)
+SHARED_REAL = Path(os.environ.get("DOLPHIN_SHARED_REAL") or REPO_ROOT.parent / "shared" / "data" / "real")
 
 
 def wait_until(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,

@@ -23,6 +23,9 @@ class FeatureParams:
     """Constants of the feature definitions above (frozen; defaults are the production values)."""
 
     depth_ref_usd: float = 250_000.0
+    rel_window_bars: int = 720
+    rel_depth_frac: float = 0.5
+    rel_spread_mult: float = 2.0
     spread_ref_bps: float = 10.0
     ma_bars: int = 5
     persistence_bars: int = 10
@@ -115,6 +118,12 @@ def book_features(book: Book, params: FeatureParams = FeatureParams()) -> dict[s
     }
 
 
+def _median(xs: Iterable[float]) -> float:
+    srt = sorted(xs)
+    k = len(srt)
+    return srt[k // 2] if k % 2 else 0.5 * (srt[k // 2 - 1] + srt[k // 2])
+
+
 def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
@@ -123,7 +132,8 @@ class AssetRolling:
     """Per-asset bar history: rolling §9.1 features, baselines, dark streak (mutable, not shared)."""
 
     __slots__ = ("p", "imb", "depth", "bars", "depth_base", "spread_base", "dark_streak", "stale",
-                 "last", "thinning", "cascade", "spread_ratio")
+                 "last", "thinning", "cascade", "spread_ratio", "depth_hist", "spread_hist", "depth_ref",
+                 "spread_ref")
 
     def __init__(self, params: FeatureParams = FeatureParams()):
         self.p = params
@@ -139,6 +149,27 @@ class AssetRolling:
         self.thinning = False
         self.cascade = False
         self.spread_ratio = 1.0
+        self.depth_hist: deque[float] = deque(maxlen=params.rel_window_bars)
+        self.spread_hist: deque[float] = deque(maxlen=params.rel_window_bars)
+        self.depth_ref: float | None = None    # rolling median depth_1pct_usd (None: no live bar yet)
+        self.spread_ref: float | None = None   # rolling median spread_bps
+
+    def relative(self, feats: Mapping[str, float]) -> dict[str, float]:
+        """Cat3's scores of one book against this asset's own rolling medians (docs/cat3.md).
+
+        ``depth_quality_rel`` = min(1, depth / (rel_depth_frac × median depth)); ``fill_probability_rel`` =
+        exp(−max(0, spread − rel_spread_mult × median spread) / spread_ref_bps): the §26.2 fill probability
+        of the spread in excess of twice the asset's own normal spread. Before the first live bar the book
+        itself is the reference (1.0, 1.0).
+        """
+        p = self.p
+        depth, spread = float(feats["depth_1pct_usd"]), float(feats["spread_bps"])
+        dref = self.depth_ref if self.depth_ref else depth
+        sref = self.spread_ref if self.spread_ref else spread
+        dq = min(1.0, max(0.0, depth) / (p.rel_depth_frac * dref)) if dref > 0 else 0.0
+        fq = math.exp(-max(0.0, spread - p.rel_spread_mult * sref) / p.spread_ref_bps)
+        return {"depth_quality_rel": dq, "fill_probability_rel": fq,
+                "depth_ref_usd": dref, "spread_ref_bps": sref}
 
     @property
     def warm(self) -> bool:
@@ -167,6 +198,11 @@ class AssetRolling:
         self.imb.append(imb)
         self.depth.append(depth)
         self.bars += 1
+        if not dark:
+            self.depth_hist.append(depth)
+            self.spread_hist.append(spread)
+            self.depth_ref = _median(self.depth_hist) or None
+            self.spread_ref = _median(self.spread_hist) or None
         last_imb = list(self.imb)
         ma = sum(last_imb[-p.ma_bars:]) / len(last_imb[-p.ma_bars:])
         s = _sign(ma)

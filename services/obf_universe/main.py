@@ -193,6 +193,7 @@ class Writer(threading.Thread):
         if r is not None:
             p.update(r.last)
             p["stale"] = r.stale
+            p.update(r.relative(feats))     # Cat3's scores against the asset's own rolling medians (docs/cat3.md)
         p.update({"cascade_count": m.cascade_count, "regime_signal": m.regime_signal,
                   "withdrawal_stress": m.withdrawal_stress})
         return p

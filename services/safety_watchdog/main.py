@@ -67,7 +67,8 @@ def ob_reading(obf: ObfUniverse | None, now: float, stale_s: float,
         a = assets.get(s)
         if not isinstance(a, dict):
             continue
-        d, f = a.get("depth_quality"), a.get("fill_probability")
+        d = a.get("depth_quality_rel", a.get("depth_quality"))
+        f = a.get("fill_probability_rel", a.get("fill_probability"))
         if isinstance(d, (int, float)) and isinstance(f, (int, float)) and math.isfinite(d) and math.isfinite(f):
             dq.append(min(1.0, max(0.0, float(d))))
             fp.append(min(1.0, max(0.0, float(f))))

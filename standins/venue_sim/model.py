@@ -151,14 +151,22 @@ class MarketModel:
         if regime == "trending":
             self.trend_sign = 1.0 if self.rng_regime.random() < 0.5 else -1.0
 
-    def force_regime(self, regime: str, hold_s: float | None = None, settle: bool = False) -> None:
+    def force_regime(self, regime: str, hold_s: float | None = None, settle: bool = False,
+                     episode_seed: int | None = None) -> None:
         """Switch to ``regime`` now and hold it ``hold_s`` seconds of market time (None: until released).
 
         ``settle`` puts the lagging book shape (``liq_stress``) at the regime's target at once, as if the
         regime had already lasted several ``LIQ_TAU_S`` (tests of order-book stress use it).
+        ``episode_seed`` restarts the returns/books/trades random stream from (model seed, episode_seed), so
+        the episode from this tick on draws the same shocks whenever it is started (a scripted episode: the
+        same onset gives the same correlation break, crossings and book thinning, tick for tick after it).
         """
         if regime not in REGIMES:
             raise ValueError(f"unknown regime {regime!r}; expected one of {REGIMES}")
+        if episode_seed is not None:
+            if isinstance(episode_seed, bool) or not isinstance(episode_seed, int) or episode_seed < 0:
+                raise ValueError(f"episode_seed {episode_seed!r}: must be a non-negative integer")
+            self.rng = np.random.default_rng(np.random.SeedSequence([self.seed, 11, episode_seed]))
         self._set_regime(regime, True)
         if settle:
             self.liq_stress = 1.0 if regime == "stress" else 0.0

@@ -464,7 +464,8 @@ class VenueSim(RestApi, UserApi, AccountApi):
             else:
                 hold = body.get("hold_s")
                 self.model.force_regime(str(body.get("regime")), None if hold is None else float(hold),
-                                        settle=bool(body.get("settle", False)))
+                                        settle=bool(body.get("settle", False)),
+                                        episode_seed=body.get("episode_seed"))
         except (ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         log.info("venue_sim: regime -> %s (forced=%s)", self.model.regime, self.model.forced)

@@ -117,19 +117,26 @@ class Mesh:
         return p.read_text(errors="replace") if p.exists() else ""
 
 
-def set_regime(port: int, regime: str, hold_s: float | None) -> None:
+def set_regime(port: int, regime: str, hold_s: float | None, episode_seed: int | None = None) -> None:
+    body = {"regime": regime, "hold_s": hold_s, **({"episode_seed": episode_seed} if episode_seed is not None else {})}
     req = urllib.request.Request(f"http://127.0.0.1:{port}/sim/admin/regime", method="POST",
-                                 data=json.dumps({"regime": regime, "hold_s": hold_s}).encode(),
+                                 data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200
 
 
 # 1 s scans: the trader's 100-bar lookback fills in under two minutes, so the live path can trade within
-# the test budget. The books' response to a regime is slowed (tau 1 h of market time instead of 90 s): the
-# stress test checks the signal path (correlation break → vel_div → entry), not a race against thinning
-# books, which push the survival stack to TURTLE (no entries) about two minutes into a stress episode.
-LIVE_ENV = ("DOLPHIN_SCAN_INTERVAL_S=1", "DOLPHIN_SIM_LIQ_TAU_S=3600")
+# the test budget. The books follow a regime at the simulator's normal pace (LIQ_TAU_S 90 s): with Cat3
+# scoring each book against its own median (docs/cat3.md) the posture keeps trading for the first ~2-3
+# minutes of a stress episode and turns TURTLE only once the books have collapsed.
+LIVE_ENV = ("DOLPHIN_SCAN_INTERVAL_S=1",)
+# The stress test's scripted episode: the simulator restarts its random stream from (seed 42, this) at the
+# onset, so the correlation break, its vel_div crossings and the book thinning are the same every run. Episode
+# 10 of seed 42 crosses −0.02 at +16, +25 (−0.050), +26, +39, +61 and +86 s after the onset (1 s mark-price
+# scans through scanner.engine, offline; the same after 800 or 1000 calm seconds), inside the 2–3 minutes in
+# which Cat3 keeps a trading posture (docs/cat3.md).
+EPISODE_SEED = 10
 
 
 @pytest.fixture(scope="module")
@@ -240,14 +247,17 @@ def test_a_stress_regime_in_the_simulator_produces_paper_trades(mesh, bus):
     wait_until(lambda: trader()["scans"] >= lookback, 300, interval=1.0, what="the trader's lookback filled")
     id0 = _journal_rows(journal, "SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
     onset_scan = trader()["last_scan"] or 0
-    set_regime(mesh.venue_port, "stress", 1800)
+    t_onset = time.monotonic()
+    # the scripted episode (EPISODE_SEED); held at most 4 min, ended by the finally below once it has traded
+    set_regime(mesh.venue_port, "stress", 240, episode_seed=EPISODE_SEED)
     try:
         def stress_entry():
             rows = _journal_rows(journal, "SELECT scan_number, payload FROM events WHERE kind='ENTRY' AND id > ?", id0)
             return rows[0] if rows else None
 
-        wait_until(lambda: stress_entry() is not None, 600, interval=1.0,
+        wait_until(lambda: stress_entry() is not None, 240, interval=0.5,
                    what="a paper entry on a live scan during the stress regime")
+        print(f"stress entry {time.monotonic() - t_onset:.1f}s after the onset (episode seed {EPISODE_SEED})")
         assert trader()["scans"] >= lookback
         sn, payload = stress_entry()
         fill = json.loads(payload)
