@@ -1,51 +1,6 @@
 """Operator alerts (trader down, kill switch, MC-Forewarner, failed MHS restarts, posture, trades) to webhook/Telegram.
 
-Driven by entry listeners: :class:`Alerter` is a consumer of :class:`observability.web.hub.BusHub`
-(the hub's listeners on ``DOLPHIN_SAFETY``, ``DOLPHIN_META_HEALTH``, ``DOLPHIN_STATE_BLUE``,
-``DOLPHIN_FEATURES`` and ``DOLPHIN_HEARTBEAT``). It
-runs inside the web console process when configured (``python -m observability.web``), or on its
-own with ``python -m observability.alerts`` (same settings; use one or the other, not both, or every
-alert is sent twice).
-
-Configuration (environment; secrets never appear in a log line):
-
-| variable | meaning |
-|---|---|
-| ``DOLPHIN_ALERT_WEBHOOK_URL`` | POST ``{"text", "kind", "subject", "ts", "details"}`` JSON here (``text``: Slack/Mattermost) |
-| ``DOLPHIN_TELEGRAM_BOT_TOKEN``, ``DOLPHIN_TELEGRAM_CHAT_ID`` | send ``text`` with the Bot API ``sendMessage`` |
-| ``DOLPHIN_TELEGRAM_API`` | Bot API base URL (default ``https://api.telegram.org``; tests point it at a local receiver) |
-| ``DOLPHIN_ALERT_MIN_INTERVAL_S`` | at most one alert per kind and subject in this many seconds (default 60) |
-| ``DOLPHIN_ALERT_MAX_PER_MIN`` | at most this many alerts a minute in all (default 20) |
-
-Rules (:class:`AlertRules`, pure; time passed in). Alerts are raised on transitions only. The first value
-seen of each source is the baseline and raises nothing (a console restart does not replay history),
-except the kill switch, whose baseline is "not engaged": an engaged switch is always announced.
-The most important ones are *urgent*: they skip the per-subject interval of the rate limiter (they fire
-once per transition anyway) and only count against the per-minute cap.
-- ``trader`` (urgent): the trader's supervisord program (``dolphin:event_trader`` in the MHS report's
-  ``services``) leaves RUNNING (EXITED, STOPPED, BACKOFF, ...), goes FATAL, or runs again; and the pid of
-  its heartbeat ``DOLPHIN_HEARTBEAT[event_trader]`` changes, i.e. it exited and supervisord restarted it
-  between two MHS cycles (10 s), which the state alone would miss.
-- ``kill_switch`` (urgent): ``DOLPHIN_SAFETY[kill_switch].engaged`` turned true (or is true when first
-  seen) or turned false.
-- ``mc_forewarner`` (urgent): ``DOLPHIN_FEATURES[mc_forewarner_latest].status`` changed (GREEN and OK
-  are the same status).
-- ``restart_failed`` (urgent): a new failed outcome in the MHS report's ``restart_outcomes``
-  (``{program: {ok, detail, at}}``: supervisorctl's answer to the last restart MHS triggered).
-- ``posture``: ``DOLPHIN_SAFETY[latest].posture`` changed.
-- ``rm_meta``: ``DOLPHIN_META_HEALTH[latest].status`` left GREEN, or came back to GREEN.
-- ``restart``: a meta-health report whose ``actions`` say ``restart <program>`` (once per cycle and program).
-- ``trade``: a position opened (new ``account.position.trade_id`` on ``DOLPHIN_STATE_BLUE[latest]``) or
-  closed (a new record in ``account.history``).
-- ``frozen``: the venue account froze entries (``account.safety.frozen`` became true: the periodic reconcile found
-  the venue and the journal disagreeing, or leverage/margin was changed by hand; ``reasons`` says what), or
-  unfroze them (they agree again).
-- ``margin_call``: the venue sent a ``MARGIN_CALL`` (``account.safety.margin_calls`` went up).
-
-Rate limit (:class:`RateLimiter`): an alert suppressed by either limit is counted, and the next
-alert of that kind and subject that goes out says how many were suppressed. Sending never blocks
-the listeners: each alert is one task with a 5 s timeout and one retry; a failure is logged with
-the channel name and the HTTP status, never the URL (a Telegram URL holds the token).
+Design notes: ``docs/design/observability.md``.
 """
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
 """Bus side of the observability terminal: one :class:`prod.runtime.Bus` that pushes every map change.
 
-:class:`BusFeed` owns a :class:`~prod.runtime.Bus` (it connects in the background with backoff and
-jitter, and rebuilds its client when the cluster is lost) and one feed thread. Each TUI source is a
-typed topic (:mod:`prod.bus.maps`): ``bus.listen`` delivers every add/update decoded on the client's
-event threads, and a malformed value arrives as an error naming its source; both are handed to
-``deliver``, which must not block. Removals of whole-map sources (heartbeats, PnL days) are listened
-to on every new client (an ``on_connect`` hook), as are the client's connection-state changes.
-
-The feed thread reads each key once (at start, after every (re)connection and on
-:meth:`BusFeed.request_refresh`) and reports the connection state while the bus is still connecting;
-nothing here polls a map in a loop.
+Design notes: ``docs/design/observability.md``.
 """
 from __future__ import annotations
 

@@ -1,42 +1,6 @@
 """Pure state model of the observability terminal: latest payload per panel, ages, colours, lines.
 
-Nothing here touches Hazelcast, Textual or the wall clock: values arrive as
-``(map_name, key, raw JSON)`` or already-decoded typed payloads (:mod:`prod.bus.payloads`, decoded
-through the topics of :mod:`prod.bus.maps`), time arrives as ``now`` (Unix seconds),
-and each panel renders to a list of :class:`Line` (text + a severity style). The Textual app
-(:mod:`observability.tui`) only copies these lines into widgets, so every decision the operator
-sees (what is stale, what is red, what was malformed) is unit-testable here.
-
-Decisions (the bible §28 leaves them open):
-- A payload's age is measured from its topic's writer timestamp (``Topic.ts_field``: the scan's
-  ``bridge_ts``, as MHS reads it; ``computed_at``, ``_pushed_at``, ``_snapshot_utc``, ``ts``,
-  ``timestamp``, ``updated_at``), falling back to the time it was received.
-- Heartbeat colour: ``ok`` up to ``hb_warn_s`` (15 s), ``warn`` up to ``hb_stale_s`` (60 s), ``bad`` beyond.
-  Every other panel turns ``warn`` when its payload is older than ``panel_stale_s`` (120 s).
-- A malformed payload never replaces the last good one: the panel keeps showing the last good
-  values under an error line that names the source (map and key) and the problem.
-- ``DOLPHIN_PNL_BLUE`` shows today's UTC date key; before the first write of the day it says so and
-  shows the most recent day it has.
-- Overview (issue 20, the part an operator needs at 80×24): :meth:`TuiState.overview` renders at most
-  four short rows of segments (posture/Rm, MHS status, scan age, capital/day PnL, position with
-  unrealised PnL, MHS holds); :meth:`TuiState.trade_rows` the last closed trades.
-- Unrealised PnL = direction × (last − entry) / entry × notional, before fees (the realised ``net``
-  of a closed trade subtracts both fees). ``last`` is the open symbol's price in the latest scan
-  (``assets``/``asset_prices`` of ``latest_eigen_scan``, the price the trader itself decides on);
-  without one the PnL shows as unknown, never as zero.
-- Closed trades come from ``DOLPHIN_STATE_BLUE[latest].account.history`` (the trader keeps the last
-  50; side is the position's, i.e. SHORT for a BUY close), else from today's ``DOLPHIN_PNL_BLUE``
-  ``last_trades``. A malformed row is skipped, never drawn half.
-- The vel_div sparkline reads a bounded deque of the last ``spark_n`` scans: a scan is plotted when
-  its ``timestamp_ns`` is newer than the last plotted one, so the initial read or a refresh that
-  delivers a scan again (or late) never plots it twice; one more than 300 s older means the
-  writer's clock went back (a replay) and the sparkline starts over. The feed coalesces bursts, so
-  under a burst it may miss scans, never duplicate one.
-- MHS holds: rendered when the meta-health payload carries a ``holds`` dict
-  (``{program: {reason, since, until}}``), nothing when absent.
-- Posture warm-up and sensor values as :mod:`observability.views` reads them (shared with the web
-  console): the watchdog's warm-up placeholder reads "warming up" with what it waits for, a sensor
-  without a first reading says so, a nested sensor value is written as ``key value`` pairs.
+Design notes: ``docs/design/observability.md``.
 """
 from __future__ import annotations
 

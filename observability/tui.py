@@ -1,24 +1,6 @@
 """TUI v3: the live observability terminal (Textual), fed only by Hazelcast entry listeners (bible §28).
 
-Run ``python -m observability.tui`` (``--members host:port,...`` / ``--cluster NAME`` override the
-``DOLPHIN_HZ_MEMBERS`` / ``DOLPHIN_HZ_CLUSTER`` settings). Keys: ``q`` quit, ``r`` force a refresh
-(one read of every key), ``t`` re-read and show/hide the test footer (the last ``make test`` run from
-``run_logs/test_results_latest.json``, bible §28.4; read on mount and on ``t``, never polled),
-``d`` show/hide the detail panels.
-
-Layout (issue 20: the nine-panel grid was unreadable at 80×24): the top is always the overview,
-sized for 80 columns — three to four short rows (posture/Rm, MHS, scan age; capital and day PnL;
-position with last price and unrealised PnL; MHS holds when there are any), a one-row vel_div
-sparkline over the recent scans, and the closed-trades table. The nine detail panels appear below
-it when the terminal is at least ``BIG`` (120×40); on a smaller one ``d`` swaps the trades table for
-them (one scrollable column of panels, each as tall as its content).
-
-Threading: :class:`observability.feed.BusFeed` decodes values on the Hazelcast event threads and
-drops them into a small coalescing buffer (latest value per map/key) without blocking. A pump worker
-thread hands each batch to the Textual loop with ``App.call_from_thread``, where the pure
-:class:`observability.state.TuiState` is updated and only the touched panels are redrawn; a 1 s
-timer redraws ages and stale colours. So a burst of heartbeats never blocks the client's event
-threads and never floods the UI loop. The model lives in ``state.py``; this module only draws it.
+Design notes: ``docs/design/observability.md``.
 """
 from __future__ import annotations
 

@@ -1,23 +1,6 @@
 """Views of bus values that both front-ends show (web console, terminal): services, posture warm-up, values.
 
-Pure functions of decoded payload dicts; no I/O, no clock. The web console (``observability/web``)
-ships their results to the page and the terminal (:mod:`observability.state`) renders them as lines,
-so the two say the same thing.
-
-Decisions:
-- **One row per service.** supervisord names a program ``group:name`` (``dolphin_data:acb_processor``,
-  the keys of the MHS report's ``services``); a process heartbeats under its service name
-  (``DOLPHIN_HEARTBEAT["acb_processor"]``). They are joined on the part after the last ``:``; an MHS
-  maintenance hold (``holds``, keyed by program) joins the same way. A service MHS does not watch
-  (``mc_forewarner``, ``web_console``) has no supervisor state in the report, and the row says so.
-  Two programs of the same name in different groups (none today) keep their full names.
-- **Warm-up.** Until the safety watchdog has its first readings it publishes ``warming_up: true``
-  with a placeholder ``HIBERNATE`` / ``Rm 0`` that is not a computed posture; the views say "warming
-  up" and name what is still awaited instead. After warm-up a sensor that still has no reading (the
-  MC-Forewarner runs every 4 h) is named too. What is awaited is read from the payload's sensors
-  (``hz_nodes``, ``n_heartbeats``, ``mc_source``, ``obf_present``, ``dvol_btc``), never from a timer.
-- **Readable values.** A nested value is written as ``key value`` pairs (``mc 1, obf 3``), a list
-  comma-separated, an empty one as ``none``, a missing one as ``—``; never a Python or JS object dump.
+Design notes: ``docs/design/observability.md``.
 """
 from __future__ import annotations
 

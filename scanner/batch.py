@@ -1,25 +1,6 @@
-"""A whole price series through the NG8 scan in compiled code: λ1 per window per scan, no per-scan Python (issue 31).
+"""A whole price series through the NG8 scan in compiled code: λ1 per window per scan, no per-scan Python.
 
-:func:`scan_series` gives, for a (T scans × N assets) price matrix and its timestamps, what
-:class:`scanner.engine.EigenEngine` in ``float64`` mode gives scan by scan for the fields the backtest's daily
-Parquet holds: ``velocity_W`` for the four windows, ``instability_50/150``, ``vel_div`` and ``gap_hold``. It is
-the importer's path (:mod:`scanner.import_klines`); the live scanner keeps the engine (it also needs loadings,
-the eigengap and the 512-bit stage).
-
-Same rules as the engine (module doc of :mod:`scanner.engine`): spacing gaps (``GAP_FACTOR`` × cadence and
-``MIN_GAP_S``) make the next return non-finite for every asset and hold entries for ``GAP_HOLD_RETURNS`` scans;
-a missing price is carried ``CARRY_SCANS`` scans; a scan with fewer than ``PARTIAL_FRAC`` of the symbols priced
-holds entries for ``CARRY_SCANS`` + 2 scans; an asset is in a window when its W returns are finite and not
-constant; a window needs ``MIN_ASSETS`` assets; velocity needs the same set on consecutive scans;
-instability is the population std of the last ``INSTABILITY_SCANS`` λ values of one unbroken set.
-
-Computation per window: running moments with a rank-1 add and drop per return (recomputed from scratch every
-``FULL_EVERY`` scans, as the engine does), the correlation matrix of the included assets built from them, and
-λ1 by Lanczos (full reorthogonalisation) started from the last scan's top vector. It stops when the Ritz
-value's error estimate ‖r‖²/(θ1 − θ2) (Kato–Temple, with the Ritz θ2 for λ2) is below ``TOL_LAMBDA`` × N / 100,
-or ‖r‖ itself is (Weinstein); without that after ``MAX_STEPS`` steps, and on the ``FULL_EVERY`` schedule, λ1
-comes from LAPACK ``eigvalsh``. Only λ1 is needed: velocities and instabilities are differences and spreads of
-λ1/N, so no eigenvector leaves this module.
+Design notes: ``docs/design/scanner.md``.
 """
 from __future__ import annotations
 

@@ -1,47 +1,6 @@
 """The NG8 eigenscan computation: one ``enhance()`` pass turns a scan's prices into all four windows.
 
-Definitions (shared/ARCHITECTURE.md §5, exact choices made here):
-
-* History: one price per asset per scan (NaN = missing); returns ``r_t = ln(p_t / p_{t-1})``.
-* Window ``W`` ∈ {50, 150, 300, 750} uses the last W returns (W+1 prices). An asset is *included*
-  in a window only if all its W returns are finite and not constant; the window is computed when at
-  least ``MIN_ASSETS`` (10) assets are included, otherwise all its fields are null.
-* ``λ_W`` = top eigenvalue of the Pearson correlation matrix of the included assets divided by their
-  count N; ``eigengap_W = (λ1 − λ2)/N``; loadings = top eigenvector, sign chosen so its sum ≥ 0.
-* ``velocity_W(t) = λ_W(t) − λ_W(t−1)``; null if either is null or the included asset set changed.
-* ``instability_W`` = population standard deviation of the last ``INSTABILITY_SCANS`` = 20
-  consecutive values of ``λ_W`` (100 s at the 5 s cadence), all with the same included set; null until
-  20 such values exist. ``instability_composite`` = mean of the non-null ``instability_W``.
-* ``vel_div = velocity_50 − velocity_750`` (null unless both exist).
-* ``regime_signal``: with ``d = λ_50 − λ_750``: +1 if d > +0.05 (short-horizon correlation spike: the
-  market moves as one, stress / liquidity withdrawal), −1 if d < −0.05 (short-horizon dispersion),
-  0 otherwise; null unless both windows are warm.
-
-Computation (issue 16): ``solver="incremental"`` (default) keeps per-window running moments updated
-by a rank-1 add/drop per scan and takes λ1, λ2 and the loadings from warm-started block iterations
-seeded with the last scan's Ritz vectors (:mod:`scanner.incremental`), with a full ``eigh`` at a cold
-start, when the included set changes, when the iteration does not converge or the top gap is
-degenerate, and every ``full_every`` scans per window (with a from-scratch recompute of the moments).
-``solver="full"`` recomputes every window from scratch each scan (the reference the tests compare
-against). Precision ``arb512`` (default; bible §25): λ1 and λ2 are the double-double Rayleigh quotients
-of the eigenvectors, certified by an ``arb`` enclosure (:mod:`scanner.precision`); velocities, vel_div
-and instability are formed from the double-double values. ``float64`` skips both.
-
-Gaps in the input (issue 21):
-
-* **Spacing gap**: with a cadence set (``interval_s`` / :meth:`EigenEngine.set_cadence`), a scan
-  more than ``GAP_FACTOR`` (2.5) × the cadence and more than ``MIN_GAP_S`` (60 s) after the previous
-  one is a gap (a scan a little late on a busy machine is not an outage); ``gap_s`` = the
-  missing time (spacing − cadence). Its cross-gap return is recorded as non-finite for every asset,
-  so no window that contains it is computed: each window is cold (null, ``warm`` False) until W
-  returns after the gap have refilled it. The move across the gap never becomes a return.
-* **Missing / partial prices**: a symbol with no price in a scan keeps its last price for up to
-  ``CARRY_SCANS`` (2) consecutive scans (``carried`` counts them); after that its price is null and
-  it is excluded from every window holding its null returns (the other symbols' windows stay warm).
-  A scan where fewer than ``PARTIAL_FRAC`` (half) of the symbols had a price is *partial*.
-* ``gap_hold`` is True from a spacing gap until the longest window (w750) is warm again with a
-  velocity (max(WINDOWS) + 1 returns later), and for ``CARRY_SCANS`` + 1 scans after a partial scan
-  (the carried scan and the catch-up returns): consumers refuse entries on those scans.
+Design notes: ``docs/design/scanner.md``.
 """
 from __future__ import annotations
 
@@ -64,7 +23,7 @@ REGIME_BAND = 0.05
 HISTORY_ROWS = max(WINDOWS) + 1
 FULL_EVERY = 720          # scans between scheduled full eigh + moment recomputes per window (1 h at 5 s)
 DIRECT_MAX_N = 200        # up to this many included assets LAPACK dsyevr (top two) on the incremental C beats iterating
-GAP_FACTOR = 2.5          # scan spacing above this × cadence is a gap (issue 21) ...
+GAP_FACTOR = 2.5          # scan spacing above this × cadence is a gap ...
 MIN_GAP_S = 60.0          # ... and above this many seconds: a scan a few seconds late (a busy machine) is a
                           # real return over a longer step, not an outage, and must not cost w750 of warm-up
 CARRY_SCANS = 2           # scans a missing symbol keeps its last price before it is excluded

@@ -1,27 +1,6 @@
 """Import exchange kline history into the backtest's daily Parquet by running the project's scanner over it.
 
-``python -m scanner.import_klines --out DATA_DIR FILE_OR_DIR...`` reads, per file, one symbol's klines in
-one of: Binance archive CSV (``BTCUSDT-1m-2021-05-10.csv``; open_time in ms or µs, header or not),
-freqtrade JSON (``BTC_USDT-1m.json``: ``[[ts_ms, o, h, l, c, v], ...]``) or feather (columns ``date``,
-``close``), or a Binance ``/fapi/v1/klines`` JSON body (``[[open_time, "o", "h", "l", "c", ...], ...]``).
-The symbol is the file name's part before the first ``-`` (``_`` removed, a freqtrade ``_USDT`` settle
-suffix dropped). The cadence is the most common open-time step over all files (stated in the output, with what it
-makes of the scanner's windows: w50..w750 are 50..750 scans, so at a 1 m cadence w750 spans 12.5 h
-where the live scanner's 5 s scans span 62.5 min; the signal thresholds were set on the live cadence).
-The engine runs with that cadence, so a step over 2.5 cadences (and 60 s) is a gap: windows restart
-and the rows carry ``gap_hold`` (the backtest takes no entries on them) until w750 is warm again.
-Closes are placed on one grid at that cadence from the first to the last kline of all symbols; a symbol
-has no price (null) before it is listed, after it ends and in its gaps; grid times where no
-symbol has a kline are not scanned (reported as gaps). Each grid row is one scan of
-:class:`scanner.engine.EigenEngine`; the scans are written per UTC day as
-``DATA_DIR/vbt_cache_klines/YYYY-MM-DD.parquet`` with :func:`prod.scans.daily.to_table` (the backtest's
-format). A bad file (truncated, garbage, NaN/non-positive close, unknown format) is reported by name and
-skipped; the others continue. A summary (cadence, symbols, first/last kline, gaps, late-listed symbols,
-skipped files, days written) goes to stdout as lines and to ``DATA_DIR/import_summary.json``.
-Progress goes to stderr: a tqdm bar per file loaded, then per scan (``--progress``; by default only when
-stderr is a terminal, so supervisord and CI logs get no carriage-return bars), and, once the days are written, one
-closing line with the throughput (``import_klines: N scans x M symbols in T s (R scans/s); ...``).
-Exit 0 when at least one day was written, 1 when nothing could be imported, 2 on bad arguments.
+Design notes: ``docs/design/scanner.md``.
 """
 from __future__ import annotations
 

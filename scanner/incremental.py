@@ -1,22 +1,6 @@
-"""Incremental window state and warm-started eigen-solver of the NG8 scan (issue 16).
+"""Incremental window state and warm-started eigen-solver of the NG8 scan.
 
-Per window W the scanner keeps running moments of the last W returns instead of recomputing them:
-column sums ``s1``, sums of squares ``q``, a count of non-finite returns per asset and, where the
-primal form is the cheaper one (2W ≥ N), the full product matrix ``S2 = Σ_t r_t r_tᵀ``. Each scan
-adds the newest return column and drops the one leaving the window (a rank-1 add and a rank-1
-drop, :func:`update_moments`); non-finite returns enter the sums as 0 and are counted, so an asset
-is valid again exactly when its last bad return has left the window.
-
-The correlation operator of a window is then either the explicit matrix built from the moments
-(:func:`corr_from_moments`, N×N, primal) or the standardised returns Z (N×W) applied as
-``C x = Z (Zᵀ x) / W`` without forming C (the dual form, cheaper when W < N/2).
-
-:func:`warm_top` finds the top eigenpairs of that operator by a block LOBPCG-style iteration
-(Rayleigh–Ritz on [V, residuals, previous directions]) started from the last scan's Ritz vectors,
-which are already close: one window slide changes C by O(1/W). It stops on residual bounds (the
-top vector to ``tol_vec``, λ2's value to ``tol_val`` relative to λ1) or gives up after ``maxit``
-(the caller then runs a full ``eigh``). :func:`full_top` is that full decomposition: LAPACK
-``eigh`` on C, or on the W×W dual Gram matrix ZᵀZ/W when W < N.
+Design notes: ``docs/design/scanner.md``.
 """
 from __future__ import annotations
 
@@ -228,7 +212,7 @@ INV_STEPS = 3        # inverse-iteration steps at most before a full eigh
 
 def top2_lapack(a: np.ndarray) -> tuple[float, float, np.ndarray] | None:
     """λ1, λ2 and their eigenvectors (columns, descending) of the symmetric ``a`` by LAPACK ``dsyevr``
-    (MRRR) on the top two indices only: one tridiagonalisation, no other eigenpair (issue 31)."""
+    (MRRR) on the top two indices only: one tridiagonalisation, no other eigenpair."""
     n = a.shape[0]
     w, z, m, _, info = _dsyevr(a, compute_v=1, range="I", il=n - 1, iu=n)
     if info != 0 or m != 2:

@@ -1,33 +1,7 @@
 """Precision of the scan's eigenvalues: a double-double Rayleigh quotient (fast path) and a
 certified ``arb`` enclosure of λ1, λ2 and the eigengap from the known eigenvectors (bible §25).
 
-Why not 512 bits everywhere: the eigenvectors come from float64 LAPACK/iterations, so a Rayleigh
-quotient θ = vᵀCv/vᵀv of them is the best λ any arithmetic can give from that vector; its error is
-quadratic in the vector's error (‖r‖²/gap, ~1e-30 relative for a float64 vector), which double-double
-(~106 bits) already resolves. What 512-bit arithmetic cannot give by itself — and what ``arb`` is
-used for here — is a *guarantee*: a ball that provably contains the exact eigenvalue of the exact
-correlation matrix of the float64 returns.
-
-Fast path (:func:`rayleigh_dd`, numba): for the included assets' returns x (exact float64 inputs)
-and a test vector v, means and variances in double-double, ``c = x − m``, ``u = v/sd`` and
-``y_t = Σ_i c_it u_i`` in double-double, θ = Σ_t y_t² / (W vᵀv). The same pass gives the 2×2 Gram
-matrices of [v1, v2] (for the Courant–Fischer lower bounds) and the residual ``r = Cv − θv`` in
-float64 together with a rigorous a-priori bound on its rounding error (γ_k = k·u/(1−k·u) bounds,
-doubled), so ``ρ = ‖r̂‖ + ‖bound‖ ≥ ‖r‖``.
-
-Certificate (:func:`certify`, python-flint ``arb``, a few dozen scalar operations per window):
-
-* Courant–Fischer, unconditional: λ1 ≥ μ1 and λ2 ≥ μ2, with μ1 ≥ μ2 the eigenvalues of the 2×2 pencil
-  (VᵀCV, VᵀV), computed in arb from the double-double entries with their error radii.
-* Weinstein, unconditional: C has an eigenvalue within ρ_i of θ_i.
-* Identification (not certified per scan): the eigenvalues near θ1, θ2 are λ1 and λ2, i.e. no third
-  eigenvalue lies above θ2 + ρ2. The full ``eigh`` run at every cold start, asset-set change and
-  schedule point checks this; it is an assumption in between. Given it, Kato–Temple gives
-  λ1 ≤ θ1 + ρ1²/(θ1 − θ2 − ρ2) and λ2 ≤ θ2 + ρ2.
-
-So λ1 ∈ [μ1, θ1 + ρ1²/(θ1−θ2−ρ2)] (width ~ρ1², ~1e-25 relative) and λ2 ∈ [μ2, θ2 + ρ2] (width ~ρ2:
-~1e-13 relative for an ``eigh`` vector, ~1e-8 for an iterated one, whose iteration stops on λ2's
-value, not its vector), and the eigengap (λ1−λ2)/N inherits λ2's width. An enclosure wider than :data:`WIDE` (relative) is logged.
+Design notes: ``docs/design/scanner.md``.
 """
 from __future__ import annotations
 

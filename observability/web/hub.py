@@ -1,15 +1,6 @@
 """Bus side of the web console: one client, entry listeners on every map, changes batched to the loop.
 
-:class:`BusHub` runs a background thread that keeps a Hazelcast client (``prod.bus.client.make_client``)
-connected, registers entry listeners on every DOLPHIN map (values for :data:`model.VALUE_MAPS`,
-added/removed keys only for the shard maps) and reads each map once after every (re)connect.
-Listener callbacks run on the client's event threads: they only append ``(map, key, change)`` to a
-bounded buffer, in arrival order (no coalescing: alerts must see every transition), and wake the
-asyncio loop at most once per ``flush_s``; the loop applies the batch to the :class:`model.ConsoleModel`, hands each decoded value
-to the consumers (web sockets, alerts, metrics) and never waits on the bus. Nothing polls a map.
-
-Recovery: the client retries its member for ``connect_timeout`` seconds; when it gives up, the hub
-builds a new client every ``retry_s``, so a restarted member is picked up without a restart.
+Design notes: ``docs/design/observability.md``.
 """
 from __future__ import annotations
 

@@ -1,19 +1,6 @@
 """The web console's model of the bus: maps, keys, latest values, trader views; no I/O, time passed in.
 
-:class:`ConsoleModel` is fed ``(map, key, raw value)`` changes (from entry listeners, applied on the
-server's event loop) and answers what the page shows: map sizes, a map's keys, one entry as
-formatted JSON (or the error naming the source), and the trader's views — position, today's trades,
-equity curve. It also produces the JSON messages pushed to the page.
-
-Decisions:
-- Maps listened *with values* (:data:`VALUE_MAPS`) keep every value; the per-symbol shard maps are
-  listened for added/removed keys only (≈ 540 books rewritten every few seconds would cost more
-  than the console is worth), so a shard entry is read once when the operator opens it.
-- A value larger than :data:`PUSH_LIMIT` characters is not pushed; the page reads it on demand.
-- Equity curve: the closes in ``DOLPHIN_STATE_BLUE[latest].account.history`` (``ts``,
-  ``capital_after``) plus every capital seen on ``STATE_BLUE[latest]``/``PNL_BLUE[date]`` since the
-  console started, at most :data:`EQUITY_POINTS` points. Today's trades: those closes whose ``ts``
-  falls on today's UTC date, newest first.
+Design notes: ``docs/design/observability.md``.
 """
 from __future__ import annotations
 

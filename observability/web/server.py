@@ -1,14 +1,6 @@
 """The web console's HTTP side (aiohttp): the page, a read-only JSON API and the live websocket.
 
-``python -m observability.web [--host 127.0.0.1] [--port 8088] [--members H:P,...] [--no-alerts]``
-serves ``static/index.html`` at ``/``, pushes every bus change to each open page over ``/ws``
-(a snapshot first, then batches of changes), and answers ``/api/maps``, ``/api/map/{name}`` (keys)
-and ``/api/entry?map=&key=`` (one value as formatted JSON). There is no write endpoint: the console
-is read-only, and it binds 127.0.0.1 unless told otherwise. The alert dispatcher
-(:mod:`observability.alerts`) runs in this process when a webhook or Telegram chat is configured.
-
-A slow page cannot slow the console: each socket has a bounded queue; when it is full the socket is
-closed and the page reconnects (and gets a fresh snapshot).
+Design notes: ``docs/design/observability.md``.
 """
 from __future__ import annotations
 

@@ -1,29 +1,6 @@
 """Live == replay (bible ALGO-3, tolerance 1e-10): replay a trader recording and compare it with the live journal.
 
-    python -m prod.backtest.parity --recording data/recordings/<run> [--journal PATH] [--tol 1e-10]
-
-The recording (``prod/trading/recording.py``) holds every scan the live trader handed to its core,
-the clock values the core read while deciding it, and the ACB / posture / MC / order-book inputs with one
-sequence number over all of them. The replay builds a fresh :class:`~prod.trading.core.TraderCore`
-from the recorded start snapshot and engine parameters (a temporary journal, the paper account) and feeds it
-the same inputs in the same order; then it compares, event by event, the trade rows of the live journal
-recorded during the run (``ENTRY``, ``EXIT``, ``ENTRY_NOT_TAKEN``, ``EXIT_FAILED``, ``GATE``, ``DAY_END``:
-entry/exit time, asset, side, price, notional, fees, gross/net PnL, …) and the final capital.
-
-How the replay runs (decisions, venue fills, input order): :mod:`prod.trading.replay`.
-
-Partial runs: a run without ``end.json`` was killed (kill -9, OOM, power) or its recording stopped (a disk
-full for too long). Everything it wrote up to then replays: a write the kill cut short (the last Arrow message
-of ``scans.arrow``, the last line of ``events.jsonl``) is a torn tail, dropped and counted; inputs after the last
-recorded scan are left out; live trade rows on scans the recording does not hold (decided after it ended) are
-left out and counted; the final capital compared is the live account's after the last compared row (the run's
-TRADER_START capital, then each EXIT's ``capital_after`` less later entry fees). Damage anywhere but the tail
-is still corruption (exit 2), and a run with ``end.json`` must be complete.
-
-    python -m prod.backtest.parity --recording data/recordings     # every run under it, one verdict each
-
-Exit codes: 0 all within tolerance, 1 differences above it, 2 the recording is corrupt or truncated (the
-message names the file), 3 the recording cannot be replayed (unknown execution mode, journal missing).
+Design notes: ``docs/design/prod.backtest.md``.
 """
 from __future__ import annotations
 

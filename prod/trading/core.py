@@ -1,52 +1,6 @@
 """The trader's decision core: restore, one scan → one decision, day roll, fills and journal; no bus.
 
-Bible §14, §24.3. :class:`TraderCore` is the state machine the bus adapter (``main.py``) drives; it
-never touches Hazelcast and takes time from an injected clock, so tests drive it directly. Per scan
-(:meth:`TraderCore.process`, on the one decision thread):
-
-1. drops a scan whose number is not above the last processed one (dedup, survives restarts) and a
-   scan older than ``max_scan_age_s`` (10 s, warning);
-2. drains the pending ACB update under ``_acb_lock`` (§14.2: the listener validates outside the
-   lock and only swaps a reference inside it);
-3. rolls the day (``end_day`` → PnL and the day's state, ``begin_day`` with the cached posture and
-   the last ACB boost/beta);
-4. computes ``vol_regime_ok`` with the one gate of :mod:`prod.alpha.vol` from BTC's price (§25);
-5. takes a ``GateSnap`` (boost, beta, posture, MC gate) before and after ``step_bar``; a change
-   marks the result ``stale_state`` (§14.3): on paper the fill still happens (the engine already
-   holds the position) but the fill record and the log carry the flag;
-6. fills an entry on the account before the engine opens it (the engine's ``entry_fill`` is the core's
-   ``_fill_entry``): an entry the account does not fill (EntryNotFilled, KillSwitchActive, DuplicateDecision,
-   a venue refusal, a journal that is behind) leaves the engine flat and is journaled ``ENTRY_NOT_TAKEN``;
-   fills the engine's exits on the account; forced flat exits the account made on its own
-   (``account.kill_exits``, the kill switch) are booked at the next scan; syncs the engine's capital to the
-   account (capital sync), journals the event (SQLite WAL + hash-chained audit log) and hands PnL and state
-   to the :class:`Outputs` (the adapter publishes them);
-7. records the scan-to-decision latency (scanner ``timestamp_ns`` → decision), with its
-   publish-to-decision part (``bridge_ts`` → decision); snapshots between trades (every
-   ``snapshot_every_s``) go to ``Outputs.snapshot`` (the adapter persists them off the decision path).
-
-HIBERNATE (§11.7 chosen over §14.1): the posture is passed to the engine, whose ``_manage_position``
-force-closes an open position at the next scan (``HIBERNATE_HALT``) and whose ``regime_dd_halt``
-blocks every entry while it lasts. §14.1's actor instead returns before ``step_bar`` ("hard skip"):
-a skipped bar can never close the position, so a HIBERNATE meant to protect capital would leave it
-exposed, unmanaged, for as long as the posture holds. The skip is right only for a flat book, and
-there the engine's halt has the same effect.
-
-OB macro (§9.2, OB-3, OB-5 exits of §7.2): obf_universe publishes the market-wide macro once per bar
-on ``DOLPHIN_FEATURES[ob_macro_latest]`` (``maps.OB_MACRO``). :meth:`TraderCore.on_ob_macro` (the
-adapter's listener) feeds it to the engine's OB provider (``update_macro``), so ``get_macro()`` is
-live for the OB-3 leverage multiplier and the cascade / liquidity-withdrawal exits. A macro older than
-``max_macro_age_s`` (15 s = 3 bars; checked on arrival and again before every decision), dated in
-the future by more than that, or malformed / out of range (:meth:`TraderCore.on_ob_macro_invalid`,
-the listener's error hook) is dropped and the engine sees None (neutral: OB-3
-multiplier 1.0, champion exits); each such drop is logged, rate-limited, naming the key.
-
-MC-Forewarner (§12, §16.8; resolves §11.2 vs §12): the MC status reaches the engine only here, from
-``DOLPHIN_FEATURES[mc_forewarner_latest]`` (:meth:`TraderCore.set_mc_status`, fed by the adapter's
-listener) and is applied at the day roll (``begin_day(mc_status=...)``): ORANGE → ``day_mc_scale``
-0.5 (half size), RED → ``regime_dd_halt`` (no new entry that day; an open position still runs to
-its exits). GREEN is §12's OK. No MC data → OK (the forewarner is advisory; the watchdog no longer
-turns ORANGE or "no data" into a posture, see services.safety_watchdog).
+Design notes: ``docs/design/prod.trading.md``.
 """
 from __future__ import annotations
 
@@ -502,7 +456,7 @@ class TraderCore:
         exits, booked = getattr(self.account, "kill_exits", None), []
         while exits:
             fill = exits.pop(0)
-            # the account booked it on its own thread: a recorded input of this scan for the replay (issue 17)
+            # the account booked it on its own thread: a recorded input of this scan for the replay
             self.recorder.account_call("kill_exit", {"trade_id": fill.get("trade_id")}, dict(fill), None)
             eng = self.engine
             reason = str(fill.get("reason") or "KILL_SWITCH")   # KILL_SWITCH, or PROTECTIVE_STOP (the venue's stop)
@@ -516,7 +470,7 @@ class TraderCore:
         return booked
 
     def _book_funding(self, sn: int) -> list[dict]:
-        """Book the funding fees the account took from the venue (issue 29) into capital and the journal (FUNDING).
+        """Book the funding fees the account took from the venue into capital and the journal (FUNDING).
 
         The venue account fetches them on its own thread; they are booked here, on the decision thread at a scan,
         and recorded as a ``funding`` call of that scan, so the parity replay books the same fee at the same point.

@@ -1,20 +1,6 @@
 """Durable trade journal (SQLite, WAL) with a hash-chained audit log anchored in the journal.
 
-Every trade event is written twice: a line in the append-only audit log (``audit.log``) and a row in
-the journal, in that order. Each audit line is ``seq|ts|prev_hash|event|payload_json|hash`` with
-``hash = sha256(seq|ts|prev_hash|event|payload_json)``; the journal's ``meta`` table keeps the hash
-and sequence of the last line it committed (the *anchor*), in the same SQLite transaction as the
-event row and the state snapshot.
-
-At start :meth:`Journal.open` re-walks the whole chain. An edited line (broken hash or link), a
-truncated log (the anchor is missing) or a log with lines the journal never committed beyond one
-(a crash between the two writes leaves at most one) raises :class:`JournalIntegrityError`, and the
-trader refuses to trade. The single crash leftover is closed by an ``UNCOMMITTED_TAIL`` line, so the
-chain records that the event never took effect.
-
-A write that fails (full disk: ENOSPC/EFBIG, I/O error) is undone in the audit log too (truncated back
-to its size before the write), so a failed append leaves neither a torn line nor an uncommitted line
-that the next append would collide with (found by the chaos soak, ``tests/soak``).
+Design notes: ``docs/design/prod.trading.md``.
 """
 from __future__ import annotations
 
@@ -241,7 +227,7 @@ class Journal:
         return _event_rows(self.db, kind, after_id)
 
     def last_event_id(self) -> int:
-        """The id of the newest event row (0 when empty): a recording's bounds in the journal (issue 17)."""
+        """The id of the newest event row (0 when empty): a recording's bounds in the journal."""
         with self._lock:
             row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
         return int(row[0])

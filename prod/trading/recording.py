@@ -1,49 +1,6 @@
-"""What the live trader saw, recorded off the decision path, so ``prod.backtest.parity`` can replay it (issue 17).
+"""What the live trader saw, recorded off the decision path, so ``prod.backtest.parity`` can replay it.
 
-Decisions (written down here because the bible gives only the goal: ALGO-3, live == replay within 1e-10):
-
-* **On by default** (``DOLPHIN_EVENT_TRADER_RECORD=1``; ``0`` turns it off). Parity is how a user checks the
-  live trader; a recording that was not made cannot be checked afterwards. Volume is dominated by the
-  order-book events (one JSON line per book update of an engine symbol, ≈ 600 bytes; the e2e mesh gave
-  ≈ 23 per second with 50 symbols, ≈ 14 kB/s): plan on ≈ 1.2 GB per day; delete old run directories as you
-  would old logs, or set ``DOLPHIN_EVENT_TRADER_RECORD=0``.
-* **Where:** ``<data>/recordings/<UTC start>_<pid>/`` (``DOLPHIN_EVENT_TRADER_RECORD_DIR`` overrides the
-  parent). One directory per trader run: a restart starts a new one, beginning from the journal snapshot
-  the restarted trader restored from, so each run replays on its own.
-* **Files** (schema version ``RECORDING_VERSION``):
-
-  - ``config.json`` — kind, version, execution mode, symbols, the frozen engine parameters, the core
-    limits, the journal path and its last event id at start, and the snapshot the core started from
-    (``last_scan, engine_state, trader_state``);
-  - ``scans.arrow`` — an Arrow IPC *stream*, one record batch per scan handed to the core:
-    ``seq, scan_number, t_recv, clock, seq_end, scan, account``. ``scan`` is the bus payload as the trader received it (JSON
-    of ``EigenScan.to_dict()``: the scanner's per-scan Arrow file schema is one file per scan and lacks the
-    bus fields — ``bridge_ts``, ``written_at`` — the core reads, so it is not reused); ``clock`` is every
-    value the core's clock returned on the decision thread while it processed that scan (staleness check,
-    decision/fill time), which is what makes the replay exact; ``account`` (JSON) every ``open``/``close`` the
-    core made on the account during the scan, its arguments and the fill or the error
-    (:class:`RecordingAccount`): with ``execution=venue`` the venue is an outside system and its fills are
-    replayed as recorded inputs, so the replay checks the decisions and the bookkeeping, not the venue; a
-    kill-switch flattening the venue account made on its own thread is recorded as a ``kill_exit`` call of the
-    scan at which the core booked it (its fill as the account booked it);
-  - ``events.jsonl`` — ``{"v": 1, "seq", "t", "kind", "data"}`` for every input the listeners handed to
-    the core: ``acb`` (each valid update), ``posture`` and ``mc`` (changes), ``ob`` (every book, before the
-    core's own validation, so the replay validates it the same way), ``ob_macro`` (each §9.2 macro with the
-    clock value the core's age check read) and ``ob_macro_invalid``;
-  - ``end.json`` — written at a clean stop: the journal's last event id, capital, scans recorded.
-
-* ``seq`` is one counter over scans and events (taken under a lock when the input reaches the core), so
-  the replay interleaves them as they happened. The trader applies inputs on its decision thread between
-  scans, so no event's ``seq`` falls inside a scan's processing; the replay counts any that does (``raced``).
-* Off the hot path: the decision thread only appends clock values to a list and puts one tuple on a
-  queue; serialisation and file writes happen on the recorder's writer thread.
-* A write error never stops the trader. A failed write (``OSError``: full disk, ``EFBIG``) is cut back
-  off the file (so nothing torn stays in it) and retried every 1–10 s while everything after it waits in
-  the queue, in order: a disk that fills and frees again leaves a complete recording. More than
-  ``MAX_HELD`` waiting items, or any other error, stops the recording (logged): the run then has no
-  ``end.json`` and replays up to where it stopped. ``scans.arrow`` is written message by message (the
-  schema, each batch's encapsulated IPC message, the end-of-stream marker at close: the bytes an Arrow
-  stream writer writes), each message whole or not at all.
+Design notes: ``docs/design/prod.trading.md``.
 """
 from __future__ import annotations
 

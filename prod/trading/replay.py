@@ -1,30 +1,6 @@
 """The replay: a recorded run fed through a fresh TraderCore (replay clock, recorded venue fills).
 
-The replay builds a :class:`~prod.trading.core.TraderCore` from the recording's start snapshot and engine
-parameters (a temporary journal; the paper account, or :class:`RecordedFills` for a venue recording) and feeds
-it the recorded scans and inputs in their recorded order; ``prod.backtest.parity`` compares the result with
-the live journal.
-
-Decision: the replay drives the same per-scan path the trader runs (``TraderCore.process`` → the one
-``NDAlphaEngine.step_bar`` that ``prod.backtest.runner`` also steps), not the runner's daily-Parquet loop:
-the runner has no fills, books or sub-day ACB/posture feed, so it could not reproduce the live fees and
-fill prices to 1e-10; the engine is the same object type in both.
-
-Venue execution: the venue is an outside system, so a recording of ``execution=venue`` carries every
-``open``/``close`` the core made and the venue's answer (fill or error); the replay takes those answers as
-inputs (:class:`RecordedFills`): it checks the decisions (when, which asset, side, requested size, exit
-reason) and the account's bookkeeping, not the venue's prices. A kill-switch flattening the venue account
-did on its own thread (``kill_exits``, also a protective stop that fired) is a recorded ``kill_exit`` call of the
-scan at which the core booked it; the replay books the same fill at that scan. Funding fees (issue 29) the venue
-account took from ``/fapi/v1/income`` are booked by the core at a scan and recorded as that scan's ``funding``
-calls; the replay books the same fee there (:func:`prod.execution.funding.apply_funding`, the one
-bookkeeping both use), and the live and replayed ``FUNDING`` rows are compared like the trade rows.
-
-Order: the trader applies every input on its decision thread, between scans, in arrival order
-(``services/event_trader/main.py``), so the recorded sequence is the order the core saw. ``raced`` counts
-inputs recorded while a scan was being decided — none from a current trader; a recording that has some
-(an older trader) replays them after that scan and marks a difference next to one ``[raced input]``.
-The §9.2 OB macro is an input like the others (``ob_macro``, with the clock value its age check read).
+Design notes: ``docs/design/prod.trading.md``.
 """
 from __future__ import annotations
 

@@ -1,20 +1,6 @@
 """Running safely on a venue account: the periodic reconcile's comparison, the protective stop, funding bookkeeping.
 
-Pure parts of :class:`~prod.trading.venue_account.VenueAccount`'s safety loop (no I/O, no clock), so they
-are tested directly:
-
-* :class:`SafetyConfig` — ``reconcile_s`` (how often positions, open orders and balance are compared with
-  the journal; default 60 s), ``stop_pct`` (the exchange-side protective stop's distance from the entry
-  price; default 12 %, see docs/execution.md "Protective stop" for why) and its ``stop_working_type``.
-* :func:`venue_mismatches` — what the venue and the trader's journal disagree on, one entry per mismatch
-  keyed so the same disagreement keeps the same key from cycle to cycle (a key that disappears has cleared).
-  Any mismatch freezes entries (:class:`EntriesFrozen`); exits, the kill switch and the protective stop
-  go on.
-* :func:`stop_price` — where the protective stop triggers.
-* :func:`prod.execution.funding.apply_funding` — the one bookkeeping of a funding fee (live :class:`VenueAccount` and the parity
-  replay's ``RecordedFills`` both call it, so the replay books the same capital).
-* :class:`AccountEvents` — the user stream's account events (``ACCOUNT_UPDATE``, ``ACCOUNT_CONFIG_UPDATE``,
-  ``MARGIN_CALL``) handed from the execution loop to the safety thread.
+Design notes: ``docs/design/prod.trading.md``.
 """
 from __future__ import annotations
 

@@ -1,62 +1,6 @@
 """Venue execution for the trader: the :class:`~prod.trading.accounts.PaperAccount` interface on real orders.
 
-:class:`VenueAccount` keeps PaperAccount's fields (capital, peak_capital, position, trades, day,
-day_start_capital, day_trades, fees_paid, history) and methods (``roll_day``, ``open``, ``close``,
-``to_dict``) but fills through :mod:`prod.execution` on a Binance-USDT-M-compatible venue: the
-simulator for paper (``DOLPHIN_VENUE_REST`` / ``_WS`` at ``standins.venue_sim``) or the real venue
-— the same code, only URLs and keys differ. Every order event goes into the trade journal's audit
-hash chain (``ORDER_<event>``), through :class:`~prod.trading.journal.HeldAppends`: a write that
-fails (full disk) is held in order and retried, never lost while the trader runs.
-
-* ``open``: quantity = notional / the expected fill price (best bid for a sell, best ask for a
-  buy, else the scan price ± slippage), rounded down to the lot step; one MARKET order whose client
-  id is derived from the decision (strategy, day, scan, side, trade id), so the same decision can
-  never send a second order; the position is what filled (VWAP entry, actual notional, actual
-  fees). Nothing filled → :class:`EntryNotFilled` (no position). A decision whose client id is known
-  already (replayed after a restart: the journal's orders are restored) → :class:`DuplicateDecision`,
-  nothing sent. Before sending, the venue's
-  position in that symbol is read: a position the account does not know refuses the entry.
-* ``close``: reduceOnly MARKET orders until the position is flat (at most ``max_exit_rounds``:
-  what the visible depth cannot take is sent again); PnL from the fills. An exit that cannot
-  complete engages the kill switch.
-* Kill switch: a watcher polls the flag file every 0.2 s; once engaged it halts entries, cancels
-  all open orders and flattens every position (reduceOnly), books our position's flattening as an
-  exit (``kill_exits``; when the kill CLI flattened it first, from the venue's closing trades after
-  the entry) and keeps entries halted until the flag is cleared.
-* :meth:`connect` reconciles at start: the journal's unfinished orders are re-read and adopted,
-  our stray open orders cancelled, and the restored position compared with the venue's: the same
-  → kept; the venue flat → the position is dropped and reported; a venue position in a symbol where
-  the journal shows our filled entry that the snapshot never saw (a crash between fill and journal)
-  → flattened with reduceOnly orders (the engine never saw that entry, so it is not adopted); a
-  position we never ordered → reported, and entries in that symbol are refused.
-
-Running safely (issue 29; the pure parts in :mod:`prod.trading.safety`):
-
-* **Protective stop.** Every entry is followed by a STOP_MARKET ``closePosition`` order (Binance's algo-order
-  API, ``POST /fapi/v1/algoOrder``: since 2025-12-09 ``/fapi/v1/order`` refuses conditional types), ``stop_pct``
-  (default 12 %) against the position from its entry price, ``workingType`` MARK_PRICE, so a trader that dies
-  leaves a protected position. ``close`` cancels it after the exit (a stop that fired first has its fills
-  booked with the exit), the kill switch cancels it with every other order, and a restart adopts it with the
-  position (the snapshot holds its client id; no second stop). A stop that fires while the trader runs is
-  booked as a forced exit (``kill_exits``, reason ``PROTECTIVE_STOP``) at the next scan.
-* **Periodic reconcile** (:meth:`check`, every ``reconcile_s`` on the safety thread, at once after an account
-  event): open orders (plain and algo; plain ones of every symbol at start, by reconcile(); otherwise only in
-  the symbols where the journal or the venue holds a position or an open order: weight 1 each, not 40),
-  positions (with every symbol's leverage and margin type) and the wallet are compared with the journal
-  (:func:`~prod.trading.safety.venue_mismatches`). A mismatch freezes entries
-  (:class:`EntriesFrozen`, journaled ``ENTRY_NOT_TAKEN`` by the core) and journals a ``RECONCILE`` row;
-  entries open again only when a later check finds the venue and the journal agreeing (another
-  ``RECONCILE`` row). A position whose stop is missing gets a new one after the mismatch is journaled.
-* **External changes.** ``ACCOUNT_CONFIG_UPDATE`` (leverage changed by hand, multi-assets mode) freezes
-  entries at once; the reconcile clears it when ``positionRisk`` shows the start values again.
-  ``MARGIN_CALL`` is journaled and counted (the state's ``safety.margin_calls``; observability/alerts.py).
-* **Funding.** After an entry the position's symbol is watched: its ``/fapi/v1/income`` ``FUNDING_FEE`` rows
-  from the entry's fill time on (weight 30: read at once after an ``ACCOUNT_UPDATE`` with reason
-  ``FUNDING_FEE``, after the exit, and every ``FUNDING_POLL_S`` in case an event was missed; deduplicated by
-  ``tranId``) wait in ``funding_due`` until the core books them at its next scan (:meth:`book_funding`:
-  capital, a ``FUNDING`` journal row, recorded for the parity replay).
-* ``to_dict()['safety']`` — ``frozen``, ``reasons``, ``margin_calls``, the last reconcile's cost — reaches
-  ``DOLPHIN_STATE_BLUE[latest].account.safety``, where the alerts read it.
+Design notes: ``docs/design/prod.trading.md``.
 """
 from __future__ import annotations
 

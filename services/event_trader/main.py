@@ -1,46 +1,6 @@
 """Event-driven paper trader (blue): the bus adapter around the decision core (``core.py``).
 
-Bible §14, §24.3, shared/ARCHITECTURE.md §4/§6. No polling on the hot path: a typed listener on
-``maps.EIGEN_SCAN`` queues each scan to one decision thread, which runs
-:meth:`prod.trading.core.TraderCore.process` (dedup, staleness, ACB pending flag, day roll,
-vol gate, stale-state snapshots, fills, journal). This module only moves values between the bus
-and the core:
-
-* listeners: scans (``maps.EIGEN_SCAN``), ACB (``maps.ACB_BOOST``), posture (``maps.SAFETY_LATEST``), MC
-  status (``maps.MC_FOREWARNER``, applied at the day roll, see core.py), the §9.2 OB macro
-  (``maps.OB_MACRO``, :meth:`TraderService.on_ob_macro` → the engine's OB provider, see core.py)
-  and one key listener per engine symbol on its feature shard (``maps.ob_topic(sym)``, §22.2);
-  malformed values are logged and dropped by the bus, never reach the core; every listener (and the
-  posture poller) only queues its value, and the decision thread applies it between two scans, in arrival
-  order, so nothing changes the core during a decision and a recording replays exactly (the kill switch
-  alone acts at once);
-* posture: a poller of the CP AtomicReference ``DOLPHIN_SAFETY`` with the map as fallback, APEX when
-  neither answers (§14.6), plus the map listener;
-* outputs: ``maps.PNL_BLUE_DAY[date]``, ``maps.STATE_LATEST`` and, at a day roll,
-  ``maps.STATE_DAY[state_blue_<date>]``; writes do not wait, and while the bus is reconnecting a
-  write is skipped, counted (``skipped_writes`` in the heartbeat) and logged rate-limited;
-* a heartbeat thread (also appends ``<data>/trader/latency.csv``: ``scan_number,latency_ms,bus_ms,
-  publish_to_decision_ms``) and a persist thread that saves and publishes the snapshots between
-  trades off the decision path;
-* the recorder (``prod/trading/recording.py``, on by default, ``DOLPHIN_EVENT_TRADER_RECORD=0`` off):
-  each scan handed to the core with the clock values it read, every input the listeners hand over and the
-  account's fills, into ``<data>/recordings/<run>/`` for ``python -m prod.backtest.parity`` (issue 17).
-
-At start the trader takes the single-instance lock (busy → exit 3), verifies the journal's audit
-chain (tamper or truncation → refuses to trade, exit 4), loads the frozen engine parameters (bad →
-exit 5) and restores engine state, account and last scan number from the journal's snapshot, so a
-restart mid-position keeps capital and position and never enters twice. The SmartPlacer
-fee/slippage emulation is off (§8.3); fills carry the venue's (or the paper model's) fees and spread.
-
-Execution (``DOLPHIN_EVENT_TRADER_EXECUTION``): ``venue`` fills through the order API at
-``DOLPHIN_VENUE_REST`` / ``_WS`` (:class:`~prod.trading.venue_account.VenueAccount`; paper
-trading = the simulator's URLs, live = the exchange's), keys from ``DOLPHIN_VENUE_API_KEY`` /
-``_SECRET`` (environment only, never logged); ``paper`` fills in process
-(:class:`~prod.trading.accounts.PaperAccount`); ``auto`` (default) = ``venue`` when both key
-variables are set, else ``paper``. Kill switch: ``python -m prod.execution kill`` / ``clear-kill``
-writes ``maps.KILL_SWITCH`` (``DOLPHIN_SAFETY[kill_switch]``) and the local flag file; the trader
-listens to the key, and the venue account cancels open orders, flattens (reduceOnly) and halts
-entries until cleared.
+Design notes: ``docs/design/services.event_trader.md``.
 """
 from __future__ import annotations
 
@@ -262,7 +222,7 @@ class TraderService:
     # ── listeners (client threads: hand over at once) ────────────────────────────────────────
     # Every input reaches the core through the decision queue, in arrival order with the scans: the
     # decision thread is the only one that touches the engine and the books, so a recording replays
-    # the live order exactly (issue 17) and no input changes under a decision. The kill switch is the
+    # the live order exactly and no input changes under a decision. The kill switch is the
     # exception: it acts on the account at once, even while a decision waits on the venue.
     def _input(self, fn: Callable[..., Any], *args: Any) -> None:
         self._q.put((_Input(fn), args))
@@ -600,7 +560,7 @@ class VenueAccounts:
                 log.warning("venue at %s not ready (%s); retrying", ec.rest_base, exc)
                 _time.sleep(1.0)
         self.run_preflight(acct, fresh=d is None)
-        acct.rebase()              # the reconcile's baseline: the account as the preflight left it (issue 29)
+        acct.rebase()              # the reconcile's baseline: the account as the preflight left it
         acct.start_safety()
         return acct
 

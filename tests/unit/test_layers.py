@@ -91,6 +91,11 @@ def _within(mod: str, pkg: str) -> bool:
     return mod == pkg or mod.startswith(pkg + ".")
 
 
+# observability reads bus payloads only: prod.bus (maps, payloads) through prod.runtime's Bus, told where the cluster
+# is by prod.settings, and serves its own prod.metrics endpoint; nothing else of prod (no trading, alpha, backtest)
+OBS_MAY_USE = ("prod.bus", "prod.runtime", "prod.settings", "prod.metrics")
+
+
 def _violations() -> set[tuple[str, str]]:
     bad: set[tuple[str, str]] = set()
     for mod, targets in EDGES.items():
@@ -105,7 +110,7 @@ def _violations() -> set[tuple[str, str]]:
             if (_within(mod, "services") and _within(t, "services") and mod.count(".") >= 1 and t.count(".") >= 1
                     and mod.split(".")[1] != t.split(".")[1]):
                 bad.add((mod, t))
-            if _within(mod, "observability") and _within(t, "prod") and not _within(t, "prod.bus"):
+            if _within(mod, "observability") and _within(t, "prod") and not any(_within(t, a) for a in OBS_MAY_USE):
                 bad.add((mod, t))
             if _within(mod, "standins") is False and _within(t, "standins") and not _within(mod, "ops"):
                 bad.add((mod, t))
@@ -114,28 +119,8 @@ def _violations() -> set[tuple[str, str]]:
     return bad
 
 
-# Violations being removed on other branches right now. The test fails when a new violation appears AND when one
-# of these disappears: whoever removes one deletes its line here (the lead empties this set after the merge).
-PENDING: set[tuple[str, str]] = {
-    # parity replays the live trader from services/event_trader: becomes prod/trading (w30-trading)
-    ("prod.backtest.parity", "services.event_trader.core"),
-    ("prod.backtest.parity", "services.event_trader.journal"),
-    ("prod.backtest.parity", "services.event_trader.paper"),
-    ("prod.backtest.parity", "services.event_trader.recorder"),
-    # observability reads more of prod than prod.bus: where the cluster is (settings), its own metrics endpoint
-    # and the bus runtime. Nobody is removing these yet: the lead decides whether they move behind prod.bus or
-    # whether the rule allows prod.settings / prod.metrics / prod.runtime.
-    ("observability.alerts", "prod.metrics"),
-    ("observability.alerts", "prod.settings"),
-    ("observability.feed", "prod.runtime"),
-    ("observability.feed", "prod.settings"),
-    ("observability.test_results", "prod.settings"),
-    ("observability.tui", "prod.settings"),
-    ("observability.web.hub", "prod.metrics"),
-    ("observability.web.hub", "prod.settings"),
-    ("observability.web.server", "prod.metrics"),
-    ("observability.web.server", "prod.settings"),
-}
+# Known crossings (none left; a new one fails the test, as does a line here that no longer applies).
+PENDING: set[tuple[str, str]] = set()
 
 
 def test_no_layer_is_crossed_beyond_the_pending_list():
@@ -225,42 +210,8 @@ def _head_findings() -> set[tuple[str, str]]:
     return out
 
 
-# Heads not yet cut to ten lines (their decisions not yet moved to docs/) or still naming issues. Files other
-# branches are rewriting now are skipped here on purpose (w30-trading: services/event_trader, prod/backtest/parity.py,
-# observability; w31-scan: scanner/engine.py, incremental.py, kernels.py, precision.py, import_klines.py).
-# Whoever fixes one deletes its line; the test fails on a new finding and on a line that no longer applies.
-PENDING_HEADS: set[tuple[str, str]] = {
-    ("observability/__init__.py", "head"),
-    ("observability/alerts.py", "head"),
-    ("observability/feed.py", "head"),
-    ("observability/state.py", "head"),
-    ("observability/state.py", "issue"),
-    ("observability/tui.py", "head"),
-    ("observability/tui.py", "issue"),
-    ("observability/views.py", "head"),
-    ("observability/web/hub.py", "head"),
-    ("observability/web/model.py", "head"),
-    ("observability/web/server.py", "head"),
-    ("prod/backtest/parity.py", "head"),
-    ("prod/backtest/parity.py", "issue"),
-    ("scanner/engine.py", "head"),
-    ("scanner/engine.py", "issue"),
-    ("scanner/import_klines.py", "head"),
-    ("scanner/incremental.py", "head"),
-    ("scanner/incremental.py", "issue"),
-    ("scanner/precision.py", "head"),
-    ("services/event_trader/core.py", "head"),
-    ("services/event_trader/core.py", "issue"),
-    ("services/event_trader/journal.py", "head"),
-    ("services/event_trader/journal.py", "issue"),
-    ("services/event_trader/main.py", "head"),
-    ("services/event_trader/main.py", "issue"),
-    ("services/event_trader/recorder.py", "head"),
-    ("services/event_trader/recorder.py", "issue"),
-    ("services/event_trader/safety.py", "head"),
-    ("services/event_trader/venue_exec.py", "head"),
-    ("services/event_trader/venue_exec.py", "issue"),
-}
+# Known findings (none left; a new one fails the test, as does a line here that no longer applies).
+PENDING_HEADS: set[tuple[str, str]] = set()
 
 
 def test_module_heads_are_short_and_name_no_issue():
