@@ -121,7 +121,14 @@ class RestApi:
 
     async def h_time(self, request: web.Request) -> web.Response:
         self._charge(request, 1)
-        return self._json({"serverTime": self.model.t_ms + self.clock_skew_ms}, request=request)
+        return self._json({"serverTime": self.server_time_ms()}, request=request)
+
+    def server_time_ms(self) -> int:
+        """Binance's serverTime is its wall clock, which never stalls. At speed 1 so is ours, even while a starved
+        tick loop lets market time fall behind (a client's clock check must not fail on the simulator's load);
+        at another speed market time is the only clock that fits the streams. Plus the clock_skew fault."""
+        base = int(time.time() * 1000) if self.cfg.speed == 1.0 else self.model.t_ms
+        return base + self.clock_skew_ms
 
     async def h_exchange_info(self, request: web.Request) -> web.Response:
         self._charge(request, 1)

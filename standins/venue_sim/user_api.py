@@ -109,10 +109,8 @@ class UserApi:
             return self._bad(-1131, "recvWindow must be less than 60000", request)
         def outside(now: int) -> bool:
             return ts >= now + 1000 or now - ts > rw
-        # the wall clock; at speed 1 also serverTime (market time), which lags the wall clock when the
-        # simulator falls behind: a client synced to serverTime, as on Binance, is not refused for that lag
-        if outside(int(time.time() * 1000) + self.clock_skew_ms) and (
-                self.cfg.speed != 1.0 or outside(self.model.t_ms + self.clock_skew_ms)):
+        # against the wall clock, as Binance (at speed 1 that is serverTime, see RestApi.server_time_ms)
+        if outside(int(time.time() * 1000) + self.clock_skew_ms):
             return self._bad(-1021, "Timestamp for this request is outside of the recvWindow.", request)
         return key, params
 

@@ -205,8 +205,8 @@ def test_reconcile_freezes_entries_on_changes_behind_the_traders_back_and_clears
 
 
 def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_replayed_by_parity(tmp_path):
-    # market time starts 40 s before an 8-hour mark (speed 1: the simulator's serverTime is its market time, and
-    # the signed-request check accepts it only at speed 1)
+    # market time starts 40 s before an 8-hour mark (market time may run apart from serverTime, the wall clock;
+    # funding follows market time)
     start = (int(time.time() * 1000) // FUNDING_MS + 1) * FUNDING_MS - 40_000
     proc, port = _sim(tmp_path, "--start-ms", str(start))
     acct = None
