@@ -226,3 +226,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     path = config.stash.get(_groups_path_key, None)
     if path is not None:
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+# ---- where the suite's time went: seconds of tests per xdist worker, printed after the slowest tests ----------
+_worker_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    node = getattr(report, "node", None)         # set on the controller for a worker's report
+    gw = getattr(getattr(node, "gateway", None), "id", None)
+    if gw is not None:
+        _worker_seconds[gw] = _worker_seconds.get(gw, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _worker_seconds:
+        terminalreporter.write_line("seconds of tests per worker: " + ", ".join(
+            f"{gw} {s:.0f}s" for gw, s in sorted(_worker_seconds.items())))

@@ -487,7 +487,7 @@ def test_hedge_mode_refuses_to_trade_naming_the_setting_and_one_way_trades(mesh,
 
     def flat() -> bool:
         raw = state_map.get(maps.KEY_LATEST)
-        return raw is None or json.loads(raw)["paper"]["position"] is None
+        return raw is None or json.loads(raw)["account"]["position"] is None
 
     pushed = 0
     while not flat() and pushed < 400:   # calm scans: a held position leaves by take-profit or max hold (120 bars)
@@ -495,7 +495,7 @@ def test_hedge_mode_refuses_to_trade_naming_the_setting_and_one_way_trades(mesh,
             src.push(0.0, 0.0, 0.0005)
         pushed += 20
         src.wait_consumed()
-    assert flat(), json.loads(state_map.get(maps.KEY_LATEST))["paper"]
+    assert flat(), json.loads(state_map.get(maps.KEY_LATEST))["account"]
     key = (mesh.root / "venue_api_key").read_text().split(":", 1)[0]
     wait_until(lambda: _venue_signed(mesh, "request", "GET", "/fapi/v1/openAlgoOrders", {}) == [], 60,
                what="no protective stop left on the venue once flat")
