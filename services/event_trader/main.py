@@ -471,7 +471,10 @@ def run(cfg: TraderConfig, bus: Bus, clock: Clock, stop: threading.Event) -> int
                                             "open_position": core.account.position is not None})
         svc = TraderService(cfg, core, bus, clock, outputs, recorder)
         svc.start()
-        stop.wait()
+        # a timed wait: a SIGTERM delivered to another thread runs its Python handler only when this (main)
+        # thread is back in the interpreter, which an untimed wait delays until something else wakes it
+        while not stop.wait(0.5):
+            pass
         svc.stop()
         core.journal_event("TRADER_STOP", {"capital": core.account.capital, "last_scan": core.last_scan})
         if recorder is not None:
