@@ -386,4 +386,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from prod.runtime.service import without_pandas
+    without_pandas()   # the scanner does not use pandas; pyarrow would load it
     sys.exit(main())

@@ -18,6 +18,7 @@ from numba import njit
 from prod.alpha import barscan
 from prod.alpha import exits as ex
 from prod.alpha import fees as fz
+from prod.alpha.mc_status import MC_STATUSES, classify_mc
 from prod.alpha.irp import ob_depth_adjustment, select_asset
 from prod.alpha.ob import market_ob_multiplier
 from prod.alpha.params import EngineParams
@@ -36,7 +37,6 @@ def changed_gates(before: GateSnap, after: GateSnap) -> list[str]:
     """The gates that differ between the snapshots taken before and after one ``step_bar`` (a stale decision)."""
     return [f for f in GateSnap._fields if getattr(before, f) != getattr(after, f)]
 
-MC_STATUSES = ("OK", "ORANGE", "RED")
 STATE_VERSION = 1
 
 
@@ -46,17 +46,6 @@ __all__ = ["BarResult", "BlockResult", "DayResult", "EngineError", "EntryInfo", 
 
 class EngineError(RuntimeError):
     """The engine was driven out of sequence (e.g. step_bar before begin_day)."""
-
-
-def classify_mc(catastrophic_probability: float, envelope_score: float) -> str:
-    """Return 'RED' | 'ORANGE' | 'OK' for an MC-forewarner report (§12)."""
-    if not (math.isfinite(catastrophic_probability) and math.isfinite(envelope_score)):
-        return "RED"
-    if catastrophic_probability > 0.25 or envelope_score < -1.0:
-        return "RED"
-    if envelope_score < 0 or catastrophic_probability > 0.10:
-        return "ORANGE"
-    return "OK"
 
 
 def params_hash(params: EngineParams) -> str:

@@ -12,9 +12,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from prod.binance.http import BinanceHttpClient
+from prod.binance.signing import Credentials
 from prod.execution.client import ExecutionClient
 from prod.execution.rest import OrderRestClient
-from prod.binance.signing import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,23 @@ class ExecConfig:
 
 
 class ExecutionRuntime:
-    """Start with :meth:`start`, call coroutines with :meth:`call`, end with :meth:`stop`."""
+    """Start with :meth:`start`, call coroutines with :meth:`call`, end with :meth:`stop`.
+
+    ``http`` is the process's one Binance HTTP client (session, weight budget, server-time offset); the
+    runtime builds one when none is given. Everything the runtime sends (orders, the user stream's listen
+    key, the preflight through :attr:`client`) goes through it; a market-data client in the same process
+    shares it with ``VenueRestClient(..., http=runtime.http)`` on this runtime's loop (:meth:`call`).
+    """
 
     def __init__(self, cfg: ExecConfig, creds: Credentials,
-                 on_order: Callable[[str, dict], None] | None = None, on_account: Callable[[Any], None] | None = None):
+                 on_order: Callable[[str, dict], None] | None = None, on_account: Callable[[Any], None] | None = None,
+                 *, http: BinanceHttpClient | None = None):
+        if http is not None and http.creds != creds:
+            raise ValueError("ExecutionRuntime: the shared HTTP client signs with other credentials")
         self.cfg, self._creds, self._on_order, self._on_account = cfg, creds, on_order, on_account
+        self.http = http or BinanceHttpClient(cfg.rest_base, creds, timeout_s=cfg.timeout_s,
+                                              recv_window_ms=cfg.recv_window_ms)
+        self._own_http = http is None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="execution-loop", daemon=True)
         self.client: ExecutionClient | None = None
@@ -71,7 +84,7 @@ class ExecutionRuntime:
 
         async def _go() -> ExecutionClient:
             self._rest = OrderRestClient(self.cfg.rest_base, self._creds, timeout_s=self.cfg.timeout_s,
-                                         recv_window_ms=self.cfg.recv_window_ms)
+                                         recv_window_ms=self.cfg.recv_window_ms, http=self.http)
             c = ExecutionClient(self._rest, self.cfg.ws_base, on_order=self._on_order,
                                 poll_interval_s=self.cfg.poll_interval_s, stream_silence_s=self.cfg.stream_silence_s,
                                 lost_after_s=self.cfg.lost_after_s, on_account=self._on_account)
@@ -99,6 +112,8 @@ class ExecutionRuntime:
                 await self.client.stop()
             if self._rest is not None:
                 await self._rest.close()
+            if self._own_http:
+                await self.http.close()
 
         try:
             self.call(_end, timeout_s=timeout_s)

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from prod.alpha.engine import classify_mc
+from prod.alpha.mc_status import classify_mc
 from prod.configs import StrategyConfig
 from prod.mc.model import EnvelopeModel, ModelError
 

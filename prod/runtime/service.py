@@ -4,6 +4,8 @@ Design notes: ``docs/design/prod.runtime.md``.
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import json
 import logging
 import os
@@ -36,6 +38,28 @@ def signal_stopper(stop: threading.Event, log: logging.Logger, name: str) -> Cal
             log.info("%s: %s received, stopping", name, signal.Signals(signum).name)
         threading.Thread(target=stop.set, name="signal-stop", daemon=True).start()
     return _on_signal
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """A meta-path finder that answers ``import pandas`` as if pandas were not installed."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname == "pandas" or fullname.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {fullname!r} (this DOLPHIN process runs without pandas)",
+                                      name=fullname)
+        return None
+
+
+def without_pandas() -> None:
+    """Run this process without pandas, which no DOLPHIN service uses: call it in a process entry.
+
+    pyarrow imports pandas (about 55 MB resident) on its first array conversion whenever pandas is
+    installed; with this finder first on ``sys.meta_path`` that import fails, which pyarrow treats as
+    pandas not installed (its optional integration off, same files written). A process that already
+    imported pandas keeps it. Never call it from a library or in a test process.
+    """
+    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoPandas())
+
 
 class _OneLineConnectionLog(logging.Filter):
     """Keep hazelcast's connection log to one line per attempt: no tracebacks, no duplicate line.

@@ -1,6 +1,8 @@
 """``python -m services.mc_forewarner``: start the process (see main.py)."""
 import sys
 
+from prod.runtime.service import without_pandas
 from services.mc_forewarner.main import main
 
+without_pandas()   # no service uses pandas; pyarrow would load it
 sys.exit(main())
