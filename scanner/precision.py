@@ -27,6 +27,7 @@ try:  # guarded import: the float64 and double-double paths work without flint
 
     ctx.prec = PREC_BITS
     HAVE_FLINT = True
+    _ZERO, _TWO, _FOUR = arb(0), arb(2), arb(4)
 except ImportError:  # pragma: no cover - flint is a declared dependency
     arb = ctx = None  # type: ignore[assignment]
     HAVE_FLINT = False
@@ -262,16 +263,30 @@ def _rq_core(x, rows, c0, w, v, sums):
     yh = np.zeros((k, w))
     yl = np.zeros((k, w))
     absy = np.zeros((k, w))
-    chv = np.empty(w)
-    clv = np.empty(w)
     for a in range(n):
         r = rows[a]
         m_h = -mh[a]
         m_l = ml[a]
-        for t in range(w):
-            ch, cl = _two_sum(x[r, c0 + t], m_h)
-            chv[t] = ch
-            clv[t] = cl - m_l
+        xr = x[r, c0:c0 + w]
+        if k == 2:   # the certificate's pair in one sweep (c_it formed once)
+            u0h, u0l, u1h, u1l = uh[0, a], ul[0, a], uh[1, a], ul[1, a]
+            yh0, yl0, ya0, yh1, yl1, ya1 = yh[0], yl[0], absy[0], yh[1], yl[1], absy[1]
+            for t in range(w):
+                ch, cl = _two_sum(xr[t], m_h)
+                cl -= m_l
+                p, pe = _two_prod(ch, u0h)
+                pe += ch * u0l + cl * u0h
+                s, e = _two_sum(yh0[t], p)
+                yh0[t] = s
+                yl0[t] += e + pe
+                ya0[t] += abs(p)
+                p, pe = _two_prod(ch, u1h)
+                pe += ch * u1l + cl * u1h
+                s, e = _two_sum(yh1[t], p)
+                yh1[t] = s
+                yl1[t] += e + pe
+                ya1[t] += abs(p)
+            continue
         for b in range(k):
             u_h = uh[b, a]
             u_l = ul[b, a]
@@ -279,9 +294,10 @@ def _rq_core(x, rows, c0, w, v, sums):
             ylb = yl[b]
             yab = absy[b]
             for t in range(w):
-                ch = chv[t]
+                ch, cl = _two_sum(xr[t], m_h)
+                cl -= m_l
                 p, pe = _two_prod(ch, u_h)
-                pe += ch * u_l + clv[t] * u_h
+                pe += ch * u_l + cl * u_h
                 s, e = _two_sum(yhb[t], p)
                 yhb[t] = s
                 ylb[t] += e + pe
@@ -388,38 +404,39 @@ def certify(gram, vtv, res, bound, dd_rad, n: int) -> Certificate | None:
     r0, r1 = res.tolist()
     b0, b1 = bound.tolist()
     grad = max(float(dd_rad[0]), float(dd_rad[1])) * max(abs(g00[0]), abs(g11[0])) + 1e-300
-    g00 = arb(g00[0], grad) + g00[1]
-    g01 = arb(g01[0], grad) + g01[1]
-    g11 = arb(g11[0], grad) + g11[1]
-    e00 = arb(e00[0], 2.0 ** -100 * (abs(e00[0]) + 1e-300)) + e00[1]
-    e01 = arb(e01[0], 2.0 ** -100 * (abs(e01[0]) + 1e-300)) + e01[1]
-    e11 = arb(e11[0], 2.0 ** -100 * (abs(e11[0]) + 1e-300)) + e11[1]
+    g00 = arb(g00[0], grad) + arb(g00[1])
+    g01 = arb(g01[0], grad) + arb(g01[1])
+    g11 = arb(g11[0], grad) + arb(g11[1])
+    e00 = arb(e00[0], 2.0 ** -100 * (abs(e00[0]) + 1e-300)) + arb(e00[1])
+    e01 = arb(e01[0], 2.0 ** -100 * (abs(e01[0]) + 1e-300)) + arb(e01[1])
+    e11 = arb(e11[0], 2.0 ** -100 * (abs(e11[0]) + 1e-300)) + arb(e11[1])
     th0 = g00 / e00
     th1 = g11 / e11
-    rho0 = (arb(r0) + b0) / e00.sqrt()        # residual of the unit vector
-    rho1 = (arb(r1) + b1) / e11.sqrt()
+    rho0 = (arb(r0) + arb(b0)) / e00.sqrt()   # residual of the unit vector
+    rho1 = (arb(r1) + arb(b1)) / e11.sqrt()
     # Courant–Fischer: eigenvalues of the 2×2 pencil (G, E) are lower bounds of λ1, λ2
     a2 = e00 * e11 - e01 * e01
-    a1 = 2 * g01 * e01 - g00 * e11 - g11 * e00
+    a1 = _TWO * g01 * e01 - g00 * e11 - g11 * e00
     a0 = g00 * g11 - g01 * g01
-    disc = a1 * a1 - 4 * a2 * a0
-    if not (a2 > 0 and disc >= 0):
+    disc = a1 * a1 - _FOUR * a2 * a0
+    if not (a2 > _ZERO and disc >= _ZERO):
         return None
     sq = disc.sqrt()
-    d2 = 2 * a2
+    d2 = _TWO * a2
     lo1 = ((sq - a1) / d2).lower()
     lo2 = (-(a1 + sq) / d2).lower()
     sep = th0 - th1 - rho1
-    if sep > 0:
+    if sep > _ZERO:
         hi1 = (th0 + rho0 * rho0 / sep).upper()
     else:
         hi1 = (th0 + rho0).upper()
     hi2 = (th1 + rho1).upper()
+    an = arb(n)
     b1_ = lo1.union(hi1)
     b2_ = lo2.union(hi2)
-    lam1 = b1_ / n
-    lam2 = b2_ / n
-    gap = (b1_ - b2_) / n
+    lam1 = b1_ / an
+    lam2 = b2_ / an
+    gap = (b1_ - b2_) / an
     widths = [float(b.rad()) / max(abs(float(b.mid())), 1e-300) for b in (lam1, lam2, gap)]
     return Certificate(lam1, lam2, gap, max(widths))
 
