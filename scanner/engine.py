@@ -146,9 +146,10 @@ class EigenEngine:
         self._state = {w: _WindowState() for w in WINDOWS}
         self._mom = {}
         for w in WINDOWS:
-            # S2 (primal C) where the warm iteration applies C (2W ≥ N) or the small batch needs it; the
-            # direct path on W < N works on the dual ZᵀZ/W
-            s2 = (2 * w >= self.n or self.n <= BATCH_MAX_N) and solver == "incremental"
+            # S2 (primal C) where the small batch needs it, the direct path works on C (W ≥ N) or the warm
+            # iteration applies C (2W ≥ N, only above direct_max_n); the direct path on W < N uses the dual ZᵀZ/W
+            s2 = solver == "incremental" and (self.n <= BATCH_MAX_N or w >= self.n
+                                             or (2 * w >= self.n and self.n > direct_max_n))
             self._mom[w] = _Moments(w, s2, np.zeros(self.n), np.zeros(self.n), np.zeros(self.n, dtype=np.int64),
                                     np.zeros((self.n, self.n) if s2 else (1, 1)))
         self.fallbacks = 0                              # refined → float64 fallbacks (heartbeat)
@@ -453,9 +454,12 @@ class EigenEngine:
                 self.fallbacks += 1
         res.lambda_max = precision.to_float(lam1)
         res.eigengap = precision.to_float(precision.dd_sub(lam1, lam2))
-        load: list = [None] * self.n
-        for i, v in zip(idx.tolist(), v1.tolist()):
-            load[i] = v
+        if n == self.n:                  # every asset included (idx is 0..n-1): the vector as it is
+            load: list = v1.tolist()
+        else:
+            load = [None] * self.n
+            for i, v in zip(idx.tolist(), v1.tolist()):
+                load[i] = v
         res.loadings = load
         res.n_assets = int(n)
         mask = np.zeros(self.n, dtype=np.bool_)
