@@ -421,7 +421,8 @@ class EigenEngine:
     def _z(self, w: int, idx: np.ndarray) -> np.ndarray:
         """Standardised returns Z (included assets × W) of window ``w`` from its moments."""
         m = self._mom[w]
-        return inc.standardised(self._window_block(w)[idx], m.s1[idx], m.q[idx], w)
+        end = (self._nret - 1) % self._L + self._L + 1
+        return inc.standardised_rows(self._rb, idx, end - w, w, m.s1, m.q)
 
     # ── internals ──────────────────────────────────────────────────────────────────────────
     def _window(self, w: int, idx: np.ndarray, evals: np.ndarray, evecs: np.ndarray, res: WindowResult):
