@@ -146,7 +146,10 @@ class EigenEngine:
         self._state = {w: _WindowState() for w in WINDOWS}
         self._mom = {}
         for w in WINDOWS:
-            s2 = (2 * w >= self.n or self.n <= direct_max_n) and solver == "incremental"
+            # S2 (primal C) where the small batch needs it, the direct path works on C (W ≥ N) or the warm
+            # iteration applies C (2W ≥ N, only above direct_max_n); the direct path on W < N uses the dual ZᵀZ/W
+            s2 = solver == "incremental" and (self.n <= BATCH_MAX_N or w >= self.n
+                                             or (2 * w >= self.n and self.n > direct_max_n))
             self._mom[w] = _Moments(w, s2, np.zeros(self.n), np.zeros(self.n), np.zeros(self.n, dtype=np.int64),
                                     np.zeros((self.n, self.n) if s2 else (1, 1)))
         self.fallbacks = 0                              # refined → float64 fallbacks (heartbeat)
@@ -251,6 +254,10 @@ class EigenEngine:
         exact: dict[int, object] = {}
         if warm:
             eig = self._eig_full(warm) if self.solver == "full" else self._eig_incremental(warm)
+            if self.refine and eig:   # Σx, Σx² (double-double) of the nested windows in one pass
+                ws = list(eig)
+                sums = precision.window_sums(self._rb, (self._nret - 1) % self._L + self._L + 1, ws)
+                self._sums = dict(zip(ws, sums))
             for w, (idx, evals, evecs) in eig.items():
                 exact[w] = self._window(w, idx, evals, evecs, results[w])
         for w in WINDOWS:
@@ -314,24 +321,25 @@ class EigenEngine:
                 m.s1, m.q, m.bad = s1, q, bad
                 if m.use_s2:
                     m.s2 = s2
-            if m.use_s2:
-                c = inc.corr_from_moments(m.s2, m.s1, m.q, idx, w)
-                z = None
-                apply = c.__matmul__
-            else:
-                c = None
-                z = self._z(w, idx)
-
-                def apply(v, z=z, w=w):
-                    return z @ (z.T @ v) / w
             got = None
             small = idx.size <= self.direct_max_n
             if m.direct_left > 0:
                 m.direct_left -= 1
-            if reason is None and small and idx.size <= BATCH_MAX_N and c is not None and m.vecs.shape[1] >= 2:
+            direct = reason is None and (small or m.direct_left > 0)
+            batchable = reason is None and small and idx.size <= BATCH_MAX_N and m.use_s2 and m.vecs.shape[1] >= 2
+            c = z = None
+            if m.use_s2 and not (direct and not batchable and w < idx.size):   # the direct path on the dual needs no C
+                c = inc.corr_from_moments(m.s2, m.s1, m.q, idx, w)
+                apply = c.__matmul__
+            else:
+                z = self._z(w, idx)
+
+                def apply(v, z=z, w=w):
+                    return z @ (z.T @ v) / w
+            if batchable:
                 batch.append((w, idx, c))
                 continue
-            if reason is None and (small or m.direct_left > 0):
+            if direct:
                 # LAPACK dsyevr on the top two: for small sets, and for a while after the warm
                 # iteration did not pay (λ2 in the noise bulk, a weak market factor: see DIRECT_HOLD)
                 if z is None and w < idx.size:
@@ -413,7 +421,8 @@ class EigenEngine:
     def _z(self, w: int, idx: np.ndarray) -> np.ndarray:
         """Standardised returns Z (included assets × W) of window ``w`` from its moments."""
         m = self._mom[w]
-        return inc.standardised(self._window_block(w)[idx], m.s1[idx], m.q[idx], w)
+        end = (self._nret - 1) % self._L + self._L + 1
+        return inc.standardised_rows(self._rb, idx, end - w, w, m.s1, m.q)
 
     # ── internals ──────────────────────────────────────────────────────────────────────────
     def _window(self, w: int, idx: np.ndarray, evals: np.ndarray, evecs: np.ndarray, res: WindowResult):
@@ -423,8 +432,9 @@ class EigenEngine:
         lam1 = (float(evals[0]) / n, 0.0)
         lam2 = (float(evals[1]) / n, 0.0)
         if self.refine:
-            xt = np.ascontiguousarray(self._window_block(w)[idx].T)
-            gram, vtv, rnorm, bound, dd_rad = precision.rayleigh_dd(xt, np.ascontiguousarray(evecs))
+            end = (self._nret - 1) % self._L + self._L + 1
+            gram, vtv, rnorm, bound, dd_rad = precision.rayleigh_dd_rows(self._rb, idx, end - w, w, evecs,
+                                                                         self._sums[w][idx])
             l1 = precision.dd_div_scalar(gram[0, 0], vtv[0, 0], n)
             l2 = precision.dd_div_scalar(gram[1, 1], vtv[1, 1], n)
             if np.isfinite(l1[0]) and np.isfinite(l2[0]) and abs(l1[0] - lam1[0]) <= 1e-8 * max(lam1[0], 1e-300):
@@ -445,9 +455,12 @@ class EigenEngine:
                 self.fallbacks += 1
         res.lambda_max = precision.to_float(lam1)
         res.eigengap = precision.to_float(precision.dd_sub(lam1, lam2))
-        load: list = [None] * self.n
-        for i, v in zip(idx.tolist(), v1.tolist()):
-            load[i] = v
+        if n == self.n:                  # every asset included (idx is 0..n-1): the vector as it is
+            load: list = v1.tolist()
+        else:
+            load = [None] * self.n
+            for i, v in zip(idx.tolist(), v1.tolist()):
+                load[i] = v
         res.loadings = load
         res.n_assets = int(n)
         mask = np.zeros(self.n, dtype=np.bool_)

@@ -81,7 +81,10 @@ def moments_from_scratch(x: np.ndarray, use_s2: bool):
 
 @njit(cache=True)
 def corr_from_moments(s2, s1, q, idx, w):
-    """Pearson correlation matrix of the assets ``idx`` from a window's moments (diag exactly 1)."""
+    """Pearson correlation matrix of the assets ``idx`` from a window's moments (diag exactly 1).
+
+    Row by row (contiguous, vectorised when every asset is included); entry (a, b) and (b, a) are the same
+    products in the same order, so C is symmetric wherever S2 is."""
     n = idx.shape[0]
     inv_w = 1.0 / w
     m = np.empty(n)
@@ -91,17 +94,20 @@ def corr_from_moments(s2, s1, q, idx, w):
         m[a] = s1[i] * inv_w
         inv_sd[a] = 1.0 / math.sqrt(q[i] * inv_w - m[a] * m[a])
     c = np.empty((n, n))
+    full = n == s2.shape[0]          # idx is 0..n-1
     for a in range(n):
         i = idx[a]
-        c[a, a] = 1.0
-        for b in range(a + 1, n):
-            v = (s2[i, idx[b]] * inv_w - m[a] * m[b]) * inv_sd[a] * inv_sd[b]
-            if v > 1.0:
-                v = 1.0
-            elif v < -1.0:
-                v = -1.0
-            c[a, b] = v
-            c[b, a] = v
+        ma = m[a]
+        sa = inv_sd[a]
+        ca = c[a]
+        if full:
+            row = s2[i]
+            for b in range(n):
+                ca[b] = min(max((row[b] * inv_w - ma * m[b]) * (sa * inv_sd[b]), -1.0), 1.0)
+        else:
+            for b in range(n):
+                ca[b] = min(max((s2[i, idx[b]] * inv_w - ma * m[b]) * (sa * inv_sd[b]), -1.0), 1.0)
+        ca[a] = 1.0
     return c
 
 
@@ -126,6 +132,21 @@ def standardised(x: np.ndarray, s1: np.ndarray, q: np.ndarray, w: int) -> np.nda
     m = s1 / w
     sd = np.sqrt(q / w - m * m)
     return (x - m[:, None]) / sd[:, None]
+
+
+@njit(cache=True)
+def standardised_rows(x, rows, c0, w, s1, q):
+    """:func:`standardised` of ``x[rows, c0:c0 + W]`` in one pass (no gathered copy, no temporaries);
+    the same operations per element, so the same values."""
+    n = rows.shape[0]
+    z = np.empty((n, w))
+    for a in range(n):
+        r = rows[a]
+        m = s1[r] / w
+        sd = math.sqrt(q[r] / w - m * m)
+        for t in range(w):
+            z[a, t] = (x[r, c0 + t] - m) / sd
+    return z
 
 
 def lambda2(c: np.ndarray | None, z: np.ndarray) -> float:

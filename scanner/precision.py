@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import config as numba_config
+from numba import njit, types
+from numba.extending import intrinsic
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +27,12 @@ try:  # guarded import: the float64 and double-double paths work without flint
 
     ctx.prec = PREC_BITS
     HAVE_FLINT = True
+    _ZERO, _TWO, _FOUR = arb(0), arb(2), arb(4)
 except ImportError:  # pragma: no cover - flint is a declared dependency
     arb = ctx = None  # type: ignore[assignment]
     HAVE_FLINT = False
 
+LANES = 8            # interleaved double-double accumulators per asset in the moment pass
 _SPLITTER = 134217729.0  # 2**27 + 1 (Veltkamp)
 
 
@@ -61,11 +66,33 @@ def _split(a):
 
 
 @njit(cache=True, inline="always")
-def _two_prod(a, b):
+def _two_prod_dekker(a, b):
     p = a * b
     ah, al = _split(a)
     bh, bl = _split(b)
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a·b + c with one rounding (LLVM ``llvm.fma.f64``: the FMA instruction, or libm's exact fma)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d]))
+        return builder.call(fn, args)
+    return sig, codegen
+
+
+if numba_config.DISABLE_JIT:   # plain Python (tests): Dekker's product, the same exact error term
+    _two_prod = _two_prod_dekker
+else:
+    @njit(cache=True, inline="always")
+    def _two_prod(a, b):
+        # the exact error of a·b: one fused multiply-add (Dekker's split gives the same value)
+        p = a * b
+        return p, _fma(a, b, -p)
 
 
 @njit(cache=True, inline="always")
@@ -105,7 +132,6 @@ def _dd_sqrt(ah, al):
     return _two_sum(x, rh / (2.0 * x))
 
 
-@njit(cache=True)
 def rayleigh_dd(xt, v):
     """Double-double Rayleigh quotients of the columns of ``v`` on corr(x), plus residual data.
 
@@ -122,64 +148,185 @@ def rayleigh_dd(xt, v):
     bound : float64 (k,) — rigorous bound on ‖(computed − exact) residual‖₂ (rounding only).
     dd_rad : float64 (k,) — bound on the double-double error of θ_a (relative, conservative).
     """
-    w, n = xt.shape
+    x = np.ascontiguousarray(np.asarray(xt, dtype=np.float64).T)
+    return rayleigh_dd_rows(x, np.arange(x.shape[0], dtype=np.int64), 0, x.shape[1], v)
+
+
+def rayleigh_dd_rows(x, rows, c0, w, v, sums=None):
+    """:func:`rayleigh_dd` on the asset-major block ``x[rows, c0:c0 + w]`` (assets × returns) in place:
+    the scanner's ring of returns is read directly, without a transposed copy. ``sums`` (rows × 4:
+    Σx and Σx² as double-double) may come from :func:`window_sums`, shared by the nested windows."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if sums is None:
+        sums = _window_sums(x, rows, int(c0) + int(w), np.array([int(w)], dtype=np.int64))[0]
+    return _rq_core(x, rows, int(c0), int(w), np.ascontiguousarray(v, dtype=np.float64), sums)
+
+
+def window_sums(x, end, windows) -> np.ndarray:
+    """Σx and Σx² (double-double: hi, lo, hi, lo) of every row of ``x`` over its trailing windows
+    ``x[:, end − W:end]`` for the ascending ``windows``, in one backward pass over the longest
+    (the nested windows share it). Returns (len(windows), rows, 4); a window holding a non-finite
+    return gives non-finite sums for that row."""
+    return _window_sums(x, np.arange(x.shape[0], dtype=np.int64), int(end),
+                        np.ascontiguousarray(windows, dtype=np.int64))
+
+
+@njit(cache=True, inline="always")
+def _dd_acc(sh, sl, qh, ql, x):
+    # Σx and Σx² in double-double: x² exactly by TwoProd
+    s, e = _two_sum(sh, x)
+    p, pe = _two_prod(x, x)
+    s2, e2 = _two_sum(qh, p)
+    return s, sl + e, s2, ql + (e2 + pe)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _residual_dots(x, rows, c0, w, mh, yhi, ay, acc, acc_abs):
+    # float64 sums Σ_t c_it y_t and Σ_t |c_it| ay_t per asset, any summation order: the rounding
+    # bound (γ_{W+4}) used by the caller holds for every order and for fused multiply-adds
+    n = rows.shape[0]
+    for a in range(n):
+        r = rows[a]
+        m = mh[a]
+        s = 0.0
+        sa = 0.0
+        for t in range(w):
+            c = x[r, c0 + t] - m
+            s += c * yhi[t]
+            sa += abs(c) * ay[t]
+        acc[a] = s
+        acc_abs[a] = sa
+
+
+@njit(cache=True)
+def _window_sums(x, rows, end, windows):
+    # backward from the newest return: segment by segment (newest W first), each in LANES interleaved
+    # double-double accumulators (independent chains), added to the running totals at its end
+    nw = windows.shape[0]
+    n = rows.shape[0]
+    out = np.empty((nw, n, 4))
+    ash = np.empty(LANES)
+    asl = np.empty(LANES)
+    aqh = np.empty(LANES)
+    aql = np.empty(LANES)
+    for a in range(n):
+        r = rows[a]
+        sh = sl = qh = ql = 0.0
+        lo = end
+        for k in range(nw):
+            hi = lo
+            lo = end - windows[k]
+            ash[:] = 0.0
+            asl[:] = 0.0
+            aqh[:] = 0.0
+            aql[:] = 0.0
+            span = hi - lo
+            full = span - span % LANES
+            for t0 in range(hi - LANES, hi - full - 1, -LANES):
+                for j in range(LANES):
+                    ash[j], asl[j], aqh[j], aql[j] = _dd_acc(ash[j], asl[j], aqh[j], aql[j], x[r, t0 + j])
+            for t in range(hi - full - 1, lo - 1, -1):
+                ash[0], asl[0], aqh[0], aql[0] = _dd_acc(ash[0], asl[0], aqh[0], aql[0], x[r, t])
+            for j in range(LANES):
+                sh, sl = _dd_add(sh, sl, ash[j], asl[j])
+                qh, ql = _dd_add(qh, ql, aqh[j], aql[j])
+            out[k, a, 0] = sh
+            out[k, a, 1] = sl
+            out[k, a, 2] = qh
+            out[k, a, 3] = ql
+    return out
+
+
+@njit(cache=True)
+def _rq_core(x, rows, c0, w, v, sums):
+    n = rows.shape[0]
     k = v.shape[1]
     inv_w = 1.0 / w
-    # Σx and Σx² per asset in double-double (x² exact by TwoProd), one pass, vectorisable over i
-    sh = np.zeros(n)
-    sl = np.zeros(n)
-    qh = np.zeros(n)
-    ql = np.zeros(n)
-    for t in range(w):
-        for i in range(n):
-            x = xt[t, i]
-            a, e = _two_sum(sh[i], x)
-            sh[i] = a
-            sl[i] += e
-            p, pe = _two_prod(x, x)
-            a, e = _two_sum(qh[i], p)
-            qh[i] = a
-            ql[i] += e + pe
+    fw = float(w)
     mh = np.empty(n)
     ml = np.empty(n)
     sdh = np.empty(n)
     sdl = np.empty(n)
-    fw = float(w)
-    for i in range(n):
-        mh[i], ml[i] = _dd_div(sh[i], sl[i], fw, 0.0)
-        eh, el = _dd_div(qh[i], ql[i], fw, 0.0)                 # E[x²]
-        m2h, m2l = _dd_mul(mh[i], ml[i], mh[i], ml[i])
-        vh, vl = _dd_add(eh, el, -m2h, -m2l)                     # var = E[x²] − m²
-        sdh[i], sdl[i] = _dd_sqrt(vh, vl)
+    for a in range(n):
+        mh[a], ml[a] = _dd_div(sums[a, 0], sums[a, 1], fw, 0.0)
+        eh, el = _dd_div(sums[a, 2], sums[a, 3], fw, 0.0)   # E[x²]
+        m2h, m2l = _dd_mul(mh[a], ml[a], mh[a], ml[a])
+        vh, vl = _dd_add(eh, el, -m2h, -m2l)                 # var = E[x²] − m²
+        sdh[a], sdl[a] = _dd_sqrt(vh, vl)
     uh = np.empty((k, n))
     ul = np.empty((k, n))
-    for a in range(k):
-        for i in range(n):
-            uh[a, i], ul[a, i] = _dd_div(v[i, a], 0.0, sdh[i], sdl[i])
-    # y_t = Σ_i (x_it − m_i) u_i in double-double; absy_t = Σ_i |c_it u_i| for the bounds
-    y = np.zeros((k, w, 2))
+    for b in range(k):
+        for a in range(n):
+            uh[b, a], ul[b, a] = _dd_div(v[a, b], 0.0, sdh[a], sdl[a])
+    # y_t = Σ_i (x_it − m_i) u_i in double-double, asset by asset (vectorised over t);
+    # absy_t = Σ_i |c_it u_i| for the bounds
+    yh = np.zeros((k, w))
+    yl = np.zeros((k, w))
     absy = np.zeros((k, w))
-    for t in range(w):
-        for a in range(k):
-            yh, yl, ya = 0.0, 0.0, 0.0
-            for i in range(n):
-                ch, cl = _two_sum(xt[t, i], -mh[i])
-                cl -= ml[i]
-                p, pe = _two_prod(ch, uh[a, i])
-                pe += ch * ul[a, i] + cl * uh[a, i]
-                yh, e = _two_sum(yh, p)
-                yl += e + pe
-                ya += abs(p)
-            y[a, t, 0], y[a, t, 1] = _two_sum(yh, yl)
-            absy[a, t] = ya
+    for a in range(n):
+        r = rows[a]
+        m_h = -mh[a]
+        m_l = ml[a]
+        xr = x[r, c0:c0 + w]
+        if k == 2:   # the certificate's pair in one sweep (c_it formed once)
+            u0h, u0l, u1h, u1l = uh[0, a], ul[0, a], uh[1, a], ul[1, a]
+            yh0, yl0, ya0, yh1, yl1, ya1 = yh[0], yl[0], absy[0], yh[1], yl[1], absy[1]
+            for t in range(w):
+                ch, cl = _two_sum(xr[t], m_h)
+                cl -= m_l
+                p, pe = _two_prod(ch, u0h)
+                pe += ch * u0l + cl * u0h
+                s, e = _two_sum(yh0[t], p)
+                yh0[t] = s
+                yl0[t] += e + pe
+                ya0[t] += abs(p)
+                p, pe = _two_prod(ch, u1h)
+                pe += ch * u1l + cl * u1h
+                s, e = _two_sum(yh1[t], p)
+                yh1[t] = s
+                yl1[t] += e + pe
+                ya1[t] += abs(p)
+            continue
+        for b in range(k):
+            u_h = uh[b, a]
+            u_l = ul[b, a]
+            yhb = yh[b]
+            ylb = yl[b]
+            yab = absy[b]
+            for t in range(w):
+                ch, cl = _two_sum(xr[t], m_h)
+                cl -= m_l
+                p, pe = _two_prod(ch, u_h)
+                pe += ch * u_l + cl * u_h
+                s, e = _two_sum(yhb[t], p)
+                yhb[t] = s
+                ylb[t] += e + pe
+                yab[t] += abs(p)
+    for b in range(k):
+        for t in range(w):
+            yh[b, t], yl[b, t] = _two_sum(yh[b, t], yl[b, t])
     gram = np.zeros((k, k, 2))
     vtv = np.zeros((k, k, 2))
+    w4 = w - w % 4
     for a in range(k):
         for b in range(a, k):
-            gh, gl = 0.0, 0.0
-            for t in range(w):
-                ph, pl = _dd_mul(y[a, t, 0], y[a, t, 1], y[b, t, 0], y[b, t, 1])
-                gh, gl = _dd_add(gh, gl, ph, pl)
+            # four interleaved double-double sums (independent dependency chains), then combined
+            g0h = g0l = g1h = g1l = g2h = g2l = g3h = g3l = 0.0
+            for t in range(0, w4, 4):
+                ph, pl = _dd_mul(yh[a, t], yl[a, t], yh[b, t], yl[b, t])
+                g0h, g0l = _dd_add(g0h, g0l, ph, pl)
+                ph, pl = _dd_mul(yh[a, t + 1], yl[a, t + 1], yh[b, t + 1], yl[b, t + 1])
+                g1h, g1l = _dd_add(g1h, g1l, ph, pl)
+                ph, pl = _dd_mul(yh[a, t + 2], yl[a, t + 2], yh[b, t + 2], yl[b, t + 2])
+                g2h, g2l = _dd_add(g2h, g2l, ph, pl)
+                ph, pl = _dd_mul(yh[a, t + 3], yl[a, t + 3], yh[b, t + 3], yl[b, t + 3])
+                g3h, g3l = _dd_add(g3h, g3l, ph, pl)
+            for t in range(w4, w):
+                ph, pl = _dd_mul(yh[a, t], yl[a, t], yh[b, t], yl[b, t])
+                g0h, g0l = _dd_add(g0h, g0l, ph, pl)
+            g0h, g0l = _dd_add(g0h, g0l, g1h, g1l)
+            g2h, g2l = _dd_add(g2h, g2l, g3h, g3l)
+            gh, gl = _dd_add(g0h, g0l, g2h, g2l)
             gh, gl = _dd_div(gh, gl, fw, 0.0)
             gram[a, b, 0], gram[a, b, 1] = gh, gl
             gram[b, a, 0], gram[b, a, 1] = gh, gl
@@ -194,36 +341,34 @@ def rayleigh_dd(xt, v):
     bound = np.zeros(k)
     dd_rad = np.zeros(k)
     g_w = (w + 4) * _U / (1.0 - (w + 4) * _U)
-    acc = np.zeros(n)
-    acc_abs = np.zeros(n)
-    for a in range(k):
-        th = (gram[a, a, 0] + gram[a, a, 1]) / (vtv[a, a, 0] + vtv[a, a, 1])
-        acc[:] = 0.0
-        acc_abs[:] = 0.0
+    acc = np.empty(n)
+    acc_abs = np.empty(n)
+    ay = np.empty(w)
+    for b in range(k):
+        th = (gram[b, b, 0] + gram[b, b, 1]) / (vtv[b, b, 0] + vtv[b, b, 1])
         s_abs = 0.0
+        say = 0.0
         for t in range(w):
-            yy = y[a, t, 0]
-            ay = abs(yy) + absy[a, t] * 1e-28
-            s_abs += absy[a, t] * absy[a, t]
-            for i in range(n):
-                c = xt[t, i] - mh[i]
-                acc[i] += c * yy
-                acc_abs[i] += abs(c) * ay + abs(ml[i]) * ay
+            ay[t] = abs(yh[b, t]) + absy[b, t] * 1e-28
+            s_abs += absy[b, t] * absy[b, t]
+            say += ay[t]
+        _residual_dots(x, rows, c0, w, mh, yh[b], ay, acc, acc_abs)
         rr = 0.0
         bb = 0.0
         for i in range(n):
             sd = sdh[i]
             cv = acc[i] * inv_w / sd
-            ri = cv - th * v[i, a]
+            ri = cv - th * v[i, b]
             rr += ri * ri
             # |computed − exact|: γ_{W+4} on the dot product and the scaling, plus θ's own rounding
-            e = 2.0 * (g_w * acc_abs[i] * inv_w / sd + 4.0 * _U * (abs(cv) + 2.0 * abs(th * v[i, a])))
+            e = 2.0 * (g_w * (acc_abs[i] + abs(ml[i]) * say) * inv_w / sd
+                       + 4.0 * _U * (abs(cv) + 2.0 * abs(th * v[i, b])))
             bb += e * e
-        res[a] = math.sqrt(rr)
-        bound[a] = 2.0 * math.sqrt(bb)
+        res[b] = math.sqrt(rr)
+        bound[b] = 2.0 * math.sqrt(bb)
         # θ's double-double error: relative ~ (n + W + 8)·2^-104 of Σ_t (Σ_i |c u|)² / Σ_t y²
-        den = gram[a, a, 0] * w
-        dd_rad[a] = 4.0 * (n + w + 8) * 2.0 ** -104 * (s_abs / den if den > 0 else 1.0)
+        den = gram[b, b, 0] * w
+        dd_rad[b] = 4.0 * (n + w + 8) * 2.0 ** -104 * (s_abs / den if den > 0 else 1.0)
     return gram, vtv, res, bound, dd_rad
 
 
@@ -247,39 +392,51 @@ def to_arb_dd(hi: float, lo: float, rad: float = 0.0):
 
 
 def certify(gram, vtv, res, bound, dd_rad, n: int) -> Certificate | None:
-    """Certified enclosures of λ1/N, λ2/N and (λ1−λ2)/N from :func:`rayleigh_dd` output (2 vectors)."""
+    """Certified enclosures of λ1/N, λ2/N and (λ1−λ2)/N from :func:`rayleigh_dd` output (2 vectors).
+
+    About sixty ``arb`` operations at 512 bits: every input enters as an exact ball (midpoint hi + lo,
+    the stated radius), the symmetric 2×2 entries once each."""
     if not HAVE_FLINT:
         return None
     ctx.prec = PREC_BITS
-    grad = max(dd_rad[0], dd_rad[1]) * max(abs(gram[0, 0, 0]), abs(gram[1, 1, 0])) + 1e-300
-    g = [[to_arb_dd(gram[a, b, 0], gram[a, b, 1], grad) for b in range(2)] for a in range(2)]
-    e = [[to_arb_dd(vtv[a, b, 0], vtv[a, b, 1], 2.0 ** -100 * (abs(vtv[a, b, 0]) + 1e-300))
-          for b in range(2)] for a in range(2)]
-    th = [g[a][a] / e[a][a] for a in range(2)]
-    rho = [arb(float(res[a])) + arb(float(bound[a])) for a in range(2)]
-    rho = [r / e[a][a].sqrt() for a, r in enumerate(rho)]        # residual of the unit vector
+    (g00, g01), (_, g11) = gram.tolist()
+    (e00, e01), (_, e11) = vtv.tolist()
+    r0, r1 = res.tolist()
+    b0, b1 = bound.tolist()
+    grad = max(float(dd_rad[0]), float(dd_rad[1])) * max(abs(g00[0]), abs(g11[0])) + 1e-300
+    g00 = arb(g00[0], grad) + arb(g00[1])
+    g01 = arb(g01[0], grad) + arb(g01[1])
+    g11 = arb(g11[0], grad) + arb(g11[1])
+    e00 = arb(e00[0], 2.0 ** -100 * (abs(e00[0]) + 1e-300)) + arb(e00[1])
+    e01 = arb(e01[0], 2.0 ** -100 * (abs(e01[0]) + 1e-300)) + arb(e01[1])
+    e11 = arb(e11[0], 2.0 ** -100 * (abs(e11[0]) + 1e-300)) + arb(e11[1])
+    th0 = g00 / e00
+    th1 = g11 / e11
+    rho0 = (arb(r0) + arb(b0)) / e00.sqrt()   # residual of the unit vector
+    rho1 = (arb(r1) + arb(b1)) / e11.sqrt()
     # Courant–Fischer: eigenvalues of the 2×2 pencil (G, E) are lower bounds of λ1, λ2
-    a2 = e[0][0] * e[1][1] - e[0][1] * e[0][1]
-    a1 = -(g[0][0] * e[1][1] + g[1][1] * e[0][0] - 2 * g[0][1] * e[0][1])
-    a0 = g[0][0] * g[1][1] - g[0][1] * g[0][1]
-    disc = a1 * a1 - 4 * a2 * a0
-    if not (a2 > 0 and disc >= 0):
+    a2 = e00 * e11 - e01 * e01
+    a1 = _TWO * g01 * e01 - g00 * e11 - g11 * e00
+    a0 = g00 * g11 - g01 * g01
+    disc = a1 * a1 - _FOUR * a2 * a0
+    if not (a2 > _ZERO and disc >= _ZERO):
         return None
     sq = disc.sqrt()
-    mu1 = (-a1 + sq) / (2 * a2)
-    mu2 = (-a1 - sq) / (2 * a2)
-    lo1 = mu1.lower()
-    lo2 = mu2.lower()
-    sep = th[0] - th[1] - rho[1]
-    if sep > 0:
-        hi1 = (th[0] + rho[0] * rho[0] / sep).upper()
+    d2 = _TWO * a2
+    lo1 = ((sq - a1) / d2).lower()
+    lo2 = (-(a1 + sq) / d2).lower()
+    sep = th0 - th1 - rho1
+    if sep > _ZERO:
+        hi1 = (th0 + rho0 * rho0 / sep).upper()
     else:
-        hi1 = (th[0] + rho[0]).upper()
-    hi2 = (th[1] + rho[1]).upper()
+        hi1 = (th0 + rho0).upper()
+    hi2 = (th1 + rho1).upper()
     an = arb(n)
-    lam1 = _ball(lo1, hi1) / an
-    lam2 = _ball(lo2, hi2) / an
-    gap = (_ball(lo1, hi1) - _ball(lo2, hi2)) / an
+    b1_ = lo1.union(hi1)
+    b2_ = lo2.union(hi2)
+    lam1 = b1_ / an
+    lam2 = b2_ / an
+    gap = (b1_ - b2_) / an
     widths = [float(b.rad()) / max(abs(float(b.mid())), 1e-300) for b in (lam1, lam2, gap)]
     return Certificate(lam1, lam2, gap, max(widths))
 
