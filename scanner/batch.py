@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from scanner import kernels
+from scanner.incremental import update_moments
 from scanner.engine import (CARRY_SCANS, FULL_EVERY, GAP_FACTOR, GAP_HOLD_RETURNS, HISTORY_ROWS,
                             INSTABILITY_SCANS, MIN_ASSETS, MIN_GAP_S, PARTIAL_FRAC, WINDOWS)
 
@@ -195,7 +196,7 @@ def _lambda_series(x, has_ret, w, min_assets, var_eps, full_every, tol_rel, max_
         if has_ret[t]:
             has_old = nret >= w
             old = x[rows[nret - w]] if has_old else x[t]
-            kernels_update(s1, q, bad, s2, x[t], old, has_old)
+            update_moments(s1, q, bad, s2, x[t], old, has_old, True)
             rows[nret] = t
             nret += 1
         if nret < w:
@@ -210,7 +211,7 @@ def _lambda_series(x, has_ret, w, min_assets, var_eps, full_every, tol_rel, max_
             bad[:] = 0
             s2[:, :] = 0.0
             for r in range(nret - w, nret):
-                kernels_update(s1, q, bad, s2, x[rows[r]], x[rows[r]], False)
+                update_moments(s1, q, bad, s2, x[rows[r]], x[rows[r]], False, True)
         k = 0
         for i in range(n):
             mi = s1[i] / w
@@ -276,36 +277,6 @@ def _all_windows(x, has_ret, windows, min_assets, var_eps, full_every, tol_rel, 
         counts[k, 1] = st
         counts[k, 2] = fb
     return lam, same, counts
-
-
-@njit(cache=True)
-def kernels_update(s1, q, bad, s2, x, old, has_old):
-    """The rank-1 add/drop of :func:`scanner.incremental.update_moments` (always with S2)."""
-    n = x.shape[0]
-    xa = np.empty(n)
-    oa = np.zeros(n)
-    for i in range(n):
-        v = x[i]
-        if np.isfinite(v):
-            xa[i] = v
-        else:
-            xa[i] = 0.0
-            bad[i] += 1
-        if has_old:
-            o = old[i]
-            if np.isfinite(o):
-                oa[i] = o
-            else:
-                bad[i] -= 1
-        s1[i] += xa[i] - oa[i]
-        q[i] += xa[i] * xa[i] - oa[i] * oa[i]
-    for i in range(n):
-        a = xa[i]
-        b = oa[i]
-        if a == 0.0 and b == 0.0:
-            continue
-        for j in range(n):
-            s2[i, j] += a * xa[j] - b * oa[j]
 
 
 @njit(cache=True)
