@@ -325,7 +325,7 @@ class CountingAccount(PaperAccount):
 def test_core_hands_typed_pnl_and_state_to_its_outputs_and_uses_the_injected_account(tmp_path):
     from prod.bus import maps
     from prod.bus.payloads import EngineState, Pnl
-    m = Market(time.time())
+    m = Market(time.time() // 86400 * 86400 + 3600.0)   # 01:00 UTC: the run to an entry stays inside one day
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
     out = RecordingOutputs()
