@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 from prod.settings import PRIORITY_SYMBOLS
 
@@ -19,6 +20,17 @@ def scan_payload(n: int, prices: dict[str, float], vd: float, t: float, timestam
             "timestamp": "", "bridge_ts": t, "vel_div": vd, "w50_velocity": vd, "w150_velocity": 0.0,
             "w300_velocity": 0.0, "w750_velocity": 0.0, "instability_50": 0.0, "instability_150": 0.0,
             "assets": list(prices), "asset_prices": list(prices.values())}
+
+
+def morning(now: float | None = None) -> float:
+    """The latest 01:00 UTC at or before ``now`` (default: the wall clock), in epoch seconds.
+
+    A market that starts there has 23 hours before its UTC day rolls, so a test's run of a few thousand
+    scan-seconds stays inside one day whenever the suite runs (a start at the wall clock rolled the day in
+    mid-test for runs near midnight), and its clock is never ahead of the wall clock."""
+    now = time.time() if now is None else now
+    t = now // 86400 * 86400 + 3600.0
+    return t if t <= now else t - 86400.0
 
 
 class Market:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 
 from prod.backtest import parity
 from prod.settings import load_settings
@@ -11,7 +10,7 @@ from prod.trading.journal import Journal
 from services.event_trader.main import TraderConfig, load_engine_params, start_recorder
 from prod.execution.funding import apply_funding
 from tests.integration.test_recorder_parity import VenueLike
-from tests.market import Market
+from tests.market import Market, morning
 
 
 class FundedVenue(VenueLike):
@@ -22,7 +21,7 @@ class FundedVenue(VenueLike):
 
 
 def _run(tmp_path):
-    m = Market(time.time(), seed=3)
+    m = Market(morning(), seed=3)
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "journal.sqlite", tmp_path / "audit.log")
     params = load_engine_params()

@@ -6,7 +6,6 @@ import math
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from services.event_trader.main import TraderConfig, load_engine_params, start_r
 from prod.trading.accounts import PaperAccount, Position
 from prod.trading.recording import SCAN_SCHEMA
 from tests.helpers import REPO_ROOT
-from tests.market import Market
+from tests.market import Market, morning
 
 
 
@@ -65,7 +64,7 @@ class VenueLike(PaperAccount):
 
 def _live_run(tmp_path, mode="paper"):
     """A core with a recorder, driven through warm-up, a stress leg (entry, exit) with ACB/posture/book inputs."""
-    m = Market(time.time(), seed=3)
+    m = Market(morning(), seed=3)
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "journal.sqlite", tmp_path / "audit.log")
     params = load_engine_params()

@@ -2,7 +2,6 @@
 a refused entry never opens (and is never undone) in the engine."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from prod.execution import EntryNotFilled
@@ -11,7 +10,7 @@ from prod.trading.accounts import PaperAccount
 from prod.trading.core import CoreLimits, TraderCore
 from prod.trading.journal import Journal
 from services.event_trader.main import load_engine_params
-from tests.market import Market
+from tests.market import Market, morning
 
 
 @dataclass(eq=False)
@@ -42,7 +41,7 @@ class WatchedAccounts:
 
 
 def test_the_account_fills_before_the_engine_opens_and_a_refusal_leaves_the_engine_flat(tmp_path):
-    m = Market(time.time())
+    m = Market(morning())
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
     factory = WatchedAccounts()

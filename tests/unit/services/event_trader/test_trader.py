@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,7 +16,7 @@ from prod.alpha.params import EngineParams
 from prod.trading.accounts import Book, PaperAccount, fill_price
 
 from tests.helpers import REPO_ROOT
-from tests.market import Market
+from tests.market import Market, morning
 
 TAKER_FEE = EngineParams().taker_fee   # the strategy's fee (the paper account's costs come from EngineParams)
 
@@ -178,7 +177,7 @@ def _run_until_entry(tr, m, start=1):
 
 class TestDecisionLoop:
     def test_dedup_staleness_and_bad_prices(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         s = m.scan(1, 0.0)
         assert tr.process(s) is not None
@@ -191,7 +190,7 @@ class TestDecisionLoop:
         assert tr.process(bad) is None and tr.scans_bad == 1
 
     def test_acb_pending_flag_is_applied_on_the_next_bar(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         tr.process(m.scan(1, 0.0))
         assert tr.on_acb(1.35, 0.8) is True
@@ -204,7 +203,7 @@ class TestDecisionLoop:
         assert tr.engine.day_base_boost == 1.35 and tr.engine.day_beta == 0.8
 
     def test_hibernate_blocks_entries(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         tr.set_posture("HIBERNATE", "test")
         with pytest.raises(AssertionError, match="no entry"):
@@ -212,14 +211,14 @@ class TestDecisionLoop:
         assert tr.account.trades == 0 and tr.account.position is None
 
     def test_mc_red_blocks_entries_for_the_day_and_orange_halves_size(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         tr.set_mc_status("RED", "test")
         tr.set_mc_status("PURPLE", "test")            # junk dropped, RED kept
         with pytest.raises(AssertionError, match="no entry"):
             _run_until_entry(tr, m)
         assert tr.engine.mc_status == "RED" and tr.engine.regime_dd_halt and tr.account.trades == 0
-        m2 = Market(time.time())
+        m2 = Market(morning())
         (tmp_path / "o").mkdir()
         tr2, _ = _trader(tmp_path / "o", m2)
         tr2.set_mc_status("ORANGE", "test")
@@ -227,7 +226,7 @@ class TestDecisionLoop:
         assert tr2.engine.mc_status == "ORANGE" and tr2.engine._mc_scale == 0.5 and not tr2.engine.regime_dd_halt
 
     def test_a_signal_held_back_by_a_gate_is_counted_and_logged_with_the_gate(self, tmp_path, caplog):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         tr.set_posture("TURTLE", "test")          # TURTLE halts entries (§11.7)
         with caplog.at_level("INFO", logger="event_trader"):
@@ -237,7 +236,7 @@ class TestDecisionLoop:
         assert any("not taken: halted" in r.getMessage() for r in caplog.records)
 
     def test_restart_mid_position_restores_and_never_double_enters(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, j = _trader(tmp_path, m)
         n, r = _run_until_entry(tr, m)
         cap, pos = tr.account.capital, tr.account.position
@@ -253,7 +252,7 @@ class TestDecisionLoop:
         assert len(entries) == 1
 
     def test_paper_trades_change_capital_exactly_by_fills(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, j = _trader(tmp_path, m)
         n, _ = _run_until_entry(tr, m)
         for k in range(n + 1, n + 40):
@@ -268,7 +267,7 @@ class TestDecisionLoop:
         assert tr.engine.capital == tr.account.capital
 
     def test_gate_change_during_step_bar_is_flagged_stale(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         tr.process(m.scan(1, 0.0))
         original = tr.engine.step_bar
@@ -284,7 +283,7 @@ class TestDecisionLoop:
         assert tr.process(m.scan(3, 0.0))["stale_state"] is False
 
     def test_an_acb_update_between_scans_is_applied_and_not_flagged_stale(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         tr.process(m.scan(1, 0.0))
         beta0 = tr.engine.day_beta
@@ -325,7 +324,7 @@ class CountingAccount(PaperAccount):
 def test_core_hands_typed_pnl_and_state_to_its_outputs_and_uses_the_injected_account(tmp_path):
     from prod.bus import maps
     from prod.bus.payloads import EngineState, Pnl
-    m = Market(time.time() // 86400 * 86400 + 3600.0)   # 01:00 UTC: the run to an entry stays inside one day
+    m = Market(morning())
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
     out = RecordingOutputs()
@@ -354,7 +353,7 @@ def test_writes_while_the_bus_is_away_are_skipped_counted_and_logged_once_per_ma
     import queue
     from prod.runtime import Bus
     from services.event_trader.main import BusOutputs
-    m = Market(time.time())
+    m = Market(morning())
     tr, _ = _trader(tmp_path, m)
     tr.process(m.scan(1, 0.0))
     out = BusOutputs(Bus(load_settings(env={}), "test-away"), queue.Queue())   # never started
@@ -393,7 +392,7 @@ class TestGapGate:
     """Issue 21: a scan marked post-gap (gap_hold) never opens a position; the hold is journaled once."""
 
     def test_post_gap_scans_make_no_entry_and_the_gate_is_journaled(self, tmp_path, caplog):
-        m = Market(time.time())
+        m = Market(morning())
         tr, j = _trader(tmp_path, m)
         for n in range(1, 160):
             tr.process(m.scan(n, 0.0, 0, 0.001 + n * 0.00002))
@@ -431,7 +430,7 @@ def test_entry_not_filled_killed_or_duplicate_leaves_no_position_and_is_journale
     from prod.execution import DuplicateDecision, EntryNotFilled, KillSwitchActive
     RefusingAccount.refusals = [EntryNotFilled("EXPIRED with nothing filled"), KillSwitchActive("kill switch"),
                                 DuplicateDecision("sent already")]
-    m = Market(time.time())
+    m = Market(morning())
     s = load_settings(env={}, data_dir=str(tmp_path))
     j = Journal.open(tmp_path / "j.sqlite", tmp_path / "audit.log")
     tr = TraderCore(CoreLimits(), j, load_engine_params(), tuple(s.symbols), clock=lambda: m.t,
@@ -470,7 +469,7 @@ class KilledAccount(PaperAccount):
 
 
 def test_kill_exit_is_booked_into_engine_and_journal_at_the_next_scan(tmp_path):
-    m = Market(time.time())
+    m = Market(morning())
     tr, j = _trader(tmp_path, m, account_type=KilledAccount)
     n, r = _run_until_entry(tr, m)
     assert tr.engine.position is not None
@@ -506,7 +505,7 @@ class FailingExitAccount(PaperAccount):
 
 def test_exit_the_venue_cannot_do_engages_the_kill_switch_and_is_journaled_never_a_crash(tmp_path):
     from prod.execution.killswitch import KillSwitch
-    m = Market(time.time())
+    m = Market(morning())
     tr, j = _trader(tmp_path, m, account_type=FailingExitAccount)
     tr.account.__dict__["kill_switch"] = KillSwitch(tmp_path / "KILL")
     n, _ = _run_until_entry(tr, m)

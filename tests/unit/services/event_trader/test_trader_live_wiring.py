@@ -3,7 +3,6 @@ macros go neutral, HIBERNATE force-exits (§11.7), an MC RED day manages the ope
 opens nothing, and the §15.1 payload fields."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -11,6 +10,7 @@ from prod.alpha import exits as ex
 from prod.bus import maps
 from prod.bus.payloads import PayloadError
 from tests.unit.services.event_trader.test_trader import Market, _run_until_entry, _trader
+from tests.market import morning
 
 STRESS = {"cascade_count": 0, "regime_signal": 1, "market_imbalance": 0.0, "withdrawal_stress": 0.6, "n_assets": 40}
 CASCADE = {"cascade_count": 3, "regime_signal": 1, "market_imbalance": 0.0, "withdrawal_stress": 0.3, "n_assets": 40}
@@ -36,7 +36,7 @@ class MacroFeed:
 
 
 def _entered(tmp_path, macro_fields=None):
-    m = Market(time.time())
+    m = Market(morning())
     tr, j = _trader(tmp_path, m)
     tr.process = MacroFeed(tr, m, macro_fields)
     n, r = _run_until_entry(tr, m)
@@ -58,7 +58,7 @@ def _hold_at_pnl(tr, m, n, pnl_pct, scans, macro_fields=None):
 
 class TestObMacro:
     def test_macro_payload_reaches_the_engine_and_a_stale_one_turns_neutral_by_name(self, tmp_path, caplog):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         assert tr.engine._ob.get_macro() is None
         assert tr.on_ob_macro(_macro(m.t, **STRESS)) is True
@@ -72,7 +72,7 @@ class TestObMacro:
         assert any("ob_macro_latest" in rec.getMessage() and "stale" in rec.getMessage() for rec in caplog.records)
 
     def test_an_old_or_future_dated_macro_is_dropped_and_leaves_the_engine_neutral(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         tr.on_ob_macro(_macro(m.t, **STRESS))
         assert tr.on_ob_macro(_macro(m.t - 16, **SHORT_FAVOURED)) is False
@@ -81,7 +81,7 @@ class TestObMacro:
         assert tr.on_ob_macro(_macro(m.t - 14, **STRESS)) is True      # just inside the limit
 
     def test_a_malformed_macro_on_the_key_turns_the_engine_neutral_at_once(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         tr.on_ob_macro(_macro(m.t, **STRESS))
         tr.on_ob_macro_invalid(PayloadError("DOLPHIN_FEATURES['ob_macro_latest']: ob_macro out of range"))
@@ -129,7 +129,7 @@ class TestObMacro:
 
 class TestPostureAndMcDay:
     def test_hibernate_force_exits_the_open_position_and_no_entry_follows(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, j = _trader(tmp_path, m)
         n, _ = _run_until_entry(tr, m)
         tr.set_posture("HIBERNATE", "test")
@@ -141,7 +141,7 @@ class TestPostureAndMcDay:
         assert tr.signals_not_taken > 0                                  # the signal kept firing, held back
 
     def test_mc_red_day_manages_the_open_position_to_its_exit_and_blocks_new_entries(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, j = _trader(tmp_path, m)
         n, _ = _run_until_entry(tr, m)
         held_before = tr.engine.position.bars_held
@@ -167,7 +167,7 @@ class TestPostureAndMcDay:
 
 class TestPayloads151:
     def test_state_latest_has_date_pnl_trades_drawdown_and_pnl_carries_stale_state(self, tmp_path):
-        m = Market(time.time())
+        m = Market(morning())
         tr, _ = _trader(tmp_path, m)
         n, _ = _run_until_entry(tr, m)
         for k in range(n + 1, n + 40):
@@ -195,7 +195,7 @@ class TestPayloads151:
 
     def test_a_stale_state_decision_publishes_its_pnl_flagged(self, tmp_path):
         from tests.unit.services.event_trader.test_trader import RecordingOutputs
-        m = Market(time.time())
+        m = Market(morning())
         out = RecordingOutputs()
         tr, _ = _trader(tmp_path, m, outputs=out)
         for k in range(1, 160):
