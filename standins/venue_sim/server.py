@@ -473,7 +473,9 @@ class VenueSim(RestApi, UserApi, AccountApi):
 
     async def h_admin_fault(self, request: web.Request) -> web.Response:
         """Inject a fault: kind = drop_all | stall | crossed | gap | garbage | rest_delay | rest_error | clear,
-        or an order-side fault (user_api: user_stream_drop | user_garbage | ack_delay | ack_lost | reject_orders)."""
+        reset_weight (every IP's request weight for the current minute back to 0, so tests sharing one simulator
+        do not share its per-minute budget), or an order-side fault (user_api: user_stream_drop | user_garbage |
+        ack_delay | ack_lost | reject_orders)."""
         try:
             body = await request.json()
             if not isinstance(body, dict):
@@ -519,6 +521,9 @@ class VenueSim(RestApi, UserApi, AccountApi):
                 self.rest_error = {"status": st, "count": int(body.get("count", 1)),
                                    "retry_after": int(body.get("retry_after", 1))}
                 result = dict(self.rest_error)
+            elif kind == "reset_weight":
+                result = {"weights_reset": len(self.weights)}
+                self.weights.clear()
             elif kind == "clear":
                 self.stalled.clear()
                 for i in list(self.crossed_until):

@@ -34,6 +34,14 @@ def sim(tmp_path_factory):
         yield port
 
 
+@pytest.fixture(autouse=True)
+def fresh_weight(sim):
+    """Each test starts with the simulator's per-minute request weight at 0: the module's clients (each start
+    reads open orders for all symbols, weight 40) could otherwise spend 2,000 of the 2,400 in one minute, and the
+    next client rightly pauses to the next minute (ci6: the kill CLI waited 52 s and timed out)."""
+    admin(sim, "/sim/admin/fault", {"kind": "reset_weight"})
+
+
 def run(coro):
     return asyncio.run(coro)
 

@@ -408,6 +408,11 @@ def test_replay_serves_the_recorded_sample_at_speed(tmp_path):
             assert int(headers["X-MBX-USED-WEIGHT-1M"]) <= 2400
         assert st == 429 and body["code"] == -1003 and 0 < int(headers["Retry-After"]) <= 60
         assert 100 <= k <= 121
+        # the test-isolation reset: every IP's budget for the minute back to 0
+        _, _, reset = http_json(port, "/sim/admin/fault", {"kind": "reset_weight"})
+        assert reset["ok"] and reset["result"]["weights_reset"] >= 1, reset
+        st, headers, _ = http_json(port, "/fapi/v1/depth?symbol=BTCUSDT&limit=1000")
+        assert st == 200 and int(headers["X-MBX-USED-WEIGHT-1M"]) == 20, (st, headers)
     finally:
         proc.stop()
 
