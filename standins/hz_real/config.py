@@ -69,6 +69,11 @@ def render(cfg: RealMemberConfig, base: Path = MEMBER_YAML) -> str:
     props.setdefault("hazelcast.phone.home.enabled", False)
     props.setdefault("hazelcast.socket.bind.any", False)
     props.setdefault("hazelcast.shutdownhook.policy", "GRACEFUL")
+    # a graceful shutdown waits at most 10 s (default 600 s) for migrations and the CP leave, then terminates.
+    # A CP member leaves the CP groups through their majority, so members stopped together (supervisord
+    # stops a group at once; `make cluster-stop`) or after a crashed CP member waited on each other until
+    # supervisord's SIGKILL at stopwaitsecs (30 s). On its own with a healthy cluster a member stops in ~2 s.
+    props.setdefault("hazelcast.graceful.shutdown.max.wait", 10)
     if len(cfg.members) == 1:           # alone on loopback: do not wait for peers that never come
         props.setdefault("hazelcast.wait.seconds.before.join", 0)
         props.setdefault("hazelcast.max.join.seconds", 1)

@@ -30,6 +30,9 @@ def test_three_members_render_one_cp_group_of_three():
     doc = yaml.safe_load(render(RealMemberConfig(port=5702, peers=(5701, 5702, 5703), cp_members=3)))["hazelcast"]
     assert doc["network"]["join"]["tcp-ip"]["member-list"] == [f"127.0.0.1:{p}" for p in (5701, 5702, 5703)]
     assert doc["cp-subsystem"]["cp-member-count"] == 3 and doc["cp-subsystem"]["group-size"] == 3
+    # a graceful stop is bounded well inside supervisord's stopwaitsecs (30 s), where SIGKILL would end it
+    assert doc["properties"]["hazelcast.shutdownhook.policy"] == "GRACEFUL"
+    assert 0 < doc["properties"]["hazelcast.graceful.shutdown.max.wait"] < 30
 
 
 @pytest.mark.parametrize("kw", [dict(port=0), dict(port=5701, cp_members=2, peers=(5701, 5702)),
