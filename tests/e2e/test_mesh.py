@@ -1,8 +1,9 @@
 """The whole mesh under real supervisord (``python -m ops.mesh up`` on free ports, own instance dir).
 
-Select with ``-m e2e``. One mesh serves the module; the tests run in file order, the disruptive ones last. The last
-one switches the simulator's account to Hedge Mode and restarts the trader (the preflight scenario), so it needs no
-mesh of its own.
+Select with ``-m e2e``. One mesh serves the module; the tests run in file order, the disruptive ones last. The
+restart tests that leave the trader running (a data service, the member) come before the stress test, inside the
+trader's 100-scan lookback that the stress test has to wait for anyway. The last one switches the simulator's
+account to Hedge Mode and restarts the trader (the preflight scenario), so it needs no mesh of its own.
 """
 from __future__ import annotations
 
@@ -227,6 +228,55 @@ def _venue_signed(mesh: "Mesh", method: str, *args):
     return asyncio.run(go())
 
 
+def test_mhs_restarts_a_stopped_data_service_and_never_touches_the_trader(mesh):
+    trader_pid = mesh.status()["dolphin:event_trader"][1]
+    exf_pid = mesh.status()["dolphin_data:exf_fetcher"][1]
+    restarts0 = mesh.log("meta_health").count("restart dolphin_data:exf_fetcher")
+    out = mesh.sv("stop", "dolphin_data:exf_fetcher")   # MHS may revive it before a status call can see STOPPED
+    t_stop = time.monotonic()
+    assert "stopped" in out, out
+    wait_until(lambda: mesh.status()["dolphin_data:exf_fetcher"][0] == "RUNNING"
+               and mesh.status()["dolphin_data:exf_fetcher"][1] != exf_pid, 30, what="MHS revives exf_fetcher")
+    revive_s = time.monotonic() - t_stop
+    wait_until(lambda: mesh.log("meta_health").count("restart dolphin_data:exf_fetcher") > restarts0, 10,
+               what="the MHS restart line")
+    assert "dolphin:event_trader" not in [l.split()[-1] for l in mesh.log("meta_health").splitlines() if "RECOVERY:" in l]
+    assert mesh.status()["dolphin:event_trader"] == ("RUNNING", trader_pid)
+    out = mesh.root / "e2e_revive_seconds.txt"
+    out.write_text(f"{revive_s:.2f}\n")
+
+
+
+def test_kill9_of_the_member_heals_without_manual_action(mesh, bus):
+    hb = bus.get_map(maps.HEARTBEAT).blocking()
+    writers = {k for k, v in hb.entry_set() if json.loads(v)["ts"] > time.time() - 30} - {"hz_member"}
+    assert {"meta_health", "safety_watchdog", "event_trader"} <= writers, writers
+    pid = mesh.status()["dolphin_core:hz_member"][1]
+    t_kill = time.time()
+    os.kill(pid, signal.SIGKILL)
+    # supervisord's autorestart brings the member back; every service must reconnect by itself
+    wait_until(lambda: mesh.status()["dolphin_core:hz_member"][0] == "RUNNING"
+               and mesh.status()["dolphin_core:hz_member"][1] != pid, 30, what="member restarted")
+
+    def fresh_writers():
+        now = {k: json.loads(v)["ts"] for k, v in hb.entry_set()}
+        return {k for k in writers if now.get(k, 0) > t_kill + 1}
+
+    wait_until(lambda: fresh_writers() == writers, 120, interval=1.0, what=f"heartbeats from all of {writers}")
+    wait_until(lambda: mesh.report()["timestamp"] > t_kill + 5 and mesh.report()["status"] == "GREEN", 120,
+               interval=1.0, what="meta_health GREEN after member restart")
+    st = mesh.status()
+    for prog in AUTOSTART:
+        assert st[prog][0] == "RUNNING", (prog, st)
+    # the trader's scan listener came back with the reconnect: the live scanner's next scan reaches a decision
+    # (the live path, not bridge scans: their higher scan numbers would make the trader skip the live scans the
+    # stress test below needs)
+    last = json.loads(hb.get("event_trader")).get("last_scan") or 0
+    wait_until(lambda: (json.loads(hb.get("event_trader")).get("last_scan") or 0) > last, 30, interval=0.5,
+               what="trader decides on a live scan published after the member restart")
+
+
+
 def test_a_stress_regime_in_the_simulator_produces_paper_trades(mesh, bus):
     """The real path: simulator stress → books/klines → scanner (λ, vel_div) → bus → trader → DOLPHIN_PNL_BLUE."""
     hb = bus.get_map(maps.HEARTBEAT).blocking()
@@ -392,24 +442,6 @@ def test_stress_episode_trades_on_paper_and_a_kill9_trader_restores_without_doub
     assert f"ENTRY #{pos['trade_id']} " in r.stdout, r.stdout[-4000:]     # the open position's entry was compared
 
 
-def test_mhs_restarts_a_stopped_data_service_and_never_touches_the_trader(mesh):
-    trader_pid = mesh.status()["dolphin:event_trader"][1]
-    exf_pid = mesh.status()["dolphin_data:exf_fetcher"][1]
-    restarts0 = mesh.log("meta_health").count("restart dolphin_data:exf_fetcher")
-    out = mesh.sv("stop", "dolphin_data:exf_fetcher")   # MHS may revive it before a status call can see STOPPED
-    t_stop = time.monotonic()
-    assert "stopped" in out, out
-    wait_until(lambda: mesh.status()["dolphin_data:exf_fetcher"][0] == "RUNNING"
-               and mesh.status()["dolphin_data:exf_fetcher"][1] != exf_pid, 30, what="MHS revives exf_fetcher")
-    revive_s = time.monotonic() - t_stop
-    wait_until(lambda: mesh.log("meta_health").count("restart dolphin_data:exf_fetcher") > restarts0, 10,
-               what="the MHS restart line")
-    assert "dolphin:event_trader" not in [l.split()[-1] for l in mesh.log("meta_health").splitlines() if "RECOVERY:" in l]
-    assert mesh.status()["dolphin:event_trader"] == ("RUNNING", trader_pid)
-    out = mesh.root / "e2e_revive_seconds.txt"
-    out.write_text(f"{revive_s:.2f}\n")
-
-
 def test_a_stopped_trader_is_reported_and_not_restarted(mesh):
     mesh.sv("stop", "dolphin:event_trader")
     t0 = time.time()
@@ -424,38 +456,6 @@ def test_a_stopped_trader_is_reported_and_not_restarted(mesh):
     assert mesh.report()["status"] == "GREEN"               # the trader is informational only
     mesh.sv("start", "dolphin:event_trader")
     wait_until(lambda: mesh.status()["dolphin:event_trader"][0] == "RUNNING", 30, what="manual trader start")
-
-
-def test_kill9_of_the_member_heals_without_manual_action(mesh, bus):
-    hb = bus.get_map(maps.HEARTBEAT).blocking()
-    writers = {k for k, v in hb.entry_set() if json.loads(v)["ts"] > time.time() - 30} - {"hz_member"}
-    assert {"meta_health", "safety_watchdog", "event_trader"} <= writers, writers
-    pid = mesh.status()["dolphin_core:hz_member"][1]
-    t_kill = time.time()
-    os.kill(pid, signal.SIGKILL)
-    # supervisord's autorestart brings the member back; every service must reconnect by itself
-    wait_until(lambda: mesh.status()["dolphin_core:hz_member"][0] == "RUNNING"
-               and mesh.status()["dolphin_core:hz_member"][1] != pid, 30, what="member restarted")
-
-    def fresh_writers():
-        now = {k: json.loads(v)["ts"] for k, v in hb.entry_set()}
-        return {k for k in writers if now.get(k, 0) > t_kill + 1}
-
-    wait_until(lambda: fresh_writers() == writers, 120, interval=1.0, what=f"heartbeats from all of {writers}")
-    wait_until(lambda: mesh.report()["timestamp"] > t_kill + 5 and mesh.report()["status"] == "GREEN", 120,
-               interval=1.0, what="meta_health GREEN after member restart")
-    st = mesh.status()
-    for prog in AUTOSTART:
-        assert st[prog][0] == "RUNNING", (prog, st)
-    # the trader's scan listener came back with the reconnect: a new scan reaches a decision
-    src = BridgeScans(bus, offset=1_000_000)
-    first = src.push(0.0)
-
-    def decided() -> bool:
-        src.push(0.0)
-        return (json.loads(hb.get("event_trader")).get("last_scan") or 0) >= first
-
-    wait_until(decided, 30, interval=1.0, what="trader decides on a scan published after the member restart")
 
 
 def _preflight(mesh: Mesh) -> tuple[int, list[str]]:
