@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import pytest
 os.environ.setdefault("DOLPHIN_METRICS_PORT_BASE", "0")
 
 from prod.settings import load_settings
-from tests.helpers import free_port, running_venue, start_listening
+from tests.helpers import free_port, running_venue, start_listening, wait_until
 
 # CP session settings of the session's real member: short enough for the session-expiry test,
 # heartbeats every second keep live sessions far from it.
@@ -131,12 +132,54 @@ def settings_for(tmp_path):
     return _make
 
 
+# ---- one local Prefect server per run ------------------------------------------------------------
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """Start ``prefect server start`` (UI on) on a free port with its own PREFECT_HOME; yield its API URL.
+
+    One per run: the modules that use it are one xdist group (``PREFECT_GROUP``), on one worker."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_UI_API_URL": api,
+           "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false"}
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                             str(port), "--analytics-off", "--ui"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import httpx
+        wait_until(lambda: proc.poll() is not None or httpx.get(api + "/health", timeout=2).status_code == 200,
+                   120, interval=0.5, what="prefect server health")
+        assert proc.poll() is None, (home / "server.log").read_text()
+        yield {"api": api, "port": port, "home": home}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def prefect_api(prefect_server):
+    """Point this process's Prefect at the session's server for the module's in-process flow runs."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"],
+                                     PREFECT_HOME: str(prefect_server["home"] / "client")}):
+        yield prefect_server["api"]
+
+
+
 # ---- the suite in parallel (`make test`: pytest-xdist, ``-n 2 --dist loadgroup``) ----------------------
 # Every test gets one group; a group runs whole on one worker, its tests in file order. Without xdist the
 # groups do nothing (a plain ``pytest`` run is serial, in the same order).
 #   "mesh"     every test that brings up a whole mesh: tests/e2e/ and anything marked ``serial``. One test
 #              of the group at a time, so two meshes (or `make run` on the default ports) never overlap.
 #   "hz_real"  the modules whose tests use the session's real Hazelcast member: one JVM per run.
+#   "prefect"  the modules whose tests use the session's Prefect server: one server per run.
 #   otherwise  the test's module, so a module-scoped fixture starts once.
 # Groups are handed out in that order (the mesh group first, then the real member's, integration, unit):
 # the long ones start at once and the short ones fill the other worker.
@@ -145,8 +188,9 @@ def settings_for(tmp_path):
 # pytest >= 9.2 no longer allows (pytest-xdist issue #1386: the groups are silently ignored). So the
 # workers write each test's group to a file the controller names (``workerinput``), and the controller's
 # scheduler (:class:`_GroupScheduling`) reads it when it splits the collection into work units.
-MESH_GROUP, REAL_HZ_GROUP = "mesh", "hz_real"
+MESH_GROUP, REAL_HZ_GROUP, PREFECT_GROUP = "mesh", "hz_real", "prefect"
 REAL_MEMBER_FIXTURES = frozenset({"real_hz", "bus_member", "ttl_member"})
+PREFECT_FIXTURES = frozenset({"prefect_server", "prefect_api"})
 _GROUPS_FILE = "dolphin_xdist_groups"
 
 
@@ -156,12 +200,14 @@ def _test_id(nodeid: str) -> str:
     return nodeid[:at] if at > nodeid.rfind("]") else nodeid
 
 
-def _group_of(item: pytest.Item, real_modules: set[str]) -> tuple[int, str]:
+def _group_of(item: pytest.Item, real_modules: set[str], prefect_modules: set[str] = frozenset()) -> tuple[int, str]:
     path = item.nodeid.split("::", 1)[0]
     if item.get_closest_marker("serial") or path.startswith("tests/e2e/"):
         return 0, MESH_GROUP
     if path in real_modules:
         return 1, REAL_HZ_GROUP
+    if path in prefect_modules:
+        return 1, PREFECT_GROUP
     return (2 if path.startswith("tests/integration/") else 3), path
 
 
@@ -169,9 +215,11 @@ def _group_of(item: pytest.Item, real_modules: set[str]) -> tuple[int, str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     real_modules = {it.nodeid.split("::", 1)[0] for it in items
                     if REAL_MEMBER_FIXTURES & set(getattr(it, "fixturenames", ()))}
+    prefect_modules = {it.nodeid.split("::", 1)[0] for it in items
+                       if PREFECT_FIXTURES & set(getattr(it, "fixturenames", ()))} - real_modules
     keyed, groups = [], {}
     for i, item in enumerate(items):
-        rank, group = _group_of(item, real_modules)
+        rank, group = _group_of(item, real_modules, prefect_modules)
         marks = [m for m in item.iter_markers("xdist_group")]
         if marks:
             group = str(marks[0].args[0] if marks[0].args else marks[0].kwargs.get("name", "default"))

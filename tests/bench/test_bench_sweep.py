@@ -22,14 +22,13 @@ from prod.backtest import synth
 from prod.configs import BLUE_PATH
 from prod.flows import sweep
 from tests.helpers import REPO_ROOT
-from tests.integration.test_flows import prefect_api, prefect_server  # noqa: F401 - a real Prefect server
 
 pytestmark = pytest.mark.timeout(1800)
 DAYS = int(os.environ.get("DOLPHIN_BENCH_SWEEP_DAYS", "4"))
 OUT = REPO_ROOT / "run_logs" / "bench_sweep.json"
 
 
-def test_sweep_throughput_on_1_and_2_workers(prefect_api, tmp_path):  # noqa: F811
+def test_sweep_throughput_on_1_and_2_workers(prefect_api, tmp_path):
     data = tmp_path / "days"
     synth.generate(data, DAYS, 7)
     spec = sweep.build_spec(BLUE_PATH, data, grid=["fixed_tp_pct=0.008,0.0095", "max_hold_bars=60,120"],

@@ -61,6 +61,11 @@ def repo(tmp_path_factory):
     busy = {p: name for p, name in DEFAULT_PORTS.items() if port_open(p)}
     assert not busy, f"the default ports must be free for the README's `make run`: {busy} in use"
     r = copy_repo(tmp_path_factory.mktemp("fresh") / "dolphin")
+    # `make run` in the copy must not reinstall: that would repoint the shared venv's editable install at the
+    # copy, deleted after the test (`make test` refreshes the stamp first; a bare pytest run may not have)
+    stale = subprocess.run(["make", "-q", ".venv/.installed-stamp"], cwd=r, capture_output=True, env=user_env())
+    assert stale.returncode == 0, (f"{REPO_ROOT}/.venv is older than pyproject.toml: run `make venv` there before "
+                                   "this test (`make test` does)")
     yield r
     if (r / "run" / "supervisor.sock").exists():
         make(r, "stop", timeout=120)

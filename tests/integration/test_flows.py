@@ -1,4 +1,4 @@
-"""The Prefect flows against a real local Prefect server (one per module) and the embedded member.
+"""The Prefect flows against a real local Prefect server (the session's, tests/conftest.py) and the embedded member.
 
 The server is ``prefect server start`` on a free port with a temporary PREFECT_HOME (UI on). Flows run
 in-process against it (``temporary_settings``), through the manual CLI, and once through a real
@@ -27,43 +27,6 @@ from tests.helpers import REPO_ROOT, free_port, wait_until
 pytestmark = pytest.mark.timeout(600)
 D1, D2 = "2026-01-01", "2026-01-02"
 PY = sys.executable
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """Start ``prefect server start`` (UI on) on a free port with its own PREFECT_HOME; yield its API URL."""
-    home = tmp_path_factory.mktemp("prefect_home")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_UI_API_URL": api,
-           "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false"}
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([str(Path(PY).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                             str(port), "--analytics-off", "--ui"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        import httpx
-        wait_until(lambda: proc.poll() is not None or httpx.get(api + "/health", timeout=2).status_code == 200,
-                   120, interval=0.5, what="prefect server health")
-        assert proc.poll() is None, (home / "server.log").read_text()
-        yield {"api": api, "port": port, "home": home}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def prefect_api(prefect_server):
-    """Point this process's Prefect at the module's server for the in-process flow runs."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"],
-                                     PREFECT_HOME: str(prefect_server["home"] / "client")}):
-        yield prefect_server["api"]
 
 
 @pytest.fixture

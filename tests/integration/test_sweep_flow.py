@@ -19,7 +19,6 @@ from prod.backtest.runner import BacktestOptions, run_backtest
 from prod.configs import BLUE_PATH
 from prod.flows import sweep
 from tests.helpers import REPO_ROOT
-from tests.integration.test_flows import prefect_api, prefect_server  # noqa: F401 - the module's Prefect server
 
 pytestmark = pytest.mark.timeout(600)
 GRID = ["fixed_tp_pct=0.006,0.0095", "max_hold_bars=60,120"]
@@ -42,7 +41,7 @@ def _direct(days, tmp_path, tp, hold, date):
                                         summary=tmp_path / f"direct_{tp}_{hold}_{date}.json")).summary
 
 
-def test_a_2x2_grid_on_2_windows_through_prefect_and_dask_equals_direct_backtests(prefect_api, days, tmp_path):  # noqa: F811
+def test_a_2x2_grid_on_2_windows_through_prefect_and_dask_equals_direct_backtests(prefect_api, days, tmp_path):
     spec = sweep.build_spec(BLUE_PATH, days, grid=GRID, window_days=1)
     assert len(spec.param_sets) == 4 and spec.windows == (("2026-01-01", "2026-01-01", 1),
                                                           ("2026-01-02", "2026-01-02", 1))

@@ -41,3 +41,29 @@ def test_mesh_tests_come_first_then_the_real_member_then_integration_then_unit()
             files.append(f)
     assert files == ["tests/e2e/test_mesh.py", "tests/integration/test_hz_member.py",
                      "tests/integration/test_alerts.py", "tests/unit/observability/test_alerts.py"], files
+
+
+def test_the_prefect_modules_share_one_group_ahead_of_the_other_integration_tests():
+    from tests.conftest import PREFECT_GROUP, _group_of
+
+    class Item:                       # the two attributes _group_of reads from a collected test
+        def __init__(self, nodeid: str):
+            self.nodeid = nodeid
+
+        def get_closest_marker(self, _name):
+            return None
+
+    prefect = {"tests/integration/test_flows.py", "tests/integration/test_sweep_flow.py"}
+    for path in sorted(prefect):
+        assert _group_of(Item(f"{path}::t"), set(), prefect) == (1, PREFECT_GROUP)
+    assert _group_of(Item("tests/integration/test_alerts.py::t"), set(), prefect) == (2, "tests/integration/test_alerts.py")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+                        "tests/integration/test_alerts.py", *sorted(prefect)],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    files = []
+    for line in r.stdout.splitlines():
+        f = line.split("::", 1)[0]
+        if "::" in line and (not files or files[-1] != f):
+            files.append(f)
+    assert files == [*sorted(prefect), "tests/integration/test_alerts.py"], files
