@@ -7,6 +7,7 @@ end in the same state, trade for trade, as the compiled one here. The trader's e
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -111,10 +112,24 @@ def test_engine_interpreted_process_ends_in_the_compiled_state(seed):
     assert interpreted == compiled
 
 
-def test_trader_entry_does_not_load_numba():
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "services.event_trader", "--help"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=120)
+def _trader_help(kernels: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DOLPHIN_EVENT_TRADER_KERNELS"}
+    if kernels is not None:
+        env["DOLPHIN_EVENT_TRADER_KERNELS"] = kernels
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", "services.event_trader", "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("kernels, numba_loaded", [(None, False), ("interpreted", False), ("compiled", True)])
+def test_trader_entry_loads_numba_only_when_compiled(kernels, numba_loaded):
+    out = _trader_help(kernels)
     assert out.returncode == 0, out.stderr[-3000:]
     loaded = {ln.rsplit("|", 1)[-1].strip() for ln in out.stderr.splitlines() if ln.startswith("import time:")}
     assert "prod.alpha.engine" in loaded
-    assert "numba" not in loaded and "llvmlite" not in loaded
+    assert ("numba" in loaded) is numba_loaded and ("llvmlite" in loaded) is numba_loaded
+
+
+def test_trader_entry_refuses_an_unknown_kernels_setting():
+    out = _trader_help("jit")
+    assert out.returncode != 0
+    assert "DOLPHIN_EVENT_TRADER_KERNELS='jit'" in out.stderr and "prod.alpha.engine" not in out.stderr
