@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from prod.alpha.jit import njit
 
 _SLACK = 1e-12      # exit thresholds are approached from the safe side: an almost-exit goes to step_bar
 

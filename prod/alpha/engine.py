@@ -13,7 +13,7 @@ from collections import deque, namedtuple
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
-from numba import njit
+from prod.alpha.jit import njit
 
 from prod.alpha import barscan
 from prod.alpha import exits as ex

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from prod.alpha.jit import njit
 
 
 @njit(cache=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from prod.alpha.jit import njit
 
 DC_CONTRADICT = -1
 DC_NEUTRAL = 0

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any, Optional
 
 import numpy as np
-from numba import njit
+from prod.alpha.jit import njit
 
 DVOL_WINDOW = 50
 VOL_PCT = 60.0
