@@ -5,10 +5,11 @@ import sys
 from prod.alpha import jit
 from prod.runtime.service import without_pandas
 
-# DOLPHIN_EVENT_TRADER_KERNELS: `interpreted` (default) runs the engine's kernels as plain Python, without
-# numba/LLVM (~125 MB less resident); `compiled` loads numba (an entry decision's asset ranking ~0.2 ms
-# instead of ~15 ms). Same source and same numbers either way (tests/unit/prod/alpha/test_jit.py).
-_kernels = os.environ.get("DOLPHIN_EVENT_TRADER_KERNELS", "interpreted")
+# DOLPHIN_EVENT_TRADER_KERNELS: `compiled` (default) loads numba (an entry decision's asset ranking ~0.2 ms);
+# `interpreted` runs the engine's kernels as plain Python, without numba/LLVM (~125 MB less resident, but
+# ~15-20 ms per entry decision, above the 10 ms scan -> decision limit). Same source and same numbers either
+# way (tests/unit/prod/alpha/test_jit.py).
+_kernels = os.environ.get("DOLPHIN_EVENT_TRADER_KERNELS", "compiled")
 if _kernels not in ("interpreted", "compiled"):
     sys.exit(f"DOLPHIN_EVENT_TRADER_KERNELS={_kernels!r}: expected interpreted or compiled")
 if _kernels == "interpreted":

@@ -1,8 +1,9 @@
-"""prod.alpha.jit: the engine's kernels interpreted (the live trader) give the numbers compiled (a backtest) gives.
+"""prod.alpha.jit: the engine's kernels interpreted (a trader short of memory) give the numbers compiled gives.
 
 Each per-scan kernel is run compiled and as its Python source on the same inputs (bad prices of every
 kind included) and must agree exactly; a whole engine stepped bar by bar in an interpreted process must
-end in the same state, trade for trade, as the compiled one here. The trader's entry must not load numba.
+end in the same state, trade for trade, as the compiled one here. The trader's entry loads numba only when
+its kernels are compiled (the default).
 """
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def _trader_help(kernels: str | None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, env=env)
 
 
-@pytest.mark.parametrize("kernels, numba_loaded", [(None, False), ("interpreted", False), ("compiled", True)])
+@pytest.mark.parametrize("kernels, numba_loaded", [(None, True), ("interpreted", False), ("compiled", True)])
 def test_trader_entry_loads_numba_only_when_compiled(kernels, numba_loaded):
     out = _trader_help(kernels)
     assert out.returncode == 0, out.stderr[-3000:]
