@@ -372,6 +372,48 @@ def _rq_core(x, rows, c0, w, v, sums):
     return gram, vtv, res, bound, dd_rad
 
 
+# one row of :func:`refine_windows` per window: the arguments of :func:`certify_values` (less n), then λ1/N and λ2/N
+STAGE_FIELDS = ("g00h", "g00l", "g01h", "g01l", "g11h", "g11l", "e00h", "e00l", "e01h", "e01l", "e11h", "e11l",
+                "r0", "r1", "b0", "b1", "d0", "d1", "l1h", "l1l", "l2h", "l2l")
+
+
+def refine_windows(x, end: int, windows, rows, offsets, vecs) -> np.ndarray:
+    """The scan's whole double-double stage in one compiled call: :func:`window_sums` over the ascending
+    ``windows`` (trailing ``x[:, end − W:end]``), then per window ``k`` :func:`rayleigh_dd_rows` on its
+    included rows ``rows[offsets[k]:offsets[k+1]]`` and vectors ``vecs`` (same rows, 2 columns), and the
+    double-double λ1/N, λ2/N of :func:`dd_div_scalar`. Returns (len(windows), len(STAGE_FIELDS)) floats,
+    the same values the separate calls give."""
+    return _refine_windows(x, int(end), windows, rows, offsets, vecs)
+
+
+@njit(cache=True)
+def _refine_windows(x, end, windows, rows, offsets, vecs):
+    nw = windows.shape[0]
+    sums = _window_sums(x, np.arange(x.shape[0]), end, windows)
+    out = np.empty((nw, 22))
+    for k in range(nw):
+        w = windows[k]
+        r = rows[offsets[k]:offsets[k + 1]]
+        n = r.shape[0]
+        sk = np.empty((n, 4))
+        for a in range(n):
+            for j in range(4):
+                sk[a, j] = sums[k, r[a], j]
+        gram, vtv, res, bound, dd_rad = _rq_core(x, r, end - w, w, vecs[offsets[k]:offsets[k + 1]], sk)
+        o = out[k]
+        o[0], o[1], o[2], o[3], o[4], o[5] = gram[0, 0, 0], gram[0, 0, 1], gram[0, 1, 0], gram[0, 1, 1], \
+            gram[1, 1, 0], gram[1, 1, 1]
+        o[6], o[7], o[8], o[9], o[10], o[11] = vtv[0, 0, 0], vtv[0, 0, 1], vtv[0, 1, 0], vtv[0, 1, 1], \
+            vtv[1, 1, 0], vtv[1, 1, 1]
+        o[12], o[13], o[14], o[15], o[16], o[17] = res[0], res[1], bound[0], bound[1], dd_rad[0], dd_rad[1]
+        fn = float(n)
+        h, l = _dd_div(gram[0, 0, 0], gram[0, 0, 1], vtv[0, 0, 0], vtv[0, 0, 1])
+        o[18], o[19] = _dd_div(h, l, fn, 0.0)
+        h, l = _dd_div(gram[1, 1, 0], gram[1, 1, 1], vtv[1, 1, 0], vtv[1, 1, 1])
+        o[20], o[21] = _dd_div(h, l, fn, 0.0)
+    return out
+
+
 @dataclass
 class Certificate:
     """Enclosures of one window's λ1/N, λ2/N and eigengap (arb balls; None without flint)."""
@@ -398,18 +440,26 @@ def certify(gram, vtv, res, bound, dd_rad, n: int) -> Certificate | None:
     the stated radius), the symmetric 2×2 entries once each."""
     if not HAVE_FLINT:
         return None
-    ctx.prec = PREC_BITS
     (g00, g01), (_, g11) = gram.tolist()
     (e00, e01), (_, e11) = vtv.tolist()
-    r0, r1 = res.tolist()
-    b0, b1 = bound.tolist()
-    grad = max(float(dd_rad[0]), float(dd_rad[1])) * max(abs(g00[0]), abs(g11[0])) + 1e-300
-    g00 = arb(g00[0], grad) + arb(g00[1])
-    g01 = arb(g01[0], grad) + arb(g01[1])
-    g11 = arb(g11[0], grad) + arb(g11[1])
-    e00 = arb(e00[0], 2.0 ** -100 * (abs(e00[0]) + 1e-300)) + arb(e00[1])
-    e01 = arb(e01[0], 2.0 ** -100 * (abs(e01[0]) + 1e-300)) + arb(e01[1])
-    e11 = arb(e11[0], 2.0 ** -100 * (abs(e11[0]) + 1e-300)) + arb(e11[1])
+    return certify_values(g00[0], g00[1], g01[0], g01[1], g11[0], g11[1], e00[0], e00[1], e01[0], e01[1],
+                          e11[0], e11[1], *res.tolist(), *bound.tolist(), *dd_rad.tolist(), n)
+
+
+def certify_values(g00h, g00l, g01h, g01l, g11h, g11l, e00h, e00l, e01h, e01l, e11h, e11l,
+                   r0, r1, b0, b1, d0, d1, n: int) -> Certificate | None:
+    """:func:`certify` on Python floats (the order of :data:`STAGE_FIELDS`): the scan's path, no arrays."""
+    if not HAVE_FLINT:
+        return None
+    ctx.prec = PREC_BITS
+    # the three Gram entries share one radius: arb(hi) + arb(0, r) is arb(hi, r) exactly (exact midpoint sum)
+    grad = arb(0, max(d0, d1) * max(abs(g00h), abs(g11h)) + 1e-300)
+    g00 = arb(g00h) + grad + arb(g00l)
+    g01 = arb(g01h) + grad + arb(g01l)
+    g11 = arb(g11h) + grad + arb(g11l)
+    e00 = arb(e00h, 2.0 ** -100 * (abs(e00h) + 1e-300)) + arb(e00l)
+    e01 = arb(e01h, 2.0 ** -100 * (abs(e01h) + 1e-300)) + arb(e01l)
+    e11 = arb(e11h, 2.0 ** -100 * (abs(e11h) + 1e-300)) + arb(e11l)
     th0 = g00 / e00
     th1 = g11 / e11
     rho0 = (arb(r0) + arb(b0)) / e00.sqrt()   # residual of the unit vector
@@ -431,14 +481,28 @@ def certify(gram, vtv, res, bound, dd_rad, n: int) -> Certificate | None:
     else:
         hi1 = (th0 + rho0).upper()
     hi2 = (th1 + rho1).upper()
-    an = arb(n)
+    an = _arb_int(n)
     b1_ = lo1.union(hi1)
     b2_ = lo2.union(hi2)
     lam1 = b1_ / an
     lam2 = b2_ / an
     gap = (b1_ - b2_) / an
-    widths = [float(b.rad()) / max(abs(float(b.mid())), 1e-300) for b in (lam1, lam2, gap)]
-    return Certificate(lam1, lam2, gap, max(widths))
+    return Certificate(lam1, lam2, gap, max(_rel_width(lam1), _rel_width(lam2), _rel_width(gap)))
+
+
+def _rel_width(b) -> float:
+    return float(b.rad()) / max(abs(float(b.mid())), 1e-300)
+
+
+_ARB_INT: dict = {}
+
+
+def _arb_int(n: int):
+    """arb(n), built once per asset count (exact; immutable)."""
+    b = _ARB_INT.get(n)
+    if b is None:
+        b = _ARB_INT[n] = arb(n)
+    return b
 
 
 def _ball(lo, hi):
