@@ -143,6 +143,8 @@ class EigenEngine:
         self._rows = 0
         self._L = HISTORY_ROWS - 1
         self._rb = np.full((self.n, 2 * self._L), np.nan)   # doubled ring of returns: windows are slices
+        # the same ring time-major for the precision stage's moment pass (runs across assets)
+        self._rbt = np.full((2 * self._L, self.n), np.nan) if self.refine else None
         self._nret = 0                                 # real returns appended so far
         self._state = {w: _WindowState() for w in WINDOWS}
         self._mom = {}
@@ -216,6 +218,9 @@ class EigenEngine:
                     m.count += 1
         self._rb[:, slot] = x
         self._rb[:, slot + self._L] = x
+        if self._rbt is not None:
+            self._rbt[slot] = x
+            self._rbt[slot + self._L] = x
         self._nret += 1
 
     def enhance(self, prices: Sequence[float | None], timestamp_ns: int) -> ScanResult:
@@ -262,7 +267,7 @@ class EigenEngine:
                 offsets[1:] = np.cumsum([p[0].size for p in parts])
                 rows = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
                 vecs = np.concatenate([p[2] for p in parts])
-                stage = precision.refine_windows(self._rb, (self._nret - 1) % self._L + self._L + 1,
+                stage = precision.refine_windows(self._rb, self._rbt, (self._nret - 1) % self._L + self._L + 1,
                                                  np.array(ws, dtype=np.int64), rows, offsets, vecs)
                 self._stage = dict(zip(ws, stage.tolist()))
             for w, (idx, evals, evecs) in eig.items():

@@ -158,7 +158,9 @@ def rayleigh_dd_rows(x, rows, c0, w, v, sums=None):
     Σx and Σx² as double-double) may come from :func:`window_sums`, shared by the nested windows."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     if sums is None:
-        sums = _window_sums(x, rows, int(c0) + int(w), np.array([int(w)], dtype=np.int64))[0]
+        end = int(c0) + int(w)
+        sums = _window_sums(np.ascontiguousarray(x[rows, end - int(w):end].T), int(w),
+                            np.array([int(w)], dtype=np.int64))[0]
     return _rq_core(x, rows, int(c0), int(w), np.ascontiguousarray(v, dtype=np.float64), sums)
 
 
@@ -167,8 +169,13 @@ def window_sums(x, end, windows) -> np.ndarray:
     ``x[:, end − W:end]`` for the ascending ``windows``, in one backward pass over the longest
     (the nested windows share it). Returns (len(windows), rows, 4); a window holding a non-finite
     return gives non-finite sums for that row."""
-    return _window_sums(x, np.arange(x.shape[0], dtype=np.int64), int(end),
-                        np.ascontiguousarray(windows, dtype=np.int64))
+    return window_sums_t(np.ascontiguousarray(np.asarray(x, dtype=np.float64).T), end, windows)
+
+
+def window_sums_t(xt, end, windows) -> np.ndarray:
+    """:func:`window_sums` on the time-major ``xt`` (returns × assets, C-contiguous): the engine keeps
+    its ring of returns in this layout too, so the pass runs across assets (vectorised) in place."""
+    return _window_sums(xt, int(end), np.ascontiguousarray(windows, dtype=np.int64))
 
 
 @njit(cache=True, inline="always")
@@ -198,38 +205,72 @@ def _residual_dots(x, rows, c0, w, mh, yhi, ay, acc, acc_abs):
         acc_abs[a] = sa
 
 
-@njit(cache=True)
-def _window_sums(x, rows, end, windows):
-    # backward from the newest return: segment by segment (newest W first), each in LANES interleaved
-    # double-double accumulators (independent chains), added to the running totals at its end
-    nw = windows.shape[0]
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _residual_dots2(x, rows, c0, w, mh, y, ay, acc, acc_abs):
+    # :func:`_residual_dots` for the two vectors (rows of y, ay, acc, acc_abs) in one sweep
     n = rows.shape[0]
-    out = np.empty((nw, n, 4))
-    ash = np.empty(LANES)
-    asl = np.empty(LANES)
-    aqh = np.empty(LANES)
-    aql = np.empty(LANES)
+    y0, y1, ay0, ay1 = y[0], y[1], ay[0], ay[1]
     for a in range(n):
         r = rows[a]
-        sh = sl = qh = ql = 0.0
-        lo = end
-        for k in range(nw):
-            hi = lo
-            lo = end - windows[k]
-            ash[:] = 0.0
-            asl[:] = 0.0
-            aqh[:] = 0.0
-            aql[:] = 0.0
-            span = hi - lo
-            full = span - span % LANES
-            for t0 in range(hi - LANES, hi - full - 1, -LANES):
-                for j in range(LANES):
-                    ash[j], asl[j], aqh[j], aql[j] = _dd_acc(ash[j], asl[j], aqh[j], aql[j], x[r, t0 + j])
-            for t in range(hi - full - 1, lo - 1, -1):
-                ash[0], asl[0], aqh[0], aql[0] = _dd_acc(ash[0], asl[0], aqh[0], aql[0], x[r, t])
+        m = mh[a]
+        s0 = 0.0
+        sa0 = 0.0
+        s1 = 0.0
+        sa1 = 0.0
+        for t in range(w):
+            c = x[r, c0 + t] - m
+            ac = abs(c)
+            s0 += c * y0[t]
+            sa0 += ac * ay0[t]
+            s1 += c * y1[t]
+            sa1 += ac * ay1[t]
+        acc[0, a] = s0
+        acc_abs[0, a] = sa0
+        acc[1, a] = s1
+        acc_abs[1, a] = sa1
+
+
+@njit(cache=True)
+def _window_sums(xt, end, windows):
+    # backward from the newest return: segment by segment (newest W first), each in LANES interleaved
+    # double-double accumulators per asset (independent chains), added to the running totals at its end;
+    # the innermost loop runs across the assets of one time step (contiguous in xt)
+    nw = windows.shape[0]
+    n = xt.shape[1]
+    out = np.empty((nw, n, 4))
+    acc = np.empty((LANES, n, 4))      # per lane and asset: Σx hi, lo, Σx² hi, lo
+    tot = np.zeros((n, 4))
+    lo = end
+    for k in range(nw):
+        hi = lo
+        lo = end - windows[k]
+        acc[:] = 0.0
+        span = hi - lo
+        full = span - span % LANES
+        for t0 in range(hi - LANES, hi - full - 1, -LANES):
             for j in range(LANES):
-                sh, sl = _dd_add(sh, sl, ash[j], asl[j])
-                qh, ql = _dd_add(qh, ql, aqh[j], aql[j])
+                xr = xt[t0 + j]
+                aj = acc[j]
+                for a in range(n):
+                    xv = xr[a]
+                    s, e = _two_sum(aj[a, 0], xv)
+                    p, pe = _two_prod(xv, xv)
+                    s2, e2 = _two_sum(aj[a, 2], p)
+                    aj[a, 0] = s
+                    aj[a, 1] += e
+                    aj[a, 2] = s2
+                    aj[a, 3] += e2 + pe
+        a0 = acc[0]
+        for t in range(hi - full - 1, lo - 1, -1):
+            xr = xt[t]
+            for a in range(n):
+                a0[a, 0], a0[a, 1], a0[a, 2], a0[a, 3] = _dd_acc(a0[a, 0], a0[a, 1], a0[a, 2], a0[a, 3], xr[a])
+        for a in range(n):
+            sh, sl, qh, ql = tot[a, 0], tot[a, 1], tot[a, 2], tot[a, 3]
+            for j in range(LANES):
+                sh, sl = _dd_add(sh, sl, acc[j, a, 0], acc[j, a, 1])
+                qh, ql = _dd_add(qh, ql, acc[j, a, 2], acc[j, a, 3])
+            tot[a, 0], tot[a, 1], tot[a, 2], tot[a, 3] = sh, sl, qh, ql
             out[k, a, 0] = sh
             out[k, a, 1] = sl
             out[k, a, 2] = qh
@@ -341,34 +382,39 @@ def _rq_core(x, rows, c0, w, v, sums):
     bound = np.zeros(k)
     dd_rad = np.zeros(k)
     g_w = (w + 4) * _U / (1.0 - (w + 4) * _U)
-    acc = np.empty(n)
-    acc_abs = np.empty(n)
-    ay = np.empty(w)
+    acc = np.empty((k, n))
+    acc_abs = np.empty((k, n))
+    ay = np.empty((k, w))
+    s_abs = np.zeros(k)
+    say = np.zeros(k)
+    for t in range(w):
+        for b in range(k):
+            ay[b, t] = abs(yh[b, t]) + absy[b, t] * 1e-28
+            s_abs[b] += absy[b, t] * absy[b, t]
+            say[b] += ay[b, t]
+    if k == 2:   # both vectors in one sweep (c_it formed once)
+        _residual_dots2(x, rows, c0, w, mh, yh, ay, acc, acc_abs)
+    else:
+        for b in range(k):
+            _residual_dots(x, rows, c0, w, mh, yh[b], ay[b], acc[b], acc_abs[b])
     for b in range(k):
         th = (gram[b, b, 0] + gram[b, b, 1]) / (vtv[b, b, 0] + vtv[b, b, 1])
-        s_abs = 0.0
-        say = 0.0
-        for t in range(w):
-            ay[t] = abs(yh[b, t]) + absy[b, t] * 1e-28
-            s_abs += absy[b, t] * absy[b, t]
-            say += ay[t]
-        _residual_dots(x, rows, c0, w, mh, yh[b], ay, acc, acc_abs)
         rr = 0.0
         bb = 0.0
         for i in range(n):
             sd = sdh[i]
-            cv = acc[i] * inv_w / sd
+            cv = acc[b, i] * inv_w / sd
             ri = cv - th * v[i, b]
             rr += ri * ri
             # |computed − exact|: γ_{W+4} on the dot product and the scaling, plus θ's own rounding
-            e = 2.0 * (g_w * (acc_abs[i] + abs(ml[i]) * say) * inv_w / sd
+            e = 2.0 * (g_w * (acc_abs[b, i] + abs(ml[i]) * say[b]) * inv_w / sd
                        + 4.0 * _U * (abs(cv) + 2.0 * abs(th * v[i, b])))
             bb += e * e
         res[b] = math.sqrt(rr)
         bound[b] = 2.0 * math.sqrt(bb)
         # θ's double-double error: relative ~ (n + W + 8)·2^-104 of Σ_t (Σ_i |c u|)² / Σ_t y²
         den = gram[b, b, 0] * w
-        dd_rad[b] = 4.0 * (n + w + 8) * 2.0 ** -104 * (s_abs / den if den > 0 else 1.0)
+        dd_rad[b] = 4.0 * (n + w + 8) * 2.0 ** -104 * (s_abs[b] / den if den > 0 else 1.0)
     return gram, vtv, res, bound, dd_rad
 
 
@@ -377,19 +423,20 @@ STAGE_FIELDS = ("g00h", "g00l", "g01h", "g01l", "g11h", "g11l", "e00h", "e00l", 
                 "r0", "r1", "b0", "b1", "d0", "d1", "l1h", "l1l", "l2h", "l2l")
 
 
-def refine_windows(x, end: int, windows, rows, offsets, vecs) -> np.ndarray:
-    """The scan's whole double-double stage in one compiled call: :func:`window_sums` over the ascending
-    ``windows`` (trailing ``x[:, end − W:end]``), then per window ``k`` :func:`rayleigh_dd_rows` on its
+def refine_windows(x, xt, end: int, windows, rows, offsets, vecs) -> np.ndarray:
+    """The scan's whole double-double stage in one compiled call: :func:`window_sums_t` on ``xt`` (``x``
+    time-major) over the ascending ``windows`` (trailing ``x[:, end − W:end]``), then per window ``k``
+    :func:`rayleigh_dd_rows` on its
     included rows ``rows[offsets[k]:offsets[k+1]]`` and vectors ``vecs`` (same rows, 2 columns), and the
     double-double λ1/N, λ2/N of :func:`dd_div_scalar`. Returns (len(windows), len(STAGE_FIELDS)) floats,
     the same values the separate calls give."""
-    return _refine_windows(x, int(end), windows, rows, offsets, vecs)
+    return _refine_windows(x, xt, int(end), windows, rows, offsets, vecs)
 
 
 @njit(cache=True)
-def _refine_windows(x, end, windows, rows, offsets, vecs):
+def _refine_windows(x, xt, end, windows, rows, offsets, vecs):
     nw = windows.shape[0]
-    sums = _window_sums(x, np.arange(x.shape[0]), end, windows)
+    sums = _window_sums(xt, end, windows)
     out = np.empty((nw, 22))
     for k in range(nw):
         w = windows[k]
