@@ -387,22 +387,23 @@ def _rq_core(x, rows, c0, w, v, sums):
     gram = np.zeros((k, k, 2))
     vtv = np.zeros((k, k, 2))
     w4 = w - w % 4
+    prh = np.empty(w)
+    prl = np.empty(w)
     for a in range(k):
         for b in range(a, k):
-            # four interleaved double-double sums (independent dependency chains), then combined
+            # the products y_a,t · y_b,t first (independent: vectorised), then four interleaved
+            # double-double sums (independent dependency chains), then combined
+            ya_h, ya_l, yb_h, yb_l = yh[a], yl[a], yh[b], yl[b]
+            for t in range(w):
+                prh[t], prl[t] = _dd_mul(ya_h[t], ya_l[t], yb_h[t], yb_l[t])
             g0h = g0l = g1h = g1l = g2h = g2l = g3h = g3l = 0.0
             for t in range(0, w4, 4):
-                ph, pl = _dd_mul(yh[a, t], yl[a, t], yh[b, t], yl[b, t])
-                g0h, g0l = _dd_add(g0h, g0l, ph, pl)
-                ph, pl = _dd_mul(yh[a, t + 1], yl[a, t + 1], yh[b, t + 1], yl[b, t + 1])
-                g1h, g1l = _dd_add(g1h, g1l, ph, pl)
-                ph, pl = _dd_mul(yh[a, t + 2], yl[a, t + 2], yh[b, t + 2], yl[b, t + 2])
-                g2h, g2l = _dd_add(g2h, g2l, ph, pl)
-                ph, pl = _dd_mul(yh[a, t + 3], yl[a, t + 3], yh[b, t + 3], yl[b, t + 3])
-                g3h, g3l = _dd_add(g3h, g3l, ph, pl)
+                g0h, g0l = _dd_add(g0h, g0l, prh[t], prl[t])
+                g1h, g1l = _dd_add(g1h, g1l, prh[t + 1], prl[t + 1])
+                g2h, g2l = _dd_add(g2h, g2l, prh[t + 2], prl[t + 2])
+                g3h, g3l = _dd_add(g3h, g3l, prh[t + 3], prl[t + 3])
             for t in range(w4, w):
-                ph, pl = _dd_mul(yh[a, t], yl[a, t], yh[b, t], yl[b, t])
-                g0h, g0l = _dd_add(g0h, g0l, ph, pl)
+                g0h, g0l = _dd_add(g0h, g0l, prh[t], prl[t])
             g0h, g0l = _dd_add(g0h, g0l, g1h, g1l)
             g2h, g2l = _dd_add(g2h, g2l, g3h, g3l)
             gh, gl = _dd_add(g0h, g0l, g2h, g2l)
@@ -425,11 +426,17 @@ def _rq_core(x, rows, c0, w, v, sums):
     ay = np.empty((k, w))
     s_abs = np.zeros(k)
     say = np.zeros(k)
-    for t in range(w):
-        for b in range(k):
-            ay[b, t] = abs(yh[b, t]) + absy[b, t] * 1e-28
-            s_abs[b] += absy[b, t] * absy[b, t]
-            say[b] += ay[b, t]
+    for b in range(k):
+        ayb, yhb, yab = ay[b], yh[b], absy[b]
+        for t in range(w):
+            ayb[t] = abs(yhb[t]) + yab[t] * 1e-28
+        sa = 0.0
+        sy = 0.0
+        for t in range(w):
+            sa += yab[t] * yab[t]
+            sy += ayb[t]
+        s_abs[b] = sa
+        say[b] = sy
     if k == 2:   # both vectors in one sweep (c_it formed once)
         _residual_dots2(x, rows, c0, w, mh, yh, ay, acc, acc_abs)
     else:
