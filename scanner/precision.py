@@ -178,15 +178,6 @@ def window_sums_t(xt, end, windows) -> np.ndarray:
     return _window_sums(xt, int(end), np.ascontiguousarray(windows, dtype=np.int64))
 
 
-@njit(cache=True, inline="always")
-def _dd_acc(sh, sl, qh, ql, x):
-    # Σx and Σx² in double-double: x² exactly by TwoProd
-    s, e = _two_sum(sh, x)
-    p, pe = _two_prod(x, x)
-    s2, e2 = _two_sum(qh, p)
-    return s, sl + e, s2, ql + (e2 + pe)
-
-
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _residual_dots(x, rows, c0, w, mh, yhi, ay, acc, acc_abs):
     # float64 sums Σ_t c_it y_t and Σ_t |c_it| ay_t per asset, any summation order: the rounding
@@ -230,6 +221,20 @@ def _residual_dots2(x, rows, c0, w, mh, y, ay, acc, acc_abs):
         acc_abs[1, a] = sa1
 
 
+@njit(cache=True, inline="always")
+def _lane_acc(xr, sh, sl, qh, ql):
+    # one time step into one lane of every asset (contiguous: vectorised across the assets)
+    for a in range(xr.shape[0]):
+        xv = xr[a]
+        s, e = _two_sum(sh[a], xv)
+        p, pe = _two_prod(xv, xv)
+        s2, e2 = _two_sum(qh[a], p)
+        sh[a] = s
+        sl[a] += e
+        qh[a] = s2
+        ql[a] += e2 + pe
+
+
 @njit(cache=True)
 def _window_sums(xt, end, windows):
     # backward from the newest return: segment by segment (newest W first), each in LANES interleaved
@@ -238,38 +243,31 @@ def _window_sums(xt, end, windows):
     nw = windows.shape[0]
     n = xt.shape[1]
     out = np.empty((nw, n, 4))
-    acc = np.empty((LANES, n, 4))      # per lane and asset: Σx hi, lo, Σx² hi, lo
+    ash = np.empty((LANES, n))      # per lane and asset: Σx hi, lo, Σx² hi, lo
+    asl = np.empty((LANES, n))
+    aqh = np.empty((LANES, n))
+    aql = np.empty((LANES, n))
     tot = np.zeros((n, 4))
     lo = end
     for k in range(nw):
         hi = lo
         lo = end - windows[k]
-        acc[:] = 0.0
+        ash[:] = 0.0
+        asl[:] = 0.0
+        aqh[:] = 0.0
+        aql[:] = 0.0
         span = hi - lo
         full = span - span % LANES
         for t0 in range(hi - LANES, hi - full - 1, -LANES):
             for j in range(LANES):
-                xr = xt[t0 + j]
-                aj = acc[j]
-                for a in range(n):
-                    xv = xr[a]
-                    s, e = _two_sum(aj[a, 0], xv)
-                    p, pe = _two_prod(xv, xv)
-                    s2, e2 = _two_sum(aj[a, 2], p)
-                    aj[a, 0] = s
-                    aj[a, 1] += e
-                    aj[a, 2] = s2
-                    aj[a, 3] += e2 + pe
-        a0 = acc[0]
+                _lane_acc(xt[t0 + j], ash[j], asl[j], aqh[j], aql[j])
         for t in range(hi - full - 1, lo - 1, -1):
-            xr = xt[t]
-            for a in range(n):
-                a0[a, 0], a0[a, 1], a0[a, 2], a0[a, 3] = _dd_acc(a0[a, 0], a0[a, 1], a0[a, 2], a0[a, 3], xr[a])
+            _lane_acc(xt[t], ash[0], asl[0], aqh[0], aql[0])
         for a in range(n):
             sh, sl, qh, ql = tot[a, 0], tot[a, 1], tot[a, 2], tot[a, 3]
             for j in range(LANES):
-                sh, sl = _dd_add(sh, sl, acc[j, a, 0], acc[j, a, 1])
-                qh, ql = _dd_add(qh, ql, acc[j, a, 2], acc[j, a, 3])
+                sh, sl = _dd_add(sh, sl, ash[j, a], asl[j, a])
+                qh, ql = _dd_add(qh, ql, aqh[j, a], aql[j, a])
             tot[a, 0], tot[a, 1], tot[a, 2], tot[a, 3] = sh, sl, qh, ql
             out[k, a, 0] = sh
             out[k, a, 1] = sl
