@@ -202,14 +202,14 @@ def _residual_dots2(x, rows, c0, w, mh, y, ay, acc, acc_abs):
     n = rows.shape[0]
     y0, y1, ay0, ay1 = y[0], y[1], ay[0], ay[1]
     for a in range(n):
-        r = rows[a]
+        xr = x[rows[a], c0:c0 + w]
         m = mh[a]
         s0 = 0.0
         sa0 = 0.0
         s1 = 0.0
         sa1 = 0.0
         for t in range(w):
-            c = x[r, c0 + t] - m
+            c = xr[t] - m
             ac = abs(c)
             s0 += c * y0[t]
             sa0 += ac * ay0[t]
