@@ -5,6 +5,7 @@ Design notes: ``docs/design/scanner.md``.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -142,6 +143,8 @@ class EigenEngine:
         self._rows = 0
         self._L = HISTORY_ROWS - 1
         self._rb = np.full((self.n, 2 * self._L), np.nan)   # doubled ring of returns: windows are slices
+        # the same ring time-major for the precision stage's moment pass (runs across assets)
+        self._rbt = np.full((2 * self._L, self.n), np.nan) if self.refine else None
         self._nret = 0                                 # real returns appended so far
         self._state = {w: _WindowState() for w in WINDOWS}
         self._mom = {}
@@ -215,6 +218,9 @@ class EigenEngine:
                     m.count += 1
         self._rb[:, slot] = x
         self._rb[:, slot + self._L] = x
+        if self._rbt is not None:
+            self._rbt[slot] = x
+            self._rbt[slot + self._L] = x
         self._nret += 1
 
     def enhance(self, prices: Sequence[float | None], timestamp_ns: int) -> ScanResult:
@@ -254,10 +260,16 @@ class EigenEngine:
         exact: dict[int, object] = {}
         if warm:
             eig = self._eig_full(warm) if self.solver == "full" else self._eig_incremental(warm)
-            if self.refine and eig:   # Σx, Σx² (double-double) of the nested windows in one pass
+            if self.refine and eig:   # the double-double stage of every window in one compiled call
                 ws = list(eig)
-                sums = precision.window_sums(self._rb, (self._nret - 1) % self._L + self._L + 1, ws)
-                self._sums = dict(zip(ws, sums))
+                parts = list(eig.values())
+                offsets = np.zeros(len(ws) + 1, dtype=np.int64)
+                offsets[1:] = np.cumsum([p[0].size for p in parts])
+                rows = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
+                vecs = np.concatenate([p[2] for p in parts])
+                stage = precision.refine_windows(self._rb, self._rbt, (self._nret - 1) % self._L + self._L + 1,
+                                                 np.array(ws, dtype=np.int64), rows, offsets, vecs)
+                self._stage = dict(zip(ws, stage.tolist()))
             for w, (idx, evals, evecs) in eig.items():
                 exact[w] = self._window(w, idx, evals, evecs, results[w])
         for w in WINDOWS:
@@ -432,16 +444,14 @@ class EigenEngine:
         lam1 = (float(evals[0]) / n, 0.0)
         lam2 = (float(evals[1]) / n, 0.0)
         if self.refine:
-            end = (self._nret - 1) % self._L + self._L + 1
-            gram, vtv, rnorm, bound, dd_rad = precision.rayleigh_dd_rows(self._rb, idx, end - w, w, evecs,
-                                                                         self._sums[w][idx])
-            l1 = precision.dd_div_scalar(gram[0, 0], vtv[0, 0], n)
-            l2 = precision.dd_div_scalar(gram[1, 1], vtv[1, 1], n)
-            if np.isfinite(l1[0]) and np.isfinite(l2[0]) and abs(l1[0] - lam1[0]) <= 1e-8 * max(lam1[0], 1e-300):
+            st = self._stage[w]       # precision.STAGE_FIELDS
+            l1 = (st[18], st[19])
+            l2 = (st[20], st[21])
+            if math.isfinite(l1[0]) and math.isfinite(l2[0]) and abs(l1[0] - lam1[0]) <= 1e-8 * max(lam1[0], 1e-300):
                 lam1, lam2 = l1, l2
                 res.refined = True
                 if self.certify:
-                    cert = precision.certify(gram, vtv, rnorm, bound, dd_rad, n)
+                    cert = precision.certify_values(*st[:18], n)
                     res.certificate = cert
                     if cert is None or cert.rel_width > precision.WIDE:
                         self.stats["wide_certificates"] += 1
@@ -450,7 +460,7 @@ class EigenEngine:
                             log.warning("w%d: eigenvalue enclosure %s (relative width %s; residuals %s): "
                                         "its digits beyond that width are not certified", w,
                                         "unavailable" if cert is None else "wide",
-                                        None if cert is None else f"{cert.rel_width:.1e}", rnorm.tolist())
+                                        None if cert is None else f"{cert.rel_width:.1e}", st[12:14])
             else:
                 self.fallbacks += 1
         res.lambda_max = precision.to_float(lam1)

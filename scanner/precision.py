@@ -158,7 +158,9 @@ def rayleigh_dd_rows(x, rows, c0, w, v, sums=None):
     Σx and Σx² as double-double) may come from :func:`window_sums`, shared by the nested windows."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     if sums is None:
-        sums = _window_sums(x, rows, int(c0) + int(w), np.array([int(w)], dtype=np.int64))[0]
+        end = int(c0) + int(w)
+        sums = _window_sums(np.ascontiguousarray(x[rows, end - int(w):end].T), int(w),
+                            np.array([int(w)], dtype=np.int64))[0]
     return _rq_core(x, rows, int(c0), int(w), np.ascontiguousarray(v, dtype=np.float64), sums)
 
 
@@ -167,17 +169,13 @@ def window_sums(x, end, windows) -> np.ndarray:
     ``x[:, end − W:end]`` for the ascending ``windows``, in one backward pass over the longest
     (the nested windows share it). Returns (len(windows), rows, 4); a window holding a non-finite
     return gives non-finite sums for that row."""
-    return _window_sums(x, np.arange(x.shape[0], dtype=np.int64), int(end),
-                        np.ascontiguousarray(windows, dtype=np.int64))
+    return window_sums_t(np.ascontiguousarray(np.asarray(x, dtype=np.float64).T), end, windows)
 
 
-@njit(cache=True, inline="always")
-def _dd_acc(sh, sl, qh, ql, x):
-    # Σx and Σx² in double-double: x² exactly by TwoProd
-    s, e = _two_sum(sh, x)
-    p, pe = _two_prod(x, x)
-    s2, e2 = _two_sum(qh, p)
-    return s, sl + e, s2, ql + (e2 + pe)
+def window_sums_t(xt, end, windows) -> np.ndarray:
+    """:func:`window_sums` on the time-major ``xt`` (returns × assets, C-contiguous): the engine keeps
+    its ring of returns in this layout too, so the pass runs across assets (vectorised) in place."""
+    return _window_sums(xt, int(end), np.ascontiguousarray(windows, dtype=np.int64))
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -198,38 +196,79 @@ def _residual_dots(x, rows, c0, w, mh, yhi, ay, acc, acc_abs):
         acc_abs[a] = sa
 
 
-@njit(cache=True)
-def _window_sums(x, rows, end, windows):
-    # backward from the newest return: segment by segment (newest W first), each in LANES interleaved
-    # double-double accumulators (independent chains), added to the running totals at its end
-    nw = windows.shape[0]
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _residual_dots2(x, rows, c0, w, mh, y, ay, acc, acc_abs):
+    # :func:`_residual_dots` for the two vectors (rows of y, ay, acc, acc_abs) in one sweep
     n = rows.shape[0]
-    out = np.empty((nw, n, 4))
-    ash = np.empty(LANES)
-    asl = np.empty(LANES)
-    aqh = np.empty(LANES)
-    aql = np.empty(LANES)
+    y0, y1, ay0, ay1 = y[0], y[1], ay[0], ay[1]
     for a in range(n):
-        r = rows[a]
-        sh = sl = qh = ql = 0.0
-        lo = end
-        for k in range(nw):
-            hi = lo
-            lo = end - windows[k]
-            ash[:] = 0.0
-            asl[:] = 0.0
-            aqh[:] = 0.0
-            aql[:] = 0.0
-            span = hi - lo
-            full = span - span % LANES
-            for t0 in range(hi - LANES, hi - full - 1, -LANES):
-                for j in range(LANES):
-                    ash[j], asl[j], aqh[j], aql[j] = _dd_acc(ash[j], asl[j], aqh[j], aql[j], x[r, t0 + j])
-            for t in range(hi - full - 1, lo - 1, -1):
-                ash[0], asl[0], aqh[0], aql[0] = _dd_acc(ash[0], asl[0], aqh[0], aql[0], x[r, t])
+        xr = x[rows[a], c0:c0 + w]
+        m = mh[a]
+        s0 = 0.0
+        sa0 = 0.0
+        s1 = 0.0
+        sa1 = 0.0
+        for t in range(w):
+            c = xr[t] - m
+            ac = abs(c)
+            s0 += c * y0[t]
+            sa0 += ac * ay0[t]
+            s1 += c * y1[t]
+            sa1 += ac * ay1[t]
+        acc[0, a] = s0
+        acc_abs[0, a] = sa0
+        acc[1, a] = s1
+        acc_abs[1, a] = sa1
+
+
+@njit(cache=True, inline="always")
+def _lane_acc(xr, sh, sl, qh, ql):
+    # one time step into one lane of every asset (contiguous: vectorised across the assets)
+    for a in range(xr.shape[0]):
+        xv = xr[a]
+        s, e = _two_sum(sh[a], xv)
+        p, pe = _two_prod(xv, xv)
+        s2, e2 = _two_sum(qh[a], p)
+        sh[a] = s
+        sl[a] += e
+        qh[a] = s2
+        ql[a] += e2 + pe
+
+
+@njit(cache=True)
+def _window_sums(xt, end, windows):
+    # backward from the newest return: segment by segment (newest W first), each in LANES interleaved
+    # double-double accumulators per asset (independent chains), added to the running totals at its end;
+    # the innermost loop runs across the assets of one time step (contiguous in xt)
+    nw = windows.shape[0]
+    n = xt.shape[1]
+    out = np.empty((nw, n, 4))
+    ash = np.empty((LANES, n))      # per lane and asset: Σx hi, lo, Σx² hi, lo
+    asl = np.empty((LANES, n))
+    aqh = np.empty((LANES, n))
+    aql = np.empty((LANES, n))
+    tot = np.zeros((n, 4))
+    lo = end
+    for k in range(nw):
+        hi = lo
+        lo = end - windows[k]
+        ash[:] = 0.0
+        asl[:] = 0.0
+        aqh[:] = 0.0
+        aql[:] = 0.0
+        span = hi - lo
+        full = span - span % LANES
+        for t0 in range(hi - LANES, hi - full - 1, -LANES):
             for j in range(LANES):
-                sh, sl = _dd_add(sh, sl, ash[j], asl[j])
-                qh, ql = _dd_add(qh, ql, aqh[j], aql[j])
+                _lane_acc(xt[t0 + j], ash[j], asl[j], aqh[j], aql[j])
+        for t in range(hi - full - 1, lo - 1, -1):
+            _lane_acc(xt[t], ash[0], asl[0], aqh[0], aql[0])
+        for a in range(n):
+            sh, sl, qh, ql = tot[a, 0], tot[a, 1], tot[a, 2], tot[a, 3]
+            for j in range(LANES):
+                sh, sl = _dd_add(sh, sl, ash[j, a], asl[j, a])
+                qh, ql = _dd_add(qh, ql, aqh[j, a], aql[j, a])
+            tot[a, 0], tot[a, 1], tot[a, 2], tot[a, 3] = sh, sl, qh, ql
             out[k, a, 0] = sh
             out[k, a, 1] = sl
             out[k, a, 2] = qh
@@ -263,7 +302,45 @@ def _rq_core(x, rows, c0, w, v, sums):
     yh = np.zeros((k, w))
     yl = np.zeros((k, w))
     absy = np.zeros((k, w))
-    for a in range(n):
+    a0 = 0
+    if k == 2:   # the certificate's pair, two assets per sweep: y read and written once per two assets,
+        # each y_t still gets asset a's terms before asset a+1's (the same sums as one asset at a time)
+        yh0, yl0, ya0, yh1, yl1, ya1 = yh[0], yl[0], absy[0], yh[1], yl[1], absy[1]
+        while a0 + 1 < n:
+            xa = x[rows[a0], c0:c0 + w]
+            xb = x[rows[a0 + 1], c0:c0 + w]
+            mah, mal, mbh, mbl = -mh[a0], ml[a0], -mh[a0 + 1], ml[a0 + 1]
+            a0h, a0l, a1h, a1l = uh[0, a0], ul[0, a0], uh[1, a0], ul[1, a0]
+            b0h, b0l, b1h, b1l = uh[0, a0 + 1], ul[0, a0 + 1], uh[1, a0 + 1], ul[1, a0 + 1]
+            for t in range(w):
+                h0, l0, s0, h1, l1, s1 = yh0[t], yl0[t], ya0[t], yh1[t], yl1[t], ya1[t]
+                ch, cl = _two_sum(xa[t], mah)
+                cl -= mal
+                p, pe = _two_prod(ch, a0h)
+                pe += ch * a0l + cl * a0h
+                h0, e = _two_sum(h0, p)
+                l0 += e + pe
+                s0 += abs(p)
+                p, pe = _two_prod(ch, a1h)
+                pe += ch * a1l + cl * a1h
+                h1, e = _two_sum(h1, p)
+                l1 += e + pe
+                s1 += abs(p)
+                ch, cl = _two_sum(xb[t], mbh)
+                cl -= mbl
+                p, pe = _two_prod(ch, b0h)
+                pe += ch * b0l + cl * b0h
+                h0, e = _two_sum(h0, p)
+                l0 += e + pe
+                s0 += abs(p)
+                p, pe = _two_prod(ch, b1h)
+                pe += ch * b1l + cl * b1h
+                h1, e = _two_sum(h1, p)
+                l1 += e + pe
+                s1 += abs(p)
+                yh0[t], yl0[t], ya0[t], yh1[t], yl1[t], ya1[t] = h0, l0, s0, h1, l1, s1
+            a0 += 2
+    for a in range(a0, n):
         r = rows[a]
         m_h = -mh[a]
         m_l = ml[a]
@@ -308,22 +385,23 @@ def _rq_core(x, rows, c0, w, v, sums):
     gram = np.zeros((k, k, 2))
     vtv = np.zeros((k, k, 2))
     w4 = w - w % 4
+    prh = np.empty(w)
+    prl = np.empty(w)
     for a in range(k):
         for b in range(a, k):
-            # four interleaved double-double sums (independent dependency chains), then combined
+            # the products y_a,t · y_b,t first (independent: vectorised), then four interleaved
+            # double-double sums (independent dependency chains), then combined
+            ya_h, ya_l, yb_h, yb_l = yh[a], yl[a], yh[b], yl[b]
+            for t in range(w):
+                prh[t], prl[t] = _dd_mul(ya_h[t], ya_l[t], yb_h[t], yb_l[t])
             g0h = g0l = g1h = g1l = g2h = g2l = g3h = g3l = 0.0
             for t in range(0, w4, 4):
-                ph, pl = _dd_mul(yh[a, t], yl[a, t], yh[b, t], yl[b, t])
-                g0h, g0l = _dd_add(g0h, g0l, ph, pl)
-                ph, pl = _dd_mul(yh[a, t + 1], yl[a, t + 1], yh[b, t + 1], yl[b, t + 1])
-                g1h, g1l = _dd_add(g1h, g1l, ph, pl)
-                ph, pl = _dd_mul(yh[a, t + 2], yl[a, t + 2], yh[b, t + 2], yl[b, t + 2])
-                g2h, g2l = _dd_add(g2h, g2l, ph, pl)
-                ph, pl = _dd_mul(yh[a, t + 3], yl[a, t + 3], yh[b, t + 3], yl[b, t + 3])
-                g3h, g3l = _dd_add(g3h, g3l, ph, pl)
+                g0h, g0l = _dd_add(g0h, g0l, prh[t], prl[t])
+                g1h, g1l = _dd_add(g1h, g1l, prh[t + 1], prl[t + 1])
+                g2h, g2l = _dd_add(g2h, g2l, prh[t + 2], prl[t + 2])
+                g3h, g3l = _dd_add(g3h, g3l, prh[t + 3], prl[t + 3])
             for t in range(w4, w):
-                ph, pl = _dd_mul(yh[a, t], yl[a, t], yh[b, t], yl[b, t])
-                g0h, g0l = _dd_add(g0h, g0l, ph, pl)
+                g0h, g0l = _dd_add(g0h, g0l, prh[t], prl[t])
             g0h, g0l = _dd_add(g0h, g0l, g1h, g1l)
             g2h, g2l = _dd_add(g2h, g2l, g3h, g3l)
             gh, gl = _dd_add(g0h, g0l, g2h, g2l)
@@ -341,35 +419,89 @@ def _rq_core(x, rows, c0, w, v, sums):
     bound = np.zeros(k)
     dd_rad = np.zeros(k)
     g_w = (w + 4) * _U / (1.0 - (w + 4) * _U)
-    acc = np.empty(n)
-    acc_abs = np.empty(n)
-    ay = np.empty(w)
+    acc = np.empty((k, n))
+    acc_abs = np.empty((k, n))
+    ay = np.empty((k, w))
+    s_abs = np.zeros(k)
+    say = np.zeros(k)
+    for b in range(k):
+        ayb, yhb, yab = ay[b], yh[b], absy[b]
+        for t in range(w):
+            ayb[t] = abs(yhb[t]) + yab[t] * 1e-28
+        sa = 0.0
+        sy = 0.0
+        for t in range(w):
+            sa += yab[t] * yab[t]
+            sy += ayb[t]
+        s_abs[b] = sa
+        say[b] = sy
+    if k == 2:   # both vectors in one sweep (c_it formed once)
+        _residual_dots2(x, rows, c0, w, mh, yh, ay, acc, acc_abs)
+    else:
+        for b in range(k):
+            _residual_dots(x, rows, c0, w, mh, yh[b], ay[b], acc[b], acc_abs[b])
     for b in range(k):
         th = (gram[b, b, 0] + gram[b, b, 1]) / (vtv[b, b, 0] + vtv[b, b, 1])
-        s_abs = 0.0
-        say = 0.0
-        for t in range(w):
-            ay[t] = abs(yh[b, t]) + absy[b, t] * 1e-28
-            s_abs += absy[b, t] * absy[b, t]
-            say += ay[t]
-        _residual_dots(x, rows, c0, w, mh, yh[b], ay, acc, acc_abs)
         rr = 0.0
         bb = 0.0
         for i in range(n):
             sd = sdh[i]
-            cv = acc[i] * inv_w / sd
+            cv = acc[b, i] * inv_w / sd
             ri = cv - th * v[i, b]
             rr += ri * ri
             # |computed − exact|: γ_{W+4} on the dot product and the scaling, plus θ's own rounding
-            e = 2.0 * (g_w * (acc_abs[i] + abs(ml[i]) * say) * inv_w / sd
+            e = 2.0 * (g_w * (acc_abs[b, i] + abs(ml[i]) * say[b]) * inv_w / sd
                        + 4.0 * _U * (abs(cv) + 2.0 * abs(th * v[i, b])))
             bb += e * e
         res[b] = math.sqrt(rr)
         bound[b] = 2.0 * math.sqrt(bb)
         # θ's double-double error: relative ~ (n + W + 8)·2^-104 of Σ_t (Σ_i |c u|)² / Σ_t y²
         den = gram[b, b, 0] * w
-        dd_rad[b] = 4.0 * (n + w + 8) * 2.0 ** -104 * (s_abs / den if den > 0 else 1.0)
+        dd_rad[b] = 4.0 * (n + w + 8) * 2.0 ** -104 * (s_abs[b] / den if den > 0 else 1.0)
     return gram, vtv, res, bound, dd_rad
+
+
+# one row of :func:`refine_windows` per window: the arguments of :func:`certify_values` (less n), then λ1/N and λ2/N
+STAGE_FIELDS = ("g00h", "g00l", "g01h", "g01l", "g11h", "g11l", "e00h", "e00l", "e01h", "e01l", "e11h", "e11l",
+                "r0", "r1", "b0", "b1", "d0", "d1", "l1h", "l1l", "l2h", "l2l")
+
+
+def refine_windows(x, xt, end: int, windows, rows, offsets, vecs) -> np.ndarray:
+    """The scan's whole double-double stage in one compiled call: :func:`window_sums_t` on ``xt`` (``x``
+    time-major) over the ascending ``windows`` (trailing ``x[:, end − W:end]``), then per window ``k``
+    :func:`rayleigh_dd_rows` on its
+    included rows ``rows[offsets[k]:offsets[k+1]]`` and vectors ``vecs`` (same rows, 2 columns), and the
+    double-double λ1/N, λ2/N of :func:`dd_div_scalar`. Returns (len(windows), len(STAGE_FIELDS)) floats,
+    the same values the separate calls give."""
+    return _refine_windows(x, xt, int(end), windows, rows, offsets, vecs)
+
+
+@njit(cache=True)
+def _refine_windows(x, xt, end, windows, rows, offsets, vecs):
+    nw = windows.shape[0]
+    sums = _window_sums(xt, end, windows)
+    out = np.empty((nw, 22))
+    for k in range(nw):
+        w = windows[k]
+        r = rows[offsets[k]:offsets[k + 1]]
+        n = r.shape[0]
+        sk = np.empty((n, 4))
+        for a in range(n):
+            for j in range(4):
+                sk[a, j] = sums[k, r[a], j]
+        gram, vtv, res, bound, dd_rad = _rq_core(x, r, end - w, w, vecs[offsets[k]:offsets[k + 1]], sk)
+        o = out[k]
+        o[0], o[1], o[2], o[3], o[4], o[5] = gram[0, 0, 0], gram[0, 0, 1], gram[0, 1, 0], gram[0, 1, 1], \
+            gram[1, 1, 0], gram[1, 1, 1]
+        o[6], o[7], o[8], o[9], o[10], o[11] = vtv[0, 0, 0], vtv[0, 0, 1], vtv[0, 1, 0], vtv[0, 1, 1], \
+            vtv[1, 1, 0], vtv[1, 1, 1]
+        o[12], o[13], o[14], o[15], o[16], o[17] = res[0], res[1], bound[0], bound[1], dd_rad[0], dd_rad[1]
+        fn = float(n)
+        h, l = _dd_div(gram[0, 0, 0], gram[0, 0, 1], vtv[0, 0, 0], vtv[0, 0, 1])
+        o[18], o[19] = _dd_div(h, l, fn, 0.0)
+        h, l = _dd_div(gram[1, 1, 0], gram[1, 1, 1], vtv[1, 1, 0], vtv[1, 1, 1])
+        o[20], o[21] = _dd_div(h, l, fn, 0.0)
+    return out
 
 
 @dataclass
@@ -398,18 +530,26 @@ def certify(gram, vtv, res, bound, dd_rad, n: int) -> Certificate | None:
     the stated radius), the symmetric 2×2 entries once each."""
     if not HAVE_FLINT:
         return None
-    ctx.prec = PREC_BITS
     (g00, g01), (_, g11) = gram.tolist()
     (e00, e01), (_, e11) = vtv.tolist()
-    r0, r1 = res.tolist()
-    b0, b1 = bound.tolist()
-    grad = max(float(dd_rad[0]), float(dd_rad[1])) * max(abs(g00[0]), abs(g11[0])) + 1e-300
-    g00 = arb(g00[0], grad) + arb(g00[1])
-    g01 = arb(g01[0], grad) + arb(g01[1])
-    g11 = arb(g11[0], grad) + arb(g11[1])
-    e00 = arb(e00[0], 2.0 ** -100 * (abs(e00[0]) + 1e-300)) + arb(e00[1])
-    e01 = arb(e01[0], 2.0 ** -100 * (abs(e01[0]) + 1e-300)) + arb(e01[1])
-    e11 = arb(e11[0], 2.0 ** -100 * (abs(e11[0]) + 1e-300)) + arb(e11[1])
+    return certify_values(g00[0], g00[1], g01[0], g01[1], g11[0], g11[1], e00[0], e00[1], e01[0], e01[1],
+                          e11[0], e11[1], *res.tolist(), *bound.tolist(), *dd_rad.tolist(), n)
+
+
+def certify_values(g00h, g00l, g01h, g01l, g11h, g11l, e00h, e00l, e01h, e01l, e11h, e11l,
+                   r0, r1, b0, b1, d0, d1, n: int) -> Certificate | None:
+    """:func:`certify` on Python floats (the order of :data:`STAGE_FIELDS`): the scan's path, no arrays."""
+    if not HAVE_FLINT:
+        return None
+    ctx.prec = PREC_BITS
+    # the three Gram entries share one radius: arb(hi) + arb(0, r) is arb(hi, r) exactly (exact midpoint sum)
+    grad = arb(0, max(d0, d1) * max(abs(g00h), abs(g11h)) + 1e-300)
+    g00 = arb(g00h) + grad + arb(g00l)
+    g01 = arb(g01h) + grad + arb(g01l)
+    g11 = arb(g11h) + grad + arb(g11l)
+    e00 = arb(e00h, 2.0 ** -100 * (abs(e00h) + 1e-300)) + arb(e00l)
+    e01 = arb(e01h, 2.0 ** -100 * (abs(e01h) + 1e-300)) + arb(e01l)
+    e11 = arb(e11h, 2.0 ** -100 * (abs(e11h) + 1e-300)) + arb(e11l)
     th0 = g00 / e00
     th1 = g11 / e11
     rho0 = (arb(r0) + arb(b0)) / e00.sqrt()   # residual of the unit vector
@@ -431,14 +571,28 @@ def certify(gram, vtv, res, bound, dd_rad, n: int) -> Certificate | None:
     else:
         hi1 = (th0 + rho0).upper()
     hi2 = (th1 + rho1).upper()
-    an = arb(n)
+    an = _arb_int(n)
     b1_ = lo1.union(hi1)
     b2_ = lo2.union(hi2)
     lam1 = b1_ / an
     lam2 = b2_ / an
     gap = (b1_ - b2_) / an
-    widths = [float(b.rad()) / max(abs(float(b.mid())), 1e-300) for b in (lam1, lam2, gap)]
-    return Certificate(lam1, lam2, gap, max(widths))
+    return Certificate(lam1, lam2, gap, max(_rel_width(lam1), _rel_width(lam2), _rel_width(gap)))
+
+
+def _rel_width(b) -> float:
+    return float(b.rad()) / max(abs(float(b.mid())), 1e-300)
+
+
+_ARB_INT: dict = {}
+
+
+def _arb_int(n: int):
+    """arb(n), built once per asset count (exact; immutable)."""
+    b = _ARB_INT.get(n)
+    if b is None:
+        b = _ARB_INT[n] = arb(n)
+    return b
 
 
 def _ball(lo, hi):

@@ -116,6 +116,42 @@ def test_certificate_of_a_poor_vector_is_wide_but_still_encloses():
     assert cert.rel_width > precision.WIDE
 
 
+def test_one_call_stage_equals_the_rayleigh_and_certificate_functions_window_by_window():
+    # the scan's single compiled call (all windows, one moment pass on the time-major ring) gives exactly the
+    # floats of window_sums + rayleigh_dd_rows + dd_div_scalar per window, and certify_values the same balls
+    rt = _returns(n=13, t=330, seed=5)
+    rt[4, 40] = np.nan                     # an asset excluded from the long window only
+    windows = np.array([50, 150, 300], dtype=np.int64)
+    end = rt.shape[1]
+    sums = precision.window_sums(rt, end, windows)
+    np.testing.assert_array_equal(precision.window_sums_t(np.ascontiguousarray(rt.T), end, windows), sums)
+    rows, vecs = [], []
+    for w in windows:
+        idx = np.flatnonzero(np.isfinite(sums[list(windows).index(w), :, 0]))
+        v = np.ascontiguousarray(np.linalg.eigh(np.corrcoef(rt[idx, -w:]))[1][:, ::-1][:, :2])
+        rows.append(idx)
+        vecs.append(v)
+    assert rows[2].size == 12 and rows[0].size == 13
+    offsets = np.concatenate(([0], np.cumsum([r.size for r in rows]))).astype(np.int64)
+    out = precision.refine_windows(rt, np.ascontiguousarray(rt.T), end, windows, np.concatenate(rows),
+                                   offsets, np.concatenate(vecs))
+    assert out.shape == (3, len(precision.STAGE_FIELDS))
+    for k, w in enumerate(windows):
+        idx, v = rows[k], vecs[k]
+        gram, vtv, res, bound, dd_rad = precision.rayleigh_dd_rows(rt, idx, end - w, w, v, sums[k][idx])
+        n = idx.size
+        want = [gram[0, 0, 0], gram[0, 0, 1], gram[0, 1, 0], gram[0, 1, 1], gram[1, 1, 0], gram[1, 1, 1],
+                vtv[0, 0, 0], vtv[0, 0, 1], vtv[0, 1, 0], vtv[0, 1, 1], vtv[1, 1, 0], vtv[1, 1, 1],
+                *res, *bound, *dd_rad, *precision.dd_div_scalar(gram[0, 0], vtv[0, 0], n),
+                *precision.dd_div_scalar(gram[1, 1], vtv[1, 1], n)]
+        assert out[k].tolist() == [float(x) for x in want]
+        a = precision.certify(gram, vtv, res, bound, dd_rad, n)
+        b = precision.certify_values(*out[k].tolist()[:18], n)
+        for x, y in ((a.lam1, b.lam1), (a.lam2, b.lam2), (a.gap, b.gap)):
+            assert x.mid() == y.mid() and x.rad() == y.rad()
+        assert a.rel_width == b.rel_width < precision.WIDE
+
+
 def _prices(n, t, seed, stress_at=None):
     rng = np.random.default_rng(seed)
     p = np.full(n, 100.0)
