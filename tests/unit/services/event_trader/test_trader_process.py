@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import sqlite3
 import time
 
@@ -61,6 +62,9 @@ def test_trader_lifecycle_garbage_lock_kill9_restart(hz_member, settings_for, tm
         hb = client.get_map(maps.HEARTBEAT).blocking()
         wait_until(lambda: hb.get("event_trader") is not None or tr.p.poll() is not None, 60, what="trader heartbeat")
         assert tr.p.poll() is None, tr.log_text()
+        # the start-up heap is frozen before the listeners start (no full collection walks it mid-delivery)
+        frozen = re.search(r"start-up heap frozen: (\d+) objects", tr.log_text())
+        assert frozen is not None and int(frozen.group(1)) > 10_000, tr.log_text()[-3000:]
 
         # a second trader on the same data dir exits at once with a clear message
         second = _start_trader(tmp_path, port, "trader2")

@@ -10,9 +10,10 @@ from ops import mesh
 from services.meta_health.main import CRITICAL_DATA_PROGRAMS, INFORMATIONAL_PROGRAMS
 
 
-# CPU priority (nice) of the programs off the latency-critical path; hz_member, scanner, event_trader and
-# scan_bridge run at the default priority
-NICE = {"dolphin_core:venue_sim": 10, "dolphin_core:prefect": 10, "dolphin_flows:prefect_worker": 10,
+# CPU priority (nice): the bus and the trader ahead of everything (the scan → decision path), the scanner at the
+# default priority, the programs off the latency-critical path behind
+NICE = {"dolphin_core:hz_member": -10, "dolphin:event_trader": -10, "dolphin:scan_bridge": -10,
+        "dolphin_core:venue_sim": 10, "dolphin_core:prefect": 10, "dolphin_flows:prefect_worker": 10,
         "dolphin_data:mc_forewarner": 10,
         "dolphin_data:exf_fetcher": 5, "dolphin_data:acb_processor": 5, "dolphin_data:obf_universe": 5,
         "dolphin_data:safety_watchdog": 5, "dolphin_data:meta_health": 5, "dolphin_data:web_console": 10}
