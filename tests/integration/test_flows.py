@@ -63,18 +63,27 @@ def _get(bus, map_name: str, key: str) -> dict | None:
     return p.to_dict() if isinstance(p, maps.Payload) else p
 
 
-def _runs(state) -> tuple[object, dict[str, list]]:
-    """Return (flow run, {task name: [task runs]}) of a flow's final state, read from the server."""
+def _runs(state, expect: dict[str, int] | None = None) -> tuple[object, dict[str, list]]:
+    """Return (flow run, {task name: [task runs]}) of a flow's final state, read from the server.
+
+    The server records task runs from the events the flow run emits, a moment after the flow returns: wait
+    until the ``expect``-ed number of runs of each task is there, and every run read is in a final state."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     fid = state.state_details.flow_run_id
-    with get_client(sync_client=True) as c:
-        fr = c.read_flow_run(fid)
-        trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fid])))
-    out: dict[str, list] = {}
-    for tr in trs:
-        out.setdefault(tr.name.rsplit("-", 1)[0], []).append(tr)
-    return fr, out
+
+    def read():
+        with get_client(sync_client=True) as c:
+            fr = c.read_flow_run(fid)
+            trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fid])))
+        out: dict[str, list] = {}
+        for tr in trs:
+            out.setdefault(tr.name.rsplit("-", 1)[0], []).append(tr)
+        done = all(tr.state is not None and tr.state.is_final() for tr in trs)
+        enough = all(len(out.get(name, [])) >= n for name, n in (expect or {}).items())
+        return (fr, out) if done and enough else None
+
+    return wait_until(read, 30, interval=0.2, what=f"the server's task runs of flow run {fid} ({expect or 'final'})")
 
 
 def _env(hz_member, data: Path, run_logs: Path, api: str) -> dict:
@@ -147,7 +156,7 @@ def test_bad_day_fails_the_run_with_a_named_error_after_its_retries_and_writes_n
             "partial": lambda: _gappy(days, tmp_path)}[case]()
     state = paper_trade_flow(config="prod/configs/blue.yml", date=D1, hz_members=_members(hz_member),
                              data_dir=str(data), run_logs=str(tmp_path / "rl"), return_state=True)
-    fr, tasks = _runs(state)
+    fr, tasks = _runs(state, {"load_day_scans": 1})
     assert fr.state.is_failed()
     assert "DayDataError" in fr.state.message and expect in fr.state.message, fr.state.message
     with pytest.raises(DayDataError, match=expect):
@@ -163,7 +172,7 @@ def test_bus_down_fails_the_run_after_the_configured_retries(prefect_api, days, 
     monkeypatch.setenv("DOLPHIN_FLOW_HZ_TIMEOUT_S", "1")
     state = paper_trade_flow(config="prod/configs/blue.yml", date=D1, hz_members=f"127.0.0.1:{free_port()}",
                              data_dir=str(days), run_logs=str(tmp_path / "rl"), return_state=True)
-    fr, tasks = _runs(state)
+    fr, tasks = _runs(state, {"read_day_context": 1})
     assert fr.state.is_failed() and "BusUnavailableError" in fr.state.message, fr.state.message
     (ctx,) = tasks["read_day_context"]
     assert ctx.run_count == 3 and ctx.state.is_failed()
@@ -205,7 +214,7 @@ def test_backtest_flow_runs_then_hibernate_skips_the_engine_and_dry_run_writes_n
     bus.get_map(maps.SAFETY).blocking().set(maps.KEY_LATEST, maps.encode(maps.SAFETY, maps.KEY_LATEST,
                                                                           {"posture": "HIBERNATE", "Rm": 0.1, "ts": 1.0}))
     state = backtest_supervisor_flow(date=D2, return_state=True, **kw)
-    fr, tasks = _runs(state)
+    fr, tasks = _runs(state, {"heartbeat": 3})
     r2 = state.result()
     assert fr.state.is_completed() and "run_backtest" not in tasks
     assert [t.state.is_completed() for t in tasks["heartbeat"]] == [True, True, True]
@@ -231,7 +240,7 @@ def test_drifted_config_fails_before_the_engine_runs(prefect_api, hz_member, bus
                                                                                   "fixed_tp_pct: 0.02"))
     state = backtest_supervisor_flow(config=str(drifted), date=D1, hz_members=_members(hz_member),
                                      data_dir=str(days), return_state=True)
-    fr, tasks = _runs(state)
+    fr, tasks = _runs(state, {"validate_champion": 1})
     assert fr.state.is_failed() and "ConfigDriftError" in fr.state.message
     assert "engine.fixed_tp_pct" in fr.state.message, fr.state.message
     with pytest.raises(ConfigDriftError):

@@ -18,7 +18,7 @@ from prod.backtest import synth
 from prod.backtest.runner import BacktestOptions, run_backtest
 from prod.configs import BLUE_PATH
 from prod.flows import sweep
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 GRID = ["fixed_tp_pct=0.006,0.0095", "max_hold_bars=60,120"]
@@ -71,7 +71,10 @@ def test_a_2x2_grid_on_2_windows_through_prefect_and_dask_equals_direct_backtest
             frs = await c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["sweep"])))
             trs = await c.read_task_runs()
             return frs, [t for t in trs if t.flow_run_id == frs[0].id]
-    frs, trs = asyncio.run(_runs())
+    def all_cells():     # the server records task runs from the flow's events, a moment after the flow returns
+        frs, trs = asyncio.run(_runs())
+        return (frs, trs) if sum(t.name.startswith("sweep_backtest") for t in trs) >= 8 else None
+    frs, trs = wait_until(all_cells, 30, interval=0.2, what="the sweep's 8 task runs on the server")
     assert frs and frs[0].state.is_completed()
     assert sum(t.name.startswith("sweep_backtest") for t in trs) == 8
 
