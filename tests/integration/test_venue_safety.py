@@ -91,6 +91,9 @@ def test_every_entry_places_a_protective_stop_on_the_venue_and_the_exit_cancels_
 
 def test_a_stop_that_fires_while_the_trader_runs_is_booked_as_a_forced_exit(sim, tmp_path):
     acct = _account(sim, tmp_path, safety=SafetyConfig(reconcile_s=600, stop_pct=0.0005))   # a stop the noise hits
+    # the stress regime (3x the calm volatility, a falling drift) takes the long's mark through its stop in seconds;
+    # calm noise took ~45 s
+    admin(sim, "/sim/admin/regime", {"regime": "stress", "hold_s": 120})
     try:
         px = mark(sim, "ETHUSDT")
         acct.open(2, "ETHUSDT", 1, 1500.0, quote_book(px), px, time.time(), 200)
@@ -101,6 +104,7 @@ def test_a_stop_that_fires_while_the_trader_runs_is_booked_as_a_forced_exit(sim,
         assert _kinds(acct, "STOP_FIRED")[0]["trade_id"] == 2
         assert rec["capital_after"] == pytest.approx(10_000 + rec["net"], abs=1e-9)
     finally:
+        admin(sim, "/sim/admin/regime", {"release": True})
         acct.stop()
         acct.journal.close()
 
@@ -205,9 +209,9 @@ def test_reconcile_freezes_entries_on_changes_behind_the_traders_back_and_clears
 
 
 def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_replayed_by_parity(tmp_path):
-    # market time starts 40 s before an 8-hour mark (market time may run apart from serverTime, the wall clock;
-    # funding follows market time)
-    start = (int(time.time() * 1000) // FUNDING_MS + 1) * FUNDING_MS - 40_000
+    # market time starts 20 s before an 8-hour mark (market time may run apart from serverTime, the wall clock;
+    # funding follows market time); the simulator's start and the entry before the mark take ~1.3 s here
+    start = (int(time.time() * 1000) // FUNDING_MS + 1) * FUNDING_MS - 20_000
     proc, port = _sim(tmp_path, "--start-ms", str(start))
     acct = None
     try:
@@ -239,6 +243,8 @@ def test_funding_at_the_8_hour_mark_is_booked_into_journal_and_capital_and_repla
                 break
         refused = [e["payload"] for e in journal.events("ENTRY_NOT_TAKEN")][-2:]
         assert acct.position is not None, ("the stress leg must enter", refused, acct.mismatches)
+        market_ms = admin(port, "/sim/status")["market_time_ms"]
+        assert market_ms < start + 20_000, f"entered {market_ms - start - 20_000} ms after the 8-hour mark (a slow box)"
         wait_until(lambda: acct.funding_due, 90, what="the 8-hour mark's funding fee taken from /fapi/v1/income")
         step(0.0, 0.0, 0.0001)
         pos = acct.position
