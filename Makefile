@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,nautilus]'
 	touch $(STAMP)
 
-# two workers (pytest-xdist); tests/conftest.py groups the suite: each module whole on one worker, every
-# mesh-starting test (tests/e2e/, @pytest.mark.serial) in one group, one at a time; one real-member JVM
+# three workers (pytest-xdist) on a 2-core box: much of the suite waits on meshes, simulators and JVMs (2 workers:
+# 660 s, 3: 533 s). tests/conftest.py groups the suite: each module whole on one worker, every mesh-starting test
+# (tests/e2e/, @pytest.mark.serial) in one group, one at a time; one real-member JVM, one Prefect server
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -p tests.results_plugin -n 2 --dist loadgroup --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider -p tests.results_plugin -n 3 --dist loadgroup --durations=25
 
 # ruff (pyflakes, pycodestyle, bugbear, blind-except) over the tree; mypy over the runtime, bus and settings
 lint: $(STAMP)
