@@ -173,7 +173,7 @@ def prefect_api(prefect_server):
 
 
 
-# ---- the suite in parallel (`make test`: pytest-xdist, ``-n 2 --dist loadgroup``) ----------------------
+# ---- the suite in parallel (`make test`: pytest-xdist, ``-n 3 --dist loadgroup``) ----------------------
 # Every test gets one group; a group runs whole on one worker, its tests in file order. Without xdist the
 # groups do nothing (a plain ``pytest`` run is serial, in the same order).
 #   "mesh"     every test that brings up a whole mesh: tests/e2e/ and anything marked ``serial``. One test
