@@ -45,8 +45,13 @@ def trading_posture(bus) -> bool:
 
 
 def push_until_entry(bus, src: "BridgeScans", journal: Path, n0: int, vel_div: float = -0.06,
-                     timeout: float = 240.0) -> None:
-    """Push entry-signal scans in legs of ten, each once the posture trades, until the journal has an entry."""
+                     timeout: float = 240.0, noise: float = 0.006) -> None:
+    """Push entry-signal scans in legs of ten, each once the posture trades, until the journal has an entry.
+
+    The legs' noise (0.006) is above every leg the module pushed before (calm legs ramp to 0.0042, stress legs
+    0.003): the trader's vol gate opens when BTC's 50-bar return std is above the 60th percentile of what it has
+    seen, and it keeps that history across restarts, so at 0.003 a long-lived trader's gate stayed shut (ci12:
+    every signal "not taken: vol_regime" for 240 s)."""
     deadline = time.monotonic() + timeout
     while entries(journal) <= n0:
         left = deadline - time.monotonic()
@@ -54,7 +59,7 @@ def push_until_entry(bus, src: "BridgeScans", journal: Path, n0: int, vel_div: f
             raise AssertionError(f"no entry within {timeout:.0f}s of entry-signal scans")
         wait_until(lambda: trading_posture(bus), max(left, 1.0), interval=0.5, what="a trading posture")
         for _ in range(10):
-            src.push(vel_div, -0.002, 0.003)
+            src.push(vel_div, -0.002, noise)
         src.wait_consumed()
 
 
