@@ -320,6 +320,14 @@ class SymbolRules:
         q = (Decimal(repr(qty)) / self.step).to_integral_value(rounding="ROUND_FLOOR") * self.step
         return q.quantize(self.step)
 
+    def held_qty(self, qty: float) -> Decimal:
+        """Round a held quantity (a sum of fills, each a whole number of lot steps) to the NEAREST step.
+
+        A float sum of fills can sit just below the true size (354.2 + 36.4 = 390.59999999999997), and
+        :meth:`round_qty` would floor it a whole step short: an exit sized that way leaves one step open."""
+        q = (Decimal(repr(qty)) / self.step).to_integral_value(rounding="ROUND_HALF_EVEN") * self.step
+        return q.quantize(self.step)
+
     def round_price(self, price: float, up: bool) -> Decimal:
         q = (Decimal(repr(price)) / self.tick).to_integral_value(rounding="ROUND_CEILING" if up else "ROUND_FLOOR")
         return (q * self.tick).quantize(self.tick)

@@ -231,7 +231,7 @@ class VenueAccount(Ledger):
         """(under _lock) close()'s body."""
         ids = []
         for k in range(self.max_exit_rounds):
-            q = rules.round_qty(left)
+            q = rules.held_qty(left)         # what is held is whole steps: a float sum may sit just below one
             if q <= 0:
                 break
             cid = client_order_id(self.strategy, self.day or "-", scan, side, f"exit-{pos.trade_id}-{k}")
@@ -247,13 +247,13 @@ class VenueAccount(Ledger):
         if fired:                                    # the stop fired before (or during) our exit: its fills count
             fills += fired
             left -= sum(f.qty for f in fired)
-        if rules.round_qty(left) > 0:
+        if rules.held_qty(left) > 0:
             log.critical("exit of #%d %s incomplete (%.8g left); engaging the kill switch", pos.trade_id,
                          pos.symbol, left)
             if self.kill_switch is not None:
                 self.kill_switch.engage(f"exit of trade {pos.trade_id} incomplete")
         rec = self._book_exit(pos, fills, reason, now, scan)
-        rec.update(client_ids=ids, incomplete=rules.round_qty(left) > 0)
+        rec.update(client_ids=ids, incomplete=rules.held_qty(left) > 0)
         return rec
 
     def _book_exit(self, pos: Position, fills: list, reason: str, now: float, scan: int | None) -> dict:

@@ -179,3 +179,15 @@ def test_symbol_rules_round_down_to_the_step():
     assert str(r.round_price(100.04, up=True)) == "100.1" and r.min_notional == 5.0
     with pytest.raises(MalformedMessage):
         X.parse_symbol_rules({"symbols": [{"symbol": "X", "filters": []}]})
+
+
+def test_a_held_quantity_summed_from_fills_rounds_to_the_nearest_step_not_a_step_short():
+    info = {"symbols": [{"symbol": "ETCUSDT", "filters": [
+        {"filterType": "PRICE_FILTER", "tickSize": "0.001"},
+        {"filterType": "LOT_SIZE", "stepSize": "0.1", "minQty": "0.1"},
+        {"filterType": "MIN_NOTIONAL", "notional": "5"}]}]}
+    r = X.parse_symbol_rules(info)["ETCUSDT"]
+    held = 354.2 + 36.4                                   # two fills of an entry (ci13's mesh)
+    assert held < 390.6 and str(r.round_qty(held)) == "390.5"      # floored: an exit would leave 0.1 open
+    assert str(r.held_qty(held)) == "390.6" and str(r.held_qty(390.6 - 390.5)) == "0.1"
+    assert str(r.held_qty(1e-12)) == "0.0"
