@@ -28,17 +28,22 @@ def test_each_module_runs_whole_on_one_worker():
     assert len(set().union(*workers.values())) == 2, dict(workers)      # and both workers had work
 
 
-def test_mesh_tests_come_first_then_the_real_member_then_integration_then_unit():
-    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
-                        "tests/unit/observability/test_alerts.py", "tests/integration/test_alerts.py",
-                        "tests/integration/test_hz_member.py", "tests/e2e/test_mesh.py"],
+def _collection_order(*modules: str) -> list[str]:
+    """The files of ``modules`` in the order the suite's collection hook leaves them (``--collect-only``)."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", *modules],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    files = []
+    files: list[str] = []
     for line in r.stdout.splitlines():
         f = line.split("::", 1)[0]
         if "::" in line and (not files or files[-1] != f):
             files.append(f)
+    return files
+
+
+def test_mesh_tests_come_first_then_the_real_member_then_integration_then_unit():
+    files = _collection_order("tests/unit/observability/test_alerts.py", "tests/integration/test_alerts.py",
+                              "tests/integration/test_hz_member.py", "tests/e2e/test_mesh.py")
     assert files == ["tests/e2e/test_mesh.py", "tests/integration/test_hz_member.py",
                      "tests/integration/test_alerts.py", "tests/unit/observability/test_alerts.py"], files
 
@@ -57,13 +62,5 @@ def test_the_prefect_modules_share_one_group_ahead_of_the_other_integration_test
     for path in sorted(prefect):
         assert _group_of(Item(f"{path}::t"), set(), prefect) == (1, PREFECT_GROUP)
     assert _group_of(Item("tests/integration/test_alerts.py::t"), set(), prefect) == (2, "tests/integration/test_alerts.py")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
-                        "tests/integration/test_alerts.py", *sorted(prefect)],
-                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    files = []
-    for line in r.stdout.splitlines():
-        f = line.split("::", 1)[0]
-        if "::" in line and (not files or files[-1] != f):
-            files.append(f)
+    files = _collection_order("tests/integration/test_alerts.py", *sorted(prefect))
     assert files == [*sorted(prefect), "tests/integration/test_alerts.py"], files
